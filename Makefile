@@ -1,0 +1,45 @@
+# The two commands a new user needs are `make run` and `make test`; both install what they need.
+VENV        := .venv
+PY          := $(VENV)/bin/python
+KAFKA_PORT  ?= 9092
+DATA_DIR    ?= ./data
+PYTEST_ARGS ?=
+
+.PHONY: install run test unit lint kafka kafka-stop bench guest-image clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml scripts/install-debs.sh
+	bash scripts/install-debs.sh
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+run: install
+	$(VENV)/bin/eventsvm up --data-dir $(DATA_DIR)
+
+test: install
+	bash scripts/test.sh $(PYTEST_ARGS)
+
+unit: install
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check eventsvm consumers tests bench
+	$(VENV)/bin/mypy
+
+kafka: install
+	bash scripts/kafka.sh start $(KAFKA_PORT)
+
+kafka-stop:
+	bash scripts/kafka.sh stop $(KAFKA_PORT)
+
+bench: install
+	bash scripts/bench.sh
+
+guest-image: install
+	bash scripts/guest-image.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""One module per service: its decide/evolve logic and nothing else."""

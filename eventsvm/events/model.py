@@ -1,0 +1,199 @@
+"""The event envelope, the catalogue of event types and the topics they live on.
+
+Ids are plain strings and times are integer milliseconds on purpose: building uuid.UUID and
+datetime objects costs more than the whole rest of a decode (shared/performance-notes.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Topic(StrEnum):
+    """Every topic the system writes. Instance topics are keyed by instance UUID."""
+
+    REQUESTED = "eventsvm.instance.requested"
+    AUTHENTICATED = "eventsvm.instance.authenticated"
+    SCHEDULED = "eventsvm.instance.scheduled"
+    RESOURCES_RESOLVED = "eventsvm.instance.resources-resolved"
+    SPAWNED = "eventsvm.instance.spawned"
+    FAILED = "eventsvm.instance.failed"
+    DELETE_REQUESTED = "eventsvm.instance.delete-requested"
+    DELETE_DISPATCHED = "eventsvm.instance.delete-dispatched"
+    DELETED = "eventsvm.instance.deleted"
+    HOSTS = "eventsvm.host.inventory"
+    CATALOG = "eventsvm.catalog"
+    IDENTITY = "eventsvm.identity"
+    DEAD_LETTER = "eventsvm.dead-letter"
+
+
+INSTANCE_TOPICS: tuple[Topic, ...] = (
+    Topic.REQUESTED,
+    Topic.AUTHENTICATED,
+    Topic.SCHEDULED,
+    Topic.RESOURCES_RESOLVED,
+    Topic.SPAWNED,
+    Topic.FAILED,
+    Topic.DELETE_REQUESTED,
+    Topic.DELETE_DISPATCHED,
+    Topic.DELETED,
+)
+
+# Topics whose partition is chosen by compute host rather than by key, so that a spawner reads only
+# its own host's work (see docs/decisions.md, "Routing work to a compute host").
+HOST_ROUTED_TOPICS: tuple[Topic, ...] = (Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED)
+
+
+class EventType(StrEnum):
+    """Every event type; each has one Avro schema under schemas/<type>/."""
+
+    # the boot flow (DESIGN §1)
+    INSTANCE_REQUESTED = "instance.requested"
+    INSTANCE_AUTHENTICATED = "instance.authenticated"
+    INSTANCE_SCHEDULED = "instance.scheduled"
+    INSTANCE_RESOURCES_RESOLVED = "instance.resources_resolved"
+    INSTANCE_SPAWNED = "instance.spawned"
+    INSTANCE_FAILED = "instance.failed"
+    INSTANCE_DELETE_REQUESTED = "instance.delete_requested"
+    INSTANCE_DELETE_DISPATCHED = "instance.delete_dispatched"
+    INSTANCE_DELETED = "instance.deleted"
+    # compute hosts
+    HOST_REGISTERED = "host.registered"
+    HOST_UPDATED = "host.updated"
+    # catalog: flavors (nova), images (glance), networks (neutron), volumes (cinder), keypairs
+    FLAVOR_CREATED = "catalog.flavor_created"
+    FLAVOR_DELETED = "catalog.flavor_deleted"
+    IMAGE_CREATED = "catalog.image_created"
+    NETWORK_CREATED = "catalog.network_created"
+    SUBNET_CREATED = "catalog.subnet_created"
+    VOLUME_CREATED = "catalog.volume_created"
+    KEYPAIR_CREATED = "catalog.keypair_created"
+    KEYPAIR_DELETED = "catalog.keypair_deleted"
+    SERVER_GROUP_CREATED = "catalog.server_group_created"
+    # identity (keystone) and quota
+    PROJECT_CREATED = "identity.project_created"
+    USER_CREATED = "identity.user_created"
+    USER_UPDATED = "identity.user_updated"
+    ROLE_ASSIGNED = "identity.role_assigned"
+    TOKEN_REVOKED = "identity.token_revoked"
+    QUOTA_SET = "identity.quota_set"
+    # a record a service could not process, with the reason (never silently dropped)
+    DEAD_LETTER_RECORDED = "deadletter.recorded"
+
+
+TOPIC_OF: dict[EventType, Topic] = {
+    EventType.INSTANCE_REQUESTED: Topic.REQUESTED,
+    EventType.INSTANCE_AUTHENTICATED: Topic.AUTHENTICATED,
+    EventType.INSTANCE_SCHEDULED: Topic.SCHEDULED,
+    EventType.INSTANCE_RESOURCES_RESOLVED: Topic.RESOURCES_RESOLVED,
+    EventType.INSTANCE_SPAWNED: Topic.SPAWNED,
+    EventType.INSTANCE_FAILED: Topic.FAILED,
+    EventType.INSTANCE_DELETE_REQUESTED: Topic.DELETE_REQUESTED,
+    EventType.INSTANCE_DELETE_DISPATCHED: Topic.DELETE_DISPATCHED,
+    EventType.INSTANCE_DELETED: Topic.DELETED,
+    EventType.HOST_REGISTERED: Topic.HOSTS,
+    EventType.HOST_UPDATED: Topic.HOSTS,
+    EventType.DEAD_LETTER_RECORDED: Topic.DEAD_LETTER,
+}
+for _t in EventType:
+    if _t.value.startswith("catalog."):
+        TOPIC_OF[_t] = Topic.CATALOG
+    elif _t.value.startswith("identity."):
+        TOPIC_OF[_t] = Topic.IDENTITY
+
+
+def now_ms() -> int:
+    """Wall-clock time in integer milliseconds, the unit of every event timestamp."""
+    return time.time_ns() // 1_000_000
+
+
+def new_id() -> str:
+    """A fresh UUID4 as its canonical string."""
+    return str(uuid.uuid4())
+
+
+@dataclass(slots=True)
+class Event:
+    """One event: the common envelope (DESIGN §2) plus a type-specific body.
+
+    `aggregate_id` is the instance UUID for instance events and the entity's id otherwise
+    (host name, flavor id, user id ...). `sequence` is the aggregate version, starting at 1.
+    `prev_hash` is the SHA-256 (hex) of the encoded bytes of the event this one follows within
+    the same aggregate, which makes every aggregate a hash chain an auditor can verify.
+    """
+
+    type: EventType
+    event_id: str
+    aggregate_id: str
+    sequence: int
+    request_id: str
+    causation_id: str | None
+    user_id: str | None
+    project_id: str | None
+    occurred_at: int
+    prev_hash: str | None
+    body: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def topic(self) -> Topic:
+        """The topic this event type is appended to."""
+        return TOPIC_OF[self.type]
+
+
+def new_event(
+    type: EventType,
+    aggregate_id: str,
+    body: dict[str, Any],
+    *,
+    cause: Event | None = None,
+    cause_hash: str | None = None,
+    request_id: str | None = None,
+    user_id: str | None = None,
+    project_id: str | None = None,
+    sequence: int | None = None,
+    prev_hash: str | None = None,
+    occurred_at: int | None = None,
+) -> Event:
+    """Build an event; when it answers `cause`, inherit request id, actor and chain position.
+
+    `cause_hash` is the hash of the cause's encoded bytes (the runner knows it); it becomes this
+    event's `prev_hash` when the cause belongs to the same aggregate.
+    """
+    if cause is not None:
+        same_aggregate = cause.aggregate_id == aggregate_id
+        return Event(
+            type=type,
+            event_id=new_id(),
+            aggregate_id=aggregate_id,
+            sequence=sequence if sequence is not None else (cause.sequence + 1 if same_aggregate else 1),
+            request_id=request_id or cause.request_id,
+            causation_id=cause.event_id,
+            user_id=user_id if user_id is not None else cause.user_id,
+            project_id=project_id if project_id is not None else cause.project_id,
+            occurred_at=occurred_at if occurred_at is not None else now_ms(),
+            prev_hash=prev_hash if prev_hash is not None else (cause_hash if same_aggregate else None),
+            body=body,
+        )
+    return Event(
+        type=type,
+        event_id=new_id(),
+        aggregate_id=aggregate_id,
+        sequence=sequence if sequence is not None else 1,
+        request_id=request_id or f"req-{new_id()}",
+        causation_id=None,
+        user_id=user_id,
+        project_id=project_id,
+        occurred_at=occurred_at if occurred_at is not None else now_ms(),
+        prev_hash=prev_hash,
+        body=body,
+    )
+
+
+def event_hash(encoded: bytes) -> str:
+    """The chain hash of an event: SHA-256 over exactly the bytes stored in the log."""
+    return hashlib.sha256(encoded).hexdigest()

@@ -1,0 +1,179 @@
+"""EventLog: the one port through which any code touches the log (DESIGN §3).
+
+The engines (eventsvm.log.kafka, eventsvm.log.sqlite) move bytes; they know nothing of instances
+or Avro. Every behaviour here is pinned by tests/contract/, which both engines must pass.
+"""
+
+from __future__ import annotations
+
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+# Start positions for `EventLog.reader`: the beginning, the current end, or a timestamp (ms).
+BEGINNING = "beginning"
+END = "end"
+StartAt = str | int
+
+
+class LogError(Exception):
+    """Base class of every error the log raises."""
+
+
+class LogUnavailable(LogError):
+    """The engine cannot be reached or opened (broker down, file not writable, bad URL)."""
+
+
+class Fenced(LogError):
+    """This group member lost its partitions (rebalance or a newer incarnation); the step was not
+    committed and must not be retried by this member."""
+
+
+class UnknownTopic(LogError):
+    """A topic was used that does not exist and could not be created."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored record, as read back from the log."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """One record to append. `partition=None` means: chosen from the key by `partition_for`."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+    timestamp_ms: int | None = None
+
+
+TopicPartition = tuple[str, int]
+
+
+def partition_for(key: bytes | None, partitions: int) -> int:
+    """The partition a key maps to; the same function on both engines so placement agrees."""
+    if key is None or partitions <= 1:
+        return 0
+    return zlib.crc32(key) % partitions
+
+
+class Reader(ABC):
+    """A plain reader (no group, no commits): replay from the start, from a time, or tail."""
+
+    @abstractmethod
+    def poll(self, max_records: int = 1000, timeout: float = 0.1) -> list[Record]:
+        """Up to `max_records` records; an empty list when nothing arrived within `timeout` s."""
+
+    @abstractmethod
+    def at_end(self) -> bool:
+        """True once every assigned partition has been read up to the end it had when last polled."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the reader."""
+
+
+class GroupMember(ABC):
+    """A member of a consumer group: partitions are split across members, offsets are committed.
+
+    `commit_step` is the read-process-write primitive: the outputs are appended and the offsets
+    after `consumed` are committed in one atomic step, or neither happens.
+    """
+
+    @abstractmethod
+    def poll(self, max_records: int = 1000, timeout: float = 0.1) -> list[Record]:
+        """Up to `max_records` records from the assigned partitions, after the committed offsets."""
+
+    @abstractmethod
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this member currently owns."""
+
+    @abstractmethod
+    def commit_step(self, outputs: Sequence[OutRecord], consumed: Sequence[Record]) -> None:
+        """Append `outputs` and commit past `consumed` atomically. Raises Fenced if this member
+        no longer owns a consumed partition; then nothing was written."""
+
+    @abstractmethod
+    def rewind(self) -> None:
+        """Go back to the committed offsets (after a step was abandoned)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Leave the group; its partitions go to the remaining members."""
+
+
+# Called with the partitions just assigned to (or revoked from) a member.
+RebalanceCallback = Callable[[set[TopicPartition]], None]
+
+
+class EventLog(ABC):
+    """The log: topics of partitions of records, appended atomically, read by groups or replay."""
+
+    @abstractmethod
+    def create_topics(self, topics: Iterable[str], partitions: int | None = None) -> None:
+        """Create the topics that do not exist yet (kept forever), with `partitions` each or the
+        configured default. Existing topics are left as they are."""
+
+    @abstractmethod
+    def partitions(self, topic: str) -> int:
+        """How many partitions `topic` has. Raises UnknownTopic if it does not exist."""
+
+    @abstractmethod
+    def list_topics(self) -> list[str]:
+        """Every topic in this log (within its namespace), sorted."""
+
+    @abstractmethod
+    def append(self, records: Sequence[OutRecord]) -> list[tuple[int, int]]:
+        """Append all `records` atomically and durably; (partition, offset) of each, in order."""
+
+    @abstractmethod
+    def reader(
+        self,
+        topics: Iterable[str],
+        start: StartAt = BEGINNING,
+        partitions: Iterable[TopicPartition] | None = None,
+    ) -> Reader:
+        """A reader over `topics` (or just `partitions`) from BEGINNING, END or a timestamp (ms)."""
+
+    @abstractmethod
+    def member(
+        self,
+        group: str,
+        topics: Iterable[str],
+        *,
+        member_name: str,
+        partitions: Iterable[TopicPartition] | None = None,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+    ) -> GroupMember:
+        """Join `group` on `topics`. `member_name` is stable across restarts of the same process
+        role (it names the transactional producer, so a restarted member fences its old self).
+        With `partitions` the member takes exactly those partitions instead of a share."""
+
+    @abstractmethod
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition, the offset the next appended record will get (committed data only)."""
+
+    @abstractmethod
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        """Per partition, the offset `group` committed (absent when nothing was committed)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush and release everything."""
+
+    def partition_of(self, record: OutRecord) -> int:
+        """The partition `record` lands in."""
+        if record.partition is not None:
+            return record.partition
+        return partition_for(record.key, self.partitions(record.topic))

@@ -1,0 +1,1 @@
+"""Read models and state folds over the log."""

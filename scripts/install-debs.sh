@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Debian packages the project needs: libvirt-dev + pkg-config to build libvirt-python (PyPI ships
+# no wheel), chromium for the dashboard's browser test. Installed only when missing.
+set -euo pipefail
+want=(libvirt-dev pkg-config chromium)
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing Debian packages: ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
