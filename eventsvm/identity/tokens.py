@@ -1,0 +1,192 @@
+"""Fernet bearer tokens, as keystone issues them: nothing is stored, the token carries its claims.
+
+The claims (user, project, roles, methods, audit id, issue and expiry times) are serialised as compact
+JSON and encrypted and signed with Fernet (AES-128-CBC + HMAC-SHA256) under the repository's primary
+key; any active key (see eventsvm.identity.keys) decrypts, so rotation does not log anybody out.
+The token string itself is a bearer secret: it is never logged, stored, or put in an error message.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import InvalidToken, MultiFernet
+
+from eventsvm.identity.keys import key_indexes, load
+
+PAYLOAD_VERSION = 1
+# Real tokens are ~300 characters; refuse absurd input before spending cycles on it.
+MAX_TOKEN_LENGTH = 4096
+
+
+class TokenInvalid(Exception):
+    """The token is garbage, was tampered with, or no active key decrypts it."""
+
+
+class TokenExpired(TokenInvalid):
+    """The token was genuine but its expiry has passed (a kind of invalid, so one handler covers both)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A freshly issued token; the secret `token` string is left out of repr and str."""
+
+    token: str = field(repr=False)
+    audit_id: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """What a valid token says about its bearer; safe to log (holds no secret)."""
+
+    user_id: str
+    project_id: str
+    roles: tuple[str, ...]
+    methods: tuple[str, ...]
+    audit_id: str
+    issued_at: datetime
+    expires_at: datetime
+
+    @property
+    def issued_at_ms(self) -> int:
+        """Issue time in epoch milliseconds, the unit events use."""
+        return epoch_ms(self.issued_at)
+
+    @property
+    def expires_at_ms(self) -> int:
+        """Expiry in epoch milliseconds (what a token_revoked event records)."""
+        return epoch_ms(self.expires_at)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """An aware datetime as integer milliseconds since the epoch (exact, no float rounding)."""
+    return (moment - _EPOCH) // _MILLISECOND
+
+
+def _from_ms(ms: int) -> datetime:
+    return _EPOCH + ms * _MILLISECOND
+
+
+def new_audit_id() -> str:
+    """A random url-safe id (22 characters) that names a token without revealing it."""
+    return secrets.token_urlsafe(16)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TokenService:
+    """Issues and validates Fernet tokens with the keys in `key_dir`, picking up rotations by itself."""
+
+    def __init__(
+        self,
+        key_dir: Path | str,
+        ttl_seconds: int = 3600,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        if ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be positive")
+        self._key_dir = Path(key_dir)
+        self._ttl = timedelta(seconds=ttl_seconds)
+        self._clock = clock
+        self._keys: tuple[tuple[int, ...], MultiFernet] | None = None
+        self._fernet()  # fail at start-up, not on the first request, when the repository is empty
+
+    def issue(
+        self,
+        user_id: str,
+        project_id: str,
+        roles: Iterable[str],
+        methods: Iterable[str] = ("password",),
+    ) -> IssuedToken:
+        """A new project-scoped token for `user_id`, valid for the configured TTL."""
+        issued_ms = epoch_ms(self._clock())
+        expires_ms = issued_ms + int(self._ttl.total_seconds() * 1000)
+        audit_id = new_audit_id()
+        payload = {
+            "v": PAYLOAD_VERSION,
+            "u": user_id,
+            "p": project_id,
+            "r": list(roles),
+            "m": list(methods),
+            "a": audit_id,
+            "i": issued_ms,
+            "e": expires_ms,
+        }
+        plaintext = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        token = self._fernet().encrypt_at_time(plaintext, issued_ms // 1000).decode("ascii")
+        return IssuedToken(
+            token=token, audit_id=audit_id, issued_at=_from_ms(issued_ms), expires_at=_from_ms(expires_ms)
+        )
+
+    def validate(self, token: str) -> TokenClaims:
+        """The claims of a genuine, unexpired token; raises TokenInvalid or TokenExpired otherwise.
+
+        Only the cryptography and the clock are checked here; whether the user, project, role and
+        audit id are still good is IdentityState.check_token_still_valid's question.
+        """
+        plaintext: bytes | None = None
+        if isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_LENGTH:
+            try:
+                plaintext = self._fernet().decrypt(token)
+            except InvalidToken:
+                pass
+        # Raised outside the except block so no chained exception can carry anything derived from it.
+        if plaintext is None:
+            raise TokenInvalid("The token is not valid.")
+        claims = _parse_claims(plaintext)
+        if claims is None:
+            raise TokenInvalid("The token is not valid.")
+        if self._clock() >= claims.expires_at:
+            raise TokenExpired("The token has expired.")
+        return claims
+
+    def _fernet(self) -> MultiFernet:
+        # Every rotation adds a new highest index, so the list of file names changes exactly when
+        # the keys do; a directory listing is much cheaper than re-reading the keys per request.
+        indexes = tuple(key_indexes(self._key_dir))
+        cached = self._keys
+        if cached is None or cached[0] != indexes:
+            cached = (indexes, load(self._key_dir))
+            self._keys = cached
+        return cached[1]
+
+
+def _parse_claims(plaintext: bytes) -> TokenClaims | None:
+    try:
+        payload: Any = json.loads(plaintext)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict) or payload.get("v") != PAYLOAD_VERSION:
+        return None
+    strings = [payload.get(k) for k in ("u", "p", "a")]
+    lists = [payload.get(k) for k in ("r", "m")]
+    times = [payload.get(k) for k in ("i", "e")]
+    if not all(isinstance(s, str) for s in strings):
+        return None
+    if not all(isinstance(lst, list) and all(isinstance(x, str) for x in lst) for lst in lists):
+        return None
+    if not all(isinstance(t, int) and not isinstance(t, bool) for t in times):
+        return None
+    return TokenClaims(
+        user_id=payload["u"],
+        project_id=payload["p"],
+        roles=tuple(payload["r"]),
+        methods=tuple(payload["m"]),
+        audit_id=payload["a"],
+        issued_at=_from_ms(payload["i"]),
+        expires_at=_from_ms(payload["e"]),
+    )

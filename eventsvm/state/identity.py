@@ -1,0 +1,257 @@
+"""The identity fold: projects, users, role assignments, revoked tokens and quotas from identity.* events.
+
+Style: `IdentityState.apply(event)` changes the state in place, because the identity topic is folded
+from its start and copying every table per event would make that quadratic. `evolve(state, event)`
+is the decider-shaped spelling of the same thing and returns the object it was given. Events of
+other types are ignored, so the fold can be fed a mixed stream.
+
+There are no domain events: a domain is named by its id, compared case-insensitively, so keystone's
+`{"domain": {"name": "Default"}}` and `{"domain": {"id": "default"}}` both mean domain `default`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from eventsvm.events.model import Event, EventType
+from eventsvm.identity.passwords import verify_password
+from eventsvm.identity.quota import QuotaLimits
+from eventsvm.identity.tokens import TokenClaims, epoch_ms
+
+# keystone's own 401 text: it must not tell a caller which of user, password or project was wrong.
+AUTH_FAILED_MESSAGE = "The request you have made requires authentication."
+
+
+class Unauthorized(Exception):
+    """Authentication failed; the message is always the same generic text."""
+
+    def __init__(self) -> None:
+        super().__init__(AUTH_FAILED_MESSAGE)
+
+
+@dataclass(slots=True)
+class Project:
+    """A keystone project (tenant): the owner of servers and the unit of quota."""
+
+    id: str
+    name: str
+    domain_id: str = "default"
+    enabled: bool = True
+    description: str = ""
+
+
+@dataclass(slots=True)
+class User:
+    """A keystone user; only the salted hash of the password is ever known."""
+
+    id: str
+    name: str
+    password_hash: str = field(repr=False)
+    domain_id: str = "default"
+    default_project_id: str | None = None
+    enabled: bool = True
+    # Tokens issued before this moment (ms) are dead: set when the user is disabled or the password
+    # changes, as keystone revokes a user's tokens then; re-enabling does not revive them.
+    tokens_valid_after_ms: int = 0
+
+
+def _domain_key(domain: str) -> str:
+    return domain.lower()
+
+
+def _as_ms(value: int | datetime) -> int:
+    # the codec may hand timestamp-millis fields over as ints or as datetimes
+    return epoch_ms(value) if isinstance(value, datetime) else int(value)
+
+
+# Checked when the user name is unknown, so that answer costs the same scrypt as a wrong password and
+# the response time does not reveal which names exist. Nobody knows a password that matches it.
+_DECOY_HASH = "scrypt$16384$8$1$YHUDZtVjxWHS1eqpyiEaeA$Rm5jeF+LHZVM/OXhSvv4TC1DH3OIo3OUpiGJAxcCLso"
+
+
+class IdentityState:
+    """Everything keystone knows, rebuilt from the identity topic; see the module doc for the style."""
+
+    def __init__(self) -> None:
+        self.projects: dict[str, Project] = {}
+        self.users: dict[str, User] = {}
+        self.quota_sets: dict[str, QuotaLimits] = {}
+        # audit id -> the token's expiry (ms), so entries can be dropped once the token is dead anyway
+        self.revoked: dict[str, int] = {}
+        self._assignments: dict[tuple[str, str], set[str]] = {}
+        self._project_names: dict[tuple[str, str], str] = {}
+        self._user_names: dict[tuple[str, str], str] = {}
+        self._handlers: dict[EventType, Callable[[Event], None]] = {
+            EventType.PROJECT_CREATED: self._project_created,
+            EventType.USER_CREATED: self._user_created,
+            EventType.USER_UPDATED: self._user_updated,
+            EventType.ROLE_ASSIGNED: self._role_assigned,
+            EventType.TOKEN_REVOKED: self._token_revoked,
+            EventType.QUOTA_SET: self._quota_set,
+        }
+
+    @classmethod
+    def from_events(cls, events: Iterable[Event]) -> IdentityState:
+        """The state after folding `events` in order over an empty state."""
+        state = cls()
+        for event in events:
+            state.apply(event)
+        return state
+
+    def apply(self, event: Event) -> None:
+        """Fold one event into the state (in place); non-identity events change nothing."""
+        handler = self._handlers.get(event.type)
+        if handler is not None:
+            handler(event)
+
+    # lookups
+
+    def project(self, project_id: str) -> Project | None:
+        """The project with this id, if any."""
+        return self.projects.get(project_id)
+
+    def project_by_name(self, name: str, domain: str) -> Project | None:
+        """The project called `name` in `domain` (id or name, case-insensitive), if any."""
+        project_id = self._project_names.get((_domain_key(domain), name))
+        return None if project_id is None else self.projects.get(project_id)
+
+    def user(self, user_id: str) -> User | None:
+        """The user with this id, if any."""
+        return self.users.get(user_id)
+
+    def user_by_name(self, name: str, domain: str) -> User | None:
+        """The user called `name` in `domain` (id or name, case-insensitive), if any."""
+        user_id = self._user_names.get((_domain_key(domain), name))
+        return None if user_id is None else self.users.get(user_id)
+
+    def roles_of(self, user_id: str, project_id: str) -> frozenset[str]:
+        """The roles assigned to the user on the project (no implied roles; see policy)."""
+        return frozenset(self._assignments.get((user_id, project_id), ()))
+
+    def is_revoked(self, audit_id: str) -> bool:
+        """True when the token with this audit id was revoked."""
+        return audit_id in self.revoked
+
+    def drop_expired_revocations(self, now_ms: int) -> int:
+        """Forget revocations of tokens that have expired by `now_ms`; returns how many went."""
+        expired = [audit_id for audit_id, expires in self.revoked.items() if expires <= now_ms]
+        for audit_id in expired:
+            del self.revoked[audit_id]
+        return len(expired)
+
+    # decisions
+
+    def authenticate(
+        self, user_name: str, user_domain: str, password: str, project_name: str, project_domain: str
+    ) -> tuple[User, Project, tuple[str, ...]]:
+        """The user, project and roles for a password auth scoped to a project.
+
+        Raises Unauthorized, with the same message whatever was wrong, unless the user exists, is
+        enabled and the password matches, and the project exists, is enabled and the user has a role on it.
+        """
+        user = self.user_by_name(user_name, user_domain)
+        password_ok = verify_password(password, user.password_hash if user else _DECOY_HASH)
+        if user is None or not password_ok or not user.enabled:
+            raise Unauthorized()
+        project = self.project_by_name(project_name, project_domain)
+        if project is None or not project.enabled:
+            raise Unauthorized()
+        roles = tuple(sorted(self.roles_of(user.id, project.id)))
+        if not roles:
+            raise Unauthorized()
+        return user, project, roles
+
+    def check_token_still_valid(self, claims: TokenClaims) -> str | None:
+        """None while the identity behind a (cryptographically valid) token still stands, else why not."""
+        c = claims
+        return self._refusal(c.user_id, c.project_id, c.audit_id, c.roles, c.issued_at_ms)
+
+    def check_request(self, user_id: str, project_id: str, audit_id: str) -> str | None:
+        """The same check for a request event, which carries the token's audit id but not its claims."""
+        return self._refusal(user_id, project_id, audit_id, (), None)
+
+    def _refusal(
+        self, user_id: str, project_id: str, audit_id: str, roles: Iterable[str], issued_at_ms: int | None
+    ) -> str | None:
+        if self.is_revoked(audit_id):
+            return "token revoked"
+        user = self.users.get(user_id)
+        if user is None:
+            return "user not found"
+        if not user.enabled:
+            return "user disabled"
+        if issued_at_ms is not None and issued_at_ms < user.tokens_valid_after_ms:
+            return "token issued before the user was disabled or changed password"
+        project = self.projects.get(project_id)
+        if project is None:
+            return "project not found"
+        if not project.enabled:
+            return "project disabled"
+        assigned = self._assignments.get((user.id, project.id), set())
+        if not assigned or not set(roles) <= assigned:
+            return "role assignment removed"
+        return None
+
+    # event handlers
+
+    def _project_created(self, event: Event) -> None:
+        body = event.body
+        project = Project(
+            id=body["id"],
+            name=body["name"],
+            domain_id=body.get("domain_id", "default"),
+            enabled=body.get("enabled", True),
+            description=body.get("description", ""),
+        )
+        self.projects[project.id] = project
+        # The API refuses a duplicate name; should one reach the log anyway, the first one keeps it.
+        self._project_names.setdefault((_domain_key(project.domain_id), project.name), project.id)
+
+    def _user_created(self, event: Event) -> None:
+        body = event.body
+        user = User(
+            id=body["id"],
+            name=body["name"],
+            password_hash=body["password_hash"],
+            domain_id=body.get("domain_id", "default"),
+            default_project_id=body.get("default_project_id"),
+            enabled=body.get("enabled", True),
+        )
+        self.users[user.id] = user
+        self._user_names.setdefault((_domain_key(user.domain_id), user.name), user.id)
+
+    def _user_updated(self, event: Event) -> None:
+        body = event.body
+        user = self.users.get(body["id"])
+        if user is None:
+            return
+        enabled = body.get("enabled")
+        password_hash = body.get("password_hash")
+        if enabled is not None:
+            if user.enabled and not enabled:
+                user.tokens_valid_after_ms = max(user.tokens_valid_after_ms, event.occurred_at)
+            user.enabled = enabled
+        if password_hash is not None:
+            user.password_hash = password_hash
+            user.tokens_valid_after_ms = max(user.tokens_valid_after_ms, event.occurred_at)
+
+    def _role_assigned(self, event: Event) -> None:
+        body = event.body
+        self._assignments.setdefault((body["user_id"], body["project_id"]), set()).add(body["role"])
+
+    def _token_revoked(self, event: Event) -> None:
+        self.revoked[event.body["audit_id"]] = _as_ms(event.body["expires_at"])
+
+    def _quota_set(self, event: Event) -> None:
+        body = event.body
+        self.quota_sets[body["project_id"]] = QuotaLimits(
+            instances=body["instances"], cores=body["cores"], ram_mb=body["ram_mb"]
+        )
+
+
+def evolve(state: IdentityState, event: Event) -> IdentityState:
+    """Fold `event` into `state` in place and return it (the decider's evolve signature)."""
+    state.apply(event)
+    return state
