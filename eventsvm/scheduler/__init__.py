@@ -1,0 +1,28 @@
+"""Nova-style scheduling policy: filters and weighers over host states and one request. Pure:
+no I/O, no log, no events; the scheduler consumer feeds it states folded from the log."""
+
+from eventsvm.scheduler.filters import FILTERS, HostFilter
+from eventsvm.scheduler.host_state import Claim, HostState
+from eventsvm.scheduler.policy import DEFAULT_FILTERS, DEFAULT_WEIGHERS, SchedulerPolicy
+from eventsvm.scheduler.request import SchedulingRequest, disk_for_flavor
+from eventsvm.scheduler.select import FilterStep, NoValidHost, Selection, select_destinations, weigh_hosts
+from eventsvm.scheduler.weighers import WEIGHERS, HostWeigher
+
+__all__ = [
+    "DEFAULT_FILTERS",
+    "DEFAULT_WEIGHERS",
+    "FILTERS",
+    "FilterStep",
+    "WEIGHERS",
+    "Claim",
+    "HostFilter",
+    "HostState",
+    "HostWeigher",
+    "NoValidHost",
+    "SchedulerPolicy",
+    "SchedulingRequest",
+    "Selection",
+    "disk_for_flavor",
+    "select_destinations",
+    "weigh_hosts",
+]

@@ -1,0 +1,12 @@
+"""Host weighers, one module each, and the registry that maps their configured names to them."""
+
+from __future__ import annotations
+
+from eventsvm.scheduler.weighers.base import HostWeigher, normalize
+from eventsvm.scheduler.weighers.cpu import CPUWeigher
+from eventsvm.scheduler.weighers.disk import DiskWeigher
+from eventsvm.scheduler.weighers.ram import RAMWeigher
+
+WEIGHERS: dict[str, type[HostWeigher]] = {cls.name: cls for cls in (RAMWeigher, DiskWeigher, CPUWeigher)}
+
+__all__ = ["WEIGHERS", "CPUWeigher", "DiskWeigher", "HostWeigher", "RAMWeigher", "normalize"]

@@ -1,0 +1,35 @@
+"""The shape every host weigher has, and nova's normalisation of raw weights to 0..1."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+from eventsvm.scheduler.host_state import HostState
+from eventsvm.scheduler.request import SchedulingRequest
+
+
+class HostWeigher(ABC):
+    """A weigher scores a host on one resource; higher raw weight means preferred when the
+    multiplier is positive (spread), less preferred when it is negative (stack)."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def raw_weight(self, host: HostState, request: SchedulingRequest) -> float:
+        """This host's raw score, before normalisation across the candidate hosts."""
+
+
+def normalize(values: Sequence[float]) -> list[float]:
+    """Scale values to 0..1 across the hosts (min -> 0, max -> 1); all equal gives all 0.
+
+    Without this a weigher in MB would drown one in vCPUs whatever the multipliers say.
+    """
+    if not values:
+        return []
+    low, high = min(values), max(values)
+    span = high - low
+    if span == 0:
+        return [0.0] * len(values)
+    return [(v - low) / span for v in values]
