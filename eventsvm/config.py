@@ -26,6 +26,9 @@ class LogConfig:
     replication_factor: int = 1
     min_insync_replicas: int = 1
     connect_timeout_s: float = 10.0
+    # how long a silent group member keeps its partitions (Kafka's session.timeout.ms; the
+    # broker's floor is 6 s by default)
+    session_timeout_s: float = 10.0
 
     @property
     def engine(self) -> str:

@@ -1,0 +1,182 @@
+"""resolver: glance, neutron and cinder's part of a build — image metadata, a port with a fixed IP
+and MAC, and volumes — and the router of all work bound for a compute host.
+
+Inputs: instance.scheduled and instance.delete-requested. Output for a host goes to the partition
+of the host's slot (`Output.route`), which only that host's spawner reads. A delete of an
+instance that never reached a host completes here (nova's "local delete").
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventsvm.events.builders import deleted, failed
+from eventsvm.events.model import Event, EventType, Topic, new_event
+from eventsvm.service import Output, Service, StepContext
+from eventsvm.state.catalog import CatalogState, evolve_catalog
+from eventsvm.state.ipam import IpAllocations, NoMoreAddresses
+from eventsvm.virt.xml import domain_name_for
+
+
+@dataclass
+class ResolverState:
+    """Catalog, host slots, address allocations, and where each instance's work was routed."""
+
+    catalog: CatalogState = field(default_factory=CatalogState)
+    host_slots: dict[str, int] = field(default_factory=dict)
+    ipam: IpAllocations = field(default_factory=IpAllocations)
+    routed_to: dict[str, str] = field(default_factory=dict)
+    deleting: set[str] = field(default_factory=set)
+    gone: set[str] = field(default_factory=set)
+
+
+def evolve(state: ResolverState, event: Event) -> ResolverState:
+    """Fold catalog, hosts, allocations and deletions."""
+    kind, body, instance_id = event.type, event.body, event.aggregate_id
+    if kind.startswith("catalog."):
+        evolve_catalog(state.catalog, event)
+    elif kind == EventType.HOST_REGISTERED:
+        state.host_slots[body["name"]] = body["slot"]
+    elif kind == EventType.INSTANCE_RESOURCES_RESOLVED:
+        if instance_id not in state.gone:
+            state.ipam.record(instance_id, body["ports"])
+            state.routed_to[instance_id] = body["host"]
+    elif kind == EventType.INSTANCE_DELETE_DISPATCHED:
+        state.deleting.add(instance_id)
+    elif kind == EventType.INSTANCE_DELETED or (kind == EventType.INSTANCE_FAILED and body["final"]):
+        state.gone.add(instance_id)
+        state.deleting.discard(instance_id)
+        state.ipam.release(instance_id)
+        state.routed_to.pop(instance_id, None)
+    return state
+
+
+def decide(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[Output]:
+    """Resolve a scheduled instance's resources, or route a delete to where the instance is."""
+    instance_id = event.aggregate_id
+    if instance_id in state.gone:
+        return []
+    if event.type == EventType.INSTANCE_SCHEDULED:
+        if instance_id in state.deleting:
+            return []
+        return _resolve(state, event, ctx)
+    if event.type == EventType.INSTANCE_DELETE_REQUESTED:
+        if instance_id in state.deleting:
+            return []
+        host = state.routed_to.get(instance_id)
+        if host is None:
+            return [Output(deleted(event, None, "resolver"))]
+        body = {"host": host, "domain_name": domain_name_for(instance_id)}
+        return [Output(new_event(EventType.INSTANCE_DELETE_DISPATCHED, instance_id, body, cause=event),
+                       route=state.host_slots.get(host, 0))]
+    return []
+
+
+def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[Output]:
+    body = event.body
+    spec = body["spec"]
+    attempt = body["attempt"]
+
+    def refuse(reason: str, code: int = 400) -> Sequence[Output]:
+        return [Output(failed(event, "resolve", reason, code=code, host=body["host"], attempt=attempt))]
+
+    image = state.catalog.images.get(spec["image_id"])
+    if image is None:
+        return refuse(f"Image {spec['image_id']} could not be found.")
+    volumes: list[dict[str, Any]] = []
+    for index, bdm in enumerate(spec.get("block_devices") or []):
+        if bdm.get("source_type") == "volume":
+            volume = state.catalog.volumes.get(bdm.get("uuid") or "")
+            if volume is None:
+                return refuse(f"Volume {bdm.get('uuid')} could not be found.")
+            volumes.append({"volume_id": volume["id"], "size_gb": volume["size_gb"],
+                            "device": f"/dev/vd{chr(ord('b') + index)}"})
+    ports = state.ipam.ports_by_instance.get(event.aggregate_id)
+    if ports is None:
+        try:
+            ports = _allocate_ports(state, event, spec, ctx)
+        except (LookupError, NoMoreAddresses) as exc:
+            return refuse(str(exc), code=409 if isinstance(exc, NoMoreAddresses) else 400)
+    public_key = None
+    if spec.get("key_name"):
+        keypair = state.catalog.keypair(event.user_id or "", spec["key_name"])
+        if keypair is None:
+            return refuse(f"Invalid key_name provided: {spec['key_name']}")
+        public_key = keypair["public_key"]
+    resolved = {
+        "spec": spec,
+        "host": body["host"],
+        "alternates": body["alternates"],
+        "attempt": attempt,
+        "image": {
+            "id": image["id"],
+            "name": image["name"],
+            "disk_format": image["disk_format"],
+            "container_format": image["container_format"],
+            "size_bytes": image["size_bytes"],
+            "properties": dict(image.get("properties") or {}),
+            "location": image.get("location"),
+        },
+        "ports": ports,
+        "volumes": volumes,
+        "public_key": public_key,
+    }
+    return [Output(new_event(EventType.INSTANCE_RESOURCES_RESOLVED, event.aggregate_id, resolved, cause=event),
+                   route=state.host_slots.get(body["host"], 0))]
+
+
+def _allocate_ports(state: ResolverState, event: Event, spec: dict[str, Any], ctx: StepContext) -> list[dict[str, Any]]:
+    requests = spec.get("networks") or []
+    if not requests:
+        # nova with neutron: no network asked for and exactly one tenant network → use it
+        tenant = [n for n in state.catalog.networks.values() if not n.get("external")]
+        requests = [{"network_id": tenant[0]["id"]}] if len(tenant) == 1 else []
+    ports: list[dict[str, Any]] = []
+    taken: list[tuple[str, str]] = []
+    try:
+        for index, request in enumerate(requests):
+            network_id = request.get("network_id")
+            if not network_id or network_id not in state.catalog.networks:
+                raise LookupError(f"Network {network_id} could not be found.")
+            subnets = state.catalog.subnets_of(network_id)
+            if not subnets:
+                raise LookupError(f"Network {network_id} has no subnet to allocate a fixed IP from.")
+            subnet = subnets[0]
+            ip, mac = state.ipam.allocate(subnet, ctx.partition, ctx.partitions)
+            # hold it while the next port of the same instance is allocated
+            state.ipam.used.setdefault(subnet["id"], set()).add(ip)
+            taken.append((subnet["id"], ip))
+            ports.append({
+                "port_id": _port_id(event.aggregate_id, index),
+                "network_id": network_id,
+                "subnet_id": subnet["id"],
+                "ip_address": ip,
+                "mac_address": mac,
+                "cidr": subnet["cidr"],
+                "gateway_ip": subnet.get("gateway_ip"),
+            })
+    finally:
+        for subnet_id, ip in taken:
+            state.ipam.used[subnet_id].discard(ip)
+    return ports
+
+
+def _port_id(instance_id: str, index: int) -> str:
+    """A port id derived from the instance, so a replayed decision names the same port."""
+    return str(uuid.uuid5(uuid.UUID(instance_id), f"port-{index}"))
+
+
+SERVICE: Service[ResolverState] = Service(
+    name="resolver",
+    inputs=(Topic.SCHEDULED, Topic.DELETE_REQUESTED),
+    state_topics=(Topic.CATALOG, Topic.HOSTS, Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.DELETED,
+                  Topic.FAILED),
+    outputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.DELETED, Topic.FAILED),
+    initial_state=ResolverState,
+    evolve=evolve,
+    decide=decide,
+    description="image, port with fixed IP and MAC, volumes; routes host work",
+)

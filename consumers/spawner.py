@@ -1,0 +1,111 @@
+"""spawner: one per compute host; turns resolved instances into running libvirt guests.
+
+It reads only its host's partition of the host-routed topics, and it is the single writer of
+claims on its host: a claim that no longer fits (two schedulers chose this host at once) is
+refused as a retryable failure, so the scheduler moves the instance to its next alternate.
+Redelivery never makes a second guest: the hypervisor's spawn is idempotent on the UUID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from eventsvm.compute import ComputeHost
+from eventsvm.events.builders import deleted, failed, flavor_snapshot
+from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
+from eventsvm.service import Output, Service, StepContext
+from eventsvm.virt.hypervisor import HypervisorError
+
+
+@dataclass
+class SpawnerState:
+    """The claims on this host, and the instances that are gone."""
+
+    host: str = ""
+    claims: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    gone: set[str] = field(default_factory=set)
+
+    def used(self) -> tuple[int, int, int]:
+        """vCPUs, RAM MB and disk GB claimed on this host."""
+        return (sum(c[0] for c in self.claims.values()), sum(c[1] for c in self.claims.values()),
+                sum(c[2] for c in self.claims.values()))
+
+
+def evolve(state: SpawnerState, event: Event) -> SpawnerState:
+    """Fold this host's claims: held from spawned, freed by deleted or failed."""
+    kind, body, instance_id = event.type, event.body, event.aggregate_id
+    if kind == EventType.INSTANCE_SPAWNED and body["host"] == state.host and instance_id not in state.gone:
+        flavor = body["flavor"]
+        state.claims[instance_id] = (flavor["vcpus"], flavor["ram_mb"], _disk(flavor))
+    elif kind == EventType.INSTANCE_DELETED:
+        state.gone.add(instance_id)
+        state.claims.pop(instance_id, None)
+    elif kind == EventType.INSTANCE_FAILED and (body["final"] or body.get("host") == state.host):
+        if body["final"]:
+            state.gone.add(instance_id)
+        state.claims.pop(instance_id, None)
+    return state
+
+
+def _disk(flavor: dict[str, int]) -> int:
+    return flavor["disk_gb"] + flavor.get("ephemeral_gb", 0) + -(-flavor.get("swap_mb", 0) // 1024)
+
+
+def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Output]:
+    """Spawn or destroy on this host; work routed here for another host is not ours."""
+    host: ComputeHost = ctx.deps
+    if event.body.get("host") != host.name:
+        return []
+    if event.type == EventType.INSTANCE_RESOURCES_RESOLVED:
+        return _spawn(state, event, host)
+    if event.type == EventType.INSTANCE_DELETE_DISPATCHED:
+        host.destroy(event.aggregate_id)
+        return [Output(deleted(event, host.name, "spawner"))]
+    return []
+
+
+def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
+    instance_id, body = event.aggregate_id, event.body
+    if instance_id in state.gone:
+        return []
+    flavor = body["spec"]["flavor"]
+    retry = {"retryable": True, "host": host.name, "attempt": body["attempt"],
+             "alternates": body["alternates"], "spec": body["spec"]}
+    if instance_id not in state.claims:
+        refusal = host.capacity.fits(state.used(), (flavor["vcpus"], flavor["ram_mb"], _disk(flavor)))
+        if refusal is not None:
+            return [Output(failed(event, "claim", refusal, code=500, **retry))]  # type: ignore[arg-type]
+    if host.broken:
+        return [Output(failed(event, "spawn", f"Build of instance {instance_id} aborted on {host.name}: "
+                              f"{host.broken}", code=500, **retry))]  # type: ignore[arg-type]
+    try:
+        domain = host.spawn(instance_id, body, event.user_id or "", event.project_id or "", event.occurred_at)
+    except HypervisorError as exc:
+        host.destroy(instance_id)
+        return [Output(failed(event, "spawn", f"Build of instance {instance_id} aborted: {exc}", code=500,
+                              **{**retry, "retryable": exc.retryable}))]  # type: ignore[arg-type]
+    spawned = {
+        "host": host.name,
+        "domain_name": domain.name,
+        "power_state": int(domain.state),
+        "launched_at": now_ms(),
+        "attempt": body["attempt"],
+        "flavor": flavor_snapshot(flavor),
+        "addresses": body["ports"],
+    }
+    return [Output(new_event(EventType.INSTANCE_SPAWNED, instance_id, spawned, cause=event))]
+
+
+def service_for(host_name: str) -> Service[SpawnerState]:
+    """The spawner of one host (its state only counts that host's claims)."""
+    return Service(
+        name=f"spawner.{host_name}",
+        inputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED),
+        state_topics=(Topic.SPAWNED, Topic.DELETED, Topic.FAILED),
+        outputs=(Topic.SPAWNED, Topic.DELETED, Topic.FAILED),
+        initial_state=lambda: SpawnerState(host=host_name),
+        evolve=evolve,
+        decide=decide,
+        description=f"libvirt guests on {host_name}",
+    )

@@ -1,0 +1,150 @@
+"""The `eventsvm` command: `up` runs everything in one process, `run SERVICE` runs one service.
+
+Every command that touches the log takes the same `--data-dir` / `--kafka` / `--log` options, so
+`eventsvm replay --data-dir D` reads what `eventsvm up --data-dir D` wrote. Bad configuration
+ends with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from eventsvm.config import ConfigError, LogConfig, default_data_dir, env_passwords, log_config_from_flags
+from eventsvm.log.port import LogError
+
+EXIT_CONFIG = 2
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """A flag value that cannot work; printed as one line."""
+
+
+def add_log_options(parser: argparse.ArgumentParser) -> None:
+    """The options every log-reading or log-writing command shares."""
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="directory of the embedded engine's log and the cloud's files (default ./data)")
+    parser.add_argument("--kafka", metavar="HOST:PORT", default=None,
+                        help="use the Kafka broker(s) at HOST:PORT instead of the embedded engine")
+    parser.add_argument("--log", metavar="URL", default=None,
+                        help="log URL: kafka://host:port or sqlite:///path/log.db")
+    parser.add_argument("--namespace", default="", help="prefix of every topic name (several clouds, one broker)")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of each new topic (default 4)")
+
+
+def log_config(args: argparse.Namespace) -> tuple[Path, LogConfig]:
+    """The data dir and log chosen by the shared options."""
+    data_dir: Path = args.data_dir or default_data_dir()
+    if args.partitions < 1:
+        raise UsageError("--partitions must be at least 1")
+    config = log_config_from_flags(data_dir, args.kafka, args.log, args.partitions, args.namespace)
+    if config.engine == "sqlite":
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create data directory {data_dir}: {exc.strerror}") from exc
+    return data_dir, config
+
+
+def parse_capacity(text: str) -> dict[str, int]:
+    """`vcpus=64,ram=262144,disk=2048` → the host capacity fields (RAM in MB, disk in GB)."""
+    names = {"vcpus": "vcpus", "ram": "ram_mb", "ram_mb": "ram_mb", "disk": "disk_gb", "disk_gb": "disk_gb"}
+    result: dict[str, int] = {}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        if key.strip() not in names or not value.strip().isdigit() or int(value) < 1:
+            raise UsageError(f"--host-capacity: cannot read {part!r}; use vcpus=N,ram=MB,disk=GB")
+        result[names[key.strip()]] = int(value)
+    return result
+
+
+def on_sigterm(stop: Callable[[], None]) -> None:
+    """Let SIGTERM and SIGINT finish the step in hand and exit cleanly."""
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_up(args: argparse.Namespace) -> int:
+    """Everything in one process: the API, every pipeline service, a spawner per host."""
+    from eventsvm.cloud import run_cloud
+
+    data_dir, config = log_config(args)
+    return run_cloud(args, data_dir, config, env_passwords())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """One service as its own process."""
+    from eventsvm.cloud import run_service
+
+    data_dir, config = log_config(args)
+    return run_service(args, data_dir, config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(prog="eventsvm", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the API and every service in one process")
+    add_log_options(up)
+    up.add_argument("--hosts", type=int, default=1, help="simulated compute hosts (default 1)")
+    up.add_argument("--host-capacity", default="", metavar="vcpus=N,ram=MB,disk=GB",
+                    help="capacity of each simulated host (default vcpus=64,ram=262144,disk=2048)")
+    up.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
+    up.add_argument("--bind", default="127.0.0.1", help="API address (default 127.0.0.1)")
+    up.add_argument("--hypervisor", choices=("test", "qemu"), default="test",
+                    help="libvirt's test driver (default) or real QEMU guests")
+    up.add_argument("--break-host", action="append", default=[], metavar="NAME",
+                    help="make every spawn on this host fail (drills, and tests of rescheduling)")
+    up.set_defaults(func=cmd_up)
+
+    run = sub.add_parser("run", help="run one service as its own process")
+    run.add_argument("service", choices=("authenticator", "scheduler", "resolver", "spawner", "api"))
+    add_log_options(run)
+    run.add_argument("--host", help="the compute host a spawner serves")
+    run.add_argument("--host-capacity", default="", metavar="vcpus=N,ram=MB,disk=GB")
+    run.add_argument("--libvirt-uri", default=None, help="hypervisor of a spawner (default: test driver)")
+    run.add_argument("--member", default=None, help="stable member name (a restart then fences its old self)")
+    run.add_argument("--port", type=int, default=8080, help="API port, for `run api`")
+    run.add_argument("--bind", default="127.0.0.1")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `eventsvm` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result: int = args.func(args)
+        return result
+    except (ConfigError, UsageError, LogError) as exc:
+        print(f"eventsvm: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def wait_forever(stop: threading.Event) -> None:
+    """Block the main thread until a signal sets `stop`."""
+    while not stop.wait(0.5):
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The composition root: wires services to the log and starts them, alone or all in one process.
+
+This is the one module of the library that imports `consumers/` (DESIGN §6).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from consumers import authenticator, resolver, scheduler, spawner
+from eventsvm.compute import ComputeHost, HostCapacity
+from eventsvm.config import LogConfig
+from eventsvm.events.codec import Codec
+from eventsvm.events.model import EventType, Topic, new_event
+from eventsvm.log.factory import open_log
+from eventsvm.log.port import EventLog
+from eventsvm.readmodel import ReadModel
+from eventsvm.runner import ServiceRunner, StepObserver
+from eventsvm.service import Service
+from eventsvm.virt.hypervisor import Hypervisor
+from eventsvm.virt.node import test_uri_for, write_node_xml
+
+log = logging.getLogger(__name__)
+
+PIPELINE_SERVICES = ("authenticator", "scheduler", "resolver")
+
+
+def pipeline_service(name: str) -> tuple[Service[Any], object]:
+    """A pipeline service by name, with its default collaborators."""
+    if name == "authenticator":
+        return authenticator.SERVICE, None
+    if name == "scheduler":
+        return scheduler.SERVICE, scheduler.SchedulerSettings()
+    if name == "resolver":
+        return resolver.SERVICE, None
+    raise ValueError(f"unknown service {name!r}")
+
+
+def default_member_name() -> str:
+    """Unique per process; `--member` gives a stable one so a restart fences its old self."""
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+def register_host(log_: EventLog, codec: Codec, host: ComputeHost, hypervisor_type: str) -> int:
+    """Append host.registered unless the host is already known as it is; returns its slot.
+
+    A host keeps the slot it was first given, so its partition never moves under its spawner.
+    """
+    from eventsvm.log.port import BEGINNING
+
+    log_.create_topics([str(Topic.HOSTS)])
+    reader = log_.reader([str(Topic.HOSTS)], BEGINNING)
+    known: dict[str, dict[str, Any]] = {}
+    try:
+        while True:
+            records = reader.poll(1000, timeout=0.05)
+            for record in records:
+                event = codec.decode(record.value)
+                if event.type == EventType.HOST_REGISTERED:
+                    known[event.body["name"]] = event.body
+            if not records and reader.at_end():
+                break
+    finally:
+        reader.close()
+    slot = known[host.name]["slot"] if host.name in known else (host.slot if host.slot >= 0 else len(known))
+    cap = host.capacity
+    body = {
+        "name": host.name, "slot": slot, "vcpus": cap.vcpus, "ram_mb": cap.ram_mb, "disk_gb": cap.disk_gb,
+        "availability_zone": host.availability_zone, "enabled": True,
+        "cpu_allocation_ratio": cap.cpu_allocation_ratio, "ram_allocation_ratio": cap.ram_allocation_ratio,
+        "disk_allocation_ratio": cap.disk_allocation_ratio, "hypervisor_type": hypervisor_type,
+        "hypervisor_uri": host.hypervisor.uri, "cpu_arch": "x86_64",
+    }
+    if known.get(host.name) != body:
+        event = new_event(EventType.HOST_REGISTERED, host.name, body)
+        from eventsvm.log.port import OutRecord
+
+        log_.append([OutRecord(str(Topic.HOSTS), host.name.encode(), codec.encode(event))])
+    host.slot = slot
+    return slot
+
+
+def spawner_runner(log_: EventLog, codec: Codec, host: ComputeHost, observer: StepObserver | None = None,
+                   member_name: str | None = None) -> ServiceRunner[Any]:
+    """The spawner of `host`, reading exactly its slot's partition of the host-routed topics."""
+    partitions = [(str(t), host.slot % log_.partitions(str(t))) for t in (Topic.RESOURCES_RESOLVED,
+                                                                          Topic.DELETE_DISPATCHED)]
+    return ServiceRunner(log_, spawner.service_for(host.name), codec, member_name=member_name or host.name,
+                         partitions=partitions, deps=host, observer=observer)
+
+
+def simulated_host(data_dir: Path, name: str, slot: int, capacity: HostCapacity, broken: str | None = None
+                   ) -> ComputeHost:
+    """A compute host on libvirt's test driver, with its capacity in a node description."""
+    host_dir = data_dir / "hosts" / name
+    host_dir.mkdir(parents=True, exist_ok=True)
+    node = host_dir / "node.xml"
+    write_node_xml(node, vcpus=capacity.vcpus, memory_mb=capacity.ram_mb)
+    return ComputeHost(name=name, slot=slot, capacity=capacity, hypervisor=Hypervisor(test_uri_for(node)),
+                       state_dir=host_dir, broken=broken)
+
+
+@dataclass
+class ClusterOptions:
+    """What `eventsvm up` runs."""
+
+    data_dir: Path
+    log: LogConfig
+    hosts: int = 1
+    capacity: HostCapacity = field(default_factory=HostCapacity)
+    broken_hosts: dict[str, str] = field(default_factory=dict)
+    max_attempts: int = 3
+    host_factory: Callable[[Path, str, int, HostCapacity, str | None], ComputeHost] | None = None
+    hypervisor_type: str = "test"
+
+
+class Cluster:
+    """Every pipeline service plus one spawner per simulated host, each in its own thread with
+    its own connection to the log, and the read model the API serves."""
+
+    def __init__(self, options: ClusterOptions, observer: StepObserver | None = None) -> None:
+        self.options = options
+        self.codec = Codec()
+        self.observer = observer
+        self.readmodel: ReadModel | None = None
+        self.runners: list[ServiceRunner[Any]] = []
+        self.hosts: list[ComputeHost] = []
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._logs: list[EventLog] = []
+
+    def open_log(self) -> EventLog:
+        """A fresh connection to the log (each thread gets its own)."""
+        log_ = open_log(self.options.log)
+        self._logs.append(log_)
+        return log_
+
+    def start_readmodel(self) -> ReadModel:
+        """Fold the log into the read model and keep it current."""
+        self.readmodel = ReadModel(self.open_log(), self.codec)
+        self.readmodel.start()
+        return self.readmodel
+
+    def start_services(self) -> None:
+        """Register the hosts, then start every service's runner thread."""
+        opts = self.options
+        factory = opts.host_factory or simulated_host
+        for index in range(opts.hosts):
+            name = f"compute-{index + 1}"
+            host = factory(opts.data_dir, name, index, opts.capacity, opts.broken_hosts.get(name))
+            register_host(self.open_log(), self.codec, host, opts.hypervisor_type)
+            self.hosts.append(host)
+        member = default_member_name()
+        for name in PIPELINE_SERVICES:
+            service, deps = pipeline_service(name)
+            if name == "scheduler":
+                deps = replace(scheduler.SchedulerSettings(), max_attempts=opts.max_attempts)
+            self.runners.append(ServiceRunner(self.open_log(), service, self.codec, member_name=f"{name}.{member}",
+                                              deps=deps, observer=self.observer))
+        for host in self.hosts:
+            self.runners.append(spawner_runner(self.open_log(), self.codec, host, self.observer))
+        for runner in self.runners:
+            runner.start()
+        for runner in self.runners:
+            thread = threading.Thread(target=runner.run, args=(self._stop,), name=runner.service.name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Finish the steps in hand, commit, and close everything."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        if self.readmodel is not None:
+            self.readmodel.close()
+        for host in self.hosts:
+            host.hypervisor.close()
+        for log_ in self._logs:
+            try:
+                log_.close()
+            except Exception:  # closing is best effort; the data is already committed
+                log.debug("closing a log connection failed", exc_info=True)

@@ -1,0 +1,64 @@
+"""Constructors for the events several services emit, so each body is built in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventsvm.events.model import Event, EventType, new_event, now_ms
+
+
+def failed(
+    cause: Event,
+    stage: str,
+    reason: str,
+    *,
+    code: int = 500,
+    retryable: bool = False,
+    host: str | None = None,
+    attempt: int = 1,
+    details: str | None = None,
+    alternates: list[str] | None = None,
+    spec: dict[str, Any] | None = None,
+) -> Event:
+    """An instance.failed answering `cause`. Final unless `retryable` (a reschedule may follow)."""
+    return new_event(
+        EventType.INSTANCE_FAILED,
+        cause.aggregate_id,
+        {
+            "stage": stage,
+            "reason": reason,
+            "code": code,
+            "retryable": retryable,
+            "final": not retryable,
+            "host": host,
+            "attempt": attempt,
+            "details": details,
+            "alternates": alternates or [],
+            "spec": spec,
+        },
+        cause=cause,
+    )
+
+
+def deleted(cause: Event, host: str | None, stage: str) -> Event:
+    """An instance.deleted answering `cause`: the instance is gone and frees what it held."""
+    return new_event(
+        EventType.INSTANCE_DELETED,
+        cause.aggregate_id,
+        {"host": host, "terminated_at": now_ms(), "stage": stage},
+        cause=cause,
+    )
+
+
+def flavor_snapshot(flavor: dict[str, Any]) -> dict[str, Any]:
+    """The flavor as embedded in an instance (the Flavor record of the schemas)."""
+    return {
+        "id": flavor["id"],
+        "name": flavor["name"],
+        "vcpus": flavor["vcpus"],
+        "ram_mb": flavor["ram_mb"],
+        "disk_gb": flavor["disk_gb"],
+        "ephemeral_gb": flavor.get("ephemeral_gb", 0),
+        "swap_mb": flavor.get("swap_mb", 0),
+        "extra_specs": dict(flavor.get("extra_specs") or {}),
+    }

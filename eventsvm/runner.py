@@ -1,0 +1,259 @@
+"""The one runner every service shares: I/O, exactly-once steps, dead letters, shutdown.
+
+A step is read-process-write: poll a batch of input records, decide on each, then append all
+outputs and commit the input offsets in one atomic `commit_step`. If the process dies before the
+commit, nothing of the step is visible and the batch is redelivered to whoever owns it next.
+
+State is rebuilt from the log at start and after every rebalance: the service's state topics are
+read from the beginning (every partition, not only the ones this member owns), so a process that
+takes over a partition sees every decision the previous owner committed before it decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from eventsvm.events.codec import Codec, CodecError
+from eventsvm.events.model import Event, EventType, Topic, event_hash, new_event
+from eventsvm.log.port import BEGINNING, EventLog, Fenced, GroupMember, LogError, OutRecord, Reader, Record
+from eventsvm.service import Rejected, Service, StepContext
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S")
+
+MAX_COMMIT_RETRIES = 5
+
+
+@dataclass(slots=True)
+class StepReport:
+    """What one step did, for metrics and tests."""
+
+    service: str
+    inputs: list[Event] = field(default_factory=list)
+    outputs: list[Event] = field(default_factory=list)
+    dead_letters: list[Event] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+StepObserver = Callable[[StepReport], None]
+
+
+class ServiceRunner(Generic[S]):
+    """Runs one service against one log as one member of the service's consumer group."""
+
+    def __init__(
+        self,
+        log_: EventLog,
+        service: Service[S],
+        codec: Codec,
+        *,
+        member_name: str,
+        group: str | None = None,
+        partitions: Sequence[tuple[str, int]] | None = None,
+        deps: object = None,
+        observer: StepObserver | None = None,
+        max_batch: int = 500,
+        poll_timeout: float = 0.2,
+    ) -> None:
+        self.log = log_
+        self.service = service
+        self.codec = codec
+        self.group = group or f"eventsvm.{service.name}"
+        self.member_name = member_name
+        self.partitions = list(partitions) if partitions is not None else None
+        self.deps = deps
+        self.observer = observer
+        self.max_batch = max_batch
+        self.poll_timeout = poll_timeout
+        self.state: S = service.initial_state()
+        self._pending: set[str] = set()
+        self._reader: Reader | None = None
+        self._member: GroupMember | None = None
+        self._reassigned = False
+        self._partition_counts: dict[str, int] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Create the topics, rebuild the state from the log, and join the group."""
+        topics = {*self.service.inputs, *self.service.state_topics, *self.service.outputs, Topic.DEAD_LETTER}
+        self.log.create_topics(sorted(topics))
+        self.rebuild()
+        self._member = self.log.member(
+            self.group,
+            [str(t) for t in self.service.inputs],
+            member_name=self.member_name,
+            partitions=self.partitions,
+            on_assign=self._on_assign,
+        )
+
+    def rebuild(self) -> None:
+        """Fold the state topics from the beginning into a fresh state."""
+        self.state = self.service.initial_state()
+        self._pending.clear()
+        if self._reader is not None:
+            self._reader.close()
+        self._reader = self.log.reader([str(t) for t in self.service.state_topics], BEGINNING)
+        self.catch_up(to_end=True)
+
+    def catch_up(self, to_end: bool) -> int:
+        """Fold what has arrived on the state topics; with `to_end`, until the end as of now."""
+        if self._reader is None or not self.service.state_topics:
+            return 0
+        folded = 0
+        while True:
+            records = self._reader.poll(5000, timeout=0.05 if to_end else 0.0)
+            for record in records:
+                folded += self._fold_record(record)
+            if not records and (not to_end or self._reader.at_end()):
+                return folded
+
+    def _fold_record(self, record: Record) -> int:
+        try:
+            event = self.codec.decode(record.value)
+        except CodecError:
+            # The owner of that topic dead-letters it; a state reader only skips it.
+            return 0
+        if event.event_id in self._pending:
+            self._pending.discard(event.event_id)
+            return 0
+        self.state = self.service.evolve(self.state, event)
+        return 1
+
+    def _on_assign(self, _partitions: set[tuple[str, int]]) -> None:
+        self._reassigned = True
+
+    def close(self) -> None:
+        """Leave the group and release the readers."""
+        if self._member is not None:
+            self._member.close()
+            self._member = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def run(self, stop: threading.Event) -> None:
+        """Step until `stop` is set; the step in hand is finished and committed first."""
+        if self._member is None:
+            self.start()
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            self.close()
+
+    # -- one step --------------------------------------------------------------------------
+    def step(self) -> int:
+        """Process one batch of input; returns how many input records it consumed."""
+        assert self._member is not None, "start() first"
+        records = self._member.poll(self.max_batch, self.poll_timeout)
+        if self._reassigned:
+            # A partition may have come from another member: see everything it committed first.
+            self._reassigned = False
+            self.catch_up(to_end=True)
+        if not records:
+            self.catch_up(to_end=False)
+            return 0
+        # Whatever was committed before these inputs (a deletion that freed a host, say) must be
+        # folded before deciding on them.
+        self.catch_up(to_end=False)
+        started = time.perf_counter()
+        report = StepReport(self.service.name)
+        out_records: list[OutRecord] = []
+        for record in records:
+            out_records.extend(self._handle(record, report))
+        self._commit(out_records, records)
+        report.seconds = time.perf_counter() - started
+        if self.observer is not None:
+            self.observer(report)
+        return len(records)
+
+    def _commit(self, out_records: list[OutRecord], records: list[Record]) -> None:
+        assert self._member is not None
+        for attempt in range(MAX_COMMIT_RETRIES):
+            try:
+                self._member.commit_step(out_records, records)
+                return
+            except Fenced:
+                log.info("%s: partitions moved before commit; rebuilding state", self.service.name)
+                self._abandon()
+                return
+            except LogError as exc:
+                log.warning("%s: commit failed (%s), retry %d", self.service.name, exc, attempt + 1)
+                time.sleep(min(0.2 * 2**attempt, 2.0))
+        self._abandon()
+        raise LogError(f"{self.service.name}: could not commit after {MAX_COMMIT_RETRIES} attempts")
+
+    def _abandon(self) -> None:
+        # The state holds decisions that were never committed: forget them, read the log again.
+        assert self._member is not None
+        self._member.rewind()
+        self.rebuild()
+
+    def _partitions_of(self, topic: str) -> int:
+        count = self._partition_counts.get(topic)
+        if count is None:
+            count = self._partition_counts[topic] = self.log.partitions(topic)
+        return count
+
+    def _handle(self, record: Record, report: StepReport) -> list[OutRecord]:
+        try:
+            event = self.codec.decode(record.value)
+        except CodecError as exc:
+            return [self._dead_letter(record, f"undecodable payload: {exc}", "CodecError", report)]
+        report.inputs.append(event)
+        ctx = StepContext(record.topic, record.partition, self._partitions_of(record.topic), self.deps)
+        try:
+            outputs = self.service.decide(self.state, event, ctx)
+        except Rejected as exc:
+            return [self._dead_letter(record, str(exc), "Rejected", report, event)]
+        except Exception as exc:  # a bug must not become a crash loop: park the record, go on
+            log.exception("%s: decide failed on %s@%s", self.service.name, record.topic, record.offset)
+            return [self._dead_letter(record, f"{type(exc).__name__}: {exc}", type(exc).__name__, report, event)]
+        cause_hash = event_hash(record.value)
+        produced: list[OutRecord] = []
+        for output in outputs:
+            produced.append(self._encode(output.event, output.route, event, cause_hash))
+            report.outputs.append(output.event)
+        return produced
+
+    def _encode(self, out: Event, route: int | None, cause: Event, cause_hash: str) -> OutRecord:
+        if out.prev_hash is None and out.causation_id == cause.event_id and out.aggregate_id == cause.aggregate_id:
+            out.prev_hash = cause_hash
+        data = self.codec.encode(out)
+        topic = str(out.topic)
+        partition = None if route is None else route % self._partitions_of(topic)
+        self.state = self.service.evolve(self.state, out)
+        if out.topic in self.service.state_topics:
+            # it will come back through the state reader; fold it only once
+            self._pending.add(out.event_id)
+        return OutRecord(topic, out.aggregate_id.encode(), data, partition)
+
+    def _dead_letter(
+        self, record: Record, reason: str, error_type: str, report: StepReport, event: Event | None = None
+    ) -> OutRecord:
+        aggregate = event.aggregate_id if event is not None else (record.key or b"").decode("utf-8", "replace")
+        letter = new_event(
+            EventType.DEAD_LETTER_RECORDED,
+            aggregate or f"{record.topic}/{record.partition}/{record.offset}",
+            {
+                "source_topic": record.topic,
+                "source_partition": record.partition,
+                "source_offset": record.offset,
+                "group": self.group,
+                "reason": reason[:2000],
+                "error_type": error_type,
+                "key": record.key,
+                "payload": record.value,
+            },
+            request_id=event.request_id if event is not None else None,
+        )
+        log.warning("%s: dead-lettered %s@%d/%d: %s", self.service.name, record.topic, record.partition,
+                    record.offset, reason[:200])
+        report.dead_letters.append(letter)
+        return OutRecord(str(Topic.DEAD_LETTER), letter.aggregate_id.encode(), self.codec.encode(letter))

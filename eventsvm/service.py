@@ -1,0 +1,74 @@
+"""What a service is: a decider over plain data, described once and run by eventsvm.runner.
+
+A service names the topics it is fed (`inputs`, consumed as a group member, offsets committed
+with its outputs) and the topics whose events make up its state (`state_topics`, read in full by
+every process of the service, so that each sees the others' decisions). `evolve` folds one event
+into the state; `decide` answers one input event with the events to append.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from eventsvm.events.model import Event, Topic
+
+S = TypeVar("S")
+
+
+class Rejected(Exception):
+    """An input that makes no sense (impossible value, unknown instance): it goes to the
+    dead-letter topic with this message and the service carries on."""
+
+
+@dataclass(slots=True)
+class Output:
+    """One event to append. `route` is a compute host's slot for host-routed topics: the event
+    lands in partition `route % partitions`, which that host's spawner reads."""
+
+    event: Event
+    route: int | None = None
+
+
+@dataclass(slots=True)
+class StepContext:
+    """Where the input came from, and the service's collaborators (hypervisor, clock, ...)."""
+
+    topic: str
+    partition: int
+    partitions: int
+    deps: Any = None
+
+
+class Decide(Protocol[S]):
+    """Answer one input event with the events to append (pure but for `ctx.deps`)."""
+
+    def __call__(self, state: S, event: Event, ctx: StepContext) -> Sequence[Output]: ...
+
+
+class Evolve(Protocol[S]):
+    """Fold one event into the state and return it."""
+
+    def __call__(self, state: S, event: Event) -> S: ...
+
+
+class InitialState(Protocol[S]):
+    """A fresh, empty state."""
+
+    def __call__(self) -> S: ...
+
+
+@dataclass(frozen=True)
+class Service(Generic[S]):
+    """A service's whole description: its name, topics, and its three functions."""
+
+    name: str
+    inputs: tuple[Topic, ...]
+    state_topics: tuple[Topic, ...]
+    outputs: tuple[Topic, ...]
+    initial_state: InitialState[S]
+    evolve: Evolve[S]
+    decide: Decide[S]
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)

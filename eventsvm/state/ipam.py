@@ -1,0 +1,64 @@
+"""Fixed IPs and MACs (neutron's IPAM), as a fold over what the resolver handed out.
+
+No address is ever handed out twice, even by several resolver processes at once: each resolver
+allocates only from the stripe of the subnet that belongs to the input partition it owns
+(address index % partitions == partition), and a partition has one owner at a time. The price is
+that one partition's stripe can run dry while others have room; docs/decisions.md says more.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+Port = dict[str, Any]
+
+
+class NoMoreAddresses(Exception):
+    """The subnet's stripe for this partition has no free address left."""
+
+
+@dataclass
+class IpAllocations:
+    """Ports by instance, and the addresses in use per subnet."""
+
+    ports_by_instance: dict[str, list[Port]] = field(default_factory=dict)
+    used: dict[str, set[str]] = field(default_factory=dict)
+
+    def record(self, instance_id: str, ports: list[Port]) -> None:
+        """Remember the ports an instance holds (idempotent for the same ports)."""
+        self.release(instance_id)
+        self.ports_by_instance[instance_id] = ports
+        for port in ports:
+            self.used.setdefault(port["subnet_id"], set()).add(port["ip_address"])
+
+    def release(self, instance_id: str) -> list[Port]:
+        """Free every address the instance holds; nothing happens for an unknown instance."""
+        ports = self.ports_by_instance.pop(instance_id, [])
+        for port in ports:
+            self.used.get(port["subnet_id"], set()).discard(port["ip_address"])
+        return ports
+
+    def allocate(self, subnet: dict[str, Any], stripe: int, stripes: int) -> tuple[str, str]:
+        """The lowest free (ip, mac) of `subnet` in this stripe; raises NoMoreAddresses."""
+        start = int(ipaddress.ip_address(subnet["allocation_start"]))
+        end = int(ipaddress.ip_address(subnet["allocation_end"]))
+        used = self.used.get(subnet["id"], set())
+        first = start + ((stripe - start) % stripes) if stripes > 1 else start
+        for value in range(first, end + 1, max(stripes, 1)):
+            ip = str(ipaddress.ip_address(value))
+            if ip not in used:
+                return ip, mac_for(subnet["network_id"], value)
+        raise NoMoreAddresses(
+            f"No more IP addresses available on network {subnet['network_id']} "
+            f"(subnet {subnet['cidr']}, partition {stripe} of {stripes})"
+        )
+
+
+def mac_for(network_id: str, address: int) -> str:
+    """Neutron's fa:16:3e prefix, then one byte of the network and the address's low 16 bits:
+    unique within a network for subnets up to /16, and stable across replays."""
+    net = zlib.crc32(network_id.encode()) & 0xFF
+    return f"fa:16:3e:{net:02x}:{(address >> 8) & 0xFF:02x}:{address & 0xFF:02x}"
