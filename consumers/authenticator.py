@@ -7,6 +7,7 @@ quota at a time). State: identity and catalog topics, and the quota usage folded
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -14,7 +15,7 @@ from eventsvm.events.builders import failed, flavor_snapshot
 from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.identity.policy import can_create_server
 from eventsvm.identity.quota import ResourceCount, check_quota, quota_for
-from eventsvm.service import Output, Service, StepContext
+from eventsvm.service import Output, Rejected, Service, StepContext
 from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.identity import IdentityState
 from eventsvm.state.identity import evolve as evolve_identity
@@ -33,7 +34,9 @@ class AuthenticatorState:
         """Instances, cores and RAM the project's live instances hold."""
         held = self.usage.get(project_id, {})
         return ResourceCount(
-            instances=len(held), cores=sum(c for c, _ in held.values()), ram_mb=sum(r for _, r in held.values())
+            instances=len(held),
+            cores=sum(c for c, _ in held.values()),
+            ram_mb=sum(r for _, r in held.values()),
         )
 
 
@@ -46,7 +49,10 @@ def evolve(state: AuthenticatorState, event: Event) -> AuthenticatorState:
         evolve_catalog(state.catalog, event)
     elif kind == EventType.INSTANCE_AUTHENTICATED and event.aggregate_id not in state.gone:
         flavor = event.body["spec"]["flavor"]
-        state.usage.setdefault(event.project_id or "", {})[event.aggregate_id] = (flavor["vcpus"], flavor["ram_mb"])
+        state.usage.setdefault(event.project_id or "", {})[event.aggregate_id] = (
+            flavor["vcpus"],
+            flavor["ram_mb"],
+        )
     elif kind == EventType.INSTANCE_DELETED or (kind == EventType.INSTANCE_FAILED and event.body["final"]):
         state.gone.add(event.aggregate_id)
         state.usage.get(event.project_id or "", {}).pop(event.aggregate_id, None)
@@ -58,20 +64,36 @@ def decide(state: AuthenticatorState, event: Event, ctx: StepContext) -> Sequenc
     if event.type != EventType.INSTANCE_REQUESTED or event.aggregate_id in state.gone:
         return []
     body = event.body
+    if not _is_uuid(event.aggregate_id) or not body["name"].strip():
+        raise Rejected(
+            f"a request for instance {event.aggregate_id!r} named {body['name']!r} is not a valid server"
+        )
     user_id, project_id = event.user_id or "", event.project_id or ""
     refusal = state.identity.check_request(user_id, project_id, body.get("token_audit_id") or "")
     if refusal is not None:
         return [Output(failed(event, "authenticate", f"Authentication failed: {refusal}.", code=401))]
     roles = state.identity.roles_of(user_id, project_id)
     if not can_create_server(roles, project_id, project_id):
-        return [Output(failed(event, "authenticate", "Policy doesn't allow os_compute_api:servers:create "
-                              "to be performed.", code=403))]
+        return [
+            Output(
+                failed(
+                    event,
+                    "authenticate",
+                    "Policy doesn't allow os_compute_api:servers:create to be performed.",
+                    code=403,
+                )
+            )
+        ]
     flavor = state.catalog.flavor_by_name_or_id(body["flavor_id"])
     if flavor is None:
-        return [Output(failed(event, "authenticate", f"Flavor {body['flavor_id']} could not be found.", code=400))]
+        return [
+            Output(failed(event, "authenticate", f"Flavor {body['flavor_id']} could not be found.", code=400))
+        ]
     image = state.catalog.images.get(body["image_id"])
     if image is None:
-        return [Output(failed(event, "authenticate", f"Image {body['image_id']} could not be found.", code=400))]
+        return [
+            Output(failed(event, "authenticate", f"Image {body['image_id']} could not be found.", code=400))
+        ]
     over = check_quota(
         quota_for(state.identity, project_id),
         state.project_usage(project_id),
@@ -93,8 +115,23 @@ def decide(state: AuthenticatorState, event: Event, ctx: StepContext) -> Sequenc
         "block_devices": body.get("block_devices") or [],
         "metadata": body.get("metadata") or {},
     }
-    return [Output(new_event(EventType.INSTANCE_AUTHENTICATED, event.aggregate_id,
-                             {"spec": spec, "roles": sorted(roles)}, cause=event))]
+    return [
+        Output(
+            new_event(
+                EventType.INSTANCE_AUTHENTICATED,
+                event.aggregate_id,
+                {"spec": spec, "roles": sorted(roles)},
+                cause=event,
+            )
+        )
+    ]
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text.lower()
+    except ValueError:
+        return False
 
 
 SERVICE: Service[AuthenticatorState] = Service(

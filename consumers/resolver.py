@@ -15,7 +15,7 @@ from typing import Any
 
 from eventsvm.events.builders import deleted, failed
 from eventsvm.events.model import Event, EventType, Topic, new_event
-from eventsvm.service import Output, Service, StepContext
+from eventsvm.service import Output, Rejected, Service, StepContext
 from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.ipam import IpAllocations, NoMoreAddresses
 from eventsvm.virt.xml import domain_name_for
@@ -70,8 +70,12 @@ def decide(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[Out
         if host is None:
             return [Output(deleted(event, None, "resolver"))]
         body = {"host": host, "domain_name": domain_name_for(instance_id)}
-        return [Output(new_event(EventType.INSTANCE_DELETE_DISPATCHED, instance_id, body, cause=event),
-                       route=state.host_slots.get(host, 0))]
+        return [
+            Output(
+                new_event(EventType.INSTANCE_DELETE_DISPATCHED, instance_id, body, cause=event),
+                route=state.host_slots.get(host, 0),
+            )
+        ]
     return []
 
 
@@ -83,6 +87,8 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
     def refuse(reason: str, code: int = 400) -> Sequence[Output]:
         return [Output(failed(event, "resolve", reason, code=code, host=body["host"], attempt=attempt))]
 
+    if body["host"] not in state.host_slots:
+        raise Rejected(f"scheduled onto {body['host']!r}, which no host.registered event names")
     image = state.catalog.images.get(spec["image_id"])
     if image is None:
         return refuse(f"Image {spec['image_id']} could not be found.")
@@ -92,8 +98,13 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
             volume = state.catalog.volumes.get(bdm.get("uuid") or "")
             if volume is None:
                 return refuse(f"Volume {bdm.get('uuid')} could not be found.")
-            volumes.append({"volume_id": volume["id"], "size_gb": volume["size_gb"],
-                            "device": f"/dev/vd{chr(ord('b') + index)}"})
+            volumes.append(
+                {
+                    "volume_id": volume["id"],
+                    "size_gb": volume["size_gb"],
+                    "device": f"/dev/vd{chr(ord('b') + index)}",
+                }
+            )
     ports = state.ipam.ports_by_instance.get(event.aggregate_id)
     if ports is None:
         try:
@@ -124,11 +135,17 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
         "volumes": volumes,
         "public_key": public_key,
     }
-    return [Output(new_event(EventType.INSTANCE_RESOURCES_RESOLVED, event.aggregate_id, resolved, cause=event),
-                   route=state.host_slots.get(body["host"], 0))]
+    return [
+        Output(
+            new_event(EventType.INSTANCE_RESOURCES_RESOLVED, event.aggregate_id, resolved, cause=event),
+            route=state.host_slots.get(body["host"], 0),
+        )
+    ]
 
 
-def _allocate_ports(state: ResolverState, event: Event, spec: dict[str, Any], ctx: StepContext) -> list[dict[str, Any]]:
+def _allocate_ports(
+    state: ResolverState, event: Event, spec: dict[str, Any], ctx: StepContext
+) -> list[dict[str, Any]]:
     requests = spec.get("networks") or []
     if not requests:
         # nova with neutron: no network asked for and exactly one tenant network → use it
@@ -149,15 +166,17 @@ def _allocate_ports(state: ResolverState, event: Event, spec: dict[str, Any], ct
             # hold it while the next port of the same instance is allocated
             state.ipam.used.setdefault(subnet["id"], set()).add(ip)
             taken.append((subnet["id"], ip))
-            ports.append({
-                "port_id": _port_id(event.aggregate_id, index),
-                "network_id": network_id,
-                "subnet_id": subnet["id"],
-                "ip_address": ip,
-                "mac_address": mac,
-                "cidr": subnet["cidr"],
-                "gateway_ip": subnet.get("gateway_ip"),
-            })
+            ports.append(
+                {
+                    "port_id": _port_id(event.aggregate_id, index),
+                    "network_id": network_id,
+                    "subnet_id": subnet["id"],
+                    "ip_address": ip,
+                    "mac_address": mac,
+                    "cidr": subnet["cidr"],
+                    "gateway_ip": subnet.get("gateway_ip"),
+                }
+            )
     finally:
         for subnet_id, ip in taken:
             state.ipam.used[subnet_id].discard(ip)
@@ -172,8 +191,14 @@ def _port_id(instance_id: str, index: int) -> str:
 SERVICE: Service[ResolverState] = Service(
     name="resolver",
     inputs=(Topic.SCHEDULED, Topic.DELETE_REQUESTED),
-    state_topics=(Topic.CATALOG, Topic.HOSTS, Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.DELETED,
-                  Topic.FAILED),
+    state_topics=(
+        Topic.CATALOG,
+        Topic.HOSTS,
+        Topic.RESOURCES_RESOLVED,
+        Topic.DELETE_DISPATCHED,
+        Topic.DELETED,
+        Topic.FAILED,
+    ),
     outputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.DELETED, Topic.FAILED),
     initial_state=ResolverState,
     evolve=evolve,

@@ -18,7 +18,7 @@ from eventsvm.scheduler.host_state import HostState
 from eventsvm.scheduler.policy import SchedulerPolicy
 from eventsvm.scheduler.request import SchedulingRequest, disk_for_flavor
 from eventsvm.scheduler.select import NoValidHost, select_destinations
-from eventsvm.service import Output, Service, StepContext
+from eventsvm.service import Output, Rejected, Service, StepContext
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,16 @@ class SchedulerState:
 def _host_from(body: dict[str, Any], previous: HostState | None) -> HostState:
     """The host as its latest registration describes it, keeping the claims it already holds."""
     inventory: dict[str, Any] = {
-        "name": body["name"], "vcpus": body["vcpus"], "ram_mb": body["ram_mb"], "disk_gb": body["disk_gb"],
-        "availability_zone": body["availability_zone"], "enabled": body["enabled"],
-        "cpu_allocation_ratio": body["cpu_allocation_ratio"], "ram_allocation_ratio": body["ram_allocation_ratio"],
-        "disk_allocation_ratio": body["disk_allocation_ratio"], "cpu_arch": body["cpu_arch"],
+        "name": body["name"],
+        "vcpus": body["vcpus"],
+        "ram_mb": body["ram_mb"],
+        "disk_gb": body["disk_gb"],
+        "availability_zone": body["availability_zone"],
+        "enabled": body["enabled"],
+        "cpu_allocation_ratio": body["cpu_allocation_ratio"],
+        "ram_allocation_ratio": body["ram_allocation_ratio"],
+        "disk_allocation_ratio": body["disk_allocation_ratio"],
+        "cpu_arch": body["cpu_arch"],
         "hypervisor_type": body["hypervisor_type"],
     }
     return replace(previous, **inventory) if previous else HostState(**inventory)
@@ -67,8 +73,9 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
     elif kind == EventType.HOST_UPDATED and body["name"] in state.hosts:
         host = state.hosts[body["name"]]
         if body.get("enabled") is not None:
-            state.hosts[body["name"]] = replace(host, enabled=body["enabled"],
-                                                disabled_reason=body.get("disabled_reason"))
+            state.hosts[body["name"]] = replace(
+                host, enabled=body["enabled"], disabled_reason=body.get("disabled_reason")
+            )
     elif kind == EventType.INSTANCE_SCHEDULED:
         state.release(instance_id)
         if instance_id in state.gone or body["host"] not in state.hosts:
@@ -93,11 +100,17 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
     return state
 
 
-def _request(instance_id: str, spec: dict[str, Any], state: SchedulerState, alternates: int,
-             ignore: frozenset[str] = frozenset()) -> SchedulingRequest:
+def _request(
+    instance_id: str,
+    spec: dict[str, Any],
+    state: SchedulerState,
+    alternates: int,
+    ignore: frozenset[str] = frozenset(),
+) -> SchedulingRequest:
     flavor = spec["flavor"]
     boot_from_volume = any(
-        bd.get("boot_index") == 0 and bd.get("destination_type") == "volume" for bd in spec.get("block_devices") or []
+        bd.get("boot_index") == 0 and bd.get("destination_type") == "volume"
+        for bd in spec.get("block_devices") or []
     )
     group = spec.get("server_group_id")
     group_hosts = {h for i, h in state.group_members.get(group or "", {}).items() if i != instance_id}
@@ -105,8 +118,9 @@ def _request(instance_id: str, spec: dict[str, Any], state: SchedulerState, alte
         instance_id=instance_id,
         vcpus=flavor["vcpus"],
         ram_mb=flavor["ram_mb"],
-        disk_gb=disk_for_flavor(flavor["disk_gb"], flavor.get("ephemeral_gb", 0), flavor.get("swap_mb", 0),
-                                boot_from_volume),
+        disk_gb=disk_for_flavor(
+            flavor["disk_gb"], flavor.get("ephemeral_gb", 0), flavor.get("swap_mb", 0), boot_from_volume
+        ),
         availability_zone=spec.get("availability_zone"),
         image_properties=spec.get("image_properties") or {},
         server_group_policy=spec.get("server_group_policy"),
@@ -116,8 +130,14 @@ def _request(instance_id: str, spec: dict[str, Any], state: SchedulerState, alte
     )
 
 
-def _scheduled(cause: Event, spec: dict[str, Any], request: SchedulingRequest, host: str,
-               alternates: list[str], attempt: int) -> Output:
+def _scheduled(
+    cause: Event,
+    spec: dict[str, Any],
+    request: SchedulingRequest,
+    host: str,
+    alternates: list[str],
+    attempt: int,
+) -> Output:
     claim = {"vcpus": request.vcpus, "ram_mb": request.ram_mb, "disk_gb": request.disk_gb}
     body = {"spec": spec, "host": host, "alternates": alternates, "attempt": attempt, "claim": claim}
     return Output(new_event(EventType.INSTANCE_SCHEDULED, cause.aggregate_id, body, cause=cause))
@@ -143,7 +163,8 @@ def _place(state: SchedulerState, event: Event, settings: SchedulerSettings) -> 
     except NoValidHost as exc:
         return [Output(failed(event, "schedule", str(exc), code=500, details=exc.explanation))]
     except ValueError as exc:
-        return [Output(failed(event, "schedule", str(exc), code=400))]
+        # a schema-valid request no stage should ever have let through (a flavor of 0 vCPUs...)
+        raise Rejected(f"impossible request spec: {exc}") from exc
     return [_scheduled(event, spec, request, selection.host, selection.alternates, 1)]
 
 
@@ -156,14 +177,36 @@ def _reschedule(state: SchedulerState, event: Event, settings: SchedulerSettings
         f"for instance {event.aggregate_id}."
     )
     if attempt >= settings.max_attempts or not candidates:
-        return [Output(failed(event, "schedule", exhausted, code=500, host=tried, attempt=attempt,
-                              details=f"last failure on {tried}: {body['reason']}"))]
+        return [
+            Output(
+                failed(
+                    event,
+                    "schedule",
+                    exhausted,
+                    code=500,
+                    host=tried,
+                    attempt=attempt,
+                    details=f"last failure on {tried}: {body['reason']}",
+                )
+            )
+        ]
     request = _request(event.aggregate_id, spec, state, len(candidates) - 1, frozenset({tried}))
     try:
         selection = select_destinations(candidates, request, settings.policy)
     except NoValidHost as exc:
-        return [Output(failed(event, "schedule", exhausted, code=500, host=tried, attempt=attempt,
-                              details=f"last failure on {tried}: {body['reason']}; alternates: {exc.explanation}"))]
+        return [
+            Output(
+                failed(
+                    event,
+                    "schedule",
+                    exhausted,
+                    code=500,
+                    host=tried,
+                    attempt=attempt,
+                    details=f"last failure on {tried}: {body['reason']}; alternates: {exc.explanation}",
+                )
+            )
+        ]
     return [_scheduled(event, spec, request, selection.host, selection.alternates, attempt + 1)]
 
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from eventsvm.compute import ComputeHost
 from eventsvm.events.builders import deleted, failed, flavor_snapshot
 from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
-from eventsvm.service import Output, Service, StepContext
+from eventsvm.service import Output, Rejected, Service, StepContext
 from eventsvm.virt.hypervisor import HypervisorError
+from eventsvm.virt.xml import InvalidGuestSpec
 
 
 @dataclass
@@ -28,8 +29,11 @@ class SpawnerState:
 
     def used(self) -> tuple[int, int, int]:
         """vCPUs, RAM MB and disk GB claimed on this host."""
-        return (sum(c[0] for c in self.claims.values()), sum(c[1] for c in self.claims.values()),
-                sum(c[2] for c in self.claims.values()))
+        return (
+            sum(c[0] for c in self.claims.values()),
+            sum(c[1] for c in self.claims.values()),
+            sum(c[2] for c in self.claims.values()),
+        )
 
 
 def evolve(state: SpawnerState, event: Event) -> SpawnerState:
@@ -70,21 +74,42 @@ def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Out
     if instance_id in state.gone:
         return []
     flavor = body["spec"]["flavor"]
-    retry = {"retryable": True, "host": host.name, "attempt": body["attempt"],
-             "alternates": body["alternates"], "spec": body["spec"]}
+    if flavor["vcpus"] < 1 or flavor["ram_mb"] < 1 or body["attempt"] < 1:
+        raise Rejected(
+            f"impossible build: {flavor['vcpus']} vCPU, {flavor['ram_mb']} MB, attempt {body['attempt']}"
+        )
+
+    def failure(stage: str, reason: str, retryable: bool = True) -> Sequence[Output]:
+        # the spec and the alternates travel with it, so the scheduler can place it elsewhere
+        return [
+            Output(
+                failed(
+                    event,
+                    stage,
+                    reason,
+                    code=500,
+                    retryable=retryable,
+                    host=host.name,
+                    attempt=body["attempt"],
+                    alternates=body["alternates"],
+                    spec=body["spec"],
+                )
+            )
+        ]
+
     if instance_id not in state.claims:
         refusal = host.capacity.fits(state.used(), (flavor["vcpus"], flavor["ram_mb"], _disk(flavor)))
         if refusal is not None:
-            return [Output(failed(event, "claim", refusal, code=500, **retry))]  # type: ignore[arg-type]
+            return failure("claim", refusal)
     if host.broken:
-        return [Output(failed(event, "spawn", f"Build of instance {instance_id} aborted on {host.name}: "
-                              f"{host.broken}", code=500, **retry))]  # type: ignore[arg-type]
+        return failure("spawn", f"Build of instance {instance_id} aborted on {host.name}: {host.broken}")
     try:
         domain = host.spawn(instance_id, body, event.user_id or "", event.project_id or "", event.occurred_at)
     except HypervisorError as exc:
         host.destroy(instance_id)
-        return [Output(failed(event, "spawn", f"Build of instance {instance_id} aborted: {exc}", code=500,
-                              **{**retry, "retryable": exc.retryable}))]  # type: ignore[arg-type]
+        return failure("spawn", f"Build of instance {instance_id} aborted: {exc}", exc.retryable)
+    except InvalidGuestSpec as exc:
+        return failure("spawn", f"Build of instance {instance_id} aborted: {exc}", retryable=False)
     spawned = {
         "host": host.name,
         "domain_name": domain.name,

@@ -30,13 +30,24 @@ class UsageError(Exception):
 
 def add_log_options(parser: argparse.ArgumentParser) -> None:
     """The options every log-reading or log-writing command shares."""
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="directory of the embedded engine's log and the cloud's files (default ./data)")
-    parser.add_argument("--kafka", metavar="HOST:PORT", default=None,
-                        help="use the Kafka broker(s) at HOST:PORT instead of the embedded engine")
-    parser.add_argument("--log", metavar="URL", default=None,
-                        help="log URL: kafka://host:port or sqlite:///path/log.db")
-    parser.add_argument("--namespace", default="", help="prefix of every topic name (several clouds, one broker)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="directory of the embedded engine's log and the cloud's files (default ./data)",
+    )
+    parser.add_argument(
+        "--kafka",
+        metavar="HOST:PORT",
+        default=None,
+        help="use the Kafka broker(s) at HOST:PORT instead of the embedded engine",
+    )
+    parser.add_argument(
+        "--log", metavar="URL", default=None, help="log URL: kafka://host:port or sqlite:///path/log.db"
+    )
+    parser.add_argument(
+        "--namespace", default="", help="prefix of every topic name (several clouds, one broker)"
+    )
     parser.add_argument("--partitions", type=int, default=4, help="partitions of each new topic (default 4)")
 
 
@@ -68,6 +79,7 @@ def parse_capacity(text: str) -> dict[str, int]:
 
 def on_sigterm(stop: Callable[[], None]) -> None:
     """Let SIGTERM and SIGINT finish the step in hand and exit cleanly."""
+
     def handler(_signum: int, _frame: FrameType | None) -> None:
         stop()
 
@@ -101,14 +113,27 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the API and every service in one process")
     add_log_options(up)
     up.add_argument("--hosts", type=int, default=1, help="simulated compute hosts (default 1)")
-    up.add_argument("--host-capacity", default="", metavar="vcpus=N,ram=MB,disk=GB",
-                    help="capacity of each simulated host (default vcpus=64,ram=262144,disk=2048)")
+    up.add_argument(
+        "--host-capacity",
+        default="",
+        metavar="vcpus=N,ram=MB,disk=GB",
+        help="capacity of each simulated host (default vcpus=64,ram=262144,disk=2048)",
+    )
     up.add_argument("--port", type=int, default=8080, help="API port (default 8080)")
     up.add_argument("--bind", default="127.0.0.1", help="API address (default 127.0.0.1)")
-    up.add_argument("--hypervisor", choices=("test", "qemu"), default="test",
-                    help="libvirt's test driver (default) or real QEMU guests")
-    up.add_argument("--break-host", action="append", default=[], metavar="NAME",
-                    help="make every spawn on this host fail (drills, and tests of rescheduling)")
+    up.add_argument(
+        "--hypervisor",
+        choices=("test", "qemu"),
+        default="test",
+        help="libvirt's test driver (default) or real QEMU guests",
+    )
+    up.add_argument(
+        "--break-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="make every spawn on this host fail (drills, and tests of rescheduling)",
+    )
     up.set_defaults(func=cmd_up)
 
     run = sub.add_parser("run", help="run one service as its own process")
@@ -128,8 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `eventsvm` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         result: int = args.func(args)
         return result

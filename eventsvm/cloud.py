@@ -37,8 +37,9 @@ def _capacity(text: str) -> HostCapacity:
     return HostCapacity(**parse_capacity(text)) if text else HostCapacity()
 
 
-def seed_once(readmodel: ReadModel, data_dir: Path, auth_url: str, passwords_env: tuple[str | None, str | None]
-              ) -> str | None:
+def seed_once(
+    readmodel: ReadModel, data_dir: Path, auth_url: str, passwords_env: tuple[str | None, str | None]
+) -> str | None:
     """Seed a new cloud; returns a notice for the console (generated passwords are shown once)."""
     clouds = data_dir / "clouds.yaml"
     if is_seeded(readmodel.models.identity):
@@ -48,14 +49,18 @@ def seed_once(readmodel: ReadModel, data_dir: Path, auth_url: str, passwords_env
         if admin and demo:
             write_clouds_yaml(clouds, auth_url, choose_passwords(admin, demo))
             return None
-        return (f"note: this log was seeded elsewhere; no {clouds} was written "
-                "(set EVENTSVM_ADMIN_PASSWORD and EVENTSVM_DEMO_PASSWORD to write one)")
+        return (
+            f"note: this log was seeded elsewhere; no {clouds} was written "
+            "(set EVENTSVM_ADMIN_PASSWORD and EVENTSVM_DEMO_PASSWORD to write one)"
+        )
     passwords = choose_passwords(*passwords_env)
     readmodel.append(seed_events(passwords))
     write_clouds_yaml(clouds, auth_url, passwords)
     if passwords.generated:
-        return (f"generated passwords (shown once; also in {clouds}): "
-                f"admin={passwords.admin} demo={passwords.demo}")
+        return (
+            f"generated passwords (shown once; also in {clouds}): "
+            f"admin={passwords.admin} demo={passwords.demo}"
+        )
     return None
 
 
@@ -68,21 +73,30 @@ def api_server(readmodel: ReadModel, data_dir: Path, bind: str, port: int) -> An
 
     key_dir = data_dir / "fernet-keys"
     ensure_keys(key_dir)
-    context = ApiContext(readmodel=readmodel, tokens=TokenService(key_dir), public_url=f"http://{bind}:{port}")
-    config = uvicorn.Config(create_app(context), host=bind, port=port, log_level="warning", access_log=False,
-                            lifespan="off")
+    context = ApiContext(
+        readmodel=readmodel, tokens=TokenService(key_dir), public_url=f"http://{bind}:{port}"
+    )
+    config = uvicorn.Config(
+        create_app(context), host=bind, port=port, log_level="warning", access_log=False, lifespan="off"
+    )
     return uvicorn.Server(config)
 
 
-def run_cloud(args: argparse.Namespace, data_dir: Path, config: LogConfig,
-              passwords_env: tuple[str | None, str | None]) -> int:
+def run_cloud(
+    args: argparse.Namespace, data_dir: Path, config: LogConfig, passwords_env: tuple[str | None, str | None]
+) -> int:
     """`eventsvm up`."""
     if args.hosts < 1:
         from eventsvm.cli import UsageError
 
         raise UsageError("--hosts must be at least 1")
-    options = ClusterOptions(data_dir=data_dir, log=config, hosts=args.hosts, capacity=_capacity(args.host_capacity),
-                             broken_hosts={name: "host marked broken by --break-host" for name in args.break_host})
+    options = ClusterOptions(
+        data_dir=data_dir,
+        log=config,
+        hosts=args.hosts,
+        capacity=_capacity(args.host_capacity),
+        broken_hosts={name: "host marked broken by --break-host" for name in args.break_host},
+    )
     if args.hypervisor == "qemu":
         from eventsvm.virt.qemu import qemu_cluster_options
 
@@ -93,9 +107,12 @@ def run_cloud(args: argparse.Namespace, data_dir: Path, config: LogConfig,
     notice = seed_once(readmodel, data_dir, auth_url, passwords_env)
     cluster.start_services()
     server = api_server(readmodel, data_dir, args.bind, args.port)
-    engine = config.url if config.engine == "kafka" else f"embedded log {config.url[len('sqlite://'):]}"
+    engine = config.url if config.engine == "kafka" else f"embedded log {config.url[len('sqlite://') :]}"
     clouds = (data_dir / "clouds.yaml").resolve()
-    print(f"eventsvm is up: API on http://{args.bind}:{args.port} ({engine}, {args.hosts} compute host(s))", flush=True)
+    print(
+        f"eventsvm is up: API on http://{args.bind}:{args.port} ({engine}, {args.hosts} compute host(s))",
+        flush=True,
+    )
     print(f"clouds.yaml: {clouds}", flush=True)
     if notice:
         print(notice, flush=True)
@@ -129,16 +146,26 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
             raise UsageError("run spawner needs --host NAME")
         capacity = _capacity(args.host_capacity)
         if args.libvirt_uri:
-            host = ComputeHost(name=args.host, slot=-1, capacity=capacity, hypervisor=Hypervisor(args.libvirt_uri),
-                               state_dir=data_dir / "hosts" / args.host)
+            host = ComputeHost(
+                name=args.host,
+                slot=-1,
+                capacity=capacity,
+                hypervisor=Hypervisor(args.libvirt_uri),
+                state_dir=data_dir / "hosts" / args.host,
+            )
         else:
             host = simulated_host(data_dir, args.host, -1, capacity)
         register_host(log_, codec, host, "test" if host.hypervisor.domain_type == "test" else "QEMU")
         runner = spawner_runner(log_, codec, host, member_name=args.member or args.host)
     else:
         service, deps = pipeline_service(args.service)
-        runner = ServiceRunner(log_, service, codec, member_name=args.member or f"{args.service}."
-                               f"{default_member_name()}", deps=deps)
+        runner = ServiceRunner(
+            log_,
+            service,
+            codec,
+            member_name=args.member or f"{args.service}.{default_member_name()}",
+            deps=deps,
+        )
     on_sigterm(stop.set)
     runner.start()
     print(f"eventsvm {args.service} running on {config.url}", flush=True)

@@ -72,11 +72,19 @@ def register_host(log_: EventLog, codec: Codec, host: ComputeHost, hypervisor_ty
     slot = known[host.name]["slot"] if host.name in known else (host.slot if host.slot >= 0 else len(known))
     cap = host.capacity
     body = {
-        "name": host.name, "slot": slot, "vcpus": cap.vcpus, "ram_mb": cap.ram_mb, "disk_gb": cap.disk_gb,
-        "availability_zone": host.availability_zone, "enabled": True,
-        "cpu_allocation_ratio": cap.cpu_allocation_ratio, "ram_allocation_ratio": cap.ram_allocation_ratio,
-        "disk_allocation_ratio": cap.disk_allocation_ratio, "hypervisor_type": hypervisor_type,
-        "hypervisor_uri": host.hypervisor.uri, "cpu_arch": "x86_64",
+        "name": host.name,
+        "slot": slot,
+        "vcpus": cap.vcpus,
+        "ram_mb": cap.ram_mb,
+        "disk_gb": cap.disk_gb,
+        "availability_zone": host.availability_zone,
+        "enabled": True,
+        "cpu_allocation_ratio": cap.cpu_allocation_ratio,
+        "ram_allocation_ratio": cap.ram_allocation_ratio,
+        "disk_allocation_ratio": cap.disk_allocation_ratio,
+        "hypervisor_type": hypervisor_type,
+        "hypervisor_uri": host.hypervisor.uri,
+        "cpu_arch": "x86_64",
     }
     if known.get(host.name) != body:
         event = new_event(EventType.HOST_REGISTERED, host.name, body)
@@ -87,24 +95,45 @@ def register_host(log_: EventLog, codec: Codec, host: ComputeHost, hypervisor_ty
     return slot
 
 
-def spawner_runner(log_: EventLog, codec: Codec, host: ComputeHost, observer: StepObserver | None = None,
-                   member_name: str | None = None) -> ServiceRunner[Any]:
+def spawner_runner(
+    log_: EventLog,
+    codec: Codec,
+    host: ComputeHost,
+    observer: StepObserver | None = None,
+    member_name: str | None = None,
+) -> ServiceRunner[Any]:
     """The spawner of `host`, reading exactly its slot's partition of the host-routed topics."""
-    partitions = [(str(t), host.slot % log_.partitions(str(t))) for t in (Topic.RESOURCES_RESOLVED,
-                                                                          Topic.DELETE_DISPATCHED)]
-    return ServiceRunner(log_, spawner.service_for(host.name), codec, member_name=member_name or host.name,
-                         partitions=partitions, deps=host, observer=observer)
+    partitions = [
+        (str(t), host.slot % log_.partitions(str(t)))
+        for t in (Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED)
+    ]
+    return ServiceRunner(
+        log_,
+        spawner.service_for(host.name),
+        codec,
+        member_name=member_name or host.name,
+        partitions=partitions,
+        deps=host,
+        observer=observer,
+    )
 
 
-def simulated_host(data_dir: Path, name: str, slot: int, capacity: HostCapacity, broken: str | None = None
-                   ) -> ComputeHost:
+def simulated_host(
+    data_dir: Path, name: str, slot: int, capacity: HostCapacity, broken: str | None = None
+) -> ComputeHost:
     """A compute host on libvirt's test driver, with its capacity in a node description."""
     host_dir = data_dir / "hosts" / name
     host_dir.mkdir(parents=True, exist_ok=True)
     node = host_dir / "node.xml"
     write_node_xml(node, vcpus=capacity.vcpus, memory_mb=capacity.ram_mb)
-    return ComputeHost(name=name, slot=slot, capacity=capacity, hypervisor=Hypervisor(test_uri_for(node)),
-                       state_dir=host_dir, broken=broken)
+    return ComputeHost(
+        name=name,
+        slot=slot,
+        capacity=capacity,
+        hypervisor=Hypervisor(test_uri_for(node)),
+        state_dir=host_dir,
+        broken=broken,
+    )
 
 
 @dataclass
@@ -162,14 +191,24 @@ class Cluster:
             service, deps = pipeline_service(name)
             if name == "scheduler":
                 deps = replace(scheduler.SchedulerSettings(), max_attempts=opts.max_attempts)
-            self.runners.append(ServiceRunner(self.open_log(), service, self.codec, member_name=f"{name}.{member}",
-                                              deps=deps, observer=self.observer))
+            self.runners.append(
+                ServiceRunner(
+                    self.open_log(),
+                    service,
+                    self.codec,
+                    member_name=f"{name}.{member}",
+                    deps=deps,
+                    observer=self.observer,
+                )
+            )
         for host in self.hosts:
             self.runners.append(spawner_runner(self.open_log(), self.codec, host, self.observer))
         for runner in self.runners:
             runner.start()
         for runner in self.runners:
-            thread = threading.Thread(target=runner.run, args=(self._stop,), name=runner.service.name, daemon=True)
+            thread = threading.Thread(
+                target=runner.run, args=(self._stop,), name=runner.service.name, daemon=True
+            )
             thread.start()
             self._threads.append(thread)
 

@@ -25,14 +25,19 @@ class HostCapacity:
 
     def fits(self, used: tuple[int, int, int], want: tuple[int, int, int]) -> str | None:
         """None if `want` fits beside `used` (vcpus, ram MB, disk GB); else nova's claim message."""
-        limits = (self.vcpus * self.cpu_allocation_ratio, self.ram_mb * self.ram_allocation_ratio,
-                  self.disk_gb * self.disk_allocation_ratio)
+        limits = (
+            self.vcpus * self.cpu_allocation_ratio,
+            self.ram_mb * self.ram_allocation_ratio,
+            self.disk_gb * self.disk_allocation_ratio,
+        )
         names = ("vcpu", "memory", "disk")
         units = ("VCPU", "MB", "GB")
         for name, unit, limit, have, need in zip(names, units, limits, used, want, strict=True):
             if have + need > limit:
-                return (f"Insufficient compute resources: Free {name} {limit - have:g} {unit} "
-                        f"< requested {need} {unit}.")
+                return (
+                    f"Insufficient compute resources: Free {name} {limit - have:g} {unit} "
+                    f"< requested {need} {unit}."
+                )
         return None
 
 
@@ -53,8 +58,9 @@ class ComputeHost:
     broken: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def guest_spec(self, instance_id: str, resolved: dict[str, Any], user_id: str, project_id: str,
-                   created_ms: int) -> GuestSpec:
+    def guest_spec(
+        self, instance_id: str, resolved: dict[str, Any], user_id: str, project_id: str, created_ms: int
+    ) -> GuestSpec:
         """The libvirt guest for a resources-resolved body."""
         spec = resolved["spec"]
         flavor = spec["flavor"]
@@ -66,21 +72,33 @@ class ComputeHost:
             name=spec["name"],
             vcpus=flavor["vcpus"],
             memory_mb=flavor["ram_mb"],
-            flavor=FlavorMeta(name=flavor["name"], memory_mb=flavor["ram_mb"], root_gb=flavor["disk_gb"],
-                              vcpus=flavor["vcpus"], swap_mb=flavor.get("swap_mb", 0),
-                              ephemeral_gb=flavor.get("ephemeral_gb", 0)),
-            owner=OwnerMeta(user_id=user_id, user_name=user_id, project_id=project_id, project_name=project_id),
+            flavor=FlavorMeta(
+                name=flavor["name"],
+                memory_mb=flavor["ram_mb"],
+                root_gb=flavor["disk_gb"],
+                vcpus=flavor["vcpus"],
+                swap_mb=flavor.get("swap_mb", 0),
+                ephemeral_gb=flavor.get("ephemeral_gb", 0),
+            ),
+            owner=OwnerMeta(
+                user_id=user_id, user_name=user_id, project_id=project_id, project_name=project_id
+            ),
             created_at=datetime.fromtimestamp(created_ms / 1000, UTC),
             domain_type=self.hypervisor.domain_type,
             root_gb=flavor["disk_gb"],
             image_id=resolved["image"]["id"],
-            ports=tuple(GuestPort(port_id=p["port_id"], mac=p["mac_address"], ip=p["ip_address"],
-                                  network_id=p["network_id"]) for p in resolved["ports"]),
+            ports=tuple(
+                GuestPort(
+                    port_id=p["port_id"], mac=p["mac_address"], ip=p["ip_address"], network_id=p["network_id"]
+                )
+                for p in resolved["ports"]
+            ),
             console_log_path=console,
         )
 
-    def spawn(self, instance_id: str, resolved: dict[str, Any], user_id: str, project_id: str,
-              created_ms: int) -> DomainInfo:
+    def spawn(
+        self, instance_id: str, resolved: dict[str, Any], user_id: str, project_id: str, created_ms: int
+    ) -> DomainInfo:
         """Define and start the guest; an existing running guest is returned as it is."""
         guest = self.guest_spec(instance_id, resolved, user_id, project_id, created_ms)
         return self.hypervisor.spawn(build_domain_xml(guest), instance_id)

@@ -78,8 +78,9 @@ def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("EVENTSVM_DATA_DIR", "./data"))
 
 
-def log_config_from_flags(data_dir: Path, kafka: str | None, log_url: str | None = None,
-                          partitions: int = 4, namespace: str = "") -> LogConfig:
+def log_config_from_flags(
+    data_dir: Path, kafka: str | None, log_url: str | None = None, partitions: int = 4, namespace: str = ""
+) -> LogConfig:
     """The log chosen by the shared `--data-dir` / `--kafka` / `--log` flags."""
     if log_url:
         url = log_url

@@ -23,7 +23,13 @@ from eventsvm.state.instances import InstanceProjection, evolve_projection
 
 log = logging.getLogger(__name__)
 
-ALL_TOPICS: tuple[Topic, ...] = (*INSTANCE_TOPICS, Topic.HOSTS, Topic.CATALOG, Topic.IDENTITY, Topic.DEAD_LETTER)
+ALL_TOPICS: tuple[Topic, ...] = (
+    *INSTANCE_TOPICS,
+    Topic.HOSTS,
+    Topic.CATALOG,
+    Topic.IDENTITY,
+    Topic.DEAD_LETTER,
+)
 
 
 @dataclass

@@ -214,7 +214,9 @@ class ServiceRunner(Generic[S]):
             return [self._dead_letter(record, str(exc), "Rejected", report, event)]
         except Exception as exc:  # a bug must not become a crash loop: park the record, go on
             log.exception("%s: decide failed on %s@%s", self.service.name, record.topic, record.offset)
-            return [self._dead_letter(record, f"{type(exc).__name__}: {exc}", type(exc).__name__, report, event)]
+            return [
+                self._dead_letter(record, f"{type(exc).__name__}: {exc}", type(exc).__name__, report, event)
+            ]
         cause_hash = event_hash(record.value)
         produced: list[OutRecord] = []
         for output in outputs:
@@ -223,7 +225,11 @@ class ServiceRunner(Generic[S]):
         return produced
 
     def _encode(self, out: Event, route: int | None, cause: Event, cause_hash: str) -> OutRecord:
-        if out.prev_hash is None and out.causation_id == cause.event_id and out.aggregate_id == cause.aggregate_id:
+        if (
+            out.prev_hash is None
+            and out.causation_id == cause.event_id
+            and out.aggregate_id == cause.aggregate_id
+        ):
             out.prev_hash = cause_hash
         data = self.codec.encode(out)
         topic = str(out.topic)
@@ -237,7 +243,9 @@ class ServiceRunner(Generic[S]):
     def _dead_letter(
         self, record: Record, reason: str, error_type: str, report: StepReport, event: Event | None = None
     ) -> OutRecord:
-        aggregate = event.aggregate_id if event is not None else (record.key or b"").decode("utf-8", "replace")
+        aggregate = (
+            event.aggregate_id if event is not None else (record.key or b"").decode("utf-8", "replace")
+        )
         letter = new_event(
             EventType.DEAD_LETTER_RECORDED,
             aggregate or f"{record.topic}/{record.partition}/{record.offset}",
@@ -253,7 +261,13 @@ class ServiceRunner(Generic[S]):
             },
             request_id=event.request_id if event is not None else None,
         )
-        log.warning("%s: dead-lettered %s@%d/%d: %s", self.service.name, record.topic, record.partition,
-                    record.offset, reason[:200])
+        log.warning(
+            "%s: dead-lettered %s@%d/%d: %s",
+            self.service.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            reason[:200],
+        )
         report.dead_letters.append(letter)
         return OutRecord(str(Topic.DEAD_LETTER), letter.aggregate_id.encode(), self.codec.encode(letter))

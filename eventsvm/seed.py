@@ -45,8 +45,11 @@ def is_seeded(identity: IdentityState) -> bool:
     return identity.project_by_name("admin", "default") is not None
 
 
-def seed_events(passwords: SeedPasswords, image_location: str | None = None,
-                image_properties: dict[str, str] | None = None) -> list[Event]:
+def seed_events(
+    passwords: SeedPasswords,
+    image_location: str | None = None,
+    image_properties: dict[str, str] | None = None,
+) -> list[Event]:
     """Every event of a fresh devstack-like cloud, in an order any reader can fold."""
     events: list[Event] = []
     request_id = f"req-{uuid.uuid4()}"
@@ -57,53 +60,134 @@ def seed_events(passwords: SeedPasswords, image_location: str | None = None,
     admin_project, demo_project = uuid.uuid4().hex, uuid.uuid4().hex
     admin_user, demo_user = uuid.uuid4().hex, uuid.uuid4().hex
     for pid, name in ((admin_project, "admin"), (demo_project, "demo")):
-        add(EventType.PROJECT_CREATED, pid, {"id": pid, "name": name, "domain_id": "default", "enabled": True,
-                                             "description": f"devstack's {name} project"})
-    for uid, name, project, password in ((admin_user, "admin", admin_project, passwords.admin),
-                                         (demo_user, "demo", demo_project, passwords.demo)):
-        add(EventType.USER_CREATED, uid, {"id": uid, "name": name, "domain_id": "default",
-                                          "default_project_id": project, "enabled": True,
-                                          "password_hash": hash_password(password)})
-    for uid, pid, role in ((admin_user, admin_project, "admin"), (admin_user, demo_project, "admin"),
-                           (demo_user, demo_project, "member"), (demo_user, demo_project, "reader")):
+        add(
+            EventType.PROJECT_CREATED,
+            pid,
+            {
+                "id": pid,
+                "name": name,
+                "domain_id": "default",
+                "enabled": True,
+                "description": f"devstack's {name} project",
+            },
+        )
+    for uid, name, project, password in (
+        (admin_user, "admin", admin_project, passwords.admin),
+        (demo_user, "demo", demo_project, passwords.demo),
+    ):
+        add(
+            EventType.USER_CREATED,
+            uid,
+            {
+                "id": uid,
+                "name": name,
+                "domain_id": "default",
+                "default_project_id": project,
+                "enabled": True,
+                "password_hash": hash_password(password),
+            },
+        )
+    for uid, pid, role in (
+        (admin_user, admin_project, "admin"),
+        (admin_user, demo_project, "admin"),
+        (demo_user, demo_project, "member"),
+        (demo_user, demo_project, "reader"),
+    ):
         add(EventType.ROLE_ASSIGNED, f"{uid}:{pid}", {"user_id": uid, "project_id": pid, "role": role})
     for fid, name, vcpus, ram, disk in FLAVORS:
-        add(EventType.FLAVOR_CREATED, fid, {"id": fid, "name": name, "vcpus": vcpus, "ram_mb": ram, "disk_gb": disk,
-                                            "ephemeral_gb": 0, "swap_mb": 0, "is_public": True, "extra_specs": {}})
+        add(
+            EventType.FLAVOR_CREATED,
+            fid,
+            {
+                "id": fid,
+                "name": name,
+                "vcpus": vcpus,
+                "ram_mb": ram,
+                "disk_gb": disk,
+                "ephemeral_gb": 0,
+                "swap_mb": 0,
+                "is_public": True,
+                "extra_specs": {},
+            },
+        )
     image_id = str(uuid.uuid4())
-    add(EventType.IMAGE_CREATED, image_id, {
-        "id": image_id, "name": "cirros", "disk_format": "qcow2", "container_format": "bare",
-        "size_bytes": 21430272, "min_disk": 0, "min_ram": 0, "visibility": "public", "owner": admin_project,
-        "properties": dict(image_properties or {}), "location": image_location,
-    }, admin_project)
+    add(
+        EventType.IMAGE_CREATED,
+        image_id,
+        {
+            "id": image_id,
+            "name": "cirros",
+            "disk_format": "qcow2",
+            "container_format": "bare",
+            "size_bytes": 21430272,
+            "min_disk": 0,
+            "min_ram": 0,
+            "visibility": "public",
+            "owner": admin_project,
+            "properties": dict(image_properties or {}),
+            "location": image_location,
+        },
+        admin_project,
+    )
     for name, cidr, external in (("private", "10.0.0.0/24", False), ("public", "172.24.4.0/24", True)):
         net_id, subnet_id = str(uuid.uuid4()), str(uuid.uuid4())
         prefix = cidr.rsplit(".", 1)[0]
-        add(EventType.NETWORK_CREATED, net_id, {"id": net_id, "name": name, "shared": external,
-                                                "external": external, "owner": demo_project if not external
-                                                else admin_project, "mtu": 1500},
-            demo_project if not external else admin_project)
-        add(EventType.SUBNET_CREATED, subnet_id, {
-            "id": subnet_id, "network_id": net_id, "name": f"{name}-subnet", "cidr": cidr,
-            "gateway_ip": f"{prefix}.1", "allocation_start": f"{prefix}.2", "allocation_end": f"{prefix}.254",
-            "ip_version": 4, "enable_dhcp": True, "dns_nameservers": [],
-        })
+        add(
+            EventType.NETWORK_CREATED,
+            net_id,
+            {
+                "id": net_id,
+                "name": name,
+                "shared": external,
+                "external": external,
+                "owner": demo_project if not external else admin_project,
+                "mtu": 1500,
+            },
+            demo_project if not external else admin_project,
+        )
+        add(
+            EventType.SUBNET_CREATED,
+            subnet_id,
+            {
+                "id": subnet_id,
+                "network_id": net_id,
+                "name": f"{name}-subnet",
+                "cidr": cidr,
+                "gateway_ip": f"{prefix}.1",
+                "allocation_start": f"{prefix}.2",
+                "allocation_end": f"{prefix}.254",
+                "ip_version": 4,
+                "enable_dhcp": True,
+                "dns_nameservers": [],
+            },
+        )
     return events
 
 
 def write_clouds_yaml(path: Path, auth_url: str, passwords: SeedPasswords) -> None:
     """clouds.yaml with clouds `eventsvm` (demo) and `eventsvm-admin`, readable by its owner only."""
+
     def cloud(user: str, password: str) -> dict[str, Any]:
         return {
-            "auth": {"auth_url": auth_url, "username": user, "password": password, "project_name": user,
-                     "user_domain_name": "Default", "project_domain_name": "Default"},
+            "auth": {
+                "auth_url": auth_url,
+                "username": user,
+                "password": password,
+                "project_name": user,
+                "user_domain_name": "Default",
+                "project_domain_name": "Default",
+            },
             "region_name": "RegionOne",
             "identity_api_version": 3,
             "interface": "public",
         }
 
-    document = {"clouds": {"eventsvm": cloud("demo", passwords.demo),
-                           "eventsvm-admin": cloud("admin", passwords.admin)}}
+    document = {
+        "clouds": {
+            "eventsvm": cloud("demo", passwords.demo),
+            "eventsvm-admin": cloud("admin", passwords.admin),
+        }
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600, exist_ok=True)
     path.chmod(0o600)

@@ -8,9 +8,9 @@ into the state; `decide` answers one input event with the events to append.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from eventsvm.events.model import Event, Topic
 
@@ -41,22 +41,12 @@ class StepContext:
     deps: Any = None
 
 
-class Decide(Protocol[S]):
-    """Answer one input event with the events to append (pure but for `ctx.deps`)."""
-
-    def __call__(self, state: S, event: Event, ctx: StepContext) -> Sequence[Output]: ...
-
-
-class Evolve(Protocol[S]):
-    """Fold one event into the state and return it."""
-
-    def __call__(self, state: S, event: Event) -> S: ...
-
-
-class InitialState(Protocol[S]):
-    """A fresh, empty state."""
-
-    def __call__(self) -> S: ...
+# Answer one input event with the events to append (pure but for `ctx.deps`).
+Decide = Callable[[S, Event, StepContext], Sequence[Output]]
+# Fold one event into the state and return it.
+Evolve = Callable[[S, Event], S]
+# A fresh, empty state.
+InitialState = Callable[[], S]
 
 
 @dataclass(frozen=True)

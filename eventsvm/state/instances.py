@@ -106,7 +106,9 @@ def initial_projection() -> InstanceProjection:
     return InstanceProjection()
 
 
-def evolve_projection(state: InstanceProjection, event: Event, stored_hash: str | None = None) -> InstanceProjection:
+def evolve_projection(
+    state: InstanceProjection, event: Event, stored_hash: str | None = None
+) -> InstanceProjection:
     """Fold one event; non-instance events leave the model as it is."""
     kind = event.type
     if not kind.startswith("instance."):
@@ -116,8 +118,9 @@ def evolve_projection(state: InstanceProjection, event: Event, stored_hash: str 
         inst = state.instances[event.aggregate_id] = Instance(id=event.aggregate_id)
     state.events_folded += 1
     body = event.body
-    inst.actions.append((kind.value, event.occurred_at, event.request_id, event.user_id,
-                         body.get("host"), body.get("reason")))
+    inst.actions.append(
+        (kind.value, event.occurred_at, event.request_id, event.user_id, body.get("host"), body.get("reason"))
+    )
     if event.occurred_at > inst.updated_at:
         inst.updated_at = event.occurred_at
     if event.sequence >= inst.last_sequence:

@@ -50,11 +50,23 @@ class Cloud:
         """Append an instance.requested as POST /servers does; returns the instance id."""
         user_id, project_id = self.demo
         instance_id = str(uuid.uuid4())
-        body = {"name": name, "flavor_id": flavor, "image_id": self.image_id(),
-                "networks": [{"network_id": self.network_id(), "port_id": None, "fixed_ip": None}],
-                "key_name": None, "availability_zone": None, "server_group_id": None, "block_devices": [],
-                "metadata": {}, "roles": ["member"], "token_audit_id": "audit-" + name, **extra}
-        event = new_event(EventType.INSTANCE_REQUESTED, instance_id, body, user_id=user_id, project_id=project_id)
+        body = {
+            "name": name,
+            "flavor_id": flavor,
+            "image_id": self.image_id(),
+            "networks": [{"network_id": self.network_id(), "port_id": None, "fixed_ip": None}],
+            "key_name": None,
+            "availability_zone": None,
+            "server_group_id": None,
+            "block_devices": [],
+            "metadata": {},
+            "roles": ["member"],
+            "token_audit_id": "audit-" + name,
+            **extra,
+        }
+        event = new_event(
+            EventType.INSTANCE_REQUESTED, instance_id, body, user_id=user_id, project_id=project_id
+        )
         self.readmodel.append([event], [self.readmodel.partition_by(Topic.REQUESTED, project_id)])
         return instance_id
 
@@ -63,17 +75,30 @@ class Cloud:
         inst = self.readmodel.models.instances.get(instance_id)
         assert inst is not None
         user_id, project_id = self.demo
-        event = new_event(EventType.INSTANCE_DELETE_REQUESTED, instance_id, {"host": inst.host},
-                          user_id=user_id, project_id=project_id, sequence=inst.last_sequence + 1,
-                          prev_hash=inst.last_hash)
+        event = new_event(
+            EventType.INSTANCE_DELETE_REQUESTED,
+            instance_id,
+            {"host": inst.host},
+            user_id=user_id,
+            project_id=project_id,
+            sequence=inst.last_sequence + 1,
+            prev_hash=inst.last_hash,
+        )
         event.causation_id = inst.last_event_id
         self.readmodel.append([event])
 
     def unlimited_quota(self) -> None:
         """Lift the demo project's quota (-1 is unlimited, as in nova)."""
         _, project_id = self.demo
-        self.readmodel.append([new_event(EventType.QUOTA_SET, project_id,
-                                         {"project_id": project_id, "instances": -1, "cores": -1, "ram_mb": -1})])
+        self.readmodel.append(
+            [
+                new_event(
+                    EventType.QUOTA_SET,
+                    project_id,
+                    {"project_id": project_id, "instances": -1, "cores": -1, "ram_mb": -1},
+                )
+            ]
+        )
 
     def instance(self, instance_id: str) -> Instance:
         """The read model's view of an instance."""
@@ -83,6 +108,7 @@ class Cloud:
 
     def wait_for(self, ids: list[str], statuses: set[str], timeout: float = 60.0) -> dict[str, Instance]:
         """Wait until every instance is in one of `statuses`; fail naming the laggards."""
+
         def done(models: Any) -> bool:
             return all((i := models.instances.get(x)) is not None and i.status in statuses for x in ids)
 
@@ -116,12 +142,20 @@ def make_cloud(engine_url: tuple[str, str], tmp_path: Path) -> Iterator[CloudFac
     """Start a seeded cloud: `make_cloud(hosts=2, capacity=HostCapacity(...), partitions=4)`."""
     clouds: list[Cloud] = []
 
-    def factory(hosts: int = 2, capacity: HostCapacity | None = None, partitions: int = 2,
-                broken_hosts: dict[str, str] | None = None) -> Cloud:
+    def factory(
+        hosts: int = 2,
+        capacity: HostCapacity | None = None,
+        partitions: int = 2,
+        broken_hosts: dict[str, str] | None = None,
+    ) -> Cloud:
         url, namespace = engine_url
-        options = ClusterOptions(data_dir=tmp_path, log=LogConfig(url=url, namespace=namespace, partitions=partitions,
-                                                                  session_timeout_s=6.0),
-                                 hosts=hosts, capacity=capacity or HostCapacity(), broken_hosts=broken_hosts or {})
+        options = ClusterOptions(
+            data_dir=tmp_path,
+            log=LogConfig(url=url, namespace=namespace, partitions=partitions, session_timeout_s=6.0),
+            hosts=hosts,
+            capacity=capacity or HostCapacity(),
+            broken_hosts=broken_hosts or {},
+        )
         cluster = Cluster(options)
         readmodel = cluster.start_readmodel()
         readmodel.append(seed_events(choose_passwords("admin-pw", "demo-pw")))

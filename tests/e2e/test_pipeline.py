@@ -102,6 +102,11 @@ def test_restarting_every_service_mid_flight_loses_and_duplicates_nothing(make_c
     wait_quiet(1.0)
     for instance_id in ids:
         counts = Counter(log_events(cloud, instance_id))
-        for stage in ("instance.requested", "instance.authenticated", "instance.scheduled",
-                      "instance.resources_resolved", "instance.spawned"):
+        for stage in (
+            "instance.requested",
+            "instance.authenticated",
+            "instance.scheduled",
+            "instance.resources_resolved",
+            "instance.spawned",
+        ):
             assert counts[stage] == 1, (instance_id, counts)

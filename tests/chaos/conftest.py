@@ -1,0 +1,97 @@
+"""Services as real `eventsvm run` processes, with the test process as the API (it appends
+requests and folds the read model). Used to kill, restart and scale services for real."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from eventsvm.config import LogConfig
+from eventsvm.events.codec import Codec
+from eventsvm.log.factory import open_log
+from eventsvm.readmodel import ReadModel
+from eventsvm.seed import choose_passwords, seed_events
+from tests.e2e.conftest import Cloud
+
+EVENTSVM = str(Path(sys.executable).parent / "eventsvm")
+
+
+@dataclass
+class ProcessCloud:
+    """Service processes by label, and a Cloud-like driver over a read model in this process."""
+
+    flags: list[str]
+    data_dir: Path
+    driver: Cloud
+    processes: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+
+    def start(self, label: str, *args: str) -> subprocess.Popen[str]:
+        """Start `eventsvm run ARGS` and wait until it says it is running."""
+        log_file = open(self.data_dir / f"{label}.log", "w")  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen(
+            [EVENTSVM, "run", *args, *self.flags], stdout=subprocess.PIPE, stderr=log_file, text=True
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if "running" not in line:
+            proc.kill()
+            pytest.fail(
+                f"{label} did not start: {line!r}; see {self.data_dir / (label + '.log')}: "
+                f"{(self.data_dir / (label + '.log')).read_text()[-2000:]}"
+            )
+        self.processes[label] = proc
+        return proc
+
+    def kill(self, label: str) -> None:
+        """SIGKILL: no chance to finish the step in hand."""
+        proc = self.processes.pop(label)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def terminate(self, label: str, timeout: float = 30) -> int:
+        """SIGTERM and wait for the exit status."""
+        proc = self.processes.pop(label)
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=timeout)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("kafka", marks=pytest.mark.kafka)])
+def process_cloud(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ProcessCloud]:
+    """A seeded log with no services yet; the test starts the processes it wants."""
+    if request.param == "kafka":
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
+        namespace = f"chaos{uuid.uuid4().hex[:8]}."
+        flags = ["--kafka", bootstrap, "--namespace", namespace, "--data-dir", str(tmp_path)]
+        config = LogConfig(url=f"kafka://{bootstrap}", namespace=namespace, partitions=4)
+    else:
+        flags = ["--data-dir", str(tmp_path)]
+        config = LogConfig(url=f"sqlite://{(tmp_path / 'log.db').resolve()}", partitions=4)
+    log_ = open_log(config)
+    readmodel = ReadModel(log_, Codec())
+    readmodel.start()
+    readmodel.append(seed_events(choose_passwords("admin-pw", "demo-pw")))
+    cloud = ProcessCloud(flags, tmp_path, Cloud(cluster=None, options=None, readmodel=readmodel))  # type: ignore[arg-type]
+    cloud.driver.unlimited_quota()
+    yield cloud
+    for proc in cloud.processes.values():
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    readmodel.close()
+    log_.close()
+
+
+def settle(seconds: float) -> None:
+    """Give processes time to rebalance; used only where a test must wait for membership."""
+    time.sleep(seconds)
+
+
+ENV = dict(os.environ)
