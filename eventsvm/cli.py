@@ -104,6 +104,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_service(args, data_dir, config)
 
 
+def cmd_seed(args: argparse.Namespace) -> int:
+    """Seed a new cloud's log (devstack's defaults) and write clouds.yaml; nothing if seeded."""
+    from eventsvm.cloud import seed_log
+
+    data_dir, config = log_config(args)
+    print(seed_log(data_dir, config, args.auth_url, env_passwords()), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     parser = argparse.ArgumentParser(prog="eventsvm", description=__doc__.splitlines()[0])
@@ -135,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="make every spawn on this host fail (drills, and tests of rescheduling)",
     )
     up.set_defaults(func=cmd_up)
+
+    seed = sub.add_parser("seed", help="seed a new cloud's log and write clouds.yaml (for split deployments)")
+    add_log_options(seed)
+    seed.add_argument(
+        "--auth-url",
+        default="http://127.0.0.1:8080/identity/v3",
+        help="the identity URL clients will use, written into clouds.yaml",
+    )
+    seed.set_defaults(func=cmd_seed)
 
     run = sub.add_parser("run", help="run one service as its own process")
     run.add_argument("service", choices=("authenticator", "scheduler", "resolver", "spawner", "api"))

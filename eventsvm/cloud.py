@@ -64,6 +64,25 @@ def seed_once(
     return None
 
 
+def seed_log(
+    data_dir: Path, config: LogConfig, auth_url: str, passwords_env: tuple[str | None, str | None]
+) -> str:
+    """`eventsvm seed`: what it did, as one line for the console."""
+    log_ = open_log(config)
+    readmodel = ReadModel(log_, Codec())
+    try:
+        readmodel.start(tail=False)
+        already = is_seeded(readmodel.models.identity)
+        notice = seed_once(readmodel, data_dir, auth_url, passwords_env)
+    finally:
+        readmodel.close()
+        log_.close()
+    done = "already seeded" if already else "seeded"
+    return f"{done}: {config.url}; clouds.yaml: {data_dir / 'clouds.yaml'}" + (
+        f"\n{notice}" if notice else ""
+    )
+
+
 def api_server(readmodel: ReadModel, data_dir: Path, bind: str, port: int) -> Any:
     """A uvicorn server for the API over `readmodel`."""
     import uvicorn

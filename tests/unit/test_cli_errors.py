@@ -1,0 +1,57 @@
+"""Bad configuration ends with one clear line on stderr and a non-zero exit: never a traceback,
+never a hang."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+EVENTSVM = str(Path(sys.executable).parent / "eventsvm")
+
+
+def run(*args: str, timeout: float = 60) -> tuple[int, str, float]:
+    started = time.monotonic()
+    proc = subprocess.run([EVENTSVM, *args], capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stderr, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("run", "scheduler", "--log", "bogus://somewhere"), "unknown log engine"),
+        (("run", "scheduler", "--log", "kafka://"), "names no broker"),
+        (
+            ("run", "scheduler", "--data-dir", "/proc/eventsvm-cannot-be-here"),
+            "/proc/eventsvm-cannot-be-here",
+        ),
+        (("run", "scheduler", "--kafka", "127.0.0.1:9"), "127.0.0.1:9"),
+        (("up", "--hosts", "0", "--data-dir", "/tmp/eventsvm-cli-test"), "--hosts"),
+        (("up", "--host-capacity", "ram=lots", "--data-dir", "/tmp/eventsvm-cli-test"), "host-capacity"),
+        (("run", "spawner", "--data-dir", "/tmp/eventsvm-cli-test"), "--host"),
+    ],
+)
+def test_bad_configuration_is_one_clear_line(args: tuple[str, ...], says: str) -> None:
+    code, stderr, seconds = run(*args)
+    assert code == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("eventsvm: error:")
+    assert says in lines[0]
+    assert "Traceback" not in stderr
+    assert seconds < 45, "an unreachable broker must be given up on within a bounded wait"
+
+
+def test_an_unwritable_sqlite_file_is_named(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        code, stderr, _ = run("run", "scheduler", "--log", f"sqlite://{locked}/sub/log.db")
+    finally:
+        locked.chmod(0o700)
+    assert code == 2 and "Traceback" not in stderr
+    assert str(locked) in stderr
