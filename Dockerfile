@@ -6,6 +6,6 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY eventsvm eventsvm
 COPY consumers consumers
-COPY schemas schemas
+COPY schemas eventsvm/schemas
 RUN pip install --no-cache-dir .
 ENTRYPOINT []

@@ -1,0 +1,82 @@
+"""Codec throughput on the boot flow's events (requested ... spawned with realistic bodies)."""
+
+from __future__ import annotations
+
+import io
+import random
+
+from fastavro import schemaless_reader, schemaless_writer
+
+from bench.suite import Context, benchmark, rate
+from eventsvm.events.codec import HEADER_SIZE, default_codec
+from eventsvm.events.model import Event
+from tests.factories import pipeline_events
+
+_ENVELOPE = ("event_id", "aggregate_id", "sequence", "request_id", "causation_id", "user_id", "project_id",
+             "occurred_at", "prev_hash", "body")
+
+
+def _events(ctx: Context) -> list[Event]:
+    return pipeline_events(ctx.size(2000), random.Random(1))
+
+
+@benchmark("codec.encode")
+def encode(ctx: Context) -> list[float]:
+    """Codec.encode of boot-flow events (current schema, compiled writer)."""
+    events = _events(ctx)
+    codec = default_codec()
+    encode = codec.encode
+
+    def run() -> None:
+        for event in events:
+            encode(event)
+
+    return [rate(len(events), run) for _ in range(ctx.repetitions)]
+
+
+@benchmark("codec.decode")
+def decode(ctx: Context) -> list[float]:
+    """Codec.decode of boot-flow events into Event objects (compiled reader)."""
+    codec = default_codec()
+    payloads = [codec.encode(e) for e in _events(ctx)]
+    decode = codec.decode
+
+    def run() -> None:
+        # results are dropped as a consumer drops an event once folded; keeping 10k events alive
+        # would bill this benchmark for the garbage collector walking them
+        for payload in payloads:
+            decode(payload)
+
+    return [rate(len(payloads), run) for _ in range(ctx.repetitions)]
+
+
+@benchmark("codec.decode.fastavro")
+def decode_fastavro(ctx: Context) -> list[float]:
+    """Reference: fastavro.schemaless_reader of the same payloads, dict output, no Event built."""
+    codec = default_codec()
+    events = _events(ctx)
+    schemas = {e.type: codec.parsed_schema(codec.current(e.type)).parsed for e in events}
+    jobs = [(schemas[e.type], codec.encode(e)) for e in events]
+
+    def run() -> None:
+        for schema, data in jobs:
+            stream = io.BytesIO(data)
+            stream.seek(HEADER_SIZE)
+            schemaless_reader(stream, schema, None)
+
+    return [rate(len(jobs), run) for _ in range(ctx.repetitions)]
+
+
+@benchmark("codec.encode.fastavro")
+def encode_fastavro(ctx: Context) -> list[float]:
+    """Reference: fastavro.schemaless_writer of the same events as dicts."""
+    codec = default_codec()
+    events = _events(ctx)
+    jobs = [(codec.parsed_schema(codec.current(e.type)).parsed, {n: getattr(e, n) for n in _ENVELOPE})
+            for e in events]
+
+    def run() -> None:
+        for schema, record in jobs:
+            schemaless_writer(io.BytesIO(), schema, record)
+
+    return [rate(len(jobs), run) for _ in range(ctx.repetitions)]

@@ -1,0 +1,243 @@
+"""The Avro codec: Event <-> Avro single-object encoding, with schema evolution.
+
+A payload is the marker C3 01, the 8-byte little-endian CRC-64-AVRO fingerprint of the writer
+schema's Parsing Canonical Form, then the Avro binary body. The fingerprint names the exact schema
+version that wrote the event, so a reader resolves any released version against the current one.
+
+Fast path: events written with the current schema are read and written by functions compiled from
+the schema (eventsvm.events.avro_binary). Events of an older schema go through fastavro's schema
+resolution. Either way logical types are not applied: ids stay strings and timestamps integer ms.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint as _fastavro_fingerprint
+from fastavro.schema import to_parsing_canonical_form
+
+from eventsvm.events.avro_binary import UnsupportedSchema, compile_reader, compile_writer
+from eventsvm.events.model import Event, EventType
+
+MARKER = b"\xc3\x01"
+HEADER_SIZE = 10
+# The Event attributes an envelope schema carries, in field order (everything but `type`).
+_ENVELOPE = tuple(f.name for f in fields(Event) if f.name != "type")
+
+
+class CodecError(ValueError):
+    """A payload that is not a whole, valid event (truncated, bad marker, unknown fingerprint,
+    garbage, trailing bytes), or an event that does not fit its schema."""
+
+
+def schemas_dir() -> Path:
+    """Where the released schemas live: `eventsvm/schemas` when shipped inside the package, else
+    the `schemas/` directory at the root of the source tree."""
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "schemas", package.parent / "schemas"):
+        if candidate.is_dir():
+            return candidate
+    raise CodecError(f"no schemas directory next to {package} (expected {package.parent / 'schemas'})")
+
+
+def canonical_form(schema: Any) -> str:
+    """The schema's Parsing Canonical Form (Avro spec); logicalType is not part of it."""
+    return str(to_parsing_canonical_form(schema))
+
+
+def schema_fingerprint(schema: Any) -> bytes:
+    """The 8-byte little-endian CRC-64-AVRO fingerprint used in the single-object header."""
+    # fastavro returns the little-endian bytes as hex (pinned by tests/unit/test_codec.py)
+    return bytes.fromhex(_fastavro_fingerprint(canonical_form(schema), "CRC-64-AVRO"))
+
+
+def _without_logical_types(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [_without_logical_types(x) for x in schema]
+    return schema
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaVersion:
+    """One released schema of one event type."""
+
+    type: EventType
+    version: int
+    schema: dict[str, Any]  # as written in the .avsc file
+    fingerprint: bytes
+
+
+class ParsedSchema:
+    """A schema parsed by fastavro without its logical types, plus its named types."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.names: dict[str, Any] = {}
+        self.parsed = parse_schema(_without_logical_types(schema), named_schemas=self.names)
+
+
+Decoder = Callable[[bytes], Event]
+
+
+class Codec:
+    """Every released schema, by fingerprint; encodes with and decodes to each type's current one."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        root = directory or schemas_dir()
+        self._versions: dict[EventType, dict[int, SchemaVersion]] = {}
+        self._by_header: dict[bytes, SchemaVersion] = {}
+        for path in sorted(root.glob("*/v*.avsc")):
+            try:
+                event_type = EventType(path.parent.name)
+                version = int(path.stem[1:])
+            except ValueError as exc:
+                raise CodecError(f"{path}: not schemas/<event type>/v<N>.avsc") from exc
+            schema = json.loads(path.read_text())
+            envelope = tuple(f["name"] for f in schema["fields"])
+            if envelope != _ENVELOPE:
+                raise CodecError(f"{path}: top-level fields {envelope} differ from the Event envelope")
+            sv = SchemaVersion(event_type, version, schema, schema_fingerprint(schema))
+            if MARKER + sv.fingerprint in self._by_header:
+                raise CodecError(f"{path}: same fingerprint as another schema version")
+            self._versions.setdefault(event_type, {})[version] = sv
+            self._by_header[MARKER + sv.fingerprint] = sv
+        missing = set(EventType) - set(self._versions)
+        if missing:
+            raise CodecError(f"no schema for event types {sorted(missing)} under {root}")
+        self._parsed: dict[tuple[EventType, int], ParsedSchema] = {}
+        self._encoders: dict[EventType, Callable[[Event], bytes]] = {}
+        self._decoders: dict[bytes, Decoder] = {}
+        for header, sv in self._by_header.items():
+            self._decoders[header] = self._decoder(sv)
+        for event_type in self._versions:
+            self._encoders[event_type] = self._encoder(self.current(event_type))
+
+    def versions(self, event_type: EventType) -> list[int]:
+        """The released schema versions of `event_type`, oldest first."""
+        return sorted(self._versions[event_type])
+
+    def schema(self, event_type: EventType, version: int | None = None) -> SchemaVersion:
+        """One released schema of `event_type`; the current (highest) version by default."""
+        if version is None:
+            return self.current(event_type)
+        try:
+            return self._versions[event_type][version]
+        except KeyError:
+            raise CodecError(f"{event_type} has no schema version {version}") from None
+
+    def current(self, event_type: EventType) -> SchemaVersion:
+        """The schema every new event of `event_type` is written with, and all are read into."""
+        versions = self._versions[event_type]
+        return versions[max(versions)]
+
+    def fingerprint(self, event_type: EventType, version: int) -> bytes:
+        """The 8-byte fingerprint that heads events written with this schema version."""
+        return self.schema(event_type, version).fingerprint
+
+    def encode(self, event: Event) -> bytes:
+        """The single-object encoding of `event` with the current schema of its type."""
+        try:
+            return self._encoders[event.type](event)
+        except CodecError:
+            raise
+        except Exception as exc:  # the event does not fit the schema; name the field, not values
+            raise CodecError(f"cannot encode {event.type} event: {type(exc).__name__}: {exc}") from exc
+
+    def decode(self, data: bytes) -> Event:
+        """The event in `data`, read into the current schema of its type; CodecError if `data` is
+        not exactly one valid event."""
+        decoder = self._decoders.get(data[:HEADER_SIZE])
+        if decoder is None:
+            raise self._header_error(data)
+        try:
+            return decoder(data)
+        except IndexError as exc:
+            raise CodecError(f"truncated {self.peek(data)[0]} event") from exc
+        except Exception as exc:
+            raise CodecError(f"undecodable {self.peek(data)[0]} event: {type(exc).__name__}: {exc}") from exc
+
+    def peek(self, data: bytes) -> tuple[EventType, int]:
+        """The event type and schema version of a payload, without decoding it."""
+        sv = self._by_header.get(data[:HEADER_SIZE])
+        if sv is None:
+            raise self._header_error(data)
+        return sv.type, sv.version
+
+    def _header_error(self, data: bytes) -> CodecError:
+        if len(data) < HEADER_SIZE:
+            return CodecError(f"payload of {len(data)} bytes is shorter than the 10-byte header")
+        if data[:2] != MARKER:
+            return CodecError(f"not an Avro single-object payload (marker {data[:2].hex()})")
+        return CodecError(f"unknown schema fingerprint {data[2:HEADER_SIZE].hex()}")
+
+    def parsed_schema(self, sv: SchemaVersion) -> ParsedSchema:
+        """`sv` as fastavro parsed it (logical types removed), for fastavro or datum generators."""
+        key = (sv.type, sv.version)
+        if key not in self._parsed:
+            self._parsed[key] = ParsedSchema(sv.schema)
+        return self._parsed[key]
+
+    def _decoder(self, sv: SchemaVersion) -> Decoder:
+        writer = self.parsed_schema(sv)
+        current = self.current(sv.type)
+        if sv is current:
+            try:
+                return compile_reader(
+                    writer.parsed, writer.names, construct=Event, prefix=(sv.type,), start=HEADER_SIZE
+                )
+            except UnsupportedSchema:
+                return self._resolving_decoder(sv.type, writer, None)
+        return self._resolving_decoder(sv.type, writer, self.parsed_schema(current))
+
+    @staticmethod
+    def _resolving_decoder(
+        event_type: EventType, writer: ParsedSchema, reader: ParsedSchema | None
+    ) -> Decoder:
+        def decode(data: bytes) -> Event:
+            stream = io.BytesIO(data)
+            stream.seek(HEADER_SIZE)
+            record: Any = schemaless_reader(stream, writer.parsed, reader.parsed if reader else None)
+            if stream.tell() != len(data):
+                raise CodecError("trailing bytes after the event")
+            return Event(event_type, *(record[name] for name in _ENVELOPE))
+
+        return decode
+
+    def _encoder(self, sv: SchemaVersion) -> Callable[[Event], bytes]:
+        header = MARKER + sv.fingerprint
+        parsed = self.parsed_schema(sv)
+        try:
+            return compile_writer(parsed.parsed, parsed.names, attributes=True, header=header)
+        except UnsupportedSchema:
+
+            def write(event: Event) -> bytes:
+                stream = io.BytesIO()
+                stream.write(header)
+                schemaless_writer(stream, parsed.parsed, {n: getattr(event, n) for n in _ENVELOPE})
+                return stream.getvalue()
+
+            return write
+
+
+@cache
+def default_codec() -> Codec:
+    """The process-wide codec over the repository's schemas (built on first use)."""
+    return Codec()
+
+
+def encode(event: Event) -> bytes:
+    """`default_codec().encode(event)`."""
+    return default_codec().encode(event)
+
+
+def decode(data: bytes) -> Event:
+    """`default_codec().decode(data)`."""
+    return default_codec().decode(data)

@@ -1,0 +1,285 @@
+"""Realistic events of every type, valid for the current schemas; used by tests and benchmarks.
+
+Values look like a real cloud's: keystone hex ids, `req-` request ids, nova flavors, neutron ports
+with fa:16:3e MACs, instances chained by sequence and prev_hash. Pass an `rng` for reproducible
+events; the default generator is seeded, so one process always builds the same sequence.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any
+
+from eventsvm.events.codec import encode
+from eventsvm.events.model import Event, EventType, event_hash
+
+_RNG = random.Random(20241126)
+BASE_MS = 1_732_600_000_000  # 2024-11-26, a fixed epoch keeps sizes realistic and stable
+
+FLAVORS: list[dict[str, Any]] = [
+    {"id": "1", "name": "m1.tiny", "vcpus": 1, "ram_mb": 512, "disk_gb": 1},
+    {"id": "2", "name": "m1.small", "vcpus": 1, "ram_mb": 2048, "disk_gb": 20},
+    {"id": "3", "name": "m1.medium", "vcpus": 2, "ram_mb": 4096, "disk_gb": 40},
+    {"id": "4", "name": "m1.large", "vcpus": 4, "ram_mb": 8192, "disk_gb": 80,
+     "extra_specs": {"hw:cpu_policy": "dedicated", "hw:mem_page_size": "large"}},
+]
+IMAGE: dict[str, Any] = {
+    "id": "b7a4e2c1-3f5d-4e8a-9c6b-1d2e3f4a5b6c",
+    "name": "cirros-0.6.2-x86_64-disk",
+    "disk_format": "qcow2",
+    "container_format": "bare",
+    "size_bytes": 21430272,
+    "properties": {"hw_disk_bus": "virtio", "hw_vif_model": "virtio", "os_distro": "cirros"},
+    "location": "file:///var/lib/eventsvm/images/b7a4e2c1-3f5d-4e8a-9c6b-1d2e3f4a5b6c",
+}
+NETWORK_ID = "3c9d2f4e-6a1b-4c7d-8e9f-0a1b2c3d4e5f"
+SUBNET_ID = "7e1f3a5b-9c2d-4e6f-8a0b-1c2d3e4f5a6b"
+PUBLIC_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq3xJ7Ykz0f9m2Tq8d1VbN4rLw6pE5sHc0aZyXuWvKt ops@bastion"
+)
+HOSTS = [f"compute-{i:02d}" for i in range(1, 17)]
+# The event types of one instance's boot, in the order instance_chain builds them.
+BOOT_FLOW = (
+    EventType.INSTANCE_REQUESTED,
+    EventType.INSTANCE_AUTHENTICATED,
+    EventType.INSTANCE_SCHEDULED,
+    EventType.INSTANCE_RESOURCES_RESOLVED,
+    EventType.INSTANCE_SPAWNED,
+)
+
+
+def uid(rng: random.Random | None = None) -> str:
+    """A UUID4 string drawn from `rng`."""
+    return str(uuid.UUID(int=(rng or _RNG).getrandbits(128), version=4))
+
+
+def hex_id(rng: random.Random | None = None) -> str:
+    """A keystone-style id: 32 hex digits."""
+    return uuid.UUID(int=(rng or _RNG).getrandbits(128), version=4).hex
+
+
+def _flavor(index: int) -> dict[str, Any]:
+    return {"ephemeral_gb": 0, "swap_mb": 0, "extra_specs": {}, **FLAVORS[index % len(FLAVORS)]}
+
+
+def _event(
+    type: EventType,
+    aggregate_id: str,
+    body: dict[str, Any],
+    rng: random.Random,
+    cause: Event | None = None,
+    at: int | None = None,
+    user_id: str | None = None,
+    project_id: str | None = None,
+) -> Event:
+    """An event; when it answers `cause` it inherits request id, actor and chain position."""
+    if cause is None:
+        return Event(type, uid(rng), aggregate_id, 1, f"req-{uid(rng)}", None, user_id, project_id,
+                     at or BASE_MS + rng.randrange(86_400_000), None, body)
+    same = cause.aggregate_id == aggregate_id
+    return Event(
+        type, uid(rng), aggregate_id, cause.sequence + 1 if same else 1, cause.request_id, cause.event_id,
+        cause.user_id, cause.project_id, at or cause.occurred_at + rng.randrange(5, 400),
+        event_hash(encode(cause)) if same else None, body,
+    )
+
+
+def request_spec(name: str, flavor: dict[str, Any]) -> dict[str, Any]:
+    """The RequestSpec carried from `authenticated` to `resources_resolved`."""
+    return {
+        "name": name,
+        "flavor": flavor,
+        "image_id": IMAGE["id"],
+        "image_properties": dict(IMAGE["properties"]),
+        "availability_zone": "nova",
+        "server_group_id": None,
+        "server_group_policy": None,
+        "networks": [{"network_id": NETWORK_ID, "port_id": None, "fixed_ip": None}],
+        "key_name": "ops-key",
+        "block_devices": [],
+        "metadata": {"role": "web", "owner": "team-a"},
+    }
+
+
+def requested_event(
+    rng: random.Random | None = None, name: str | None = None, flavor_index: int = 1, **body: Any
+) -> Event:
+    """`POST /servers` accepted: the first event of a new instance."""
+    rng = rng or _RNG
+    flavor = _flavor(flavor_index)
+    name = name or f"web-{rng.randrange(1000):03d}"
+    fields: dict[str, Any] = {
+        "name": name,
+        "flavor_id": flavor["id"],
+        "image_id": IMAGE["id"],
+        "networks": [{"network_id": NETWORK_ID, "port_id": None, "fixed_ip": None}],
+        "key_name": "ops-key",
+        "availability_zone": "nova",
+        "server_group_id": None,
+        "block_devices": [],
+        "metadata": {"role": "web", "owner": "team-a"},
+        "roles": ["member", "reader"],
+        "token_audit_id": f"{rng.getrandbits(128):032x}"[:22],
+        "description": f"{name} for the storefront",
+        "tags": ["web", "prod"],
+    }
+    fields.update(body)
+    return _event(EventType.INSTANCE_REQUESTED, uid(rng), fields, rng, user_id=hex_id(rng),
+                  project_id=hex_id(rng))
+
+
+def instance_chain(rng: random.Random | None = None, flavor_index: int = 1) -> list[Event]:
+    """One instance through the boot flow: requested, authenticated, scheduled,
+    resources_resolved, spawned, each answering (and hash-chained to) the one before."""
+    rng = rng or _RNG
+    requested = requested_event(rng, flavor_index=flavor_index)
+    iid = requested.aggregate_id
+    flavor = _flavor(flavor_index)
+    spec = request_spec(requested.body["name"], flavor)
+    host, *alternates = rng.sample(HOSTS, 3)
+    authenticated = _event(EventType.INSTANCE_AUTHENTICATED, iid,
+                           {"spec": spec, "roles": ["member", "reader"]}, rng, requested)
+    claim = {k: flavor[k] for k in ("vcpus", "ram_mb", "disk_gb")}
+    scheduled = _event(EventType.INSTANCE_SCHEDULED, iid,
+                       {"spec": spec, "host": host, "alternates": alternates, "attempt": 1, "claim": claim},
+                       rng, authenticated)
+    port = {
+        "port_id": uid(rng),
+        "network_id": NETWORK_ID,
+        "subnet_id": SUBNET_ID,
+        "ip_address": f"10.0.{rng.randrange(256)}.{rng.randrange(2, 255)}",
+        "mac_address": "fa:16:3e:" + ":".join(f"{rng.randrange(256):02x}" for _ in range(3)),
+        "cidr": "10.0.0.0/16",
+        "gateway_ip": "10.0.0.1",
+    }
+    image = dict(IMAGE)
+    resolved = _event(EventType.INSTANCE_RESOURCES_RESOLVED, iid,
+                      {"spec": spec, "host": host, "alternates": alternates, "attempt": 1, "image": image,
+                       "ports": [port], "volumes": [], "public_key": PUBLIC_KEY}, rng, scheduled)
+    spawned = _event(EventType.INSTANCE_SPAWNED, iid,
+                     {"host": host, "domain_name": f"instance-{rng.randrange(1 << 24):08x}", "power_state": 1,
+                      "launched_at": resolved.occurred_at + 900, "attempt": 1, "flavor": flavor,
+                      "addresses": [port]}, rng, resolved)
+    return [requested, authenticated, scheduled, resolved, spawned]
+
+
+def pipeline_events(n_instances: int, rng: random.Random | None = None) -> list[Event]:
+    """`n_instances` instance chains (5 events each), instance after instance."""
+    rng = rng or _RNG
+    return [e for i in range(n_instances) for e in instance_chain(rng, flavor_index=i)]
+
+
+def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
+    flavor = _flavor(2)
+    spec = request_spec("db-01", flavor)
+    host = rng.choice(HOSTS)
+    return {
+        EventType.INSTANCE_FAILED: {
+            "stage": "scheduler", "reason": "No valid host was found. There are not enough hosts available.",
+            "code": 500, "retryable": False, "final": True, "host": None, "attempt": 1, "details": None,
+            "alternates": [], "spec": spec},
+        EventType.INSTANCE_DELETE_REQUESTED: {"host": host},
+        EventType.INSTANCE_DELETE_DISPATCHED: {"host": host, "domain_name": "instance-0000002a"},
+        EventType.INSTANCE_DELETED: {"host": host, "terminated_at": BASE_MS + 3_600_000, "stage": "spawner"},
+        EventType.HOST_REGISTERED: {
+            "name": host, "slot": HOSTS.index(host), "vcpus": 32, "ram_mb": 131072, "disk_gb": 1000,
+            "availability_zone": "nova", "enabled": True, "cpu_allocation_ratio": 4.0,
+            "ram_allocation_ratio": 1.0, "disk_allocation_ratio": 1.0, "hypervisor_type": "test",
+            "hypervisor_uri": "test:///default", "cpu_arch": "x86_64"},
+        EventType.HOST_UPDATED: {"name": host, "enabled": False, "disabled_reason": "hardware maintenance"},
+        EventType.FLAVOR_CREATED: {**flavor, "is_public": True},
+        EventType.FLAVOR_DELETED: {"id": flavor["id"]},
+        EventType.IMAGE_CREATED: {**IMAGE, "min_disk": 1, "min_ram": 128,
+                                  "visibility": "public", "owner": hex_id(rng)},
+        EventType.NETWORK_CREATED: {"id": NETWORK_ID, "name": "private", "shared": False, "external": False,
+                                    "owner": hex_id(rng), "mtu": 1450},
+        EventType.SUBNET_CREATED: {
+            "id": SUBNET_ID, "network_id": NETWORK_ID, "name": "private-subnet", "cidr": "10.0.0.0/16",
+            "gateway_ip": "10.0.0.1", "allocation_start": "10.0.0.2", "allocation_end": "10.0.255.254",
+            "ip_version": 4, "enable_dhcp": True, "dns_nameservers": ["9.9.9.9", "1.1.1.1"]},
+        EventType.VOLUME_CREATED: {"id": uid(rng), "name": "db-data", "size_gb": 100, "owner": hex_id(rng),
+                                   "status": "available"},
+        EventType.KEYPAIR_CREATED: {"name": "ops-key", "user_id": hex_id(rng), "public_key": PUBLIC_KEY,
+                                    "fingerprint": "SHA256:3vJ0mW5y0R5kzQ8p2Lk4nXc7aBd9eFg1hIj2kLm3nOp",
+                                    "key_type": "ssh"},
+        EventType.KEYPAIR_DELETED: {"name": "ops-key", "user_id": hex_id(rng)},
+        EventType.SERVER_GROUP_CREATED: {"id": uid(rng), "name": "db-cluster", "policy": "anti-affinity"},
+        EventType.PROJECT_CREATED: {"id": hex_id(rng), "name": "storefront", "domain_id": "default",
+                                    "enabled": True, "description": "customer-facing shop"},
+        EventType.USER_CREATED: {
+            "id": hex_id(rng), "name": "alice", "domain_id": "default", "default_project_id": hex_id(rng),
+            "enabled": True,
+            # a salted hash of a random value, the only credential form the log may hold
+            "password_hash": "$pbkdf2-sha256$29000$" + f"{rng.getrandbits(256):064x}"},
+        EventType.USER_UPDATED: {"id": hex_id(rng), "enabled": False, "password_hash": None},
+        EventType.ROLE_ASSIGNED: {"user_id": hex_id(rng), "project_id": hex_id(rng), "role": "member"},
+        EventType.TOKEN_REVOKED: {"audit_id": f"{rng.getrandbits(128):032x}"[:22],
+                                  "expires_at": BASE_MS + 3_600_000},
+        EventType.QUOTA_SET: {"project_id": hex_id(rng), "instances": 10, "cores": 20, "ram_mb": 51200},
+        EventType.DEAD_LETTER_RECORDED: {
+            "source_topic": "eventsvm.instance.scheduled", "source_partition": 2, "source_offset": 41873,
+            "group": "resolver", "reason": "image b7a4e2c1 has no location", "error_type": "ImageNotFound",
+            "key": uid(rng).encode(), "payload": bytes(rng.getrandbits(8) for _ in range(120))},
+    }
+
+
+def sample_event(event_type: EventType, rng: random.Random | None = None) -> Event:
+    """One realistic event of `event_type`, valid for its current schema."""
+    rng = rng or _RNG
+    if event_type in BOOT_FLOW:
+        return instance_chain(rng)[BOOT_FLOW.index(event_type)]
+    body = _bodies(rng)[event_type]
+    aggregate = str(body.get("id") or body.get("name") or body.get("audit_id") or body.get("project_id"))
+    if event_type.value.startswith("instance."):
+        aggregate = uid(rng)
+    return _event(event_type, aggregate, body, rng, user_id=hex_id(rng), project_id=hex_id(rng))
+
+
+def every_type_sample(rng: random.Random | None = None) -> list[Event]:
+    """One sample event of every event type."""
+    return [sample_event(t, rng) for t in EventType]
+
+
+_WORDS = ("nova", "glance", "neutron", "cinder", "web", "db", "ceph", "az1", "gpu", "süd", "東京", "ünïcode")
+
+
+def random_datum(schema: Any, names: dict[str, Any], rng: random.Random | None = None) -> Any:
+    """A random value valid for a fastavro-parsed `schema` (logical types ignored), with the edges
+    a codec must get right: non-ASCII and long strings, negative and 64-bit numbers, empty and
+    multi-item arrays and maps, every union branch."""
+    rng = rng or _RNG
+    if isinstance(schema, list):
+        return random_datum(rng.choice(schema), names, rng)
+    if isinstance(schema, str) and schema in names:
+        return random_datum(names[schema], names, rng)
+    kind = schema if isinstance(schema, str) else schema["type"]
+    if isinstance(kind, (dict, list)):
+        return random_datum(kind, names, rng)
+    if kind == "null":
+        return None
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if kind == "int":
+        return rng.choice([0, 1, 63, 64, -1, -65, 2048, 2**31 - 1, -(2**31), rng.randrange(-(2**31), 2**31)])
+    if kind == "long":
+        return rng.choice([0, 5, BASE_MS + rng.randrange(10**9), 2**63 - 1, -(2**63), -rng.randrange(2**40)])
+    if kind in ("float", "double"):
+        return rng.choice([0.0, 1.0, 4.0, -1.5, 16.25, 1e10 if kind == "double" else 0.5])
+    if kind == "string":
+        return rng.choice([
+            "", uid(rng), hex_id(rng), f"req-{uid(rng)}", " ".join(rng.choices(_WORDS, k=rng.randrange(40))),
+        ])
+    if kind in ("bytes", "fixed"):
+        size = schema["size"] if kind == "fixed" else rng.choice([0, 5, 70, 300])
+        return bytes(rng.getrandbits(8) for _ in range(size))
+    if kind == "enum":
+        return rng.choice(schema["symbols"])
+    if kind == "array":
+        return [random_datum(schema["items"], names, rng) for _ in range(rng.choice([0, 1, 2, 3, 70]))]
+    if kind == "map":
+        count = rng.choice([0, 1, 3])
+        return {f"{rng.choice(_WORDS)}:{i}": random_datum(schema["values"], names, rng) for i in range(count)}
+    if kind in ("record", "error"):
+        return {f["name"]: random_datum(f["type"], names, rng) for f in schema["fields"]}
+    raise ValueError(f"no generator for Avro type {kind!r}")
