@@ -160,6 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="the compute host a spawner serves")
     run.add_argument("--host-capacity", default="", metavar="vcpus=N,ram=MB,disk=GB")
     run.add_argument("--libvirt-uri", default=None, help="hypervisor of a spawner (default: test driver)")
+    run.add_argument(
+        "--domain-type",
+        choices=("qemu", "kvm"),
+        default=None,
+        help="with a QEMU --libvirt-uri: TCG (qemu) or hardware virtualisation (kvm)",
+    )
+    run.add_argument(
+        "--boot-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a guest has to print its boot line; 0 = ACTIVE once the domain runs",
+    )
     run.add_argument("--member", default=None, help="stable member name (a restart then fences its old self)")
     run.add_argument("--port", type=int, default=8080, help="API port, for `run api`")
     run.add_argument("--bind", default="127.0.0.1")

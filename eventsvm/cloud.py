@@ -27,6 +27,7 @@ from eventsvm.readmodel import ReadModel
 from eventsvm.runner import ServiceRunner
 from eventsvm.seed import choose_passwords, is_seeded, seed_events, update_clouds_yaml_url, write_clouds_yaml
 from eventsvm.virt.hypervisor import Hypervisor
+from eventsvm.virt.qemu import BOOT_LINE
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,12 @@ def _capacity(text: str) -> HostCapacity:
 
 
 def seed_once(
-    readmodel: ReadModel, data_dir: Path, auth_url: str, passwords_env: tuple[str | None, str | None]
+    readmodel: ReadModel,
+    data_dir: Path,
+    auth_url: str,
+    passwords_env: tuple[str | None, str | None],
+    image_location: str | None = None,
+    image_properties: dict[str, str] | None = None,
 ) -> str | None:
     """Seed a new cloud; returns a notice for the console (generated passwords are shown once)."""
     clouds = data_dir / "clouds.yaml"
@@ -54,7 +60,7 @@ def seed_once(
             "(set EVENTSVM_ADMIN_PASSWORD and EVENTSVM_DEMO_PASSWORD to write one)"
         )
     passwords = choose_passwords(*passwords_env)
-    readmodel.append(seed_events(passwords))
+    readmodel.append(seed_events(passwords, image_location, image_properties))
     write_clouds_yaml(clouds, auth_url, passwords)
     if passwords.generated:
         return (
@@ -123,7 +129,9 @@ def run_cloud(
     cluster = Cluster(options)
     readmodel = cluster.start_readmodel()
     auth_url = f"http://{args.bind}:{args.port}/identity/v3"
-    notice = seed_once(readmodel, data_dir, auth_url, passwords_env)
+    notice = seed_once(
+        readmodel, data_dir, auth_url, passwords_env, options.image_location, options.image_properties
+    )
     cluster.start_services()
     server = api_server(readmodel, data_dir, args.bind, args.port)
     engine = config.url if config.engine == "kafka" else f"embedded log {config.url[len('sqlite://') :]}"
@@ -164,13 +172,28 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
         if not args.host:
             raise UsageError("run spawner needs --host NAME")
         capacity = _capacity(args.host_capacity)
-        if args.libvirt_uri:
+        state_dir = data_dir / "hosts" / args.host
+        if args.libvirt_uri and not args.libvirt_uri.startswith("test:"):
+            from eventsvm.virt.qemu import ensure_guest_image, qemu_compute_host
+
+            host = qemu_compute_host(
+                args.host,
+                -1,
+                capacity,
+                args.libvirt_uri,
+                state_dir,
+                ensure_guest_image(),
+                domain_type=args.domain_type,
+                boot_line=None if args.boot_timeout == 0 else BOOT_LINE,
+                boot_timeout_s=args.boot_timeout or 60.0,
+            )
+        elif args.libvirt_uri:
             host = ComputeHost(
                 name=args.host,
                 slot=-1,
                 capacity=capacity,
                 hypervisor=Hypervisor(args.libvirt_uri),
-                state_dir=data_dir / "hosts" / args.host,
+                state_dir=state_dir,
             )
         else:
             host = simulated_host(data_dir, args.host, -1, capacity)

@@ -148,6 +148,8 @@ class ClusterOptions:
     max_attempts: int = 3
     host_factory: Callable[[Path, str, int, HostCapacity, str | None], ComputeHost] | None = None
     hypervisor_type: str = "test"
+    image_location: str | None = None
+    image_properties: dict[str, str] = field(default_factory=dict)
 
 
 class Cluster:

@@ -3,13 +3,19 @@ instance becomes a libvirt guest (nova's LibvirtDriver.spawn, reduced to what ma
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
+import time
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from eventsvm.virt.hypervisor import DomainInfo, Hypervisor
+from eventsvm.virt.hypervisor import DomainInfo, DomainState, Hypervisor, SpawnError
+from eventsvm.virt.images import ImageBackend
 from eventsvm.virt.xml import FlavorMeta, GuestPort, GuestSpec, OwnerMeta, build_domain_xml
+
+# How often a booting guest's console log is read while the spawner waits for its boot line.
+_BOOT_POLL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,12 @@ class ComputeHost:
     """A compute host: name, slot (its partition), capacity and hypervisor.
 
     `broken` makes every spawn on this host fail with that message: the chaos knob operators use
-    to drain a host in a drill and tests use to prove rescheduling.
+    to drain a host in a drill and tests use to prove rescheduling. With `images`, each guest gets
+    a root disk from its image and boots its kernel (real hypervisors); without, it is diskless
+    (the test driver). `domain_type` overrides the hypervisor's (`kvm` where /dev/kvm works);
+    `vif_type` 'user' gives guests QEMU's user-mode network instead of a tap device.
+    With `boot_line` (may contain `{uuid}`), a spawn succeeds only once the guest printed it on its
+    serial console within `boot_timeout_s`.
     """
 
     name: str
@@ -57,6 +68,11 @@ class ComputeHost:
     state_dir: Path | None = None
     broken: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    images: ImageBackend | None = None
+    domain_type: str | None = None
+    boot_line: str | None = None
+    boot_timeout_s: float = 60.0
+    vif_type: str = "ethernet"
 
     def guest_spec(
         self, instance_id: str, resolved: dict[str, Any], user_id: str, project_id: str, created_ms: int
@@ -67,7 +83,7 @@ class ComputeHost:
         console = None
         if self.state_dir is not None:
             console = str(self.state_dir / f"{instance_id}.console.log")
-        return GuestSpec(
+        guest = GuestSpec(
             instance_uuid=instance_id,
             name=spec["name"],
             vcpus=flavor["vcpus"],
@@ -84,7 +100,7 @@ class ComputeHost:
                 user_id=user_id, user_name=user_id, project_id=project_id, project_name=project_id
             ),
             created_at=datetime.fromtimestamp(created_ms / 1000, UTC),
-            domain_type=self.hypervisor.domain_type,
+            domain_type=self.domain_type or self.hypervisor.domain_type,
             root_gb=flavor["disk_gb"],
             image_id=resolved["image"]["id"],
             ports=tuple(
@@ -94,15 +110,80 @@ class ComputeHost:
                 for p in resolved["ports"]
             ),
             console_log_path=console,
+            vif_type=self.vif_type,
         )
+        if self.images is None:
+            return guest
+        boot = self.images.boot_source(instance_id, resolved["image"])
+        return replace(guest, disk_path=str(boot.disk_path), disk_cache=boot.disk_cache,
+                       console_log_path=str(boot.console_log_path), kernel=boot.kernel, initrd=boot.ramdisk,
+                       cmdline=boot.cmdline)
 
     def spawn(
         self, instance_id: str, resolved: dict[str, Any], user_id: str, project_id: str, created_ms: int
     ) -> DomainInfo:
-        """Define and start the guest; an existing running guest is returned as it is."""
+        """Define and start the guest (and await its boot line); a running guest is returned as it is."""
         guest = self.guest_spec(instance_id, resolved, user_id, project_id, created_ms)
-        return self.hypervisor.spawn(build_domain_xml(guest), instance_id)
+        if self.images is not None:
+            self.images.create_disk(instance_id, resolved["image"], guest.root_gb)
+        domain = self.hypervisor.spawn(build_domain_xml(guest), instance_id)
+        if self.boot_line is not None:
+            self._await_boot(instance_id, self.boot_line.replace("{uuid}", guest.instance_uuid))
+        return domain
 
     def destroy(self, instance_id: str) -> bool:
-        """Stop and undefine the guest; False if there was none."""
-        return self.hypervisor.destroy(instance_id)
+        """Stop and undefine the guest and remove its disk; False if there was no guest."""
+        existed = self.hypervisor.destroy(instance_id)
+        if self.images is not None:
+            self.images.remove(instance_id)
+        return existed
+
+    def _await_boot(self, instance_id: str, line: str) -> None:
+        # RUNNING only says QEMU started; the line on the console says the guest's kernel and init
+        # came up, which is what a user of the server notices.
+        deadline = time.monotonic() + self.boot_timeout_s
+        while True:
+            if line in self.hypervisor.console_output(instance_id):
+                return
+            state = self.hypervisor.state(instance_id)
+            if state is not DomainState.RUNNING:
+                raise SpawnError(f"guest stopped while booting (state {state.name if state else 'gone'})",
+                                 retryable=True)
+            if time.monotonic() >= deadline:
+                raise SpawnError(f"guest did not report its boot on the serial console within "
+                                 f"{self.boot_timeout_s:g} s", retryable=True)
+            time.sleep(_BOOT_POLL_S)
+
+
+class Consoles:
+    """The guests' serial console logs, read for the API's os-getConsoleOutput (nova's
+    get_console_output): one hypervisor connection per host URI, opened on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hypervisors: dict[str, Hypervisor] = {}
+
+    def output(self, hypervisor_uri: str, instance_id: str, length: int | None = None) -> str:
+        """The last `length` lines of the instance's console (all when None).
+
+        '' on the test driver, whose guests have no console. Raises DomainNotFound when the host
+        has no such guest, HypervisorUnavailable when the host cannot be reached.
+        """
+        if hypervisor_uri.startswith("test:"):
+            # Each test-driver connection has its own domains; the spawner's are not visible here.
+            return ""
+        with self._lock:
+            hypervisor = self._hypervisors.get(hypervisor_uri)
+            if hypervisor is None:
+                hypervisor = self._hypervisors[hypervisor_uri] = Hypervisor(hypervisor_uri)
+        text = hypervisor.console_output(instance_id)
+        if length is None:
+            return text
+        return "".join(text.splitlines(keepends=True)[-length:]) if length > 0 else ""
+
+    def close(self) -> None:
+        """Close every connection."""
+        with self._lock:
+            hypervisors, self._hypervisors = list(self._hypervisors.values()), {}
+        for hypervisor in hypervisors:
+            hypervisor.close()

@@ -1,0 +1,192 @@
+"""Images on a compute host: the guest `make guest-image` builds, and each instance's root disk.
+
+Nova boots AMI-style images from three Glance images: a kernel (`aki`), a ramdisk (`ari`) and a
+machine image whose `kernel_id` / `ramdisk_id` properties name the other two. Its Qcow2 image
+backend gives every instance a copy-on-write overlay of the image as its root disk, in the
+instance's own directory, removed with the instance. Both are reproduced here with qemu-img.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eventsvm.virt.hypervisor import SpawnError
+from eventsvm.virt.xml import InvalidGuestSpec
+
+# Image ids are derived from the file's content, so every cloud that seeds the same guest gives it
+# the same ids and a rebuilt, different kernel is a different image.
+_IMAGE_ID_NAMESPACE = uuid.UUID("5b0c3f0e-7d7a-4b8e-9a55-0e2f5c1d9e71")
+# Nova's default kernel command line for AMI images, reduced to the serial console the guest uses.
+DEFAULT_CMDLINE = "console=ttyS0"
+_QEMU_IMG_TIMEOUT_S = 60
+
+
+class GuestImageMissing(FileNotFoundError):
+    """The guest has not been built (run `make guest-image`)."""
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    """The guest `scripts/guest-image.sh` builds: kernel, ramdisk and root disk, with Glance ids."""
+
+    kernel: Path
+    ramdisk: Path
+    disk: Path
+    kernel_id: str
+    ramdisk_id: str
+    cmdline: str = DEFAULT_CMDLINE
+
+    @classmethod
+    def load(cls, directory: Path) -> GuestImage:
+        """The guest built in `directory`; GuestImageMissing when a part of it is not there."""
+        parts = [directory / name for name in ("vmlinuz", "initrd.img", "disk.qcow2")]
+        absent = [p.name for p in parts if not p.is_file() or p.stat().st_size == 0]
+        if absent:
+            raise GuestImageMissing(f"no guest image in {directory} (missing {', '.join(absent)}); "
+                                    "run `make guest-image`")
+        kernel, ramdisk, disk = (p.resolve() for p in parts)
+        return cls(kernel=kernel, ramdisk=ramdisk, disk=disk, kernel_id=image_id_of(kernel),
+                   ramdisk_id=image_id_of(ramdisk))
+
+    @property
+    def location(self) -> str:
+        """The machine image's Glance location (a file:// URL of its root disk)."""
+        return self.disk.as_uri()
+
+    def properties(self) -> dict[str, str]:
+        """The machine image's Glance properties, as nova reads them for an AMI-style boot."""
+        return {"kernel_id": self.kernel_id, "ramdisk_id": self.ramdisk_id, "os_command_line": self.cmdline}
+
+    def store(self) -> dict[str, Path]:
+        """Image id -> file, for the images a compute host looks up by id (kernel and ramdisk)."""
+        return {self.kernel_id: self.kernel, self.ramdisk_id: self.ramdisk}
+
+
+def image_id_of(path: Path) -> str:
+    """The Glance id of an image file: a UUID derived from its SHA-256."""
+    digest = hashlib.sha256()
+    with path.open("rb") as image:
+        for chunk in iter(lambda: image.read(1 << 20), b""):
+            digest.update(chunk)
+    return str(uuid.uuid5(_IMAGE_ID_NAMESPACE, digest.hexdigest()))
+
+
+@dataclass(frozen=True)
+class BootSource:
+    """What one instance boots: its root disk, and for AMI-style images a kernel and ramdisk."""
+
+    disk_path: Path
+    console_log_path: Path
+    disk_cache: str = "none"
+    kernel: str | None = None
+    ramdisk: str | None = None
+    cmdline: str | None = None
+
+
+class ImageBackend:
+    """Nova's Qcow2 image backend on one host: `<instances_dir>/<uuid>/disk` overlays its image.
+
+    `store` maps the ids of kernel and ramdisk images to files on this host (nova fetches them
+    from Glance into its image cache; here the guest build directory is that cache).
+    """
+
+    def __init__(self, instances_dir: Path, store: dict[str, Path]) -> None:
+        self.instances_dir = instances_dir
+        self.store = dict(store)
+        instances_dir.mkdir(parents=True, exist_ok=True)
+        # Nova's cache='none' needs O_DIRECT, which tmpfs (a common place for test data) lacks.
+        self.disk_cache = "none" if _supports_direct_io(instances_dir) else "writeback"
+
+    def instance_dir(self, instance_id: str) -> Path:
+        """The directory holding everything of one instance on this host (disk, console log)."""
+        return self.instances_dir / str(uuid.UUID(instance_id))
+
+    def boot_source(self, instance_id: str, image: dict[str, Any]) -> BootSource:
+        """Where the instance's disk and console log live and which kernel it boots (no I/O).
+
+        InvalidGuestSpec for an image no host could boot; SpawnError (retryable) when this host
+        lacks a file the image names.
+        """
+        properties = image.get("properties") or {}
+        kernel = self._stored(image, properties.get("kernel_id"), "kernel")
+        ramdisk = self._stored(image, properties.get("ramdisk_id"), "ramdisk")
+        if ramdisk is not None and kernel is None:
+            raise InvalidGuestSpec(f"image {image.get('id')} has a ramdisk_id but no kernel_id")
+        directory = self.instance_dir(instance_id)
+        return BootSource(disk_path=directory / "disk", console_log_path=directory / "console.log",
+                          disk_cache=self.disk_cache,
+                          kernel=str(kernel) if kernel else None, ramdisk=str(ramdisk) if ramdisk else None,
+                          cmdline=(properties.get("os_command_line") or DEFAULT_CMDLINE) if kernel else None)
+
+    def create_disk(self, instance_id: str, image: dict[str, Any], root_gb: int) -> Path:
+        """The instance's qcow2 root disk over its image; an existing one is kept (a redelivered
+        spawn must not wipe the disk of a running guest)."""
+        disk = self.instance_dir(instance_id) / "disk"
+        if disk.exists():
+            return disk
+        base = _image_file(image)
+        if not base.is_file():
+            raise SpawnError(f"image {image.get('id')} is not on this host ({base})", retryable=True)
+        disk.parent.mkdir(parents=True, exist_ok=True)
+        backing_format = "raw" if image.get("disk_format") == "raw" else "qcow2"
+        command = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", backing_format,
+                   str(disk.with_suffix(".part"))]
+        if root_gb > 0:
+            command.append(f"{root_gb}G")
+        try:
+            subprocess.run(command, check=True, capture_output=True, text=True, timeout=_QEMU_IMG_TIMEOUT_S)
+        except FileNotFoundError as exc:
+            raise SpawnError("qemu-img is not installed on this host", retryable=True) from exc
+        except subprocess.CalledProcessError as exc:
+            raise SpawnError(f"creating the root disk failed: {exc.stderr.strip()}", retryable=True) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise SpawnError("creating the root disk timed out", retryable=True) from exc
+        # Renamed into place only when whole, so "the disk exists" always means a usable disk.
+        disk.with_suffix(".part").rename(disk)
+        return disk
+
+    def remove(self, instance_id: str) -> bool:
+        """Remove the instance's directory (disk, console log); False when there was none."""
+        directory = self.instance_dir(instance_id)
+        if not directory.exists():
+            return False
+        shutil.rmtree(directory)
+        return True
+
+    def _stored(self, image: dict[str, Any], image_id: str | None, role: str) -> Path | None:
+        if not image_id:
+            return None
+        path = self.store.get(image_id)
+        if path is None or not path.is_file():
+            raise SpawnError(f"{role} image {image_id} of image {image.get('id')} is not on this host",
+                             retryable=True)
+        return path
+
+
+def _supports_direct_io(directory: Path) -> bool:
+    probe = directory / ".direct-io-probe"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | getattr(os, "O_DIRECT", 0), 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    probe.unlink(missing_ok=True)
+    return True
+
+
+def _image_file(image: dict[str, Any]) -> Path:
+    location = image.get("location")
+    if not location:
+        raise InvalidGuestSpec(f"image {image.get('id')} has no data to boot from")
+    parsed = urllib.parse.urlparse(location)
+    if parsed.scheme not in ("", "file"):
+        raise InvalidGuestSpec(f"image {image.get('id')} is at {parsed.scheme}://; only file:// boots here")
+    return Path(urllib.parse.unquote(parsed.path))
