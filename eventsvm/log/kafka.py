@@ -1,0 +1,578 @@
+"""The Kafka engine of the EventLog port (DESIGN §3), on confluent-kafka.
+
+Appends and read-process-write steps are Kafka transactions; every consumer reads committed data
+only. Nothing runs in the background: callbacks fire inside the caller's poll, flush or commit, as
+in confluent-kafka-python's examples/eos-transactions.py. Topic and group names carry the
+configured namespace as a prefix; callers only ever see logical names.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+)
+from confluent_kafka import TopicPartition as KafkaPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+
+from eventsvm.config import LogConfig
+from eventsvm.log.port import (
+    BEGINNING,
+    END,
+    EventLog,
+    Fenced,
+    GroupMember,
+    LogError,
+    LogUnavailable,
+    OutRecord,
+    Reader,
+    RebalanceCallback,
+    Record,
+    StartAt,
+    TopicPartition,
+    UnknownTopic,
+    partition_for,
+)
+
+_LOG = logging.getLogger(__name__)
+
+# A restarted member must fence its old incarnation's open transaction quickly, and the broker
+# aborts an abandoned one after this long, unblocking read_committed readers behind it.
+_TRANSACTION_TIMEOUT_MS = 15000
+
+# Errors meaning "another member or incarnation owns this now": the step is void, never retried.
+_FENCING = {
+    KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
+    KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.FENCED_INSTANCE_ID, KafkaError.FENCED_MEMBER_EPOCH, KafkaError.STALE_MEMBER_EPOCH,
+}
+_UNKNOWN = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION}
+
+_NO_LEADER = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
+
+
+class _LeaderMoving(LogError):
+    """A partition's leader is not (yet) serving it; worth asking again shortly."""
+
+
+def _take(consumer: Consumer, max_records: int, timeout: float) -> list[Message]:
+    """What the consumer holds now, as one batch; if nothing, the first message to arrive within
+    `timeout` and whatever came with it."""
+    # consume() with a timeout waits for a full batch even when records are already there, so it
+    # only ever runs with timeout 0; poll() returns at the first message.
+    batch = consumer.consume(num_messages=max_records, timeout=0)
+    if batch:
+        return batch
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(num_messages=max_records - 1, timeout=0)] if max_records > 1 else [first]
+
+
+def _log_error(err: KafkaError, what: str) -> LogError:
+    """The port's exception for a Kafka error met while doing `what`."""
+    if err.code() in _FENCING:
+        return Fenced(f"{what}: fenced ({err.str()})")
+    if err.code() in _UNKNOWN:
+        return UnknownTopic(f"{what}: {err.str()}")
+    return LogUnavailable(f"{what} failed: {err.str()}")
+
+
+class KafkaLog(EventLog):
+    """The EventLog on a Kafka cluster; `bootstrap_servers` is "host:port[,host:port]"."""
+
+    def __init__(self, bootstrap_servers: str, config: LogConfig) -> None:
+        self._servers = bootstrap_servers
+        self._config = config
+        self._prefix = config.namespace
+        self.timeout = config.connect_timeout_s
+        self.session_timeout_s = config.session_timeout_s
+        self._counts: dict[str, int] = {}  # partition counts by physical name; they never shrink
+        self._open: list[_KafkaReader | _KafkaMember] = []
+        self._appender: Producer | None = None
+        self._append_lock = threading.Lock()  # one transaction at a time per producer
+        self._reports: list[tuple[KafkaError | None, Any]] = []
+        self._admin = AdminClient(self.client_config())
+        try:
+            self._admin.list_topics(timeout=self.timeout)
+        except KafkaException:
+            raise LogUnavailable(
+                f"Kafka broker at {bootstrap_servers} did not answer within {self.timeout:g} s") from None
+
+    def client_config(self, **extra: Any) -> dict[str, Any]:
+        """Settings shared by every client of this log; librdkafka's logs go to Python logging."""
+        return {"bootstrap.servers": self._servers, "logger": _LOG, **extra}
+
+    def physical(self, topic: str) -> str:
+        """The broker's name of a logical topic."""
+        return self._prefix + topic
+
+    def logical(self, name: str) -> str:
+        """The logical name of a broker topic of this namespace."""
+        return name[len(self._prefix):]
+
+    # -- topics ----------------------------------------------------------------------------------
+
+    def create_topics(self, topics: Iterable[str], partitions: int | None = None) -> None:
+        """Create the missing topics, kept forever (retention.ms=-1), and wait until they are usable."""
+        names = list(dict.fromkeys(topics))
+        if not names:
+            return
+        settings = {"retention.ms": "-1", "min.insync.replicas": str(self._config.min_insync_replicas)}
+        wanted = [NewTopic(self.physical(t), num_partitions=partitions or self._config.partitions,
+                           replication_factor=self._config.replication_factor, config=settings)
+                  for t in names]
+        futures = self._admin.create_topics(wanted, operation_timeout=self.timeout,
+                                            request_timeout=self.timeout)
+        for name, future in futures.items():
+            try:
+                future.result(timeout=self.timeout)
+            except KafkaException as exc:
+                err, topic = exc.args[0], self.logical(name)
+                if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                if err.code() == KafkaError.TOPIC_EXCEPTION:
+                    raise UnknownTopic(f"{topic!r} is not a legal topic name: {err.str()}") from None
+                raise LogUnavailable(f"creating topic {topic!r} failed: {err.str()}") from None
+            except FutureTimeout:
+                raise LogUnavailable(f"creating topic {self.logical(name)!r} took over {self.timeout:g} s") \
+                    from None
+        self._await_leaders([self.physical(t) for t in names])
+
+    def _await_leaders(self, names: list[str]) -> None:
+        # A new topic shows in metadata a moment after the controller accepted it, and its leader
+        # answers a moment after that; producing or listing offsets earlier fails.
+        deadline = time.monotonic() + self.timeout
+        while True:
+            found = self._metadata().topics
+            ready = [n for n in names if n in found and found[n].error is None and found[n].partitions]
+            if len(ready) == len(names):
+                break
+            if time.monotonic() > deadline:
+                missing = sorted(self.logical(n) for n in set(names) - set(ready))
+                raise LogUnavailable(f"topics {missing} were not ready within {self.timeout:g} s")
+            time.sleep(0.05)
+        self.list_offsets([(self.logical(n), p) for n in names for p in found[n].partitions],
+                          OffsetSpec.latest())
+
+    def _metadata(self, topic: str | None = None) -> Any:
+        try:
+            return self._admin.list_topics(topic=topic, timeout=self.timeout)
+        except KafkaException as exc:
+            raise LogUnavailable(f"Kafka broker at {self._servers}: {exc.args[0].str()}") from None
+
+    def partitions(self, topic: str) -> int:
+        """How many partitions `topic` has; raises UnknownTopic."""
+        name = self.physical(topic)
+        count = self._counts.get(name)
+        if count is None:
+            found = self._metadata(name).topics.get(name)
+            if found is None or found.error is not None or not found.partitions:
+                raise UnknownTopic(f"topic {topic!r} does not exist")
+            count = self._counts[name] = len(found.partitions)
+        return count
+
+    def list_topics(self) -> list[str]:
+        """Every topic of this namespace (Kafka's internal topics excluded), sorted."""
+        names = self._metadata().topics
+        return sorted(self.logical(n) for n in names
+                      if n.startswith(self._prefix) and not n.startswith("__"))
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def place(self, records: Sequence[OutRecord]) -> list[tuple[str, int]]:
+        """(physical topic, partition) of each record; raises UnknownTopic before anything is sent."""
+        placed = []
+        for record in records:
+            count = self.partitions(record.topic)
+            part = record.partition if record.partition is not None else partition_for(record.key, count)
+            if not 0 <= part < count:
+                raise UnknownTopic(f"topic {record.topic!r} has no partition {part}")
+            placed.append((self.physical(record.topic), part))
+        return placed
+
+    def produce_all(self, producer: Producer, records: Sequence[OutRecord], placed: list[tuple[str, int]],
+                    on_delivery: Any = None) -> None:
+        """Hand `records` to `producer` inside its open transaction."""
+        for record, (name, part) in zip(records, placed, strict=True):
+            # timestamp 0 means "the producer's clock"
+            ts = record.timestamp_ms or 0
+            try:
+                producer.produce(name, record.value, record.key, part, on_delivery=on_delivery, timestamp=ts)
+            except BufferError:
+                # The local queue is full: let librdkafka send some of it, then try once more.
+                producer.flush(self.timeout)
+                producer.produce(name, record.value, record.key, part, on_delivery=on_delivery, timestamp=ts)
+
+    def abort(self, producer: Producer, err: KafkaError) -> bool:
+        """Abort the open transaction after `err`; False when the producer cannot go on."""
+        if err.fatal():
+            return False
+        try:
+            producer.abort_transaction(self.timeout)
+        except KafkaException as exc:
+            _LOG.warning("aborting a transaction after %s failed too: %s", err.str(), exc.args[0].str())
+            return False
+        return True
+
+    def transactional_producer(self, transactional_id: str) -> Producer:
+        """A producer ready for transactions; fences any older producer with the same id."""
+        producer = Producer(self.client_config(**{
+            "transactional.id": transactional_id, "transaction.timeout.ms": _TRANSACTION_TIMEOUT_MS,
+            "enable.idempotence": True, "acks": "all", "linger.ms": 2}))
+        try:
+            producer.init_transactions(self.timeout)
+        except KafkaException as exc:
+            raise _log_error(exc.args[0], f"starting transactions as {transactional_id!r}") from None
+        return producer
+
+    def append(self, records: Sequence[OutRecord]) -> list[tuple[int, int]]:
+        """Append all `records` in one transaction; (partition, offset) of each, in order."""
+        if not records:
+            return []
+        placed = self.place(records)
+        with self._append_lock:
+            if self._appender is None:
+                # Unique per log object: two processes appending must never fence each other.
+                self._appender = self.transactional_producer(f"{self._prefix}eventsvm-append-{uuid.uuid4()}")
+            producer = self._appender
+            self._reports.clear()
+            try:
+                producer.begin_transaction()
+                self.produce_all(producer, records, placed, self._on_delivery)
+                if producer.flush(self.timeout):
+                    raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "delivery timed out"))
+                failed = [err for err, _ in self._reports if err is not None]
+                if failed:
+                    raise KafkaException(failed[0])
+                producer.commit_transaction(self.timeout)
+            except KafkaException as exc:
+                if not self.abort(producer, exc.args[0]):
+                    self._appender = None  # the next append starts a new producer
+                raise _log_error(exc.args[0], "append") from None
+            by_partition = self.delivered(self._reports)
+        self.await_visible({tp: offsets[0] for tp, offsets in by_partition.items()})
+        return [(part, by_partition[self.logical(name), part].pop()) for name, part in placed]
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        self._reports.append((err, msg))
+
+    def delivered(self, reports: list[tuple[KafkaError | None, Any]]) -> dict[TopicPartition, list[int]]:
+        """The offsets each logical partition got, highest first."""
+        # Within one partition reports come in produce order (idempotence keeps it), so the k-th
+        # record sent to a partition got that partition's k-th smallest offset.
+        by_partition: dict[TopicPartition, list[int]] = {}
+        for _, msg in reports:
+            by_partition.setdefault((self.logical(msg.topic()), msg.partition()), []).append(msg.offset())
+        for offsets in by_partition.values():
+            offsets.sort(reverse=True)
+        return by_partition
+
+    def await_visible(self, last: dict[TopicPartition, int]) -> None:
+        """Wait until read_committed readers see offset `last[tp]` of each partition."""
+        # commit_transaction returns once the commit is decided; the broker writes the markers
+        # that make the records readable a moment later. Waiting here gives read-your-writes:
+        # end_offsets and any reader started after append returns see the records.
+        deadline = time.monotonic() + self.timeout
+        pause = 0.001
+        while last:
+            ends = self.list_offsets(last, OffsetSpec.latest())
+            last = {tp: offset for tp, offset in last.items() if ends[tp] <= offset}
+            if last and time.monotonic() > deadline:
+                _LOG.warning("committed records of %s not readable after %g s", sorted(last), self.timeout)
+                return
+            if last:
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def list_offsets(self, tps: Iterable[TopicPartition], spec: OffsetSpec) -> dict[TopicPartition, int]:
+        """One ListOffsets request (committed data only) for logical partitions; retried while a
+        partition has no leader yet (a new topic, a leader moving)."""
+        query = {KafkaPartition(self.physical(t), p): spec for t, p in tps}
+        deadline = time.monotonic() + self.timeout
+        while query:
+            futures = self._admin.list_offsets(query, isolation_level=IsolationLevel.READ_COMMITTED,
+                                               request_timeout=self.timeout)
+            try:
+                return {(self.logical(tp.topic), tp.partition): self._result(f, "listing offsets").offset
+                        for tp, f in futures.items()}
+            except _LeaderMoving:
+                if time.monotonic() > deadline:
+                    raise LogUnavailable(f"partitions had no leader for {self.timeout:g} s") from None
+                time.sleep(0.05)
+        return {}
+
+    def _result(self, future: Future[Any], what: str) -> Any:
+        try:
+            return future.result(timeout=self.timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() in _NO_LEADER:
+                raise _LeaderMoving() from None
+            raise _log_error(exc.args[0], what) from None
+        except FutureTimeout:
+            raise LogUnavailable(f"{what} took over {self.timeout:g} s") from None
+
+    def records(self, msgs: Sequence[Any]) -> list[Record]:
+        """Consumed messages as the port's records; raises on errors a caller must see."""
+        # Sequence[Any]: a message without an error always has topic, partition, offset and value.
+        out = []
+        cut = len(self._prefix)
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() in _UNKNOWN or err.fatal():
+                    raise _log_error(err, f"reading {msg.topic()}")
+                _LOG.warning("consumer: %s", err.str())
+                continue
+            out.append(Record(msg.topic()[cut:], msg.partition(), msg.offset(), msg.key(), msg.value(),
+                              msg.timestamp()[1]))
+        return out
+
+    def consumer(self, group: str, **extra: Any) -> Consumer:
+        """A consumer of committed data that never commits on its own."""
+        return Consumer(self.client_config(**{
+            "group.id": group, "enable.auto.commit": False, "enable.auto.offset.store": False,
+            "isolation.level": "read_committed", "auto.offset.reset": "earliest", **extra}))
+
+    def reader(self, topics: Iterable[str], start: StartAt = BEGINNING,
+               partitions: Iterable[TopicPartition] | None = None) -> Reader:
+        """A reader from BEGINNING, END or a timestamp (ms) over `topics` or just `partitions`."""
+        tps = list(partitions) if partitions is not None else [
+            (t, p) for t in topics for p in range(self.partitions(t))]
+        reader = _KafkaReader(self, tps, start)
+        self._open.append(reader)
+        return reader
+
+    def member(self, group: str, topics: Iterable[str], *, member_name: str,
+               partitions: Iterable[TopicPartition] | None = None,
+               on_assign: RebalanceCallback | None = None,
+               on_revoke: RebalanceCallback | None = None) -> GroupMember:
+        """Join `group`; the transactional id is group.member_name, so a restart fences its old self."""
+        member = _KafkaMember(self, self._prefix + group, list(topics), member_name,
+                              None if partitions is None else set(partitions), on_assign, on_revoke)
+        self._open.append(member)
+        return member
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition, the offset after the last committed record (the last stable offset)."""
+        ends = self.list_offsets([(topic, p) for p in range(self.partitions(topic))], OffsetSpec.latest())
+        return {p: offset for (_, p), offset in ends.items()}
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        """Per partition, the offset `group` committed on `topic` (absent when none)."""
+        query = ConsumerGroupTopicPartitions(self._prefix + group, [
+            KafkaPartition(self.physical(topic), p) for p in range(self.partitions(topic))])
+        deadline = time.monotonic() + self.timeout
+        while True:
+            # require_stable: a partition whose transaction is decided but whose markers are not
+            # written yet answers UNSTABLE_OFFSET_COMMIT instead of the offset before that commit.
+            futures = self._admin.list_consumer_group_offsets([query], require_stable=True,
+                                                              request_timeout=self.timeout)
+            result = self._result(futures[self._prefix + group], f"reading offsets of group {group!r}")
+            unstable = [tp for tp in result.topic_partitions if tp.error is not None]
+            if not unstable:
+                return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+            if time.monotonic() > deadline:
+                raise _log_error(unstable[0].error, f"reading offsets of group {group!r}")
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        """Close every reader and member this log opened, then the append producer."""
+        while self._open:
+            self._open.pop().close()
+        if self._appender is not None:
+            self._appender.flush(self.timeout)
+            self._appender = None
+
+
+class _KafkaReader(Reader):
+    """Assigned partitions, no group: positions live only in this object."""
+
+    def __init__(self, log: KafkaLog, tps: list[TopicPartition], start: StartAt) -> None:
+        self._log = log
+        self._tps = tps
+        self._ends = log.list_offsets(tps, OffsetSpec.latest())
+        if start == BEGINNING:
+            self._positions = log.list_offsets(tps, OffsetSpec.earliest())
+        elif start == END:
+            self._positions = dict(self._ends)
+        elif isinstance(start, int):
+            found = log.list_offsets(tps, OffsetSpec.for_timestamp(start))
+            # -1: no record at or after that time, so reading starts at the end.
+            self._positions = {tp: self._ends[tp] if off < 0 else off for tp, off in found.items()}
+        else:
+            raise ValueError(f"start must be BEGINNING, END or a timestamp in ms, not {start!r}")
+        self._consumer = log.consumer(f"{log.physical('eventsvm-reader')}-{uuid.uuid4()}")
+        self._consumer.assign([KafkaPartition(log.physical(t), p, self._positions[t, p]) for t, p in tps])
+
+    def poll(self, max_records: int = 1000, timeout: float = 0.1) -> list[Record]:
+        """Up to `max_records` records; an empty list when nothing arrived within `timeout` s."""
+        records = self._log.records(_take(self._consumer, max_records, timeout))
+        for record in records:
+            self._positions[record.topic, record.partition] = record.offset + 1
+        # The consumer's own position also steps over transaction markers, which are no records.
+        for tp in self._consumer.position([KafkaPartition(self._log.physical(t), p) for t, p in self._tps]):
+            key = (self._log.logical(tp.topic), tp.partition)
+            self._positions[key] = max(self._positions[key], tp.offset)
+        # Only a partition that looks finished can be changed by a newer end; ask just for those.
+        done = [tp for tp in self._tps if self._positions[tp] >= self._ends[tp]]
+        self._ends.update(self._log.list_offsets(done, OffsetSpec.latest()))
+        return records
+
+    def at_end(self) -> bool:
+        """True once every partition was read up to the end it had at the last poll."""
+        return all(self._positions[tp] >= self._ends[tp] for tp in self._tps)
+
+    def close(self) -> None:
+        """Release the consumer (it never joined a group, so nothing else changes)."""
+        self._consumer.close()
+
+
+class _KafkaMember(GroupMember):
+    """A consumer in the group plus a transactional producer named after the member."""
+
+    def __init__(self, log: KafkaLog, group: str, topics: list[str], name: str,
+                 manual: set[TopicPartition] | None, on_assign: RebalanceCallback | None,
+                 on_revoke: RebalanceCallback | None) -> None:
+        self._log = log
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+        for topic in {t for t, _ in manual} if manual is not None else topics:
+            log.partitions(topic)  # UnknownTopic now rather than an error event later
+        self._owned: set[TopicPartition] = set()
+        self._polled: set[TopicPartition] = set()  # polled since the last commit or rewind
+        self._stale: set[TopicPartition] = set()  # revoked while holding polled, uncommitted records
+        self._dead = False
+        self._closed = False
+        self._unannounced = set(manual or ())
+        self._manual = manual
+        self._reports: list[tuple[KafkaError | None, Any]] = []
+        self._producer = log.transactional_producer(f"{group}.{name}")
+        # "Silent" means "not polling", as on SQLite: a member that stops calling poll for the
+        # session leaves the group (max.poll.interval) and its partitions move.
+        self._session_s = log.session_timeout_s
+        session_ms = int(self._session_s * 1000)
+        self._last_poll = time.monotonic()
+        self._consumer = log.consumer(group, **{
+            "partition.assignment.strategy": "cooperative-sticky", "session.timeout.ms": session_ms,
+            "max.poll.interval.ms": session_ms, "heartbeat.interval.ms": min(1000, session_ms // 3)})
+        if manual is not None:
+            self._owned = set(manual)
+            self._consumer.assign([KafkaPartition(log.physical(t), p) for t, p in manual])
+        else:
+            self._consumer.subscribe([log.physical(t) for t in topics],
+                                     on_assign=self._assigned, on_revoke=self._revoked)
+
+    def _logical(self, tps: list[KafkaPartition]) -> set[TopicPartition]:
+        return {(self._log.logical(tp.topic), tp.partition) for tp in tps}
+
+    def _assigned(self, consumer: Consumer, tps: list[KafkaPartition]) -> None:
+        gained = self._logical(tps)
+        self._owned |= gained
+        if gained and self._on_assign:
+            self._on_assign(gained)
+
+    def _revoked(self, consumer: Consumer, tps: list[KafkaPartition]) -> None:
+        lost = self._logical(tps)
+        self._owned -= lost
+        self._stale |= lost & self._polled
+        if lost and self._on_revoke:
+            self._on_revoke(lost)
+
+    def poll(self, max_records: int = 1000, timeout: float = 0.1) -> list[Record]:
+        """Up to `max_records` records of the owned partitions; rebalance callbacks fire in here."""
+        if self._unannounced:
+            gained, self._unannounced = self._unannounced, set()
+            if self._on_assign:
+                self._on_assign(gained)
+        self._last_poll = time.monotonic()
+        records = self._log.records(_take(self._consumer, max_records, timeout))
+        self._polled.update((r.topic, r.partition) for r in records)
+        return records
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this member owns as of its last poll."""
+        return set(self._owned)
+
+    def commit_step(self, outputs: Sequence[OutRecord], consumed: Sequence[Record]) -> None:
+        """Append `outputs` and commit past `consumed` in one transaction, or raise and write nothing."""
+        after: dict[TopicPartition, int] = {}
+        for record in consumed:
+            tp = (record.topic, record.partition)
+            after[tp] = max(after.get(tp, 0), record.offset + 1)
+        lost = (after.keys() - self._owned) | (after.keys() & self._stale)
+        if self._manual is None and time.monotonic() - self._last_poll > self._session_s:
+            # librdkafka has left the group by now; a commit without a generation would pass.
+            lost |= after.keys()
+        if self._dead or lost:
+            self._stale -= lost
+            raise Fenced(f"this member no longer owns {sorted(lost)}" if lost else "this member was fenced"
+                         " or its producer failed; open a new member")
+        if not outputs and not after:
+            return
+        placed = self._log.place(outputs)
+        producer = self._producer
+        self._reports.clear()
+        try:
+            producer.begin_transaction()
+            self._log.produce_all(producer, outputs, placed, self._on_delivery)
+            if after:
+                producer.send_offsets_to_transaction(
+                    [KafkaPartition(self._log.physical(t), p, off) for (t, p), off in after.items()],
+                    self._consumer.consumer_group_metadata(), self._log.timeout)
+            producer.commit_transaction(self._log.timeout)
+        except KafkaException as exc:
+            if not self._log.abort(producer, exc.args[0]):
+                self._dead = True
+            raise _log_error(exc.args[0], "commit step") from None
+        self._polled -= after.keys()
+        delivered = self._log.delivered(self._reports)
+        self._log.await_visible({tp: offsets[0] for tp, offsets in delivered.items()})
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        self._reports.append((err, msg))
+
+    def rewind(self) -> None:
+        """Seek every owned partition back to its committed offset (or the beginning)."""
+        owned = [KafkaPartition(self._log.physical(t), p) for t, p in self._owned]
+        try:
+            committed = self._consumer.committed(owned, timeout=self._log.timeout) if owned else []
+            for tp in committed:
+                offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                try:
+                    self._consumer.seek(KafkaPartition(tp.topic, tp.partition, offset))
+                except KafkaException as exc:
+                    # Not fetching yet: it will start from the committed offset anyway.
+                    if exc.args[0].code() != KafkaError._STATE:
+                        raise
+        except KafkaException as exc:
+            raise _log_error(exc.args[0], "rewind") from None
+        self._polled.clear()
+        self._stale.clear()
+
+    def close(self) -> None:
+        """Leave the group (its partitions move to the others) and release the producer."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._consumer.close()
+        finally:
+            if not self._dead:  # a fenced producer has nothing left to send, and flush would raise
+                self._producer.flush(self._log.timeout)

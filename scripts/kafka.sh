@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# A single-node Apache Kafka broker (KRaft: broker and controller in one JVM) on 127.0.0.1 only.
+#   bash scripts/kafka.sh start|stop|status [PORT]      (PORT defaults to 9092)
+# The jars come from Maven Central via infra/kafka/pom.xml; data, config, pid and log live in
+# .kafka/<PORT>/ at the top of the clone, so brokers on different ports never share anything.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+INFRA="$ROOT/infra/kafka"
+LIBS="$INFRA/libs"
+CMD="${1:-}"
+PORT="${2:-9092}"
+DIR="$ROOT/.kafka/$PORT"
+CONF="$DIR/server.properties"
+PIDFILE="$DIR/broker.pid"
+LOG="$DIR/broker.log"
+START_TIMEOUT_S=90
+STOP_TIMEOUT_S=30
+
+die() { echo "kafka.sh: $*" >&2; exit 1; }
+
+[[ "$PORT" =~ ^[0-9]+$ ]] || die "port must be a number, got '$PORT'"
+
+# The pid in the pid file, only while that process is still our broker (pids get reused).
+broker_pid() {
+    [[ -f "$PIDFILE" ]] || return 1
+    local pid
+    pid="$(cat "$PIDFILE")"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "kafka.Kafka $CONF" || return 1
+    echo "$pid"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# True once the broker answers a metadata request; without the project's venv (confluent-kafka)
+# fall back to the broker's own "started" log line plus an open port.
+answers_metadata() {
+    local py="$ROOT/.venv/bin/python"
+    if [[ -x "$py" ]] && "$py" -c 'import confluent_kafka' 2>/dev/null; then
+        "$py" - "$PORT" <<'EOF' 2>/dev/null
+import sys
+from confluent_kafka.admin import AdminClient
+admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{sys.argv[1]}", "log_level": 0})
+md = admin.list_topics(timeout=2)
+sys.exit(0 if md.brokers else 1)
+EOF
+    else
+        port_open "$PORT" && grep -q "Kafka Server started" "$LOG" 2>/dev/null
+    fi
+}
+
+# Copy the broker's jars once; the marker holds the pom's checksum so a version bump re-copies.
+ensure_libs() {
+    local sum
+    sum="$(sha256sum "$INFRA/pom.xml" | cut -d' ' -f1)"
+    if [[ -f "$LIBS/.copied" && "$(cat "$LIBS/.copied")" == "$sum" ]]; then
+        return
+    fi
+    command -v mvn >/dev/null || die "mvn not found; install Maven (apt-get install maven)"
+    echo "kafka.sh: fetching the Kafka broker jars with Maven (once)"
+    rm -rf "$LIBS"
+    mkdir -p "$ROOT/.kafka"
+    mvn -q -B -f "$INFRA/pom.xml" dependency:copy-dependencies >"$ROOT/.kafka/mvn.log" 2>&1 \
+        || die "mvn could not fetch the broker jars; see $ROOT/.kafka/mvn.log"
+    echo "$sum" > "$LIBS/.copied"
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+write_config() {
+    local cport=""
+    # Keep the controller port of an existing node so its quorum address stays the same.
+    if [[ -f "$CONF" ]]; then
+        cport="$(sed -n 's/^controller.quorum.voters=1@127.0.0.1://p' "$CONF")"
+    fi
+    if [[ -z "$cport" ]] || port_open "$cport"; then
+        cport="$(free_port)"
+    fi
+    cat > "$CONF" <<EOF
+# Written by scripts/kafka.sh; rewritten on every start.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+log.dirs=$DIR/data
+# One broker: internal topics cannot have more than one replica.
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Fewer internal partitions than the default 50 so the first group or transaction is quick.
+offsets.topic.num.partitions=10
+transaction.state.log.num.partitions=10
+group.initial.rebalance.delay.ms=0
+# Topics are made on purpose (KafkaLog.create_topics, kept forever), never by a typo.
+auto.create.topics.enable=false
+EOF
+}
+
+already_running() {
+    local pid
+    pid="$(broker_pid)" || return 1
+    echo "kafka on 127.0.0.1:$PORT already running (pid $pid)"
+}
+
+start() {
+    already_running && return
+    mkdir -p "$DIR"
+    # Two starts at once (make test and a test session) must not both format and launch.
+    exec 9>"$DIR/.lock"
+    flock -w 300 9 || die "another kafka.sh holds $DIR/.lock"
+    already_running && return
+    port_open "$PORT" && die "127.0.0.1:$PORT is already taken by another process"
+    command -v java >/dev/null || die "java not found; install a JDK 17 (apt-get install openjdk-17-jre-headless)"
+    ensure_libs
+    write_config
+    if [[ ! -f "$DIR/data/meta.properties" ]]; then
+        local cluster_id
+        cluster_id="$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
+        java -cp "$LIBS/*" -Dlog4j2.configurationFile="$INFRA/log4j2.properties" \
+            kafka.tools.StorageTool format -t "$cluster_id" -c "$CONF" >"$DIR/format.log" 2>&1 \
+            || die "formatting the storage failed; see $DIR/format.log"
+    fi
+    # setsid: the broker outlives the shell that started it (it is stopped by pid, not by group);
+    # 9>&-: it must not inherit the start lock, or every later start would wait for it to exit.
+    setsid java -Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$INFRA/log4j2.properties" \
+        -cp "$LIBS/*" kafka.Kafka "$CONF" >>"$LOG" 2>&1 </dev/null 9>&- &
+    echo $! > "$PIDFILE"
+    local deadline=$((SECONDS + START_TIMEOUT_S))
+    while ((SECONDS < deadline)); do
+        sleep 0.5  # first: until the background job has exec'd java, its cmdline is this script's
+        if ! broker_pid >/dev/null; then
+            die "the broker on port $PORT exited during start; see $LOG"
+        fi
+        if answers_metadata; then
+            echo "kafka on 127.0.0.1:$PORT is up (pid $(cat "$PIDFILE")), log $LOG"
+            return
+        fi
+    done
+    die "the broker on port $PORT did not answer within ${START_TIMEOUT_S}s; see $LOG"
+}
+
+stop() {
+    local pid
+    if ! pid="$(broker_pid)"; then
+        echo "kafka on 127.0.0.1:$PORT is not running"
+        rm -f "$PIDFILE"
+        return
+    fi
+    kill -TERM "$pid"
+    local deadline=$((SECONDS + STOP_TIMEOUT_S))
+    while ((SECONDS < deadline)) && kill -0 "$pid" 2>/dev/null; do
+        sleep 0.5
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "kafka.sh: broker pid $pid ignored TERM for ${STOP_TIMEOUT_S}s; killing it" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$PIDFILE"
+    echo "kafka on 127.0.0.1:$PORT stopped"
+}
+
+status() {
+    local pid
+    if pid="$(broker_pid)"; then
+        echo "kafka on 127.0.0.1:$PORT running (pid $pid), log $LOG"
+    else
+        echo "kafka on 127.0.0.1:$PORT not running"
+        exit 3
+    fi
+}
+
+case "$CMD" in
+    start) start ;;
+    stop) stop ;;
+    status) status ;;
+    *) die "usage: kafka.sh start|stop|status [PORT]" ;;
+esac

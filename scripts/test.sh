@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# What `make test` runs: lint, types, then the whole pytest suite against a real Kafka broker.
+# Uses the broker already listening on 127.0.0.1:${KAFKA_PORT:-9092}, or starts one and stops it
+# on exit (only one this script started). Extra arguments go to pytest.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PORT="${KAFKA_PORT:-9092}"
+if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    bash scripts/kafka.sh start "$PORT" || exit 1
+    trap 'bash scripts/kafka.sh stop "$PORT"' EXIT
+fi
+export EVENTSVM_TEST_KAFKA="127.0.0.1:$PORT"
+
+lint=0
+.venv/bin/ruff check eventsvm consumers tests bench || lint=1
+.venv/bin/mypy || lint=1
+
+.venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
+status=$?
+if [[ $status -eq 5 ]]; then
+    echo "test.sh: pytest collected no tests" >&2
+    exit 1
+fi
+if [[ $status -eq 0 && $lint -ne 0 ]]; then
+    echo "test.sh: the tests passed but ruff or mypy did not" >&2
+    exit 1
+fi
+exit $status

@@ -1,0 +1,58 @@
+"""Fixtures shared by every test directory: the real Kafka broker that kafka tests run against."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _broker_answers(bootstrap: str) -> bool:
+    host, port = bootstrap.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=5)
+    except (OSError, KafkaException):
+        return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _kafka_sh(command: str, port: int) -> subprocess.CompletedProcess[str]:
+    # 600 s: on a fresh machine the first start downloads the broker's jars with Maven.
+    return subprocess.run(["bash", str(ROOT / "scripts" / "kafka.sh"), command, str(port)],
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """"127.0.0.1:PORT" of a running broker: EVENTSVM_TEST_KAFKA, else one on 9092, else one
+    started here for the session. Never skips: a kafka test without a broker fails."""
+    given = os.environ.get("EVENTSVM_TEST_KAFKA")
+    if given:
+        yield given
+        return
+    if _broker_answers("127.0.0.1:9092"):
+        yield "127.0.0.1:9092"
+        return
+    port = _free_port()
+    started = _kafka_sh("start", port)
+    if started.returncode != 0:
+        pytest.fail(f"could not start a Kafka broker: {started.stdout}{started.stderr}", pytrace=False)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        _kafka_sh("stop", port)
