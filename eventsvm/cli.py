@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     seed.set_defaults(func=cmd_seed)
 
     run = sub.add_parser("run", help="run one service as its own process")
-    run.add_argument("service", choices=("authenticator", "scheduler", "resolver", "spawner", "api"))
+    run.add_argument("service", choices=("authenticator", "scheduler", "resolver", "billing", "spawner", "api"))
     add_log_options(run)
     run.add_argument("--host", help="the compute host a spawner serves")
     run.add_argument("--host-capacity", default="", metavar="vcpus=N,ram=MB,disk=GB")
@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=8080, help="API port, for `run api`")
     run.add_argument("--bind", default="127.0.0.1")
     run.set_defaults(func=cmd_run)
+
+    from eventsvm.usage_cli import add_commands as add_usage_commands
+
+    add_usage_commands(sub)
     return parser
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from consumers import authenticator, resolver, scheduler, spawner
+from consumers import authenticator, billing, resolver, scheduler, spawner
 from eventsvm.compute import ComputeHost, HostCapacity
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
@@ -29,7 +29,7 @@ from eventsvm.virt.node import test_uri_for, write_node_xml
 
 log = logging.getLogger(__name__)
 
-PIPELINE_SERVICES = ("authenticator", "scheduler", "resolver")
+PIPELINE_SERVICES = ("authenticator", "scheduler", "resolver", "billing")
 
 
 def pipeline_service(name: str) -> tuple[Service[Any], object]:
@@ -40,6 +40,8 @@ def pipeline_service(name: str) -> tuple[Service[Any], object]:
         return scheduler.SERVICE, scheduler.SchedulerSettings()
     if name == "resolver":
         return resolver.SERVICE, None
+    if name == "billing":
+        return billing.SERVICE, None
     raise ValueError(f"unknown service {name!r}")
 
 

@@ -30,6 +30,7 @@ class Topic(StrEnum):
     CATALOG = "eventsvm.catalog"
     IDENTITY = "eventsvm.identity"
     DEAD_LETTER = "eventsvm.dead-letter"
+    BILLING = "eventsvm.billing.usage"
 
 
 INSTANCE_TOPICS: tuple[Topic, ...] = (
@@ -84,6 +85,9 @@ class EventType(StrEnum):
     QUOTA_SET = "identity.quota_set"
     # a record a service could not process, with the reason (never silently dropped)
     DEAD_LETTER_RECORDED = "deadletter.recorded"
+    # the billing ledger, derived from spawned / deleted by the billing service
+    USAGE_OPENED = "billing.usage_opened"
+    USAGE_CLOSED = "billing.usage_closed"
 
 
 TOPIC_OF: dict[EventType, Topic] = {
@@ -99,6 +103,8 @@ TOPIC_OF: dict[EventType, Topic] = {
     EventType.HOST_REGISTERED: Topic.HOSTS,
     EventType.HOST_UPDATED: Topic.HOSTS,
     EventType.DEAD_LETTER_RECORDED: Topic.DEAD_LETTER,
+    EventType.USAGE_OPENED: Topic.BILLING,
+    EventType.USAGE_CLOSED: Topic.BILLING,
 }
 for _t in EventType:
     if _t.value.startswith("catalog."):

@@ -1,0 +1,41 @@
+"""billing: the usage ledger. Each instance.spawned opens one usage record, each instance.deleted
+closes one, on eventsvm.billing.usage.
+
+Exactly once: the records are appended in the same atomic step that commits the input offsets, and
+the ledger (this service's state, folded from its own topic) remembers which instances are already
+opened or closed, so a redelivered or duplicated input never writes a second record. Spawned and
+deleted live on two topics and may be read in either order; each record stands on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from eventsvm.billing import UsageLedger, billed_flavor, evolve_ledger
+from eventsvm.events.model import Event, EventType, Topic, new_event
+from eventsvm.service import Output, Service, StepContext
+
+
+def decide(state: UsageLedger, event: Event, ctx: StepContext) -> Sequence[Output]:
+    """Open the usage of a spawned instance, close that of a deleted one; once each."""
+    body, instance_id = event.body, event.aggregate_id
+    if event.type == EventType.INSTANCE_SPAWNED and not state.is_open(instance_id):
+        opened = {"host": body["host"], "started_at": body["launched_at"],
+                  "flavor": billed_flavor(body["flavor"])}
+        return [Output(new_event(EventType.USAGE_OPENED, instance_id, opened, cause=event))]
+    if event.type == EventType.INSTANCE_DELETED and not state.is_closed(instance_id):
+        closed = {"host": body.get("host"), "ended_at": body["terminated_at"]}
+        return [Output(new_event(EventType.USAGE_CLOSED, instance_id, closed, cause=event))]
+    return []
+
+
+SERVICE: Service[UsageLedger] = Service(
+    name="billing",
+    inputs=(Topic.SPAWNED, Topic.DELETED),
+    state_topics=(Topic.BILLING,),
+    outputs=(Topic.BILLING,),
+    initial_state=UsageLedger,
+    evolve=evolve_ledger,
+    decide=decide,
+    description="usage ledger: vCPU-, RAM- and disk-hours per instance, from spawned to deleted",
+)

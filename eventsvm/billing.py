@@ -1,0 +1,316 @@
+"""Usage, as nova's os-simple-tenant-usage counts it: what each instance cost from spawned to deleted.
+
+The billing service (consumers/billing.py) answers each `instance.spawned` with one
+`billing.usage_opened` and each `instance.deleted` with one `billing.usage_closed` on
+`eventsvm.billing.usage`, committed together with its input offsets. That topic is the ledger the
+API and `eventsvm usage` read. `ledger_from_instance_events` recomputes the same ledger straight
+from the instance topics: what an audit (and the exactly-once test) compares the ledger with.
+
+Nova's rules: an instance costs from `launched_at` to `terminated_at`, clipped to the period; one
+still running costs up to now; one that never launched costs nothing; disk is root + ephemeral GB.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from eventsvm.events.codec import Codec, CodecError
+from eventsvm.events.model import Event, EventType, Topic, now_ms
+from eventsvm.log.port import BEGINNING, EventLog, Reader
+
+MS_PER_HOUR = 3_600_000
+
+
+@dataclass(slots=True)
+class Usage:
+    """One instance's billable life: who owns it, the flavor it is billed at, and when it ran."""
+
+    instance_id: str
+    project_id: str | None = None
+    user_id: str | None = None
+    host: str | None = None
+    flavor: dict[str, Any] | None = None
+    started_at: int | None = None
+    ended_at: int | None = None
+
+    @property
+    def billable(self) -> bool:
+        """True once the instance launched: a build that never spawned costs nothing."""
+        return self.started_at is not None and self.flavor is not None
+
+    @property
+    def local_gb(self) -> int:
+        """Nova's local_gb: root plus ephemeral disk (swap is not counted)."""
+        flavor = self.flavor or {}
+        return int(flavor.get("disk_gb", 0)) + int(flavor.get("ephemeral_gb", 0))
+
+    def hours(self, start_ms: int, end_ms: int, now: int) -> float:
+        """Hours of the period [start_ms, end_ms] this instance ran; a running one up to `now`."""
+        if self.started_at is None:
+            return 0.0
+        stop = min(end_ms, self.ended_at if self.ended_at is not None else now)
+        begin = max(start_ms, self.started_at)
+        return max(0, stop - begin) / MS_PER_HOUR
+
+
+@dataclass
+class UsageLedger:
+    """Every instance's usage by id, plus how many records made it (for audits)."""
+
+    usages: dict[str, Usage] = field(default_factory=dict)
+    records: int = 0
+
+    def _usage(self, instance_id: str) -> Usage:
+        usage = self.usages.get(instance_id)
+        if usage is None:
+            usage = self.usages[instance_id] = Usage(instance_id)
+        return usage
+
+    def opened(self, instance_id: str, project_id: str | None, user_id: str | None, host: str,
+               flavor: dict[str, Any], started_at: int) -> None:
+        """The instance started to cost."""
+        usage = self._usage(instance_id)
+        usage.project_id, usage.user_id, usage.host = project_id, user_id, host
+        usage.flavor, usage.started_at = billed_flavor(flavor), started_at
+        self.records += 1
+
+    def closed(self, instance_id: str, host: str | None, ended_at: int) -> None:
+        """The instance stopped costing (it may never have started)."""
+        usage = self._usage(instance_id)
+        usage.ended_at = ended_at
+        usage.host = usage.host or host
+        self.records += 1
+
+    def snapshot(self) -> UsageLedger:
+        """A copy another thread may read while this one keeps folding."""
+        return UsageLedger({k: replace(u) for k, u in self.usages.items()}, self.records)
+
+    def is_open(self, instance_id: str) -> bool:
+        """True when a usage_opened for the instance is already in the ledger."""
+        usage = self.usages.get(instance_id)
+        return usage is not None and usage.started_at is not None
+
+    def is_closed(self, instance_id: str) -> bool:
+        """True when a usage_closed for the instance is already in the ledger."""
+        usage = self.usages.get(instance_id)
+        return usage is not None and usage.ended_at is not None
+
+
+def billed_flavor(flavor: Mapping[str, Any]) -> dict[str, Any]:
+    """The flavor fields billing keeps (the BilledFlavor record of billing.usage_opened)."""
+    return {"id": flavor["id"], "name": flavor["name"], "vcpus": flavor["vcpus"], "ram_mb": flavor["ram_mb"],
+            "disk_gb": flavor["disk_gb"], "ephemeral_gb": flavor.get("ephemeral_gb", 0),
+            "swap_mb": flavor.get("swap_mb", 0)}
+
+
+def evolve_ledger(ledger: UsageLedger, event: Event) -> UsageLedger:
+    """Fold one billing record; other events leave the ledger as it is."""
+    body = event.body
+    if event.type == EventType.USAGE_OPENED:
+        ledger.opened(event.aggregate_id, event.project_id, event.user_id, body["host"], body["flavor"],
+                      body["started_at"])
+    elif event.type == EventType.USAGE_CLOSED:
+        ledger.closed(event.aggregate_id, body.get("host"), body["ended_at"])
+    return ledger
+
+
+def fold_instance_event(ledger: UsageLedger, event: Event) -> UsageLedger:
+    """The recomputation: fold instance.spawned / instance.deleted straight into a ledger."""
+    body = event.body
+    if event.type == EventType.INSTANCE_SPAWNED:
+        # the spawned event carries the owner's project (inherited from the request)
+        ledger.opened(event.aggregate_id, event.project_id, event.user_id, body["host"], body["flavor"],
+                      body["launched_at"])
+    elif event.type == EventType.INSTANCE_DELETED:
+        ledger.closed(event.aggregate_id, body.get("host"), body["terminated_at"])
+    return ledger
+
+
+def read_log(log_: EventLog, codec: Codec, topics: Iterable[Topic], fold: Callable[[Event], Any]) -> int:
+    """Feed every event of `topics`, from the beginning to the end as of now, to `fold`."""
+    names = [str(t) for t in topics]
+    log_.create_topics(names)
+    reader = log_.reader(names, BEGINNING)
+    count = 0
+    try:
+        while True:
+            records = reader.poll(5000, timeout=0.05)
+            for record in records:
+                try:
+                    event = codec.decode(record.value)
+                except CodecError:
+                    continue  # its producer's consumer dead-letters it; a reader only skips it
+                fold(event)
+                count += 1
+            if not records and reader.at_end():
+                return count
+    finally:
+        reader.close()
+
+
+def ledger_from_log(log_: EventLog, codec: Codec) -> UsageLedger:
+    """The ledger as the billing service has written it (the billing topic, folded)."""
+    ledger = UsageLedger()
+    read_log(log_, codec, (Topic.BILLING,), lambda e: evolve_ledger(ledger, e))
+    return ledger
+
+
+def ledger_from_instance_events(log_: EventLog, codec: Codec) -> UsageLedger:
+    """The ledger recomputed from the instance topics, without the billing service."""
+    ledger = UsageLedger()
+    read_log(log_, codec, (Topic.SPAWNED, Topic.DELETED), lambda e: fold_instance_event(ledger, e))
+    return ledger
+
+
+class LedgerView:
+    """The ledger for a long-running reader (the API): folded once, then caught up on each read."""
+
+    def __init__(self, log_: EventLog, codec: Codec) -> None:
+        self.log = log_
+        self.codec = codec
+        self._ledger = UsageLedger()
+        self._reader: Reader | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> UsageLedger:
+        """Everything the billing service has committed so far, as a copy."""
+        with self._lock:
+            if self._reader is None:
+                self.log.create_topics([str(Topic.BILLING)])
+                self._reader = self.log.reader([str(Topic.BILLING)], BEGINNING)
+            while True:
+                records = self._reader.poll(5000, timeout=0.05)
+                for record in records:
+                    try:
+                        evolve_ledger(self._ledger, self.codec.decode(record.value))
+                    except CodecError:
+                        continue
+                if not records and self._reader.at_end():
+                    return self._ledger.snapshot()
+
+    def close(self) -> None:
+        """Release the reader."""
+        with self._lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+
+# -- nova's os-simple-tenant-usage ------------------------------------------------------------
+def iso_time(ms: int | None) -> str | None:
+    """Nova's usage timestamp form, `2026-11-26T09:29:43.348000` (UTC, no zone)."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+InstanceInfo = Callable[[str], tuple[str, str | None]]
+
+
+def _in_period(usage: Usage, start_ms: int, end_ms: int) -> bool:
+    assert usage.started_at is not None
+    return usage.started_at <= end_ms and (usage.ended_at is None or usage.ended_at >= start_ms)
+
+
+def tenant_usage(ledger: UsageLedger, start_ms: int, end_ms: int, *, project_id: str | None = None,
+                 detailed: bool = True, now: int | None = None, instance_info: InstanceInfo | None = None
+                 ) -> list[dict[str, Any]]:
+    """Nova's `tenant_usages` for the period: one summary per project that had a billable instance.
+
+    `instance_info(instance_id) -> (name, vm_state)` names the servers (the ledger holds no names);
+    without it names are empty and a running server's state is `active`. Raises ValueError when the
+    period does not start before it ends (nova's 400).
+    """
+    if not start_ms < end_ms:
+        raise ValueError("Invalid start time. The start time cannot occur after the end time.")
+    moment = now_ms() if now is None else now
+    summaries: dict[str, dict[str, Any]] = {}
+    usages = sorted((u for u in ledger.usages.values() if u.billable and u.project_id is not None),
+                    key=lambda u: (u.started_at or 0, u.instance_id))
+    for usage in usages:
+        assert usage.project_id is not None and usage.flavor is not None and usage.started_at is not None
+        other_project = project_id is not None and usage.project_id != project_id
+        if other_project or not _in_period(usage, start_ms, end_ms):
+            continue
+        hours = usage.hours(start_ms, end_ms, moment)
+        vcpus, memory_mb, local_gb = int(usage.flavor["vcpus"]), int(usage.flavor["ram_mb"]), usage.local_gb
+        summary = summaries.get(usage.project_id)
+        if summary is None:
+            summary = summaries[usage.project_id] = {
+                "tenant_id": usage.project_id, "total_local_gb_usage": 0.0, "total_vcpus_usage": 0.0,
+                "total_memory_mb_usage": 0.0, "total_hours": 0.0, "start": iso_time(start_ms),
+                "stop": iso_time(end_ms),
+            }
+            if detailed:
+                summary["server_usages"] = []
+        summary["total_local_gb_usage"] += local_gb * hours
+        summary["total_vcpus_usage"] += vcpus * hours
+        summary["total_memory_mb_usage"] += memory_mb * hours
+        summary["total_hours"] += hours
+        if detailed:
+            name, vm_state = instance_info(usage.instance_id) if instance_info else ("", None)
+            ended = usage.ended_at is not None
+            summary["server_usages"].append({
+                "instance_id": usage.instance_id, "name": name, "hours": hours, "memory_mb": memory_mb,
+                "local_gb": local_gb, "vcpus": vcpus, "tenant_id": usage.project_id,
+                "flavor": usage.flavor["name"], "started_at": iso_time(usage.started_at),
+                "ended_at": iso_time(usage.ended_at),
+                "state": "terminated" if ended else (vm_state or "active"),
+                "uptime": int(((usage.ended_at if ended else moment) or 0) - usage.started_at) // 1000,
+            })
+    return [summaries[k] for k in sorted(summaries)]
+
+
+# -- export -----------------------------------------------------------------------------------
+EXPORT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "instance": ("project_id", "project_name", "instance_id", "instance_name", "flavor", "vcpus", "memory_mb",
+                 "local_gb", "started_at", "ended_at", "hours", "vcpu_hours", "memory_mb_hours",
+                 "local_gb_hours"),
+    "flavor": ("project_id", "project_name", "flavor", "vcpus", "memory_mb", "local_gb", "instances", "hours",
+               "vcpu_hours", "memory_mb_hours", "local_gb_hours"),
+    "project": ("project_id", "project_name", "instances", "hours", "vcpu_hours", "memory_mb_hours",
+                "local_gb_hours"),
+}
+_KEYS = {"instance": ("project_id", "instance_id"), "flavor": ("project_id", "flavor"),
+         "project": ("project_id",)}
+
+
+def usage_rows(ledger: UsageLedger, start_ms: int, end_ms: int, *, by: str = "instance",
+               project_id: str | None = None, now: int | None = None,
+               project_names: Mapping[str, str] | None = None,
+               instance_names: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The export's rows, one per instance, per project and flavor, or per project (`by`); each
+    names the project by id and by name. Hours and *_hours are rounded to 6 decimals."""
+    if by not in EXPORT_COLUMNS:
+        raise ValueError(f"cannot group usage by {by!r}; use one of {', '.join(EXPORT_COLUMNS)}")
+    names = project_names or {}
+    rows: dict[tuple[str, ...], dict[str, Any]] = {}
+    for summary in tenant_usage(ledger, start_ms, end_ms, project_id=project_id, now=now):
+        for server in summary["server_usages"]:
+            line = {
+                "project_id": server["tenant_id"], "project_name": names.get(server["tenant_id"], ""),
+                "instance_id": server["instance_id"],
+                "instance_name": (instance_names or {}).get(server["instance_id"], ""),
+                "flavor": server["flavor"], "vcpus": server["vcpus"], "memory_mb": server["memory_mb"],
+                "local_gb": server["local_gb"], "started_at": server["started_at"],
+                "ended_at": server["ended_at"],
+                "instances": 1, "hours": server["hours"], "vcpu_hours": server["vcpus"] * server["hours"],
+                "memory_mb_hours": server["memory_mb"] * server["hours"],
+                "local_gb_hours": server["local_gb"] * server["hours"],
+            }
+            key = tuple(str(line[k]) for k in _KEYS[by])
+            row = rows.get(key)
+            if row is None:
+                rows[key] = {c: line[c] for c in EXPORT_COLUMNS[by]}
+                continue
+            for column in ("instances", "hours", "vcpu_hours", "memory_mb_hours", "local_gb_hours"):
+                row[column] += line[column]
+    result = [rows[k] for k in sorted(rows)]
+    for row in result:
+        for column in ("hours", "vcpu_hours", "memory_mb_hours", "local_gb_hours"):
+            row[column] = round(row[column], 6)
+    return result

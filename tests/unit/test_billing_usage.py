@@ -1,0 +1,133 @@
+"""Usage as a billing team reads it: nova's simple-tenant-usage numbers, and the billing decider."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumers import billing as service
+from eventsvm.billing import (
+    MS_PER_HOUR,
+    UsageLedger,
+    evolve_ledger,
+    fold_instance_event,
+    tenant_usage,
+    usage_rows,
+)
+from eventsvm.events.model import Event, EventType, new_event
+from eventsvm.service import StepContext
+
+T0 = 1_800_000_000_000  # an arbitrary period start, in ms
+H = MS_PER_HOUR
+SMALL = {"id": "2", "name": "m1.small", "vcpus": 1, "ram_mb": 2048, "disk_gb": 20, "ephemeral_gb": 0,
+         "swap_mb": 0, "extra_specs": {}}
+LARGE = {"id": "4", "name": "m1.large", "vcpus": 4, "ram_mb": 8192, "disk_gb": 80, "ephemeral_gb": 10,
+         "swap_mb": 512, "extra_specs": {}}
+CTX = StepContext("eventsvm.instance.spawned", 0, 1)
+
+
+def spawned(instance_id: str, at: int, flavor: dict = SMALL, project: str = "p1") -> Event:
+    body = {"host": "compute-1", "domain_name": "instance-1", "power_state": 1, "launched_at": at,
+            "attempt": 1, "flavor": flavor, "addresses": []}
+    return new_event(EventType.INSTANCE_SPAWNED, instance_id, body, project_id=project, user_id="u1",
+                     sequence=5, occurred_at=at)
+
+
+def deleted(instance_id: str, at: int, project: str = "admin-project") -> Event:
+    # an admin may delete: the deleted event's actor is not the owner
+    return new_event(EventType.INSTANCE_DELETED, instance_id, {"host": "compute-1", "terminated_at": at,
+                                                                "stage": "spawner"},
+                     project_id=project, sequence=7, occurred_at=at)
+
+
+def ledger_of(*events: Event) -> UsageLedger:
+    ledger = UsageLedger()
+    for event in events:
+        fold_instance_event(ledger, event)
+    return ledger
+
+
+def test_running_deleted_clipped_and_never_spawned_instances_cost_what_nova_charges() -> None:
+    ledger = ledger_of(
+        spawned("running", T0 + 2 * H),  # runs until "now", one hour before the period ends
+        spawned("gone", T0 + 1 * H, LARGE), deleted("gone", T0 + 4 * H),
+        spawned("before", T0 - 5 * H), deleted("before", T0 + H // 2),  # clipped at the period start
+        spawned("old", T0 - 9 * H), deleted("old", T0 - 8 * H),  # ended before the period
+        deleted("never-spawned", T0 + 3 * H),
+        spawned("other", T0, project="p2"),
+    )
+    (p1, p2) = tenant_usage(ledger, T0, T0 + 10 * H, now=T0 + 9 * H)
+    assert p1["tenant_id"] == "p1" and p2["tenant_id"] == "p2"
+    servers = {s["instance_id"]: s for s in p1["server_usages"]}
+    assert set(servers) == {"running", "gone", "before"}
+    assert servers["running"]["hours"] == 7.0 and servers["running"]["ended_at"] is None
+    assert servers["running"]["state"] == "active" and servers["running"]["uptime"] == 7 * 3600
+    assert servers["gone"]["hours"] == 3.0 and servers["gone"]["state"] == "terminated"
+    assert servers["gone"]["local_gb"] == 90  # root + ephemeral, as nova counts it
+    assert servers["before"]["hours"] == 0.5
+    assert p1["total_hours"] == 10.5
+    assert p1["total_vcpus_usage"] == 7 * 1 + 3 * 4 + 0.5 * 1
+    assert p1["total_memory_mb_usage"] == 7 * 2048 + 3 * 8192 + 0.5 * 2048
+    assert p1["total_local_gb_usage"] == 7 * 20 + 3 * 90 + 0.5 * 20
+    assert p2["total_hours"] == 9.0
+    assert p1["start"].startswith("2027-01-15T08:00:00") and p1["stop"].startswith("2027-01-15T18:00:00")
+
+
+def test_one_project_without_server_detail_and_a_backwards_period_is_refused() -> None:
+    ledger = ledger_of(spawned("a", T0), spawned("b", T0, project="p2"))
+    (only,) = tenant_usage(ledger, T0, T0 + H, project_id="p2", detailed=False, now=T0 + 2 * H)
+    assert only["tenant_id"] == "p2" and "server_usages" not in only and only["total_hours"] == 1.0
+    assert tenant_usage(ledger, T0, T0 + H, project_id="nobody") == []
+    with pytest.raises(ValueError, match="start time"):
+        tenant_usage(ledger, T0 + H, T0)
+
+
+def test_server_names_and_states_come_from_the_instance_lookup() -> None:
+    ledger = ledger_of(spawned("a", T0))
+    (usage,) = tenant_usage(ledger, T0, T0 + H, now=T0 + H, instance_info=lambda _id: ("web-1", "stopped"))
+    assert usage["server_usages"][0]["name"] == "web-1" and usage["server_usages"][0]["state"] == "stopped"
+
+
+def run_decider(ledger: UsageLedger, event: Event) -> list[Event]:
+    outputs = [o.event for o in service.decide(ledger, event, CTX)]
+    for out in outputs:
+        evolve_ledger(ledger, out)
+    return outputs
+
+
+def test_the_billing_decider_writes_one_record_per_spawn_and_delete_however_often_they_arrive() -> None:
+    ledger = UsageLedger()
+    start, stop = spawned("a", T0), deleted("a", T0 + 2 * H)
+    (opened,) = run_decider(ledger, start)
+    assert opened.type == EventType.USAGE_OPENED and opened.causation_id == start.event_id
+    assert opened.project_id == "p1" and opened.body["flavor"]["name"] == "m1.small"
+    assert run_decider(ledger, start) == []  # redelivered
+    (closed,) = run_decider(ledger, stop)
+    assert closed.type == EventType.USAGE_CLOSED and closed.body["ended_at"] == T0 + 2 * H
+    assert run_decider(ledger, stop) == []
+    assert ledger.records == 2
+    assert ledger.usages == ledger_of(start, stop).usages
+
+
+def test_a_delete_read_before_its_spawn_still_bills_the_right_owner_and_period() -> None:
+    ledger = UsageLedger()
+    run_decider(ledger, deleted("a", T0 + 3 * H))
+    assert tenant_usage(ledger, T0, T0 + 4 * H) == []  # not billable until it is known to have run
+    run_decider(ledger, spawned("a", T0 + H))
+    (usage,) = tenant_usage(ledger, T0, T0 + 4 * H, now=T0 + 10 * H)
+    assert usage["tenant_id"] == "p1" and usage["total_hours"] == 2.0
+
+
+def test_export_rows_by_flavor_and_by_project_sum_the_instances_and_name_the_project() -> None:
+    ledger = ledger_of(spawned("a", T0), spawned("b", T0 + H), spawned("c", T0, LARGE), deleted("c", T0 + H))
+    names = {"p1": "demo"}
+    by_flavor = usage_rows(ledger, T0, T0 + 4 * H, by="flavor", now=T0 + 4 * H, project_names=names)
+    assert [(r["flavor"], r["instances"], r["hours"], r["vcpu_hours"]) for r in by_flavor] == [
+        ("m1.large", 1, 1.0, 4.0), ("m1.small", 2, 7.0, 7.0)]
+    (project,) = usage_rows(ledger, T0, T0 + 4 * H, by="project", now=T0 + 4 * H, project_names=names)
+    assert project == {"project_id": "p1", "project_name": "demo", "instances": 3, "hours": 8.0,
+                       "vcpu_hours": 11.0, "memory_mb_hours": 7 * 2048 + 8192.0,
+                       "local_gb_hours": 7 * 20 + 90.0}
+    per_instance = usage_rows(ledger, T0, T0 + 4 * H, now=T0 + 4 * H, instance_names={"a": "web"})
+    assert [(r["instance_id"], r["instance_name"]) for r in per_instance][:1] == [("a", "web")]
+    with pytest.raises(ValueError):
+        usage_rows(ledger, T0, T0 + H, by="colour")
