@@ -1,0 +1,78 @@
+"""The token dependency: every authenticated route takes `Depends(current_identity)`.
+
+A token is good when the Fernet layer accepts it (genuine, unexpired) and the identity read model
+still stands behind it (user and project enabled, roles still assigned, audit id not revoked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+
+from eventsvm.api.context import ApiContext
+from eventsvm.api.errors import Unauthorized
+from eventsvm.identity import policy
+from eventsvm.identity.tokens import TokenClaims, TokenInvalid
+
+token_header = APIKeyHeader(
+    name="X-Auth-Token", auto_error=False, description="a token from POST /identity/v3/auth/tokens"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling: the claims of a verified token (never the token itself)."""
+
+    user_id: str
+    project_id: str
+    roles: tuple[str, ...]
+    audit_id: str
+    issued_at_ms: int
+    expires_at_ms: int
+
+    @property
+    def is_admin(self) -> bool:
+        """True for a cloud administrator."""
+        return policy.is_admin(self.roles)
+
+    @classmethod
+    def from_claims(cls, claims: TokenClaims) -> Identity:
+        """The identity a token's claims describe."""
+        return cls(
+            claims.user_id,
+            claims.project_id,
+            claims.roles,
+            claims.audit_id,
+            claims.issued_at_ms,
+            claims.expires_at_ms,
+        )
+
+
+def api_context(request: Request) -> ApiContext:
+    """The ApiContext the app was created with."""
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+def verify_token(ctx: ApiContext, token: str | None) -> TokenClaims:
+    """The claims of a token that is genuine, unexpired and still backed by the identity model."""
+    if not token:
+        raise Unauthorized()
+    try:
+        claims = ctx.tokens.validate(token)
+    except TokenInvalid:
+        raise Unauthorized() from None
+    with ctx.readmodel.lock:
+        reason = ctx.readmodel.models.identity.check_token_still_valid(claims)
+    if reason is not None:
+        raise Unauthorized()
+    return claims
+
+
+def current_identity(
+    token: str | None = Depends(token_header), ctx: ApiContext = Depends(api_context)
+) -> Identity:
+    """The caller behind X-Auth-Token; 401 in keystone's shape when there is none."""
+    return Identity.from_claims(verify_token(ctx, token))

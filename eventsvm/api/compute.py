@@ -1,0 +1,355 @@
+"""Nova v2.1 under /compute: the version documents, servers and their instance actions.
+
+Flavors and keypairs live in compute_catalog.py, limits, quotas, usage and hypervisors in
+compute_usage.py; all three share this prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from eventsvm.api.auth import Identity, api_context, current_identity
+from eventsvm.api.context import ApiContext
+from eventsvm.api.errors import BadRequest, Forbidden, NotFound
+from eventsvm.api.models import ServerCreate
+from eventsvm.api.server_request import build_requested_body
+from eventsvm.api.wire import (
+    base_url,
+    iso_micro,
+    iso_z,
+    links,
+    next_link,
+    page,
+    parse_limit,
+    parse_time,
+    request_id,
+)
+from eventsvm.events.codec import Codec
+from eventsvm.events.model import Event, EventType, Topic, new_event
+from eventsvm.identity import policy
+from eventsvm.readmodel import Models
+from eventsvm.state.instances import Instance
+
+router = APIRouter(prefix="/compute", tags=["compute"])
+
+_V1_REQUESTED_FIELDS = frozenset(
+    {
+        "name",
+        "flavor_id",
+        "image_id",
+        "networks",
+        "key_name",
+        "availability_zone",
+        "server_group_id",
+        "block_devices",
+        "metadata",
+        "roles",
+        "token_audit_id",
+    }
+)
+
+
+def compute_base(request: Request) -> str:
+    """The compute endpoint URL, as in the catalog."""
+    return f"{base_url(request)}/compute/v2.1"
+
+
+def _version(request: Request) -> dict[str, Any]:
+    return {
+        "id": "v2.1",
+        "status": "CURRENT",
+        "version": "2.1",
+        "min_version": "2.1",
+        "updated": "2013-07-23T11:33:21Z",
+        "links": [{"rel": "self", "href": f"{compute_base(request)}/"}],
+        "media-types": [
+            {"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}
+        ],
+    }
+
+
+@router.get("", include_in_schema=False)
+@router.get("/", summary="Nova's version list (unauthenticated)")
+def versions(request: Request) -> dict[str, Any]:
+    """The compute API versions: only v2.1, microversion 2.1."""
+    return {"versions": [_version(request)]}
+
+
+@router.get("/v2.1", include_in_schema=False)
+@router.get("/v2.1/", summary="Nova v2.1 version document (unauthenticated)")
+def version(request: Request) -> dict[str, Any]:
+    """The v2.1 document; `version` 2.1 makes the clients send microversion 2.1."""
+    return {"version": _version(request)}
+
+
+# -- views -------------------------------------------------------------------------------------
+def _addresses(models: Models, inst: Instance) -> dict[str, list[dict[str, Any]]]:
+    addresses: dict[str, list[dict[str, Any]]] = {}
+    for port in inst.ports:
+        network = models.catalog.networks.get(port["network_id"])
+        name = network["name"] if network else port["network_id"]
+        addresses.setdefault(name, []).append(
+            {
+                "version": 6 if ":" in port["ip_address"] else 4,
+                "addr": port["ip_address"],
+                "OS-EXT-IPS:type": "fixed",
+                "OS-EXT-IPS-MAC:mac_addr": port["mac_address"],
+            }
+        )
+    return addresses
+
+
+def server_view(models: Models, base: str, inst: Instance, caller: Identity) -> dict[str, Any]:
+    """One server as nova 2.1 shows it in GET /servers/{id} and /servers/detail."""
+    host_id = hashlib.sha224(f"{inst.project_id}{inst.host}".encode()).hexdigest() if inst.host else ""
+    flavor_id = inst.flavor["id"] if inst.flavor else inst.flavor_ref
+    view: dict[str, Any] = {
+        "id": inst.id,
+        "name": inst.name,
+        "status": inst.status,
+        "tenant_id": inst.project_id,
+        "user_id": inst.user_id,
+        "metadata": dict(inst.metadata),
+        "hostId": host_id,
+        "image": {"id": inst.image_id, "links": [links(base, f"images/{inst.image_id}")[1]]}
+        if inst.image_id
+        else "",
+        "flavor": {"id": flavor_id, "links": [links(base, f"flavors/{flavor_id}")[1]]},
+        "created": iso_z(inst.created_at),
+        "updated": iso_z(inst.updated_at),
+        "addresses": _addresses(models, inst),
+        "accessIPv4": "",
+        "accessIPv6": "",
+        "links": links(base, f"servers/{inst.id}"),
+        "OS-DCF:diskConfig": "MANUAL",
+        "progress": 0,
+        "OS-EXT-AZ:availability_zone": inst.availability_zone or ("nova" if inst.host else ""),
+        "config_drive": "",
+        "key_name": inst.key_name,
+        "OS-SRV-USG:launched_at": iso_micro(inst.launched_at),
+        "OS-SRV-USG:terminated_at": iso_micro(inst.terminated_at),
+        "OS-EXT-STS:task_state": inst.task_state,
+        "OS-EXT-STS:vm_state": inst.vm_state,
+        "OS-EXT-STS:power_state": inst.power_state,
+        "os-extended-volumes:volumes_attached": [],
+        "security_groups": [{"name": "default"}],
+    }
+    if caller.is_admin:
+        view["OS-EXT-SRV-ATTR:host"] = inst.host
+        view["OS-EXT-SRV-ATTR:hypervisor_hostname"] = inst.host
+        view["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{inst.id[:8]}"
+    if inst.fault is not None and inst.status == "ERROR":
+        fault = {
+            "code": inst.fault["code"],
+            "message": inst.fault["message"],
+            "created": iso_z(inst.fault["created"]),
+        }
+        if caller.is_admin and inst.fault.get("details"):
+            fault["details"] = inst.fault["details"]
+        view["fault"] = fault
+    return view
+
+
+def visible_server(models: Models, caller: Identity, server_id: str) -> Instance:
+    """A live server the caller may see; nova answers 404 for other projects' servers."""
+    inst = models.instances.get(server_id)
+    if (
+        inst is None
+        or inst.status == "DELETED"
+        or inst.project_id is None
+        or not policy.can_view_server(caller.roles, caller.project_id, inst.project_id)
+    ):
+        raise NotFound(f"Instance {server_id} could not be found.")
+    return inst
+
+
+# -- servers -----------------------------------------------------------------------------------
+def _requested_optional_fields(codec: Codec) -> frozenset[str]:
+    schema = codec.current(EventType.INSTANCE_REQUESTED).schema
+    body = next(f for f in schema["fields"] if f["name"] == "body")
+    return frozenset(f["name"] for f in body["type"]["fields"]) - _V1_REQUESTED_FIELDS
+
+
+@router.post("/v2.1/servers", status_code=202, summary="Create a server")
+def create_server(
+    body: ServerCreate,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> JSONResponse:
+    """Validate, append one instance.requested (partitioned by project) and answer 202."""
+    if not policy.can_create_server(caller.roles, caller.project_id, caller.project_id):
+        raise Forbidden(policy.denied_message("os_compute_api:servers:create"))
+    rm = ctx.readmodel
+    with rm.lock:
+        event_body = build_requested_body(rm.models, body, caller, _requested_optional_fields(rm.codec))
+    server_id = str(uuid.uuid4())
+    event = new_event(
+        EventType.INSTANCE_REQUESTED,
+        server_id,
+        event_body,
+        request_id=request_id(request),
+        user_id=caller.user_id,
+        project_id=caller.project_id,
+    )
+    rm.append([event], [rm.partition_by(Topic.REQUESTED, caller.project_id)])
+    base = compute_base(request)
+    server = {
+        "id": server_id,
+        "links": links(base, f"servers/{server_id}"),
+        "OS-DCF:diskConfig": "MANUAL",
+        "security_groups": [{"name": "default"}],
+    }
+    return JSONResponse(
+        {"server": server}, status_code=202, headers={"Location": f"{base}/servers/{server_id}"}
+    )
+
+
+def _matching_servers(models: Models, caller: Identity, query: dict[str, str]) -> list[Instance]:
+    all_tenants = "all_tenants" in query and query["all_tenants"].lower() not in (
+        "0",
+        "false",
+        "f",
+        "no",
+        "off",
+    )
+    if all_tenants and not policy.can_list_all_projects(caller.roles):
+        raise Forbidden(policy.denied_message("os_compute_api:servers:detail:get_all_tenants"))
+    # all projects (or the one named) with all_tenants, else the caller's own, as nova does
+    project = (query.get("project_id") or query.get("tenant_id")) if all_tenants else caller.project_id
+    name_pattern = _regex(query.get("name"), "name")
+    ip_pattern = _regex(query.get("ip"), "ip")
+    status = query.get("status", "").upper()
+    host = query.get("host") if caller.is_admin else None
+    since = None
+    if query.get("changes-since"):
+        try:
+            since = parse_time(query["changes-since"])
+        except ValueError:
+            raise BadRequest("Invalid changes-since value") from None
+    found = []
+    for inst in models.instances.instances.values():
+        if inst.project_id is None or inst.status == "DELETED" or (project and inst.project_id != project):
+            continue
+        if not policy.can_view_server(caller.roles, caller.project_id, inst.project_id):
+            continue
+        if name_pattern is not None and not name_pattern.search(inst.name):
+            continue
+        if status and inst.status != status:
+            continue
+        if host is not None and inst.host != host:
+            continue
+        if "image" in query and inst.image_id != query["image"]:
+            continue
+        if "flavor" in query and (inst.flavor["id"] if inst.flavor else inst.flavor_ref) != query["flavor"]:
+            continue
+        if ip_pattern is not None and not any(ip_pattern.search(p["ip_address"]) for p in inst.ports):
+            continue
+        if since is not None and inst.updated_at < since:
+            continue
+        found.append(inst)
+    # nova's default order: newest first
+    found.sort(key=lambda i: (i.created_at, i.id), reverse=True)
+    return found
+
+
+def _regex(pattern: str | None, field: str) -> re.Pattern[str] | None:
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern[:255])
+    except re.error:
+        raise BadRequest(f"Invalid regular expression for filter {field}") from None
+
+
+def _list(request: Request, caller: Identity, ctx: ApiContext, detail: bool) -> dict[str, Any]:
+    query = dict(request.query_params)
+    limit = parse_limit(query.get("limit"), ctx.max_page)
+    models = ctx.readmodel.models
+    with ctx.readmodel.lock:
+        servers = page(_matching_servers(models, caller, query), lambda i: i.id, limit, query.get("marker"))
+        base = compute_base(request)
+        items = [
+            server_view(models, base, i, caller)
+            if detail
+            else {"id": i.id, "name": i.name, "links": links(base, f"servers/{i.id}")}
+            for i in servers
+        ]
+    path = "servers/detail" if detail else "servers"
+    result: dict[str, Any] = {"servers": items}
+    more = next_link(f"{base}/{path}", items, limit, query)
+    if more:
+        result["servers_links"] = more
+    return result
+
+
+@router.get("/v2.1/servers", summary="List servers (id, name, links)")
+def list_servers(
+    request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """Servers of the caller's project (all projects with all_tenants, for admin); nova's filters."""
+    return _list(request, caller, ctx, detail=False)
+
+
+@router.get("/v2.1/servers/detail", summary="List servers with details")
+def list_servers_detail(
+    request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """As GET /servers, each server shown in full."""
+    return _list(request, caller, ctx, detail=True)
+
+
+@router.get("/v2.1/servers/{server_id}", summary="Show a server")
+def show_server(
+    server_id: str,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """One server; 404 once it is deleted or when it belongs to another project."""
+    models = ctx.readmodel.models
+    with ctx.readmodel.lock:
+        return {
+            "server": server_view(
+                models, compute_base(request), visible_server(models, caller, server_id), caller
+            )
+        }
+
+
+@router.delete("/v2.1/servers/{server_id}", status_code=204, summary="Delete a server")
+def delete_server(
+    server_id: str,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> Response:
+    """Append instance.delete_requested chained to the instance's newest event; 204."""
+    rm = ctx.readmodel
+    with rm.lock:
+        inst = visible_server(rm.models, caller, server_id)
+        assert inst.project_id is not None
+        if not policy.can_delete_server(caller.roles, caller.project_id, inst.project_id):
+            raise Forbidden(policy.denied_message("os_compute_api:servers:delete"))
+        if inst.task_state == "deleting":
+            return Response(status_code=204)  # already on its way out; a second request changes nothing
+        event = Event(
+            type=EventType.INSTANCE_DELETE_REQUESTED,
+            event_id=str(uuid.uuid4()),
+            aggregate_id=inst.id,
+            sequence=inst.last_sequence + 1,
+            request_id=request_id(request),
+            causation_id=inst.last_event_id,
+            user_id=caller.user_id,
+            project_id=caller.project_id,
+            occurred_at=ctx.clock_ms(),
+            prev_hash=inst.last_hash,
+            body={"host": inst.host},
+        )
+        rm.append([event])
+    return Response(status_code=204)

@@ -1,0 +1,102 @@
+"""Nova's os-instance-actions under /compute/v2.1: a server's history, read from the `actions`
+timeline the projection keeps of every event of the instance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from eventsvm.api.auth import Identity, api_context, current_identity
+from eventsvm.api.context import ApiContext
+from eventsvm.api.errors import NotFound
+from eventsvm.api.wire import iso_micro
+from eventsvm.events.model import EventType
+from eventsvm.identity import policy
+from eventsvm.readmodel import Models
+from eventsvm.state.instances import ACTION_EVENT_NAMES, Instance
+
+router = APIRouter(prefix="/compute", tags=["compute"])
+
+_ACTION_OF = {
+    EventType.INSTANCE_REQUESTED.value: "create",
+    EventType.INSTANCE_DELETE_REQUESTED.value: "delete",
+}
+
+
+def _actions(inst: Instance) -> list[dict[str, Any]]:
+    grouped: dict[str, list[tuple[str, int, str, str | None, str | None, str | None]]] = {}
+    for entry in inst.actions:
+        grouped.setdefault(entry[2], []).append(entry)
+    actions = []
+    for rid, entries in grouped.items():
+        entries.sort(key=lambda e: e[1])
+        first = entries[0]
+        events = []
+        previous = first[1]
+        for kind, at, _, _, host, _ in entries[1:]:
+            events.append(
+                {
+                    "event": ACTION_EVENT_NAMES.get(EventType(kind), kind),
+                    "start_time": iso_micro(previous),
+                    "finish_time": iso_micro(at),
+                    "result": "Error" if kind == "instance.failed" else "Success",
+                    "host": host or "",
+                    "hostId": "",
+                }
+            )
+            previous = at
+        actions.append(
+            {
+                "action": _ACTION_OF.get(first[0], first[0].split(".", 1)[1]),
+                "instance_uuid": inst.id,
+                "request_id": rid,
+                "user_id": first[3],
+                "project_id": inst.project_id,
+                "start_time": iso_micro(first[1]),
+                "message": "Error" if any(e["result"] == "Error" for e in events) else None,
+                "events": events,
+            }
+        )
+    actions.sort(key=lambda a: a["start_time"] or "", reverse=True)
+    return actions
+
+
+def _instance_for_actions(models: Models, caller: Identity, server_id: str) -> Instance:
+    inst = models.instances.get(server_id)
+    # deleted servers keep their history (nova >= 2.21 shows it too)
+    if (
+        inst is None
+        or inst.project_id is None
+        or not policy.can_view_server(caller.roles, caller.project_id, inst.project_id)
+    ):
+        raise NotFound(f"Instance {server_id} could not be found.")
+    return inst
+
+
+@router.get("/v2.1/servers/{server_id}/os-instance-actions", summary="A server's actions")
+def list_actions(
+    server_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """The create and delete requests made on the server, newest first, from the log."""
+    with ctx.readmodel.lock:
+        actions = _actions(_instance_for_actions(ctx.readmodel.models, caller, server_id))
+    return {"instanceActions": [{k: v for k, v in a.items() if k != "events"} for a in actions]}
+
+
+@router.get(
+    "/v2.1/servers/{server_id}/os-instance-actions/{action_request_id}", summary="One action with events"
+)
+def show_action(
+    server_id: str,
+    action_request_id: str,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """One action and the pipeline stages it went through, with their result and host."""
+    with ctx.readmodel.lock:
+        actions = _actions(_instance_for_actions(ctx.readmodel.models, caller, server_id))
+    for action in actions:
+        if action["request_id"] == action_request_id:
+            return {"instanceAction": action}
+    raise NotFound(f"Action {action_request_id} on instance {server_id} could not be found.")

@@ -1,0 +1,365 @@
+"""Nova's flavors and keypairs under /compute/v2.1, read from and appended to the catalog."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import string
+import struct
+import uuid
+import zlib
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from eventsvm.api.auth import Identity, api_context, current_identity
+from eventsvm.api.compute import compute_base
+from eventsvm.api.context import ApiContext, reads_models
+from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
+from eventsvm.api.models import FlavorCreate, KeypairCreate
+from eventsvm.api.wire import iso_z, links, page, parse_limit, request_id
+from eventsvm.events.model import EventType, new_event
+from eventsvm.identity import policy
+from eventsvm.state.catalog import Body
+
+router = APIRouter(prefix="/compute/v2.1", tags=["compute"])
+
+MAX_KEYPAIRS = 100  # nova's [quota] key_pairs
+_KEY_NAME_CHARS = frozenset("_- " + string.digits + string.ascii_letters)
+_SSH_KEY_TYPES = frozenset({"ssh-rsa", "ssh-dss", "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                            "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
+                            "sk-ecdsa-sha2-nistp256@openssh.com"})
+
+
+# -- flavors -----------------------------------------------------------------------------------
+def flavor_view(base: str, flavor: Body, detail: bool = True) -> dict[str, Any]:
+    """A flavor with nova's field names (ram in MB, disk in GB)."""
+    view: dict[str, Any] = {
+        "id": flavor["id"],
+        "name": flavor["name"],
+        "links": links(base, f"flavors/{flavor['id']}"),
+    }
+    if detail:
+        view.update(
+            {
+                "ram": flavor["ram_mb"],
+                "disk": flavor["disk_gb"],
+                "vcpus": flavor["vcpus"],
+                "OS-FLV-EXT-DATA:ephemeral": flavor.get("ephemeral_gb", 0),
+                "OS-FLV-DISABLED:disabled": False,
+                "swap": flavor.get("swap_mb") or "",
+                "rxtx_factor": 1.0,
+                "os-flavor-access:is_public": flavor.get("is_public", True),
+            }
+        )
+    return view
+
+
+def _is_public_filter(raw: str | None, caller: Identity) -> bool | None:
+    if raw is None:
+        return True
+    value = raw.strip().lower()
+    if value == "none":
+        return None if caller.is_admin else True
+    if value in ("1", "true", "t", "yes", "y", "on"):
+        return True
+    if value in ("0", "false", "f", "no", "n", "off"):
+        return False if caller.is_admin else True
+    raise BadRequest(f"Invalid is_public filter [{raw}]")
+
+
+def _int_filter(raw: str | None, name: str) -> int | None:
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise BadRequest(f"Invalid {name} filter [{raw}]")
+    return int(raw)
+
+
+def _flavors(request: Request, caller: Identity, ctx: ApiContext, detail: bool) -> dict[str, Any]:
+    query = request.query_params
+    public = _is_public_filter(query.get("is_public"), caller)
+    min_ram, min_disk = (
+        _int_filter(query.get("minRam"), "minRam"),
+        _int_filter(query.get("minDisk"), "minDisk"),
+    )
+    limit = parse_limit(query.get("limit"), ctx.max_page)
+    flavors = sorted(ctx.readmodel.models.catalog.flavors.values(), key=lambda f: f["id"])
+    chosen = [
+        f
+        for f in flavors
+        if (public is None or f.get("is_public", True) == public)
+        and (min_ram is None or f["ram_mb"] >= min_ram)
+        and (min_disk is None or f["disk_gb"] >= min_disk)
+    ]
+    base = compute_base(request)
+    return {
+        "flavors": [
+            flavor_view(base, f, detail) for f in page(chosen, lambda f: f["id"], limit, query.get("marker"))
+        ]
+    }
+
+
+@router.get("/flavors", summary="List flavors (id, name, links)")
+@reads_models
+def list_flavors(
+    request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """Flavors, filtered by is_public (None = all, for admin), minRam and minDisk."""
+    return _flavors(request, caller, ctx, detail=False)
+
+
+@router.get("/flavors/detail", summary="List flavors with details")
+@reads_models
+def list_flavors_detail(
+    request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """As GET /flavors, with ram, disk, vcpus and the extension fields."""
+    return _flavors(request, caller, ctx, detail=True)
+
+
+def _flavor(ctx: ApiContext, flavor_id: str) -> Body:
+    flavor = ctx.readmodel.models.catalog.flavors.get(flavor_id)
+    if flavor is None:
+        raise NotFound(f"Flavor {flavor_id} could not be found.")
+    return flavor
+
+
+@router.get("/flavors/{flavor_id}", summary="Show a flavor (by id only, as nova)")
+def show_flavor(
+    flavor_id: str,
+    request: Request,
+    _: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """One flavor by id; a name answers 404 so the clients fall back to listing."""
+    return {"flavor": flavor_view(compute_base(request), _flavor(ctx, flavor_id))}
+
+
+@router.get("/flavors/{flavor_id}/os-extra_specs", summary="A flavor's extra specs")
+def flavor_extra_specs(
+    flavor_id: str, _: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """The flavor's extra_specs (scheduler hints such as hw:cpu_policy)."""
+    return {"extra_specs": dict(_flavor(ctx, flavor_id).get("extra_specs") or {})}
+
+
+@router.post("/flavors", summary="Create a flavor (admin)")
+def create_flavor(
+    body: FlavorCreate,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """Append catalog.flavor_created; 409 when the id or the name is taken."""
+    if not policy.can_manage_flavors(caller.roles):
+        raise Forbidden(policy.denied_message("os_compute_api:os-flavor-manage:create"))
+    spec = body.flavor
+    if spec.name != spec.name.strip():
+        raise BadRequest("Invalid input for field/attribute name: leading or trailing whitespace.")
+    flavor_id = spec.id if spec.id not in (None, "auto") else str(uuid.uuid4())
+    assert flavor_id is not None
+    flavor = {
+        "id": flavor_id,
+        "name": spec.name,
+        "vcpus": spec.vcpus,
+        "ram_mb": spec.ram,
+        "disk_gb": spec.disk,
+        "ephemeral_gb": spec.ephemeral,
+        "swap_mb": spec.swap or 0,
+        "is_public": spec.is_public,
+        "extra_specs": {},
+    }
+    rm = ctx.readmodel
+    event = new_event(
+        EventType.FLAVOR_CREATED,
+        flavor_id,
+        flavor,
+        request_id=request_id(request),
+        user_id=caller.user_id,
+        project_id=caller.project_id,
+    )
+    with rm.lock:
+        catalog = rm.models.catalog
+        if flavor_id in catalog.flavors:
+            raise Conflict(f"Flavor with ID {flavor_id} already exists.")
+        if any(f["name"] == spec.name for f in catalog.flavors.values()):
+            raise Conflict(f"Flavor with name {spec.name} already exists.")
+        rm.append([event])
+    return {"flavor": flavor_view(compute_base(request), flavor)}
+
+
+@router.delete("/flavors/{flavor_id}", status_code=202, summary="Delete a flavor (admin)")
+def delete_flavor(
+    flavor_id: str,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> Response:
+    """Append catalog.flavor_deleted; servers keep the flavor they were built with."""
+    if not policy.can_manage_flavors(caller.roles):
+        raise Forbidden(policy.denied_message("os_compute_api:os-flavor-manage:delete"))
+    rm = ctx.readmodel
+    with rm.lock:
+        _flavor(ctx, flavor_id)
+        rm.append(
+            [
+                new_event(
+                    EventType.FLAVOR_DELETED,
+                    flavor_id,
+                    {"id": flavor_id},
+                    request_id=request_id(request),
+                    user_id=caller.user_id,
+                    project_id=caller.project_id,
+                )
+            ]
+        )
+    return Response(status_code=202)
+
+
+# -- keypairs ----------------------------------------------------------------------------------
+def ssh_fingerprint(public_key: str) -> str:
+    """The MD5 colon-hex fingerprint nova shows; BadRequest when the key is not an OpenSSH public key."""
+    invalid = BadRequest("Keypair data is invalid: failed to generate fingerprint")
+    parts = public_key.strip().split()
+    if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES:
+        raise invalid
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid from None
+    # the blob starts with its own key type, length-prefixed; a mismatch means a corrupt key
+    if len(blob) < 4:
+        raise invalid
+    (length,) = struct.unpack(">I", blob[:4])
+    if blob[4 : 4 + length].decode("ascii", "replace") != parts[0]:
+        raise invalid
+    digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def _keypair_view(keypair: Body, full: bool = False) -> dict[str, Any]:
+    view = {
+        "name": keypair["name"],
+        "public_key": keypair["public_key"],
+        "fingerprint": keypair["fingerprint"],
+    }
+    if full:
+        view.update(
+            {
+                "user_id": keypair["user_id"],
+                "id": zlib.crc32(f"{keypair['user_id']}:{keypair['name']}".encode()) & 0x7FFFFFFF,
+                "created_at": iso_z(keypair.get("created_at")),
+                "updated_at": None,
+                "deleted": False,
+                "deleted_at": None,
+            }
+        )
+    return view
+
+
+@router.get("/os-keypairs", summary="List the caller's keypairs")
+@reads_models
+def list_keypairs(
+    caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """The caller's keypairs by name, each wrapped as nova does."""
+    mine = sorted(
+        (k for (user, _), k in ctx.readmodel.models.catalog.keypairs.items() if user == caller.user_id),
+        key=lambda k: k["name"],
+    )
+    return {"keypairs": [{"keypair": _keypair_view(k)} for k in mine]}
+
+
+@router.post("/os-keypairs", summary="Import a keypair from a public key")
+def create_keypair(
+    body: KeypairCreate,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> JSONResponse:
+    """Append catalog.keypair_created; generating a private key is not offered (it would have to
+    travel through this API and could never be recorded)."""
+    spec = body.keypair
+    if not spec.name.strip() or not set(spec.name) <= _KEY_NAME_CHARS:
+        raise BadRequest("Keypair name contains unsafe characters")
+    if spec.public_key is None:
+        raise BadRequest(
+            "Generating keypairs is not supported by this cloud: pass public_key "
+            "(e.g. openstack keypair create --public-key ~/.ssh/id_ed25519.pub NAME)."
+        )
+    if spec.type != "ssh":
+        raise BadRequest("Only ssh keypairs are supported by this cloud.")
+    fingerprint = ssh_fingerprint(spec.public_key)
+    keypair = {
+        "name": spec.name,
+        "user_id": caller.user_id,
+        "public_key": spec.public_key.strip(),
+        "fingerprint": fingerprint,
+        "key_type": "ssh",
+    }
+    rm = ctx.readmodel
+    with rm.lock:
+        catalog = rm.models.catalog
+        if catalog.keypair(caller.user_id, spec.name) is not None:
+            raise Conflict(f"Key pair '{spec.name}' already exists.")
+        if sum(1 for (user, _) in catalog.keypairs if user == caller.user_id) >= MAX_KEYPAIRS:
+            raise Forbidden("Quota exceeded, too many key pairs.")
+        rm.append(
+            [
+                new_event(
+                    EventType.KEYPAIR_CREATED,
+                    f"{caller.user_id}:{spec.name}",
+                    keypair,
+                    request_id=request_id(request),
+                    user_id=caller.user_id,
+                    project_id=caller.project_id,
+                )
+            ]
+        )
+    return JSONResponse({"keypair": {**_keypair_view(keypair), "user_id": caller.user_id}})
+
+
+def _keypair(ctx: ApiContext, caller: Identity, name: str) -> Body:
+    keypair = ctx.readmodel.models.catalog.keypair(caller.user_id, name)
+    if keypair is None:
+        raise NotFound(f"Keypair {name} not found for user {caller.user_id}")
+    return keypair
+
+
+@router.get("/os-keypairs/{name}", summary="Show one of the caller's keypairs")
+def show_keypair(
+    name: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """One keypair with its user and creation time."""
+    keypair = _keypair(ctx, caller, name)
+    created = ctx.readmodel.models.catalog.created_at.get(f"{caller.user_id}:{name}")
+    return {"keypair": _keypair_view({**keypair, "created_at": created}, full=True)}
+
+
+@router.delete("/os-keypairs/{name}", status_code=202, summary="Delete one of the caller's keypairs")
+def delete_keypair(
+    name: str,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> Response:
+    """Append catalog.keypair_deleted; servers built with the key keep it."""
+    rm = ctx.readmodel
+    with rm.lock:
+        _keypair(ctx, caller, name)
+        rm.append(
+            [
+                new_event(
+                    EventType.KEYPAIR_DELETED,
+                    f"{caller.user_id}:{name}",
+                    {"name": name, "user_id": caller.user_id},
+                    request_id=request_id(request),
+                    user_id=caller.user_id,
+                    project_id=caller.project_id,
+                )
+            ]
+        )
+    return Response(status_code=202)

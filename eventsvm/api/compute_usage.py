@@ -1,0 +1,313 @@
+"""Nova's views of capacity and consumption under /compute/v2.1: limits, os-quota-sets,
+os-simple-tenant-usage, os-hypervisors and os-availability-zone."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from eventsvm.api.auth import Identity, api_context, current_identity
+from eventsvm.api.context import ApiContext, reads_models
+from eventsvm.api.errors import BadRequest, Forbidden, NotFound
+from eventsvm.api.models import QuotaUpdate
+from eventsvm.api.usage import tenant_usages
+from eventsvm.api.wire import parse_time, request_id, truthy
+from eventsvm.events.model import EventType, new_event
+from eventsvm.identity import policy
+from eventsvm.identity.quota import DEFAULT_LIMITS, QuotaLimits, ResourceCount, quota_for
+from eventsvm.readmodel import Models
+from eventsvm.state.instances import Instance
+
+router = APIRouter(prefix="/compute/v2.1", tags=["compute"])
+
+# nova's fixed limits beside the three this cloud enforces
+_FIXED_QUOTAS = {"metadata_items": 128, "injected_files": 5, "injected_file_content_bytes": 10240,
+                 "injected_file_path_bytes": 255, "key_pairs": 100, "server_groups": 10,
+                 "server_group_members": 10, "fixed_ips": -1, "floating_ips": -1, "security_groups": -1,
+                 "security_group_rules": -1}
+
+
+def _flavor_of(models: Models, inst: Instance) -> dict[str, Any] | None:
+    return inst.flavor or (models.catalog.flavors.get(inst.flavor_ref) if inst.flavor_ref else None)
+
+
+def project_usage(models: Models, project_id: str) -> ResourceCount:
+    """What a project's live servers hold (ERROR ones included, as nova counts them)."""
+    instances = cores = ram = 0
+    for inst in models.instances.instances.values():
+        if inst.project_id != project_id or inst.status == "DELETED":
+            continue
+        flavor = _flavor_of(models, inst)
+        instances += 1
+        cores += flavor["vcpus"] if flavor else 0
+        ram += flavor["ram_mb"] if flavor else 0
+    return ResourceCount(instances=instances, cores=cores, ram_mb=ram)
+
+
+def _target_project(caller: Identity, project_id: str | None) -> str:
+    target = project_id or caller.project_id
+    if not policy.can_view_quota(caller.roles, caller.project_id, target):
+        raise Forbidden(policy.denied_message("os_compute_api:os-quota-sets:show"))
+    return target
+
+
+@router.get("/limits", summary="The caller's (or, for admin, tenant_id's) absolute limits and usage")
+def limits(tenant_id: str | None = None, caller: Identity = Depends(current_identity),
+           ctx: ApiContext = Depends(api_context)) -> dict[str, Any]:
+    """Quota limits with what is in use, nova's `absolute` block."""
+    target = _target_project(caller, tenant_id)
+    models = ctx.readmodel.models
+    with ctx.readmodel.lock:
+        quota, used = quota_for(models.identity, target), project_usage(models, target)
+    return {"limits": {"rate": [], "absolute": {
+        "maxTotalInstances": quota.instances, "maxTotalCores": quota.cores, "maxTotalRAMSize": quota.ram_mb,
+        "totalInstancesUsed": used.instances, "totalCoresUsed": used.cores, "totalRAMUsed": used.ram_mb,
+        "maxServerMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240, "maxImageMeta": 128,
+        "maxTotalKeypairs": 100, "maxServerGroups": 10, "maxServerGroupMembers": 10,
+        "maxSecurityGroups": -1, "maxSecurityGroupRules": -1, "maxTotalFloatingIps": -1,
+        "totalFloatingIpsUsed": 0, "totalSecurityGroupsUsed": 0, "totalServerGroupsUsed": 0}}}
+
+
+def _quota_view(project_id: str | None, quota: QuotaLimits) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "instances": quota.instances,
+        "cores": quota.cores,
+        "ram": quota.ram_mb,
+        **_FIXED_QUOTAS,
+    }
+    if project_id is not None:
+        view["id"] = project_id
+    return view
+
+
+@router.get("/os-quota-sets/{project_id}", summary="A project's quota")
+def show_quota(
+    project_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """The limits in force for the project (-1 is unlimited)."""
+    target = _target_project(caller, project_id)
+    return {"quota_set": _quota_view(target, quota_for(ctx.readmodel.models.identity, target))}
+
+
+@router.get("/os-quota-sets/{project_id}/defaults", summary="The default quota")
+def default_quota(project_id: str, _: Identity = Depends(current_identity)) -> dict[str, Any]:
+    """nova's defaults, which a project has until an admin sets its quota."""
+    return {"quota_set": _quota_view(project_id, DEFAULT_LIMITS)}
+
+
+@router.get("/os-quota-sets/{project_id}/detail", summary="A project's quota with usage")
+def quota_detail(
+    project_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """Each limit with what is in use."""
+    target = _target_project(caller, project_id)
+    models = ctx.readmodel.models
+    with ctx.readmodel.lock:
+        quota, used = quota_for(models.identity, target), project_usage(models, target)
+    view = {k: {"limit": v, "in_use": 0, "reserved": 0} for k, v in _quota_view(None, quota).items()}
+    for key, value in (("instances", used.instances), ("cores", used.cores), ("ram", used.ram_mb)):
+        view[key]["in_use"] = value
+    return {"quota_set": {"id": target, **view}}
+
+
+@router.put("/os-quota-sets/{project_id}", summary="Set a project's quota (admin; -1 = unlimited)")
+def update_quota(
+    project_id: str,
+    body: QuotaUpdate,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """Append identity.quota_set; a limit below what is already in use is refused, as nova does."""
+    if not policy.can_set_quota(caller.roles):
+        raise Forbidden(policy.denied_message("os_compute_api:os-quota-sets:update"))
+    rm = ctx.readmodel
+    spec = body.quota_set
+    with rm.lock:
+        models = rm.models
+        if models.identity.project(project_id) is None:
+            raise BadRequest(f"Project ID {project_id} is not a valid project.")
+        current, used = quota_for(models.identity, project_id), project_usage(models, project_id)
+        new = QuotaLimits(
+            instances=current.instances if spec.instances is None else spec.instances,
+            cores=current.cores if spec.cores is None else spec.cores,
+            ram_mb=current.ram_mb if spec.ram is None else spec.ram,
+        )
+        for name, limit, in_use in (
+            ("instances", new.instances, used.instances),
+            ("cores", new.cores, used.cores),
+            ("ram", new.ram_mb, used.ram_mb),
+        ):
+            if limit != -1 and limit < in_use:
+                raise BadRequest(
+                    f"Quota limit {limit} for {name} must be greater than or equal to "
+                    f"already used and reserved {in_use}."
+                )
+        rm.append(
+            [
+                new_event(
+                    EventType.QUOTA_SET,
+                    project_id,
+                    {
+                        "project_id": project_id,
+                        "instances": new.instances,
+                        "cores": new.cores,
+                        "ram_mb": new.ram_mb,
+                    },
+                    request_id=request_id(request),
+                    user_id=caller.user_id,
+                    project_id=caller.project_id,
+                )
+            ]
+        )
+    return {"quota_set": _quota_view(None, new)}
+
+
+# -- os-simple-tenant-usage --------------------------------------------------------------------
+def _period(request: Request, now_ms: int) -> tuple[int, int]:
+    bounds = []
+    for name in ("start", "end"):
+        raw = request.query_params.get(name)
+        try:
+            bounds.append(parse_time(raw) if raw else now_ms)
+        except ValueError:
+            raise BadRequest(
+                f"Invalid {name} time. The {name} time must be an ISO 8601 date and time."
+            ) from None
+    if bounds[0] > bounds[1]:
+        raise BadRequest("Invalid start time. The start time cannot occur after the end time.")
+    return bounds[0], bounds[1]
+
+
+@router.get("/os-simple-tenant-usage", summary="Usage of every project (admin)")
+def list_usage(
+    request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """vCPU-, RAM- and disk-hours per project; `detailed` (True/true/1) adds the servers."""
+    if not policy.is_admin(caller.roles):
+        raise Forbidden(policy.denied_message("os_compute_api:os-simple-tenant-usage:list"))
+    now = ctx.clock_ms()
+    start, end = _period(request, now)
+    detailed = truthy(request.query_params.get("detailed"))
+    with ctx.readmodel.lock:
+        usages = list(
+            tenant_usages(ctx.readmodel.models.instances.instances.values(), start, end, now).values()
+        )
+    if not detailed:
+        for usage in usages:
+            usage.pop("server_usages")
+    return {"tenant_usages": usages}
+
+
+@router.get("/os-simple-tenant-usage/{tenant_id}", summary="Usage of one project")
+def show_usage(
+    tenant_id: str,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """One project's usage with its servers (empty when it used nothing in the period)."""
+    if not policy.can_view_usage(caller.roles, caller.project_id, tenant_id):
+        raise Forbidden(policy.denied_message("os_compute_api:os-simple-tenant-usage:show"))
+    now = ctx.clock_ms()
+    start, end = _period(request, now)
+    with ctx.readmodel.lock:
+        usages = tenant_usages(ctx.readmodel.models.instances.instances.values(), start, end, now, tenant_id)
+    return {"tenant_usage": usages.get(tenant_id, {})}
+
+
+# -- os-hypervisors, os-availability-zone ------------------------------------------------------
+def _hypervisors(models: Models) -> list[dict[str, Any]]:
+    used: dict[str, list[int]] = {}
+    for inst in models.instances.instances.values():
+        if inst.host is None or inst.status in ("DELETED", "ERROR"):
+            continue
+        flavor = _flavor_of(models, inst)
+        counts = used.setdefault(inst.host, [0, 0, 0, 0])
+        if flavor:
+            counts[0] += flavor["vcpus"]
+            counts[1] += flavor["ram_mb"]
+            counts[2] += flavor["disk_gb"] + flavor.get("ephemeral_gb", 0)
+        counts[3] += 1
+    result = []
+    for number, (name, host) in enumerate(models.hosts.items(), start=1):
+        vcpus_used, ram_used, disk_used, running = used.get(name, [0, 0, 0, 0])
+        enabled = host.get("enabled", True)
+        result.append(
+            {
+                "id": number,
+                "hypervisor_hostname": name,
+                "state": "up",
+                "status": "enabled" if enabled else "disabled",
+                "vcpus": host["vcpus"],
+                "memory_mb": host["ram_mb"],
+                "local_gb": host["disk_gb"],
+                "vcpus_used": vcpus_used,
+                "memory_mb_used": ram_used,
+                "local_gb_used": disk_used,
+                "free_ram_mb": host["ram_mb"] - ram_used,
+                "free_disk_gb": host["disk_gb"] - disk_used,
+                "disk_available_least": host["disk_gb"] - disk_used,
+                "current_workload": 0,
+                "running_vms": running,
+                "hypervisor_type": host.get("hypervisor_type", "test"),
+                "hypervisor_version": 1000000,
+                "host_ip": "127.0.0.1",
+                "cpu_info": json.dumps({"arch": host.get("cpu_arch", "x86_64")}),
+                "service": {"id": number, "host": name, "disabled_reason": host.get("disabled_reason")},
+            }
+        )
+    return result
+
+
+_BRIEF = ("id", "hypervisor_hostname", "state", "status")
+
+
+def _admin_hypervisors(caller: Identity, ctx: ApiContext) -> list[dict[str, Any]]:
+    if not policy.can_view_hypervisors(caller.roles):
+        raise Forbidden(policy.denied_message("os_compute_api:os-hypervisors:list"))
+    with ctx.readmodel.lock:
+        return _hypervisors(ctx.readmodel.models)
+
+
+@router.get("/os-hypervisors", summary="List compute hosts (admin)")
+def list_hypervisors(
+    caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """Each compute host's id, name, state and status."""
+    return {"hypervisors": [{k: h[k] for k in _BRIEF} for h in _admin_hypervisors(caller, ctx)]}
+
+
+@router.get("/os-hypervisors/detail", summary="List compute hosts with capacity and use (admin)")
+def hypervisors_detail(
+    caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """Capacity from host.registered, use from the flavors of the servers on each host."""
+    return {"hypervisors": _admin_hypervisors(caller, ctx)}
+
+
+@router.get("/os-hypervisors/{hypervisor_id}", summary="Show a compute host (admin)")
+def show_hypervisor(
+    hypervisor_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """One compute host by its id."""
+    for hypervisor in _admin_hypervisors(caller, ctx):
+        if str(hypervisor["id"]) == hypervisor_id:
+            return {"hypervisor": hypervisor}
+    raise NotFound(f"Hypervisor with ID {hypervisor_id} could not be found.")
+
+
+@router.get("/os-availability-zone", summary="Availability zones")
+@reads_models
+def availability_zones(
+    _: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """The zones the compute hosts are in."""
+    zones = sorted({str(h.get("availability_zone") or "nova") for h in ctx.readmodel.models.hosts.values()})
+    return {
+        "availabilityZoneInfo": [
+            {"zoneName": z, "zoneState": {"available": True}, "hosts": None} for z in zones
+        ]
+    }

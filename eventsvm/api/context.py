@@ -1,0 +1,54 @@
+"""What the API needs from the rest of the system, handed to `create_app` in one object."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
+
+from eventsvm.events.model import now_ms
+from eventsvm.identity.tokens import TokenService
+from eventsvm.readmodel import ReadModel
+
+# Nova's osapi_max_limit: the most items one page of a list holds.
+MAX_PAGE = 1000
+
+
+@dataclass
+class ApiContext:
+    """The read model (and through it the log), the token service and the API's settings.
+
+    `public_url` is the scheme://host:port clients reach the API at; the token's catalog and the
+    version documents point there. When it is None the request's own base URL is used.
+    """
+
+    readmodel: ReadModel
+    tokens: TokenService
+    public_url: str | None = None
+    region: str = "RegionOne"
+    max_body_bytes: int = 64 * 1024
+    max_page: int = MAX_PAGE
+    clock_ms: Callable[[], int] = field(default=now_ms)
+
+    def base_url(self, request_base: str) -> str:
+        """The URL prefix the catalog and version documents use, without a trailing slash."""
+        return (self.public_url or request_base).rstrip("/")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def reads_models(handler: Callable[P, R]) -> Callable[P, R]:
+    """Run a route handler holding the read model's lock, so the projector cannot change a dict
+    the handler is iterating over. The handler must take `ctx` (the ApiContext) as a parameter."""
+
+    @functools.wraps(handler)
+    def locked(*args: P.args, **kwargs: P.kwargs) -> R:
+        ctx = kwargs["ctx"]
+        assert isinstance(ctx, ApiContext)
+        with ctx.readmodel.lock:
+            return handler(*args, **kwargs)
+
+    return locked

@@ -1,0 +1,364 @@
+"""Keystone v3's projects, users, roles and role assignments under /identity/v3: reads of the
+identity read model, and the admin-only writes that append identity events."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from eventsvm.api.auth import Identity, api_context, current_identity
+from eventsvm.api.context import ApiContext, reads_models
+from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
+from eventsvm.api.models import ProjectCreate, UserCreate
+from eventsvm.api.wire import base_url, request_id
+from eventsvm.events.model import EventType, new_event
+from eventsvm.identity import policy
+from eventsvm.identity.passwords import hash_password
+from eventsvm.state.identity import Project, User
+
+router = APIRouter(prefix="/identity", tags=["identity"])
+
+ROLES = (policy.ADMIN, policy.MEMBER, policy.READER)
+FORBIDDEN = "You are not authorized to perform the requested action: {}."
+
+
+def _project_view(base: str, project: Project) -> dict[str, Any]:
+    return {
+        "id": project.id,
+        "name": project.name,
+        "domain_id": project.domain_id,
+        "enabled": project.enabled,
+        "description": project.description,
+        "is_domain": False,
+        "parent_id": project.domain_id,
+        "tags": [],
+        "options": {},
+        "links": {"self": f"{base}/identity/v3/projects/{project.id}"},
+    }
+
+
+def _user_view(base: str, user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "name": user.name,
+        "domain_id": user.domain_id,
+        "enabled": user.enabled,
+        "default_project_id": user.default_project_id,
+        "password_expires_at": None,
+        "options": {},
+        "links": {"self": f"{base}/identity/v3/users/{user.id}"},
+    }
+
+
+def _visible_projects(ctx: ApiContext, caller: Identity) -> list[Project]:
+    models = ctx.readmodel.models.identity
+    projects = list(models.projects.values())
+    if caller.is_admin:
+        return projects
+    return [p for p in projects if models.roles_of(caller.user_id, p.id)]
+
+
+@router.get("/v3/projects", summary="List projects (all for admin, the caller's own otherwise)")
+@reads_models
+def list_projects(
+    request: Request,
+    name: str | None = None,
+    domain_id: str | None = None,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """Projects, filtered by exact name and domain."""
+    base = base_url(request)
+    projects = [
+        p
+        for p in _visible_projects(ctx, caller)
+        if (name is None or p.name == name) and (domain_id is None or p.domain_id == domain_id)
+    ]
+    return {
+        "projects": [_project_view(base, p) for p in projects],
+        "links": {"self": f"{base}/identity/v3/projects", "next": None, "previous": None},
+    }
+
+
+@router.get("/v3/auth/projects", summary="Projects the caller has a role on")
+@router.get("/v3/users/{user_id}/projects", summary="Projects a user has a role on")
+@reads_models
+def user_projects(
+    request: Request,
+    user_id: str | None = None,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """The projects of the caller (or, for admin, of any user)."""
+    target = user_id or caller.user_id
+    if target != caller.user_id and not caller.is_admin:
+        raise Forbidden(FORBIDDEN.format("identity:list_user_projects"))
+    models = ctx.readmodel.models.identity
+    base = base_url(request)
+    return {
+        "projects": [
+            _project_view(base, p) for p in models.projects.values() if models.roles_of(target, p.id)
+        ],
+        "links": {"self": str(request.url), "next": None, "previous": None},
+    }
+
+
+@router.get("/v3/projects/{project_id}", summary="Show a project")
+@reads_models
+def show_project(
+    project_id: str,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """One project the caller may see."""
+    models = ctx.readmodel.models.identity
+    if not caller.is_admin and not models.roles_of(caller.user_id, project_id):
+        raise Forbidden(FORBIDDEN.format("identity:get_project"))
+    project = models.project(project_id)
+    if project is None:
+        raise NotFound(f"Could not find project: {project_id}.")
+    return {"project": _project_view(base_url(request), project)}
+
+
+def _require_admin(caller: Identity, action: str) -> None:
+    if not caller.is_admin:
+        raise Forbidden(FORBIDDEN.format(action))
+
+
+def _append_identity(
+    ctx: ApiContext,
+    request: Request,
+    caller: Identity,
+    kind: EventType,
+    aggregate: str,
+    body: dict[str, Any],
+    conflict: Callable[[], bool] | None = None,
+) -> None:
+    event = new_event(
+        kind,
+        aggregate,
+        body,
+        request_id=request_id(request),
+        user_id=caller.user_id,
+        project_id=caller.project_id,
+    )
+    with ctx.readmodel.lock:
+        # checked again under the lock, so two concurrent creates cannot both pass
+        if conflict is not None and conflict():
+            raise Conflict("Conflict occurred attempting to store the entity: the name is already taken.")
+        ctx.readmodel.append([event])
+
+
+@router.post("/v3/projects", status_code=201, summary="Create a project (admin)")
+def create_project(
+    body: ProjectCreate,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """Append identity.project_created; 409 when the name exists in the domain."""
+    _require_admin(caller, "identity:create_project")
+    spec = body.project
+    models = ctx.readmodel.models.identity
+    project_id = uuid.uuid4().hex
+    _append_identity(
+        ctx,
+        request,
+        caller,
+        EventType.PROJECT_CREATED,
+        project_id,
+        {
+            "id": project_id,
+            "name": spec.name,
+            "domain_id": spec.domain_id,
+            "enabled": spec.enabled,
+            "description": spec.description,
+        },
+        conflict=lambda: models.project_by_name(spec.name, spec.domain_id) is not None,
+    )
+    project = models.project(project_id)
+    assert project is not None
+    return {"project": _project_view(base_url(request), project)}
+
+
+@router.get("/v3/users", summary="List users (admin)")
+@reads_models
+def list_users(
+    request: Request,
+    name: str | None = None,
+    domain_id: str | None = None,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """Every user, filtered by exact name and domain."""
+    _require_admin(caller, "identity:list_users")
+    base = base_url(request)
+    users = [
+        u
+        for u in ctx.readmodel.models.identity.users.values()
+        if (name is None or u.name == name) and (domain_id is None or u.domain_id == domain_id)
+    ]
+    return {
+        "users": [_user_view(base, u) for u in users],
+        "links": {"self": f"{base}/identity/v3/users", "next": None, "previous": None},
+    }
+
+
+@router.get("/v3/users/{user_id}", summary="Show a user (admin, or the user)")
+def show_user(
+    user_id: str,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """One user."""
+    if user_id != caller.user_id:
+        _require_admin(caller, "identity:get_user")
+    user = ctx.readmodel.models.identity.user(user_id)
+    if user is None:
+        raise NotFound(f"Could not find user: {user_id}.")
+    return {"user": _user_view(base_url(request), user)}
+
+
+@router.post("/v3/users", status_code=201, summary="Create a user (admin)")
+def create_user(
+    body: UserCreate,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """Append identity.user_created with a salted hash of the password (never the password)."""
+    _require_admin(caller, "identity:create_user")
+    spec = body.user
+    models = ctx.readmodel.models.identity
+    if spec.default_project_id is not None and models.project(spec.default_project_id) is None:
+        raise BadRequest(f"Could not find project: {spec.default_project_id}.")
+    user_id = uuid.uuid4().hex
+    _append_identity(
+        ctx,
+        request,
+        caller,
+        EventType.USER_CREATED,
+        user_id,
+        {
+            "id": user_id,
+            "name": spec.name,
+            "domain_id": spec.domain_id,
+            "default_project_id": spec.default_project_id,
+            "enabled": spec.enabled,
+            "password_hash": hash_password(spec.password),
+        },
+        conflict=lambda: models.user_by_name(spec.name, spec.domain_id) is not None,
+    )
+    user = models.user(user_id)
+    assert user is not None
+    return {"user": _user_view(base_url(request), user)}
+
+
+@router.get("/v3/roles", summary="List roles")
+def list_roles(request: Request, _: Identity = Depends(current_identity)) -> dict[str, Any]:
+    """The three roles keystone bootstraps; a role's id is its name."""
+    base = base_url(request)
+    return {"roles": [_role_view(base, r) for r in ROLES], "links": {"self": f"{base}/identity/v3/roles"}}
+
+
+def _role_view(base: str, role: str) -> dict[str, Any]:
+    return {
+        "id": role,
+        "name": role,
+        "domain_id": None,
+        "description": None,
+        "options": {},
+        "links": {"self": f"{base}/identity/v3/roles/{role}"},
+    }
+
+
+@router.get("/v3/roles/{role_id}", summary="Show a role")
+def show_role(role_id: str, request: Request, _: Identity = Depends(current_identity)) -> dict[str, Any]:
+    """One role."""
+    if role_id not in ROLES:
+        raise NotFound(f"Could not find role: {role_id}.")
+    return {"role": _role_view(base_url(request), role_id)}
+
+
+@router.put(
+    "/v3/projects/{project_id}/users/{user_id}/roles/{role_id}",
+    status_code=204,
+    summary="Assign a role to a user on a project (admin)",
+)
+@reads_models
+def assign_role(
+    project_id: str,
+    user_id: str,
+    role_id: str,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> Response:
+    """Append identity.role_assigned."""
+    _require_admin(caller, "identity:create_grant")
+    models = ctx.readmodel.models.identity
+    for missing, what, ident in (
+        (models.project(project_id) is None, "project", project_id),
+        (models.user(user_id) is None, "user", user_id),
+        (role_id not in ROLES, "role", role_id),
+    ):
+        if missing:
+            raise NotFound(f"Could not find {what}: {ident}.")
+    if role_id not in models.roles_of(user_id, project_id):
+        _append_identity(
+            ctx,
+            request,
+            caller,
+            EventType.ROLE_ASSIGNED,
+            f"{user_id}:{project_id}",
+            {"user_id": user_id, "project_id": project_id, "role": role_id},
+        )
+    return Response(status_code=204)
+
+
+@router.get("/v3/role_assignments", summary="List role assignments")
+@reads_models
+def role_assignments(
+    request: Request,
+    user_id: str | None = Query(None, alias="user.id"),
+    project_id: str | None = Query(None, alias="scope.project.id"),
+    role_id: str | None = Query(None, alias="role.id"),
+    include_names: str | None = None,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """Who has which role where; a non-admin may only ask about themselves."""
+    if not caller.is_admin and user_id != caller.user_id:
+        raise Forbidden(FORBIDDEN.format("identity:list_role_assignments"))
+    models = ctx.readmodel.models.identity
+    base = base_url(request)
+    users = [u for u in models.users.values() if user_id is None or u.id == user_id]
+    projects = [p for p in models.projects.values() if project_id is None or p.id == project_id]
+    assignments = []
+    for user in users:
+        for project in projects:
+            for role in sorted(models.roles_of(user.id, project.id)):
+                if role_id is not None and role != role_id:
+                    continue
+                item: dict[str, Any] = {
+                    "role": {"id": role},
+                    "user": {"id": user.id},
+                    "scope": {"project": {"id": project.id}},
+                    "links": {
+                        "assignment": f"{base}/identity/v3/projects/{project.id}/users/{user.id}/roles/{role}"
+                    },
+                }
+                if include_names is not None:
+                    item["role"]["name"] = role
+                    item["user"].update(name=user.name, domain={"id": user.domain_id})
+                    item["scope"]["project"].update(name=project.name, domain={"id": project.domain_id})
+                assignments.append(item)
+    return {
+        "role_assignments": assignments,
+        "links": {"self": str(request.url), "next": None, "previous": None},
+    }

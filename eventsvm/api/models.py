@@ -1,0 +1,289 @@
+"""Pydantic models of the request bodies the API accepts, as the OpenStack clients send them.
+
+Models accept unknown fields (the clients send more than this cloud uses) and bound every number
+and string, so nothing that passes here can overflow an Avro int or bloat the permanent log.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictBool
+
+INT32 = 2**31 - 1
+Name = Annotated[str, Field(min_length=1, max_length=255)]
+OptionalName = Annotated[str | None, Field(default=None, max_length=255)]
+Count = Annotated[int, Field(ge=0, le=INT32)]
+
+
+class Lenient(BaseModel):
+    """A body part that ignores the fields it does not name."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+# -- keystone ---------------------------------------------------------------------------------
+class DomainRef(Lenient):
+    """A domain by id or name."""
+
+    id: OptionalName = None
+    name: OptionalName = None
+
+
+class PasswordUser(Lenient):
+    """The user of a password authentication, by id or by name and domain."""
+
+    id: OptionalName = None
+    name: OptionalName = None
+    domain: DomainRef | None = None
+    password: str = Field(max_length=4096, repr=False)
+
+
+class PasswordMethod(Lenient):
+    """The `password` method of an auth request."""
+
+    user: PasswordUser
+
+
+class TokenMethod(Lenient):
+    """The `token` method: re-scope an existing token."""
+
+    id: str = Field(max_length=4096, repr=False)
+
+
+class AuthIdentity(Lenient):
+    """Which methods authenticate the caller."""
+
+    methods: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=4)
+    password: PasswordMethod | None = None
+    token: TokenMethod | None = None
+
+
+class ProjectRef(Lenient):
+    """A project by id, or by name and domain."""
+
+    id: OptionalName = None
+    name: OptionalName = None
+    domain: DomainRef | None = None
+
+
+class AuthScope(Lenient):
+    """The scope of the token asked for; only project scope exists here."""
+
+    project: ProjectRef | None = None
+
+
+class AuthBody(Lenient):
+    """The body of an auth request."""
+
+    identity: AuthIdentity
+    scope: AuthScope | Literal["unscoped"] | None = None
+
+
+class AuthRequest(Lenient):
+    """POST /identity/v3/auth/tokens."""
+
+    auth: AuthBody
+
+
+class ProjectSpec(Lenient):
+    """A new project."""
+
+    name: Name
+    domain_id: Annotated[str, Field(min_length=1, max_length=64)] = "default"
+    description: Annotated[str, Field(max_length=1024)] = ""
+    enabled: StrictBool = True
+
+
+class ProjectCreate(Lenient):
+    """POST /identity/v3/projects."""
+
+    project: ProjectSpec
+
+
+class UserSpec(Lenient):
+    """A new user."""
+
+    name: Name
+    password: str = Field(min_length=1, max_length=4096, repr=False)
+    domain_id: Annotated[str, Field(min_length=1, max_length=64)] = "default"
+    default_project_id: OptionalName = None
+    enabled: StrictBool = True
+
+
+class UserCreate(Lenient):
+    """POST /identity/v3/users."""
+
+    user: UserSpec
+
+
+# -- nova -------------------------------------------------------------------------------------
+class NetworkChoice(Lenient):
+    """One entry of `server.networks`."""
+
+    uuid: OptionalName = None
+    port: OptionalName = None
+    fixed_ip: OptionalName = None
+
+
+class BlockDeviceMapping(Lenient):
+    """One entry of `server.block_device_mapping_v2`."""
+
+    source_type: Literal["image", "volume", "blank", "snapshot"] = "image"
+    destination_type: Literal["local", "volume"] | None = None
+    uuid: OptionalName = None
+    volume_size: Annotated[int | None, Field(default=None, ge=0, le=INT32)] = None
+    boot_index: Annotated[int | None, Field(default=None, ge=-1, le=INT32)] = None
+    delete_on_termination: bool = False
+
+
+class ServerSpec(Lenient):
+    """The `server` object of POST /servers."""
+
+    name: Name
+    imageRef: Annotated[str, Field(max_length=1024)] = ""  # noqa: N815 (nova's field name)
+    flavorRef: Annotated[str, Field(min_length=1, max_length=1024)] | Annotated[int, Field(ge=0, le=INT32)]  # noqa: N815
+    networks: list[NetworkChoice] | Literal["auto", "none"] | None = Field(default=None, max_length=64)
+    key_name: OptionalName = None
+    availability_zone: OptionalName = None
+    metadata: dict[Annotated[str, Field(min_length=1, max_length=255)],
+                   Annotated[str, Field(max_length=255)]] | None = Field(default=None, max_length=128)
+    min_count: Annotated[int, Field(ge=1, le=INT32)] = 1
+    max_count: Annotated[int | None, Field(default=None, ge=1, le=INT32)] = None
+    block_device_mapping_v2: list[BlockDeviceMapping] | None = Field(default=None, max_length=32)
+    description: Annotated[str | None, Field(default=None, max_length=255)] = None
+    tags: list[Annotated[str, Field(min_length=1, max_length=60)]] | None = Field(default=None, max_length=50)
+
+
+class SchedulerHints(Lenient):
+    """`os:scheduler_hints`; only `group` (a server group id) is used."""
+
+    group: OptionalName = None
+
+
+class ServerCreate(Lenient):
+    """POST /compute/v2.1/servers."""
+
+    server: ServerSpec
+    scheduler_hints: SchedulerHints | None = Field(
+        default=None, validation_alias=AliasChoices("os:scheduler_hints", "OS-SCH-HNT:scheduler_hints"))
+
+
+class FlavorSpec(Lenient):
+    """A new flavor, with nova's field names."""
+
+    name: Name
+    ram: Annotated[int, Field(ge=1, le=INT32)]
+    vcpus: Annotated[int, Field(ge=1, le=INT32)]
+    disk: Count
+    id: Annotated[str | None, Field(default=None, min_length=1, max_length=255, pattern=r"^[\w. -]+$")] = None
+    ephemeral: Count = Field(default=0, alias="OS-FLV-EXT-DATA:ephemeral")
+    swap: Annotated[int, Field(ge=0, le=INT32)] | Literal[""] = 0
+    is_public: StrictBool = Field(default=True, alias="os-flavor-access:is_public")
+
+
+class FlavorCreate(Lenient):
+    """POST /compute/v2.1/flavors."""
+
+    flavor: FlavorSpec
+
+
+class KeypairSpec(Lenient):
+    """A keypair to import."""
+
+    name: Annotated[str, Field(min_length=1, max_length=255)]
+    public_key: Annotated[str | None, Field(default=None, max_length=16384)] = None
+    type: Literal["ssh", "x509"] = "ssh"
+
+
+class KeypairCreate(Lenient):
+    """POST /compute/v2.1/os-keypairs."""
+
+    keypair: KeypairSpec
+
+
+QuotaValue = Annotated[int, Field(ge=-1, le=INT32)]
+
+
+class QuotaSpec(Lenient):
+    """The limits to change; others keep their value."""
+
+    instances: QuotaValue | None = None
+    cores: QuotaValue | None = None
+    ram: QuotaValue | None = None
+
+
+class QuotaUpdate(Lenient):
+    """PUT /compute/v2.1/os-quota-sets/{project_id}."""
+
+    quota_set: QuotaSpec
+
+
+# -- glance, neutron, cinder ------------------------------------------------------------------
+class ImageCreate(Lenient):
+    """POST /image/v2/images (glance's body is the image itself, no wrapper)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: Annotated[str, Field(max_length=255)] = ""
+    id: OptionalName = None
+    disk_format: Literal["qcow2", "raw", "vmdk", "vdi", "iso", "ami", "ari", "aki", "vhd", "vhdx",
+                         "ploop"] = "qcow2"
+    container_format: Literal["bare", "ovf", "ova", "aki", "ari", "ami", "docker", "compressed"] = "bare"
+    visibility: Literal["public", "private", "shared", "community"] = "private"
+    min_disk: Count = 0
+    min_ram: Count = 0
+
+
+class NetworkSpec(Lenient):
+    """A new network."""
+
+    name: Annotated[str, Field(max_length=255)] = ""
+    shared: StrictBool = False
+    external: StrictBool = Field(default=False, alias="router:external")
+    mtu: Annotated[int, Field(ge=68, le=9216)] = 1500
+
+
+class NetworkCreate(Lenient):
+    """POST /network/v2.0/networks."""
+
+    network: NetworkSpec
+
+
+class AllocationPool(Lenient):
+    """An address range of a subnet."""
+
+    start: Annotated[str, Field(max_length=64)]
+    end: Annotated[str, Field(max_length=64)]
+
+
+class SubnetSpec(Lenient):
+    """A new subnet."""
+
+    network_id: Name
+    cidr: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Annotated[str, Field(max_length=255)] = ""
+    ip_version: Literal[4, 6] = 4
+    gateway_ip: Annotated[str | None, Field(default=None, max_length=64)] = None
+    allocation_pools: list[AllocationPool] | None = Field(default=None, max_length=1)
+    enable_dhcp: StrictBool = True
+    dns_nameservers: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=5)
+
+
+class SubnetCreate(Lenient):
+    """POST /network/v2.0/subnets."""
+
+    subnet: SubnetSpec
+
+
+class VolumeSpec(Lenient):
+    """A new volume."""
+
+    size: Annotated[int, Field(ge=1, le=16384)]
+    name: OptionalName = None
+
+
+class VolumeCreate(Lenient):
+    """POST /volume/v3/{project_id}/volumes."""
+
+    volume: VolumeSpec

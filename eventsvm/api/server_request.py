@@ -1,0 +1,176 @@
+"""POST /servers, validated against the read model and turned into an instance.requested body.
+
+Every check nova-api makes before it casts to the conductor is made here, with nova's messages,
+so a request the pipeline would only reject later is refused at once with a 400 and nothing
+reaches the log. Quota is not checked here: one authenticator per project decides it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventsvm.api.auth import Identity
+from eventsvm.api.errors import BadRequest, Conflict
+from eventsvm.api.models import BlockDeviceMapping, NetworkChoice, ServerCreate
+from eventsvm.api.wire import is_uuid
+from eventsvm.readmodel import Models
+from eventsvm.state.catalog import Body
+
+
+def build_requested_body(models: Models, request: ServerCreate, caller: Identity,
+                         optional_fields: frozenset[str]) -> dict[str, Any]:
+    """The body of the instance.requested event for a valid request; BadRequest/Conflict otherwise.
+
+    `optional_fields` are the body fields the current schema has beyond v1 (description, tags).
+    """
+    spec = request.server
+    if spec.min_count != 1 or (spec.max_count is not None and spec.max_count != 1):
+        raise BadRequest("min_count and max_count other than 1 are not supported by this cloud; "
+                         "create the servers one at a time.")
+    if not spec.name.strip():
+        raise BadRequest("Invalid input for field/attribute name: the name must not be blank.")
+    catalog = models.catalog
+    flavor = catalog.flavor_by_name_or_id(str(spec.flavorRef))
+    if flavor is None:
+        raise BadRequest(f"Flavor {spec.flavorRef} could not be found.")
+    block_devices = [_block_device(models, bdm, caller) for bdm in spec.block_device_mapping_v2 or []]
+    image_id = _image_id(models, spec.imageRef, block_devices, caller)
+    if spec.key_name is not None and catalog.keypair(caller.user_id, spec.key_name) is None:
+        raise BadRequest("Invalid key_name provided.")
+    if spec.availability_zone:
+        zones = {str(h.get("availability_zone") or "nova") for h in models.hosts.values()} or {"nova"}
+        if spec.availability_zone.split(":", 1)[0] not in zones:
+            raise BadRequest("The requested availability zone is not available")
+    group_id = request.scheduler_hints.group if request.scheduler_hints else None
+    if group_id is not None:
+        group = catalog.server_groups.get(group_id)
+        if group is None or (group.get("project_id") != caller.project_id and not caller.is_admin):
+            raise BadRequest(f"Invalid server group: {group_id} could not be found.")
+    body: dict[str, Any] = {
+        "name": spec.name,
+        "flavor_id": flavor["id"],
+        "image_id": image_id,
+        "networks": _networks(models, spec.networks, caller),
+        "key_name": spec.key_name,
+        "availability_zone": spec.availability_zone or None,
+        "server_group_id": group_id,
+        "block_devices": block_devices,
+        "metadata": dict(spec.metadata or {}),
+        "roles": list(caller.roles),
+        "token_audit_id": caller.audit_id,
+    }
+    if "description" in optional_fields:
+        body["description"] = spec.description
+    if "tags" in optional_fields:
+        body["tags"] = list(dict.fromkeys(spec.tags or []))
+    return body
+
+
+def _image_id(models: Models, image_ref: str, block_devices: list[dict[str, Any]], caller: Identity) -> str:
+    if not image_ref:
+        boot_volume = next(
+            (b for b in block_devices if b["boot_index"] == 0 and b["source_type"] == "volume"), None
+        )
+        boot_image = next(
+            (b for b in block_devices if b["boot_index"] == 0 and b["source_type"] == "image"), None
+        )
+        if boot_image is not None:
+            return str(boot_image["uuid"])
+        if boot_volume is None:
+            raise BadRequest("Missing imageRef attribute")
+        return ""
+    # nova accepts an image id or an href whose last segment is the id
+    image_id = image_ref.rstrip("/").rsplit("/", 1)[-1]
+    if not is_uuid(image_id):
+        raise BadRequest("Invalid imageRef provided.")
+    image = models.catalog.images.get(image_id)
+    if image is None or not _image_visible(image, caller):
+        raise BadRequest(f"Image {image_id} could not be found.")
+    return image_id
+
+
+def _image_visible(image: Body, caller: Identity) -> bool:
+    return (
+        caller.is_admin
+        or image.get("visibility") in ("public", "community")
+        or image.get("owner") == caller.project_id
+    )
+
+
+def network_visible(network: Body, caller: Identity) -> bool:
+    """Whether the caller's project may attach to or see a network (neutron's default policy)."""
+    return (
+        caller.is_admin
+        or bool(network.get("shared"))
+        or bool(network.get("external"))
+        or network.get("owner") in (None, caller.project_id)
+    )
+
+
+def _networks(
+    models: Models, choice: list[NetworkChoice] | str | None, caller: Identity
+) -> list[dict[str, Any]]:
+    if choice == "none":
+        return []
+    if choice is None or isinstance(choice, str):
+        # nova with neutron: without a choice the server gets the one network the project can use
+        candidates = [
+            n
+            for n in models.catalog.networks.values()
+            if not n.get("external") and (n.get("owner") == caller.project_id or n.get("shared"))
+        ]
+        if len(candidates) > 1:
+            raise Conflict("Multiple possible networks found, use a Network ID to be more specific.")
+        return [{"network_id": n["id"], "port_id": None, "fixed_ip": None} for n in candidates]
+    result: list[dict[str, Any]] = []
+    for entry in choice:
+        if entry.fixed_ip is not None:
+            raise BadRequest(
+                "fixed_ip is not supported by this cloud: addresses are allocated from the subnet."
+            )
+        if entry.port is not None:
+            raise BadRequest(
+                "Booting with an existing port is not supported by this cloud; pass a network uuid."
+            )
+        if entry.uuid is None:
+            raise BadRequest("Bad networks format: network uuid is required.")
+        if not is_uuid(entry.uuid):
+            raise BadRequest(f"Bad networks format: network uuid is not in proper format ({entry.uuid})")
+        network = models.catalog.networks.get(entry.uuid)
+        if network is None or not network_visible(network, caller):
+            raise BadRequest(f"Network {entry.uuid} could not be found.")
+        if any(r["network_id"] == entry.uuid for r in result):
+            raise BadRequest(f"Network {entry.uuid} is duplicated.")
+        if not models.catalog.subnets_of(entry.uuid):
+            raise BadRequest(f"Network {entry.uuid} requires a subnet in order to boot instances on.")
+        result.append({"network_id": entry.uuid, "port_id": None, "fixed_ip": None})
+    return result
+
+
+def _block_device(models: Models, bdm: BlockDeviceMapping, caller: Identity) -> dict[str, Any]:
+    destination = bdm.destination_type or ("local" if bdm.source_type == "image" else "volume")
+    if bdm.source_type in ("image", "volume", "snapshot"):
+        if bdm.uuid is None or not is_uuid(bdm.uuid):
+            raise BadRequest(
+                f"Block Device Mapping is Invalid: a {bdm.source_type} source needs a valid uuid."
+            )
+        if bdm.source_type == "image":
+            image = models.catalog.images.get(bdm.uuid)
+            if image is None or not _image_visible(image, caller):
+                raise BadRequest(f"Image {bdm.uuid} could not be found.")
+        elif bdm.source_type == "volume":
+            volume = models.catalog.volumes.get(bdm.uuid)
+            if volume is None or (volume.get("owner") != caller.project_id and not caller.is_admin):
+                raise BadRequest(f"Block Device Mapping is Invalid: failed to get volume {bdm.uuid}.")
+        else:
+            raise BadRequest("Block Device Mapping is Invalid: snapshots are not supported by this cloud.")
+    elif destination == "volume" and not bdm.volume_size:
+        raise BadRequest("Block Device Mapping is Invalid: a blank volume needs a volume_size.")
+    return {
+        "source_type": bdm.source_type,
+        "destination_type": destination,
+        "uuid": bdm.uuid,
+        "volume_size": bdm.volume_size,
+        "boot_index": bdm.boot_index,
+        "delete_on_termination": bdm.delete_on_termination,
+    }

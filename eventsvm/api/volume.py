@@ -1,0 +1,213 @@
+"""Cinder v3 under /volume: the version list and volumes, from the catalog.
+
+The catalog URL carries the project id (`/volume/v3/{project_id}`) as devstack's does; the
+volumes listed are always the token's project's (all projects for an admin with all_tenants).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from eventsvm.api.auth import Identity, api_context, current_identity
+from eventsvm.api.context import ApiContext, reads_models
+from eventsvm.api.errors import Forbidden, NotFound
+from eventsvm.api.models import VolumeCreate
+from eventsvm.api.wire import base_url, iso_micro, page, parse_limit, request_id, truthy
+from eventsvm.events.model import EventType, new_event
+from eventsvm.readmodel import Models
+from eventsvm.state.catalog import Body
+
+router = APIRouter(prefix="/volume", tags=["volume"])
+
+
+def _versions(request: Request) -> dict[str, Any]:
+    href = f"{base_url(request)}/volume/v3/"
+    return {"versions": [{"id": "v3.0", "status": "CURRENT", "version": "3.0", "min_version": "3.0",
+                          "updated": "2016-02-08T12:20:21Z", "links": [{"rel": "self", "href": href}],
+                          "media-types": [{"base": "application/json",
+                                           "type": "application/vnd.openstack.volume+json;version=3"}]}]}
+
+
+@router.get("", include_in_schema=False)
+@router.get("/", summary="Cinder's version list (unauthenticated)")
+def versions(request: Request) -> JSONResponse:
+    """The block-storage API versions; cinder answers 300 Multiple Choices."""
+    return JSONResponse(_versions(request), status_code=300)
+
+
+@router.get("/v3", include_in_schema=False)
+@router.get("/v3/", summary="Cinder v3 version document (unauthenticated)")
+def version(request: Request) -> dict[str, Any]:
+    """The v3 version document (microversion 3.0)."""
+    return _versions(request)
+
+
+def _check_project(caller: Identity, project_id: str) -> None:
+    if project_id != caller.project_id and not caller.is_admin:
+        raise Forbidden(f"Policy doesn't allow volume access to project {project_id}.")
+
+
+def volume_view(
+    models: Models, base: str, volume: Body, caller: Identity, detail: bool = True
+) -> dict[str, Any]:
+    """A volume as cinder v3 shows it."""
+    owner = volume.get("owner")
+    path = f"{base}/volume/v3/{owner}/volumes/{volume['id']}"
+    view: dict[str, Any] = {
+        "id": volume["id"],
+        "name": volume["name"] or None,
+        "links": [{"rel": "self", "href": path}],
+    }
+    if detail:
+        created = iso_micro(models.catalog.created_at.get(volume["id"]))
+        view.update(
+            {
+                "status": volume.get("status", "available"),
+                "size": volume["size_gb"],
+                "availability_zone": "nova",
+                "created_at": created,
+                "updated_at": created,
+                "attachments": [],
+                "bootable": "false",
+                "encrypted": False,
+                "multiattach": False,
+                "volume_type": "__DEFAULT__",
+                "description": None,
+                "metadata": {},
+                "user_id": None,
+                "snapshot_id": None,
+                "source_volid": None,
+                "replication_status": None,
+                "consistencygroup_id": None,
+            }
+        )
+        if caller.is_admin:
+            view["os-vol-tenant-attr:tenant_id"] = owner
+    return view
+
+
+def _volumes(
+    request: Request, project_id: str, caller: Identity, ctx: ApiContext, detail: bool
+) -> dict[str, Any]:
+    _check_project(caller, project_id)
+    query = request.query_params
+    everyone = caller.is_admin and truthy(query.get("all_tenants"))
+    models = ctx.readmodel.models
+    chosen = [
+        v
+        for v in models.catalog.volumes.values()
+        if (everyone or v.get("owner") == caller.project_id)
+        and ("name" not in query or v["name"] == query["name"])
+        and ("status" not in query or v.get("status", "available") == query["status"])
+    ]
+    shown = page(
+        chosen, lambda v: str(v["id"]), parse_limit(query.get("limit"), ctx.max_page), query.get("marker")
+    )
+    base = base_url(request)
+    return {"volumes": [volume_view(models, base, v, caller, detail) for v in shown]}
+
+
+@router.get("/v3/{project_id}/volumes", summary="List volumes")
+@reads_models
+def list_volumes(
+    project_id: str,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """The project's volumes (id, name, links)."""
+    return _volumes(request, project_id, caller, ctx, detail=False)
+
+
+@router.get("/v3/{project_id}/volumes/detail", summary="List volumes with details")
+@reads_models
+def list_volumes_detail(
+    project_id: str,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """The project's volumes in full."""
+    return _volumes(request, project_id, caller, ctx, detail=True)
+
+
+@router.get("/v3/{project_id}/volumes/{volume_id}", summary="Show a volume")
+def show_volume(
+    project_id: str,
+    volume_id: str,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """One volume of the project."""
+    _check_project(caller, project_id)
+    models = ctx.readmodel.models
+    volume = models.catalog.volumes.get(volume_id)
+    if volume is None or (volume.get("owner") != caller.project_id and not caller.is_admin):
+        raise NotFound(f"Volume {volume_id} could not be found.")
+    return {"volume": volume_view(models, base_url(request), volume, caller)}
+
+
+@router.post("/v3/{project_id}/volumes", status_code=202, summary="Create a volume")
+def create_volume(
+    project_id: str,
+    body: VolumeCreate,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """Append catalog.volume_created; the volume is available at once (there is no backend to wait for)."""
+    _check_project(caller, project_id)
+    volume_id = str(uuid.uuid4())
+    volume = {
+        "id": volume_id,
+        "name": body.volume.name or "",
+        "size_gb": body.volume.size,
+        "owner": caller.project_id,
+        "status": "available",
+    }
+    rm = ctx.readmodel
+    rm.append(
+        [
+            new_event(
+                EventType.VOLUME_CREATED,
+                volume_id,
+                volume,
+                request_id=request_id(request),
+                user_id=caller.user_id,
+                project_id=caller.project_id,
+            )
+        ]
+    )
+    return {"volume": volume_view(rm.models, base_url(request), volume, caller)}
+
+
+@router.get("/v3/{project_id}/limits", summary="The project's block-storage limits")
+@reads_models
+def volume_limits(
+    project_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """Cinder's absolute limits (its default quotas) with what the project's volumes use."""
+    _check_project(caller, project_id)
+    mine = [v for v in ctx.readmodel.models.catalog.volumes.values() if v.get("owner") == project_id]
+    return {
+        "limits": {
+            "rate": [],
+            "absolute": {
+                "maxTotalVolumes": 10,
+                "maxTotalSnapshots": 10,
+                "maxTotalVolumeGigabytes": 1000,
+                "maxTotalBackups": 10,
+                "maxTotalBackupGigabytes": 1000,
+                "totalVolumesUsed": len(mine),
+                "totalGigabytesUsed": sum(v["size_gb"] for v in mine),
+                "totalSnapshotsUsed": 0,
+                "totalBackupsUsed": 0,
+                "totalBackupGigabytesUsed": 0,
+            },
+        }
+    }

@@ -1,0 +1,105 @@
+"""How values look on the wire in OpenStack's APIs: timestamps, links, ids, paging and the
+request id every event carries."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from fastapi import Request
+
+from eventsvm.api.auth import api_context
+from eventsvm.api.errors import BadRequest
+
+T = TypeVar("T")
+
+
+def request_id(request: Request) -> str:
+    """This request's id (req-<uuid>), the same one its answer carries in x-openstack-request-id."""
+    rid: str = request.state.request_id
+    return rid
+
+
+def base_url(request: Request) -> str:
+    """scheme://host:port the clients reach this API at, without a trailing slash."""
+    return api_context(request).base_url(str(request.base_url))
+
+
+def iso_z(ms: int | None) -> str | None:
+    """Nova/keystone's `2026-11-26T09:29:43Z` form of a millisecond timestamp."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_micro(ms: int | None, zulu: bool = False) -> str | None:
+    """`2026-11-26T09:29:43.348000` (nova's launched_at, usage times); keystone adds a Z."""
+    if ms is None:
+        return None
+    text = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return text + "Z" if zulu else text
+
+
+def parse_time(text: str) -> int:
+    """Epoch ms of an ISO 8601 time; naive times are UTC. ValueError when it is not one."""
+    value = text.strip().replace(" ", "T")
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def is_uuid(text: str) -> bool:
+    """True for a UUID in any of the spellings nova accepts (with or without dashes)."""
+    try:
+        uuid.UUID(text)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return True
+
+
+def links(base: str, path: str) -> list[dict[str, str]]:
+    """nova's self and bookmark links of a resource under `base` (a service prefix)."""
+    bookmark = base.replace("/v2.1", "")
+    return [{"rel": "self", "href": f"{base}/{path}"}, {"rel": "bookmark", "href": f"{bookmark}/{path}"}]
+
+
+def parse_limit(raw: str | None, max_page: int) -> int:
+    """The `limit` query parameter: a non-negative integer, capped at the API's page size."""
+    if raw is None or raw == "":
+        return max_page
+    if not raw.isdigit():
+        raise BadRequest("limit param must be an integer")
+    return min(int(raw), max_page)
+
+
+def page(items: Sequence[T], key: Callable[[T], str], limit: int, marker: str | None) -> list[T]:
+    """The items after `marker` (an item's key), at most `limit` of them; 400 for an unknown marker."""
+    start = 0
+    if marker:
+        keys = [key(item) for item in items]
+        if marker not in keys:
+            raise BadRequest(f"marker [{marker}] not found")
+        start = keys.index(marker) + 1
+    return list(items[start:start + limit])
+
+
+def next_link(url: str, items: Sequence[dict[str, Any]], limit: int,
+              query: dict[str, str]) -> list[dict[str, str]]:
+    """nova's `<collection>_links`: a `next` link when a full page came back, else nothing."""
+    if not items or len(items) < limit:
+        return []
+    params = {k: v for k, v in query.items() if k not in ("marker", "limit")}
+    params["limit"] = str(limit)
+    params["marker"] = str(items[-1]["id"])
+    return [{"rel": "next", "href": f"{url}?{urlencode(params)}"}]
+
+
+def truthy(raw: str | None) -> bool:
+    """OpenStack's loose booleans in query strings (1, true, True, yes, on)."""
+    return raw is not None and raw.strip().lower() in ("1", "true", "yes", "on", "y", "t")

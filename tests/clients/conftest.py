@@ -1,0 +1,94 @@
+"""A live cloud for the real OpenStack clients: `eventsvm up` as a subprocess on a free port, once
+per engine per session (the embedded SQLite log, and Kafka in its own topic namespace)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from live_cloud import BIN, LiveCloud
+
+START_TIMEOUT_S = 90
+ADMIN_PASSWORD = f"admin-{uuid.uuid4().hex[:12]}"
+DEMO_PASSWORD = f"demo-{uuid.uuid4().hex[:12]}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _write_public_key(path: Path) -> None:
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    path.write_bytes(key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+                     + b" clients@eventsvm\n")
+
+
+@pytest.fixture(scope="session", params=["sqlite", pytest.param("kafka", marks=pytest.mark.kafka)])
+def live_cloud(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveCloud]:
+    """`eventsvm up` with two compute hosts, seeded, answering on its identity endpoint."""
+    engine = request.param
+    data_dir = tmp_path_factory.mktemp(f"cloud-{engine}")
+    port = _free_port()
+    command = [str(BIN / "eventsvm"), "up", "--data-dir", str(data_dir), "--port", str(port), "--hosts", "2"]
+    if engine == "kafka":
+        command += [
+            "--kafka",
+            request.getfixturevalue("kafka_bootstrap"),
+            "--namespace",
+            f"clients{uuid.uuid4().hex[:8]}.",
+        ]
+    env = {**os.environ, "EVENTSVM_ADMIN_PASSWORD": ADMIN_PASSWORD, "EVENTSVM_DEMO_PASSWORD": DEMO_PASSWORD}
+    log_file = data_dir / "up.log"
+    with log_file.open("w") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=data_dir, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    cloud = LiveCloud(engine, url, data_dir, data_dir / "clouds.yaml", log_file, data_dir / "id_ed25519.pub")
+    _write_public_key(cloud.public_key_file)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not (_answers(f"{url}/identity/v3") and cloud.clouds_yaml.exists()):
+            if process.poll() is not None:
+                pytest.fail(
+                    f"eventsvm up exited with {process.returncode}:\n{cloud.log_tail()}", pytrace=False
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"eventsvm up did not answer within {START_TIMEOUT_S}s:\n{cloud.log_tail()}",
+                    pytrace=False,
+                )
+            time.sleep(0.3)
+        cloud.openstack("keypair", "create", "--public-key", str(cloud.public_key_file), "keypair-1")
+        yield cloud
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)

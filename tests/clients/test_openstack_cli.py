@@ -1,0 +1,58 @@
+"""The unmodified `openstack` command (python-openstackclient 10.5) against a live cloud."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from live_cloud import LiveCloud
+
+
+def rows(cloud: LiveCloud, *args: str, as_cloud: str = "eventsvm") -> list[dict]:
+    """An `openstack ... list` as parsed JSON rows."""
+    return list(json.loads(cloud.openstack(*args, "-f", "json", cloud=as_cloud).stdout))
+
+
+def test_token_and_catalog_lists(live_cloud: LiveCloud):
+    token = json.loads(live_cloud.openstack("token", "issue", "-f", "json").stdout)
+    assert token["project_id"] and token["expires"]
+    assert "m1.tiny" in [f["Name"] for f in rows(live_cloud, "flavor", "list")]
+    assert [i["Name"] for i in rows(live_cloud, "image", "list")] == ["cirros"]
+    assert {"private", "public"} <= {n["Name"] for n in rows(live_cloud, "network", "list")}
+    assert "keypair-1" in [k["Name"] for k in rows(live_cloud, "keypair", "list")]
+
+
+def test_server_create_wait_list_show_delete(live_cloud: LiveCloud):
+    name = f"osc-{uuid.uuid4().hex[:6]}"
+    created = json.loads(live_cloud.openstack(
+        "server", "create", "--image", "cirros", "--flavor", "m1.tiny", "--network", "private",
+        "--key-name", "keypair-1", "--wait", name, "-f", "json").stdout)
+    assert created["status"] == "ACTIVE"
+    listed = {s["Name"]: s for s in rows(live_cloud, "server", "list")}
+    assert listed[name]["Status"] == "ACTIVE"
+    assert listed[name]["Networks"]["private"]
+    shown = json.loads(live_cloud.openstack("server", "show", name, "-f", "json").stdout)
+    [address] = shown["addresses"]["private"]
+    assert address.startswith("10.0.0.")
+    assert shown["flavor"].startswith("m1.tiny") and shown["image"].startswith("cirros")
+    live_cloud.openstack("server", "delete", "--wait", name)
+    gone = live_cloud.openstack("server", "show", name, check=False)
+    assert gone.returncode != 0 and f"No Server found for {name}" in gone.stderr
+    assert name not in [s["Name"] for s in rows(live_cloud, "server", "list")]
+
+
+def test_admin_usage_list_shows_the_demo_project(live_cloud: LiveCloud):
+    usage = rows(live_cloud, "usage", "list", as_cloud="eventsvm-admin")
+    assert all({"Project", "Servers", "RAM MB-Hours", "CPU Hours", "Disk GB-Hours"} <= set(u) for u in usage)
+
+
+def test_errors_are_openstack_messages(live_cloud: LiveCloud):
+    missing = live_cloud.openstack("server", "show", "nosuch", check=False)
+    assert missing.returncode == 1 and "No Server found for nosuch" in missing.stderr
+    bad_image = live_cloud.openstack("server", "create", "--image", "nosuchimg", "--flavor", "m1.tiny",
+                                     "--network", "private", "vmx", check=False)
+    assert bad_image.returncode == 1 and "No Image found for nosuchimg" in bad_image.stderr
+    bad_key = live_cloud.openstack("server", "create", "--image", "cirros", "--flavor", "m1.tiny",
+                                   "--network", "private", "--key-name", "nosuchkey", "vmx", check=False)
+    assert bad_key.returncode == 1 and "Invalid key_name provided." in bad_key.stderr
+    assert "vmx" not in [s["Name"] for s in rows(live_cloud, "server", "list")]

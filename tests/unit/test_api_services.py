@@ -1,0 +1,153 @@
+"""Glance images, Neutron networks/subnets/ports and Cinder volumes, as the clients read them."""
+
+from __future__ import annotations
+
+from test_api_support import Cloud, cloud_fixture  # noqa: F401
+
+from eventsvm.events.model import EventType
+
+
+def test_discovery_documents_answer_without_a_token(cloud: Cloud):
+    image = cloud.client.get("/image")
+    assert image.status_code == 300
+    assert image.json()["versions"][0]["links"][0]["href"] == "http://testserver/image/v2/"
+    assert cloud.client.get("/network").json()["versions"][0]["id"] == "v2.0"
+    volume = cloud.client.get("/volume/v3/")
+    assert volume.json()["versions"][0]["version"] == "3.0"
+
+
+def test_images_name_filter_is_exact_and_id_in_works(cloud: Cloud):
+    admin = cloud.headers("admin")
+    other = cloud.client.post(
+        "/image/v2/images",
+        json={"name": "cirros-2", "visibility": "public", "disk_format": "raw", "os_distro": "cirros"},
+        headers=admin,
+    )
+    assert other.status_code == 201
+    assert other.json()["os_distro"] == "cirros"
+    found = cloud.client.get("/image/v2/images", params={"name": "cirros"}, headers=cloud.headers()).json()[
+        "images"
+    ]
+    assert [i["id"] for i in found] == [cloud.ids["image"]]
+    both = cloud.client.get(
+        "/image/v2/images",
+        params={"id": f"in:{cloud.ids['image']},{other.json()['id']}"},
+        headers=cloud.headers(),
+    ).json()["images"]
+    assert len(both) == 2
+    shown = cloud.client.get(f"/image/v2/images/{cloud.ids['image']}", headers=cloud.headers()).json()
+    assert (shown["name"], shown["status"], shown["hw_machine_type"]) == ("cirros", "active", "q35")
+    assert cloud.client.get("/image/v2/images/cirros", headers=cloud.headers()).status_code == 404
+
+
+def test_members_register_private_images_only(cloud: Cloud):
+    public = cloud.client.post(
+        "/image/v2/images", json={"name": "mine", "visibility": "public"}, headers=cloud.headers()
+    )
+    assert public.status_code == 403
+    private = cloud.client.post("/image/v2/images", json={"name": "mine"}, headers=cloud.headers())
+    assert private.status_code == 201 and private.json()["owner"] == cloud.ids["project:demo"]
+    others = cloud.client.get("/image/v2/images", headers=cloud.headers("alice")).json()["images"]
+    assert "mine" not in [i["name"] for i in others]
+    assert len(cloud.events(EventType.IMAGE_CREATED)) == 2
+
+
+def test_networks_exact_name_filter_and_neutron_errors(cloud: Cloud):
+    found = cloud.client.get(
+        "/network/v2.0/networks", params={"name": "private"}, headers=cloud.headers()
+    ).json()
+    assert [n["id"] for n in found["networks"]] == [cloud.ids["network:private"]]
+    assert found["networks"][0]["subnets"] == [cloud.ids["subnet:private"]]
+    external = cloud.client.get(
+        "/network/v2.0/networks", params={"router:external": "true"}, headers=cloud.headers()
+    ).json()["networks"]
+    assert [n["name"] for n in external] == ["public"]
+    missing = cloud.client.get("/network/v2.0/networks/private", headers=cloud.headers())
+    assert missing.status_code == 404
+    assert missing.json()["NeutronError"]["type"] == "NetworkNotFound"
+    # the demo project's private network is not alice's
+    assert (
+        cloud.client.get(
+            f"/network/v2.0/networks/{cloud.ids['network:private']}", headers=cloud.headers("alice")
+        ).status_code
+        == 404
+    )
+
+
+def test_create_a_network_with_a_subnet(cloud: Cloud):
+    network = cloud.client.post(
+        "/network/v2.0/networks", json={"network": {"name": "lab"}}, headers=cloud.headers()
+    )
+    assert network.status_code == 201
+    network_id = network.json()["network"]["id"]
+    subnet = cloud.client.post(
+        "/network/v2.0/subnets",
+        json={
+            "subnet": {"network_id": network_id, "cidr": "192.168.7.0/24", "ip_version": 4, "name": "lab-v4"}
+        },
+        headers=cloud.headers(),
+    )
+    assert subnet.status_code == 201
+    body = subnet.json()["subnet"]
+    assert body["gateway_ip"] == "192.168.7.1"
+    assert body["allocation_pools"] == [{"start": "192.168.7.2", "end": "192.168.7.254"}]
+    overlap = cloud.client.post(
+        "/network/v2.0/subnets",
+        json={"subnet": {"network_id": network_id, "cidr": "192.168.7.128/25", "ip_version": 4}},
+        headers=cloud.headers(),
+    )
+    assert overlap.status_code == 400 and "overlaps" in overlap.json()["NeutronError"]["message"]
+    bad = cloud.client.post(
+        "/network/v2.0/subnets",
+        json={"subnet": {"network_id": network_id, "cidr": "192.168.8.1/24", "ip_version": 4}},
+        headers=cloud.headers(),
+    )
+    assert bad.status_code == 400
+    shared = cloud.client.post(
+        "/network/v2.0/networks", json={"network": {"name": "s", "shared": True}}, headers=cloud.headers()
+    )
+    assert shared.status_code == 403
+    assert len(cloud.events(EventType.SUBNET_CREATED)) == 3
+
+
+def test_ports_are_derived_from_the_servers_that_hold_them(cloud: Cloud):
+    server_id = cloud.create_server()
+    assert cloud.client.get("/network/v2.0/ports", headers=cloud.headers()).json()["ports"] == []
+    cloud.advance(server_id, "active")
+    ports = cloud.client.get(
+        "/network/v2.0/ports", params={"device_id": server_id}, headers=cloud.headers()
+    ).json()["ports"]
+    assert [p["fixed_ips"][0]["ip_address"] for p in ports] == ["10.0.0.5"]
+    assert ports[0]["status"] == "ACTIVE"
+    assert cloud.client.get("/network/v2.0/ports", headers=cloud.headers("alice")).json()["ports"] == []
+    shown = cloud.client.get(f"/network/v2.0/ports/{ports[0]['id']}", headers=cloud.headers()).json()["port"]
+    assert shown["device_id"] == server_id
+
+
+def test_volumes_create_and_list(cloud: Cloud):
+    project = cloud.ids["project:demo"]
+    created = cloud.client.post(
+        f"/volume/v3/{project}/volumes", json={"volume": {"size": 2, "name": "data"}}, headers=cloud.headers()
+    )
+    assert created.status_code == 202
+    volume_id = created.json()["volume"]["id"]
+    listed = cloud.client.get(f"/volume/v3/{project}/volumes/detail", headers=cloud.headers()).json()[
+        "volumes"
+    ]
+    assert [(v["id"], v["size"], v["status"]) for v in listed] == [(volume_id, 2, "available")]
+    assert (
+        cloud.client.get(f"/volume/v3/{project}/volumes/{volume_id}", headers=cloud.headers()).status_code
+        == 200
+    )
+    other = cloud.ids["project:other"]
+    assert (
+        cloud.client.get(f"/volume/v3/{other}/volumes", headers=cloud.headers("alice")).json()["volumes"]
+        == []
+    )
+    assert (
+        cloud.client.get(f"/volume/v3/{project}/volumes", headers=cloud.headers("alice")).status_code == 403
+    )
+    limits = cloud.client.get(f"/volume/v3/{project}/limits", headers=cloud.headers()).json()["limits"][
+        "absolute"
+    ]
+    assert (limits["totalVolumesUsed"], limits["totalGigabytesUsed"]) == (1, 2)
