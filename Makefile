@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml scripts/install-debs.sh
+$(VENV)/.installed: pyproject.toml scripts/install-debs.sh eventsvm/events/_avro.c
 	bash scripts/install-debs.sh
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip

@@ -221,6 +221,10 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
             "source_topic": "eventsvm.instance.scheduled", "source_partition": 2, "source_offset": 41873,
             "group": "resolver", "reason": "image b7a4e2c1 has no location", "error_type": "ImageNotFound",
             "key": uid(rng).encode(), "payload": bytes(rng.getrandbits(8) for _ in range(120))},
+        EventType.USAGE_OPENED: {"host": "compute-3", "started_at": BASE_MS + 90_000,
+                                 "flavor": {"id": "2", "name": "m1.small", "vcpus": 1, "ram_mb": 2048,
+                                            "disk_gb": 20, "ephemeral_gb": 0, "swap_mb": 0}},
+        EventType.USAGE_CLOSED: {"host": "compute-3", "ended_at": BASE_MS + 7_290_000},
     }
 
 

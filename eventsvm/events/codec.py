@@ -4,9 +4,10 @@ A payload is the marker C3 01, the 8-byte little-endian CRC-64-AVRO fingerprint 
 schema's Parsing Canonical Form, then the Avro binary body. The fingerprint names the exact schema
 version that wrote the event, so a reader resolves any released version against the current one.
 
-Fast path: events written with the current schema are read and written by functions compiled from
-the schema (eventsvm.events.avro_binary). Events of an older schema go through fastavro's schema
-resolution. Either way logical types are not applied: ids stay strings and timestamps integer ms.
+Fast path: events written with the current schema are read and written by readers and writers
+compiled from the schema (eventsvm.events.avro_binary): C ones where the _avro extension was built,
+else generated Python. Events of an older schema go through fastavro's schema resolution. Either
+way logical types are not applied: ids stay strings and timestamps integer ms.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from eventsvm.events.avro_binary import UnsupportedSchema, compile_reader, compile_writer
+from eventsvm.events.avro_binary import NATIVE, UnsupportedSchema, compile_reader, compile_writer
 from eventsvm.events.model import Event, EventType
 
 MARKER = b"\xc3\x01"
@@ -88,10 +89,13 @@ Decoder = Callable[[bytes], Event]
 
 
 class Codec:
-    """Every released schema, by fingerprint; encodes with and decodes to each type's current one."""
+    """Every released schema, by fingerprint; encodes with and decodes to each type's current one.
+    `native=False` keeps the current schemas on the pure-Python reader and writer even where the
+    C extension is built (tests prove both paths)."""
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, native: bool = NATIVE) -> None:
         root = directory or schemas_dir()
+        self.native = native
         self._versions: dict[EventType, dict[int, SchemaVersion]] = {}
         self._by_header: dict[bytes, SchemaVersion] = {}
         for path in sorted(root.glob("*/v*.avsc")):
@@ -191,7 +195,8 @@ class Codec:
         if sv is current:
             try:
                 return compile_reader(
-                    writer.parsed, writer.names, construct=Event, prefix=(sv.type,), start=HEADER_SIZE
+                    writer.parsed, writer.names, construct=Event, prefix=(sv.type,), start=HEADER_SIZE,
+                    native=self.native,
                 )
             except UnsupportedSchema:
                 return self._resolving_decoder(sv.type, writer, None)
@@ -215,7 +220,9 @@ class Codec:
         header = MARKER + sv.fingerprint
         parsed = self.parsed_schema(sv)
         try:
-            return compile_writer(parsed.parsed, parsed.names, attributes=True, header=header)
+            return compile_writer(
+                parsed.parsed, parsed.names, attributes=True, header=header, native=self.native
+            )
         except UnsupportedSchema:
 
             def write(event: Event) -> bytes:
