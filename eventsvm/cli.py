@@ -155,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     seed.set_defaults(func=cmd_seed)
 
     run = sub.add_parser("run", help="run one service as its own process")
-    run.add_argument("service", choices=("authenticator", "scheduler", "resolver", "billing", "spawner", "api"))
+    run.add_argument(
+        "service", choices=("authenticator", "scheduler", "resolver", "billing", "spawner", "api")
+    )
     add_log_options(run)
     run.add_argument("--host", help="the compute host a spawner serves")
     run.add_argument("--host-capacity", default="", metavar="vcpus=N,ram=MB,disk=GB")

@@ -89,22 +89,40 @@ def seed_log(
     )
 
 
-def api_server(readmodel: ReadModel, data_dir: Path, bind: str, port: int) -> Any:
-    """A uvicorn server for the API over `readmodel`."""
-    import uvicorn
+class ApiServer:
+    """uvicorn serving the OpenStack API, /metrics and /dashboard over one read model."""
 
-    from eventsvm.api.app import create_app
-    from eventsvm.api.context import ApiContext
+    def __init__(self, readmodel: ReadModel, data_dir: Path, bind: str, port: int) -> None:
+        import uvicorn
 
-    key_dir = data_dir / "fernet-keys"
-    ensure_keys(key_dir)
-    context = ApiContext(
-        readmodel=readmodel, tokens=TokenService(key_dir), public_url=f"http://{bind}:{port}"
-    )
-    config = uvicorn.Config(
-        create_app(context), host=bind, port=port, log_level="warning", access_log=False, lifespan="off"
-    )
-    return uvicorn.Server(config)
+        from eventsvm.api.app import create_app
+        from eventsvm.api.context import ApiContext
+        from eventsvm.billing import LedgerView
+        from eventsvm.monitoring.router import make_monitoring
+
+        key_dir = data_dir / "fernet-keys"
+        ensure_keys(key_dir)
+        self.context = ApiContext(
+            readmodel=readmodel,
+            tokens=TokenService(key_dir),
+            public_url=f"http://{bind}:{port}",
+            ledger=LedgerView(readmodel.log, readmodel.codec),
+        )
+        app = create_app(self.context)
+        self.monitoring = make_monitoring(readmodel)
+        app.include_router(self.monitoring.router)
+        config = uvicorn.Config(
+            app, host=bind, port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+
+    def run(self) -> None:
+        """Serve until SIGTERM / SIGINT (uvicorn's own handlers), then release what it holds."""
+        try:
+            self.server.run()
+        finally:
+            self.monitoring.close()
+            self.context.consoles.close()
 
 
 def run_cloud(
@@ -133,7 +151,7 @@ def run_cloud(
         readmodel, data_dir, auth_url, passwords_env, options.image_location, options.image_properties
     )
     cluster.start_services()
-    server = api_server(readmodel, data_dir, args.bind, args.port)
+    server = ApiServer(readmodel, data_dir, args.bind, args.port)
     engine = config.url if config.engine == "kafka" else f"embedded log {config.url[len('sqlite://') :]}"
     clouds = (data_dir / "clouds.yaml").resolve()
     print(
@@ -162,7 +180,7 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
         readmodel = ReadModel(log_, codec)
         readmodel.start()
         try:
-            api_server(readmodel, data_dir, args.bind, args.port).run()
+            ApiServer(readmodel, data_dir, args.bind, args.port).run()
         finally:
             readmodel.close()
             log_.close()

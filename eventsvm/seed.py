@@ -180,6 +180,9 @@ def write_clouds_yaml(path: Path, auth_url: str, passwords: SeedPasswords) -> No
             "region_name": "RegionOne",
             "identity_api_version": 3,
             "interface": "public",
+            # the seeded `public` network is external: without this, openstacksdk's
+            # wait_for_server would try to attach a floating IP, which this cloud does not offer
+            "floating_ip_source": "None",
         }
 
     document = {

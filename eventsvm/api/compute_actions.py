@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Body, Depends
 
 from eventsvm.api.auth import Identity, api_context, current_identity
+from eventsvm.api.compute import visible_server
 from eventsvm.api.context import ApiContext
-from eventsvm.api.errors import NotFound
+from eventsvm.api.errors import BadRequest, Conflict, NotFound
 from eventsvm.api.wire import iso_micro
 from eventsvm.events.model import EventType
 from eventsvm.identity import policy
 from eventsvm.readmodel import Models
 from eventsvm.state.instances import ACTION_EVENT_NAMES, Instance
+from eventsvm.virt.hypervisor import DomainNotFound, HypervisorUnavailable
 
 router = APIRouter(prefix="/compute", tags=["compute"])
 
@@ -100,3 +102,46 @@ def show_action(
         if action["request_id"] == action_request_id:
             return {"instanceAction": action}
     raise NotFound(f"Action {action_request_id} on instance {server_id} could not be found.")
+
+
+# -- POST /servers/{id}/action: os-getConsoleOutput ----------------------------------------------
+def _console_length(raw: Any) -> int | None:
+    """Nova takes `length` as an int or a numeric string; null or -1 mean the whole log."""
+    if raw is None:
+        return None
+    try:
+        length = int(raw)
+    except (TypeError, ValueError):
+        raise BadRequest(f"Invalid input for field/attribute length. Value: {str(raw)[:40]}.") from None
+    if length < -1:
+        raise BadRequest("Invalid input for field/attribute length. Value must be -1 or more.")
+    return None if length == -1 else length
+
+
+@router.post("/v2.1/servers/{server_id}/action", summary="A server action (os-getConsoleOutput)")
+def server_action(
+    server_id: str,
+    body: dict[str, Any] = Body(...),
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """The guest's serial console (`openstack console log show`); other actions are not offered."""
+    if len(body) != 1:
+        raise BadRequest("A server action body names exactly one action.")
+    ((action, args),) = body.items()
+    if action != "os-getConsoleOutput":
+        raise BadRequest(f"There is no such action: {action[:60]}")
+    length = _console_length((args or {}).get("length") if isinstance(args, dict) else None)
+    with ctx.readmodel.lock:
+        inst = visible_server(ctx.readmodel.models, caller, server_id)
+        host = ctx.readmodel.models.hosts.get(inst.host or "")
+        status = inst.status
+    if host is None or status != "ACTIVE":
+        raise Conflict(f"Instance {server_id} is not ready yet (status {status}); it has no console.")
+    try:
+        output = ctx.consoles.output(host["hypervisor_uri"], inst.id, length)
+    except DomainNotFound:
+        raise NotFound(f"Guest of instance {server_id} could not be found on {inst.host}.") from None
+    except HypervisorUnavailable:
+        raise Conflict(f"The hypervisor of {inst.host} cannot be reached; try again later.") from None
+    return {"output": output}

@@ -4,6 +4,7 @@ os-simple-tenant-usage, os-hypervisors and os-availability-zone."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -12,8 +13,8 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Forbidden, NotFound
 from eventsvm.api.models import QuotaUpdate
-from eventsvm.api.usage import tenant_usages
 from eventsvm.api.wire import parse_time, request_id, truthy
+from eventsvm.billing import tenant_usage
 from eventsvm.events.model import EventType, new_event
 from eventsvm.identity import policy
 from eventsvm.identity.quota import DEFAULT_LIMITS, QuotaLimits, ResourceCount, quota_for
@@ -23,10 +24,19 @@ from eventsvm.state.instances import Instance
 router = APIRouter(prefix="/compute/v2.1", tags=["compute"])
 
 # nova's fixed limits beside the three this cloud enforces
-_FIXED_QUOTAS = {"metadata_items": 128, "injected_files": 5, "injected_file_content_bytes": 10240,
-                 "injected_file_path_bytes": 255, "key_pairs": 100, "server_groups": 10,
-                 "server_group_members": 10, "fixed_ips": -1, "floating_ips": -1, "security_groups": -1,
-                 "security_group_rules": -1}
+_FIXED_QUOTAS = {
+    "metadata_items": 128,
+    "injected_files": 5,
+    "injected_file_content_bytes": 10240,
+    "injected_file_path_bytes": 255,
+    "key_pairs": 100,
+    "server_groups": 10,
+    "server_group_members": 10,
+    "fixed_ips": -1,
+    "floating_ips": -1,
+    "security_groups": -1,
+    "security_group_rules": -1,
+}
 
 
 def _flavor_of(models: Models, inst: Instance) -> dict[str, Any] | None:
@@ -54,20 +64,42 @@ def _target_project(caller: Identity, project_id: str | None) -> str:
 
 
 @router.get("/limits", summary="The caller's (or, for admin, tenant_id's) absolute limits and usage")
-def limits(tenant_id: str | None = None, caller: Identity = Depends(current_identity),
-           ctx: ApiContext = Depends(api_context)) -> dict[str, Any]:
+def limits(
+    tenant_id: str | None = None,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
     """Quota limits with what is in use, nova's `absolute` block."""
     target = _target_project(caller, tenant_id)
     models = ctx.readmodel.models
     with ctx.readmodel.lock:
         quota, used = quota_for(models.identity, target), project_usage(models, target)
-    return {"limits": {"rate": [], "absolute": {
-        "maxTotalInstances": quota.instances, "maxTotalCores": quota.cores, "maxTotalRAMSize": quota.ram_mb,
-        "totalInstancesUsed": used.instances, "totalCoresUsed": used.cores, "totalRAMUsed": used.ram_mb,
-        "maxServerMeta": 128, "maxPersonality": 5, "maxPersonalitySize": 10240, "maxImageMeta": 128,
-        "maxTotalKeypairs": 100, "maxServerGroups": 10, "maxServerGroupMembers": 10,
-        "maxSecurityGroups": -1, "maxSecurityGroupRules": -1, "maxTotalFloatingIps": -1,
-        "totalFloatingIpsUsed": 0, "totalSecurityGroupsUsed": 0, "totalServerGroupsUsed": 0}}}
+    return {
+        "limits": {
+            "rate": [],
+            "absolute": {
+                "maxTotalInstances": quota.instances,
+                "maxTotalCores": quota.cores,
+                "maxTotalRAMSize": quota.ram_mb,
+                "totalInstancesUsed": used.instances,
+                "totalCoresUsed": used.cores,
+                "totalRAMUsed": used.ram_mb,
+                "maxServerMeta": 128,
+                "maxPersonality": 5,
+                "maxPersonalitySize": 10240,
+                "maxImageMeta": 128,
+                "maxTotalKeypairs": 100,
+                "maxServerGroups": 10,
+                "maxServerGroupMembers": 10,
+                "maxSecurityGroups": -1,
+                "maxSecurityGroupRules": -1,
+                "maxTotalFloatingIps": -1,
+                "totalFloatingIpsUsed": 0,
+                "totalSecurityGroupsUsed": 0,
+                "totalServerGroupsUsed": 0,
+            },
+        }
+    }
 
 
 def _quota_view(project_id: str | None, quota: QuotaLimits) -> dict[str, Any]:
@@ -178,7 +210,9 @@ def _period(request: Request, now_ms: int) -> tuple[int, int]:
             ) from None
     if bounds[0] > bounds[1]:
         raise BadRequest("Invalid start time. The start time cannot occur after the end time.")
-    return bounds[0], bounds[1]
+    # Nova takes a missing bound as "now" for each, read a moment apart: an empty period, not an
+    # error. Equal bounds become that one-millisecond period here.
+    return bounds[0], max(bounds[1], bounds[0] + 1)
 
 
 @router.get("/os-simple-tenant-usage", summary="Usage of every project (admin)")
@@ -191,13 +225,9 @@ def list_usage(
     now = ctx.clock_ms()
     start, end = _period(request, now)
     detailed = truthy(request.query_params.get("detailed"))
-    with ctx.readmodel.lock:
-        usages = list(
-            tenant_usages(ctx.readmodel.models.instances.instances.values(), start, end, now).values()
-        )
-    if not detailed:
-        for usage in usages:
-            usage.pop("server_usages")
+    usages = tenant_usage(
+        ctx.usage_ledger(), start, end, detailed=detailed, now=now, instance_info=_instance_info(ctx)
+    )
     return {"tenant_usages": usages}
 
 
@@ -213,9 +243,27 @@ def show_usage(
         raise Forbidden(policy.denied_message("os_compute_api:os-simple-tenant-usage:show"))
     now = ctx.clock_ms()
     start, end = _period(request, now)
-    with ctx.readmodel.lock:
-        usages = tenant_usages(ctx.readmodel.models.instances.instances.values(), start, end, now, tenant_id)
-    return {"tenant_usage": usages.get(tenant_id, {})}
+    usages = tenant_usage(
+        ctx.usage_ledger(),
+        start,
+        end,
+        project_id=tenant_id,
+        detailed=True,
+        now=now,
+        instance_info=_instance_info(ctx),
+    )
+    return {"tenant_usage": usages[0] if usages else {}}
+
+
+def _instance_info(ctx: ApiContext) -> Callable[[str], tuple[str, str | None]]:
+    """Names and vm_states for the servers of a usage report (the ledger holds neither)."""
+    instances = ctx.readmodel.models.instances
+
+    def info(instance_id: str) -> tuple[str, str | None]:
+        inst = instances.get(instance_id)
+        return (inst.name, inst.vm_state) if inst is not None else ("", None)
+
+    return info
 
 
 # -- os-hypervisors, os-availability-zone ------------------------------------------------------

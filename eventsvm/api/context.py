@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
+from eventsvm.billing import LedgerView, UsageLedger
+from eventsvm.compute import Consoles
 from eventsvm.events.model import now_ms
 from eventsvm.identity.tokens import TokenService
 from eventsvm.readmodel import ReadModel
@@ -30,6 +32,25 @@ class ApiContext:
     max_body_bytes: int = 64 * 1024
     max_page: int = MAX_PAGE
     clock_ms: Callable[[], int] = field(default=now_ms)
+    # the billing service's ledger behind os-simple-tenant-usage; None: fold one from the instances
+    ledger: LedgerView | None = None
+    consoles: Consoles = field(default_factory=Consoles)
+
+    def usage_ledger(self) -> UsageLedger:
+        """What os-simple-tenant-usage reports from: the billing ledger, or (where no billing
+        service runs, e.g. a bare API in tests) the same records taken from the instance model."""
+        if self.ledger is not None:
+            return self.ledger.current()
+        ledger = UsageLedger()
+        with self.readmodel.lock:
+            for inst in self.readmodel.models.instances.instances.values():
+                if inst.launched_at is not None and inst.flavor is not None:
+                    ledger.opened(
+                        inst.id, inst.project_id, inst.user_id, inst.host or "", inst.flavor, inst.launched_at
+                    )
+                    if inst.terminated_at is not None:
+                        ledger.closed(inst.id, inst.host, inst.terminated_at)
+        return ledger
 
     def base_url(self, request_base: str) -> str:
         """The URL prefix the catalog and version documents use, without a trailing slash."""

@@ -21,9 +21,7 @@ def test_sdk_create_server_and_wait_for_it(live_cloud: LiveCloud, monkeypatch: p
     server = conn.create_server(
         name, image="cirros", flavor="m1.tiny", network="private", key_name="keypair-1"
     )
-    # This cloud has no floating IPs; with auto_ip (the default) the SDK would try to allocate one
-    # because the seeded `public` network is router:external (see the report on clouds.yaml).
-    server = conn.wait_for_server(server, auto_ip=False, timeout=60)
+    server = conn.wait_for_server(server, timeout=60)
     assert server.status == "ACTIVE"
     assert server.addresses["private"][0]["addr"].startswith("10.0.0.")
     conn.delete_server(server.id, wait=True, timeout=60)

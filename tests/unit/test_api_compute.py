@@ -10,7 +10,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from test_api_support import Cloud, cloud_fixture  # noqa: F401
 
-from eventsvm.api.usage import tenant_usages
 from eventsvm.events.model import EventType
 from eventsvm.state.instances import Instance
 
@@ -162,28 +161,6 @@ def _instance(launched: int | None, terminated: int | None = None, project: str 
         flavor={"id": "3", "name": "m1.medium", "vcpus": 2, "ram_mb": 4096, "disk_gb": 40, "ephemeral_gb": 0},
         vm_state="active",
     )
-
-
-def test_usage_is_clipped_to_the_period_and_to_now():
-    start, end, now = 10 * HOUR, 20 * HOUR, 18 * HOUR
-    usages = tenant_usages(
-        [
-            _instance(5 * HOUR),  # running since before the period: 10h..18h (now)
-            _instance(12 * HOUR, 14 * HOUR),  # inside: 2h
-            _instance(1 * HOUR, 9 * HOUR),  # ended before the period: not counted
-            _instance(19 * HOUR),  # launched after now: not counted
-            _instance(None),  # never launched
-        ],
-        start,
-        end,
-        now,
-    )
-    usage = usages["p"]
-    assert usage["total_hours"] == pytest.approx(10.0)
-    assert usage["total_vcpus_usage"] == pytest.approx(20.0)
-    assert usage["total_memory_mb_usage"] == pytest.approx(40960.0)
-    assert usage["total_local_gb_usage"] == pytest.approx(400.0)
-    assert sorted(s["hours"] for s in usage["server_usages"]) == pytest.approx([2.0, 8.0])
 
 
 def test_usage_endpoints(cloud: Cloud):

@@ -43,5 +43,11 @@ def test_the_whole_pipeline_and_a_real_kafka_broker_are_there() -> None:
 
 def test_the_image_installs_the_project_and_its_schemas() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for needed in ("COPY eventsvm", "COPY consumers", "COPY schemas eventsvm/schemas", "pip install", "libvirt-dev"):
+    for needed in (
+        "COPY eventsvm",
+        "COPY consumers",
+        "COPY schemas eventsvm/schemas",
+        "pip install",
+        "libvirt-dev",
+    ):
         assert needed in dockerfile
