@@ -179,8 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bind", default="127.0.0.1")
     run.set_defaults(func=cmd_run)
 
+    from eventsvm.audit_cli import add_commands as add_audit_commands
     from eventsvm.usage_cli import add_commands as add_usage_commands
 
+    add_audit_commands(sub)
     add_usage_commands(sub)
     return parser
 

@@ -15,6 +15,7 @@ from eventsvm.cluster import (
     pipeline_service,
     register_host,
     simulated_host,
+    snapshot_store,
     spawner_runner,
 )
 from eventsvm.compute import ComputeHost, HostCapacity
@@ -216,7 +217,13 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
         else:
             host = simulated_host(data_dir, args.host, -1, capacity)
         register_host(log_, codec, host, "test" if host.hypervisor.domain_type == "test" else "QEMU")
-        runner = spawner_runner(log_, codec, host, member_name=args.member or args.host)
+        runner = spawner_runner(
+            log_,
+            codec,
+            host,
+            member_name=args.member or args.host,
+            snapshots=snapshot_store(data_dir, config),
+        )
     else:
         service, deps = pipeline_service(args.service)
         runner = ServiceRunner(
@@ -225,6 +232,7 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
             codec,
             member_name=args.member or f"{args.service}.{default_member_name()}",
             deps=deps,
+            snapshots=snapshot_store(data_dir, config),
         )
     on_sigterm(stop.set)
     runner.start()

@@ -24,6 +24,7 @@ from eventsvm.log.port import EventLog
 from eventsvm.readmodel import ReadModel
 from eventsvm.runner import ServiceRunner, StepObserver
 from eventsvm.service import Service
+from eventsvm.snapshot import SnapshotStore
 from eventsvm.virt.hypervisor import Hypervisor
 from eventsvm.virt.node import test_uri_for, write_node_xml
 
@@ -97,12 +98,18 @@ def register_host(log_: EventLog, codec: Codec, host: ComputeHost, hypervisor_ty
     return slot
 
 
+def snapshot_store(data_dir: Path, config: LogConfig) -> SnapshotStore:
+    """Where this log's services checkpoint their state (one file per service)."""
+    return SnapshotStore(data_dir / "snapshots", f"{config.url}#{config.namespace}")
+
+
 def spawner_runner(
     log_: EventLog,
     codec: Codec,
     host: ComputeHost,
     observer: StepObserver | None = None,
     member_name: str | None = None,
+    snapshots: SnapshotStore | None = None,
 ) -> ServiceRunner[Any]:
     """The spawner of `host`, reading exactly its slot's partition of the host-routed topics."""
     partitions = [
@@ -117,6 +124,7 @@ def spawner_runner(
         partitions=partitions,
         deps=host,
         observer=observer,
+        snapshots=snapshots,
     )
 
 
@@ -191,6 +199,7 @@ class Cluster:
             register_host(self.open_log(), self.codec, host, opts.hypervisor_type)
             self.hosts.append(host)
         member = default_member_name()
+        snapshots = snapshot_store(opts.data_dir, opts.log)
         for name in PIPELINE_SERVICES:
             service, deps = pipeline_service(name)
             if name == "scheduler":
@@ -203,10 +212,13 @@ class Cluster:
                     member_name=f"{name}.{member}",
                     deps=deps,
                     observer=self.observer,
+                    snapshots=snapshots,
                 )
             )
         for host in self.hosts:
-            self.runners.append(spawner_runner(self.open_log(), self.codec, host, self.observer))
+            self.runners.append(
+                spawner_runner(self.open_log(), self.codec, host, self.observer, snapshots=snapshots)
+            )
         for runner in self.runners:
             runner.start()
         for runner in self.runners:

@@ -7,6 +7,8 @@ commit, nothing of the step is visible and the batch is redelivered to whoever o
 State is rebuilt from the log at start and after every rebalance: the service's state topics are
 read from the beginning (every partition, not only the ones this member owns), so a process that
 takes over a partition sees every decision the previous owner committed before it decides.
+With a SnapshotStore the rebuild starts from the newest trusted snapshot instead, and records it
+covers are stepped over undecoded (eventsvm/snapshot.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from eventsvm.events.codec import Codec, CodecError
 from eventsvm.events.model import Event, EventType, Topic, event_hash, new_event
 from eventsvm.log.port import BEGINNING, EventLog, Fenced, GroupMember, LogError, OutRecord, Reader, Record
 from eventsvm.service import Rejected, Service, StepContext
+from eventsvm.snapshot import Snapshot, SnapshotStore, now_ms, state_version
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,9 @@ class ServiceRunner(Generic[S]):
         observer: StepObserver | None = None,
         max_batch: int = 500,
         poll_timeout: float = 0.2,
+        snapshots: SnapshotStore | None = None,
+        snapshot_every: int = 10_000,
+        snapshot_seconds: float = 300.0,
     ) -> None:
         self.log = log_
         self.service = service
@@ -77,6 +83,16 @@ class ServiceRunner(Generic[S]):
         self._member: GroupMember | None = None
         self._reassigned = False
         self._partition_counts: dict[str, int] = {}
+        # snapshots: where the state reader is, what a loaded snapshot already covers, and how
+        # much was folded since the last one was written
+        self.snapshots = snapshots
+        self.snapshot_every = snapshot_every
+        self.snapshot_seconds = snapshot_seconds
+        self.positions: dict[tuple[str, int], int] = {}
+        self._covered: dict[tuple[str, int], int] = {}
+        self._folded = 0
+        self._unsaved = 0
+        self._saved_at = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -93,13 +109,36 @@ class ServiceRunner(Generic[S]):
         )
 
     def rebuild(self) -> None:
-        """Fold the state topics from the beginning into a fresh state."""
+        """Fold the state topics from the beginning into a fresh state (or from a snapshot)."""
         self.state = self.service.initial_state()
         self._pending.clear()
+        self.positions, self._covered, self._folded, self._unsaved = {}, {}, 0, 0
+        snapshot = self.snapshots.load(self.service, self.log) if self.snapshots is not None else None
+        if snapshot is not None:
+            self.state, self._pending, self._folded = snapshot.state, set(snapshot.pending), snapshot.events
+            self.positions, self._covered = dict(snapshot.positions), dict(snapshot.positions)
         if self._reader is not None:
             self._reader.close()
         self._reader = self.log.reader([str(t) for t in self.service.state_topics], BEGINNING)
         self.catch_up(to_end=True)
+        self._covered = {}
+        self.save_snapshot(when_due=True)
+
+    def save_snapshot(self, when_due: bool = False) -> bool:
+        """Write the state and its positions (with `when_due`, only after enough new events or
+        time). Call only between steps: every output the state holds is then committed."""
+        if self.snapshots is None or (when_due and not self._snapshot_due()):
+            return False
+        self.snapshots.save(Snapshot(self.service.name, state_version(self.service),
+                                     self.snapshots.log_identity, dict(self.positions), self.state,
+                                     set(self._pending), self._folded, now_ms()))
+        self._unsaved, self._saved_at = 0, time.monotonic()
+        return True
+
+    def _snapshot_due(self) -> bool:
+        if self._unsaved >= self.snapshot_every:
+            return True
+        return self._unsaved > 0 and time.monotonic() - self._saved_at >= self.snapshot_seconds
 
     def catch_up(self, to_end: bool) -> int:
         """Fold what has arrived on the state topics; with `to_end`, until the end as of now."""
@@ -114,6 +153,10 @@ class ServiceRunner(Generic[S]):
                 return folded
 
     def _fold_record(self, record: Record) -> int:
+        where = (record.topic, record.partition)
+        self.positions[where] = record.offset + 1
+        if self._covered and record.offset < self._covered.get(where, 0):
+            return 0  # in the snapshot already: not even decoded
         try:
             event = self.codec.decode(record.value)
         except CodecError:
@@ -123,6 +166,8 @@ class ServiceRunner(Generic[S]):
             self._pending.discard(event.event_id)
             return 0
         self.state = self.service.evolve(self.state, event)
+        self._folded += 1
+        self._unsaved += 1
         return 1
 
     def _on_assign(self, _partitions: set[tuple[str, int]]) -> None:
@@ -168,6 +213,7 @@ class ServiceRunner(Generic[S]):
         for record in records:
             out_records.extend(self._handle(record, report))
         self._commit(out_records, records)
+        self.save_snapshot(when_due=True)
         report.seconds = time.perf_counter() - started
         if self.observer is not None:
             self.observer(report)

@@ -123,7 +123,9 @@ def evolve_projection(
     )
     if event.occurred_at > inst.updated_at:
         inst.updated_at = event.occurred_at
-    if event.sequence >= inst.last_sequence:
+    # ties (a delete forks the chain: two events share a sequence) go to the larger event id, so
+    # a replay and a live tail that read the fork in different orders agree
+    if (event.sequence, event.event_id) >= (inst.last_sequence, inst.last_event_id or ""):
         inst.last_sequence = event.sequence
         inst.last_event_id = event.event_id
         inst.last_hash = stored_hash

@@ -1,0 +1,158 @@
+"""The auditor's commands: `eventsvm replay`, `eventsvm history SERVER`, `eventsvm audit verify`.
+
+Each opens the log named by the shared log options, reads it without joining any group (so it
+never disturbs a running cloud) and writes nothing to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from eventsvm.events.codec import Codec
+from eventsvm.log.factory import open_log
+from eventsvm.log.port import EventLog
+
+EXIT_FOUND = 1  # `audit verify` found a problem
+
+UNTIL_HELP = """\
+the moment to rebuild: an ISO 8601 time (2024-11-26T12:00:00Z, or with an offset such as
++01:00; without one it is UTC), @MS (milliseconds since the epoch), or TOPIC:PARTITION:OFFSET,
+the moment that record was stored (e.g. eventsvm.instance.spawned:0:41). A replay folds every
+record stored at or before that moment (log time, millisecond resolution)."""
+
+
+@contextmanager
+def _opened(args: argparse.Namespace) -> Iterator[EventLog]:
+    from eventsvm.cli import log_config
+
+    _, config = log_config(args)
+    log = open_log(config)
+    try:
+        yield log
+    finally:
+        log.close()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Rebuild every read model from the log and report what was read (or print it as JSON)."""
+    from eventsvm.cli import UsageError
+    from eventsvm.replay import parse_until, replay, replay_document
+
+    with _opened(args) as log:
+        try:
+            until = parse_until(args.until, log) if args.until else None
+        except ValueError as exc:
+            raise UsageError(f"--until: {exc}") from None
+        models, report = replay(log, Codec(), until)
+    if args.json:
+        json.dump(replay_document(models, report), sys.stdout, indent=2, sort_keys=False)
+        print()
+        return 0
+    print(f"replayed up to {until.describe() if until else 'the end of the log'}")
+    skipped = f"; {report.undecodable} undecodable records skipped" if report.undecodable else ""
+    print(f"{report.events:,} events folded in {report.seconds:.2f}s "
+          f"({report.events_per_second:,.0f} events/s){skipped}")
+    print("events per topic:")
+    for topic, count in report.events_by_topic.items():
+        print(f"  {topic:<42} {count:>10,}")
+    print("instances per status:")
+    for status, count in report.instances_by_status.items():
+        print(f"  {status:<42} {count:>10,}")
+    print(f"hosts: {len(models.hosts)}, dead letters: {len(models.dead_letters)}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Print one instance's timeline (or its os-instance-actions as JSON)."""
+    from eventsvm.cli import UsageError
+    from eventsvm.history import (
+        UnknownServer,
+        find_instance,
+        instance_actions,
+        instance_stages,
+        timeline_lines,
+    )
+
+    codec = Codec()
+    with _opened(args) as log:
+        try:
+            instance_id = find_instance(log, codec, args.server)
+        except UnknownServer as exc:
+            raise UsageError(str(exc)) from None
+        stages = instance_stages(log, codec, instance_id)
+    if args.json:
+        document = {"instance_id": instance_id, "instanceActions": instance_actions(stages, instance_id)}
+        json.dump(document, sys.stdout, indent=2)
+        print()
+    else:
+        print("\n".join(timeline_lines(stages)))
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Verify every instance chain; exit 1 and name each problem, or 0 with a summary."""
+    from eventsvm.audit import load_anchor, save_anchor, verify
+    from eventsvm.cli import UsageError
+
+    try:
+        anchor = load_anchor(args.anchor) if args.anchor else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    with _opened(args) as log:
+        report = verify(log, Codec(), anchor)
+    for f in report.findings:
+        instance = f" instance {f.instance}" if f.instance else ""
+        event = f" event {f.event_id}" if f.event_id else ""
+        print(f"{f.kind.upper():<9} {f.where()}{instance}{event}: {f.detail}")
+    print(report.summary())
+    if args.save_anchor:
+        save_anchor(report, args.save_anchor)
+        print(f"saved {len(report.heads)} chain heads to {args.save_anchor}: keep it where the log's "
+              "writers cannot change it, and verify later with --anchor")
+    return 0 if report.clean else EXIT_FOUND
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add `replay`, `history` and `audit verify` to the `eventsvm` command line."""
+    from eventsvm.cli import add_log_options
+
+    replay = subparsers.add_parser(
+        "replay", help="rebuild every read model from the log, now or as it was at a moment",
+        description="Fold the whole log from its beginning into fresh read models and report what was "
+                    "read: events per topic, instances per status, time taken.")
+    add_log_options(replay)
+    replay.add_argument("--until", metavar="TIME|TOPIC:PARTITION:OFFSET", help=UNTIL_HELP)
+    replay.add_argument("--json", action="store_true",
+                        help="print the rebuilt state: every instance with its id, name, status, vm_state, "
+                             "host, addresses and project")
+    replay.set_defaults(func=cmd_replay)
+
+    history = subparsers.add_parser(
+        "history", help="one server's whole timeline from the log",
+        description="Every stage of one server: when, who asked, which host, time between stages, failures "
+                    "and reschedules, and where each event is stored.")
+    add_log_options(history)
+    history.add_argument("server", help="server id, or a name exactly one server has")
+    history.add_argument("--json", action="store_true", help="print it as Nova's os-instance-actions")
+    history.set_defaults(func=cmd_history)
+
+    audit = subparsers.add_parser("audit", help="tamper evidence: verify the hash chains of the log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser(
+        "verify", help="walk every instance chain; exit 1 naming each gap, reordering or altered event",
+        description="Check every link of every instance's hash chain: each gap (a missing cause or "
+                    "sequence), reordering, and altered event (bytes that do not hash to what the next "
+                    "event recorded, or no longer decode), with topic:partition:offset. Exit 0 when clean.")
+    add_log_options(verify)
+    verify.add_argument("--save-anchor", type=Path, metavar="FILE",
+                        help="write the chain heads (the newest event of each chain, which no later event "
+                             "vouches for) to FILE")
+    verify.add_argument("--anchor", type=Path, metavar="FILE",
+                        help="also check the chain heads saved earlier with --save-anchor")
+    verify.set_defaults(func=cmd_audit_verify)
