@@ -11,57 +11,13 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.compute import visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, NotFound
-from eventsvm.api.wire import iso_micro
-from eventsvm.events.model import EventType
+from eventsvm.history import instance_actions
 from eventsvm.identity import policy
 from eventsvm.readmodel import Models
-from eventsvm.state.instances import ACTION_EVENT_NAMES, Instance
+from eventsvm.state.instances import Instance
 from eventsvm.virt.hypervisor import DomainNotFound, HypervisorUnavailable
 
 router = APIRouter(prefix="/compute", tags=["compute"])
-
-_ACTION_OF = {
-    EventType.INSTANCE_REQUESTED.value: "create",
-    EventType.INSTANCE_DELETE_REQUESTED.value: "delete",
-}
-
-
-def _actions(inst: Instance) -> list[dict[str, Any]]:
-    grouped: dict[str, list[tuple[str, int, str, str | None, str | None, str | None]]] = {}
-    for entry in inst.actions:
-        grouped.setdefault(entry[2], []).append(entry)
-    actions = []
-    for rid, entries in grouped.items():
-        entries.sort(key=lambda e: e[1])
-        first = entries[0]
-        events = []
-        previous = first[1]
-        for kind, at, _, _, host, _ in entries[1:]:
-            events.append(
-                {
-                    "event": ACTION_EVENT_NAMES.get(EventType(kind), kind),
-                    "start_time": iso_micro(previous),
-                    "finish_time": iso_micro(at),
-                    "result": "Error" if kind == "instance.failed" else "Success",
-                    "host": host or "",
-                    "hostId": "",
-                }
-            )
-            previous = at
-        actions.append(
-            {
-                "action": _ACTION_OF.get(first[0], first[0].split(".", 1)[1]),
-                "instance_uuid": inst.id,
-                "request_id": rid,
-                "user_id": first[3],
-                "project_id": inst.project_id,
-                "start_time": iso_micro(first[1]),
-                "message": "Error" if any(e["result"] == "Error" for e in events) else None,
-                "events": events,
-            }
-        )
-    actions.sort(key=lambda a: a["start_time"] or "", reverse=True)
-    return actions
 
 
 def _instance_for_actions(models: Models, caller: Identity, server_id: str) -> Instance:
@@ -82,7 +38,8 @@ def list_actions(
 ) -> dict[str, Any]:
     """The create and delete requests made on the server, newest first, from the log."""
     with ctx.readmodel.lock:
-        actions = _actions(_instance_for_actions(ctx.readmodel.models, caller, server_id))
+        inst = _instance_for_actions(ctx.readmodel.models, caller, server_id)
+        actions = instance_actions(ctx.readmodel.models, inst.id)
     return {"instanceActions": [{k: v for k, v in a.items() if k != "events"} for a in actions]}
 
 
@@ -97,7 +54,8 @@ def show_action(
 ) -> dict[str, Any]:
     """One action and the pipeline stages it went through, with their result and host."""
     with ctx.readmodel.lock:
-        actions = _actions(_instance_for_actions(ctx.readmodel.models, caller, server_id))
+        inst = _instance_for_actions(ctx.readmodel.models, caller, server_id)
+        actions = instance_actions(ctx.readmodel.models, inst.id)
     for action in actions:
         if action["request_id"] == action_request_id:
             return {"instanceAction": action}

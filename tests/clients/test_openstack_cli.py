@@ -35,6 +35,14 @@ def test_server_create_wait_list_show_delete(live_cloud: LiveCloud):
     [address] = shown["addresses"]["private"]
     assert address.startswith("10.0.0.")
     assert shown["flavor"].startswith("m1.tiny") and shown["image"].startswith("cirros")
+    events = rows(live_cloud, "server", "event", "list", name)
+    [create] = [e for e in events if e["Action"] == "create"]
+    assert create["Request ID"].startswith("req-")
+    detail = json.loads(live_cloud.openstack("server", "event", "show", name, create["Request ID"],
+                                             "-f", "json").stdout)
+    stages = [e["event"] for e in detail["events"]]
+    assert "compute__do_build_and_run_instance" in stages
+    assert all(e["result"] == "Success" for e in detail["events"])
     live_cloud.openstack("server", "delete", "--wait", name)
     gone = live_cloud.openstack("server", "show", name, check=False)
     assert gone.returncode != 0 and f"No Server found for {name}" in gone.stderr
