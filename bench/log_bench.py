@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
-from bench.suite import Context, Skip, benchmark, scratch_dir
-from eventsvm.config import LogConfig
+from bench.logs import kafka_opener, sqlite_opener
+from bench.suite import Context, benchmark
 from eventsvm.events.codec import default_codec
-from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog, LogError, OutRecord
 from tests.factories import pipeline_events
 
 TOPIC = "eventsvm.bench.events"
-BATCH = 100
+# A service's step commits up to 500 outputs at once (ServiceRunner.max_batch): append that much.
+BATCH = 500
 PARTITIONS = 4
 CONSUME_DEADLINE_S = 120.0
 
@@ -35,7 +34,7 @@ def _records(count: int) -> list[OutRecord]:
 def _append(log: EventLog, records: list[OutRecord]) -> float:
     start = time.perf_counter()
     for i in range(0, len(records), BATCH):
-        log.append(records[i:i + BATCH])
+        log.append(records[i : i + BATCH])
     return len(records) / (time.perf_counter() - start)
 
 
@@ -61,60 +60,29 @@ def _consume(log: EventLog, expected: int) -> float:
 
 def _run(ctx: Context, opener: Callable[[], AbstractContextManager[EventLog]]) -> dict[str, list[float]]:
     records = _records(ctx.size(20000))
-    out: dict[str, list[float]] = {"append": [], "consume": []}
+    out: dict[str, list[float]] = {"append_then_consume": [], "append": [], "consume": []}
     for _ in range(ctx.repetitions):
         with opener() as log:
             log.create_topics([TOPIC], PARTITIONS)
-            out["append"].append(_append(log, records))
-            out["consume"].append(_consume(log, len(records)))
+            appended = _append(log, records)
+            consumed = _consume(log, len(records))
+            out["append"].append(appended)
+            out["consume"].append(consumed)
+            # the whole trip: every event appended, then every event consumed and committed
+            out["append_then_consume"].append(1.0 / (1.0 / appended + 1.0 / consumed))
     return out
-
 
 
 @benchmark("log.sqlite")
 def sqlite(ctx: Context) -> dict[str, list[float]]:
-    """SQLite engine (WAL file on local disk): append batches of 100, consume + commit."""
+    """SQLite engine (WAL file on local disk): append batches of 500, consume + commit."""
 
-    @contextmanager
-    def opener() -> Iterator[EventLog]:
-        with scratch_dir(ctx, "bench-sqlite-") as path:
-            log = open_log(LogConfig(url=f"sqlite://{path / 'log.db'}", partitions=PARTITIONS))
-            try:
-                yield log
-            finally:
-                log.close()
-
+    opener = sqlite_opener(ctx, "bench-sqlite-", PARTITIONS)
     return _run(ctx, opener)
 
 
 @benchmark("log.kafka")
 def kafka(ctx: Context) -> dict[str, list[float]]:
-    """Kafka engine (local broker, acks=all, transactions): append batches of 100, consume + commit."""
-    config = LogConfig(url=f"kafka://{ctx.kafka_bootstrap}", partitions=PARTITIONS, connect_timeout_s=5.0)
-    try:
-        open_log(config).close()
-    except LogError as exc:
-        raise Skip(f"no Kafka broker at {ctx.kafka_bootstrap}: {exc}") from None
-
-    @contextmanager
-    def opener() -> Iterator[EventLog]:
-        namespace = f"bench-{uuid.uuid4().hex[:8]}"
-        log = open_log(LogConfig(url=config.url, namespace=namespace, partitions=PARTITIONS))
-        try:
-            yield log
-        finally:
-            physical = getattr(log, "physical", None)
-            log.close()
-            if physical is not None:
-                _delete_topic(ctx.kafka_bootstrap, physical(TOPIC))
-
+    """Kafka engine (local broker, acks=all, transactions): append batches of 500, consume + commit."""
+    opener = kafka_opener(ctx, [TOPIC], PARTITIONS)
     return _run(ctx, opener)
-
-
-def _delete_topic(bootstrap: str, name: str) -> None:
-    """Drop the benchmark's topic: event topics are kept forever, and this one is throwaway."""
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive its futures
-    for future in admin.delete_topics([name], operation_timeout=30).values():
-        future.result()

@@ -13,14 +13,12 @@ from __future__ import annotations
 import gc
 import random
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
-from bench.suite import Context, Skip, benchmark, scratch_dir
-from eventsvm.config import LogConfig
+from bench.logs import kafka_opener, sqlite_opener
+from bench.suite import Context, benchmark
 from eventsvm.events.codec import Codec
-from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, EventLog, LogError, OutRecord
 from eventsvm.readmodel import ALL_TOPICS, ReadModel
 from eventsvm.replay import Drain, replay
@@ -39,7 +37,7 @@ def _records(count: int) -> list[OutRecord]:
 def _fill(log: EventLog, records: list[OutRecord]) -> None:
     log.create_topics([str(t) for t in ALL_TOPICS], PARTITIONS)
     for i in range(0, len(records), BATCH):
-        log.append(records[i:i + BATCH])
+        log.append(records[i : i + BATCH])
 
 
 def _read_only(log: EventLog) -> int:
@@ -82,46 +80,12 @@ def _run(ctx: Context, opener: Callable[[], AbstractContextManager[EventLog]]) -
 def sqlite(ctx: Context) -> dict[str, list[float]]:
     """Full replay of 100k instance events from the SQLite engine into the read models."""
 
-    @contextmanager
-    def opener() -> Iterator[EventLog]:
-        with scratch_dir(ctx, "bench-replay-") as path:
-            log = open_log(LogConfig(url=f"sqlite://{path / 'log.db'}", partitions=PARTITIONS))
-            try:
-                yield log
-            finally:
-                log.close()
-
+    opener = sqlite_opener(ctx, "bench-replay-", PARTITIONS)
     return _run(ctx, opener)
 
 
 @benchmark("replay.kafka")
 def kafka(ctx: Context) -> dict[str, list[float]]:
     """Full replay of 100k instance events from the Kafka engine (local broker) into the read models."""
-    config = LogConfig(url=f"kafka://{ctx.kafka_bootstrap}", partitions=PARTITIONS, connect_timeout_s=5.0)
-    try:
-        open_log(config).close()
-    except LogError as exc:
-        raise Skip(f"no Kafka broker at {ctx.kafka_bootstrap}: {exc}") from None
-
-    @contextmanager
-    def opener() -> Iterator[EventLog]:
-        namespace = f"bench-{uuid.uuid4().hex[:8]}."
-        log = open_log(LogConfig(url=config.url, namespace=namespace, partitions=PARTITIONS))
-        try:
-            yield log
-        finally:
-            physical = getattr(log, "physical", None)
-            log.close()
-            if physical is not None:
-                _delete_topics(ctx.kafka_bootstrap, [physical(str(t)) for t in ALL_TOPICS])
-
+    opener = kafka_opener(ctx, [str(t) for t in ALL_TOPICS], PARTITIONS)
     return _run(ctx, opener)
-
-
-def _delete_topics(bootstrap: str, names: list[str]) -> None:
-    """Drop the benchmark's topics: event topics are kept forever, and these are throwaway."""
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive its futures
-    for future in admin.delete_topics(names, operation_timeout=30).values():
-        future.result()
