@@ -71,7 +71,8 @@ def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Outp
 
 def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
     instance_id, body = event.aggregate_id, event.body
-    if instance_id in state.gone:
+    if instance_id in state.gone or instance_id in state.claims:
+        # gone, or already spawned here (its `spawned` is folded): a redelivery changes nothing
         return []
     flavor = body["spec"]["flavor"]
     if flavor["vcpus"] < 1 or flavor["ram_mb"] < 1 or body["attempt"] < 1:
@@ -97,10 +98,9 @@ def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Out
             )
         ]
 
-    if instance_id not in state.claims:
-        refusal = host.capacity.fits(state.used(), (flavor["vcpus"], flavor["ram_mb"], _disk(flavor)))
-        if refusal is not None:
-            return failure("claim", refusal)
+    refusal = host.capacity.fits(state.used(), (flavor["vcpus"], flavor["ram_mb"], _disk(flavor)))
+    if refusal is not None:
+        return failure("claim", refusal)
     if host.broken:
         return failure("spawn", f"Build of instance {instance_id} aborted on {host.name}: {host.broken}")
     try:

@@ -113,6 +113,23 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """keystone-manage fernet_rotate: promote the staged key, stage a new one, prune the oldest."""
+    from eventsvm.identity.keys import ensure_keys, key_indexes, rotate
+
+    key_dir = (args.data_dir or default_data_dir()) / "fernet-keys"
+    if args.max_active_keys < 2:
+        raise UsageError("--max-active-keys must be at least 2 (a primary and a staged key)")
+    ensure_keys(key_dir)
+    primary = rotate(key_dir, max_active_keys=args.max_active_keys)
+    print(
+        f"rotated {key_dir}: primary key {primary}, active keys {key_indexes(key_dir)}; tokens issued with "
+        "the pruned keys no longer validate",
+        flush=True,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     parser = argparse.ArgumentParser(prog="eventsvm", description=__doc__.splitlines()[0])
@@ -153,6 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="the identity URL clients will use, written into clouds.yaml",
     )
     seed.set_defaults(func=cmd_seed)
+
+    keys = sub.add_parser("keys", help="the Fernet keys that sign and encrypt tokens")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    rotate_parser = keys_sub.add_parser(
+        "rotate", help="rotate the keys (running APIs pick them up by themselves)"
+    )
+    rotate_parser.add_argument("--data-dir", type=Path, default=None, help="the cloud's data directory")
+    rotate_parser.add_argument(
+        "--max-active-keys",
+        type=int,
+        default=3,
+        help="keys kept, staged and primary included (default 3, keystone's)",
+    )
+    rotate_parser.set_defaults(func=cmd_keys_rotate)
 
     run = sub.add_parser("run", help="run one service as its own process")
     run.add_argument(
