@@ -53,7 +53,8 @@ def add_log_options(parser: argparse.ArgumentParser) -> None:
 
 def log_config(args: argparse.Namespace) -> tuple[Path, LogConfig]:
     """The data dir and log chosen by the shared options."""
-    data_dir: Path = args.data_dir or default_data_dir()
+    # absolute from here on: libvirt refuses relative paths (console logs, disks) in domain XML
+    data_dir: Path = (args.data_dir or default_data_dir()).absolute()
     if args.partitions < 1:
         raise UsageError("--partitions must be at least 1")
     config = log_config_from_flags(data_dir, args.kafka, args.log, args.partitions, args.namespace)

@@ -132,7 +132,7 @@ def simulated_host(
     data_dir: Path, name: str, slot: int, capacity: HostCapacity, broken: str | None = None
 ) -> ComputeHost:
     """A compute host on libvirt's test driver, with its capacity in a node description."""
-    host_dir = data_dir / "hosts" / name
+    host_dir = (data_dir / "hosts" / name).absolute()
     host_dir.mkdir(parents=True, exist_ok=True)
     node = host_dir / "node.xml"
     write_node_xml(node, vcpus=capacity.vcpus, memory_mb=capacity.ram_mb)

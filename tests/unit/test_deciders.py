@@ -366,3 +366,13 @@ def test_a_dispatched_delete_destroys_the_domain(compute: Any) -> None:
     )
     body = body_of(EventType.INSTANCE_DELETED, spawn(compute, delete, [spawned]))
     assert body["host"] == "h0" and compute.hypervisor.list_instances() == []
+
+
+def test_a_host_under_a_relative_data_dir_still_spawns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `make run` passes --data-dir ./data; libvirt's schema refuses relative console-log paths
+    monkeypatch.chdir(tmp_path)
+    host = simulated_host(Path("data"), "h0", 0, HostCapacity())
+    try:
+        body_of(EventType.INSTANCE_SPAWNED, spawn(host, resolved_for()))
+    finally:
+        host.hypervisor.close()
