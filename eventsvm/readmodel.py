@@ -6,6 +6,7 @@ them back.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -46,23 +47,54 @@ class Models:
 
 def fold(models: Models, event: Event, stored_hash: str | None, topic: str) -> None:
     """Fold one event into every model it concerns."""
-    models.events_by_topic[topic] = models.events_by_topic.get(topic, 0) + 1
-    kind = event.type
-    if kind.startswith("instance."):
-        evolve_projection(models.instances, event, stored_hash)
-    elif kind.startswith("catalog."):
-        evolve_catalog(models.catalog, event)
-    elif kind.startswith("identity."):
-        evolve_identity(models.identity, event)
-    elif kind == EventType.HOST_REGISTERED:
-        models.hosts[event.body["name"]] = dict(event.body)
-    elif kind == EventType.HOST_UPDATED and event.body["name"] in models.hosts:
-        host = models.hosts[event.body["name"]]
-        if event.body.get("enabled") is not None:
-            host["enabled"] = event.body["enabled"]
-            host["disabled_reason"] = event.body.get("disabled_reason")
-    elif kind == EventType.DEAD_LETTER_RECORDED:
-        models.dead_letters.append(event)
+    counts = models.events_by_topic
+    counts[topic] = counts.get(topic, 0) + 1
+    concerns = _FOLDS.get(event.type)
+    if concerns is not None:
+        concerns(models, event, stored_hash)
+
+
+def _fold_instance(models: Models, event: Event, stored_hash: str | None) -> None:
+    evolve_projection(models.instances, event, stored_hash)
+
+
+def _fold_catalog(models: Models, event: Event, stored_hash: str | None) -> None:
+    evolve_catalog(models.catalog, event)
+
+
+def _fold_identity(models: Models, event: Event, stored_hash: str | None) -> None:
+    evolve_identity(models.identity, event)
+
+
+def _host_registered(models: Models, event: Event, stored_hash: str | None) -> None:
+    models.hosts[event.body["name"]] = dict(event.body)
+
+
+def _host_updated(models: Models, event: Event, stored_hash: str | None) -> None:
+    host = models.hosts.get(event.body["name"])
+    if host is not None and event.body.get("enabled") is not None:
+        host["enabled"] = event.body["enabled"]
+        host["disabled_reason"] = event.body.get("disabled_reason")
+
+
+def _dead_letter_recorded(models: Models, event: Event, stored_hash: str | None) -> None:
+    models.dead_letters.append(event)
+
+
+# Which model each event type concerns, looked up once per event; types not named here (the
+# billing ledger) are counted and otherwise left alone.
+_FOLDS: dict[EventType, Callable[[Models, Event, str | None], None]] = {
+    EventType.HOST_REGISTERED: _host_registered,
+    EventType.HOST_UPDATED: _host_updated,
+    EventType.DEAD_LETTER_RECORDED: _dead_letter_recorded,
+}
+for _kind in EventType:
+    if _kind.startswith("instance."):
+        _FOLDS[_kind] = _fold_instance
+    elif _kind.startswith("catalog."):
+        _FOLDS[_kind] = _fold_catalog
+    elif _kind.startswith("identity."):
+        _FOLDS[_kind] = _fold_identity
 
 
 EventListener = Callable[[Event, str], None]
@@ -87,7 +119,15 @@ class ReadModel:
         """Create the topics, fold the whole log, then keep folding in a background thread."""
         self.log.create_topics([str(t) for t in ALL_TOPICS])
         self._reader = self.log.reader([str(t) for t in ALL_TOPICS], BEGINNING)
-        self.catch_up(to_end=True)
+        # Folding the whole log only adds objects, none of them cyclic: the collector would walk
+        # the growing models again and again for nothing (see eventsvm.replay).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self.catch_up(to_end=True)
+        finally:
+            if collecting:
+                gc.enable()
         if tail:
             self._thread = threading.Thread(target=self._tail, name="projector", daemon=True)
             self._thread.start()
@@ -103,9 +143,11 @@ class ReadModel:
                     for record in records:
                         folded += self._fold_record(record.value, record.topic)
                     self._changed.notify_all()
-            if not records and (not to_end or self._reader.at_end()):
-                return folded
-            if not to_end and not records:
+            if to_end:
+                # checked after every batch: once at the end, one more poll would only wait out its timeout
+                if self._reader.at_end():
+                    return folded
+            elif not records:
                 return folded
 
     def _fold_record(self, data: bytes, topic: str) -> int:

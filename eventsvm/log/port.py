@@ -10,6 +10,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # Start positions for `EventLog.reader`: the beginning, the current end, or a timestamp (ms).
 BEGINNING = "beginning"
@@ -34,9 +35,10 @@ class UnknownTopic(LogError):
     """A topic was used that does not exist and could not be created."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One stored record, as read back from the log."""
+class Record(NamedTuple):
+    """One stored record, as read back from the log. Immutable and without a __dict__, like the
+    frozen dataclasses here, but a tuple: an engine builds one per record read, and a tuple is
+    built in a quarter of the time (a full replay builds hundreds of thousands)."""
 
     topic: str
     partition: int

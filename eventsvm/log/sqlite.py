@@ -16,7 +16,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 from eventsvm.config import LogConfig
@@ -58,6 +58,7 @@ _BUSY_TIMEOUT_S = 10.0
 _FIRST_PAUSE_S = 0.002
 _MAX_PAUSE_S = 0.05
 _MAX_ARMS = 400  # below SQLite's limit of 500 terms in one compound SELECT
+_READER_MMAP_BYTES = 1 << 30  # address space, not memory: pages stay in the OS page cache
 
 _Tp = tuple[int, int]  # (topic id, partition): how the engine names a partition internally
 
@@ -72,6 +73,13 @@ def _fetch_sql(arms: int) -> str:
     arm = ("SELECT * FROM (SELECT topic_id, part, off, key, value, ts FROM records"
            " WHERE topic_id = ? AND part = ? AND off >= ? ORDER BY off LIMIT ?)")
     return " UNION ALL ".join([arm] * arms) + " LIMIT ?"
+
+
+_PARTITION_SQL = ("SELECT ?, part, off, key, value, ts FROM records"
+                  " WHERE topic_id = ? AND part = ? AND off >= ? ORDER BY off LIMIT ?")
+# Record._make without its length check, and without a Python frame per row: a row of
+# _PARTITION_SQL holds a Record's six fields by construction.
+_as_record: Callable[[tuple[object, ...]], Record] = partial(tuple.__new__, Record)
 
 
 def _poll_until(fetch: Callable[[], list[Record]], timeout: float) -> list[Record]:
@@ -206,6 +214,27 @@ class _Store:
                 break
         return found
 
+    def fetch_pending(self, conn: sqlite3.Connection, positions: dict[_Tp, int], ends: dict[_Tp, int],
+                      order: list[_Tp], max_records: int) -> list[Record]:
+        """`fetch` for a reader that read `ends` (heads) in the same transaction: one plain query per
+        partition with records past its position, none for the others. A row comes as a Record's
+        fields in order (the topic name is a parameter) and is not copied through a subquery:
+        about a fifth cheaper per record than the compound SELECT, which a full replay notices."""
+        found: list[Record] = []
+        names = self._names  # filled when the reader resolved its partitions
+        for tp in order:
+            start = positions[tp]
+            if start >= ends[tp]:
+                continue
+            want = max_records - len(found)
+            rows = conn.execute(_PARTITION_SQL, (names[tp[0]], *tp, start, want)).fetchall()
+            if rows:
+                positions[tp] = rows[-1][2] + 1  # offsets may have gaps: after the last one read
+                found += map(_as_record, rows)
+                if len(found) >= max_records:
+                    break
+        return found
+
     def heads(self, conn: sqlite3.Connection, tps: Iterable[_Tp]) -> dict[_Tp, int]:
         """The next offset of each partition in `tps`."""
         wanted = set(tps)
@@ -314,6 +343,9 @@ class _SqliteReader(Reader):
         self._store = store
         self._conn = store.connect()
         try:
+            # A replay reads the whole file once: mapping it spares a read() call per page. Safe
+            # while no process truncates the file under the mapping, and the log is never vacuumed.
+            self._conn.execute(f"PRAGMA mmap_size={_READER_MMAP_BYTES}")
             with store.read(self._conn):
                 self._open(topics, start, partitions)
         except BaseException:
@@ -351,7 +383,8 @@ class _SqliteReader(Reader):
         def fetch() -> list[Record]:
             with self._store.read(self._conn):
                 self._ends = self._store.heads(self._conn, self._order)
-                return self._store.fetch(self._conn, self._positions, self._order, max_records)
+                return self._store.fetch_pending(self._conn, self._positions, self._ends, self._order,
+                                                 max_records)
         return _poll_until(fetch, timeout)
 
     def at_end(self) -> bool:

@@ -9,6 +9,7 @@ tail that sees events as they happen end in the same model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,18 +18,21 @@ from eventsvm.events.model import Event, EventType
 # nova power states
 NOSTATE, RUNNING, SHUTDOWN = 0, 1, 4
 
-# (status, vm_state, task_state) after each event type
-_STATES: dict[EventType, tuple[str, str, str | None]] = {
-    EventType.INSTANCE_REQUESTED: ("BUILD", "building", "scheduling"),
-    EventType.INSTANCE_AUTHENTICATED: ("BUILD", "building", "scheduling"),
-    EventType.INSTANCE_SCHEDULED: ("BUILD", "building", "networking"),
-    EventType.INSTANCE_RESOURCES_RESOLVED: ("BUILD", "building", "spawning"),
-    EventType.INSTANCE_SPAWNED: ("ACTIVE", "active", None),
-    # deleting keeps the status and vm_state the server had (nova shows ACTIVE + task deleting)
-    EventType.INSTANCE_DELETE_REQUESTED: ("", "", "deleting"),
-    EventType.INSTANCE_DELETE_DISPATCHED: ("", "", "deleting"),
-    EventType.INSTANCE_DELETED: ("DELETED", "deleted", None),
-}
+# (status, vm_state, task_state) after each event type; one constant per row, as the folds below
+# read a module global faster than a dict keyed by an enum member
+_States = tuple[str, str, str | None]
+_REQUESTED_STATES: _States = ("BUILD", "building", "scheduling")
+_AUTHENTICATED_STATES: _States = ("BUILD", "building", "scheduling")
+_SCHEDULED_STATES: _States = ("BUILD", "building", "networking")
+_RESOURCES_RESOLVED_STATES: _States = ("BUILD", "building", "spawning")
+_SPAWNED_STATES: _States = ("ACTIVE", "active", None)
+# deleting keeps the status and vm_state the server had (nova shows ACTIVE + task deleting)
+_DELETE_REQUESTED_STATES: _States = ("", "", "deleting")
+_DELETE_DISPATCHED_STATES: _States = ("", "", "deleting")
+_DELETED_STATES: _States = ("DELETED", "deleted", None)
+# a failure another attempt will retry, and a final one
+_RETRYING_STATES: _States = ("BUILD", "building", "scheduling")
+_ERROR_STATES: _States = ("ERROR", "error", None)
 
 # nova's instance-action event names, for os-instance-actions
 ACTION_EVENT_NAMES: dict[EventType, str] = {
@@ -110,88 +114,149 @@ def evolve_projection(
     state: InstanceProjection, event: Event, stored_hash: str | None = None
 ) -> InstanceProjection:
     """Fold one event; non-instance events leave the model as it is."""
-    kind = event.type
-    if not kind.startswith("instance."):
-        return state
-    inst = state.instances.get(event.aggregate_id)
-    if inst is None:
-        inst = state.instances[event.aggregate_id] = Instance(id=event.aggregate_id)
-    state.events_folded += 1
-    body = event.body
-    inst.actions.append(
-        (kind.value, event.occurred_at, event.request_id, event.user_id, body.get("host"), body.get("reason"))
-    )
-    if event.occurred_at > inst.updated_at:
-        inst.updated_at = event.occurred_at
-    # ties (a delete forks the chain: two events share a sequence) go to the larger event id, so
-    # a replay and a live tail that read the fork in different orders agree
-    if (event.sequence, event.event_id) >= (inst.last_sequence, inst.last_event_id or ""):
-        inst.last_sequence = event.sequence
-        inst.last_event_id = event.event_id
+    inst = fold_instance_event(state, event)
+    if inst is not None:
         inst.last_hash = stored_hash
-    _set_owned_fields(inst, event, body)
-    _set_state_fields(inst, event, body)
     return state
 
 
-def _set_owned_fields(inst: Instance, event: Event, body: dict[str, Any]) -> None:
-    kind = event.type
-    if kind == EventType.INSTANCE_REQUESTED:
-        inst.name = body["name"]
-        inst.project_id = event.project_id
-        inst.user_id = event.user_id
-        inst.flavor_ref = body["flavor_id"]
-        inst.image_id = body["image_id"]
-        inst.key_name = body.get("key_name")
-        inst.availability_zone = body.get("availability_zone")
-        inst.metadata = dict(body.get("metadata") or {})
-        inst.description = body.get("description")
-        inst.requested_networks = list(body.get("networks") or [])
-        inst.created_at = event.occurred_at
-        inst.request_id = event.request_id
-    elif kind == EventType.INSTANCE_AUTHENTICATED:
-        inst.flavor = body["spec"]["flavor"]
-    elif kind in (EventType.INSTANCE_SCHEDULED, EventType.INSTANCE_RESOURCES_RESOLVED):
-        if body["attempt"] >= inst.attempt:
-            inst.attempt = body["attempt"]
-            inst.host = body["host"]
-        if kind == EventType.INSTANCE_RESOURCES_RESOLVED:
-            inst.ports = list(body.get("ports") or [])
-    elif kind == EventType.INSTANCE_SPAWNED:
-        inst.host = body["host"]
-        inst.launched_at = body["launched_at"]
-        inst.flavor = body["flavor"]
-        inst.ports = list(body.get("addresses") or inst.ports)
-    elif kind == EventType.INSTANCE_DELETED:
-        inst.terminated_at = body["terminated_at"]
+def fold_instance_event(state: InstanceProjection, event: Event) -> Instance | None:
+    """Fold one event but its hash: the instance when the event is now its newest (the caller
+    then owes it `last_hash`), else None, also for non-instance events."""
+    owned = _FOLDS.get(event.type)
+    if owned is None:
+        return None
+    aggregate_id = event.aggregate_id
+    inst = state.instances.get(aggregate_id)
+    if inst is None:
+        inst = state.instances[aggregate_id] = Instance(id=aggregate_id)
+    state.events_folded += 1
+    body = event.body
+    occurred_at = event.occurred_at
+    inst.actions.append((_NAMES[event.type], occurred_at, event.request_id, event.user_id,
+                         body.get("host"), body.get("reason")))
+    if occurred_at > inst.updated_at:
+        inst.updated_at = occurred_at
+    owned(inst, event, body)
+    # ties (a delete forks the chain: two events share a sequence) go to the larger event id, so
+    # a replay and a live tail that read the fork in different orders agree
+    sequence = event.sequence
+    if sequence > inst.last_sequence or (
+        sequence == inst.last_sequence and event.event_id >= (inst.last_event_id or "")
+    ):
+        inst.last_sequence = sequence
+        inst.last_event_id = event.event_id
+        return inst
+    return None
 
 
-def _set_state_fields(inst: Instance, event: Event, body: dict[str, Any]) -> None:
-    kind = event.type
-    if kind == EventType.INSTANCE_FAILED:
-        if not body["final"]:
-            rank = (0, event.sequence)
-            states: tuple[str, str, str | None] = ("BUILD", "building", "scheduling")
-        else:
-            rank = (1, event.sequence)
-            states = ("ERROR", "error", None)
-            inst.fault = {
-                "code": body["code"],
-                "message": body["reason"],
-                "details": body.get("details") or "",
-                "created": event.occurred_at,
-            }
-    else:
-        terminal = 2 if kind == EventType.INSTANCE_DELETED else 0
-        rank = (terminal, event.sequence)
-        states = _STATES[kind]
+# One function per instance event type: the fields it owns, then the state fields it sets when
+# it is the newest state-bearing event (see _advance). Dispatch by type keeps the fold to one
+# dict lookup per event, which a full replay pays a hundred thousand times.
+def _advance(inst: Instance, rank: tuple[int, int], states: _States) -> bool:
+    """Take the state fields of `states` unless a higher-ranked event already set them."""
     if rank < inst.state_rank:
-        return
+        return False
     inst.state_rank = rank
     status, vm_state, inst.task_state = states
     if status:
         inst.status, inst.vm_state = status, vm_state
-    if kind == EventType.INSTANCE_SPAWNED:
+    return True
+
+
+def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    inst.name = body["name"]
+    inst.project_id = event.project_id
+    inst.user_id = event.user_id
+    inst.flavor_ref = body["flavor_id"]
+    inst.image_id = body["image_id"]
+    inst.key_name = body.get("key_name")
+    inst.availability_zone = body.get("availability_zone")
+    inst.metadata = dict(body.get("metadata") or {})
+    inst.description = body.get("description")
+    inst.requested_networks = list(body.get("networks") or [])
+    inst.created_at = event.occurred_at
+    inst.request_id = event.request_id
+    _advance(inst, (0, event.sequence), _REQUESTED_STATES)
+
+
+def _authenticated(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    inst.flavor = body["spec"]["flavor"]
+    _advance(inst, (0, event.sequence), _AUTHENTICATED_STATES)
+
+
+def _take_attempt(inst: Instance, body: dict[str, Any]) -> None:
+    """The host of the latest scheduling attempt (a reschedule's events may arrive out of order)."""
+    if body["attempt"] >= inst.attempt:
+        inst.attempt = body["attempt"]
+        inst.host = body["host"]
+
+
+def _scheduled(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    _take_attempt(inst, body)
+    _advance(inst, (0, event.sequence), _SCHEDULED_STATES)
+
+
+def _resources_resolved(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    _take_attempt(inst, body)
+    inst.ports = list(body.get("ports") or [])
+    _advance(inst, (0, event.sequence), _RESOURCES_RESOLVED_STATES)
+
+
+def _spawned(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    inst.host = body["host"]
+    inst.launched_at = body["launched_at"]
+    inst.flavor = body["flavor"]
+    inst.ports = list(body.get("addresses") or inst.ports)
+    if _advance(inst, (0, event.sequence), _SPAWNED_STATES):
         inst.power_state = body["power_state"]
-    elif kind == EventType.INSTANCE_DELETED:
+
+
+def _failed(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    if not body["final"]:
+        _advance(inst, (0, event.sequence), _RETRYING_STATES)
+        return
+    # the fault is the final failure's even when a deletion outranks it
+    inst.fault = {
+        "code": body["code"],
+        "message": body["reason"],
+        "details": body.get("details") or "",
+        "created": event.occurred_at,
+    }
+    _advance(inst, (1, event.sequence), _ERROR_STATES)
+
+
+def _delete_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    _advance(inst, (0, event.sequence), _DELETE_REQUESTED_STATES)
+
+
+def _delete_dispatched(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    _advance(inst, (0, event.sequence), _DELETE_DISPATCHED_STATES)
+
+
+def _deleted(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    inst.terminated_at = body["terminated_at"]
+    # a deletion is terminal: it outranks every other event, a final failure included
+    if _advance(inst, (2, event.sequence), _DELETED_STATES):
         inst.power_state = NOSTATE
+
+
+_FOLDS: dict[EventType, Callable[[Instance, Event, dict[str, Any]], None]] = {
+    EventType.INSTANCE_REQUESTED: _requested,
+    EventType.INSTANCE_AUTHENTICATED: _authenticated,
+    EventType.INSTANCE_SCHEDULED: _scheduled,
+    EventType.INSTANCE_RESOURCES_RESOLVED: _resources_resolved,
+    EventType.INSTANCE_SPAWNED: _spawned,
+    EventType.INSTANCE_FAILED: _failed,
+    EventType.INSTANCE_DELETE_REQUESTED: _delete_requested,
+    EventType.INSTANCE_DELETE_DISPATCHED: _delete_dispatched,
+    EventType.INSTANCE_DELETED: _deleted,
+}
+# the timeline keeps the type's plain string (reading `.value` off the enum costs a property call)
+_NAMES: dict[EventType, str] = {kind: kind.value for kind in _FOLDS}
+# Every instance event type must have its fold: one without would be dropped from the model silently.
+_UNFOLDED = {kind for kind in EventType if kind.startswith("instance.")} - _FOLDS.keys()
+if _UNFOLDED:
+    raise RuntimeError(f"instance event types without a fold: {sorted(_UNFOLDED)}")
+# The event types this projection folds: every `instance.*` type (a replay dispatches on it).
+INSTANCE_EVENT_TYPES: frozenset[EventType] = frozenset(_FOLDS)
