@@ -78,7 +78,7 @@ class Instance:
     terminated_at: int | None = None
     request_id: str = ""
     # the event that set the state fields, and the newest event (the API chains deletes to it)
-    state_rank: tuple[int, int] = (-1, -1)
+    state_rank: tuple[int, int, str] = (-1, -1, "")
     last_event_id: str | None = None
     last_sequence: int = 0
     last_hash: str | None = None
@@ -153,8 +153,10 @@ def fold_instance_event(state: InstanceProjection, event: Event) -> Instance | N
 # One function per instance event type: the fields it owns, then the state fields it sets when
 # it is the newest state-bearing event (see _advance). Dispatch by type keeps the fold to one
 # dict lookup per event, which a full replay pays a hundred thousand times.
-def _advance(inst: Instance, rank: tuple[int, int], states: _States) -> bool:
-    """Take the state fields of `states` unless a higher-ranked event already set them."""
+def _advance(inst: Instance, rank: tuple[int, int, str], states: _States) -> bool:
+    """Take the state fields of `states` unless a higher-ranked event already set them. Rank is
+    (terminal level, sequence, event id): the id settles a fork (two events answering one event,
+    e.g. a delete requested while a build is in flight) the same way in every read order."""
     if rank < inst.state_rank:
         return False
     inst.state_rank = rank
@@ -177,12 +179,12 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.requested_networks = list(body.get("networks") or [])
     inst.created_at = event.occurred_at
     inst.request_id = event.request_id
-    _advance(inst, (0, event.sequence), _REQUESTED_STATES)
+    _advance(inst, (0, event.sequence, event.event_id), _REQUESTED_STATES)
 
 
 def _authenticated(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.flavor = body["spec"]["flavor"]
-    _advance(inst, (0, event.sequence), _AUTHENTICATED_STATES)
+    _advance(inst, (0, event.sequence, event.event_id), _AUTHENTICATED_STATES)
 
 
 def _take_attempt(inst: Instance, body: dict[str, Any]) -> None:
@@ -194,13 +196,13 @@ def _take_attempt(inst: Instance, body: dict[str, Any]) -> None:
 
 def _scheduled(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     _take_attempt(inst, body)
-    _advance(inst, (0, event.sequence), _SCHEDULED_STATES)
+    _advance(inst, (0, event.sequence, event.event_id), _SCHEDULED_STATES)
 
 
 def _resources_resolved(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     _take_attempt(inst, body)
     inst.ports = list(body.get("ports") or [])
-    _advance(inst, (0, event.sequence), _RESOURCES_RESOLVED_STATES)
+    _advance(inst, (0, event.sequence, event.event_id), _RESOURCES_RESOLVED_STATES)
 
 
 def _spawned(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -208,13 +210,13 @@ def _spawned(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.launched_at = body["launched_at"]
     inst.flavor = body["flavor"]
     inst.ports = list(body.get("addresses") or inst.ports)
-    if _advance(inst, (0, event.sequence), _SPAWNED_STATES):
+    if _advance(inst, (0, event.sequence, event.event_id), _SPAWNED_STATES):
         inst.power_state = body["power_state"]
 
 
 def _failed(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     if not body["final"]:
-        _advance(inst, (0, event.sequence), _RETRYING_STATES)
+        _advance(inst, (0, event.sequence, event.event_id), _RETRYING_STATES)
         return
     # the fault is the final failure's even when a deletion outranks it
     inst.fault = {
@@ -223,21 +225,21 @@ def _failed(inst: Instance, event: Event, body: dict[str, Any]) -> None:
         "details": body.get("details") or "",
         "created": event.occurred_at,
     }
-    _advance(inst, (1, event.sequence), _ERROR_STATES)
+    _advance(inst, (1, event.sequence, event.event_id), _ERROR_STATES)
 
 
 def _delete_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
-    _advance(inst, (0, event.sequence), _DELETE_REQUESTED_STATES)
+    _advance(inst, (0, event.sequence, event.event_id), _DELETE_REQUESTED_STATES)
 
 
 def _delete_dispatched(inst: Instance, event: Event, body: dict[str, Any]) -> None:
-    _advance(inst, (0, event.sequence), _DELETE_DISPATCHED_STATES)
+    _advance(inst, (0, event.sequence, event.event_id), _DELETE_DISPATCHED_STATES)
 
 
 def _deleted(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.terminated_at = body["terminated_at"]
     # a deletion is terminal: it outranks every other event, a final failure included
-    if _advance(inst, (2, event.sequence), _DELETED_STATES):
+    if _advance(inst, (2, event.sequence, event.event_id), _DELETED_STATES):
         inst.power_state = NOSTATE
 
 

@@ -64,7 +64,8 @@ def forked(rng: random.Random) -> tuple[list[Event], Event]:
 
 
 def test_a_replay_keeps_the_hash_of_each_instances_newest_event_whatever_the_topic_order(
-        log: EventLog) -> None:
+    log: EventLog,
+) -> None:
     rng = random.Random(7)
     events: list[Event] = []
     winners: dict[str, Event] = {}
@@ -198,7 +199,46 @@ def test_a_record_is_immutable_and_named_by_its_fields(log: EventLog) -> None:
     (record,) = read_all(log, batch=10)
     assert record == Record("eventsvm.catalog", 0, 0, b"k", b"v", BASE_MS)
     assert (record.topic, record.key, record.value, record.timestamp_ms) == (
-        "eventsvm.catalog", b"k", b"v", BASE_MS)
+        "eventsvm.catalog",
+        b"k",
+        b"v",
+        BASE_MS,
+    )
     with pytest.raises(AttributeError):
         record.value = b"changed"  # type: ignore[misc]
     assert not hasattr(record, "__dict__")
+
+
+def test_a_fork_settles_the_same_way_in_every_read_order() -> None:
+    # a delete requested while a retryable failure was being written: both answer event #3
+    import itertools
+
+    from eventsvm.events.model import EventType, new_event
+    from eventsvm.state.instances import evolve_projection, initial_projection
+
+    iid = "0b6f4b4e-8a49-4f5d-a2c4-3b7e0cf2f0a1"
+    base = [
+        new_event(
+            EventType.INSTANCE_REQUESTED,
+            iid,
+            {"name": "x", "flavor_id": "1", "image_id": "i"},
+            sequence=n,
+            project_id="p",
+        )
+        for n in (1,)
+    ]
+    retry = new_event(
+        EventType.INSTANCE_FAILED,
+        iid,
+        {"stage": "spawn", "reason": "r", "code": 500, "final": False, "retryable": True, "host": "h"},
+        sequence=2,
+    )
+    delete = new_event(EventType.INSTANCE_DELETE_REQUESTED, iid, {"host": None}, sequence=2)
+    seen = set()
+    for order in itertools.permutations([*base, retry, delete]):
+        state = initial_projection()
+        for event in order:
+            evolve_projection(state, event)
+        inst = state.instances[iid]
+        seen.add((inst.status, inst.task_state, inst.last_event_id))
+    assert len(seen) == 1, seen
