@@ -109,6 +109,9 @@ class ReadModel:
         self.models = Models()
         self.lock = threading.RLock()
         self._own: set[str] = set()
+        # appended by this process and not folded yet: whichever of the tail and the appending
+        # thread gets to such an event first folds it, the other skips it
+        self._pending: set[str] = set()
         self._reader: Reader | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -158,6 +161,7 @@ class ReadModel:
         if event.event_id in self._own:
             self._own.discard(event.event_id)
             return 0
+        self._pending.discard(event.event_id)
         digest = event_hash(data)
         fold(self.models, event, digest, topic)
         for listener in self.listeners:
@@ -179,9 +183,22 @@ class ReadModel:
             OutRecord(str(e.topic), e.aggregate_id.encode(), data, partitions[i] if partitions else None)
             for i, (e, data) in enumerate(zip(events, encoded, strict=True))
         ]
+        ids = [e.event_id for e in events]
         with self.lock:
+            self._pending.update(ids)
+        # Not under the lock: concurrent appends then share the log's transactions (the Kafka
+        # engine's group commit), and GETs are not held up by a write.
+        try:
             self.log.append(records)
+        except BaseException:
+            with self.lock:
+                self._pending.difference_update(ids)
+            raise
+        with self.lock:
             for event, data in zip(events, encoded, strict=True):
+                if event.event_id not in self._pending:
+                    continue  # the tail folded it first
+                self._pending.discard(event.event_id)
                 self._own.add(event.event_id)
                 fold(self.models, event, event_hash(data), str(event.topic))
                 for listener in self.listeners:

@@ -2,8 +2,9 @@
 
 Appends and read-process-write steps are Kafka transactions; every consumer reads committed data
 only. Nothing runs in the background: callbacks fire inside the caller's poll, flush or commit, as
-in confluent-kafka-python's examples/eos-transactions.py. Topic and group names carry the
-configured namespace as a prefix; callers only ever see logical names.
+in confluent-kafka-python's examples/eos-transactions.py; concurrent appends share transactions
+(group commit), each written by a calling thread that found none in flight. Topic and group names
+carry the configured namespace as a prefix; callers only ever see logical names.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import (
@@ -65,6 +68,14 @@ _UNKNOWN = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaEr
 
 _NO_LEADER = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
 
+# One group transaction carries at most this many records (a single larger batch still goes, alone):
+# it bounds how many callers one failure fails and how long the callers queued behind it wait.
+_GROUP_RECORDS = 5000
+
+# librdkafka's message.max.bytes: a larger record fails inside produce(), which would abort every
+# other caller's batch in the same group transaction, so it is refused before it joins one.
+_MAX_RECORD_BYTES = 1_000_000
+
 
 class _LeaderMoving(LogError):
     """A partition's leader is not (yet) serving it; worth asking again shortly."""
@@ -82,6 +93,22 @@ def _take(consumer: Consumer, max_records: int, timeout: float) -> list[Message]
     if first is None:
         return []
     return [first, *consumer.consume(num_messages=max_records - 1, timeout=0)] if max_records > 1 else [first]
+
+
+@dataclass(eq=False)
+class _Batch:
+    """One caller's records waiting for a group transaction, and what became of them."""
+
+    records: Sequence[OutRecord]
+    placed: list[tuple[str, int]]
+    taken: bool = False  # into a group transaction, by whichever caller writes it
+    offsets: list[tuple[int, int]] | None = None
+    error: LogError | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once the batch committed (offsets) or failed (error)."""
+        return self.offsets is not None or self.error is not None
 
 
 def _log_error(err: KafkaError, what: str) -> LogError:
@@ -105,8 +132,14 @@ class KafkaLog(EventLog):
         self._counts: dict[str, int] = {}  # partition counts by physical name; they never shrink
         self._open: list[_KafkaReader | _KafkaMember] = []
         self._appender: Producer | None = None
-        self._append_lock = threading.Lock()  # one transaction at a time per producer
-        self._reports: list[tuple[KafkaError | None, Any]] = []
+        # Group commit: callers queue their batches, and a caller that finds no transaction in
+        # flight becomes the writer of everything queued so far (`_writing` is its token). No
+        # thread of our own: a lone caller writes at once on its own thread, with no hand-off.
+        self._appends = threading.Condition()
+        self._queue: deque[_Batch] = deque()
+        self._writing = False
+        self._closed = False
+        self._reports: list[tuple[KafkaError | None, Any]] = []  # of the transaction in flight
         self._admin = AdminClient(self.client_config())
         try:
             self._admin.list_topics(timeout=self.timeout)
@@ -116,7 +149,9 @@ class KafkaLog(EventLog):
 
     def client_config(self, **extra: Any) -> dict[str, Any]:
         """Settings shared by every client of this log; librdkafka's logs go to Python logging."""
-        return {"bootstrap.servers": self._servers, "logger": _LOG, **extra}
+        # Nagle's algorithm meets the broker's delayed ACK on small requests (transaction control,
+        # offset commits) and stalls each round trip; librdkafka leaves it on unless told.
+        return {"bootstrap.servers": self._servers, "logger": _LOG, "socket.nagle.disable": True, **extra}
 
     def physical(self, topic: str) -> str:
         """The broker's name of a logical topic."""
@@ -242,32 +277,110 @@ class KafkaLog(EventLog):
         return producer
 
     def append(self, records: Sequence[OutRecord]) -> list[tuple[int, int]]:
-        """Append all `records` in one transaction; (partition, offset) of each, in order."""
+        """Append all `records` in one transaction; (partition, offset) of each, in order. Concurrent
+        callers share transactions; each caller's records still commit or fail together."""
         if not records:
             return []
+        # Whatever only this caller got wrong is refused here, before its batch joins a group.
         placed = self.place(records)
-        with self._append_lock:
-            if self._appender is None:
-                # Unique per log object: two processes appending must never fence each other.
-                self._appender = self.transactional_producer(f"{self._prefix}eventsvm-append-{uuid.uuid4()}")
-            producer = self._appender
-            self._reports.clear()
+        for record in records:
+            size = len(record.value) + len(record.key or b"")
+            if size > _MAX_RECORD_BYTES:
+                raise LogUnavailable(f"append failed: a record of {size} bytes is over the "
+                                     f"{_MAX_RECORD_BYTES} bytes Kafka accepts")
+        mine = _Batch(records, placed)
+        with self._appends:
+            if self._closed:
+                raise LogUnavailable("append: the log is closed")
+            self._queue.append(mine)
+        while (group := self._lead_or_wait(mine)) is not None:
+            self._commit_group(group)
+        if mine.error is not None:
+            raise mine.error
+        assert mine.offsets is not None
+        return mine.offsets
+
+    def _lead_or_wait(self, mine: _Batch) -> list[_Batch] | None:
+        """None once `mine` is done; else, when no transaction is in flight and `mine` is still
+        queued, the batches this caller is to write now (oldest first, within _GROUP_RECORDS)."""
+        with self._appends:
+            while not mine.done and (self._writing or mine.taken):
+                self._appends.wait()
+            if mine.done:
+                return None
+            self._writing = True
+            group = [self._queue.popleft()]
+            size = len(group[0].records)
+            while self._queue and size + len(self._queue[0].records) <= _GROUP_RECORDS:
+                size += len(self._queue[0].records)
+                group.append(self._queue.popleft())
+            for batch in group:
+                batch.taken = True
+            return group
+
+    def _commit_group(self, group: list[_Batch]) -> None:
+        """Write `group` in one transaction and pass the writer's turn on; once the group is
+        readable, hand every batch its offsets (or every batch the error)."""
+        outcome: LogError | None = None
+        offsets: list[list[tuple[int, int]]] = []
+        last: dict[TopicPartition, int] = {}
+        try:
             try:
-                producer.begin_transaction()
-                self.produce_all(producer, records, placed, self._on_delivery)
-                if producer.flush(self.timeout):
-                    raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "delivery timed out"))
-                failed = [err for err, _ in self._reports if err is not None]
-                if failed:
-                    raise KafkaException(failed[0])
-                producer.commit_transaction(self.timeout)
-            except KafkaException as exc:
-                if not self.abort(producer, exc.args[0]):
-                    self._appender = None  # the next append starts a new producer
-                raise _log_error(exc.args[0], "append") from None
-            by_partition = self.delivered(self._reports)
-        self.await_visible({tp: offsets[0] for tp, offsets in by_partition.items()})
-        return [(part, by_partition[self.logical(name), part].pop()) for name, part in placed]
+                by_partition = self._transaction([r for b in group for r in b.records],
+                                                 [p for b in group for p in b.placed])
+                last = {tp: found[0] for tp, found in by_partition.items()}
+                # Batches went out in group order, so popping each partition's smallest offset
+                # first gives every batch the offsets its own records got.
+                offsets = [[(part, by_partition[self.logical(name), part].pop()) for name, part in b.placed]
+                           for b in group]
+            finally:
+                # The next group goes while this one's commit markers are being written.
+                with self._appends:
+                    self._writing = False
+                    self._appends.notify_all()
+            # One wait for the whole group (its markers land together), not one per caller.
+            self.await_visible(last)
+        except LogError as exc:
+            outcome = exc
+        except Exception as exc:  # a bug must not strand the callers waiting on this group
+            _LOG.exception("append: a group transaction failed unexpectedly")
+            outcome = LogUnavailable(f"append failed: {type(exc).__name__}")
+        with self._appends:
+            for i, batch in enumerate(group):
+                if outcome is None:
+                    batch.offsets = offsets[i]
+                else:
+                    batch.error = outcome
+            self._appends.notify_all()
+
+    def _transaction(self, records: list[OutRecord], placed: list[tuple[str, int]]
+                     ) -> dict[TopicPartition, list[int]]:
+        """Produce `records` in one committed transaction; the offsets each partition got."""
+        if self._appender is None:
+            # Unique per log object: two processes appending must never fence each other.
+            self._appender = self.transactional_producer(f"{self._prefix}eventsvm-append-{uuid.uuid4()}")
+        producer = self._appender
+        self._reports.clear()
+        try:
+            producer.begin_transaction()
+            self.produce_all(producer, records, placed, self._on_delivery)
+            if producer.flush(self.timeout):
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "delivery timed out"))
+            failed = [err for err, _ in self._reports if err is not None]
+            if failed:
+                raise KafkaException(failed[0])
+            producer.commit_transaction(self.timeout)
+        except KafkaException as exc:
+            if not self.abort(producer, exc.args[0]):
+                self._appender = None  # the next append starts a new producer
+            raise _log_error(exc.args[0], "append") from None
+        except Exception:
+            # Not Kafka's doing; still end the transaction, or read_committed readers stall
+            # behind it until the broker times it out.
+            if not self.abort(producer, KafkaError(KafkaError._FAIL)):
+                self._appender = None
+            raise
+        return self.delivered(self._reports)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         self._reports.append((err, msg))
@@ -394,12 +507,21 @@ class KafkaLog(EventLog):
             time.sleep(0.01)
 
     def close(self) -> None:
-        """Close every reader and member this log opened, then the append producer."""
+        """Close every reader and member this log opened, fail the appends still queued, let the
+        one in flight finish, then release the append producer. Later appends raise."""
         while self._open:
             self._open.pop().close()
-        if self._appender is not None:
-            self._appender.flush(self.timeout)
-            self._appender = None
+        with self._appends:
+            self._closed = True
+            while self._queue:
+                self._queue.popleft().error = LogUnavailable("append: the log was closed before it was sent")
+            self._appends.notify_all()
+            # The transaction in flight ends within its own timeouts (flush, commit or abort), and
+            # its callers get its real outcome; the producer is not flushed under it meanwhile.
+            idle = self._appends.wait_for(lambda: not self._writing, timeout=3 * self.timeout)
+            producer, self._appender = self._appender, None
+        if producer is not None and idle:
+            producer.flush(self.timeout)
 
 
 class _KafkaReader(Reader):

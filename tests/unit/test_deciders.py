@@ -368,7 +368,9 @@ def test_a_dispatched_delete_destroys_the_domain(compute: Any) -> None:
     assert body["host"] == "h0" and compute.hypervisor.list_instances() == []
 
 
-def test_a_host_under_a_relative_data_dir_still_spawns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_host_under_a_relative_data_dir_still_spawns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # `make run` passes --data-dir ./data; libvirt's schema refuses relative console-log paths
     monkeypatch.chdir(tmp_path)
     host = simulated_host(Path("data"), "h0", 0, HostCapacity())
