@@ -176,37 +176,22 @@ def _reschedule(state: SchedulerState, event: Event, settings: SchedulerSettings
         f"Exceeded maximum number of retries. Exhausted all hosts available for retrying build failures "
         f"for instance {event.aggregate_id}."
     )
-    if attempt >= settings.max_attempts or not candidates:
+
+    def give_up(why: str = "") -> Sequence[Output]:
+        details = f"last failure on {tried}: {body['reason']}{why}"
         return [
             Output(
-                failed(
-                    event,
-                    "schedule",
-                    exhausted,
-                    code=500,
-                    host=tried,
-                    attempt=attempt,
-                    details=f"last failure on {tried}: {body['reason']}",
-                )
+                failed(event, "schedule", exhausted, code=500, host=tried, attempt=attempt, details=details)
             )
         ]
+
+    if attempt >= settings.max_attempts or not candidates:
+        return give_up()
     request = _request(event.aggregate_id, spec, state, len(candidates) - 1, frozenset({tried}))
     try:
         selection = select_destinations(candidates, request, settings.policy)
     except NoValidHost as exc:
-        return [
-            Output(
-                failed(
-                    event,
-                    "schedule",
-                    exhausted,
-                    code=500,
-                    host=tried,
-                    attempt=attempt,
-                    details=f"last failure on {tried}: {body['reason']}; alternates: {exc.explanation}",
-                )
-            )
-        ]
+        return give_up(f"; alternates: {exc.explanation}")
     return [_scheduled(event, spec, request, selection.host, selection.alternates, attempt + 1)]
 
 
