@@ -25,6 +25,21 @@ FLAVORS = (
 )
 
 
+def flavor_body(flavor_id: str, name: str, vcpus: int, ram_mb: int, disk_gb: int) -> dict[str, Any]:
+    """The catalog.flavor_created body of a public flavor with no ephemeral disk or swap."""
+    return {
+        "id": flavor_id,
+        "name": name,
+        "vcpus": vcpus,
+        "ram_mb": ram_mb,
+        "disk_gb": disk_gb,
+        "ephemeral_gb": 0,
+        "swap_mb": 0,
+        "is_public": True,
+        "extra_specs": {},
+    }
+
+
 @dataclass(frozen=True)
 class SeedPasswords:
     """The admin and demo passwords, and whether they were generated here (then they are shown)."""
@@ -94,22 +109,8 @@ def seed_events(
         (demo_user, demo_project, "reader"),
     ):
         add(EventType.ROLE_ASSIGNED, f"{uid}:{pid}", {"user_id": uid, "project_id": pid, "role": role})
-    for fid, name, vcpus, ram, disk in FLAVORS:
-        add(
-            EventType.FLAVOR_CREATED,
-            fid,
-            {
-                "id": fid,
-                "name": name,
-                "vcpus": vcpus,
-                "ram_mb": ram,
-                "disk_gb": disk,
-                "ephemeral_gb": 0,
-                "swap_mb": 0,
-                "is_public": True,
-                "extra_specs": {},
-            },
-        )
+    for flavor in FLAVORS:
+        add(EventType.FLAVOR_CREATED, flavor[0], flavor_body(*flavor))
     image_id = str(uuid.uuid4())
     add(
         EventType.IMAGE_CREATED,

@@ -27,6 +27,7 @@ from eventsvm.identity.tokens import TokenService
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, Record
 from eventsvm.readmodel import ALL_TOPICS, ReadModel
+from eventsvm.seed import flavor_body
 from eventsvm.state.instances import Instance
 
 PASSWORD = "correct horse battery staple"
@@ -298,22 +299,8 @@ def _seed(ids: dict[str, str]) -> list[Event]:
                 f"{user}:{project}",
                 {"user_id": ids[f"user:{user}"], "project_id": ids[f"project:{project}"], "role": role},
             )
-    for fid, name, vcpus, ram, disk in FLAVORS:
-        add(
-            EventType.FLAVOR_CREATED,
-            fid,
-            {
-                "id": fid,
-                "name": name,
-                "vcpus": vcpus,
-                "ram_mb": ram,
-                "disk_gb": disk,
-                "ephemeral_gb": 0,
-                "swap_mb": 0,
-                "is_public": True,
-                "extra_specs": {},
-            },
-        )
+    for flavor in FLAVORS:
+        add(EventType.FLAVOR_CREATED, flavor[0], flavor_body(*flavor))
     ids["image"] = str(uuid.uuid4())
     add(
         EventType.IMAGE_CREATED,
