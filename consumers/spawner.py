@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from eventsvm.compute import ComputeHost
 from eventsvm.events.builders import deleted, failed, flavor_snapshot
 from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
-from eventsvm.service import Output, Rejected, Service, StepContext
-from eventsvm.virt.hypervisor import HypervisorError
+from eventsvm.service import Output, Rejected, Service, StepContext, Transient
+from eventsvm.virt.hypervisor import HypervisorError, HypervisorUnavailable
 from eventsvm.virt.xml import InvalidGuestSpec
 
 
@@ -61,11 +61,15 @@ def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Outp
     host: ComputeHost = ctx.deps
     if event.body.get("host") != host.name:
         return []
-    if event.type == EventType.INSTANCE_RESOURCES_RESOLVED:
-        return _spawn(state, event, host)
-    if event.type == EventType.INSTANCE_DELETE_DISPATCHED:
-        host.destroy(event.aggregate_id)
-        return [Output(deleted(event, host.name, "spawner"))]
+    try:
+        if event.type == EventType.INSTANCE_DELETE_DISPATCHED:
+            host.destroy(event.aggregate_id)
+            return [Output(deleted(event, host.name, "spawner"))]
+        if event.type == EventType.INSTANCE_RESOURCES_RESOLVED:
+            return _spawn(state, event, host)
+    except HypervisorUnavailable as exc:
+        # says nothing about the instance: decide it again once the hypervisor answers
+        raise Transient(f"hypervisor of {host.name} out of reach: {exc}") from exc
     return []
 
 

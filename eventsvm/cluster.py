@@ -112,6 +112,8 @@ def spawner_runner(
     snapshots: SnapshotStore | None = None,
 ) -> ServiceRunner[Any]:
     """The spawner of `host`, reading exactly its slot's partition of the host-routed topics."""
+    # a spawner may be the first process on a new log: its partition needs the topics to exist
+    log_.create_topics([str(Topic.RESOURCES_RESOLVED), str(Topic.DELETE_DISPATCHED)])
     partitions = [
         (str(t), host.slot % log_.partitions(str(t)))
         for t in (Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED)

@@ -23,7 +23,7 @@ from typing import Generic, TypeVar
 from eventsvm.events.codec import Codec, CodecError
 from eventsvm.events.model import Event, EventType, Topic, event_hash, new_event
 from eventsvm.log.port import BEGINNING, EventLog, Fenced, GroupMember, LogError, OutRecord, Reader, Record
-from eventsvm.service import Rejected, Service, StepContext
+from eventsvm.service import Rejected, Service, StepContext, Transient
 from eventsvm.snapshot import Snapshot, SnapshotStore, now_ms, state_version
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 S = TypeVar("S")
 
 MAX_COMMIT_RETRIES = 5
+# pauses before a step abandoned for a Transient error is tried again
+TRANSIENT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 
 
 @dataclass(slots=True)
@@ -83,6 +85,7 @@ class ServiceRunner(Generic[S]):
         self._member: GroupMember | None = None
         self._reassigned = False
         self._partition_counts: dict[str, int] = {}
+        self._transient_failures = 0
         # snapshots: where the state reader is, what a loaded snapshot already covers, and how
         # much was folded since the last one was written
         self.snapshots = snapshots
@@ -210,8 +213,18 @@ class ServiceRunner(Generic[S]):
         started = time.perf_counter()
         report = StepReport(self.service.name)
         out_records: list[OutRecord] = []
-        for record in records:
-            out_records.extend(self._handle(record, report))
+        try:
+            for record in records:
+                out_records.extend(self._handle(record, report))
+        except Transient as exc:
+            # neither a dead letter (the input is fine) nor a crash: decide it again later
+            pause = TRANSIENT_BACKOFF_S[min(self._transient_failures, len(TRANSIENT_BACKOFF_S) - 1)]
+            self._transient_failures += 1
+            log.warning("%s: %s; retrying the step in %g s", self.service.name, exc, pause)
+            self._abandon()
+            time.sleep(pause)
+            return 0
+        self._transient_failures = 0
         self._commit(out_records, records)
         self.save_snapshot(when_due=True)
         report.seconds = time.perf_counter() - started
@@ -258,6 +271,8 @@ class ServiceRunner(Generic[S]):
             outputs = self.service.decide(self.state, event, ctx)
         except Rejected as exc:
             return [self._dead_letter(record, str(exc), "Rejected", report, event)]
+        except Transient:
+            raise
         except Exception as exc:  # a bug must not become a crash loop: park the record, go on
             log.exception("%s: decide failed on %s@%s", self.service.name, record.topic, record.offset)
             return [

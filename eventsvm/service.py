@@ -22,6 +22,11 @@ class Rejected(Exception):
     dead-letter topic with this message and the service carries on."""
 
 
+class Transient(Exception):
+    """A collaborator is out of reach for now (the hypervisor, say): the step is abandoned,
+    nothing of it is committed, and the same input is decided again after a pause."""
+
+
 @dataclass(slots=True)
 class Output:
     """One event to append. `route` is a compute host's slot for host-routed topics: the event
