@@ -100,6 +100,9 @@ share.coordinator.state.topic.min.isr=1
 offsets.topic.num.partitions=10
 transaction.state.log.num.partitions=10
 group.initial.rebalance.delay.ms=0
+# The group coordinator holds each offset commit up to 5 ms (the 4.x default) to batch its writes;
+# a consumer that commits after every step waited that on every commit.
+group.coordinator.append.linger.ms=0
 # Topics are made on purpose (KafkaLog.create_topics, kept forever), never by a typo.
 auto.create.topics.enable=false
 EOF

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -111,6 +111,66 @@ class _Batch:
         return self.offsets is not None or self.error is not None
 
 
+class _Turns:
+    """Transactional producers taken in turn, one transaction each.
+
+    After a commit the coordinator spends a few ms writing the commit markers; a transaction that
+    the same producer begins meanwhile is refused (CONCURRENT_TRANSACTIONS) and librdkafka retries
+    it only after a fixed 20 ms, which measured as most of every step here. The next producer in
+    turn has no such wait, and by the time the first is taken again its markers are written.
+    Transactions still run one after another, so per-partition order is that of the calls.
+    """
+
+    def __init__(self, make: Callable[[str], Producer], transactional_id: str, count: int = 2) -> None:
+        self._make = make
+        self._ids = [f"{transactional_id}.{i}" for i in range(count)]
+        self._producers: list[Producer | None] = [None] * count
+        self._turn = 0
+
+    def start_all(self) -> None:
+        """Start every producer not running (and so fence their older incarnations), side by side:
+        librdkafka's coordinator lookup makes one start take 50-500 ms here, mostly waiting."""
+        missing = [i for i, p in enumerate(self._producers) if p is None]
+        failures: list[BaseException] = []
+
+        def start(i: int) -> None:
+            try:
+                self._producers[i] = self._make(self._ids[i])
+            except BaseException as exc:  # re-raised on the calling thread below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=start, args=(i,), name="eventsvm-txn-start") for i in missing[1:]]
+        for thread in threads:
+            thread.start()
+        if missing:
+            start(missing[0])
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+
+    def take(self) -> tuple[int, Producer]:
+        """The producer whose turn it is (all are started if one is missing) and its turn number."""
+        i = self._turn
+        producer = self._producers[i]
+        if producer is None:
+            self.start_all()
+            producer = self._producers[i]
+            assert producer is not None
+        self._turn = (i + 1) % len(self._ids)
+        return i, producer
+
+    def drop(self, turn: int) -> None:
+        """Forget a producer that cannot go on; its turn starts a new one."""
+        self._producers[turn] = None
+
+    def release(self) -> list[Producer]:
+        """Every started producer, forgotten here (for the caller to flush)."""
+        started = [p for p in self._producers if p is not None]
+        self._producers = [None] * len(self._ids)
+        return started
+
+
 def _log_error(err: KafkaError, what: str) -> LogError:
     """The port's exception for a Kafka error met while doing `what`."""
     if err.code() in _FENCING:
@@ -130,8 +190,10 @@ class KafkaLog(EventLog):
         self.timeout = config.connect_timeout_s
         self.session_timeout_s = config.session_timeout_s
         self._counts: dict[str, int] = {}  # partition counts by physical name; they never shrink
+        self._logical_names: dict[str, str] = {}  # physical topic name -> logical, as records are read
         self._open: list[_KafkaReader | _KafkaMember] = []
-        self._appender: Producer | None = None
+        # Unique per log object: two processes appending must never fence each other.
+        self._appenders = _Turns(self.transactional_producer, f"{self._prefix}eventsvm-append-{uuid.uuid4()}")
         # Group commit: callers queue their batches, and a caller that finds no transaction in
         # flight becomes the writer of everything queued so far (`_writing` is its token). No
         # thread of our own: a lone caller writes at once on its own thread, with no hand-off.
@@ -140,6 +202,9 @@ class KafkaLog(EventLog):
         self._writing = False
         self._closed = False
         self._reports: list[tuple[KafkaError | None, Any]] = []  # of the transaction in flight
+        # Per partition, the highest offset this object committed that may not be readable yet.
+        self._unseen: dict[TopicPartition, int] = {}
+        self._unseen_lock = threading.Lock()
         self._admin = AdminClient(self.client_config())
         try:
             self._admin.list_topics(timeout=self.timeout)
@@ -232,13 +297,20 @@ class KafkaLog(EventLog):
 
     def place(self, records: Sequence[OutRecord]) -> list[tuple[str, int]]:
         """(physical topic, partition) of each record; raises UnknownTopic before anything is sent."""
+        # Per topic once, not per record: this runs for every record appended.
+        topics: dict[str, tuple[str, int]] = {}
         placed = []
         for record in records:
-            count = self.partitions(record.topic)
-            part = record.partition if record.partition is not None else partition_for(record.key, count)
-            if not 0 <= part < count:
+            topic = topics.get(record.topic)
+            if topic is None:
+                topic = topics[record.topic] = (self.physical(record.topic), self.partitions(record.topic))
+            name, count = topic
+            part = record.partition
+            if part is None:
+                part = partition_for(record.key, count)
+            elif not 0 <= part < count:
                 raise UnknownTopic(f"topic {record.topic!r} has no partition {part}")
-            placed.append((self.physical(record.topic), part))
+            placed.append((name, part))
         return placed
 
     def produce_all(self, producer: Producer, records: Sequence[OutRecord], placed: list[tuple[str, int]],
@@ -328,18 +400,16 @@ class KafkaLog(EventLog):
             try:
                 by_partition = self._transaction([r for b in group for r in b.records],
                                                  [p for b in group for p in b.placed])
-                last = {tp: found[0] for tp, found in by_partition.items()}
+                last = self.highest(by_partition)
                 # Batches went out in group order, so popping each partition's smallest offset
                 # first gives every batch the offsets its own records got.
-                offsets = [[(part, by_partition[self.logical(name), part].pop()) for name, part in b.placed]
-                           for b in group]
+                offsets = [[(placed[1], by_partition[placed].pop()) for placed in b.placed] for b in group]
             finally:
                 # The next group goes while this one's commit markers are being written.
                 with self._appends:
                     self._writing = False
                     self._appends.notify_all()
-            # One wait for the whole group (its markers land together), not one per caller.
-            self.await_visible(last)
+            self.committed_unseen(last)
         except LogError as exc:
             outcome = exc
         except Exception as exc:  # a bug must not strand the callers waiting on this group
@@ -354,12 +424,9 @@ class KafkaLog(EventLog):
             self._appends.notify_all()
 
     def _transaction(self, records: list[OutRecord], placed: list[tuple[str, int]]
-                     ) -> dict[TopicPartition, list[int]]:
+                     ) -> dict[tuple[str, int], list[int]]:
         """Produce `records` in one committed transaction; the offsets each partition got."""
-        if self._appender is None:
-            # Unique per log object: two processes appending must never fence each other.
-            self._appender = self.transactional_producer(f"{self._prefix}eventsvm-append-{uuid.uuid4()}")
-        producer = self._appender
+        turn, producer = self._appenders.take()
         self._reports.clear()
         try:
             producer.begin_transaction()
@@ -372,35 +439,64 @@ class KafkaLog(EventLog):
             producer.commit_transaction(self.timeout)
         except KafkaException as exc:
             if not self.abort(producer, exc.args[0]):
-                self._appender = None  # the next append starts a new producer
+                self._appenders.drop(turn)  # its next turn starts a new producer
             raise _log_error(exc.args[0], "append") from None
         except Exception:
             # Not Kafka's doing; still end the transaction, or read_committed readers stall
             # behind it until the broker times it out.
             if not self.abort(producer, KafkaError(KafkaError._FAIL)):
-                self._appender = None
+                self._appenders.drop(turn)
             raise
         return self.delivered(self._reports)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         self._reports.append((err, msg))
 
-    def delivered(self, reports: list[tuple[KafkaError | None, Any]]) -> dict[TopicPartition, list[int]]:
-        """The offsets each logical partition got, highest first."""
+    def delivered(self, reports: list[tuple[KafkaError | None, Any]]) -> dict[tuple[str, int], list[int]]:
+        """The offsets each (physical topic, partition) got, highest first."""
         # Within one partition reports come in produce order (idempotence keeps it), so the k-th
         # record sent to a partition got that partition's k-th smallest offset.
-        by_partition: dict[TopicPartition, list[int]] = {}
+        by_partition: dict[tuple[str, int], list[int]] = {}
         for _, msg in reports:
-            by_partition.setdefault((self.logical(msg.topic()), msg.partition()), []).append(msg.offset())
+            key = (msg.topic(), msg.partition())
+            found = by_partition.get(key)
+            if found is None:
+                found = by_partition[key] = []
+            found.append(msg.offset())
         for offsets in by_partition.values():
             offsets.sort(reverse=True)
         return by_partition
 
+    def highest(self, by_partition: dict[tuple[str, int], list[int]]) -> dict[TopicPartition, int]:
+        """The highest offset of each partition in `delivered`'s answer, by logical partition."""
+        return {(self.logical(name), part): found[0] for (name, part), found in by_partition.items() if found}
+
+    def committed_unseen(self, last: dict[TopicPartition, int]) -> None:
+        """Note offsets just committed whose commit markers may not have landed yet."""
+        # commit_transaction returns once the commit is decided; the broker writes the markers that
+        # make the records readable a moment later (~1-3 ms here). Waiting for them after every
+        # transaction cost a quarter of an append's time, so the wait moves to the reads it is
+        # for: `settle` runs before this object opens a reader or reports end offsets, and on close.
+        with self._unseen_lock:
+            for tp, offset in last.items():
+                if offset > self._unseen.get(tp, -1):
+                    self._unseen[tp] = offset
+
+    def settle(self) -> None:
+        """Wait (bounded) until everything this object committed is readable by read_committed
+        readers: read-your-writes for its own readers, and for any process started after close."""
+        with self._unseen_lock:
+            waiting = dict(self._unseen)
+        if not waiting:
+            return
+        self.await_visible(waiting)
+        with self._unseen_lock:
+            for tp, offset in waiting.items():
+                if self._unseen.get(tp) == offset:
+                    del self._unseen[tp]
+
     def await_visible(self, last: dict[TopicPartition, int]) -> None:
         """Wait until read_committed readers see offset `last[tp]` of each partition."""
-        # commit_transaction returns once the commit is decided; the broker writes the markers
-        # that make the records readable a moment later. Waiting here gives read-your-writes:
-        # end_offsets and any reader started after append returns see the records.
         deadline = time.monotonic() + self.timeout
         pause = 0.001
         while last:
@@ -445,8 +541,12 @@ class KafkaLog(EventLog):
     def records(self, msgs: Sequence[Any]) -> list[Record]:
         """Consumed messages as the port's records; raises on errors a caller must see."""
         # Sequence[Any]: a message without an error always has topic, partition, offset and value.
-        out = []
-        cut = len(self._prefix)
+        # This runs once per record read (a replay reads hundreds of thousands), hence the local
+        # names and tuple.__new__, which builds a Record in a third of the time its constructor takes.
+        out: list[Record] = []
+        add = out.append
+        new = tuple.__new__
+        names = self._logical_names
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -454,8 +554,12 @@ class KafkaLog(EventLog):
                     raise _log_error(err, f"reading {msg.topic()}")
                 _LOG.warning("consumer: %s", err.str())
                 continue
-            out.append(Record(msg.topic()[cut:], msg.partition(), msg.offset(), msg.key(), msg.value(),
-                              msg.timestamp()[1]))
+            name = msg.topic()
+            topic = names.get(name)
+            if topic is None:
+                topic = names[name] = self.logical(name)
+            add(new(Record, (topic, msg.partition(), msg.offset(), msg.key(), msg.value(),
+                             msg.timestamp()[1])))
         return out
 
     def consumer(self, group: str, **extra: Any) -> Consumer:
@@ -469,6 +573,7 @@ class KafkaLog(EventLog):
         """A reader from BEGINNING, END or a timestamp (ms) over `topics` or just `partitions`."""
         tps = list(partitions) if partitions is not None else [
             (t, p) for t in topics for p in range(self.partitions(t))]
+        self.settle()
         reader = _KafkaReader(self, tps, start)
         self._open.append(reader)
         return reader
@@ -477,7 +582,8 @@ class KafkaLog(EventLog):
                partitions: Iterable[TopicPartition] | None = None,
                on_assign: RebalanceCallback | None = None,
                on_revoke: RebalanceCallback | None = None) -> GroupMember:
-        """Join `group`; the transactional id is group.member_name, so a restart fences its old self."""
+        """Join `group`; the transactional ids are group.member_name.N, so a restart fences its old self."""
+        self.settle()
         member = _KafkaMember(self, self._prefix + group, list(topics), member_name,
                               None if partitions is None else set(partitions), on_assign, on_revoke)
         self._open.append(member)
@@ -485,6 +591,7 @@ class KafkaLog(EventLog):
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         """Per partition, the offset after the last committed record (the last stable offset)."""
+        self.settle()
         ends = self.list_offsets([(topic, p) for p in range(self.partitions(topic))], OffsetSpec.latest())
         return {p: offset for (_, p), offset in ends.items()}
 
@@ -508,7 +615,8 @@ class KafkaLog(EventLog):
 
     def close(self) -> None:
         """Close every reader and member this log opened, fail the appends still queued, let the
-        one in flight finish, then release the append producer. Later appends raise."""
+        one in flight finish, release the append producers and wait until what this object
+        committed is readable. Later appends raise."""
         while self._open:
             self._open.pop().close()
         with self._appends:
@@ -519,9 +627,14 @@ class KafkaLog(EventLog):
             # The transaction in flight ends within its own timeouts (flush, commit or abort), and
             # its callers get its real outcome; the producer is not flushed under it meanwhile.
             idle = self._appends.wait_for(lambda: not self._writing, timeout=3 * self.timeout)
-            producer, self._appender = self._appender, None
-        if producer is not None and idle:
-            producer.flush(self.timeout)
+            producers = self._appenders.release()
+        if idle:
+            for producer in producers:
+                producer.flush(self.timeout)
+            try:
+                self.settle()  # a process started after this one exits reads what it wrote
+            except LogError as exc:
+                _LOG.warning("closing: could not confirm the last commits are readable: %s", exc)
 
 
 class _KafkaReader(Reader):
@@ -547,8 +660,8 @@ class _KafkaReader(Reader):
     def poll(self, max_records: int = 1000, timeout: float = 0.1) -> list[Record]:
         """Up to `max_records` records; an empty list when nothing arrived within `timeout` s."""
         records = self._log.records(_take(self._consumer, max_records, timeout))
-        for record in records:
-            self._positions[record.topic, record.partition] = record.offset + 1
+        # Within a partition records come in offset order, so the last one of each sets its position.
+        self._positions.update({(r[0], r[1]): r[2] + 1 for r in records})
         # The consumer's own position also steps over transaction markers, which are no records.
         for tp in self._consumer.position([KafkaPartition(self._log.physical(t), p) for t, p in self._tps]):
             key = (self._log.logical(tp.topic), tp.partition)
@@ -585,7 +698,8 @@ class _KafkaMember(GroupMember):
         self._unannounced = set(manual or ())
         self._manual = manual
         self._reports: list[tuple[KafkaError | None, Any]] = []
-        self._producer = log.transactional_producer(f"{group}.{name}")
+        self._producers = _Turns(log.transactional_producer, f"{group}.{name}")
+        self._producers.start_all()
         # "Silent" means "not polling", as on SQLite: a member that stops calling poll for the
         # session leaves the group (max.poll.interval) and its partitions move.
         self._session_s = log.session_timeout_s
@@ -625,7 +739,7 @@ class _KafkaMember(GroupMember):
                 self._on_assign(gained)
         self._last_poll = time.monotonic()
         records = self._log.records(_take(self._consumer, max_records, timeout))
-        self._polled.update((r.topic, r.partition) for r in records)
+        self._polled.update({(r[0], r[1]) for r in records})
         return records
 
     def assignment(self) -> set[TopicPartition]:
@@ -636,8 +750,9 @@ class _KafkaMember(GroupMember):
         """Append `outputs` and commit past `consumed` in one transaction, or raise and write nothing."""
         after: dict[TopicPartition, int] = {}
         for record in consumed:
-            tp = (record.topic, record.partition)
-            after[tp] = max(after.get(tp, 0), record.offset + 1)
+            tp = (record[0], record[1])
+            if record[2] >= after.get(tp, 0):
+                after[tp] = record[2] + 1
         lost = (after.keys() - self._owned) | (after.keys() & self._stale)
         if self._manual is None and time.monotonic() - self._last_poll > self._session_s:
             # librdkafka has left the group by now; a commit without a generation would pass.
@@ -648,8 +763,11 @@ class _KafkaMember(GroupMember):
                          " or its producer failed; open a new member")
         if not outputs and not after:
             return
+        if not outputs:
+            self._commit_offsets(after)
+            return
         placed = self._log.place(outputs)
-        producer = self._producer
+        _, producer = self._producers.take()
         self._reports.clear()
         try:
             producer.begin_transaction()
@@ -664,8 +782,24 @@ class _KafkaMember(GroupMember):
                 self._dead = True
             raise _log_error(exc.args[0], "commit step") from None
         self._polled -= after.keys()
-        delivered = self._log.delivered(self._reports)
-        self._log.await_visible({tp: offsets[0] for tp, offsets in delivered.items()})
+        self._log.committed_unseen(self._log.highest(self._log.delivered(self._reports)))
+
+    def _commit_offsets(self, after: dict[TopicPartition, int]) -> None:
+        """Commit past consumed records when the step wrote nothing (a folding consumer's usual step)."""
+        # With no outputs there is nothing to make atomic with the offsets, and a transaction
+        # (AddOffsetsToTxn, TxnOffsetCommit, EndTxn) took three round trips where this takes one;
+        # the commit still carries the group generation, so a member that lost the partition is
+        # refused just the same. A transactional offset commit still in flight does not overwrite
+        # this newer one: the coordinator keeps whichever commit came later in its log.
+        offsets = [KafkaPartition(self._log.physical(t), p, off) for (t, p), off in after.items()]
+        try:
+            committed = self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            raise _log_error(exc.args[0], "commit step") from None
+        for tp in committed or ():
+            if tp.error is not None:
+                raise _log_error(tp.error, "commit step")
+        self._polled -= after.keys()
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         self._reports.append((err, msg))
@@ -696,5 +830,7 @@ class _KafkaMember(GroupMember):
         try:
             self._consumer.close()
         finally:
+            producers = self._producers.release()
             if not self._dead:  # a fenced producer has nothing left to send, and flush would raise
-                self._producer.flush(self._log.timeout)
+                for producer in producers:
+                    producer.flush(self._log.timeout)
