@@ -13,6 +13,8 @@
  *   (array, item, least)               (map, value, least)   least: fewest bytes one item takes
  *   (record, names: tuple[str], fields: tuple[int], defaults: tuple[tuple[()] | tuple[object]])
  *   (union, branches: tuple[int])
+ *   (skip, item)                       a record field read past and left out of the record's dict
+ *                                      (a reader that needs only some fields; never encodes)
  *
  * Every read is bounds-checked: truncated or garbage input raises AvroError (or
  * UnicodeDecodeError), never reads past the buffer and never allocates more items than the
@@ -20,26 +22,27 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h> /* T_OBJECT_EX, READONLY: the member descriptors of __slots__ */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 enum {
     OP_NULL, OP_BOOLEAN, OP_INT, OP_LONG, OP_FLOAT, OP_DOUBLE, OP_BYTES, OP_STRING,
-    OP_FIXED, OP_ENUM, OP_ARRAY, OP_MAP, OP_RECORD, OP_UNION, OP_LIMIT
+    OP_FIXED, OP_ENUM, OP_ARRAY, OP_MAP, OP_RECORD, OP_UNION, OP_SKIP, OP_LIMIT
 };
 static const char *const OPCODE_NAMES[OP_LIMIT] = {
     "null", "boolean", "int", "long", "float", "double", "bytes", "string",
-    "fixed", "enum", "array", "map", "record", "union",
+    "fixed", "enum", "array", "map", "record", "union", "skip",
 };
 
 /* How a union branch is chosen for a Python value when encoding: the first branch whose test the
  * value passes, as the pure-Python writer does; like fastavro, a bool goes to a boolean branch
  * when the union has one, even after an int branch. */
-enum { T_NONE, T_BOOL, T_INT, T_FLOAT, T_STR, T_BYTES, T_SEQ, T_DICT };
+enum { BT_NONE, BT_BOOL, BT_INT, BT_FLOAT, BT_STR, BT_BYTES, BT_SEQ, BT_DICT };
 static const int BRANCH_TEST[OP_LIMIT] = {
-    T_NONE, T_BOOL, T_INT, T_INT, T_FLOAT, T_FLOAT, T_BYTES, T_STR,
-    T_BYTES, T_STR, T_SEQ, T_DICT, T_DICT, -1,
+    BT_NONE, BT_BOOL, BT_INT, BT_INT, BT_FLOAT, BT_FLOAT, BT_BYTES, BT_STR,
+    BT_BYTES, BT_STR, BT_SEQ, BT_DICT, BT_DICT, -1, -1,
 };
 
 /* Nesting deeper than this is garbage (or a self-referencing value), not an event. */
@@ -66,6 +69,7 @@ typedef struct {
     PyObject *source;
     Py_ssize_t count;
     Node *nodes;
+    int skips; /* it has a skip node: it reads, it never encodes */
 } Program;
 
 static PyObject *AvroError;
@@ -137,7 +141,7 @@ build_node(Node *nodes, Py_ssize_t count, Py_ssize_t index, PyObject *spec)
     }
     n->op = (int)op;
     Py_ssize_t arity = PyTuple_GET_SIZE(spec);
-    static const Py_ssize_t ARITY[OP_LIMIT] = {1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 3, 4, 2};
+    static const Py_ssize_t ARITY[OP_LIMIT] = {1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 3, 4, 2, 2};
     if (arity != ARITY[op])
         return bad_program(index, "wrong number of operands");
     PyObject *a = arity > 1 ? PyTuple_GET_ITEM(spec, 1) : NULL;
@@ -172,6 +176,13 @@ build_node(Node *nodes, Py_ssize_t count, Py_ssize_t index, PyObject *spec)
         n->item = &nodes[item];
         return 0;
     }
+    case OP_SKIP: {
+        Py_ssize_t item;
+        if (node_ref(a, count, &item) < 0)
+            return -1;
+        n->item = &nodes[item];
+        return 0;
+    }
     case OP_RECORD: {
         PyObject *fields = PyTuple_GET_ITEM(spec, 2), *defaults = PyTuple_GET_ITEM(spec, 3);
         if (!PyTuple_Check(a) || !PyTuple_Check(fields) || !PyTuple_Check(defaults)
@@ -199,13 +210,7 @@ build_node(Node *nodes, Py_ssize_t count, Py_ssize_t index, PyObject *spec)
             n->names[i] = name;
             n->defaults[i] = PyTuple_GET_SIZE(d) ? PyTuple_GET_ITEM(d, 0) : NULL;
         }
-        n->template = PyDict_New();
-        if (n->template == NULL)
-            return -1;
-        for (Py_ssize_t i = 0; i < n->size; i++)
-            if (PyDict_SetItem(n->template, n->names[i], Py_None) < 0)
-                return -1;
-        return 0;
+        return 0; /* the template is made by finish_nodes, once every kid's opcode is known */
     }
     case OP_UNION: {
         if (!PyTuple_Check(a) || PyTuple_GET_SIZE(a) == 0)
@@ -230,23 +235,37 @@ build_node(Node *nodes, Py_ssize_t count, Py_ssize_t index, PyObject *spec)
     }
 }
 
-/* Union branch tests need the branches' opcodes, known only once every node is built. */
+/* Record templates and union branch tests need the kids' opcodes, known only once every node
+ * is built; a skip node is only ever a record field. */
 static int
-check_unions(Node *nodes, Py_ssize_t count)
+finish_nodes(Node *nodes, Py_ssize_t count)
 {
+    if (nodes[0].op == OP_SKIP)
+        return bad_program(0, "the root cannot be skipped");
     for (Py_ssize_t i = 0; i < count; i++) {
         Node *n = &nodes[i];
+        if ((n->op == OP_ARRAY || n->op == OP_MAP || n->op == OP_SKIP) && n->item->op == OP_SKIP)
+            return bad_program(i, "only a record field can be skipped");
+        if (n->op == OP_RECORD) {
+            n->template = PyDict_New();
+            if (n->template == NULL)
+                return -1;
+            for (Py_ssize_t f = 0; f < n->size; f++)
+                if (n->kids[f]->op != OP_SKIP && PyDict_SetItem(n->template, n->names[f], Py_None) < 0)
+                    return -1;
+        }
         if (n->op != OP_UNION)
             continue;
         for (Py_ssize_t b = 0; b < n->size; b++) {
             int test = BRANCH_TEST[n->kids[b]->op];
             if (test < 0)
-                return bad_program(i, "a union directly inside a union");
+                return bad_program(i, n->kids[b]->op == OP_SKIP ? "only a record field can be skipped"
+                                                                 : "a union directly inside a union");
             for (Py_ssize_t earlier = 0; earlier < b; earlier++)
                 if (n->tests[earlier] == test)
                     return bad_program(i, "union branches a Python value cannot tell apart");
             n->tests[b] = (unsigned char)test;
-            n->has_bool |= test == T_BOOL;
+            n->has_bool |= test == BT_BOOL;
         }
     }
     return 0;
@@ -273,7 +292,7 @@ Program_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             return NULL;
         }
     }
-    if (check_unions(nodes, count) < 0) {
+    if (finish_nodes(nodes, count) < 0) {
         free_nodes(nodes, count);
         return NULL;
     }
@@ -286,6 +305,8 @@ Program_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->source = source;
     self->count = count;
     self->nodes = nodes;
+    for (Py_ssize_t i = 0; i < count; i++)
+        self->skips |= nodes[i].op == OP_SKIP;
     return (PyObject *)self;
 }
 
@@ -384,6 +405,150 @@ read_block(Src *s, Py_ssize_t least, Py_ssize_t *out)
 
 static PyObject *decode_value(const Node *n, Src *s);
 
+/* Whether p[0:len] is UTF-8 that Python's strict decoder accepts (no overlong forms, no
+ * surrogates, nothing above U+10FFFF): a skipped string must be refused exactly when decoding
+ * it would be, or a projected read would accept an event the full read calls undecodable. */
+static int
+valid_utf8(const unsigned char *p, Py_ssize_t len)
+{
+    const unsigned char *end = p + len;
+    while (p < end) {
+        /* ASCII eight bytes at a time: ids, names and host names are all ASCII */
+        while (end - p >= 8) {
+            uint64_t word;
+            memcpy(&word, p, 8);
+            if (word & UINT64_C(0x8080808080808080))
+                break;
+            p += 8;
+        }
+        if (p >= end)
+            break;
+        unsigned c = *p;
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        int more;
+        unsigned lo = 0x80, hi = 0xBF; /* the allowed range of the first continuation byte */
+        if (c >= 0xC2 && c <= 0xDF)
+            more = 1;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            more = 2;
+            if (c == 0xE0)
+                lo = 0xA0; /* overlong */
+            else if (c == 0xED)
+                hi = 0x9F; /* surrogates */
+        }
+        else if (c >= 0xF0 && c <= 0xF4) {
+            more = 3;
+            if (c == 0xF0)
+                lo = 0x90; /* overlong */
+            else if (c == 0xF4)
+                hi = 0x8F; /* above U+10FFFF */
+        }
+        else
+            return 0;
+        if (end - p <= more)
+            return 0;
+        if (p[1] < lo || p[1] > hi)
+            return 0;
+        for (int i = 2; i <= more; i++)
+            if ((p[i] & 0xC0) != 0x80)
+                return 0;
+        p += more + 1;
+    }
+    return 1;
+}
+
+/* Step over one value of `n` without building it, checking it as decoding would. */
+static int
+skip_value(const Node *n, Src *s)
+{
+    int64_t x;
+    Py_ssize_t len;
+    switch (n->op) {
+    case OP_NULL:
+        return 0;
+    case OP_BOOLEAN:
+        if (s->p >= s->end)
+            return truncated(s);
+        if (*s->p > 1)
+            return garbage(s, "boolean byte is neither 0 nor 1");
+        s->p++;
+        return 0;
+    case OP_INT:
+        if (read_long(s, &x) < 0)
+            return -1;
+        if (x < INT32_MIN || x > INT32_MAX)
+            return garbage(s, "int out of 32-bit range");
+        return 0;
+    case OP_LONG:
+        return read_long(s, &x);
+    case OP_FLOAT:
+    case OP_DOUBLE:
+    case OP_FIXED:
+        len = n->op == OP_FLOAT ? 4 : n->op == OP_DOUBLE ? 8 : n->size;
+        if (s->end - s->p < len)
+            return truncated(s);
+        s->p += len;
+        return 0;
+    case OP_STRING:
+    case OP_BYTES:
+        if (read_size(s, &len) < 0)
+            return -1;
+        if (n->op == OP_STRING && !valid_utf8(s->p, len))
+            return garbage(s, "string is not UTF-8");
+        s->p += len;
+        return 0;
+    case OP_ENUM:
+        if (read_long(s, &x) < 0)
+            return -1;
+        if (x < 0 || x >= n->size)
+            return garbage(s, "enum index out of range");
+        return 0;
+    case OP_UNION:
+        if (read_long(s, &x) < 0)
+            return -1;
+        if (x < 0 || x >= n->size)
+            return garbage(s, "union branch out of range");
+        return skip_value(n->kids[x], s);
+    case OP_SKIP:
+        return skip_value(n->item, s);
+    default:
+        break;
+    }
+    if (++s->depth > MAX_DEPTH) {
+        s->depth--;
+        return garbage(s, "values nested too deep");
+    }
+    int rc = 0;
+    if (n->op == OP_RECORD) {
+        for (Py_ssize_t i = 0; i < n->size && rc == 0; i++)
+            rc = skip_value(n->kids[i], s);
+    }
+    else { /* array or map */
+        for (;;) {
+            Py_ssize_t count;
+            if ((rc = read_block(s, n->least, &count)) < 0 || count == 0)
+                break;
+            for (Py_ssize_t i = 0; i < count && rc == 0; i++) {
+                if (n->op == OP_MAP) {
+                    if (read_size(s, &len) < 0 || !valid_utf8(s->p, len)) {
+                        rc = PyErr_Occurred() ? -1 : garbage(s, "map key is not UTF-8");
+                        break;
+                    }
+                    s->p += len;
+                }
+                rc = skip_value(n->item, s);
+            }
+            if (rc < 0)
+                break;
+        }
+    }
+    s->depth--;
+    return rc;
+}
+
 static inline PyObject *
 decode_string(Src *s)
 {
@@ -404,6 +569,13 @@ decode_record(const Node *n, Src *s)
     if (dict == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < n->size; i++) {
+        if (n->kids[i]->op == OP_SKIP) {
+            if (skip_value(n->kids[i], s) < 0) {
+                Py_DECREF(dict);
+                return NULL;
+            }
+            continue;
+        }
         PyObject *v = decode_value(n->kids[i], s);
         if (v == NULL || PyDict_SetItem(dict, n->names[i], v) < 0) {
             Py_XDECREF(v);
@@ -891,13 +1063,13 @@ static inline int
 matches(const Node *union_node, int test, PyObject *v)
 {
     switch (test) {
-    case T_NONE: return v == Py_None;
-    case T_BOOL: return PyBool_Check(v);
-    case T_INT: return PyLong_Check(v) && !(union_node->has_bool && PyBool_Check(v));
-    case T_FLOAT: return PyFloat_Check(v);
-    case T_STR: return PyUnicode_Check(v);
-    case T_BYTES: return PyBytes_Check(v) || PyByteArray_Check(v);
-    case T_SEQ: return PyList_Check(v) || PyTuple_Check(v);
+    case BT_NONE: return v == Py_None;
+    case BT_BOOL: return PyBool_Check(v);
+    case BT_INT: return PyLong_Check(v) && !(union_node->has_bool && PyBool_Check(v));
+    case BT_FLOAT: return PyFloat_Check(v);
+    case BT_STR: return PyUnicode_Check(v);
+    case BT_BYTES: return PyBytes_Check(v) || PyByteArray_Check(v);
+    case BT_SEQ: return PyList_Check(v) || PyTuple_Check(v);
     default: return PyDict_Check(v);
     }
 }
@@ -1064,6 +1236,10 @@ encode_with(const Program *program, PyObject *header, PyObject *v, int attribute
 static PyObject *
 Program_encode(Program *self, PyObject *value)
 {
+    if (self->skips) {
+        PyErr_SetString(PyExc_ValueError, "a program that skips fields can only read");
+        return NULL;
+    }
     return encode_with(self, NULL, value, 0);
 }
 
@@ -1106,6 +1282,7 @@ typedef struct {
     Py_ssize_t start;
     PyObject *construct; /* NULL: return the record as a dict */
     PyObject *prefix;    /* tuple passed before the fields to construct */
+    Py_ssize_t *offsets; /* with `slots`: where each argument goes in a new construct object */
 } Reader;
 
 typedef struct {
@@ -1133,16 +1310,49 @@ read_whole(Reader *self, const unsigned char *buf, Py_ssize_t len)
         }
         return value;
     }
-    /* the top-level fields go straight to construct, in order: no dict is built for them */
     Py_ssize_t npre = PyTuple_GET_SIZE(self->prefix), nargs = npre + root->size;
+    if (self->offsets != NULL) {
+        /* the fields go straight into the slots of a new object: what a dataclass __init__ that
+         * only assigns would do, without its Python frame */
+        PyTypeObject *cls = (PyTypeObject *)self->construct;
+        PyObject *obj = cls->tp_alloc(cls, 0);
+        if (obj == NULL)
+            return NULL;
+        for (Py_ssize_t i = 0; i < npre; i++)
+            *(PyObject **)((char *)obj + self->offsets[i]) = Py_NewRef(PyTuple_GET_ITEM(self->prefix, i));
+        for (Py_ssize_t i = 0; i < root->size; i++) {
+            PyObject *v;
+            if (root->kids[i]->op == OP_SKIP) {
+                v = skip_value(root->kids[i], &s) < 0 ? NULL : Py_NewRef(Py_None);
+            }
+            else
+                v = decode_value(root->kids[i], &s);
+            if (v == NULL) {
+                Py_DECREF(obj); /* its dealloc releases the slots filled so far */
+                return NULL;
+            }
+            *(PyObject **)((char *)obj + self->offsets[npre + i]) = v;
+        }
+        if (s.p != s.end) {
+            Py_DECREF(obj);
+            return garbage(&s, "trailing bytes"), NULL;
+        }
+        return obj;
+    }
+    /* the top-level fields go straight to construct, in order: no dict is built for them */
     PyObject *small[24], **args = nargs <= 24 ? small : PyMem_Malloc((size_t)nargs * sizeof(PyObject *));
     if (args == NULL)
         return PyErr_NoMemory();
     Py_ssize_t filled = 0;
     PyObject *out = NULL;
     for (; filled < root->size; filled++) {
-        PyObject *v = decode_value(root->kids[filled], &s);
-        if (v == NULL)
+        PyObject *v;
+        if (root->kids[filled]->op == OP_SKIP) { /* still an argument: None */
+            if (skip_value(root->kids[filled], &s) < 0)
+                goto done;
+            v = Py_NewRef(Py_None);
+        }
+        else if ((v = decode_value(root->kids[filled], &s)) == NULL)
             goto done;
         args[npre + filled] = v;
     }
@@ -1180,14 +1390,52 @@ Reader_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyOb
     return out;
 }
 
+/* `slots`: the member descriptors of construct's __slots__, one per argument (prefix, then fields),
+ * all writable object slots of construct itself; the caller vouches that construct(*args) would
+ * do nothing but assign them (eventsvm.events.codec checks that of a dataclass). */
+static int
+set_slots(Reader *self, PyObject *slots)
+{
+    const Node *root = &self->program->nodes[0];
+    Py_ssize_t nargs = PyTuple_GET_SIZE(self->prefix) + root->size;
+    if (self->construct == NULL || !PyType_Check(self->construct)) {
+        PyErr_SetString(PyExc_ValueError, "slots needs construct to be a class");
+        return -1;
+    }
+    PyTypeObject *cls = (PyTypeObject *)self->construct;
+    if (!PyTuple_Check(slots) || PyTuple_GET_SIZE(slots) != nargs) {
+        PyErr_SetString(PyExc_ValueError, "slots needs one member descriptor per argument");
+        return -1;
+    }
+    self->offsets = PyMem_Calloc((size_t)nargs + 1, sizeof(Py_ssize_t));
+    if (self->offsets == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        PyObject *d = PyTuple_GET_ITEM(slots, i);
+        if (!Py_IS_TYPE(d, &PyMemberDescr_Type) || ((PyDescrObject *)d)->d_type != cls) {
+            PyErr_Format(PyExc_ValueError, "slots[%zd] is not a member descriptor of %s", i, cls->tp_name);
+            return -1;
+        }
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type != T_OBJECT_EX || (m->flags & READONLY)) {
+            PyErr_Format(PyExc_ValueError, "slots[%zd] is not a writable object slot", i);
+            return -1;
+        }
+        self->offsets[i] = m->offset;
+    }
+    return 0;
+}
+
 static PyObject *
 Reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"program", "start", "construct", "prefix", NULL};
-    PyObject *program, *construct = Py_None, *prefix = NULL;
+    static char *kwlist[] = {"program", "start", "construct", "prefix", "slots", NULL};
+    PyObject *program, *construct = Py_None, *prefix = NULL, *slots = Py_None;
     Py_ssize_t start = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|nOO!:Reader", kwlist, &ProgramType, &program, &start,
-                                     &construct, &PyTuple_Type, &prefix))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|nOO!O:Reader", kwlist, &ProgramType, &program, &start,
+                                     &construct, &PyTuple_Type, &prefix, &slots))
         return NULL;
     if (start < 0) {
         PyErr_SetString(PyExc_ValueError, "start must not be negative");
@@ -1206,7 +1454,7 @@ Reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->start = start;
     self->construct = construct == Py_None ? NULL : Py_NewRef(construct);
     self->prefix = prefix ? Py_NewRef(prefix) : PyTuple_New(0);
-    if (self->prefix == NULL) {
+    if (self->prefix == NULL || (slots != Py_None && set_slots(self, slots) < 0)) {
         Py_DECREF(self);
         return NULL;
     }
@@ -1234,6 +1482,7 @@ Reader_dealloc(Reader *self)
 {
     PyObject_GC_UnTrack(self);
     Reader_clear(self);
+    PyMem_Free(self->offsets);
     Py_XDECREF(self->program);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -1243,8 +1492,10 @@ static PyTypeObject ReaderType = {
     .tp_name = "eventsvm.events._avro.Reader",
     .tp_basicsize = sizeof(Reader),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Reader(program, start=0, construct=None, prefix=()): called with bytes that must hold\n"
-              "exactly one value from `start`; returns it, or construct(*prefix, *top_level_fields).",
+    .tp_doc = "Reader(program, start=0, construct=None, prefix=(), slots=None): called with bytes that\n"
+              "must hold exactly one value from `start`; returns it, or construct(*prefix, *top_level_fields);\n"
+              "with slots (construct's member descriptors, one per argument) a new construct object whose\n"
+              "slots are set directly, for a class whose constructor only assigns them.",
     .tp_new = Reader_new,
     .tp_dealloc = (destructor)Reader_dealloc,
     .tp_traverse = (traverseproc)Reader_traverse,
@@ -1273,6 +1524,10 @@ Writer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|O!p:Writer", kwlist, &ProgramType, &program,
                                      &PyBytes_Type, &header, &attributes))
         return NULL;
+    if (((Program *)program)->skips) {
+        PyErr_SetString(PyExc_ValueError, "a program that skips fields can only read");
+        return NULL;
+    }
     if (attributes && ((Program *)program)->nodes[0].op != OP_RECORD) {
         PyErr_SetString(PyExc_ValueError, "attributes needs a program whose root is a record");
         return NULL;

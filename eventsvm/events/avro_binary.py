@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 Schema = Any  # a schema as fastavro.parse_schema returns it: str, list or dict
@@ -31,7 +31,7 @@ class UnsupportedSchema(Exception):
 
 # The node opcodes of a program, in the order _avro.c numbers them.
 OPCODES = ("null", "boolean", "int", "long", "float", "double", "bytes", "string",
-           "fixed", "enum", "array", "map", "record", "union")
+           "fixed", "enum", "array", "map", "record", "union", "skip")
 
 
 def _load_native() -> Any:
@@ -160,14 +160,24 @@ def _min_size(schema: Schema, names: dict[str, Schema], seen: frozenset[str] = f
     return 1
 
 
-def compile_program(schema: Schema, names: dict[str, Schema]) -> tuple[tuple[Any, ...], ...]:
+# Which fields of a record a reader keeps: field name -> None (the whole value) or the projection
+# of that field's own record. Every other field is stepped over, checked but never built.
+Projection = Mapping[str, "Projection | None"]
+
+
+def compile_program(schema: Schema, names: dict[str, Schema],
+                    projection: Projection | None = None) -> tuple[tuple[Any, ...], ...]:
     """`schema` as the node tuple _avro.Program runs (format in _avro.c): node 0 is the root,
-    children are node indices, and each named type is one node however often it is referenced."""
+    children are node indices, and each named type is one node however often it is referenced.
+    With `projection` the root record (and the records it names) keep only the fields it lists;
+    such a program only reads."""
     nodes: list[tuple[Any, ...]] = []
     seen: dict[tuple[str, str], int] = {}
 
-    def node(schema: Schema) -> int:
+    def node(schema: Schema, projection: Projection | None = None) -> int:
         kind, s = _kind(schema, names)
+        if projection is not None and kind in ("record", "union"):
+            return projected(kind, s, projection)
         key = ("named", s["name"]) if kind in ("record", "enum", "fixed") else ("kind", kind)
         if key in seen:
             return seen[key]
@@ -198,15 +208,39 @@ def compile_program(schema: Schema, names: dict[str, Schema]) -> tuple[tuple[Any
             nodes[at] = (op,)
         return at
 
-    node(schema)
+    def projected(kind: str, s: Any, projection: Projection) -> int:
+        """A node of its own (never shared: another reference to the type may keep other fields)."""
+        at = len(nodes)
+        nodes.append(())
+        if kind == "union":  # e.g. ["null", Spec]: the record branches take the projection
+            nodes[at] = (OPCODES.index("union"), tuple(node(b, projection) for b in s))
+            return at
+        fields = s["fields"]
+        unknown = set(projection) - {f["name"] for f in fields}
+        if unknown:
+            raise ValueError(f"{s['name']} has no field {', '.join(sorted(unknown))} to keep")
+        kids = []
+        for f in fields:
+            if f["name"] in projection:
+                kids.append(node(f["type"], projection[f["name"]]))
+            else:
+                kids.append(len(nodes))
+                nodes.append(())
+                nodes[kids[-1]] = (OPCODES.index("skip"), node(f["type"]))
+        nodes[at] = (OPCODES.index("record"), tuple(sys.intern(f["name"]) for f in fields), tuple(kids),
+                     tuple((f["default"],) if "default" in f else () for f in fields))
+        return at
+
+    node(schema, projection)
     return tuple(nodes)
 
 
-def _program(schema: Schema, names: dict[str, Schema]) -> Any:
+def _program(schema: Schema, names: dict[str, Schema], projection: Projection | None = None) -> Any:
     if _native is None:
         raise UnsupportedSchema("the _avro C extension is not built on this machine")
+    nodes = compile_program(schema, names, projection)  # a projection naming no field raises here
     try:
-        return _native.Program(compile_program(schema, names))
+        return _native.Program(nodes)
     except ValueError as exc:  # e.g. a union whose branches a Python value cannot tell apart
         raise UnsupportedSchema(str(exc)) from exc
 
@@ -342,19 +376,26 @@ def compile_reader(
     prefix: tuple[Any, ...] = (),
     start: int = 0,
     native: bool = NATIVE,
+    projection: Projection | None = None,
+    slots: tuple[Any, ...] | None = None,
 ) -> Callable[[bytes], Any]:
     """A function reading one value of record `schema` from `buf[start:]`, which it must fill.
 
     With `construct`, the top-level fields are passed positionally as `construct(*prefix, *fields)`
     instead of building a dict. Raises AvroDataError (or IndexError, UnicodeDecodeError on
     truncated or garbled bytes, which callers treat alike; _avro.AvroError from the C reader).
+    `projection` (the C reader only) leaves out the fields it does not list, still checking their
+    bytes; a top-level field left out is passed as None. The Python reader reads every field.
+    `slots` (the C reader only): construct's slot descriptors in argument order, for a class whose
+    constructor only assigns them; the reader then fills a new object's slots itself.
     """
     gen = _ReaderGen(names)
     kind, s = _kind(schema, names)
     if kind != "record":
         raise UnsupportedSchema("top level must be a record")
     if native:
-        reader: Callable[[bytes], Any] = _native.Reader(_program(schema, names), start, construct, prefix)
+        reader: Callable[[bytes], Any] = _native.Reader(_program(schema, names, projection), start, construct,
+                                                        prefix, slots)
         return reader
     fields = gen.record_fields(s, 1)
     src = gen.src

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
@@ -24,13 +24,16 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from eventsvm.events.avro_binary import NATIVE, UnsupportedSchema, compile_reader, compile_writer
+from eventsvm.events.avro_binary import NATIVE, Projection, UnsupportedSchema, compile_reader, compile_writer
 from eventsvm.events.model import Event, EventType
 
 MARKER = b"\xc3\x01"
 HEADER_SIZE = 10
 # The Event attributes an envelope schema carries, in field order (everything but `type`).
 _ENVELOPE = tuple(f.name for f in fields(Event) if f.name != "type")
+# Event's slots in constructor order: the C reader fills a new Event's slots itself, which is
+# what the dataclass __init__ does, minus a Python frame per event. Not if __init__ ever does more.
+_EVENT_SLOTS = None if hasattr(Event, "__post_init__") else tuple(vars(Event)[f.name] for f in fields(Event))
 
 
 class CodecError(ValueError):
@@ -163,10 +166,49 @@ class Codec:
             raise self._header_error(data)
         try:
             return decoder(data)
-        except IndexError as exc:
-            raise CodecError(f"truncated {self.peek(data)[0]} event") from exc
         except Exception as exc:
-            raise CodecError(f"undecodable {self.peek(data)[0]} event: {type(exc).__name__}: {exc}") from exc
+            raise self._decode_error(data, exc) from exc
+
+    def _decode_error(self, data: bytes, exc: Exception) -> CodecError:
+        if isinstance(exc, IndexError):
+            return CodecError(f"truncated {self.peek(data)[0]} event")
+        return CodecError(f"undecodable {self.peek(data)[0]} event: {type(exc).__name__}: {exc}")
+
+    def projected(self, bodies: Mapping[EventType, Projection],
+                  unread: Iterable[str] = ()) -> Callable[[bytes], Event]:
+        """A decode for a reader that needs only some fields: events of a type in `bodies`
+        (current schema, C reader) come with just the body fields its projection keeps, and None
+        for the envelope fields named in `unread`; the others decode whole. Every event is still
+        checked exactly as `decode` checks it, so both accept and refuse the same payloads."""
+        unknown = set(unread) - set(_ENVELOPE)
+        if unknown:
+            raise ValueError(f"the envelope has no field {', '.join(sorted(unknown))}")
+        decoders = dict(self._decoders)
+        for event_type, body in bodies.items():
+            sv = self.current(event_type)
+            if not self.native:
+                continue  # the Python reader reads every field: still a right answer, just slower
+            writer = self.parsed_schema(sv)
+            keep: dict[str, Projection | None] = {name: None for name in _ENVELOPE if name not in unread}
+            keep["body"] = body
+            try:
+                decoders[MARKER + sv.fingerprint] = compile_reader(
+                    writer.parsed, writer.names, construct=Event, prefix=(sv.type,), start=HEADER_SIZE,
+                    native=True, projection=keep, slots=_EVENT_SLOTS)
+            except UnsupportedSchema:
+                pass  # decoded whole, as `decode` does
+        get = decoders.get
+
+        def decode(data: bytes) -> Event:
+            decoder = get(data[:HEADER_SIZE])
+            if decoder is None:
+                raise self._header_error(data)
+            try:
+                return decoder(data)
+            except Exception as exc:
+                raise self._decode_error(data, exc) from exc
+
+        return decode
 
     def peek(self, data: bytes) -> tuple[EventType, int]:
         """The event type and schema version of a payload, without decoding it."""
@@ -196,7 +238,7 @@ class Codec:
             try:
                 return compile_reader(
                     writer.parsed, writer.names, construct=Event, prefix=(sv.type,), start=HEADER_SIZE,
-                    native=self.native,
+                    native=self.native, slots=_EVENT_SLOTS,
                 )
             except UnsupportedSchema:
                 return self._resolving_decoder(sv.type, writer, None)

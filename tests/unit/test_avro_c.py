@@ -265,6 +265,9 @@ def test_garbage_nesting_is_bounded(avro: Any) -> None:
     (((13, (1, 2)), (2,), (3,)), "cannot tell apart"),
     (((13, (1,)), (13, (2,)), (0,)), "union directly inside a union"),
     (((12, ("a",), (1, 1), ((), ())), (0,)), "one length"),
+    (((14, 1), (2,)), "root cannot be skipped"),
+    (((13, (1, 2)), (14, 2), (0,)), "only a record field can be skipped"),
+    (((10, 1, 1), (14, 2), (2,)), "only a record field can be skipped"),
 ])
 def test_malformed_programs_are_refused(avro: Any, nodes: tuple[Any, ...], reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
