@@ -2,6 +2,7 @@
 
 The events go through the very fold the live read model uses (eventsvm.readmodel), so a replay
 cannot drift from what the API serves. Speed comes from the loop around it: the codec's C reader,
+building only the body fields the instance fold reads (the projection decoder, FOLDED_BODY_FIELDS),
 instance events folded straight into the projection, one hash per instance (of its newest event)
 rather than per event, and no cyclic garbage collection while the models grow (bench/replay.py
 measures it).
@@ -20,7 +21,13 @@ from typing import Any
 from eventsvm.events.codec import Codec, CodecError
 from eventsvm.log.port import BEGINNING, EventLog, Reader, Record, TopicPartition
 from eventsvm.readmodel import ALL_TOPICS, Models, fold
-from eventsvm.state.instances import INSTANCE_EVENT_TYPES, Instance, fold_instance_event
+from eventsvm.state.instances import (
+    FOLDED_BODY_FIELDS,
+    INSTANCE_EVENT_TYPES,
+    UNFOLDED_ENVELOPE_FIELDS,
+    Instance,
+    fold_instance_event,
+)
 
 
 class Drain:
@@ -151,7 +158,8 @@ def replay(log: EventLog, codec: Codec, until: Until | None = None, topics: Iter
     models = Models()
     counts = models.events_by_topic
     projection = models.instances
-    decode = codec.decode
+    # instance events come with only the body fields the fold reads (checked whole all the same)
+    decode = codec.projected(FOLDED_BODY_FIELDS, UNFOLDED_ENVELOPE_FIELDS)
     instance_kinds = INSTANCE_EVENT_TYPES
     until_ms = until.ms if until is not None else None
     limits = dict(until.offsets) if until is not None else {}

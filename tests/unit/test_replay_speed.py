@@ -7,8 +7,9 @@ from __future__ import annotations
 import gc
 import random
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,6 +114,9 @@ class Exploding(Codec):
 
     def decode(self, data: bytes) -> Event:
         raise RuntimeError("decoder bug")
+
+    def projected(self, bodies: Any, unread: Any = ()) -> Callable[[bytes], Event]:
+        return self.decode
 
 
 def test_the_garbage_collector_is_on_again_after_a_replay_or_a_start_that_failed(log: EventLog) -> None:
