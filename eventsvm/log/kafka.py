@@ -316,11 +316,12 @@ class KafkaLog(EventLog):
     def produce_all(self, producer: Producer, records: Sequence[OutRecord], placed: list[tuple[str, int]],
                     on_delivery: Any = None) -> None:
         """Hand `records` to `producer` inside its open transaction."""
+        produce = producer.produce
         for record, (name, part) in zip(records, placed, strict=True):
             # timestamp 0 means "the producer's clock"
             ts = record.timestamp_ms or 0
             try:
-                producer.produce(name, record.value, record.key, part, on_delivery=on_delivery, timestamp=ts)
+                produce(name, record.value, record.key, part, on_delivery=on_delivery, timestamp=ts)
             except BufferError:
                 # The local queue is full: let librdkafka send some of it, then try once more.
                 producer.flush(self.timeout)
@@ -355,11 +356,10 @@ class KafkaLog(EventLog):
             return []
         # Whatever only this caller got wrong is refused here, before its batch joins a group.
         placed = self.place(records)
-        for record in records:
-            size = len(record.value) + len(record.key or b"")
-            if size > _MAX_RECORD_BYTES:
-                raise LogUnavailable(f"append failed: a record of {size} bytes is over the "
-                                     f"{_MAX_RECORD_BYTES} bytes Kafka accepts")
+        size = max(len(r.value) + len(r.key or b"") for r in records)
+        if size > _MAX_RECORD_BYTES:
+            raise LogUnavailable(f"append failed: a record of {size} bytes is over the "
+                                 f"{_MAX_RECORD_BYTES} bytes Kafka accepts")
         mine = _Batch(records, placed)
         with self._appends:
             if self._closed:
