@@ -127,9 +127,13 @@ start() {
     write_config
     if [[ ! -f "$DIR/data/meta.properties" ]]; then
         local cluster_id
-        cluster_id="$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
+        # Like Kafka's own ids: a random UUID in URL-safe base64, never starting with "-" (one in 64
+        # would, and the storage tool would take it for an option and refuse to format).
+        cluster_id="$(python3 -c 'import base64, uuid
+while (id := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"): pass
+print(id)')"
         java -cp "$LIBS/*" -Dlog4j2.configurationFile="$INFRA/log4j2.properties" \
-            kafka.tools.StorageTool format -t "$cluster_id" -c "$CONF" >"$DIR/format.log" 2>&1 \
+            kafka.tools.StorageTool format --cluster-id="$cluster_id" -c "$CONF" >"$DIR/format.log" 2>&1 \
             || die "formatting the storage failed; see $DIR/format.log"
     fi
     # setsid: the broker outlives the shell that started it (it is stopped by pid, not by group);
