@@ -13,6 +13,7 @@ from typing import Any
 
 from eventsvm.events.codec import encode
 from eventsvm.events.model import Event, EventType, event_hash
+from eventsvm.log.port import OutRecord
 
 _RNG = random.Random(20241126)
 BASE_MS = 1_732_600_000_000  # 2024-11-26, a fixed epoch keeps sizes realistic and stable
@@ -287,3 +288,10 @@ def random_datum(schema: Any, names: dict[str, Any], rng: random.Random | None =
     if kind in ("record", "error"):
         return {f["name"]: random_datum(f["type"], names, rng) for f in schema["fields"]}
     raise ValueError(f"no generator for Avro type {kind!r}")
+
+
+def event_records(events: list[Event], stored_at: int | None = None) -> list[OutRecord]:
+    """`events` as the records the API and the services append: on the event's topic, keyed by its
+    aggregate, encoded with the current schema (stored at `stored_at` ms, or now)."""
+    return [OutRecord(str(e.topic), e.aggregate_id.encode(), encode(e), timestamp_ms=stored_at)
+            for e in events]

@@ -460,62 +460,60 @@ valid_utf8(const unsigned char *p, Py_ssize_t len)
     return 1;
 }
 
-/* Step over one value of `n` without building it, checking it as decoding would. */
+/* The branch a union value takes, or NULL (error set) when its index is out of range. */
+static const Node *
+read_branch(const Node *n, Src *s)
+{
+    int64_t x;
+    if (read_long(s, &x) < 0)
+        return NULL;
+    if (x < 0 || x >= n->size)
+        return garbage(s, "union branch out of range"), NULL;
+    return n->kids[x];
+}
+
+/* Step over a length-prefixed string (checked as UTF-8) or bytes. */
+static int
+skip_string(Src *s, int utf8)
+{
+    Py_ssize_t len;
+    if (read_size(s, &len) < 0)
+        return -1;
+    if (utf8 && !valid_utf8(s->p, len))
+        return garbage(s, "string is not UTF-8");
+    s->p += len;
+    return 0;
+}
+
+/* Step over one value of `n` without building it, checking it as decoding would. Strings and
+ * containers, the costly part, are stepped over here; a scalar is decoded and dropped, so its
+ * checks live in decode_value alone (a small int or a bool costs no allocation anyway). */
 static int
 skip_value(const Node *n, Src *s)
 {
-    int64_t x;
-    Py_ssize_t len;
     switch (n->op) {
     case OP_NULL:
         return 0;
-    case OP_BOOLEAN:
-        if (s->p >= s->end)
-            return truncated(s);
-        if (*s->p > 1)
-            return garbage(s, "boolean byte is neither 0 nor 1");
-        s->p++;
-        return 0;
-    case OP_INT:
-        if (read_long(s, &x) < 0)
-            return -1;
-        if (x < INT32_MIN || x > INT32_MAX)
-            return garbage(s, "int out of 32-bit range");
-        return 0;
-    case OP_LONG:
-        return read_long(s, &x);
-    case OP_FLOAT:
-    case OP_DOUBLE:
-    case OP_FIXED:
-        len = n->op == OP_FLOAT ? 4 : n->op == OP_DOUBLE ? 8 : n->size;
-        if (s->end - s->p < len)
-            return truncated(s);
-        s->p += len;
-        return 0;
     case OP_STRING:
     case OP_BYTES:
-        if (read_size(s, &len) < 0)
-            return -1;
-        if (n->op == OP_STRING && !valid_utf8(s->p, len))
-            return garbage(s, "string is not UTF-8");
-        s->p += len;
-        return 0;
-    case OP_ENUM:
-        if (read_long(s, &x) < 0)
-            return -1;
-        if (x < 0 || x >= n->size)
-            return garbage(s, "enum index out of range");
-        return 0;
-    case OP_UNION:
-        if (read_long(s, &x) < 0)
-            return -1;
-        if (x < 0 || x >= n->size)
-            return garbage(s, "union branch out of range");
-        return skip_value(n->kids[x], s);
+        return skip_string(s, n->op == OP_STRING);
+    case OP_UNION: {
+        const Node *branch = read_branch(n, s);
+        return branch == NULL ? -1 : skip_value(branch, s);
+    }
     case OP_SKIP:
         return skip_value(n->item, s);
-    default:
+    case OP_RECORD:
+    case OP_ARRAY:
+    case OP_MAP:
         break;
+    default: {
+        PyObject *v = decode_value(n, s);
+        if (v == NULL)
+            return -1;
+        Py_DECREF(v);
+        return 0;
+    }
     }
     if (++s->depth > MAX_DEPTH) {
         s->depth--;
@@ -532,14 +530,10 @@ skip_value(const Node *n, Src *s)
             if ((rc = read_block(s, n->least, &count)) < 0 || count == 0)
                 break;
             for (Py_ssize_t i = 0; i < count && rc == 0; i++) {
-                if (n->op == OP_MAP) {
-                    if (read_size(s, &len) < 0 || !valid_utf8(s->p, len)) {
-                        rc = PyErr_Occurred() ? -1 : garbage(s, "map key is not UTF-8");
-                        break;
-                    }
-                    s->p += len;
-                }
-                rc = skip_value(n->item, s);
+                if (n->op == OP_MAP)
+                    rc = skip_string(s, 1); /* the key */
+                if (rc == 0)
+                    rc = skip_value(n->item, s);
             }
             if (rc < 0)
                 break;
@@ -702,13 +696,11 @@ decode_value(const Node *n, Src *s)
         out = PyTuple_GET_ITEM(n->symbols, (Py_ssize_t)x);
         Py_INCREF(out);
         return out;
-    case OP_UNION:
+    case OP_UNION: {
         /* a branch is never itself a union (Program refuses it), so this recursion is one level */
-        if (read_long(s, &x) < 0)
-            return NULL;
-        if (x < 0 || x >= n->size)
-            return garbage(s, "union branch out of range"), NULL;
-        return decode_value(n->kids[x], s);
+        const Node *branch = read_branch(n, s);
+        return branch == NULL ? NULL : decode_value(branch, s);
+    }
     default:
         break;
     }

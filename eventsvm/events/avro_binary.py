@@ -187,13 +187,7 @@ def compile_program(schema: Schema, names: dict[str, Schema],
             seen[key] = at
         op = OPCODES.index(kind)
         if kind == "record":
-            fields = s["fields"]
-            nodes[at] = (
-                op,
-                tuple(sys.intern(f["name"]) for f in fields),  # interned: dict lookups hit by identity
-                tuple(node(f["type"]) for f in fields),
-                tuple((f["default"],) if "default" in f else () for f in fields),
-            )
+            nodes[at] = record(s["fields"], [node(f["type"]) for f in s["fields"]])
         elif kind in ("array", "map"):
             item = s["items"] if kind == "array" else s["values"]
             least = max(_min_size(item, names) + (kind == "map"), 1)
@@ -219,17 +213,21 @@ def compile_program(schema: Schema, names: dict[str, Schema],
         unknown = set(projection) - {f["name"] for f in fields}
         if unknown:
             raise ValueError(f"{s['name']} has no field {', '.join(sorted(unknown))} to keep")
-        kids = []
-        for f in fields:
-            if f["name"] in projection:
-                kids.append(node(f["type"], projection[f["name"]]))
-            else:
-                kids.append(len(nodes))
-                nodes.append(())
-                nodes[kids[-1]] = (OPCODES.index("skip"), node(f["type"]))
-        nodes[at] = (OPCODES.index("record"), tuple(sys.intern(f["name"]) for f in fields), tuple(kids),
-                     tuple((f["default"],) if "default" in f else () for f in fields))
+        nodes[at] = record(fields, [node(f["type"], projection[f["name"]]) if f["name"] in projection
+                                    else skipped(f["type"]) for f in fields])
         return at
+
+    def skipped(schema: Schema) -> int:
+        nodes.append((OPCODES.index("skip"), node(schema)))
+        return len(nodes) - 1
+
+    def record(fields: list[dict[str, Any]], kids: list[int]) -> tuple[Any, ...]:
+        return (
+            OPCODES.index("record"),
+            tuple(sys.intern(f["name"]) for f in fields),  # interned: dict lookups hit by identity
+            tuple(kids),
+            tuple((f["default"],) if "default" in f else () for f in fields),
+        )
 
     node(schema, projection)
     return tuple(nodes)

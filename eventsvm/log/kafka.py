@@ -469,7 +469,7 @@ class KafkaLog(EventLog):
 
     def highest(self, by_partition: dict[tuple[str, int], list[int]]) -> dict[TopicPartition, int]:
         """The highest offset of each partition in `delivered`'s answer, by logical partition."""
-        return {(self.logical(name), part): found[0] for (name, part), found in by_partition.items() if found}
+        return {(self.logical(name), part): found[0] for (name, part), found in by_partition.items()}
 
     def committed_unseen(self, last: dict[TopicPartition, int]) -> None:
         """Note offsets just committed whose commit markers may not have landed yet."""
@@ -661,7 +661,7 @@ class _KafkaReader(Reader):
         """Up to `max_records` records; an empty list when nothing arrived within `timeout` s."""
         records = self._log.records(_take(self._consumer, max_records, timeout))
         # Within a partition records come in offset order, so the last one of each sets its position.
-        self._positions.update({(r[0], r[1]): r[2] + 1 for r in records})
+        self._positions.update({(r.topic, r.partition): r.offset + 1 for r in records})
         # The consumer's own position also steps over transaction markers, which are no records.
         for tp in self._consumer.position([KafkaPartition(self._log.physical(t), p) for t, p in self._tps]):
             key = (self._log.logical(tp.topic), tp.partition)
@@ -739,7 +739,7 @@ class _KafkaMember(GroupMember):
                 self._on_assign(gained)
         self._last_poll = time.monotonic()
         records = self._log.records(_take(self._consumer, max_records, timeout))
-        self._polled.update({(r[0], r[1]) for r in records})
+        self._polled.update({(r.topic, r.partition) for r in records})
         return records
 
     def assignment(self) -> set[TopicPartition]:
@@ -750,9 +750,9 @@ class _KafkaMember(GroupMember):
         """Append `outputs` and commit past `consumed` in one transaction, or raise and write nothing."""
         after: dict[TopicPartition, int] = {}
         for record in consumed:
-            tp = (record[0], record[1])
-            if record[2] >= after.get(tp, 0):
-                after[tp] = record[2] + 1
+            tp = (record.topic, record.partition)
+            if record.offset >= after.get(tp, 0):
+                after[tp] = record.offset + 1
         lost = (after.keys() - self._owned) | (after.keys() & self._stale)
         if self._manual is None and time.monotonic() - self._last_poll > self._session_s:
             # librdkafka has left the group by now; a commit without a generation would pass.

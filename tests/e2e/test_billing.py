@@ -33,10 +33,11 @@ from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
 from eventsvm.log.factory import open_log
-from eventsvm.log.port import EventLog, LogUnavailable, OutRecord
+from eventsvm.log.port import EventLog, LogUnavailable
 from eventsvm.runner import ServiceRunner
 from eventsvm.usage_cli import add_commands
 from tests.e2e.conftest import Cloud, CloudFactory
+from tests.factories import event_records
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP = "eventsvm.billing"
@@ -205,7 +206,7 @@ def test_billing_killed_at_arbitrary_points_still_records_each_usage_exactly_onc
     def produce() -> None:
         while producing.is_set():
             batch = spawn_and_delete_events(15, rng)
-            log_.append([OutRecord(str(e.topic), e.aggregate_id.encode(), codec.encode(e)) for e in batch])
+            log_.append(event_records(batch))
             produced.extend(batch)
             time.sleep(0.1)
 

@@ -13,9 +13,9 @@ from eventsvm.events.codec import Codec
 from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType
 from eventsvm.history import UnknownServer, find_instance, instance_actions, instance_stages, timeline_lines
 from eventsvm.log.factory import open_log
-from eventsvm.log.port import EventLog, OutRecord
+from eventsvm.log.port import EventLog
 from eventsvm.replay import replay
-from tests.factories import _event, instance_chain
+from tests.factories import _event, event_records, instance_chain
 
 CODEC = Codec()
 
@@ -49,7 +49,7 @@ def log(tmp_path: Path) -> Iterator[EventLog]:
 
 
 def append(log: EventLog, events: list[Event]) -> None:
-    log.append([OutRecord(str(e.topic), e.aggregate_id.encode(), CODEC.encode(e)) for e in events])
+    log.append(event_records(events))
 
 
 def test_the_timeline_shows_each_stage_the_failure_and_the_reschedule(log: EventLog) -> None:

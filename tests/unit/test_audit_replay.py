@@ -18,7 +18,7 @@ from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog, OutRecord
 from eventsvm.readmodel import ALL_TOPICS, Models, fold
 from eventsvm.replay import Until, model_differences, parse_time, parse_until, replay
-from tests.factories import BASE_MS, _event, instance_chain, sample_event
+from tests.factories import BASE_MS, _event, event_records, instance_chain, sample_event
 
 CODEC = Codec()
 
@@ -32,8 +32,7 @@ def log(tmp_path: Path) -> Iterator[EventLog]:
 
 
 def append(log: EventLog, events: list[Event], stored_at: int | None = None) -> None:
-    log.append([OutRecord(str(e.topic), e.aggregate_id.encode(), CODEC.encode(e), timestamp_ms=stored_at)
-                for e in events])
+    log.append(event_records(events, stored_at))
 
 
 def failed_then_deleted(rng: random.Random) -> list[Event]:

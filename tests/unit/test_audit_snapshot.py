@@ -16,12 +16,12 @@ from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import Event, EventType
 from eventsvm.log.factory import open_log
-from eventsvm.log.port import EventLog, OutRecord
+from eventsvm.log.port import EventLog
 from eventsvm.readmodel import ALL_TOPICS
 from eventsvm.runner import ServiceRunner
 from eventsvm.service import Service
 from eventsvm.snapshot import SnapshotStore
-from tests.factories import HOSTS, instance_chain, sample_event
+from tests.factories import HOSTS, event_records, instance_chain, sample_event
 
 
 class CountingCodec(Codec):
@@ -48,8 +48,7 @@ def log(url: str) -> Iterator[EventLog]:
 
 
 def append(log: EventLog, events: list[Event]) -> None:
-    codec = Codec()
-    log.append([OutRecord(str(e.topic), e.aggregate_id.encode(), codec.encode(e)) for e in events])
+    log.append(event_records(events))
 
 
 def hosts_and_builds(rng: random.Random, builds: int) -> list[Event]:

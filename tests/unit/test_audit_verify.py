@@ -16,8 +16,8 @@ from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType
 from eventsvm.log.factory import open_log
-from eventsvm.log.port import EventLog, OutRecord
-from tests.factories import _event, instance_chain
+from eventsvm.log.port import EventLog
+from tests.factories import _event, event_records, instance_chain
 
 CODEC = Codec()
 
@@ -36,7 +36,7 @@ def log(db: Path) -> Iterator[EventLog]:
 
 
 def append(log: EventLog, events: list[Event]) -> list[tuple[str, int, int]]:
-    placed = log.append([OutRecord(str(e.topic), e.aggregate_id.encode(), CODEC.encode(e)) for e in events])
+    placed = log.append(event_records(events))
     return [(str(e.topic), p, o) for e, (p, o) in zip(events, placed, strict=True)]
 
 

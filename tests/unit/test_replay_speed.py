@@ -21,7 +21,7 @@ from eventsvm.log.port import BEGINNING, EventLog, OutRecord, Reader, Record
 from eventsvm.readmodel import ALL_TOPICS, Models, ReadModel, fold
 from eventsvm.replay import Drain, model_differences, replay
 from eventsvm.state.instances import evolve_projection, fold_instance_event, initial_projection
-from tests.factories import BASE_MS, _event, instance_chain, sample_event
+from tests.factories import BASE_MS, _event, event_records, instance_chain, sample_event
 
 CODEC = Codec()
 
@@ -40,7 +40,7 @@ def log(db: Path) -> Iterator[EventLog]:
 
 
 def append(log: EventLog, events: list[Event]) -> None:
-    log.append([OutRecord(str(e.topic), e.aggregate_id.encode(), CODEC.encode(e)) for e in events])
+    log.append(event_records(events))
 
 
 def live_fold(events: list[Event]) -> Models:
