@@ -28,6 +28,7 @@ unit: install
 lint: install
 	$(VENV)/bin/ruff check eventsvm consumers tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 kafka: install
 	bash scripts/kafka.sh start $(KAFKA_PORT)

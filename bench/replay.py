@@ -20,8 +20,8 @@ from bench.logs import kafka_opener, sqlite_opener
 from bench.suite import Context, benchmark
 from eventsvm.events.codec import Codec
 from eventsvm.log.port import BEGINNING, EventLog, LogError, OutRecord
-from eventsvm.readmodel import ALL_TOPICS, ReadModel
-from eventsvm.replay import Drain, replay
+from eventsvm.projections.readmodel import ALL_TOPICS, ReadModel
+from eventsvm.projections.replay import Drain, replay
 from tests.factories import pipeline_events
 
 PARTITIONS = 4

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from eventsvm.events.builders import failed, flavor_snapshot
 from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.identity.policy import can_create_server
-from eventsvm.identity.quota import ResourceCount, check_quota, quota_for
-from eventsvm.service import Output, Rejected, Service, StepContext
+from eventsvm.identity.quota import ResourceCount, check_quota
+from eventsvm.runtime.service import Output, Rejected, Service, StepContext
 from eventsvm.state.catalog import CatalogState, evolve_catalog
-from eventsvm.state.identity import IdentityState
+from eventsvm.state.identity import IdentityState, quota_for
 from eventsvm.state.identity import evolve as evolve_identity
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from eventsvm.billing import UsageLedger, billed_flavor, evolve_ledger
 from eventsvm.events.model import Event, EventType, Topic, new_event
-from eventsvm.service import Output, Service, StepContext
+from eventsvm.runtime.service import Output, Service, StepContext
+from eventsvm.state.usage import UsageLedger, billed_flavor, evolve_ledger
 
 
 def decide(state: UsageLedger, event: Event, ctx: StepContext) -> Sequence[Output]:

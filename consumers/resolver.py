@@ -15,7 +15,7 @@ from typing import Any
 
 from eventsvm.events.builders import deleted, failed
 from eventsvm.events.model import Event, EventType, Topic, new_event
-from eventsvm.service import Output, Rejected, Service, StepContext
+from eventsvm.runtime.service import Output, Rejected, Service, StepContext
 from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.ipam import IpAllocations, NoMoreAddresses
 from eventsvm.virt.xml import domain_name_for

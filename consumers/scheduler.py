@@ -14,11 +14,11 @@ from typing import Any
 
 from eventsvm.events.builders import failed
 from eventsvm.events.model import Event, EventType, Topic, new_event
+from eventsvm.runtime.service import Output, Rejected, Service, StepContext
 from eventsvm.scheduler.host_state import HostState
 from eventsvm.scheduler.policy import SchedulerPolicy
 from eventsvm.scheduler.request import SchedulingRequest, disk_for_flavor
 from eventsvm.scheduler.select import NoValidHost, select_destinations
-from eventsvm.service import Output, Rejected, Service, StepContext
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from eventsvm.compute import ComputeHost
 from eventsvm.events.builders import deleted, failed, flavor_snapshot
 from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
-from eventsvm.service import Output, Rejected, Service, StepContext, Transient
+from eventsvm.runtime.service import Output, Rejected, Service, StepContext, Transient
+from eventsvm.virt.compute_host import ComputeHost
 from eventsvm.virt.hypervisor import HypervisorError, HypervisorUnavailable
 from eventsvm.virt.xml import InvalidGuestSpec
 

@@ -15,6 +15,8 @@ export EVENTSVM_TEST_KAFKA="127.0.0.1:$PORT"
 lint=0
 .venv/bin/ruff check eventsvm consumers tests bench || lint=1
 .venv/bin/mypy || lint=1
+# the layers and the no-cycles rule (pyproject.toml [tool.importlinter])
+.venv/bin/lint-imports --no-cache >/dev/null || { .venv/bin/lint-imports --no-cache | tail -40; lint=1; }
 # The C codec is optional for users without a compiler; where gcc is here (CI), a build that
 # failed would only show as a slower pure-Python codec, so it is a failure.
 if command -v gcc >/dev/null && ! .venv/bin/python -c 'import eventsvm.events._avro' 2>/dev/null; then

@@ -33,7 +33,7 @@ from eventsvm.api.wire import (
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.identity import policy
-from eventsvm.readmodel import Models
+from eventsvm.projections.readmodel import Models
 from eventsvm.state.instances import Instance
 
 router = APIRouter(prefix="/compute", tags=["compute"])

@@ -11,9 +11,9 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.compute import visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, NotFound
-from eventsvm.history import instance_actions
 from eventsvm.identity import policy
-from eventsvm.readmodel import Models
+from eventsvm.projections.history import instance_actions
+from eventsvm.projections.readmodel import Models
 from eventsvm.state.instances import Instance
 from eventsvm.virt.hypervisor import DomainNotFound, HypervisorUnavailable
 

@@ -14,11 +14,12 @@ from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Forbidden, NotFound
 from eventsvm.api.models import QuotaUpdate
 from eventsvm.api.wire import parse_time, request_id, truthy
-from eventsvm.billing import tenant_usage
 from eventsvm.events.model import EventType, new_event
 from eventsvm.identity import policy
-from eventsvm.identity.quota import DEFAULT_LIMITS, QuotaLimits, ResourceCount, quota_for
-from eventsvm.readmodel import Models
+from eventsvm.identity.quota import DEFAULT_LIMITS, QuotaLimits, ResourceCount
+from eventsvm.projections.billing import tenant_usage
+from eventsvm.projections.readmodel import Models
+from eventsvm.state.identity import quota_for
 from eventsvm.state.instances import Instance
 
 router = APIRouter(prefix="/compute/v2.1", tags=["compute"])

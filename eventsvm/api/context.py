@@ -7,11 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
-from eventsvm.billing import LedgerView, UsageLedger
-from eventsvm.compute import Consoles
 from eventsvm.events.model import now_ms
 from eventsvm.identity.tokens import TokenService
-from eventsvm.readmodel import ReadModel
+from eventsvm.projections.billing import LedgerView
+from eventsvm.projections.readmodel import ReadModel
+from eventsvm.state.usage import UsageLedger
+from eventsvm.virt.compute_host import Consoles
 
 # Nova's osapi_max_limit: the most items one page of a list holds.
 MAX_PAGE = 1000

@@ -16,7 +16,7 @@ from eventsvm.api.models import NetworkCreate, SubnetCreate
 from eventsvm.api.server_request import network_visible
 from eventsvm.api.wire import base_url, iso_z, request_id
 from eventsvm.events.model import EventType, new_event
-from eventsvm.readmodel import Models
+from eventsvm.projections.readmodel import Models
 from eventsvm.state.catalog import Body
 
 router = APIRouter(prefix="/network", tags=["network"])

@@ -13,7 +13,7 @@ from eventsvm.api.auth import Identity
 from eventsvm.api.errors import BadRequest, Conflict
 from eventsvm.api.models import BlockDeviceMapping, NetworkChoice, ServerCreate
 from eventsvm.api.wire import is_uuid
-from eventsvm.readmodel import Models
+from eventsvm.projections.readmodel import Models
 from eventsvm.state.catalog import Body
 
 

@@ -18,7 +18,7 @@ from eventsvm.api.errors import Forbidden, NotFound
 from eventsvm.api.models import VolumeCreate
 from eventsvm.api.wire import base_url, iso_micro, page, parse_limit, request_id, truthy
 from eventsvm.events.model import EventType, new_event
-from eventsvm.readmodel import Models
+from eventsvm.projections.readmodel import Models
 from eventsvm.state.catalog import Body
 
 router = APIRouter(prefix="/volume", tags=["volume"])

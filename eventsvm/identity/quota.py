@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from eventsvm.state.identity import IdentityState
 
 UNLIMITED = -1
 
@@ -30,11 +26,6 @@ class ResourceCount:
     instances: int = 0
     cores: int = 0
     ram_mb: int = 0
-
-
-def quota_for(state: IdentityState, project_id: str) -> QuotaLimits:
-    """The limits in force for `project_id`: its last quota_set event, else nova's defaults."""
-    return state.quota_sets.get(project_id, DEFAULT_LIMITS)
 
 
 # (field, nova's resource name) in nova's order when several are exceeded: sorted by name.

@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from eventsvm.events.model import INSTANCE_TOPICS, TOPIC_OF, Event, EventType, Topic, now_ms
 
 if TYPE_CHECKING:
-    from eventsvm.readmodel import Models, ReadModel
+    from eventsvm.projections.readmodel import Models, ReadModel
 
 # the boot flow, in order; each name is a topic suffix (DESIGN §1)
 FLOW = ("requested", "authenticated", "scheduled", "resources-resolved", "spawned")

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from eventsvm.events.model import now_ms
 from eventsvm.monitoring.lag import ConsumerLag
 from eventsvm.monitoring.metrics import FLOW, PipelineMonitor, host_usage
-from eventsvm.readmodel import ReadModel
+from eventsvm.projections.readmodel import ReadModel
 
 STUCK_SHOWN = 50
 

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from eventsvm.events.model import Event, EventType
 from eventsvm.identity.passwords import verify_password
-from eventsvm.identity.quota import QuotaLimits
+from eventsvm.identity.quota import DEFAULT_LIMITS, QuotaLimits
 from eventsvm.identity.tokens import TokenClaims, epoch_ms
 
 # keystone's own 401 text: it must not tell a caller which of user, password or project was wrong.
@@ -249,6 +249,11 @@ class IdentityState:
         self.quota_sets[body["project_id"]] = QuotaLimits(
             instances=body["instances"], cores=body["cores"], ram_mb=body["ram_mb"]
         )
+
+
+def quota_for(state: IdentityState, project_id: str) -> QuotaLimits:
+    """The limits in force for `project_id`: its last quota_set event, else nova's defaults."""
+    return state.quota_sets.get(project_id, DEFAULT_LIMITS)
 
 
 def evolve(state: IdentityState, event: Event) -> IdentityState:

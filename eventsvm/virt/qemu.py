@@ -10,13 +10,10 @@ Guests are TCG (`<domain type='qemu'>`): KVM does not work on these machines.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-from dataclasses import replace
 from pathlib import Path
 
-from eventsvm.cluster import ClusterOptions
-from eventsvm.compute import ComputeHost, HostCapacity
+from eventsvm.virt.compute_host import ComputeHost, HostCapacity
 from eventsvm.virt.hypervisor import Hypervisor
 from eventsvm.virt.images import GuestImage, GuestImageMissing, ImageBackend
 
@@ -69,31 +66,6 @@ def qemu_compute_host(name: str, slot: int, capacity: HostCapacity, uri: str, st
     return ComputeHost(name=name, slot=slot, capacity=capacity, hypervisor=Hypervisor(uri),
                        state_dir=state_dir, broken=broken, images=images, domain_type=domain_type,
                        boot_line=boot_line, boot_timeout_s=boot_timeout_s, vif_type="user")
-
-
-def qemu_cluster_options(options: ClusterOptions, guest_dir: Path = DEFAULT_GUEST_DIR,
-                         boot_timeout_s: float = DEFAULT_BOOT_TIMEOUT_S) -> ClusterOptions:
-    """`options` with every simulated host on real QEMU and the guest as the seeded `cirros`
-    image (kernel_id / ramdisk_id properties, as nova boots AMI-style images)."""
-    if shutil.which("bash") is None:
-        raise QemuSetupError("bash is needed to prepare QEMU")
-    guest = ensure_guest_image(guest_dir)
-    uri = ensure_libvirtd(options.data_dir / "libvirt")
-    capacity = options.capacity
-    if capacity == HostCapacity():
-        # No --host-capacity: offer what this machine has rather than the simulated default.
-        with Hypervisor(uri) as probe:
-            node = probe.capacity()
-        free_gb = shutil.disk_usage(options.data_dir).free // 2**30
-        capacity = HostCapacity(vcpus=node.vcpus, ram_mb=node.memory_mb, disk_gb=max(1, int(free_gb)))
-
-    def factory(data_dir: Path, name: str, slot: int, host_capacity: HostCapacity, broken: str | None
-                ) -> ComputeHost:
-        return qemu_compute_host(name, slot, host_capacity, uri, data_dir / "hosts" / name, guest,
-                                 broken=broken, boot_timeout_s=boot_timeout_s)
-
-    return replace(options, capacity=capacity, host_factory=factory, hypervisor_type="QEMU",
-                   image_location=guest.location, image_properties=guest.properties())
 
 
 def _script(name: str, *args: str) -> str:

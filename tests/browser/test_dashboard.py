@@ -28,11 +28,11 @@ import uvicorn
 from fastapi import FastAPI
 from websockets.sync.client import ClientConnection, connect
 
-from eventsvm.cluster import Cluster, ClusterOptions
-from eventsvm.compute import HostCapacity
+from eventsvm.app.cluster import Cluster, ClusterOptions
+from eventsvm.app.seed import choose_passwords, seed_events
 from eventsvm.config import LogConfig
 from eventsvm.monitoring.router import make_monitoring
-from eventsvm.seed import choose_passwords, seed_events
+from eventsvm.virt.compute_host import HostCapacity
 from tests.e2e.conftest import Cloud
 
 pytestmark = pytest.mark.browser

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from eventsvm.app.seed import choose_passwords, seed_events
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.log.factory import open_log
-from eventsvm.readmodel import ReadModel
-from eventsvm.seed import choose_passwords, seed_events
+from eventsvm.projections.readmodel import ReadModel
 from tests.e2e.conftest import Cloud
 
 EVENTSVM = str(Path(sys.executable).parent / "eventsvm")

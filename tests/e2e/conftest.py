@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from eventsvm.cluster import Cluster, ClusterOptions
-from eventsvm.compute import HostCapacity
+from eventsvm.app.cluster import Cluster, ClusterOptions
+from eventsvm.app.seed import choose_passwords, seed_events
 from eventsvm.config import LogConfig
 from eventsvm.events.model import EventType, Topic, new_event
-from eventsvm.readmodel import ReadModel
-from eventsvm.seed import choose_passwords, seed_events
+from eventsvm.projections.readmodel import ReadModel
 from eventsvm.state.instances import Instance
+from eventsvm.virt.compute_host import HostCapacity
 
 
 @dataclass

@@ -15,13 +15,13 @@ import sqlite3
 import uuid
 from dataclasses import replace
 
-from eventsvm.audit import ALTERED, verify
 from eventsvm.config import parse_log_url
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import INSTANCE_TOPICS, Topic
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, EventLog, OutRecord, Record
-from eventsvm.replay import Drain
+from eventsvm.projections.audit import ALTERED, verify
+from eventsvm.projections.replay import Drain
 from tests.e2e.conftest import CloudFactory, wait_quiet
 
 

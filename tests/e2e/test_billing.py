@@ -22,20 +22,20 @@ from pathlib import Path
 import pytest
 
 from consumers import billing as billing_service
-from eventsvm.billing import (
+from eventsvm.app.usage_cli import add_commands
+from eventsvm.config import LogConfig
+from eventsvm.events.codec import Codec
+from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
+from eventsvm.log.factory import open_log
+from eventsvm.log.port import EventLog, LogUnavailable
+from eventsvm.projections.billing import (
     LedgerView,
     ledger_from_instance_events,
     ledger_from_log,
     read_log,
     tenant_usage,
 )
-from eventsvm.config import LogConfig
-from eventsvm.events.codec import Codec
-from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
-from eventsvm.log.factory import open_log
-from eventsvm.log.port import EventLog, LogUnavailable
-from eventsvm.runner import ServiceRunner
-from eventsvm.usage_cli import add_commands
+from eventsvm.runtime.runner import ServiceRunner
 from tests.e2e.conftest import Cloud, CloudFactory
 from tests.factories import event_records
 
@@ -164,7 +164,7 @@ def committed(log_: EventLog) -> int:
 def billing_process(config: LogConfig) -> subprocess.Popen[bytes]:
     """`eventsvm run billing` as a real process, with a stable member name (a restart fences its old self)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "eventsvm.cli", "run", "billing", "--log", config.url, "--namespace",
+    command = [sys.executable, "-m", "eventsvm.app.cli", "run", "billing", "--log", config.url, "--namespace",
                config.namespace, "--partitions", str(config.partitions), "--member", "billing-1"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None

@@ -9,14 +9,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from eventsvm.app.seed import choose_passwords, seed_events
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import EventType, new_event, now_ms
 from eventsvm.log.factory import open_log
 from eventsvm.monitoring.metrics import PipelineMonitor
 from eventsvm.monitoring.router import Monitoring, make_monitoring
-from eventsvm.readmodel import ReadModel
-from eventsvm.seed import choose_passwords, seed_events
+from eventsvm.projections.readmodel import ReadModel
 from tests.e2e.conftest import CloudFactory
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from eventsvm.compute import HostCapacity
+from eventsvm.virt.compute_host import HostCapacity
 from tests.e2e.conftest import CloudFactory, log_events, wait_quiet
 
 

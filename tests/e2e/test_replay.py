@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import time
 
-from eventsvm.compute import HostCapacity
 from eventsvm.events.codec import Codec
-from eventsvm.history import instance_stages
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog
-from eventsvm.readmodel import Models
-from eventsvm.replay import Until, model_differences, replay
+from eventsvm.projections.history import instance_stages
+from eventsvm.projections.readmodel import Models
+from eventsvm.projections.replay import Until, model_differences, replay
+from eventsvm.virt.compute_host import HostCapacity
 from tests.e2e.conftest import CloudFactory, wait_quiet
 
 

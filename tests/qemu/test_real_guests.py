@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from eventsvm.compute import HostCapacity
+from eventsvm.virt.compute_host import HostCapacity
 from eventsvm.virt.hypervisor import Hypervisor, SpawnError
 from eventsvm.virt.images import GuestImage, ImageBackend
 from eventsvm.virt.qemu import BOOT_LINE, ensure_guest_image, qemu_compute_host, stop_libvirtd

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from eventsvm.api.app import create_app
 from eventsvm.api.context import ApiContext
+from eventsvm.app.seed import flavor_body
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import Event, EventType, new_event, now_ms
@@ -26,8 +27,7 @@ from eventsvm.identity.passwords import hash_password
 from eventsvm.identity.tokens import TokenService
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, Record
-from eventsvm.readmodel import ALL_TOPICS, ReadModel
-from eventsvm.seed import flavor_body
+from eventsvm.projections.readmodel import ALL_TOPICS, ReadModel
 from eventsvm.state.instances import Instance
 
 PASSWORD = "correct horse battery staple"

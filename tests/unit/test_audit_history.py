@@ -11,10 +11,16 @@ import pytest
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType
-from eventsvm.history import UnknownServer, find_instance, instance_actions, instance_stages, timeline_lines
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog
-from eventsvm.replay import replay
+from eventsvm.projections.history import (
+    UnknownServer,
+    find_instance,
+    instance_actions,
+    instance_stages,
+    timeline_lines,
+)
+from eventsvm.projections.replay import replay
 from tests.factories import _event, event_records, instance_chain
 
 CODEC = Codec()

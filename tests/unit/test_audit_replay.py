@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from eventsvm.audit_cli import add_commands
+from eventsvm.app.audit_cli import add_commands
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import Event, EventType, event_hash
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog, OutRecord
-from eventsvm.readmodel import ALL_TOPICS, Models, fold
-from eventsvm.replay import Until, model_differences, parse_time, parse_until, replay
+from eventsvm.projections.readmodel import ALL_TOPICS, Models, fold
+from eventsvm.projections.replay import Until, model_differences, parse_time, parse_until, replay
 from tests.factories import BASE_MS, _event, event_records, instance_chain, sample_event
 
 CODEC = Codec()

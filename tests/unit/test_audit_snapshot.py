@@ -17,10 +17,10 @@ from eventsvm.events.codec import Codec
 from eventsvm.events.model import Event, EventType
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog
-from eventsvm.readmodel import ALL_TOPICS
-from eventsvm.runner import ServiceRunner
-from eventsvm.service import Service
-from eventsvm.snapshot import SnapshotStore
+from eventsvm.projections.readmodel import ALL_TOPICS
+from eventsvm.runtime.runner import ServiceRunner
+from eventsvm.runtime.service import Service
+from eventsvm.runtime.snapshot import SnapshotStore
 from tests.factories import HOSTS, event_records, instance_chain, sample_event
 
 

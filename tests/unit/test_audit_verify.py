@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from eventsvm.audit import ALTERED, GAP, REORDER, load_anchor, save_anchor, verify
-from eventsvm.audit_cli import EXIT_FOUND, add_commands
+from eventsvm.app.audit_cli import EXIT_FOUND, add_commands
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog
+from eventsvm.projections.audit import ALTERED, GAP, REORDER, load_anchor, save_anchor, verify
 from tests.factories import _event, event_records, instance_chain
 
 CODEC = Codec()

@@ -5,16 +5,10 @@ from __future__ import annotations
 import pytest
 
 from consumers import billing as service
-from eventsvm.billing import (
-    MS_PER_HOUR,
-    UsageLedger,
-    evolve_ledger,
-    fold_instance_event,
-    tenant_usage,
-    usage_rows,
-)
 from eventsvm.events.model import Event, EventType, new_event
-from eventsvm.service import StepContext
+from eventsvm.projections.billing import tenant_usage, usage_rows
+from eventsvm.runtime.service import StepContext
+from eventsvm.state.usage import MS_PER_HOUR, UsageLedger, evolve_ledger, fold_instance_event
 
 T0 = 1_800_000_000_000  # an arbitrary period start, in ms
 H = MS_PER_HOUR

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from eventsvm.cli import main
+from eventsvm.app.cli import main
 from eventsvm.identity.keys import ensure_keys
 from eventsvm.identity.tokens import TokenInvalid, TokenService
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from eventsvm.cli import build_parser
+from eventsvm.app.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 

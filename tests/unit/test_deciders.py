@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 import pytest
 
 from consumers import authenticator, resolver, scheduler, spawner
-from eventsvm.cluster import simulated_host
-from eventsvm.compute import HostCapacity
+from eventsvm.app.cluster import simulated_host
+from eventsvm.app.seed import choose_passwords, seed_events
 from eventsvm.events.model import Event, EventType, new_event
-from eventsvm.seed import choose_passwords, seed_events
-from eventsvm.service import Output, Rejected, Service, StepContext
+from eventsvm.runtime.service import Output, Rejected, Service, StepContext
+from eventsvm.virt.compute_host import HostCapacity
 
 S = TypeVar("S")
 SEED = seed_events(choose_passwords("admin-pw", "demo-pw"))

@@ -7,9 +7,9 @@ import pytest
 from eventsvm.events.model import EventType, new_event
 from eventsvm.identity.keys import ensure_keys
 from eventsvm.identity.passwords import hash_password
-from eventsvm.identity.quota import DEFAULT_LIMITS, QuotaLimits, quota_for
+from eventsvm.identity.quota import DEFAULT_LIMITS, QuotaLimits
 from eventsvm.identity.tokens import TokenClaims, TokenService
-from eventsvm.state.identity import AUTH_FAILED_MESSAGE, IdentityState, Unauthorized, evolve
+from eventsvm.state.identity import AUTH_FAILED_MESSAGE, IdentityState, Unauthorized, evolve, quota_for
 
 PASSWORD = "s3cret-demo-pass"
 HASH = hash_password(PASSWORD)

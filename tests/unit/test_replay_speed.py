@@ -18,8 +18,8 @@ from eventsvm.events.codec import Codec
 from eventsvm.events.model import Event, EventType, event_hash
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, EventLog, OutRecord, Reader, Record
-from eventsvm.readmodel import ALL_TOPICS, Models, ReadModel, fold
-from eventsvm.replay import Drain, model_differences, replay
+from eventsvm.projections.readmodel import ALL_TOPICS, Models, ReadModel, fold
+from eventsvm.projections.replay import Drain, model_differences, replay
 from eventsvm.state.instances import evolve_projection, fold_instance_event, initial_projection
 from tests.factories import BASE_MS, _event, event_records, instance_chain, sample_event
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from eventsvm import runner as runner_module
-from eventsvm.cluster import register_host, simulated_host, spawner_runner
-from eventsvm.compute import HostCapacity
+from eventsvm.app.cluster import register_host, simulated_host, spawner_runner
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import Topic
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, OutRecord
+from eventsvm.runtime import runner as runner_module
+from eventsvm.virt.compute_host import HostCapacity
 from eventsvm.virt.hypervisor import Hypervisor
 from tests.unit.test_deciders import resolved_for
 

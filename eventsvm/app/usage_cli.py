@@ -14,7 +14,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from eventsvm.billing import (
+from eventsvm.app.options import UsageError, add_log_options, log_config
+from eventsvm.events.codec import Codec
+from eventsvm.events.model import Event, EventType, Topic, now_ms
+from eventsvm.log.factory import open_log
+from eventsvm.projections.billing import (
     EXPORT_COLUMNS,
     iso_time,
     ledger_from_instance_events,
@@ -22,15 +26,11 @@ from eventsvm.billing import (
     read_log,
     usage_rows,
 )
-from eventsvm.events.codec import Codec
-from eventsvm.events.model import Event, EventType, Topic, now_ms
-from eventsvm.log.factory import open_log
 from eventsvm.state.identity import IdentityState
 
 
 def parse_moment(text: str, flag: str) -> int:
     """Epoch ms of `2026-11-01`, `2026-11-01T12:00`, `...Z` or `...+01:00`; naive times are UTC."""
-    from eventsvm.cli import UsageError
 
     value = text.strip().replace(" ", "T")
     if value.endswith(("Z", "z")):
@@ -53,7 +53,6 @@ def month_start(ms: int) -> int:
 
 def add_commands(subparsers: Any) -> None:
     """Add `usage` to the `eventsvm` command line (`subparsers` from add_subparsers)."""
-    from eventsvm.cli import add_log_options
 
     usage = subparsers.add_parser("usage",
                                   help="export usage per project (vCPU-, RAM- and disk-hours) as CSV/JSON")
@@ -74,7 +73,6 @@ def add_commands(subparsers: Any) -> None:
 
 def cmd_usage(args: argparse.Namespace) -> int:
     """Read the log, compute the rows, write them."""
-    from eventsvm.cli import UsageError, log_config
 
     now = now_ms()
     end = parse_moment(args.end, "--end") if args.end else now

@@ -20,7 +20,7 @@ from typing import NamedTuple
 from eventsvm.events.codec import Codec, CodecError
 from eventsvm.events.model import INSTANCE_TOPICS
 from eventsvm.log.port import BEGINNING, EventLog
-from eventsvm.replay import Drain
+from eventsvm.projections.replay import Drain
 
 # what a finding is about
 GAP = "gap"  # a cause or a sequence number missing from the log

@@ -14,120 +14,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from eventsvm.events.codec import Codec, CodecError
-from eventsvm.events.model import Event, EventType, Topic, now_ms
+from eventsvm.events.model import Event, Topic, now_ms
 from eventsvm.log.port import BEGINNING, EventLog, Reader
-
-MS_PER_HOUR = 3_600_000
-
-
-@dataclass(slots=True)
-class Usage:
-    """One instance's billable life: who owns it, the flavor it is billed at, and when it ran."""
-
-    instance_id: str
-    project_id: str | None = None
-    user_id: str | None = None
-    host: str | None = None
-    flavor: dict[str, Any] | None = None
-    started_at: int | None = None
-    ended_at: int | None = None
-
-    @property
-    def billable(self) -> bool:
-        """True once the instance launched: a build that never spawned costs nothing."""
-        return self.started_at is not None and self.flavor is not None
-
-    @property
-    def local_gb(self) -> int:
-        """Nova's local_gb: root plus ephemeral disk (swap is not counted)."""
-        flavor = self.flavor or {}
-        return int(flavor.get("disk_gb", 0)) + int(flavor.get("ephemeral_gb", 0))
-
-    def hours(self, start_ms: int, end_ms: int, now: int) -> float:
-        """Hours of the period [start_ms, end_ms] this instance ran; a running one up to `now`."""
-        if self.started_at is None:
-            return 0.0
-        stop = min(end_ms, self.ended_at if self.ended_at is not None else now)
-        begin = max(start_ms, self.started_at)
-        return max(0, stop - begin) / MS_PER_HOUR
-
-
-@dataclass
-class UsageLedger:
-    """Every instance's usage by id, plus how many records made it (for audits)."""
-
-    usages: dict[str, Usage] = field(default_factory=dict)
-    records: int = 0
-
-    def _usage(self, instance_id: str) -> Usage:
-        usage = self.usages.get(instance_id)
-        if usage is None:
-            usage = self.usages[instance_id] = Usage(instance_id)
-        return usage
-
-    def opened(self, instance_id: str, project_id: str | None, user_id: str | None, host: str,
-               flavor: dict[str, Any], started_at: int) -> None:
-        """The instance started to cost."""
-        usage = self._usage(instance_id)
-        usage.project_id, usage.user_id, usage.host = project_id, user_id, host
-        usage.flavor, usage.started_at = billed_flavor(flavor), started_at
-        self.records += 1
-
-    def closed(self, instance_id: str, host: str | None, ended_at: int) -> None:
-        """The instance stopped costing (it may never have started)."""
-        usage = self._usage(instance_id)
-        usage.ended_at = ended_at
-        usage.host = usage.host or host
-        self.records += 1
-
-    def snapshot(self) -> UsageLedger:
-        """A copy another thread may read while this one keeps folding."""
-        return UsageLedger({k: replace(u) for k, u in self.usages.items()}, self.records)
-
-    def is_open(self, instance_id: str) -> bool:
-        """True when a usage_opened for the instance is already in the ledger."""
-        usage = self.usages.get(instance_id)
-        return usage is not None and usage.started_at is not None
-
-    def is_closed(self, instance_id: str) -> bool:
-        """True when a usage_closed for the instance is already in the ledger."""
-        usage = self.usages.get(instance_id)
-        return usage is not None and usage.ended_at is not None
-
-
-def billed_flavor(flavor: Mapping[str, Any]) -> dict[str, Any]:
-    """The flavor fields billing keeps (the BilledFlavor record of billing.usage_opened)."""
-    return {"id": flavor["id"], "name": flavor["name"], "vcpus": flavor["vcpus"], "ram_mb": flavor["ram_mb"],
-            "disk_gb": flavor["disk_gb"], "ephemeral_gb": flavor.get("ephemeral_gb", 0),
-            "swap_mb": flavor.get("swap_mb", 0)}
-
-
-def evolve_ledger(ledger: UsageLedger, event: Event) -> UsageLedger:
-    """Fold one billing record; other events leave the ledger as it is."""
-    body = event.body
-    if event.type == EventType.USAGE_OPENED:
-        ledger.opened(event.aggregate_id, event.project_id, event.user_id, body["host"], body["flavor"],
-                      body["started_at"])
-    elif event.type == EventType.USAGE_CLOSED:
-        ledger.closed(event.aggregate_id, body.get("host"), body["ended_at"])
-    return ledger
-
-
-def fold_instance_event(ledger: UsageLedger, event: Event) -> UsageLedger:
-    """The recomputation: fold instance.spawned / instance.deleted straight into a ledger."""
-    body = event.body
-    if event.type == EventType.INSTANCE_SPAWNED:
-        # the spawned event carries the owner's project (inherited from the request)
-        ledger.opened(event.aggregate_id, event.project_id, event.user_id, body["host"], body["flavor"],
-                      body["launched_at"])
-    elif event.type == EventType.INSTANCE_DELETED:
-        ledger.closed(event.aggregate_id, body.get("host"), body["terminated_at"])
-    return ledger
+from eventsvm.state.usage import (
+    Usage,
+    UsageLedger,
+    evolve_ledger,
+    fold_instance_event,
+)
 
 
 def read_log(log_: EventLog, codec: Codec, topics: Iterable[Topic], fold: Callable[[Event], Any]) -> int:

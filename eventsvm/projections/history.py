@@ -15,8 +15,8 @@ from typing import Any
 from eventsvm.events.codec import Codec, CodecError
 from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType, Topic, event_hash
 from eventsvm.log.port import BEGINNING, EventLog, Record
-from eventsvm.readmodel import Models
-from eventsvm.replay import Drain
+from eventsvm.projections.readmodel import Models
+from eventsvm.projections.replay import Drain
 from eventsvm.state.instances import ACTION_EVENT_NAMES
 
 # The boot flow in order: the stage that follows an event is the one a failure right after it hit.

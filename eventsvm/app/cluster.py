@@ -1,12 +1,13 @@
-"""The composition root: wires services to the log and starts them, alone or all in one process.
+"""Wiring services to the log: compute hosts, their registration, and every runner of a cloud.
 
-This is the one module of the library that imports `consumers/` (DESIGN §6).
+Services come from the registry (eventsvm/app/registry.py), the one place that names them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import threading
 from collections.abc import Callable
@@ -14,37 +15,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from consumers import authenticator, billing, resolver, scheduler, spawner
-from eventsvm.compute import ComputeHost, HostCapacity
+from eventsvm.app.registry import PIPELINE, PipelineSettings, host_service, pipeline_service
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import EventType, Topic, new_event
 from eventsvm.log.factory import open_log
-from eventsvm.log.port import EventLog
-from eventsvm.readmodel import ReadModel
-from eventsvm.runner import ServiceRunner, StepObserver
-from eventsvm.service import Service
-from eventsvm.snapshot import SnapshotStore
+from eventsvm.log.port import BEGINNING, EventLog, OutRecord
+from eventsvm.projections.readmodel import ReadModel
+from eventsvm.runtime.runner import ServiceRunner, StepObserver
+from eventsvm.runtime.snapshot import SnapshotStore
+from eventsvm.virt import qemu
+from eventsvm.virt.compute_host import ComputeHost, HostCapacity
 from eventsvm.virt.hypervisor import Hypervisor
 from eventsvm.virt.node import test_uri_for, write_node_xml
 
 log = logging.getLogger(__name__)
-
-PIPELINE_SERVICES = ("authenticator", "scheduler", "resolver", "billing")
-
-
-def pipeline_service(name: str) -> tuple[Service[Any], object]:
-    """A pipeline service by name, with its default collaborators."""
-    if name == "authenticator":
-        return authenticator.SERVICE, None
-    if name == "scheduler":
-        return scheduler.SERVICE, scheduler.SchedulerSettings()
-    if name == "resolver":
-        return resolver.SERVICE, None
-    if name == "billing":
-        return billing.SERVICE, None
-    raise ValueError(f"unknown service {name!r}")
-
 
 def default_member_name() -> str:
     """Unique per process; `--member` gives a stable one so a restart fences its old self."""
@@ -56,8 +41,6 @@ def register_host(log_: EventLog, codec: Codec, host: ComputeHost, hypervisor_ty
 
     A host keeps the slot it was first given, so its partition never moves under its spawner.
     """
-    from eventsvm.log.port import BEGINNING
-
     log_.create_topics([str(Topic.HOSTS)])
     reader = log_.reader([str(Topic.HOSTS)], BEGINNING)
     known: dict[str, dict[str, Any]] = {}
@@ -91,8 +74,6 @@ def register_host(log_: EventLog, codec: Codec, host: ComputeHost, hypervisor_ty
     }
     if known.get(host.name) != body:
         event = new_event(EventType.HOST_REGISTERED, host.name, body)
-        from eventsvm.log.port import OutRecord
-
         log_.append([OutRecord(str(Topic.HOSTS), host.name.encode(), codec.encode(event))])
     host.slot = slot
     return slot
@@ -120,7 +101,7 @@ def spawner_runner(
     ]
     return ServiceRunner(
         log_,
-        spawner.service_for(host.name),
+        host_service("spawner", host.name),
         codec,
         member_name=member_name or host.name,
         partitions=partitions,
@@ -202,10 +183,9 @@ class Cluster:
             self.hosts.append(host)
         member = default_member_name()
         snapshots = snapshot_store(opts.data_dir, opts.log)
-        for name in PIPELINE_SERVICES:
-            service, deps = pipeline_service(name)
-            if name == "scheduler":
-                deps = replace(scheduler.SchedulerSettings(), max_attempts=opts.max_attempts)
+        settings = PipelineSettings(max_attempts=opts.max_attempts)
+        for name in PIPELINE:
+            service, deps = pipeline_service(name, settings)
             self.runners.append(
                 ServiceRunner(
                     self.open_log(),
@@ -244,3 +224,28 @@ class Cluster:
                 log_.close()
             except Exception:  # closing is best effort; the data is already committed
                 log.debug("closing a log connection failed", exc_info=True)
+
+
+def qemu_cluster_options(options: ClusterOptions, guest_dir: Path = qemu.DEFAULT_GUEST_DIR,
+                         boot_timeout_s: float = qemu.DEFAULT_BOOT_TIMEOUT_S) -> ClusterOptions:
+    """`options` with every simulated host on real QEMU and the guest as the seeded `cirros`
+    image (kernel_id / ramdisk_id properties, as nova boots AMI-style images)."""
+    if shutil.which("bash") is None:
+        raise qemu.QemuSetupError("bash is needed to prepare QEMU")
+    guest = qemu.ensure_guest_image(guest_dir)
+    uri = qemu.ensure_libvirtd(options.data_dir / "libvirt")
+    capacity = options.capacity
+    if capacity == HostCapacity():
+        # No --host-capacity: offer what this machine has rather than the simulated default.
+        with Hypervisor(uri) as probe:
+            node = probe.capacity()
+        free_gb = shutil.disk_usage(options.data_dir).free // 2**30
+        capacity = HostCapacity(vcpus=node.vcpus, ram_mb=node.memory_mb, disk_gb=max(1, int(free_gb)))
+
+    def factory(data_dir: Path, name: str, slot: int, host_capacity: HostCapacity, broken: str | None
+                ) -> ComputeHost:
+        return qemu.qemu_compute_host(name, slot, host_capacity, uri, data_dir / "hosts" / name, guest,
+                                 broken=broken, boot_timeout_s=boot_timeout_s)
+
+    return replace(options, capacity=capacity, host_factory=factory, hypervisor_type="QEMU",
+                   image_location=guest.location, image_properties=guest.properties())

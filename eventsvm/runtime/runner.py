@@ -23,8 +23,8 @@ from typing import Generic, TypeVar
 from eventsvm.events.codec import Codec, CodecError
 from eventsvm.events.model import Event, EventType, Topic, event_hash, new_event
 from eventsvm.log.port import BEGINNING, EventLog, Fenced, GroupMember, LogError, OutRecord, Reader, Record
-from eventsvm.service import Rejected, Service, StepContext, Transient
-from eventsvm.snapshot import Snapshot, SnapshotStore, now_ms, state_version
+from eventsvm.runtime.service import Rejected, Service, StepContext, Transient
+from eventsvm.runtime.snapshot import Snapshot, SnapshotStore, now_ms, state_version
 
 log = logging.getLogger(__name__)
 

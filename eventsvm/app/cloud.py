@@ -4,39 +4,43 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from eventsvm.cluster import (
+from eventsvm.app.cluster import (
     Cluster,
     ClusterOptions,
     default_member_name,
-    pipeline_service,
+    qemu_cluster_options,
     register_host,
     simulated_host,
     snapshot_store,
     spawner_runner,
 )
-from eventsvm.compute import ComputeHost, HostCapacity
+from eventsvm.app.options import UsageError, on_sigterm, parse_capacity
+from eventsvm.app.registry import SERVICES, pipeline_service
+from eventsvm.app.seed import (
+    choose_passwords,
+    is_seeded,
+    seed_events,
+    update_clouds_yaml_url,
+    write_clouds_yaml,
+)
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.identity.keys import ensure_keys
 from eventsvm.identity.tokens import TokenService
 from eventsvm.log.factory import open_log
-from eventsvm.readmodel import ReadModel
-from eventsvm.runner import ServiceRunner
-from eventsvm.seed import choose_passwords, is_seeded, seed_events, update_clouds_yaml_url, write_clouds_yaml
+from eventsvm.projections.billing import LedgerView
+from eventsvm.projections.readmodel import ReadModel
+from eventsvm.runtime.runner import ServiceRunner
+from eventsvm.virt.compute_host import ComputeHost
 from eventsvm.virt.hypervisor import Hypervisor
-from eventsvm.virt.qemu import BOOT_LINE
+from eventsvm.virt.qemu import BOOT_LINE, ensure_guest_image, qemu_compute_host
 
 log = logging.getLogger(__name__)
-
-
-def _capacity(text: str) -> HostCapacity:
-    from eventsvm.cli import parse_capacity
-
-    return HostCapacity(**parse_capacity(text)) if text else HostCapacity()
 
 
 def seed_once(
@@ -94,11 +98,12 @@ class ApiServer:
     """uvicorn serving the OpenStack API, /metrics and /dashboard over one read model."""
 
     def __init__(self, readmodel: ReadModel, data_dir: Path, bind: str, port: int) -> None:
+        # imported here: uvicorn, FastAPI and pydantic take ~0.5 s to load, which `eventsvm run
+        # scheduler` and the other service processes never need
         import uvicorn
 
         from eventsvm.api.app import create_app
         from eventsvm.api.context import ApiContext
-        from eventsvm.billing import LedgerView
         from eventsvm.monitoring.router import make_monitoring
 
         key_dir = data_dir / "fernet-keys"
@@ -126,24 +131,27 @@ class ApiServer:
             self.context.consoles.close()
 
 
+def openstack_command() -> str:
+    """The openstack client to suggest: the one installed beside eventsvm (`make run` puts it in
+    the project's venv), else whatever `openstack` is on the PATH."""
+    beside = Path(sys.executable).parent / "openstack"
+    return str(beside) if beside.exists() else "openstack"
+
+
 def run_cloud(
     args: argparse.Namespace, data_dir: Path, config: LogConfig, passwords_env: tuple[str | None, str | None]
 ) -> int:
     """`eventsvm up`."""
     if args.hosts < 1:
-        from eventsvm.cli import UsageError
-
         raise UsageError("--hosts must be at least 1")
     options = ClusterOptions(
         data_dir=data_dir,
         log=config,
         hosts=args.hosts,
-        capacity=_capacity(args.host_capacity),
+        capacity=parse_capacity(args.host_capacity),
         broken_hosts={name: "host marked broken by --break-host" for name in args.break_host},
     )
     if args.hypervisor == "qemu":
-        from eventsvm.virt.qemu import qemu_cluster_options
-
         options = qemu_cluster_options(options)
     cluster = Cluster(options)
     readmodel = cluster.start_readmodel()
@@ -162,7 +170,8 @@ def run_cloud(
     print(f"clouds.yaml: {clouds}", flush=True)
     if notice:
         print(notice, flush=True)
-    print(f"next: OS_CLIENT_CONFIG_FILE={clouds} openstack --os-cloud eventsvm server list", flush=True)
+    print(f"next: OS_CLIENT_CONFIG_FILE={clouds} {openstack_command()} --os-cloud eventsvm server list",
+          flush=True)
     try:
         server.run()  # returns on SIGTERM / SIGINT (uvicorn's own handlers)
     finally:
@@ -172,8 +181,6 @@ def run_cloud(
 
 def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> int:
     """`eventsvm run SERVICE`: one service, until SIGTERM; the step in hand is committed first."""
-    from eventsvm.cli import UsageError, on_sigterm
-
     codec = Codec()
     log_ = open_log(config)
     stop = threading.Event()
@@ -187,14 +194,12 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
             log_.close()
         return 0
     runner: ServiceRunner[Any]
-    if args.service == "spawner":
+    if SERVICES[args.service].per_host:
         if not args.host:
-            raise UsageError("run spawner needs --host NAME")
-        capacity = _capacity(args.host_capacity)
+            raise UsageError(f"run {args.service} needs --host NAME")
+        capacity = parse_capacity(args.host_capacity)
         state_dir = data_dir / "hosts" / args.host
         if args.libvirt_uri and not args.libvirt_uri.startswith("test:"):
-            from eventsvm.virt.qemu import ensure_guest_image, qemu_compute_host
-
             host = qemu_compute_host(
                 args.host,
                 -1,

@@ -9,106 +9,34 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
-from eventsvm.config import ConfigError, LogConfig, default_data_dir, env_passwords, log_config_from_flags
+from eventsvm.app import audit_cli, usage_cli
+from eventsvm.app.cloud import run_cloud, run_service, seed_log
+from eventsvm.app.options import EXIT_CONFIG, UsageError, add_log_options, log_config
+from eventsvm.app.registry import PROCESSES
+from eventsvm.config import ConfigError, default_data_dir, env_passwords
+from eventsvm.identity.keys import ensure_keys, key_indexes, rotate
 from eventsvm.log.port import LogError
-
-EXIT_CONFIG = 2
-
-Command = Callable[[argparse.Namespace], int]
-
-
-class UsageError(Exception):
-    """A flag value that cannot work; printed as one line."""
-
-
-def add_log_options(parser: argparse.ArgumentParser) -> None:
-    """The options every log-reading or log-writing command shares."""
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="directory of the embedded engine's log and the cloud's files (default ./data)",
-    )
-    parser.add_argument(
-        "--kafka",
-        metavar="HOST:PORT",
-        default=None,
-        help="use the Kafka broker(s) at HOST:PORT instead of the embedded engine",
-    )
-    parser.add_argument(
-        "--log", metavar="URL", default=None, help="log URL: kafka://host:port or sqlite:///path/log.db"
-    )
-    parser.add_argument(
-        "--namespace", default="", help="prefix of every topic name (several clouds, one broker)"
-    )
-    parser.add_argument("--partitions", type=int, default=4, help="partitions of each new topic (default 4)")
-
-
-def log_config(args: argparse.Namespace) -> tuple[Path, LogConfig]:
-    """The data dir and log chosen by the shared options."""
-    # absolute from here on: libvirt refuses relative paths (console logs, disks) in domain XML
-    data_dir: Path = (args.data_dir or default_data_dir()).absolute()
-    if args.partitions < 1:
-        raise UsageError("--partitions must be at least 1")
-    config = log_config_from_flags(data_dir, args.kafka, args.log, args.partitions, args.namespace)
-    if config.engine == "sqlite":
-        try:
-            data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot create data directory {data_dir}: {exc.strerror}") from exc
-    return data_dir, config
-
-
-def parse_capacity(text: str) -> dict[str, int]:
-    """`vcpus=64,ram=262144,disk=2048` → the host capacity fields (RAM in MB, disk in GB)."""
-    names = {"vcpus": "vcpus", "ram": "ram_mb", "ram_mb": "ram_mb", "disk": "disk_gb", "disk_gb": "disk_gb"}
-    result: dict[str, int] = {}
-    for part in filter(None, text.split(",")):
-        key, _, value = part.partition("=")
-        if key.strip() not in names or not value.strip().isdigit() or int(value) < 1:
-            raise UsageError(f"--host-capacity: cannot read {part!r}; use vcpus=N,ram=MB,disk=GB")
-        result[names[key.strip()]] = int(value)
-    return result
-
-
-def on_sigterm(stop: Callable[[], None]) -> None:
-    """Let SIGTERM and SIGINT finish the step in hand and exit cleanly."""
-
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        stop()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
 
 
 # -- commands ---------------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
     """Everything in one process: the API, every pipeline service, a spawner per host."""
-    from eventsvm.cloud import run_cloud
-
     data_dir, config = log_config(args)
     return run_cloud(args, data_dir, config, env_passwords())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """One service as its own process."""
-    from eventsvm.cloud import run_service
-
     data_dir, config = log_config(args)
     return run_service(args, data_dir, config)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
     """Seed a new cloud's log (devstack's defaults) and write clouds.yaml; nothing if seeded."""
-    from eventsvm.cloud import seed_log
-
     data_dir, config = log_config(args)
     print(seed_log(data_dir, config, args.auth_url, env_passwords()), flush=True)
     return 0
@@ -116,8 +44,6 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     """keystone-manage fernet_rotate: promote the staged key, stage a new one, prune the oldest."""
-    from eventsvm.identity.keys import ensure_keys, key_indexes, rotate
-
     key_dir = (args.data_dir or default_data_dir()) / "fernet-keys"
     if args.max_active_keys < 2:
         raise UsageError("--max-active-keys must be at least 2 (a primary and a staged key)")
@@ -188,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one service as its own process")
     run.add_argument(
-        "service", choices=("authenticator", "scheduler", "resolver", "billing", "spawner", "api")
+        "service", choices=PROCESSES
     )
     add_log_options(run)
     run.add_argument("--host", help="the compute host a spawner serves")
@@ -211,11 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bind", default="127.0.0.1")
     run.set_defaults(func=cmd_run)
 
-    from eventsvm.audit_cli import add_commands as add_audit_commands
-    from eventsvm.usage_cli import add_commands as add_usage_commands
-
-    add_audit_commands(sub)
-    add_usage_commands(sub)
+    audit_cli.add_commands(sub)
+    usage_cli.add_commands(sub)
     return parser
 
 
@@ -235,12 +158,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
-
-
-def wait_forever(stop: threading.Event) -> None:
-    """Block the main thread until a signal sets `stop`."""
-    while not stop.wait(0.5):
-        pass
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any
 
 from eventsvm.events.codec import Codec, CodecError
 from eventsvm.log.port import BEGINNING, EventLog, Reader, Record, TopicPartition
-from eventsvm.readmodel import ALL_TOPICS, Models, fold
+from eventsvm.projections.readmodel import ALL_TOPICS, Models, fold
 from eventsvm.state.instances import (
     FOLDED_BODY_FIELDS,
     INSTANCE_EVENT_TYPES,

@@ -14,9 +14,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from eventsvm.app.options import UsageError, add_log_options, log_config
 from eventsvm.events.codec import Codec
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog
+from eventsvm.projections.audit import load_anchor, save_anchor, verify
+from eventsvm.projections.history import (
+    UnknownServer,
+    find_instance,
+    instance_actions,
+    instance_stages,
+    timeline_lines,
+)
+from eventsvm.projections.replay import parse_until, replay, replay_document
 
 EXIT_FOUND = 1  # `audit verify` found a problem
 
@@ -29,7 +39,6 @@ record stored at or before that moment (log time, millisecond resolution)."""
 
 @contextmanager
 def _opened(args: argparse.Namespace) -> Iterator[EventLog]:
-    from eventsvm.cli import log_config
 
     _, config = log_config(args)
     log = open_log(config)
@@ -41,8 +50,6 @@ def _opened(args: argparse.Namespace) -> Iterator[EventLog]:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Rebuild every read model from the log and report what was read (or print it as JSON)."""
-    from eventsvm.cli import UsageError
-    from eventsvm.replay import parse_until, replay, replay_document
 
     with _opened(args) as log:
         try:
@@ -70,14 +77,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     """Print one instance's timeline (or its os-instance-actions as JSON)."""
-    from eventsvm.cli import UsageError
-    from eventsvm.history import (
-        UnknownServer,
-        find_instance,
-        instance_actions,
-        instance_stages,
-        timeline_lines,
-    )
 
     codec = Codec()
     with _opened(args) as log:
@@ -97,8 +96,6 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Verify every instance chain; exit 1 and name each problem, or 0 with a summary."""
-    from eventsvm.audit import load_anchor, save_anchor, verify
-    from eventsvm.cli import UsageError
 
     try:
         anchor = load_anchor(args.anchor) if args.anchor else None
@@ -120,7 +117,6 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: Any) -> None:
     """Add `replay`, `history` and `audit verify` to the `eventsvm` command line."""
-    from eventsvm.cli import add_log_options
 
     replay = subparsers.add_parser(
         "replay", help="rebuild every read model from the log, now or as it was at a moment",

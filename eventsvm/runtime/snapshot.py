@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import pickle
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,33 +32,39 @@ from pathlib import Path
 from typing import Any
 
 from eventsvm.log.port import EventLog, TopicPartition, UnknownTopic
-from eventsvm.service import Service
+from eventsvm.runtime.service import Service
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"eventsvm-snapshot\n"
 FORMAT = 1
-_ROOT = Path(__file__).resolve().parent
-# The code whose changes may change a folded state; the API and the CLI do not fold.
-_NOT_STATE = {"api", "cli.py", "audit_cli.py", "cloud.py", "replay.py", "history.py", "audit.py"}
+_ROOT = Path(__file__).resolve().parents[1]
+# The library code whose changes may change a folded state: not the API, the composition root,
+# the read side or the dashboard, which fold nothing a service snapshots.
+_NOT_STATE = {"api", "app", "projections", "monitoring"}
 
 
 @cache
-def code_fingerprint() -> str:
-    """SHA-256 over the source of eventsvm/ (minus the API and CLI) and consumers/."""
+def code_fingerprint(*service_modules: str) -> str:
+    """SHA-256 over the folding part of the library and the modules that define a service."""
     digest = hashlib.sha256()
-    for root in (_ROOT, _ROOT.parent / "consumers"):
-        for path in sorted(root.rglob("*.py")):
-            if path.relative_to(root).parts[0] in _NOT_STATE:
-                continue
-            digest.update(str(path.relative_to(root.parent)).encode() + b"\0" + path.read_bytes())
+    paths = [p for p in sorted(_ROOT.rglob("*.py")) if p.relative_to(_ROOT).parts[0] not in _NOT_STATE]
+    for name in service_modules:
+        source = getattr(sys.modules.get(name), "__file__", None)
+        if source:
+            paths.append(Path(source).resolve())
+    for path in paths:
+        where = path.relative_to(_ROOT.parent) if path.is_relative_to(_ROOT.parent) else path.name
+        digest.update(str(where).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
 def state_version(service: Service[Any]) -> str:
-    """What a snapshot of `service` must have been written by to be read back."""
+    """What a snapshot of `service` must have been written by to be read back: its declared
+    version and the code of its decide / evolve and of the library they fold with."""
     declared = service.extra.get("state_version", 1)
-    return f"{FORMAT}:{service.name}:{declared}:{code_fingerprint()[:16]}"
+    modules = tuple(sorted({service.evolve.__module__, service.decide.__module__}))
+    return f"{FORMAT}:{service.name}:{declared}:{code_fingerprint(*modules)[:16]}"
 
 
 @dataclass

@@ -1,0 +1,89 @@
+"""The command-line options every `eventsvm` command shares, and the one error they raise.
+
+Kept apart from the parser (eventsvm/app/cli.py) so the command modules (cloud, audit, usage)
+can use them without importing the CLI that imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from eventsvm.config import LogConfig, default_data_dir, log_config_from_flags
+from eventsvm.virt.compute_host import HostCapacity
+
+EXIT_CONFIG = 2
+
+
+class UsageError(Exception):
+    """A flag value that cannot work; printed as one line."""
+
+
+def add_log_options(parser: argparse.ArgumentParser) -> None:
+    """The options every log-reading or log-writing command shares."""
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="directory of the embedded engine's log and the cloud's files (default ./data)",
+    )
+    parser.add_argument(
+        "--kafka",
+        metavar="HOST:PORT",
+        default=None,
+        help="use the Kafka broker(s) at HOST:PORT instead of the embedded engine",
+    )
+    parser.add_argument(
+        "--log", metavar="URL", default=None, help="log URL: kafka://host:port or sqlite:///path/log.db"
+    )
+    parser.add_argument(
+        "--namespace", default="", help="prefix of every topic name (several clouds, one broker)"
+    )
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of each new topic (default 4)")
+
+
+def log_config(args: argparse.Namespace) -> tuple[Path, LogConfig]:
+    """The data dir and log chosen by the shared options."""
+    # absolute from here on: libvirt refuses relative paths (console logs, disks) in domain XML
+    data_dir: Path = (args.data_dir or default_data_dir()).absolute()
+    if args.partitions < 1:
+        raise UsageError("--partitions must be at least 1")
+    config = log_config_from_flags(data_dir, args.kafka, args.log, args.partitions, args.namespace)
+    if config.engine == "sqlite":
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create data directory {data_dir}: {exc.strerror}") from exc
+    return data_dir, config
+
+
+def parse_capacity(text: str) -> HostCapacity:
+    """`vcpus=64,ram=262144,disk=2048` → a host's capacity (RAM in MB, disk in GB); empty → default."""
+    names = {"vcpus": "vcpus", "ram": "ram_mb", "ram_mb": "ram_mb", "disk": "disk_gb", "disk_gb": "disk_gb"}
+    fields: dict[str, int] = {}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        if key.strip() not in names or not value.strip().isdigit() or int(value) < 1:
+            raise UsageError(f"--host-capacity: cannot read {part!r}; use vcpus=N,ram=MB,disk=GB")
+        fields[names[key.strip()]] = int(value)
+    return HostCapacity(**fields)
+
+
+def on_sigterm(stop: Callable[[], None]) -> None:
+    """Let SIGTERM and SIGINT finish the step in hand and exit cleanly."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def wait_forever(stop: threading.Event) -> None:
+    """Block the main thread until a signal sets `stop`."""
+    while not stop.wait(0.5):
+        pass
