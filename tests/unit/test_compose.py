@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from eventsvm.app.cli import build_parser
+from eventsvm.app.registry import PROCESSES, SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,18 +28,27 @@ def test_every_eventsvm_service_runs_a_command_the_cli_accepts() -> None:
         assert args.kafka == "kafka:9092", f"{name} must use the compose broker"
 
 
-def test_the_whole_pipeline_and_a_real_kafka_broker_are_there() -> None:
+def test_every_registered_service_and_the_api_has_a_container() -> None:
+    # read from the registry, so a new consumer without a container fails here
     services = compose()["services"]
     run_targets = {svc["command"][2] for svc in services.values() if svc.get("command", [""])[1:2] == ["run"]}
-    assert {"api", "authenticator", "scheduler", "resolver", "spawner"} <= run_targets
+    missing = set(PROCESSES) - run_targets
+    assert not missing, f"docker-compose.yml runs no container for {sorted(missing)}"
+    assert {"api", "authenticator", "scheduler", "resolver", "billing", "spawner"} <= set(PROCESSES)
+
+
+def test_a_real_kafka_broker_and_one_container_per_compute_host() -> None:
+    services = compose()["services"]
     assert services["kafka"]["image"].startswith("apache/kafka:4.")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    spawner_hosts = [
-        svc["command"][svc["command"].index("--host") + 1]
-        for svc in services.values()
-        if "--host" in svc.get("command", [])
-    ]
-    assert len(spawner_hosts) == len(set(spawner_hosts)) >= 1
+    per_host = {name for name, entry in SERVICES.items() if entry.per_host}
+    for service in per_host:
+        hosts = [
+            svc["command"][svc["command"].index("--host") + 1]
+            for svc in services.values()
+            if svc.get("command", [""])[1:3] == ["run", service]
+        ]
+        assert len(hosts) == len(set(hosts)) >= 1, service
 
 
 def test_the_image_installs_the_project_and_its_schemas() -> None:
