@@ -19,6 +19,7 @@ from eventsvm.api import (
     identity,
     identity_admin,
     image,
+    microversion,
     network,
     volume,
 )
@@ -62,8 +63,12 @@ class RequestEnvelope:
         scope.setdefault("state", {})["request_id"] = request_id
         service = service_of(scope.get("path", ""))
         extra = [(b"x-openstack-request-id", request_id.encode())]
+        version_refusal = None
         if service == "compute":
             extra.append((b"x-compute-request-id", request_id.encode()))
+            asked = microversion.requested_version(scope["headers"])
+            version, version_refusal = microversion.negotiate(asked)
+            extra.extend(microversion.response_headers(version))
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -79,6 +84,7 @@ class RequestEnvelope:
             )
 
         body, refusal = await self._read_body(scope, receive)
+        refusal = refusal or version_refusal
         if refusal is not None:
             await reply(*refusal)
             return

@@ -22,6 +22,36 @@ def test_version_document_advertises_microversion_2_1(cloud: Cloud):
     assert (version["id"], version["version"], version["min_version"]) == ("v2.1", "2.1", "2.1")
 
 
+
+@pytest.mark.parametrize(
+    "asked",
+    [{}, {"X-OpenStack-Nova-API-Version": "2.1"}, {"OpenStack-API-Version": "compute 2.1"},
+     {"OpenStack-API-Version": "volume 3.0, compute latest"}],
+)
+def test_every_compute_answer_names_the_microversion_that_served_it(cloud: Cloud, asked: dict[str, str]):
+    # tempest refuses an answer whose version header differs from the one it sent
+    answer = cloud.client.get(f"{COMPUTE}/flavors", headers={**cloud.headers(), **asked})
+    assert answer.status_code == 200
+    assert answer.headers["OpenStack-API-Version"] == "compute 2.1"
+    assert answer.headers["X-OpenStack-Nova-API-Version"] == "2.1"
+    assert "OpenStack-API-Version" in answer.headers["Vary"]
+    # other services' answers carry no compute version
+    image_answer = cloud.client.get("/image/v2/images", headers=cloud.headers())
+    assert "X-OpenStack-Nova-API-Version" not in image_answer.headers
+
+
+@pytest.mark.parametrize(
+    ("asked", "status"),
+    [("2.95", 406), ("3.0", 406), ("2", 400), ("two.one", 400)],
+)
+def test_a_microversion_this_api_does_not_serve_is_refused(cloud: Cloud, asked: str, status: int):
+    answer = cloud.client.get(f"{COMPUTE}/flavors",
+                              headers={**cloud.headers(), "X-OpenStack-Nova-API-Version": asked})
+    assert answer.status_code == status
+    fault = answer.json()["badRequest" if status == 400 else "computeFault"]
+    assert fault["code"] == status and asked in fault["message"]
+
+
 def test_flavors_list_detail_and_show_by_id_only(cloud: Cloud):
     brief = cloud.client.get(f"{COMPUTE}/flavors", headers=cloud.headers()).json()["flavors"]
     assert [f["name"] for f in brief] == ["m1.tiny", "m1.small", "m1.medium"]

@@ -1,0 +1,59 @@
+"""Nova's microversion handshake: the version a request asks for, checked against what this API
+serves, and named back on every compute answer, as nova does (tempest refuses an answer whose
+version header does not match the one it sent)."""
+
+from __future__ import annotations
+
+import re
+
+# the compute API serves exactly microversion 2.1 (the version document says so)
+MIN_VERSION = (2, 1)
+MAX_VERSION = (2, 1)
+_VERSION = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")
+
+
+def _show(version: tuple[int, int]) -> str:
+    return f"{version[0]}.{version[1]}"
+
+
+def requested_version(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The compute microversion named in the request: the standard header first, then nova's own."""
+    legacy = None
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"openstack-api-version":
+            # "compute 2.1" (several services may share the header, comma separated)
+            for part in value.decode("latin-1").split(","):
+                service, _, version = part.strip().partition(" ")
+                if service.lower() == "compute" and version.strip():
+                    return version.strip()
+        elif lowered == b"x-openstack-nova-api-version":
+            legacy = value.decode("latin-1").strip()
+    return legacy
+
+
+def negotiate(asked: str | None) -> tuple[str, tuple[int, str] | None]:
+    """(the version that serves this request, or a refusal as (status, message)), as nova decides:
+    none asked → the minimum; "latest" → the maximum; malformed → 400; out of range → 406."""
+    if asked is None:
+        return _show(MIN_VERSION), None
+    if asked.lower() == "latest":
+        return _show(MAX_VERSION), None
+    match = _VERSION.match(asked)
+    if match is None:
+        return _show(MIN_VERSION), (400, f"API Version String {asked} is of invalid format. "
+                                         "Must be of format MajorNum.MinorNum.")
+    version = (int(match.group(1)), int(match.group(2)))
+    if not MIN_VERSION <= version <= MAX_VERSION:
+        return _show(MIN_VERSION), (406, f"Version {asked} is not supported by the API. Minimum is "
+                                         f"{_show(MIN_VERSION)} and maximum is {_show(MAX_VERSION)}.")
+    return _show(version), None
+
+
+def response_headers(version: str) -> list[tuple[bytes, bytes]]:
+    """The headers every compute answer carries, naming the version that served it."""
+    return [
+        (b"openstack-api-version", f"compute {version}".encode()),
+        (b"x-openstack-nova-api-version", version.encode()),
+        (b"vary", b"OpenStack-API-Version, X-OpenStack-Nova-API-Version"),
+    ]
