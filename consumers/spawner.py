@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from eventsvm.events.builders import deleted, failed, flavor_snapshot
 from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext, Transient
-from eventsvm.scheduler.claims import Claim, claim_for_flavor, claim_in
+from eventsvm.scheduler.claims import Claim, claim_in, recorded_claim
 from eventsvm.virt.compute_host import ComputeHost
 from eventsvm.virt.hypervisor import HypervisorError, HypervisorUnavailable
 from eventsvm.virt.xml import InvalidGuestSpec
@@ -42,10 +42,7 @@ def evolve(state: SpawnerState, event: Event) -> SpawnerState:
     """Fold this host's claims: held from spawned, freed by deleted or failed."""
     kind, body, instance_id = event.type, event.body, event.aggregate_id
     if kind == EventType.INSTANCE_SPAWNED and body["host"] == state.host and instance_id not in state.gone:
-        # a spawned of schema v1 carries no claim (and no spec): count the flavor's root disk, as
-        # the spawner that wrote it did
-        record = body.get("claim")
-        state.claims[instance_id] = Claim.from_record(record) if record else claim_for_flavor(body["flavor"])
+        state.claims[instance_id] = recorded_claim(body.get("claim"), body["flavor"])
     elif kind == EventType.INSTANCE_DELETED:
         state.gone.add(instance_id)
         state.claims.pop(instance_id, None)

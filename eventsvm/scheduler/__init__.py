@@ -1,7 +1,7 @@
 """Nova-style scheduling policy: filters and weighers over host states and one request. Pure:
 no I/O, no log, no events; the scheduler consumer feeds it states folded from the log."""
 
-from eventsvm.scheduler.claims import Claim, claim_for, claim_for_flavor, claim_in
+from eventsvm.scheduler.claims import Claim, claim_for, claim_for_flavor, claim_in, recorded_claim
 from eventsvm.scheduler.filters import FILTERS, HostFilter
 from eventsvm.scheduler.host_state import HostState
 from eventsvm.scheduler.policy import DEFAULT_FILTERS, DEFAULT_WEIGHERS, SchedulerPolicy
@@ -26,6 +26,7 @@ __all__ = [
     "claim_for",
     "claim_for_flavor",
     "claim_in",
+    "recorded_claim",
     "select_destinations",
     "weigh_hosts",
 ]

@@ -67,3 +67,10 @@ def claim_in(body: Mapping[str, Any]) -> Claim:
     if record is None:
         return claim_for(body["spec"])
     return Claim.from_record(record)
+
+
+def recorded_claim(record: Mapping[str, Any] | None, flavor: Mapping[str, Any]) -> Claim:
+    """The claim an instance holds by what was recorded of it: the claim record, or for one
+    recorded before claims travelled in its events (only a flavor known), the flavor's claim with
+    its root disk counted, as the spawner of that time counted it."""
+    return Claim.from_record(record) if record else claim_for_flavor(flavor)

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from eventsvm.events.model import EventType, new_event
+from eventsvm.monitoring.metrics import host_usage
 from eventsvm.virt.compute_host import HostCapacity
 from tests.e2e.conftest import Cloud, CloudFactory
 
@@ -41,6 +42,8 @@ def test_a_server_booting_from_a_volume_needs_no_local_root_disk(make_cloud: Clo
     servers = cloud.wait_for([from_volume, onto_volume], {"ACTIVE", "ERROR"})
     assert {s.status for s in servers.values()} == {"ACTIVE"}, {s.name: s.fault for s in servers.values()}
     assert {s.host for s in servers.values()} <= {"compute-1", "compute-2"}
+    with cloud.readmodel.lock:  # what the dashboard shows: no local disk held by either server
+        assert [h["disk_gb"]["used"] for h in host_usage(cloud.readmodel.models)] == [0, 0]
 
     # the converse, so this test can fail: the same flavor booting from its image needs 40 GB here
     local = cloud.submit("local-root", flavor=MEDIUM)
