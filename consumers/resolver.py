@@ -16,6 +16,7 @@ from typing import Any
 from eventsvm.events.builders import deleted, failed
 from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext
+from eventsvm.scheduler.claims import claim_in
 from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.ipam import IpAllocations, NoMoreAddresses
 from eventsvm.virt.xml import domain_name_for
@@ -134,6 +135,7 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
         "ports": ports,
         "volumes": volumes,
         "public_key": public_key,
+        "claim": claim_in(body).as_record(),
     }
     return [
         Output(

@@ -15,9 +15,10 @@ from typing import Any
 from eventsvm.events.builders import failed
 from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext
+from eventsvm.scheduler.claims import claim_for, claim_in
 from eventsvm.scheduler.host_state import HostState
 from eventsvm.scheduler.policy import SchedulerPolicy
-from eventsvm.scheduler.request import SchedulingRequest, disk_for_flavor
+from eventsvm.scheduler.request import SchedulingRequest
 from eventsvm.scheduler.select import NoValidHost, select_destinations
 
 
@@ -80,9 +81,9 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
         state.release(instance_id)
         if instance_id in state.gone or body["host"] not in state.hosts:
             return state
-        claim = body["claim"]
+        claim = claim_in(body)
         state.hosts[body["host"]] = state.hosts[body["host"]].claim(
-            instance_id, claim["vcpus"], claim["ram_mb"], claim["disk_gb"]
+            instance_id, claim.vcpus, claim.ram_mb, claim.disk_gb
         )
         state.placements[instance_id] = body["host"]
         group = body["spec"].get("server_group_id")
@@ -107,20 +108,14 @@ def _request(
     alternates: int,
     ignore: frozenset[str] = frozenset(),
 ) -> SchedulingRequest:
-    flavor = spec["flavor"]
-    boot_from_volume = any(
-        bd.get("boot_index") == 0 and bd.get("destination_type") == "volume"
-        for bd in spec.get("block_devices") or []
-    )
+    claim = claim_for(spec)
     group = spec.get("server_group_id")
     group_hosts = {h for i, h in state.group_members.get(group or "", {}).items() if i != instance_id}
     return SchedulingRequest(
         instance_id=instance_id,
-        vcpus=flavor["vcpus"],
-        ram_mb=flavor["ram_mb"],
-        disk_gb=disk_for_flavor(
-            flavor["disk_gb"], flavor.get("ephemeral_gb", 0), flavor.get("swap_mb", 0), boot_from_volume
-        ),
+        vcpus=claim.vcpus,
+        ram_mb=claim.ram_mb,
+        disk_gb=claim.disk_gb,
         availability_zone=spec.get("availability_zone"),
         image_properties=spec.get("image_properties") or {},
         server_group_policy=spec.get("server_group_policy"),
@@ -138,8 +133,10 @@ def _scheduled(
     alternates: list[str],
     attempt: int,
 ) -> Output:
-    claim = {"vcpus": request.vcpus, "ram_mb": request.ram_mb, "disk_gb": request.disk_gb}
-    body = {"spec": spec, "host": host, "alternates": alternates, "attempt": attempt, "claim": claim}
+    body = {
+        "spec": spec, "host": host, "alternates": alternates, "attempt": attempt,
+        "claim": request.claim.as_record(),
+    }
     return Output(new_event(EventType.INSTANCE_SCHEDULED, cause.aggregate_id, body, cause=cause))
 
 

@@ -2,7 +2,8 @@
 
 It reads only its host's partition of the host-routed topics, and it is the single writer of
 claims on its host: a claim that no longer fits (two schedulers chose this host at once) is
-refused as a retryable failure, so the scheduler moves the instance to its next alternate.
+refused as a retryable failure, so the scheduler moves the instance to its next alternate. It
+checks the claim the scheduler computed (carried in resources-resolved), never one of its own.
 Redelivery never makes a second guest: the hypervisor's spawn is idempotent on the UUID.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from eventsvm.events.builders import deleted, failed, flavor_snapshot
 from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext, Transient
+from eventsvm.scheduler.claims import Claim, claim_in, recorded_claim
 from eventsvm.virt.compute_host import ComputeHost
 from eventsvm.virt.hypervisor import HypervisorError, HypervisorUnavailable
 from eventsvm.virt.xml import InvalidGuestSpec
@@ -24,15 +26,15 @@ class SpawnerState:
     """The claims on this host, and the instances that are gone."""
 
     host: str = ""
-    claims: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    claims: dict[str, Claim] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)
 
     def used(self) -> tuple[int, int, int]:
         """vCPUs, RAM MB and disk GB claimed on this host."""
         return (
-            sum(c[0] for c in self.claims.values()),
-            sum(c[1] for c in self.claims.values()),
-            sum(c[2] for c in self.claims.values()),
+            sum(c.vcpus for c in self.claims.values()),
+            sum(c.ram_mb for c in self.claims.values()),
+            sum(c.disk_gb for c in self.claims.values()),
         )
 
 
@@ -40,8 +42,7 @@ def evolve(state: SpawnerState, event: Event) -> SpawnerState:
     """Fold this host's claims: held from spawned, freed by deleted or failed."""
     kind, body, instance_id = event.type, event.body, event.aggregate_id
     if kind == EventType.INSTANCE_SPAWNED and body["host"] == state.host and instance_id not in state.gone:
-        flavor = body["flavor"]
-        state.claims[instance_id] = (flavor["vcpus"], flavor["ram_mb"], _disk(flavor))
+        state.claims[instance_id] = recorded_claim(body.get("claim"), body["flavor"])
     elif kind == EventType.INSTANCE_DELETED:
         state.gone.add(instance_id)
         state.claims.pop(instance_id, None)
@@ -50,10 +51,6 @@ def evolve(state: SpawnerState, event: Event) -> SpawnerState:
             state.gone.add(instance_id)
         state.claims.pop(instance_id, None)
     return state
-
-
-def _disk(flavor: dict[str, int]) -> int:
-    return flavor["disk_gb"] + flavor.get("ephemeral_gb", 0) + -(-flavor.get("swap_mb", 0) // 1024)
 
 
 def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Output]:
@@ -102,7 +99,8 @@ def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Out
             )
         ]
 
-    refusal = host.capacity.fits(state.used(), (flavor["vcpus"], flavor["ram_mb"], _disk(flavor)))
+    claim = claim_in(body)
+    refusal = host.capacity.fits(state.used(), claim.as_tuple())
     if refusal is not None:
         return failure("claim", refusal)
     if host.broken:
@@ -122,6 +120,7 @@ def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Out
         "attempt": body["attempt"],
         "flavor": flavor_snapshot(flavor),
         "addresses": body["ports"],
+        "claim": claim.as_record(),
     }
     return [Output(new_event(EventType.INSTANCE_SPAWNED, instance_id, spawned, cause=event))]
 

@@ -157,11 +157,12 @@ def instance_chain(rng: random.Random | None = None, flavor_index: int = 1) -> l
     image = dict(IMAGE)
     resolved = _event(EventType.INSTANCE_RESOURCES_RESOLVED, iid,
                       {"spec": spec, "host": host, "alternates": alternates, "attempt": 1, "image": image,
-                       "ports": [port], "volumes": [], "public_key": PUBLIC_KEY}, rng, scheduled)
+                       "ports": [port], "volumes": [], "public_key": PUBLIC_KEY, "claim": claim},
+                      rng, scheduled)
     spawned = _event(EventType.INSTANCE_SPAWNED, iid,
                      {"host": host, "domain_name": f"instance-{rng.randrange(1 << 24):08x}", "power_state": 1,
                       "launched_at": resolved.occurred_at + 900, "attempt": 1, "flavor": flavor,
-                      "addresses": [port]}, rng, resolved)
+                      "addresses": [port], "claim": claim}, rng, resolved)
     return [requested, authenticated, scheduled, resolved, spawned]
 
 

@@ -19,6 +19,7 @@ from eventsvm.identity import policy
 from eventsvm.identity.quota import DEFAULT_LIMITS, QuotaLimits, ResourceCount
 from eventsvm.projections.billing import tenant_usage
 from eventsvm.projections.readmodel import Models
+from eventsvm.scheduler.claims import recorded_claim
 from eventsvm.state.identity import quota_for
 from eventsvm.state.instances import Instance
 
@@ -276,9 +277,10 @@ def _hypervisors(models: Models) -> list[dict[str, Any]]:
         flavor = _flavor_of(models, inst)
         counts = used.setdefault(inst.host, [0, 0, 0, 0])
         if flavor:
-            counts[0] += flavor["vcpus"]
-            counts[1] += flavor["ram_mb"]
-            counts[2] += flavor["disk_gb"] + flavor.get("ephemeral_gb", 0)
+            held = recorded_claim(inst.claim, flavor)
+            counts[0] += held.vcpus
+            counts[1] += held.ram_mb
+            counts[2] += held.disk_gb
         counts[3] += 1
     result = []
     for number, (name, host) in enumerate(models.hosts.items(), start=1):

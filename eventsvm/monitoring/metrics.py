@@ -24,6 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from eventsvm.events.model import INSTANCE_TOPICS, TOPIC_OF, Event, EventType, Topic, now_ms
+from eventsvm.scheduler.claims import recorded_claim
 
 if TYPE_CHECKING:
     from eventsvm.projections.readmodel import Models, ReadModel
@@ -279,12 +280,11 @@ def host_usage(models: Models) -> list[dict[str, Any]]:
     used: dict[str, list[int]] = {name: [0, 0, 0, 0] for name in models.hosts}
     for inst in models.instances.instances.values():
         if inst.host in used and inst.status in ("BUILD", "ACTIVE") and inst.flavor:
-            flavor = inst.flavor
-            disk = flavor["disk_gb"] + flavor.get("ephemeral_gb", 0) + -(-flavor.get("swap_mb", 0) // 1024)
+            held = recorded_claim(inst.claim, inst.flavor)
             totals = used[inst.host]
-            totals[0] += flavor["vcpus"]
-            totals[1] += flavor["ram_mb"]
-            totals[2] += disk
+            totals[0] += held.vcpus
+            totals[1] += held.ram_mb
+            totals[2] += held.disk_gb
             totals[3] += 1
     hosts = []
     for name in sorted(models.hosts):

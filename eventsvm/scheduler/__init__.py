@@ -1,10 +1,11 @@
 """Nova-style scheduling policy: filters and weighers over host states and one request. Pure:
 no I/O, no log, no events; the scheduler consumer feeds it states folded from the log."""
 
+from eventsvm.scheduler.claims import Claim, claim_for, claim_for_flavor, claim_in, recorded_claim
 from eventsvm.scheduler.filters import FILTERS, HostFilter
-from eventsvm.scheduler.host_state import Claim, HostState
+from eventsvm.scheduler.host_state import HostState
 from eventsvm.scheduler.policy import DEFAULT_FILTERS, DEFAULT_WEIGHERS, SchedulerPolicy
-from eventsvm.scheduler.request import SchedulingRequest, disk_for_flavor
+from eventsvm.scheduler.request import SchedulingRequest
 from eventsvm.scheduler.select import FilterStep, NoValidHost, Selection, select_destinations, weigh_hosts
 from eventsvm.scheduler.weighers import WEIGHERS, HostWeigher
 
@@ -22,7 +23,10 @@ __all__ = [
     "SchedulerPolicy",
     "SchedulingRequest",
     "Selection",
-    "disk_for_flavor",
+    "claim_for",
+    "claim_for_flavor",
+    "claim_in",
+    "recorded_claim",
     "select_destinations",
     "weigh_hosts",
 ]

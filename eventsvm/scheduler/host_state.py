@@ -6,14 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True)
-class Claim:
-    """The resources one instance holds on a host."""
-
-    vcpus: int
-    ram_mb: int
-    disk_gb: int
+from eventsvm.scheduler.claims import Claim
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from eventsvm.scheduler.claims import Claim
 
 SERVER_GROUP_POLICIES = ("affinity", "anti-affinity")
 
@@ -13,9 +14,9 @@ SERVER_GROUP_POLICIES = ("affinity", "anti-affinity")
 class SchedulingRequest:
     """The request spec of one instance (nova's RequestSpec, reduced to what the filters read).
 
-    `disk_gb` is the whole local disk the instance needs: root + ephemeral + swap
-    (see `disk_for_flavor`). `group_hosts` are the hosts already holding members of the
-    instance's server group; `ignore_hosts` the hosts already tried for this instance.
+    `vcpus`, `ram_mb` and `disk_gb` are the instance's claim (`eventsvm.scheduler.claims`).
+    `group_hosts` are the hosts already holding members of the instance's server group;
+    `ignore_hosts` the hosts already tried for this instance.
     """
 
     instance_id: str
@@ -47,11 +48,7 @@ class SchedulingRequest:
         object.__setattr__(self, "ignore_hosts", frozenset(self.ignore_hosts))
         object.__setattr__(self, "image_properties", dict(self.image_properties))
 
-
-def disk_for_flavor(root_gb: int, ephemeral_gb: int, swap_mb: int, boot_from_volume: bool = False) -> int:
-    """Local disk in GB a flavor needs on the host, counted as nova does for placement.
-
-    Swap is counted too, rounded up to whole GB; a volume-backed root lives in cinder, not here.
-    """
-    root = 0 if boot_from_volume else root_gb
-    return root + ephemeral_gb + math.ceil(swap_mb / 1024)
+    @property
+    def claim(self) -> Claim:
+        """What the instance will hold on the host the scheduler chooses."""
+        return Claim(vcpus=self.vcpus, ram_mb=self.ram_mb, disk_gb=self.disk_gb)

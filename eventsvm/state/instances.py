@@ -63,6 +63,8 @@ class Instance:
     power_state: int = NOSTATE
     flavor: dict[str, Any] | None = None
     flavor_ref: str | None = None
+    # the Claim record the scheduler computed: what the instance holds on its host; None until scheduled
+    claim: dict[str, int] | None = None
     image_id: str | None = None
     key_name: str | None = None
     availability_zone: str | None = None
@@ -197,6 +199,7 @@ def _take_attempt(inst: Instance, body: dict[str, Any]) -> None:
 
 def _scheduled(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     _take_attempt(inst, body)
+    inst.claim = body["claim"]
     _advance(inst, (0, event.sequence, event.event_id), _SCHEDULED_STATES)
 
 
@@ -210,6 +213,7 @@ def _spawned(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.host = body["host"]
     inst.launched_at = body["launched_at"]
     inst.flavor = body["flavor"]
+    inst.claim = body.get("claim") or inst.claim
     inst.ports = list(body.get("addresses") or inst.ports)
     if _advance(inst, (0, event.sequence, event.event_id), _SPAWNED_STATES):
         inst.power_state = body["power_state"]
@@ -274,9 +278,10 @@ FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
         "name", "flavor_id", "image_id", "key_name", "availability_zone", "metadata", "description",
         "networks")),
     EventType.INSTANCE_AUTHENTICATED: {"spec": {"flavor": None}},
-    EventType.INSTANCE_SCHEDULED: dict.fromkeys(("host", "attempt")),
+    EventType.INSTANCE_SCHEDULED: dict.fromkeys(("host", "attempt", "claim")),
     EventType.INSTANCE_RESOURCES_RESOLVED: dict.fromkeys(("host", "attempt", "ports")),
-    EventType.INSTANCE_SPAWNED: dict.fromkeys(("host", "launched_at", "flavor", "addresses", "power_state")),
+    EventType.INSTANCE_SPAWNED: dict.fromkeys(
+        ("host", "launched_at", "flavor", "addresses", "power_state", "claim")),
     EventType.INSTANCE_FAILED: dict.fromkeys(("host", "reason", "final", "code", "details")),
     EventType.INSTANCE_DELETE_REQUESTED: {"host": None},
     EventType.INSTANCE_DELETE_DISPATCHED: {"host": None},

@@ -140,7 +140,8 @@ def test_old_writer_is_read_by_the_current_reader(codec: Codec) -> None:
 
 def test_versions_and_peek(codec: Codec) -> None:
     assert codec.versions(EventType.INSTANCE_REQUESTED) == [1, 2]
-    assert codec.versions(EventType.INSTANCE_SPAWNED) == [1]
+    assert codec.versions(EventType.INSTANCE_SPAWNED) == [1, 2]
+    assert codec.versions(EventType.INSTANCE_SCHEDULED) == [1]
     data = encode(requested_event())
     assert codec.peek(data) == (EventType.INSTANCE_REQUESTED, 2)
     assert data[2:HEADER_SIZE] == codec.fingerprint(EventType.INSTANCE_REQUESTED, 2)
@@ -232,7 +233,7 @@ def test_every_fingerprint_is_the_spec_fingerprint_of_the_canonical_form(codec: 
 def test_logical_types_are_not_part_of_the_fingerprint(codec: Codec) -> None:
     """The interop trap: some libraries keep {"type": "long"} for a logical type and so compute a
     different fingerprint; the spec (and this codec) reduce it to "long"."""
-    schema = codec.schema(EventType.INSTANCE_SPAWNED).schema
+    schema = codec.schema(EventType.INSTANCE_SPAWNED, 1).schema
     canonical = parsing_canonical_form(schema)
     assert "logicalType" not in canonical
     assert '{"name":"occurred_at","type":"long"}' in canonical
@@ -250,6 +251,9 @@ def test_released_fingerprints_never_change(codec: Codec) -> None:
         (EventType.INSTANCE_REQUESTED, 1): PINNED_REQUESTED_V1,
         (EventType.INSTANCE_REQUESTED, 2): PINNED_REQUESTED_V2,
         (EventType.INSTANCE_SPAWNED, 1): PINNED_SPAWNED_V1,
+        (EventType.INSTANCE_SPAWNED, 2): PINNED_SPAWNED_V2,
+        (EventType.INSTANCE_RESOURCES_RESOLVED, 1): PINNED_RESOLVED_V1,
+        (EventType.INSTANCE_RESOURCES_RESOLVED, 2): PINNED_RESOLVED_V2,
     }
     for (event_type, version), hex_fp in pinned.items():
         assert codec.fingerprint(event_type, version).hex() == hex_fp
@@ -258,3 +262,6 @@ def test_released_fingerprints_never_change(codec: Codec) -> None:
 PINNED_REQUESTED_V1 = "1341235265c0962f"
 PINNED_REQUESTED_V2 = "427ef5c2ef9207a2"
 PINNED_SPAWNED_V1 = "2504cd9bed83faab"
+PINNED_SPAWNED_V2 = "a5d447797e7a8dc3"
+PINNED_RESOLVED_V1 = "b9f0137ce5ed7691"
+PINNED_RESOLVED_V2 = "31a272741231351f"

@@ -350,6 +350,44 @@ def test_a_claim_that_no_longer_fits_is_refused_for_rescheduling(compute: Any) -
     assert "Free memory" in refused["reason"]
 
 
+VOLUME = {"id": str(uuid.uuid4()), "name": "root", "size_gb": 40, "owner": DEMO_PROJECT["id"],
+          "status": "available"}
+
+
+def large_root(event: Event, boot_from_volume: bool) -> Event:
+    """`event` for a flavor whose 40 GB root disk is more than the host's 10 GB."""
+    spec = event.body["spec"]
+    spec["flavor"] = {**spec["flavor"], "disk_gb": 40}
+    if boot_from_volume:
+        spec["block_devices"] = [{"source_type": "volume", "destination_type": "volume", "uuid": VOLUME["id"],
+                                  "volume_size": None, "boot_index": 0, "delete_on_termination": False}]
+    return event
+
+
+def test_the_spawner_holds_exactly_the_claim_the_scheduler_made(compute: Any) -> None:
+    hosts = [host_registered("h0", 0, ram_mb=65536),
+             new_event(EventType.VOLUME_CREATED, VOLUME["id"], VOLUME)]
+    placed = schedule(large_root(authenticated(), boot_from_volume=True), hosts)[0].event
+    assert placed.body["claim"]["disk_gb"] == 0  # the root disk lives in cinder
+    event = resolve(placed, hosts)[0].event
+    assert event.body["claim"] == placed.body["claim"]
+    spawned = body_of(EventType.INSTANCE_SPAWNED, spawn(compute, event))
+    assert spawned["claim"] == placed.body["claim"]
+    state = folded(spawner.service_for("h0"), [spawn(compute, event)[0].event])
+    assert state.used() == (1, 512, 0)
+
+
+def test_a_resolved_event_without_a_claim_is_checked_against_its_spec(compute: Any) -> None:
+    """Events written before the claim travelled (schema v1) fall back to the rule itself."""
+    from_volume = large_root(resolved_for(), boot_from_volume=True)
+    from_volume.body["claim"] = None
+    body_of(EventType.INSTANCE_SPAWNED, spawn(compute, from_volume))
+    from_image = large_root(resolved_for(), boot_from_volume=False)
+    from_image.body["claim"] = None
+    refused = body_of(EventType.INSTANCE_FAILED, spawn(compute, from_image))
+    assert refused["stage"] == "claim" and "Free disk 10 GB < requested 40 GB" in refused["reason"]
+
+
 def test_work_for_another_host_is_not_ours(compute: Any) -> None:
     assert spawn(compute, resolved_for(host="elsewhere")) == []
     assert compute.hypervisor.list_instances() == []

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from eventsvm.scheduler import HostState, SchedulingRequest, disk_for_flavor
+from eventsvm.scheduler import HostState, SchedulingRequest
 
 
 def host(**overrides) -> HostState:
@@ -83,12 +83,6 @@ def test_fits_respects_every_limit_and_physical_cpus():
     assert not h.fits(5, 1024, 1)  # more vCPUs than the host has CPUs, however much overcommit
     assert not h.fits(1, 2049, 1)
     assert not h.fits(1, 1024, 11)
-
-
-def test_disk_for_flavor_counts_swap_rounded_up_and_skips_volume_root():
-    assert disk_for_flavor(root_gb=20, ephemeral_gb=10, swap_mb=512) == 31
-    assert disk_for_flavor(root_gb=20, ephemeral_gb=0, swap_mb=2048) == 22
-    assert disk_for_flavor(root_gb=20, ephemeral_gb=5, swap_mb=0, boot_from_volume=True) == 5
 
 
 @pytest.mark.parametrize(

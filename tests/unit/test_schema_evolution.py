@@ -12,11 +12,12 @@ import re
 from typing import Any
 
 import pytest
-from fastavro import schemaless_writer
+from fastavro import schemaless_reader, schemaless_writer
 
 from eventsvm.events.codec import MARKER, Codec, default_codec
 from eventsvm.events.model import EventType
-from tests.factories import random_datum
+from eventsvm.scheduler.claims import Claim, claim_in
+from tests.factories import instance_chain, random_datum
 
 CODEC = default_codec()
 RELEASED = [(t, v) for t in EventType for v in CODEC.versions(t)]
@@ -142,7 +143,10 @@ def _shape(schema: Any, names: dict[str, Any]) -> Any:
 @pytest.mark.parametrize("event_type", [t for t in EventType if len(CODEC.versions(t)) > 1])
 def test_later_versions_only_add_fields_with_defaults(event_type: EventType) -> None:
     """Old events stay readable: a later version may add a field with a default or drop one, but
-    never change a field's type or add one without a default."""
+    never change a field's type or add one without a default.
+
+    The fields of a record that is itself added (with a default) need none of their own: an old
+    event lacks the whole record, so a reader takes the record's default and never looks inside."""
     versions = CODEC.versions(event_type)
     assert versions == list(range(1, len(versions) + 1)), "versions are numbered 1, 2, 3 ... without gaps"
     for older, newer in zip(versions, versions[1:], strict=False):
@@ -152,8 +156,23 @@ def test_later_versions_only_add_fields_with_defaults(event_type: EventType) -> 
         for path, field in new_fields.items():
             if path in old_fields:
                 assert _shape(field["type"], new.names) == _shape(old_fields[path]["type"], old.names), path
-            else:
+            elif not _inside_added(path, new_fields, old_fields):
                 assert "default" in field, f"v{newer} adds {path} without a default"
+
+
+def _inside_added(path: str, new_fields: dict[str, Any], old_fields: dict[str, Any]) -> bool:
+    """Whether a field enclosing `path` is new in this version."""
+    parts = path.split(".")
+    enclosing = (".".join(parts[:i]) for i in range(1, len(parts)))
+    return any(p in new_fields and p not in old_fields for p in enclosing)
+
+
+def test_adding_a_record_needs_no_defaults_inside_it_but_adding_a_plain_field_does() -> None:
+    old = {"body.spec": {}, "body.spec.name": {}}
+    new = {**old, "body.claim": {"default": None}, "body.claim.vcpus": {}, "body.spec.size": {}}
+    assert _inside_added("body.claim.vcpus", new, old)
+    assert not _inside_added("body.spec.size", new, old)
+    assert not _inside_added("body.claim", new, old)
 
 
 def test_every_event_type_has_a_released_schema() -> None:
@@ -170,3 +189,41 @@ def test_no_schema_field_is_named_like_a_secret() -> None:
             if SECRET_NAME.search(name) and name not in ALLOWED_SECRET_NAMES:
                 offending.append(f"{event_type} v{version}: {path}")
     assert offending == []
+
+
+def _boot_from_volume(record: dict[str, Any]) -> dict[str, Any]:
+    spec = record["body"]["spec"]
+    spec["flavor"].update(vcpus=2, ram_mb=4096, disk_gb=40, ephemeral_gb=0, swap_mb=0)
+    spec["block_devices"] = [{"source_type": "volume", "destination_type": "volume", "uuid": "v-1",
+                              "volume_size": None, "boot_index": 0, "delete_on_termination": False}]
+    return record
+
+
+def test_resolved_v1_events_carry_no_claim_and_readers_compute_it_from_the_spec() -> None:
+    v1 = CODEC.parsed_schema(CODEC.schema(EventType.INSTANCE_RESOURCES_RESOLVED, 1))
+    record = _boot_from_volume(random_datum(v1.parsed, v1.names, random.Random(5)))
+    event = CODEC.decode(_encode_with(CODEC, EventType.INSTANCE_RESOURCES_RESOLVED, 1, record))
+    assert event.body["claim"] is None
+    assert claim_in(event.body) == Claim(vcpus=2, ram_mb=4096, disk_gb=0)
+
+
+def test_spawned_v1_events_carry_no_claim() -> None:
+    v1 = CODEC.parsed_schema(CODEC.schema(EventType.INSTANCE_SPAWNED, 1))
+    record = random_datum(v1.parsed, v1.names, random.Random(6))
+    event = CODEC.decode(_encode_with(CODEC, EventType.INSTANCE_SPAWNED, 1, record))
+    assert event.body["claim"] is None and event.body["host"] == record["body"]["host"]
+
+
+@pytest.mark.parametrize("event_type", [EventType.INSTANCE_RESOURCES_RESOLVED, EventType.INSTANCE_SPAWNED])
+def test_a_v1_reader_reads_v2_events_and_steps_over_the_claim(event_type: EventType) -> None:
+    """A service not yet upgraded (reader schema v1) still reads what an upgraded one writes."""
+    [event] = [e for e in instance_chain(random.Random(7)) if e.type == event_type]
+    assert event.body["claim"] is not None
+    data = CODEC.encode(event)
+    assert CODEC.peek(data) == (event_type, 2)
+    v1, v2 = (CODEC.parsed_schema(CODEC.schema(event_type, v)) for v in (1, 2))
+    stream = io.BytesIO(data[len(MARKER) + 8:])
+    old = schemaless_reader(stream, v2.parsed, v1.parsed)
+    assert "claim" not in old["body"]
+    assert old["body"] == {k: v for k, v in event.body.items() if k != "claim"}
+    assert old["event_id"] == event.event_id
