@@ -195,6 +195,20 @@ def _subject(ctx: ApiContext, caller: Identity, subject_token: str | None) -> To
     return claims
 
 
+@router.get("/v3/auth/catalog", summary="The service catalog of the caller's token")
+def auth_catalog(
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """The same catalog a token issue carries, for clients that ask for it on its own."""
+    base = base_url(request)
+    return {
+        "catalog": service_catalog(base, caller.project_id, ctx.region),
+        "links": {"self": f"{base}/identity/v3/auth/catalog", "previous": None, "next": None},
+    }
+
+
 @router.get("/v3/auth/tokens", summary="Validate a token (X-Subject-Token)")
 def validate_token(
     request: Request,

@@ -45,6 +45,15 @@ def test_password_auth_issues_a_token_whose_catalog_points_at_this_server(cloud:
     assert cloud.client.get("/compute/v2.1/servers", headers={"X-Auth-Token": token}).status_code == 200
 
 
+
+def test_the_catalog_on_its_own_is_the_one_the_token_carries(cloud: Cloud):
+    answer = cloud.client.post("/identity/v3/auth/tokens", json=auth_body("demo", "demo"))
+    token = answer.headers["X-Subject-Token"]
+    catalog = cloud.client.get("/identity/v3/auth/catalog", headers={"X-Auth-Token": token})
+    assert catalog.status_code == 200
+    assert catalog.json()["catalog"] == answer.json()["token"]["catalog"]
+    assert cloud.client.get("/identity/v3/auth/catalog").status_code == 401
+
 def test_a_wrong_password_answers_keystones_401_without_echoing_it(cloud: Cloud):
     answer = cloud.client.post("/identity/v3/auth/tokens", json=auth_body("demo", "demo", "hunter2-wrong"))
     assert answer.status_code == 401
