@@ -55,7 +55,7 @@ def initial_catalog() -> CatalogState:
 
 def evolve_catalog(state: CatalogState, event: Event) -> CatalogState:
     """Fold one event; events of other topics leave the catalog as it is. A create of a taken flavor
-    id or name, or of a keypair name the user holds, changes nothing and is recorded as refused."""
+    id or name, image id, or keypair name of its user changes nothing and is recorded as refused."""
     body = event.body
     kind = event.type
     if kind == EventType.FLAVOR_CREATED:
