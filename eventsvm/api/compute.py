@@ -30,8 +30,9 @@ from eventsvm.api.wire import (
     parse_time,
     request_id,
 )
+from eventsvm.api.writes import caller_event
 from eventsvm.events.codec import Codec
-from eventsvm.events.model import Event, EventType, Topic, new_event
+from eventsvm.events.model import Event, EventType, Topic
 from eventsvm.identity import policy
 from eventsvm.projections.readmodel import Models
 from eventsvm.state.instances import Instance
@@ -190,14 +191,7 @@ def create_server(
     with rm.lock:
         event_body = build_requested_body(rm.models, body, caller, _requested_optional_fields(rm.codec))
     server_id = str(uuid.uuid4())
-    event = new_event(
-        EventType.INSTANCE_REQUESTED,
-        server_id,
-        event_body,
-        request_id=request_id(request),
-        user_id=caller.user_id,
-        project_id=caller.project_id,
-    )
+    event = caller_event(EventType.INSTANCE_REQUESTED, server_id, event_body, request, caller)
     rm.append([event], [rm.partition_by(Topic.REQUESTED, caller.project_id)])
     base = compute_base(request)
     server = {
@@ -351,5 +345,5 @@ def delete_server(
             prev_hash=inst.last_hash,
             body={"host": inst.host},
         )
-        rm.append([event])
+    rm.append([event])
     return Response(status_code=204)

@@ -19,8 +19,9 @@ from eventsvm.api.compute import compute_base
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import FlavorCreate, KeypairCreate
-from eventsvm.api.wire import iso_z, links, page, parse_limit, request_id
-from eventsvm.events.model import EventType, new_event
+from eventsvm.api.wire import iso_z, links, page, parse_limit
+from eventsvm.api.writes import append_in_log_order, caller_event, claim_name
+from eventsvm.events.model import EventType
 from eventsvm.identity import policy
 from eventsvm.state.catalog import Body
 
@@ -173,21 +174,14 @@ def create_flavor(
         "extra_specs": {},
     }
     rm = ctx.readmodel
-    event = new_event(
-        EventType.FLAVOR_CREATED,
-        flavor_id,
-        flavor,
-        request_id=request_id(request),
-        user_id=caller.user_id,
-        project_id=caller.project_id,
-    )
     with rm.lock:
         catalog = rm.models.catalog
         if flavor_id in catalog.flavors:
             raise Conflict(f"Flavor with ID {flavor_id} already exists.")
-        if any(f["name"] == spec.name for f in catalog.flavors.values()):
+        if spec.name in catalog.flavor_names:
             raise Conflict(f"Flavor with name {spec.name} already exists.")
-        rm.append([event])
+    event = caller_event(EventType.FLAVOR_CREATED, flavor_id, flavor, request, caller)
+    claim_name(ctx, event, f"Flavor with ID {flavor_id} or name {spec.name} already exists.")
     return {"flavor": flavor_view(compute_base(request), flavor)}
 
 
@@ -201,21 +195,10 @@ def delete_flavor(
     """Append catalog.flavor_deleted; servers keep the flavor they were built with."""
     if not policy.can_manage_flavors(caller.roles):
         raise Forbidden(policy.denied_message("os_compute_api:os-flavor-manage:delete"))
-    rm = ctx.readmodel
-    with rm.lock:
+    with ctx.readmodel.lock:
         _flavor(ctx, flavor_id)
-        rm.append(
-            [
-                new_event(
-                    EventType.FLAVOR_DELETED,
-                    flavor_id,
-                    {"id": flavor_id},
-                    request_id=request_id(request),
-                    user_id=caller.user_id,
-                    project_id=caller.project_id,
-                )
-            ]
-        )
+    event = caller_event(EventType.FLAVOR_DELETED, flavor_id, {"id": flavor_id}, request, caller)
+    append_in_log_order(ctx, event)
     return Response(status_code=202)
 
 
@@ -300,25 +283,17 @@ def create_keypair(
         "fingerprint": fingerprint,
         "key_type": "ssh",
     }
+    taken = f"Key pair '{spec.name}' already exists."
     rm = ctx.readmodel
     with rm.lock:
         catalog = rm.models.catalog
+        # answered here when this process already knows; otherwise the log decides (claim_name)
         if catalog.keypair(caller.user_id, spec.name) is not None:
-            raise Conflict(f"Key pair '{spec.name}' already exists.")
+            raise Conflict(taken)
         if sum(1 for (user, _) in catalog.keypairs if user == caller.user_id) >= MAX_KEYPAIRS:
             raise Forbidden("Quota exceeded, too many key pairs.")
-        rm.append(
-            [
-                new_event(
-                    EventType.KEYPAIR_CREATED,
-                    f"{caller.user_id}:{spec.name}",
-                    keypair,
-                    request_id=request_id(request),
-                    user_id=caller.user_id,
-                    project_id=caller.project_id,
-                )
-            ]
-        )
+    event = caller_event(EventType.KEYPAIR_CREATED, f"{caller.user_id}:{spec.name}", keypair, request, caller)
+    claim_name(ctx, event, taken)
     return JSONResponse({"keypair": {**_keypair_view(keypair), "user_id": caller.user_id}})
 
 
@@ -347,19 +322,9 @@ def delete_keypair(
     ctx: ApiContext = Depends(api_context),
 ) -> Response:
     """Append catalog.keypair_deleted; servers built with the key keep it."""
-    rm = ctx.readmodel
-    with rm.lock:
+    with ctx.readmodel.lock:
         _keypair(ctx, caller, name)
-        rm.append(
-            [
-                new_event(
-                    EventType.KEYPAIR_DELETED,
-                    f"{caller.user_id}:{name}",
-                    {"name": name, "user_id": caller.user_id},
-                    request_id=request_id(request),
-                    user_id=caller.user_id,
-                    project_id=caller.project_id,
-                )
-            ]
-        )
+    freed = {"name": name, "user_id": caller.user_id}
+    event = caller_event(EventType.KEYPAIR_DELETED, f"{caller.user_id}:{name}", freed, request, caller)
+    append_in_log_order(ctx, event)
     return Response(status_code=202)

@@ -13,8 +13,9 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Forbidden, NotFound
 from eventsvm.api.models import QuotaUpdate
-from eventsvm.api.wire import parse_time, request_id, truthy
-from eventsvm.events.model import EventType, new_event
+from eventsvm.api.wire import parse_time, truthy
+from eventsvm.api.writes import caller_event
+from eventsvm.events.model import EventType
 from eventsvm.identity import policy
 from eventsvm.identity.quota import DEFAULT_LIMITS, QuotaLimits, ResourceCount
 from eventsvm.projections.billing import tenant_usage
@@ -179,23 +180,8 @@ def update_quota(
                     f"Quota limit {limit} for {name} must be greater than or equal to "
                     f"already used and reserved {in_use}."
                 )
-        rm.append(
-            [
-                new_event(
-                    EventType.QUOTA_SET,
-                    project_id,
-                    {
-                        "project_id": project_id,
-                        "instances": new.instances,
-                        "cores": new.cores,
-                        "ram_mb": new.ram_mb,
-                    },
-                    request_id=request_id(request),
-                    user_id=caller.user_id,
-                    project_id=caller.project_id,
-                )
-            ]
-        )
+    quota = {"project_id": project_id, "instances": new.instances, "cores": new.cores, "ram_mb": new.ram_mb}
+    rm.append([caller_event(EventType.QUOTA_SET, project_id, quota, request, caller)])
     return {"quota_set": _quota_view(None, new)}
 
 

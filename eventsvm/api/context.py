@@ -36,6 +36,8 @@ class ApiContext:
     # the billing service's ledger behind os-simple-tenant-usage; None: fold one from the instances
     ledger: LedgerView | None = None
     consoles: Consoles = field(default_factory=Consoles)
+    # how long a create waits for the log's verdict on its name before answering 503
+    name_verdict_timeout: float = 10.0
 
     def usage_ledger(self) -> UsageLedger:
         """What os-simple-tenant-usage reports from: the billing ledger, or (where no billing

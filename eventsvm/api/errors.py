@@ -80,6 +80,12 @@ class Conflict(ApiError):
     status = 409
 
 
+class ServiceUnavailable(ApiError):
+    """503: the answer is not known yet (e.g. the log's verdict on a name); the caller retries."""
+
+    status = 503
+
+
 def _phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase

@@ -12,8 +12,9 @@ from eventsvm.api.auth import Identity, api_context, current_identity, verify_to
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from eventsvm.api.models import AuthRequest
-from eventsvm.api.wire import base_url, iso_micro, request_id
-from eventsvm.events.model import EventType, new_event
+from eventsvm.api.wire import base_url, iso_micro
+from eventsvm.api.writes import caller_event
+from eventsvm.events.model import EventType
 from eventsvm.identity.tokens import TokenClaims, TokenInvalid, epoch_ms
 from eventsvm.state import identity as identity_state
 from eventsvm.state.identity import Project, User
@@ -246,13 +247,6 @@ def revoke_token(
 ) -> Response:
     """Append identity.token_revoked with the token's audit id (the token itself is never recorded)."""
     claims = _subject(ctx, caller, subject_token)
-    event = new_event(
-        EventType.TOKEN_REVOKED,
-        claims.audit_id,
-        {"audit_id": claims.audit_id, "expires_at": epoch_ms(claims.expires_at)},
-        request_id=request_id(request),
-        user_id=caller.user_id,
-        project_id=caller.project_id,
-    )
-    ctx.readmodel.append([event])
+    revoked = {"audit_id": claims.audit_id, "expires_at": epoch_ms(claims.expires_at)}
+    ctx.readmodel.append([caller_event(EventType.TOKEN_REVOKED, claims.audit_id, revoked, request, caller)])
     return Response(status_code=204)

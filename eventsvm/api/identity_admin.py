@@ -13,8 +13,9 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import ProjectCreate, UserCreate
-from eventsvm.api.wire import base_url, request_id
-from eventsvm.events.model import EventType, new_event
+from eventsvm.api.wire import base_url
+from eventsvm.api.writes import caller_event, claim_name
+from eventsvm.events.model import Event, EventType
 from eventsvm.identity import policy
 from eventsvm.identity.passwords import hash_password
 from eventsvm.state.identity import Project, User
@@ -23,6 +24,7 @@ router = APIRouter(prefix="/identity", tags=["identity"])
 
 ROLES = (policy.ADMIN, policy.MEMBER, policy.READER)
 FORBIDDEN = "You are not authorized to perform the requested action: {}."
+NAME_TAKEN = "Conflict occurred attempting to store the entity: the name is already taken."
 
 
 def _project_view(base: str, project: Project) -> dict[str, Any]:
@@ -129,28 +131,12 @@ def _require_admin(caller: Identity, action: str) -> None:
         raise Forbidden(FORBIDDEN.format(action))
 
 
-def _append_identity(
-    ctx: ApiContext,
-    request: Request,
-    caller: Identity,
-    kind: EventType,
-    aggregate: str,
-    body: dict[str, Any],
-    conflict: Callable[[], bool] | None = None,
-) -> None:
-    event = new_event(
-        kind,
-        aggregate,
-        body,
-        request_id=request_id(request),
-        user_id=caller.user_id,
-        project_id=caller.project_id,
-    )
+def _claim_identity_name(ctx: ApiContext, event: Event, taken: Callable[[], bool]) -> None:
     with ctx.readmodel.lock:
-        # checked again under the lock, so two concurrent creates cannot both pass
-        if conflict is not None and conflict():
-            raise Conflict("Conflict occurred attempting to store the entity: the name is already taken.")
-        ctx.readmodel.append([event])
+        # answered here when this process already knows; otherwise the log decides (claim_name)
+        if taken():
+            raise Conflict(NAME_TAKEN)
+    claim_name(ctx, event, NAME_TAKEN)
 
 
 @router.post("/v3/projects", status_code=201, summary="Create a project (admin)")
@@ -165,20 +151,17 @@ def create_project(
     spec = body.project
     models = ctx.readmodel.models.identity
     project_id = uuid.uuid4().hex
-    _append_identity(
+    fields = {
+        "id": project_id,
+        "name": spec.name,
+        "domain_id": spec.domain_id,
+        "enabled": spec.enabled,
+        "description": spec.description,
+    }
+    _claim_identity_name(
         ctx,
-        request,
-        caller,
-        EventType.PROJECT_CREATED,
-        project_id,
-        {
-            "id": project_id,
-            "name": spec.name,
-            "domain_id": spec.domain_id,
-            "enabled": spec.enabled,
-            "description": spec.description,
-        },
-        conflict=lambda: models.project_by_name(spec.name, spec.domain_id) is not None,
+        caller_event(EventType.PROJECT_CREATED, project_id, fields, request, caller),
+        lambda: models.project_by_name(spec.name, spec.domain_id) is not None,
     )
     project = models.project(project_id)
     assert project is not None
@@ -238,21 +221,18 @@ def create_user(
     if spec.default_project_id is not None and models.project(spec.default_project_id) is None:
         raise BadRequest(f"Could not find project: {spec.default_project_id}.")
     user_id = uuid.uuid4().hex
-    _append_identity(
+    fields = {
+        "id": user_id,
+        "name": spec.name,
+        "domain_id": spec.domain_id,
+        "default_project_id": spec.default_project_id,
+        "enabled": spec.enabled,
+        "password_hash": hash_password(spec.password),
+    }
+    _claim_identity_name(
         ctx,
-        request,
-        caller,
-        EventType.USER_CREATED,
-        user_id,
-        {
-            "id": user_id,
-            "name": spec.name,
-            "domain_id": spec.domain_id,
-            "default_project_id": spec.default_project_id,
-            "enabled": spec.enabled,
-            "password_hash": hash_password(spec.password),
-        },
-        conflict=lambda: models.user_by_name(spec.name, spec.domain_id) is not None,
+        caller_event(EventType.USER_CREATED, user_id, fields, request, caller),
+        lambda: models.user_by_name(spec.name, spec.domain_id) is not None,
     )
     user = models.user(user_id)
     assert user is not None
@@ -290,7 +270,6 @@ def show_role(role_id: str, request: Request, _: Identity = Depends(current_iden
     status_code=204,
     summary="Assign a role to a user on a project (admin)",
 )
-@reads_models
 def assign_role(
     project_id: str,
     user_id: str,
@@ -302,22 +281,19 @@ def assign_role(
     """Append identity.role_assigned."""
     _require_admin(caller, "identity:create_grant")
     models = ctx.readmodel.models.identity
-    for missing, what, ident in (
-        (models.project(project_id) is None, "project", project_id),
-        (models.user(user_id) is None, "user", user_id),
-        (role_id not in ROLES, "role", role_id),
-    ):
-        if missing:
-            raise NotFound(f"Could not find {what}: {ident}.")
-    if role_id not in models.roles_of(user_id, project_id):
-        _append_identity(
-            ctx,
-            request,
-            caller,
-            EventType.ROLE_ASSIGNED,
-            f"{user_id}:{project_id}",
-            {"user_id": user_id, "project_id": project_id, "role": role_id},
-        )
+    with ctx.readmodel.lock:
+        for missing, what, ident in (
+            (models.project(project_id) is None, "project", project_id),
+            (models.user(user_id) is None, "user", user_id),
+            (role_id not in ROLES, "role", role_id),
+        ):
+            if missing:
+                raise NotFound(f"Could not find {what}: {ident}.")
+        assigned = role_id in models.roles_of(user_id, project_id)
+    if not assigned:
+        grant = {"user_id": user_id, "project_id": project_id, "role": role_id}
+        event = caller_event(EventType.ROLE_ASSIGNED, f"{user_id}:{project_id}", grant, request, caller)
+        ctx.readmodel.append([event])
     return Response(status_code=204)
 
 

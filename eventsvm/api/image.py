@@ -12,8 +12,9 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import ImageCreate
-from eventsvm.api.wire import base_url, is_uuid, iso_z, page, parse_limit, request_id
-from eventsvm.events.model import EventType, new_event
+from eventsvm.api.wire import base_url, is_uuid, iso_z, page, parse_limit
+from eventsvm.api.writes import caller_event, claim_name
+from eventsvm.events.model import EventType
 from eventsvm.state.catalog import Body
 
 router = APIRouter(prefix="/image", tags=["image"])
@@ -200,20 +201,11 @@ def create_image(
         "properties": properties,
         "location": None,
     }
+    taken = f"Image with identifier {image_id} already exists!"
     rm = ctx.readmodel
     with rm.lock:
         if image_id in rm.models.catalog.images:
-            raise Conflict(f"Image with identifier {image_id} already exists!")
-        rm.append(
-            [
-                new_event(
-                    EventType.IMAGE_CREATED,
-                    image_id,
-                    image,
-                    request_id=request_id(request),
-                    user_id=caller.user_id,
-                    project_id=caller.project_id,
-                )
-            ]
-        )
+            raise Conflict(taken)
+    event = caller_event(EventType.IMAGE_CREATED, image_id, image, request, caller)
+    claim_name(ctx, event, taken)
     return image_view(image, rm.models.catalog.created_at.get(image_id))

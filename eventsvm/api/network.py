@@ -14,8 +14,9 @@ from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import NetworkCreate, SubnetCreate
 from eventsvm.api.server_request import network_visible
-from eventsvm.api.wire import base_url, iso_z, request_id
-from eventsvm.events.model import EventType, new_event
+from eventsvm.api.wire import base_url, iso_z
+from eventsvm.api.writes import caller_event
+from eventsvm.events.model import EventType
 from eventsvm.projections.readmodel import Models
 from eventsvm.state.catalog import Body
 
@@ -134,18 +135,7 @@ def create_network(
         "mtu": spec.mtu,
     }
     rm = ctx.readmodel
-    rm.append(
-        [
-            new_event(
-                EventType.NETWORK_CREATED,
-                network_id,
-                network,
-                request_id=request_id(request),
-                user_id=caller.user_id,
-                project_id=caller.project_id,
-            )
-        ]
-    )
+    rm.append([caller_event(EventType.NETWORK_CREATED, network_id, network, request, caller)])
     with rm.lock:
         return {"network": network_view(rm.models, network)}
 
@@ -289,18 +279,7 @@ def create_subnet(
                     f"Invalid input for operation: Requested subnet with cidr: {cidr} for network: "
                     f"{spec.network_id} overlaps with another subnet."
                 )
-        rm.append(
-            [
-                new_event(
-                    EventType.SUBNET_CREATED,
-                    subnet_id,
-                    subnet,
-                    request_id=request_id(request),
-                    user_id=caller.user_id,
-                    project_id=caller.project_id,
-                )
-            ]
-        )
+    rm.append([caller_event(EventType.SUBNET_CREATED, subnet_id, subnet, request, caller)])
     return {"subnet": subnet_view(rm.models, subnet)}
 
 

@@ -16,8 +16,9 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import Forbidden, NotFound
 from eventsvm.api.models import VolumeCreate
-from eventsvm.api.wire import base_url, iso_micro, page, parse_limit, request_id, truthy
-from eventsvm.events.model import EventType, new_event
+from eventsvm.api.wire import base_url, iso_micro, page, parse_limit, truthy
+from eventsvm.api.writes import caller_event
+from eventsvm.events.model import EventType
 from eventsvm.projections.readmodel import Models
 from eventsvm.state.catalog import Body
 
@@ -171,18 +172,7 @@ def create_volume(
         "status": "available",
     }
     rm = ctx.readmodel
-    rm.append(
-        [
-            new_event(
-                EventType.VOLUME_CREATED,
-                volume_id,
-                volume,
-                request_id=request_id(request),
-                user_id=caller.user_id,
-                project_id=caller.project_id,
-            )
-        ]
-    )
+    rm.append([caller_event(EventType.VOLUME_CREATED, volume_id, volume, request, caller)])
     return {"volume": volume_view(rm.models, base_url(request), volume, caller)}
 
 

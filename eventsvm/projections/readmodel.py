@@ -1,7 +1,10 @@
 """The projector: every read model the API serves, folded from the whole log and kept current by
 a tail thread. The API appends through `append`, which folds its own events at once so a GET
 right after a POST already sees them (read-your-writes), and skips them when the tail brings
-them back.
+them back; or through `append_in_order`, which leaves the folding to the tail, so events whose
+verdict depends on what came before them on the log (a name claim) are folded in log order.
+Neither may be called with the lock held: a lock held across an append stalls every reader and
+decides nothing another API process would respect.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.identity import IdentityState
 from eventsvm.state.identity import evolve as evolve_identity
 from eventsvm.state.instances import InstanceProjection, evolve_projection
+from eventsvm.state.names import namespace_of
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,10 @@ for _kind in EventType:
 EventListener = Callable[[Event, str], None]
 
 
+class LockHeldDuringAppend(RuntimeError):
+    """`append` was called by a thread holding the read model's lock (a programming error)."""
+
+
 class ReadModel:
     """The models plus the log they come from; thread-safe through one lock."""
 
@@ -112,9 +120,13 @@ class ReadModel:
         # appended by this process and not folded yet: whichever of the tail and the appending
         # thread gets to such an event first folds it, the other skips it
         self._pending: set[str] = set()
+        # appended through append_in_order and not yet folded by the tail
+        self._awaited: set[str] = set()
         self._reader: Reader | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        # one thread at a time polls the reader: the tail, or without one the appending threads
+        self._reading = threading.Lock()
         self._changed = threading.Condition(self.lock)
         self.listeners: list[EventListener] = []
 
@@ -138,9 +150,13 @@ class ReadModel:
     def catch_up(self, to_end: bool = False) -> int:
         """Fold what has arrived; with `to_end`, keep going until the end as of now."""
         assert self._reader is not None
+        with self._reading:
+            return self._catch_up(self._reader, to_end)
+
+    def _catch_up(self, reader: Reader, to_end: bool) -> int:
         folded = 0
         while True:
-            records = self._reader.poll(5000, timeout=0.05 if to_end else 0.2)
+            records = reader.poll(5000, timeout=0.05 if to_end else 0.2)
             if records:
                 with self.lock:
                     for record in records:
@@ -148,7 +164,7 @@ class ReadModel:
                     self._changed.notify_all()
             if to_end:
                 # checked after every batch: once at the end, one more poll would only wait out its timeout
-                if self._reader.at_end():
+                if reader.at_end():
                     return folded
             elif not records:
                 return folded
@@ -162,6 +178,7 @@ class ReadModel:
             self._own.discard(event.event_id)
             return 0
         self._pending.discard(event.event_id)
+        self._awaited.discard(event.event_id)
         digest = event_hash(data)
         fold(self.models, event, digest, topic)
         for listener in self.listeners:
@@ -176,13 +193,28 @@ class ReadModel:
                 log.exception("projector: tail failed; retrying")
                 time.sleep(1.0)
 
+    def _records(
+        self, events: Sequence[Event], partitions: Sequence[int | None] | None
+    ) -> tuple[list[bytes], list[OutRecord]]:
+        # RLock's own check of the calling thread: a route must release the lock before it appends
+        if self.lock._is_owned():  # type: ignore[attr-defined]
+            raise LockHeldDuringAppend("append called with the read model's lock held")
+        encoded = [self.codec.encode(e) for e in events]
+        places = partitions if partitions else [self._place(e) for e in events]
+        records = [
+            OutRecord(str(e.topic), e.aggregate_id.encode(), data, place)
+            for e, data, place in zip(events, encoded, places, strict=True)
+        ]
+        return encoded, records
+
+    def _place(self, event: Event) -> int | None:
+        # an event that takes or frees a unique name goes to its namespace's partition (state.names)
+        namespace = namespace_of(event)
+        return None if namespace is None else self.partition_by(event.topic, namespace)
+
     def append(self, events: Sequence[Event], partitions: Sequence[int | None] | None = None) -> None:
         """Append `events` atomically and fold them at once (read-your-writes)."""
-        encoded = [self.codec.encode(e) for e in events]
-        records = [
-            OutRecord(str(e.topic), e.aggregate_id.encode(), data, partitions[i] if partitions else None)
-            for i, (e, data) in enumerate(zip(events, encoded, strict=True))
-        ]
+        encoded, records = self._records(events, partitions)
         ids = [e.event_id for e in events]
         with self.lock:
             self._pending.update(ids)
@@ -204,6 +236,22 @@ class ReadModel:
                 for listener in self.listeners:
                     listener(event, str(event.topic))
             self._changed.notify_all()
+
+    def append_in_order(self, events: Sequence[Event], timeout: float) -> bool:
+        """Append `events` atomically, then wait up to `timeout` seconds for the tail to fold them
+        in log order, after whatever reached their partitions first. False when it has not yet."""
+        _, records = self._records(events, None)
+        ids = {e.event_id for e in events}
+        with self.lock:
+            self._awaited.update(ids)
+        try:
+            self.log.append(records)
+            if self._thread is None:  # no tail (a one-shot model): fold up to the end here
+                self.catch_up(to_end=True)
+            return self.wait_until(lambda _models: not ids & self._awaited, timeout)
+        finally:
+            with self.lock:
+                self._awaited.difference_update(ids)
 
     def partition_by(self, topic: Topic, key: str) -> int:
         """The partition of `topic` a key such as a project id maps to."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventsvm.events.model import Event, EventType
+from eventsvm.state.names import claim
 
 Body = dict[str, Any]
 
@@ -27,12 +28,16 @@ class CatalogState:
     keypairs: dict[tuple[str, str], Body] = field(default_factory=dict)
     server_groups: dict[str, Body] = field(default_factory=dict)
     created_at: dict[str, int] = field(default_factory=dict)
+    flavor_names: dict[str, str] = field(default_factory=dict)
+    # event ids of creates that named a taken name or id (see eventsvm.state.names)
+    refused: set[str] = field(default_factory=set)
 
     def flavor_by_name_or_id(self, ref: str) -> Body | None:
         """A flavor by id, or by exact name as the clients pass either."""
         if ref in self.flavors:
             return self.flavors[ref]
-        return next((f for f in self.flavors.values() if f["name"] == ref), None)
+        flavor_id = self.flavor_names.get(ref)
+        return None if flavor_id is None else self.flavors.get(flavor_id)
 
     def subnets_of(self, network_id: str) -> list[Body]:
         """The subnets of a network, in creation order."""
@@ -49,15 +54,24 @@ def initial_catalog() -> CatalogState:
 
 
 def evolve_catalog(state: CatalogState, event: Event) -> CatalogState:
-    """Fold one event; events of other topics leave the catalog as it is."""
+    """Fold one event; events of other topics leave the catalog as it is. A create of a taken flavor
+    id or name, image id, or keypair name of its user changes nothing and is recorded as refused."""
     body = event.body
     kind = event.type
     if kind == EventType.FLAVOR_CREATED:
+        if body["id"] in state.flavors:
+            state.refused.add(event.event_id)
+            return state
+        if not claim(state.flavor_names, body["name"], body["id"], state.refused, event.event_id):
+            return state
         state.flavors[body["id"]] = body
     elif kind == EventType.FLAVOR_DELETED:
-        state.flavors.pop(body["id"], None)
+        flavor = state.flavors.pop(body["id"], None)
+        if flavor is not None and state.flavor_names.get(flavor["name"]) == body["id"]:
+            del state.flavor_names[flavor["name"]]
     elif kind == EventType.IMAGE_CREATED:
-        state.images[body["id"]] = body
+        if not claim(state.images, body["id"], body, state.refused, event.event_id):
+            return state
     elif kind == EventType.NETWORK_CREATED:
         state.networks[body["id"]] = body
     elif kind == EventType.SUBNET_CREATED:
@@ -65,7 +79,8 @@ def evolve_catalog(state: CatalogState, event: Event) -> CatalogState:
     elif kind == EventType.VOLUME_CREATED:
         state.volumes[body["id"]] = body
     elif kind == EventType.KEYPAIR_CREATED:
-        state.keypairs[(body["user_id"], body["name"])] = body
+        if not claim(state.keypairs, (body["user_id"], body["name"]), body, state.refused, event.event_id):
+            return state
     elif kind == EventType.KEYPAIR_DELETED:
         state.keypairs.pop((body["user_id"], body["name"]), None)
     elif kind == EventType.SERVER_GROUP_CREATED:

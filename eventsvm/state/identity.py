@@ -19,6 +19,7 @@ from eventsvm.events.model import Event, EventType
 from eventsvm.identity.passwords import verify_password
 from eventsvm.identity.quota import DEFAULT_LIMITS, QuotaLimits
 from eventsvm.identity.tokens import TokenClaims, epoch_ms
+from eventsvm.state.names import claim
 
 # keystone's own 401 text: it must not tell a caller which of user, password or project was wrong.
 AUTH_FAILED_MESSAGE = "The request you have made requires authentication."
@@ -83,6 +84,8 @@ class IdentityState:
         self._assignments: dict[tuple[str, str], set[str]] = {}
         self._project_names: dict[tuple[str, str], str] = {}
         self._user_names: dict[tuple[str, str], str] = {}
+        # event ids of creates that named a name taken in its domain (see eventsvm.state.names)
+        self.refused: set[str] = set()
         self._handlers: dict[EventType, Callable[[Event], None]] = {
             EventType.PROJECT_CREATED: self._project_created,
             EventType.USER_CREATED: self._user_created,
@@ -205,9 +208,10 @@ class IdentityState:
             enabled=body.get("enabled", True),
             description=body.get("description", ""),
         )
-        self.projects[project.id] = project
-        # The API refuses a duplicate name; should one reach the log anyway, the first one keeps it.
-        self._project_names.setdefault((_domain_key(project.domain_id), project.name), project.id)
+        # first claim wins: a later project of the same name in the domain never exists
+        name = (_domain_key(project.domain_id), project.name)
+        if claim(self._project_names, name, project.id, self.refused, event.event_id):
+            self.projects[project.id] = project
 
     def _user_created(self, event: Event) -> None:
         body = event.body
@@ -219,8 +223,9 @@ class IdentityState:
             default_project_id=body.get("default_project_id"),
             enabled=body.get("enabled", True),
         )
-        self.users[user.id] = user
-        self._user_names.setdefault((_domain_key(user.domain_id), user.name), user.id)
+        name = (_domain_key(user.domain_id), user.name)
+        if claim(self._user_names, name, user.id, self.refused, event.event_id):
+            self.users[user.id] = user
 
     def _user_updated(self, event: Event) -> None:
         body = event.body

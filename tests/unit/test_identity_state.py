@@ -135,9 +135,12 @@ def test_the_password_hash_is_not_in_a_users_repr(state):
 
 
 def test_a_duplicate_project_name_keeps_the_first(state):
-    state.apply(project_created("p-other", "demo"))
+    duplicate = project_created("p-other", "demo")
+    state.apply(duplicate)
     assert state.project_by_name("demo", "default").id == "p-demo"
-    assert state.project("p-other").name == "demo"
+    # the later claim lost the name, so the project never came to exist (eventsvm.state.names)
+    assert state.project("p-other") is None
+    assert duplicate.event_id in state.refused
 
 
 # authenticate

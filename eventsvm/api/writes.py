@@ -1,0 +1,53 @@
+"""How a route writes: the event envelope of a caller's request, built in one place, and the claim
+of a unique name, decided by the log rather than by this process (see eventsvm.state.names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from eventsvm.api.auth import Identity
+from eventsvm.api.context import ApiContext
+from eventsvm.api.errors import Conflict, ServiceUnavailable
+from eventsvm.api.wire import request_id
+from eventsvm.events.model import Event, EventType, new_event
+
+# Seconds a client waits before asking again when the verdict on its name was late.
+RETRY_AFTER = "1"
+
+
+def caller_event(
+    kind: EventType, aggregate_id: str, body: dict[str, Any], request: Request, caller: Identity
+) -> Event:
+    """An event the caller's request causes: this request's id, the caller's user and project."""
+    return new_event(
+        kind,
+        aggregate_id,
+        body,
+        request_id=request_id(request),
+        user_id=caller.user_id,
+        project_id=caller.project_id,
+    )
+
+
+def append_in_log_order(ctx: ApiContext, event: Event) -> bool:
+    """Append an event that takes or frees a unique name (see eventsvm.state.names) and wait for
+    this process to fold it in log order; False when it was not folded in time. A delete is
+    recorded either way, so a late fold only delays when this process shows it."""
+    return ctx.readmodel.append_in_order([event], ctx.name_verdict_timeout)
+
+
+def claim_name(ctx: ApiContext, event: Event, taken: str) -> None:
+    """Append a create that claims a name and return once the log has given it the name; Conflict
+    with `taken` when an earlier claim holds it, ServiceUnavailable when the verdict is late."""
+    if not append_in_log_order(ctx, event):
+        raise ServiceUnavailable(
+            "The request was recorded but the log has not decided it yet; look before retrying it.",
+            headers={"Retry-After": RETRY_AFTER},
+        )
+    models = ctx.readmodel.models
+    with ctx.readmodel.lock:
+        refused = event.event_id in models.catalog.refused or event.event_id in models.identity.refused
+    if refused:
+        raise Conflict(taken)
