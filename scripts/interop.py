@@ -1,0 +1,251 @@
+"""The conformance run's Python half (`make interop`, driven by scripts/interop.sh).
+
+  interop.py provision URL WORKSPACE   create tempest's accounts, write accounts.yaml + tempest.conf
+  interop.py select  WORKSPACE         write the include list: every test id of the interop guideline
+  interop.py judge   WORKSPACE [--update]
+                                       compare the run with interop/passing.txt: a test that passed
+                                       before and fails now is a regression (exit 1); --update
+                                       rewrites the list from this run
+
+Runs in the project's venv (openstacksdk talks to the cloud as its admin); tempest runs in its own.
+Tempest's dynamic credentials need keystone's domain and delete calls, so it gets pre-provisioned
+accounts: one project and member user per concurrent test worker and the alternate user tempest
+asks for, created through the public API like any operator would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import openstack
+
+ROOT = Path(__file__).resolve().parent.parent
+GUIDELINE = ROOT / "interop" / "interop-2020.06-compute.tsv"
+PASSING = ROOT / "interop" / "passing.txt"
+# projects for tempest's accounts: the last ADMINS of them hold an admin each, the rest a member
+# and a reader
+PROJECTS = 9
+ADMINS = 3
+
+
+def guideline_tests() -> list[str]:
+    """The tempest test ids the 2020.06 "OpenStack Powered Compute" guideline requires."""
+    rows = GUIDELINE.read_text().splitlines()
+    return [line.split("\t")[1] for line in rows if line and not line.startswith("#")]
+
+
+def provision(url: str, workspace: Path) -> None:
+    """Accounts and tempest.conf for the cloud at URL, whose admin password is in the environment."""
+    admin_password = os.environ["EVENTSVM_ADMIN_PASSWORD"]
+    cloud = openstack.connect(
+        auth_url=f"{url}/identity/v3",
+        username="admin",
+        password=admin_password,
+        project_name="admin",
+        user_domain_name="Default",
+        project_domain_name="Default",
+        region_name="RegionOne",
+    )
+    roles = {name: cloud.identity.find_role(name) for name in ("admin", "member", "reader")}
+    accounts = [{"username": "admin", "project_name": "admin", "password": admin_password,
+                 "roles": ["admin"], "types": ["admin"]}]
+    # tempest locks an account for a whole test class and asks for a project's member, its reader
+    # (same project, another user), an alternate and an admin: one of each per worker, and spares
+    for n in range(1, PROJECTS + 1):
+        project = cloud.identity.create_project(name=f"tempest-{n}", domain_id="default")
+        for persona in ("member", "reader") if n <= PROJECTS - ADMINS else ("admin",):
+            password = secrets.token_urlsafe(12)
+            user = cloud.identity.create_user(name=f"tempest-{n}-{persona}", password=password,
+                                              domain_id="default", default_project_id=project.id)
+            cloud.identity.assign_project_role_to_user(project, user, roles[persona])
+            account: dict[str, object] = {"username": user.name, "project_name": project.name,
+                                          "password": password, "roles": [persona]}
+            if persona == "admin":
+                account["types"] = ["admin"]
+            accounts.append(account)
+    images = [image for image in cloud.image.images() if image.status == "active"]
+    if not images:  # the seed registers cirros; without it no server test can run
+        sys.exit("interop.py: the cloud has no active image to boot")
+    etc = workspace / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "accounts.yaml").write_text(_accounts_yaml(accounts))
+    (etc / "tempest.conf").write_text(_tempest_conf(url, etc / "accounts.yaml", images[0].id, admin_password))
+
+
+def _accounts_yaml(accounts: list[dict[str, object]]) -> str:
+    """tempest's pre-provisioned accounts file; YAML written by hand to keep PyYAML out of the deps."""
+    lines = []
+    for account in accounts:
+        lines.append(f"- username: '{account['username']}'")
+        lines.append(f"  project_name: '{account['project_name']}'")
+        lines.append(f"  password: '{account['password']}'")
+        lines.append("  user_domain_name: 'Default'")
+        lines.append("  project_domain_name: 'Default'")
+        for key in ("roles", "types"):
+            if key in account:
+                values = ", ".join(f"'{value}'" for value in account[key])  # type: ignore[attr-defined]
+                lines.append(f"  {key}: [{values}]")
+    return "\n".join(lines) + "\n"
+
+
+def _tempest_conf(url: str, accounts: Path, image_id: str, admin_password: str) -> str:
+    """What the guideline needs enabled (resize and snapshot included); no guest SSH validation,
+    since the default hypervisor is libvirt's test driver, whose guests have no network."""
+    return f"""[DEFAULT]
+log_file = tempest.log
+
+[oslo_concurrency]
+lock_path = {accounts.parent.parent / "locks"}
+
+[auth]
+use_dynamic_credentials = false
+test_accounts_file = {accounts}
+default_credentials_domain_name = Default
+admin_username = admin
+admin_password = {admin_password}
+admin_project_name = admin
+admin_domain_name = Default
+
+[identity]
+uri_v3 = {url}/identity/v3
+auth_version = v3
+region = RegionOne
+v3_endpoint_type = public
+
+[identity-feature-enabled]
+api_v2 = false
+api_v3 = true
+
+[compute]
+image_ref = {image_id}
+image_ref_alt = {image_id}
+flavor_ref = 1
+flavor_ref_alt = 2
+fixed_network_name = private
+build_timeout = 120
+build_interval = 1
+min_compute_nodes = 2
+min_microversion = 2.1
+max_microversion = latest
+
+[compute-feature-enabled]
+# nova's enable_instance_password: this cloud sets no guest password, so no adminPass is returned
+enable_instance_password = false
+resize = true
+snapshot = true
+pause = true
+suspend = true
+shelve = true
+console_output = true
+change_password = false
+rescue = false
+interface_attach = false
+live_migration = false
+cold_migration = false
+vnc_console = false
+spice_console = false
+serial_console = false
+personality = false
+attach_encrypted_volume = false
+config_drive = false
+
+[validation]
+run_validation = false
+
+[network]
+floating_network_name = public
+shared_physical_network = false
+build_timeout = 60
+
+[network-feature-enabled]
+ipv6 = false
+
+[image]
+build_timeout = 60
+
+[image-feature-enabled]
+api_v1 = false
+api_v2 = true
+
+[volume]
+build_timeout = 60
+catalog_type = volumev3
+
+[volume-feature-enabled]
+backup = false
+snapshot = true
+
+[service_available]
+nova = true
+glance = true
+neutron = true
+cinder = true
+swift = false
+heat = false
+"""
+
+
+def select(workspace: Path) -> None:
+    """tempest's include list: one anchored regex per required test id."""
+    (workspace / "include.txt").write_text("".join(f"^{test}\\b\n" for test in guideline_tests()))
+
+
+def run_results(workspace: Path) -> dict[str, str]:
+    """test id → status of this run, from the CSV that subunit2csv wrote (attributes stripped)."""
+    results: dict[str, str] = {}
+    with (workspace / "results.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            results[row["test"].split("[", 1)[0]] = row["status"]
+    return results
+
+
+def judge(workspace: Path, update: bool) -> int:
+    """Exit status of the run: 1 when a test on the passing list did not pass now."""
+    required = guideline_tests()
+    results = run_results(workspace)
+    passed = sorted(test for test in required if results.get(test) == "success")
+    before = set(PASSING.read_text().split()) if PASSING.exists() else set()
+    lost = sorted(before - set(passed))
+    gained = sorted(set(passed) - before)
+    compute = [test for test in required if ".compute." in test or ".identity." in test]
+    print(f"interop: {len(passed)} of {len(required)} guideline tests pass "
+          f"({sum(1 for t in compute if t in passed)} of {len(compute)} compute and identity)")
+    for test in gained:
+        print(f"  new pass: {test}")
+    for test in lost:
+        print(f"  REGRESSION: {test} ({results.get(test, 'not run')})")
+    if update:
+        PASSING.write_text("".join(f"{test}\n" for test in passed))
+        print(f"interop: wrote {PASSING.relative_to(ROOT)}")
+        return 0
+    return 1 if lost else 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="interop.py")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("provision")
+    p.add_argument("url")
+    p.add_argument("workspace", type=Path)
+    s = sub.add_parser("select")
+    s.add_argument("workspace", type=Path)
+    j = sub.add_parser("judge")
+    j.add_argument("workspace", type=Path)
+    j.add_argument("--update", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "provision":
+        provision(args.url, args.workspace)
+        return 0
+    if args.command == "select":
+        select(args.workspace)
+        return 0
+    return judge(args.workspace, args.update)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
