@@ -201,7 +201,7 @@ def replay(log: EventLog, codec: Codec, until: Until | None = None, topics: Iter
                 except Exception as exc:  # as the live model does: skip it and go on (it wrote the letter)
                     unfoldable += 1
                     logger.warning("replay: skipped %s@%d/%d, which the fold cannot apply: %s: %s",
-                                topic, record.partition, record.offset, type(exc).__name__, exc)
+                                   topic, record.partition, record.offset, type(exc).__name__, exc)
     finally:
         if collecting:
             gc.enable()
