@@ -157,6 +157,24 @@ def test_a_service_must_fold_every_topic_it_emits_onto() -> None:
         dataclasses.replace(TOY, outputs=(Topic.AUTHENTICATED, Topic.FAILED))
 
 
+def test_an_output_on_a_topic_the_service_does_not_fold_dead_letters_its_input(log: EventLog) -> None:
+    codec = Codec()
+    failed = sample_event(EventType.INSTANCE_FAILED)
+    stray = dataclasses.replace(TOY, decide=lambda _s, _e, _c: [Output(failed)])
+    runner = ServiceRunner(log, stray, codec, member_name="toy-1", poll_timeout=0.05)
+    runner.start()
+    request = sample_event(EventType.INSTANCE_REQUESTED)
+    log.append(event_records([request]))
+    for _ in range(100):
+        if runner.step():
+            break
+    [letter] = events_of(log, codec, Topic.DEAD_LETTER)
+    assert letter.aggregate_id == request.aggregate_id
+    assert "onto eventsvm.instance.failed, not one of its state topics" in letter.body["reason"]
+    assert events_of(log, codec, Topic.FAILED) == []
+    runner.close()
+
+
 def test_no_service_is_fed_a_state_only_topic() -> None:
     services = [pipeline_service(name)[0] for name in PIPELINE] + [host_service("spawner", "h")]
     assert {str(t) for s in services for t in s.inputs} & STATE_ONLY_TOPICS == set()
