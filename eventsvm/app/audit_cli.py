@@ -63,6 +63,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 0
     print(f"replayed up to {until.describe() if until else 'the end of the log'}")
     skipped = f"; {report.undecodable} undecodable records skipped" if report.undecodable else ""
+    if report.unfoldable:
+        skipped += f"; {report.unfoldable} records the fold cannot apply skipped"
     print(f"{report.events:,} events folded in {report.seconds:.2f}s "
           f"({report.events_per_second:,.0f} events/s){skipped}")
     print("events per topic:")

@@ -12,6 +12,7 @@ still running costs up to now; one that never launched costs nothing; disk is ro
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -19,13 +20,27 @@ from typing import Any
 
 from eventsvm.events.codec import Codec, CodecError
 from eventsvm.events.model import Event, Topic, now_ms
-from eventsvm.log.port import BEGINNING, EventLog, Reader
+from eventsvm.log.port import BEGINNING, EventLog, Reader, Record
 from eventsvm.state.usage import (
     Usage,
     UsageLedger,
     evolve_ledger,
     fold_instance_event,
 )
+
+log = logging.getLogger(__name__)
+
+
+def _folded(fold: Callable[[Event], Any], event: Event, record: Record) -> bool:
+    """Fold one event; one the fold cannot apply is skipped with a warning, never the rest. Its
+    dead letter is the billing service's, whose state is the same fold over the same topic."""
+    try:
+        fold(event)
+    except Exception as exc:
+        log.warning("billing: skipped %s@%d/%d, which the fold cannot apply: %s: %s",
+                    record.topic, record.partition, record.offset, type(exc).__name__, exc)
+        return False
+    return True
 
 
 def read_log(log_: EventLog, codec: Codec, topics: Iterable[Topic], fold: Callable[[Event], Any]) -> int:
@@ -41,9 +56,8 @@ def read_log(log_: EventLog, codec: Codec, topics: Iterable[Topic], fold: Callab
                 try:
                     event = codec.decode(record.value)
                 except CodecError:
-                    continue  # its producer's consumer dead-letters it; a reader only skips it
-                fold(event)
-                count += 1
+                    continue  # its consumer (or, on the ledger, the billing service) dead-letters it
+                count += _folded(fold, event, record)
             if not records and reader.at_end():
                 return count
     finally:
@@ -84,9 +98,10 @@ class LedgerView:
                 records = self._reader.poll(5000, timeout=0.05)
                 for record in records:
                     try:
-                        evolve_ledger(self._ledger, self.codec.decode(record.value))
+                        event = self.codec.decode(record.value)
                     except CodecError:
                         continue
+                    _folded(lambda e: evolve_ledger(self._ledger, e), event, record)
                 if not records and self._reader.at_end():
                     return self._ledger.snapshot()
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from eventsvm.events.codec import Codec, CodecError
 from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType, Topic, event_hash
-from eventsvm.log.port import BEGINNING, EventLog, OutRecord, Reader, partition_for
+from eventsvm.log.port import BEGINNING, EventLog, OutRecord, Reader, Record, partition_for
+from eventsvm.runtime.fold_letters import FoldLetters
 from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.identity import IdentityState
 from eventsvm.state.identity import evolve as evolve_identity
@@ -47,15 +48,26 @@ class Models:
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
     dead_letters: list[Event] = field(default_factory=list)
     events_by_topic: dict[str, int] = field(default_factory=dict)
+    dead_letter_ids: set[str] = field(default_factory=set)
 
 
-def fold(models: Models, event: Event, stored_hash: str | None, topic: str) -> None:
-    """Fold one event into every model it concerns."""
+# The read model's name on the dead letters it writes for what it cannot fold.
+FOLD_NAME = "eventsvm.readmodel"
+
+
+def fold(models: Models, event: Event, stored_hash: str | None, topic: str) -> bool:
+    """Fold one event into every model it concerns; False for a dead letter written again (a fold's
+    letter repeated by another replica or after a restart), which changes nothing."""
     counts = models.events_by_topic
     counts[topic] = counts.get(topic, 0) + 1
+    if event.type == EventType.DEAD_LETTER_RECORDED:
+        if event.event_id in models.dead_letter_ids:
+            return False
+        models.dead_letter_ids.add(event.event_id)
     concerns = _FOLDS.get(event.type)
     if concerns is not None:
         concerns(models, event, stored_hash)
+    return True
 
 
 def _fold_instance(models: Models, event: Event, stored_hash: str | None) -> None:
@@ -129,6 +141,7 @@ class ReadModel:
         self._reading = threading.Lock()
         self._changed = threading.Condition(self.lock)
         self.listeners: list[EventListener] = []
+        self.fold_letters = FoldLetters(FOLD_NAME, codec)
 
     def start(self, tail: bool = True) -> None:
         """Create the topics, fold the whole log, then keep folding in a background thread."""
@@ -160,29 +173,41 @@ class ReadModel:
             if records:
                 with self.lock:
                     for record in records:
-                        folded += self._fold_record(record.value, record.topic)
+                        folded += self._fold_record(record)
                     self._changed.notify_all()
             if to_end:
                 # checked after every batch: once at the end, one more poll would only wait out its timeout
                 if reader.at_end():
+                    self.fold_letters.flush(self.log)
                     return folded
             elif not records:
+                self.fold_letters.flush(self.log)
                 return folded
 
-    def _fold_record(self, data: bytes, topic: str) -> int:
+    def _fold_record(self, record: Record) -> int:
+        data = record.value
         try:
             event = self.codec.decode(data)
-        except CodecError:
+        except CodecError as exc:
+            self.fold_letters.undecodable(record, exc)
             return 0
         if event.event_id in self._own:
             self._own.discard(event.event_id)
             return 0
         self._pending.discard(event.event_id)
         self._awaited.discard(event.event_id)
-        digest = event_hash(data)
-        fold(self.models, event, digest, topic)
+        return self._fold(event, data, record)
+
+    def _fold(self, event: Event, data: bytes, record: Record) -> int:
+        # One event no fold here can apply must neither stop the tail nor skip the rest of the batch.
+        try:
+            if not fold(self.models, event, event_hash(data), record.topic):
+                return 0
+        except Exception as exc:
+            self.fold_letters.unfoldable(record, exc)
+            return 0
         for listener in self.listeners:
-            listener(event, topic)
+            listener(event, record.topic)
         return 1
 
     def _tail(self) -> None:
@@ -221,21 +246,20 @@ class ReadModel:
         # Not under the lock: concurrent appends then share the log's transactions (the Kafka
         # engine's group commit), and GETs are not held up by a write.
         try:
-            self.log.append(records)
+            positions = self.log.append(records)
         except BaseException:
             with self.lock:
                 self._pending.difference_update(ids)
             raise
         with self.lock:
-            for event, data in zip(events, encoded, strict=True):
+            for event, out, (partition, offset) in zip(events, records, positions, strict=True):
                 if event.event_id not in self._pending:
                     continue  # the tail folded it first
                 self._pending.discard(event.event_id)
                 self._own.add(event.event_id)
-                fold(self.models, event, event_hash(data), str(event.topic))
-                for listener in self.listeners:
-                    listener(event, str(event.topic))
+                self._fold(event, out.value, Record(out.topic, partition, offset, out.key, out.value, 0))
             self._changed.notify_all()
+        self.fold_letters.flush(self.log)
 
     def append_in_order(self, events: Sequence[Event], timeout: float) -> bool:
         """Append `events` atomically, then wait up to `timeout` seconds for the tail to fold them

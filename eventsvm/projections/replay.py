@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from eventsvm.state.instances import (
     Instance,
     fold_instance_event,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class Drain:
@@ -136,6 +139,8 @@ class ReplayReport:
     seconds: float
     until: Until | None = None
     complete: bool = True
+    # records the fold raised on, skipped as the live read model skips them (it dead-letters them)
+    unfoldable: int = 0
 
     @property
     def events(self) -> int:
@@ -166,7 +171,7 @@ def replay(log: EventLog, codec: Codec, until: Until | None = None, topics: Iter
     # An instance's hash is the one of its newest event's stored bytes: hashing only those, once at
     # the end, spares a SHA-256 for every event that a later one supersedes (most of them).
     newest: dict[str, bytes] = {}
-    undecodable = read = 0
+    undecodable = unfoldable = read = 0
     # The fold only adds objects, none of them cyclic: the collector would walk the growing models
     # again and again for nothing (it costs a third of the time). It is restored afterwards.
     collecting = gc.isenabled()
@@ -185,13 +190,18 @@ def replay(log: EventLog, codec: Codec, until: Until | None = None, topics: Iter
                     undecodable += 1
                     continue
                 topic = record.topic
-                if event.type in instance_kinds:
-                    # the same fold as eventsvm.readmodel.fold, minus its dispatch and the hash
-                    counts[topic] = counts.get(topic, 0) + 1
-                    if fold_instance_event(projection, event) is not None:
-                        newest[event.aggregate_id] = data
-                else:
-                    fold(models, event, None, topic)  # only instances keep a hash
+                try:
+                    if event.type in instance_kinds:
+                        # the same fold as eventsvm.readmodel.fold, minus its dispatch and the hash
+                        counts[topic] = counts.get(topic, 0) + 1
+                        if fold_instance_event(projection, event) is not None:
+                            newest[event.aggregate_id] = data
+                    else:
+                        fold(models, event, None, topic)  # only instances keep a hash
+                except Exception as exc:  # as the live model does: skip it and go on (it wrote the letter)
+                    unfoldable += 1
+                    logger.warning("replay: skipped %s@%d/%d, which the fold cannot apply: %s: %s",
+                                   topic, record.partition, record.offset, type(exc).__name__, exc)
     finally:
         if collecting:
             gc.enable()
@@ -201,7 +211,7 @@ def replay(log: EventLog, codec: Codec, until: Until | None = None, topics: Iter
     for instance_id, data in newest.items():
         instances[instance_id].last_hash = sha256(data).hexdigest()
     report = ReplayReport(dict(sorted(counts.items())), dict(sorted(projection.by_status().items())),
-                          undecodable, read, time.perf_counter() - started, until, drain.complete)
+                          undecodable, read, time.perf_counter() - started, until, drain.complete, unfoldable)
     return models, report
 
 
@@ -272,6 +282,7 @@ def replay_document(models: Models, report: ReplayReport) -> dict[str, Any]:
         "events_by_topic": report.events_by_topic,
         "instances_by_status": report.instances_by_status,
         "undecodable": report.undecodable,
+        "unfoldable": report.unfoldable,
         "seconds": round(report.seconds, 3),
         "events_per_second": round(report.events_per_second),
         "instances": [instance_record(inst) for _, inst in sorted(models.instances.instances.items())],

@@ -23,6 +23,7 @@ from typing import Generic, TypeVar
 from eventsvm.events.codec import Codec, CodecError
 from eventsvm.events.model import Event, EventType, Topic, event_hash, new_event
 from eventsvm.log.port import BEGINNING, EventLog, Fenced, GroupMember, LogError, OutRecord, Reader, Record
+from eventsvm.runtime.fold_letters import FoldLetters
 from eventsvm.runtime.service import Rejected, Service, StepContext, Transient
 from eventsvm.runtime.snapshot import Snapshot, SnapshotStore, now_ms, state_version
 
@@ -86,6 +87,8 @@ class ServiceRunner(Generic[S]):
         self._reassigned = False
         self._partition_counts: dict[str, int] = {}
         self._transient_failures = 0
+        self._stale = False
+        self.fold_letters = FoldLetters(self.group, codec)
         # snapshots: where the state reader is, what a loaded snapshot already covers, and how
         # much was folded since the last one was written
         self.snapshots = snapshots
@@ -153,6 +156,7 @@ class ServiceRunner(Generic[S]):
             for record in records:
                 folded += self._fold_record(record)
             if not records and (not to_end or self._reader.at_end()):
+                self.fold_letters.flush(self.log)
                 return folded
 
     def _fold_record(self, record: Record) -> int:
@@ -162,13 +166,17 @@ class ServiceRunner(Generic[S]):
             return 0  # in the snapshot already: not even decoded
         try:
             event = self.codec.decode(record.value)
-        except CodecError:
-            # The owner of that topic dead-letters it; a state reader only skips it.
+        except CodecError as exc:
+            self.fold_letters.undecodable(record, exc)
             return 0
         if event.event_id in self._pending:
             self._pending.discard(event.event_id)
             return 0
-        self.state = self.service.evolve(self.state, event)
+        try:
+            self.state = self.service.evolve(self.state, event)
+        except Exception as exc:  # one event the fold cannot apply must not stop every rebuild
+            self.fold_letters.unfoldable(record, exc)
+            return 0
         self._folded += 1
         self._unsaved += 1
         return 1
@@ -226,6 +234,9 @@ class ServiceRunner(Generic[S]):
             return 0
         self._transient_failures = 0
         self._commit(out_records, records)
+        if self._stale:
+            self._stale = False
+            self.rebuild()
         self.save_snapshot(when_due=True)
         report.seconds = time.perf_counter() - started
         if self.observer is not None:
@@ -280,9 +291,16 @@ class ServiceRunner(Generic[S]):
             ]
         cause_hash = event_hash(record.value)
         produced: list[OutRecord] = []
-        for output in outputs:
-            produced.append(self._encode(output.event, output.route, event, cause_hash))
-            report.outputs.append(output.event)
+        try:
+            for output in outputs:
+                produced.append(self._encode(output.event, output.route, event, cause_hash))
+        except Exception as exc:  # its own answer cannot be folded: deciding it again would fail again
+            log.exception("%s: folding the outputs for %s@%s failed", self.service.name, record.topic,
+                          record.offset)
+            self._stale = True  # the state may hold part of them: rebuilt once this step is committed
+            return [self._dead_letter(record, f"its outputs cannot be folded: {type(exc).__name__}: {exc}",
+                                      "FoldError", report, event)]
+        report.outputs.extend(output.event for output in outputs)
         return produced
 
     def _encode(self, out: Event, route: int | None, cause: Event, cause_hash: str) -> OutRecord:
@@ -292,13 +310,14 @@ class ServiceRunner(Generic[S]):
             and out.aggregate_id == cause.aggregate_id
         ):
             out.prev_hash = cause_hash
+        if out.topic not in self.service.state_topics:
+            raise ValueError(f"decide emitted {out.type} onto {out.topic}, not one of its state topics")
         data = self.codec.encode(out)
         topic = str(out.topic)
         partition = None if route is None else route % self._partitions_of(topic)
         self.state = self.service.evolve(self.state, out)
-        if out.topic in self.service.state_topics:
-            # it will come back through the state reader; fold it only once
-            self._pending.add(out.event_id)
+        # it will come back through the state reader; fold it only once
+        self._pending.add(out.event_id)
         return OutRecord(topic, out.aggregate_id.encode(), data, partition)
 
     def _dead_letter(

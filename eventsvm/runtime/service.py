@@ -3,7 +3,8 @@
 A service names the topics it is fed (`inputs`, consumed as a group member, offsets committed
 with its outputs) and the topics whose events make up its state (`state_topics`, read in full by
 every process of the service, so that each sees the others' decisions). `evolve` folds one event
-into the state; `decide` answers one input event with the events to append.
+into the state; `decide` answers one input event with the events to append. Every output topic is
+a state topic too: the runner folds each output as it is decided, and a rebuild must fold it again.
 """
 
 from __future__ import annotations
@@ -67,3 +68,13 @@ class Service(Generic[S]):
     decide: Decide[S]
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The runner folds each output into the state the moment it is decided; a rebuild folds
+        # only the state topics. An output topic missing from them would make the two differ.
+        unfolded = [str(t) for t in self.outputs if t not in self.state_topics]
+        if unfolded:
+            raise ValueError(
+                f"service {self.name}: decide emits onto {', '.join(unfolded)}, which the runner folds as it "
+                f"decides; list it in state_topics so a rebuild or a replay folds it too"
+            )
