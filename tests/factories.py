@@ -184,6 +184,10 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
         EventType.INSTANCE_DELETE_REQUESTED: {"host": host},
         EventType.INSTANCE_DELETE_DISPATCHED: {"host": host, "domain_name": "instance-0000002a"},
         EventType.INSTANCE_DELETED: {"host": host, "terminated_at": BASE_MS + 3_600_000, "stage": "spawner"},
+        EventType.INSTANCE_UPDATED: {"name": "db-01-renamed", "access_ipv4": "203.0.113.7",
+                                     "access_ipv6": None},
+        EventType.INSTANCE_METADATA_CHANGED: {"set": {"role": "primary", "tier": "db"},
+                                              "removed": ["draining"], "replace": False},
         EventType.HOST_REGISTERED: {
             "name": host, "slot": HOSTS.index(host), "vcpus": 32, "ram_mb": 131072, "disk_gb": 1000,
             "availability_zone": "nova", "enabled": True, "cpu_allocation_ratio": 4.0,

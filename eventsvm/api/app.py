@@ -21,6 +21,8 @@ from eventsvm.api import (
     image,
     microversion,
     network,
+    server_edits,
+    server_metadata,
     volume,
 )
 from eventsvm.api.context import ApiContext
@@ -148,7 +150,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.public_url = ctx.public_url
     install_error_handlers(app)
     for module in (identity, identity_admin, compute, compute_actions, compute_catalog, compute_usage, image,
-                   network, volume):
+                   network, volume, server_edits, server_metadata):
         app.include_router(module.router)
     app.add_middleware(RequestEnvelope, max_body_bytes=ctx.max_body_bytes)
     return app

@@ -17,7 +17,7 @@ from eventsvm.api.wire import parse_time, truthy
 from eventsvm.api.writes import caller_event
 from eventsvm.events.model import EventType
 from eventsvm.identity import policy
-from eventsvm.identity.quota import DEFAULT_LIMITS, QuotaLimits, ResourceCount
+from eventsvm.identity.quota import DEFAULT_LIMITS, METADATA_ITEMS, QuotaLimits, ResourceCount
 from eventsvm.projections.billing import tenant_usage
 from eventsvm.projections.readmodel import Models
 from eventsvm.scheduler.claims import recorded_claim
@@ -28,7 +28,7 @@ router = APIRouter(prefix="/compute/v2.1", tags=["compute"])
 
 # nova's fixed limits beside the three this cloud enforces
 _FIXED_QUOTAS = {
-    "metadata_items": 128,
+    "metadata_items": METADATA_ITEMS,
     "injected_files": 5,
     "injected_file_content_bytes": 10240,
     "injected_file_path_bytes": 255,

@@ -26,6 +26,8 @@ class Topic(StrEnum):
     DELETE_REQUESTED = "eventsvm.instance.delete-requested"
     DELETE_DISPATCHED = "eventsvm.instance.delete-dispatched"
     DELETED = "eventsvm.instance.deleted"
+    # what the owner changes on a live server through the API (name, access IPs, metadata)
+    UPDATED = "eventsvm.instance.updated"
     HOSTS = "eventsvm.host.inventory"
     CATALOG = "eventsvm.catalog"
     IDENTITY = "eventsvm.identity"
@@ -43,6 +45,7 @@ INSTANCE_TOPICS: tuple[Topic, ...] = (
     Topic.DELETE_REQUESTED,
     Topic.DELETE_DISPATCHED,
     Topic.DELETED,
+    Topic.UPDATED,
 )
 
 # Topics whose partition is chosen by compute host rather than by key, so that a spawner reads only
@@ -63,6 +66,9 @@ class EventType(StrEnum):
     INSTANCE_DELETE_REQUESTED = "instance.delete_requested"
     INSTANCE_DELETE_DISPATCHED = "instance.delete_dispatched"
     INSTANCE_DELETED = "instance.deleted"
+    # edits of a server (PUT /servers/{id}, /servers/{id}/metadata): no saga, folded by the read side
+    INSTANCE_UPDATED = "instance.updated"
+    INSTANCE_METADATA_CHANGED = "instance.metadata_changed"
     # compute hosts
     HOST_REGISTERED = "host.registered"
     HOST_UPDATED = "host.updated"
@@ -100,6 +106,8 @@ TOPIC_OF: dict[EventType, Topic] = {
     EventType.INSTANCE_DELETE_REQUESTED: Topic.DELETE_REQUESTED,
     EventType.INSTANCE_DELETE_DISPATCHED: Topic.DELETE_DISPATCHED,
     EventType.INSTANCE_DELETED: Topic.DELETED,
+    EventType.INSTANCE_UPDATED: Topic.UPDATED,
+    EventType.INSTANCE_METADATA_CHANGED: Topic.UPDATED,
     EventType.HOST_REGISTERED: Topic.HOSTS,
     EventType.HOST_UPDATED: Topic.HOSTS,
     EventType.DEAD_LETTER_RECORDED: Topic.DEAD_LETTER,

@@ -90,3 +90,8 @@ def can_set_quota(roles: Iterable[str]) -> bool:
 def denied_message(rule: str) -> str:
     """Nova's 403 message for a policy rule, e.g. "os_compute_api:servers:create"."""
     return f"Policy doesn't allow {rule} to be performed."
+
+
+def can_edit_server(roles: Iterable[str], token_project_id: str, server_project_id: str) -> bool:
+    """Nova's servers:update and server-metadata create/update/delete: project member or admin."""
+    return _project_role(roles, MEMBER, token_project_id, server_project_id)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 UNLIMITED = -1
+# nova's [quota] metadata_items: items one server's metadata may hold (a fixed limit here)
+METADATA_ITEMS = 128
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,7 +165,7 @@ class PipelineMonitor:
         if kind == EventType.INSTANCE_FAILED:
             self._failed(event.aggregate_id, event.occurred_at, event.sequence, body["stage"], body["reason"],
                          bool(body["final"]), body.get("code"), body.get("host"))
-        else:
+        elif kind in STAGE_OF:  # an edit of the server (name, metadata) moves no stage
             self._reached(event.aggregate_id, STAGE_OF[kind], event.occurred_at, event.sequence)
 
     def _replay_models(self, models: Models) -> None:
@@ -190,7 +190,7 @@ class PipelineMonitor:
                                                           _FAILED_AFTER.get(stage, "other"))
                     self._failed(inst.id, at, index + 1, failed_stage, detail or "", final, None, host)
                     stage = "rescheduling"
-                else:
+                elif event_type in STAGE_OF:
                     stage = STAGE_OF[event_type]
                     self._reached(inst.id, stage, at, index + 1)
 

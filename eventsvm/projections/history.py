@@ -17,14 +17,16 @@ from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType, Topic, even
 from eventsvm.log.port import BEGINNING, EventLog, Record
 from eventsvm.projections.readmodel import Models
 from eventsvm.projections.replay import Drain
-from eventsvm.state.instances import ACTION_EVENT_NAMES
+from eventsvm.state.instances import ACTION_EVENT_NAMES, EDIT_EVENT_TYPES
 
 # The boot flow in order: the stage that follows an event is the one a failure right after it hit.
 _FLOW = (EventType.INSTANCE_REQUESTED, EventType.INSTANCE_AUTHENTICATED, EventType.INSTANCE_SCHEDULED,
          EventType.INSTANCE_RESOURCES_RESOLVED, EventType.INSTANCE_SPAWNED)
 _RANK = {t.value: i for i, t in enumerate((*_FLOW, EventType.INSTANCE_FAILED,
                                            EventType.INSTANCE_DELETE_REQUESTED,
-                                           EventType.INSTANCE_DELETE_DISPATCHED, EventType.INSTANCE_DELETED))}
+                                           EventType.INSTANCE_DELETE_DISPATCHED, EventType.INSTANCE_DELETED,
+                                           EventType.INSTANCE_UPDATED,
+                                           EventType.INSTANCE_METADATA_CHANGED))}
 # nova's action names for the requests that open an action
 _ACTIONS = {EventType.INSTANCE_REQUESTED.value: "create", EventType.INSTANCE_DELETE_REQUESTED.value: "delete"}
 
@@ -123,6 +125,8 @@ def timeline_lines(stages: Sequence[Stage]) -> list[str]:
         if e.request_id != first.request_id:
             parts.append(f"request={e.request_id} user={e.user_id}")
         lines.append(" ".join(parts).rstrip())
+        if e.type in EDIT_EVENT_TYPES:
+            lines.append(f"        {_edit_summary(e)}")
         if e.type == EventType.INSTANCE_FAILED:
             verdict = "final: the server is in ERROR" if body.get("final") else (
                 "will be rescheduled" if body.get("retryable") else "not retryable")
@@ -134,6 +138,19 @@ def timeline_lines(stages: Sequence[Stage]) -> list[str]:
     span = stages[-1].event.occurred_at - first.occurred_at
     lines.append(f"  {len(stages)} events over {_duration(span)[1:]}")
     return lines
+
+
+def _edit_summary(event: Event) -> str:
+    body = event.body
+    if event.type == EventType.INSTANCE_UPDATED:
+        changed = {"name": body.get("name"), "accessIPv4": body.get("access_ipv4"),
+                   "accessIPv6": body.get("access_ipv6")}
+        return "updated " + " ".join(f"{k}={v!r}" for k, v in changed.items() if v is not None)
+    how = "metadata replaced:" if body.get("replace") else "metadata"
+    parts = [f"set {', '.join(sorted(body['set']))}"] if body.get("set") else []
+    if body.get("removed"):
+        parts.append(f"removed {', '.join(sorted(body['removed']))}")
+    return f"{how} {'; '.join(parts) or 'emptied'}"
 
 
 # -- os-instance-actions ----------------------------------------------------------------------------
@@ -162,8 +179,11 @@ def _steps(models_or_events: Models | Sequence[Event] | Sequence[Stage], instanc
 def instance_actions(models_or_events: Models | Sequence[Event] | Sequence[Stage],
                      instance_id: str) -> list[dict[str, Any]]:
     """Nova's os-instance-actions for one instance, newest action first: one action per request
-    (create, delete), each with its events (stage, start and finish time, result, host)."""
+    (create, delete), each with its events (stage, start and finish time, result, host). Edits of
+    the server (name, metadata) are no instance action in nova, so they are left out here."""
     steps, project_id = _steps(models_or_events, instance_id)
+    edits = {kind.value for kind in EDIT_EVENT_TYPES}
+    steps = [step for step in steps if step[0] not in edits]
     by_request: dict[str, list[tuple[str, int, str, str | None, str | None, bool]]] = {}
     for step in sorted(steps, key=lambda s: (s[1], _RANK.get(s[0], 99))):
         by_request.setdefault(step[2], []).append(step)

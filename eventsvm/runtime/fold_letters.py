@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 # Topics that are only ever folded, never fed to a service as its input: nobody else dead-letters
 # a record on them that cannot be decoded. (tests/unit/test_fold_letters.py holds the registry to it.)
 STATE_ONLY_TOPICS: frozenset[str] = frozenset(
-    str(t) for t in (Topic.HOSTS, Topic.CATALOG, Topic.IDENTITY, Topic.BILLING)
+    str(t) for t in (Topic.HOSTS, Topic.CATALOG, Topic.IDENTITY, Topic.BILLING, Topic.UPDATED)
 )
 
 UNDECODABLE = "CodecError"

@@ -70,6 +70,11 @@ class Instance:
     availability_zone: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     description: str | None = None
+    access_ipv4: str | None = None
+    access_ipv6: str | None = None
+    # the owner's edits (instance.updated / metadata_changed) in log order, as (type, body): they
+    # override what the request set, whichever of the two topics a reader folds first
+    edits: list[tuple[EventType, dict[str, Any]]] = field(default_factory=list)
     host: str | None = None
     attempt: int = 1
     ports: list[dict[str, Any]] = field(default_factory=list)
@@ -182,6 +187,8 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.requested_networks = list(body.get("networks") or [])
     inst.created_at = event.occurred_at
     inst.request_id = event.request_id
+    for kind, edit in inst.edits:
+        _EDITS[kind](inst, edit)
     _advance(inst, (0, event.sequence, event.event_id), _REQUESTED_STATES)
 
 
@@ -248,6 +255,39 @@ def _deleted(inst: Instance, event: Event, body: dict[str, Any]) -> None:
         inst.power_state = NOSTATE
 
 
+# The owner's edits live on one topic keyed by the instance, so they arrive in the order they were
+# made; the request they edit lives on another and may be folded after them (a replay reads topic
+# by topic), so each edit is kept and applied again on top of the request when it arrives.
+def _apply_update(inst: Instance, body: dict[str, Any]) -> None:
+    if body.get("name") is not None:
+        inst.name = body["name"]
+    if body.get("access_ipv4") is not None:
+        inst.access_ipv4 = body["access_ipv4"]
+    if body.get("access_ipv6") is not None:
+        inst.access_ipv6 = body["access_ipv6"]
+
+
+def _apply_metadata_change(inst: Instance, body: dict[str, Any]) -> None:
+    metadata = {} if body["replace"] else inst.metadata
+    metadata.update(body["set"])
+    for key in body["removed"]:
+        metadata.pop(key, None)
+    inst.metadata = metadata
+
+
+_EDITS: dict[EventType, Callable[[Instance, dict[str, Any]], None]] = {
+    EventType.INSTANCE_UPDATED: _apply_update,
+    EventType.INSTANCE_METADATA_CHANGED: _apply_metadata_change,
+}
+# what the owner changes on a server without an instance action in nova (os-instance-actions skips them)
+EDIT_EVENT_TYPES: frozenset[EventType] = frozenset(_EDITS)
+
+
+def _edited(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    inst.edits.append((event.type, body))
+    _EDITS[event.type](inst, body)
+
+
 _FOLDS: dict[EventType, Callable[[Instance, Event, dict[str, Any]], None]] = {
     EventType.INSTANCE_REQUESTED: _requested,
     EventType.INSTANCE_AUTHENTICATED: _authenticated,
@@ -258,6 +298,8 @@ _FOLDS: dict[EventType, Callable[[Instance, Event, dict[str, Any]], None]] = {
     EventType.INSTANCE_DELETE_REQUESTED: _delete_requested,
     EventType.INSTANCE_DELETE_DISPATCHED: _delete_dispatched,
     EventType.INSTANCE_DELETED: _deleted,
+    EventType.INSTANCE_UPDATED: _edited,
+    EventType.INSTANCE_METADATA_CHANGED: _edited,
 }
 # the timeline keeps the type's plain string (reading `.value` off the enum costs a property call)
 _NAMES: dict[EventType, str] = {kind: kind.value for kind in _FOLDS}
@@ -286,4 +328,6 @@ FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
     EventType.INSTANCE_DELETE_REQUESTED: {"host": None},
     EventType.INSTANCE_DELETE_DISPATCHED: {"host": None},
     EventType.INSTANCE_DELETED: dict.fromkeys(("host", "terminated_at")),
+    EventType.INSTANCE_UPDATED: dict.fromkeys(("name", "access_ipv4", "access_ipv6")),
+    EventType.INSTANCE_METADATA_CHANGED: dict.fromkeys(("set", "removed", "replace")),
 }

@@ -1,0 +1,129 @@
+"""Nova's PUT /servers/{id} (name and access IPs at microversion 2.1): one instance.updated on the
+log, chained to the instance's newest event, and the server as it now is.
+
+Nova validates the body with a closed JSON schema, so an unknown field (`description` needs 2.19)
+is a 400 rather than ignored; the checks below give nova's messages.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Request
+
+from eventsvm.api.auth import Identity, api_context, current_identity
+from eventsvm.api.compute import compute_base, server_view, visible_server
+from eventsvm.api.context import ApiContext
+from eventsvm.api.errors import BadRequest, Forbidden
+from eventsvm.api.wire import request_id
+from eventsvm.events.model import Event, EventType
+from eventsvm.identity import policy
+from eventsvm.state.instances import Instance
+
+router = APIRouter(prefix="/compute", tags=["compute"])
+
+# nova's parameter_types.valid_name_regex: printable, no leading or trailing whitespace
+_NAME_REASON = "printable characters. Can not start or end with whitespace."
+_EDGE_SPACE = re.compile(r"^\s|\s$")
+_UPDATE_FIELDS = ("name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig")
+
+
+def invalid(path: str, value: Any, message: str) -> BadRequest:
+    """Nova's schema-validation 400: the field, (a bounded copy of) the value and the reason."""
+    shown = repr(value)
+    return BadRequest(f"Invalid input for field/attribute {path}. Value: {shown[:80]}. {message}")
+
+
+def unexpected(keys: list[str]) -> str:
+    """Nova's (jsonschema's) words for fields a closed object does not allow."""
+    return f"Additional properties are not allowed ({', '.join(map(repr, keys))} was unexpected)"
+
+
+def instance_event(kind: EventType, inst: Instance, body: dict[str, Any], request: Request,
+                   caller: Identity, ctx: ApiContext) -> Event:
+    """An event of `inst` the caller's request causes, chained to the instance's newest event as
+    a delete is (call with the read model's lock held, so the chain position is current)."""
+    return Event(
+        type=kind,
+        event_id=str(uuid.uuid4()),
+        aggregate_id=inst.id,
+        sequence=inst.last_sequence + 1,
+        request_id=request_id(request),
+        causation_id=inst.last_event_id,
+        user_id=caller.user_id,
+        project_id=caller.project_id,
+        occurred_at=ctx.clock_ms(),
+        prev_hash=inst.last_hash,
+        body=body,
+    )
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise invalid("name", value, f"{value!r} is not of type 'string'")
+    if not 1 <= len(value) <= 255:
+        raise invalid("name", value, f"{value!r} is too {'short' if not value else 'long'}")
+    if _EDGE_SPACE.search(value) or not value.isprintable():
+        raise BadRequest(f"An invalid 'name' value was provided. The name must be: {_NAME_REASON}")
+    return value
+
+
+def _address(field: str, value: Any, version: int) -> str:
+    if not isinstance(value, str):
+        raise invalid(field, value, f"{value!r} is not of type 'string'")
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        address = None
+    if address is None or address.version != version:
+        raise invalid(field, value, f"{value!r} is not a 'ipv{version}'")
+    return value
+
+
+def update_body(raw: Any) -> dict[str, str | None]:
+    """The instance.updated body of a PUT /servers/{id} request body, validated as nova 2.1 does."""
+    if not isinstance(raw, dict) or "server" not in raw:
+        raise invalid("server", raw, "'server' is a required property")
+    extra = sorted(k for k in raw if k != "server")
+    if extra:
+        raise BadRequest(unexpected(extra))
+    server = raw["server"]
+    if not isinstance(server, dict):
+        raise invalid("server", server, f"{server!r} is not of type 'object'")
+    unknown = sorted(k for k in server if k not in _UPDATE_FIELDS)
+    if unknown:
+        raise invalid("server", server, unexpected(unknown))
+    disk_config = server.get("OS-DCF:diskConfig")
+    if "OS-DCF:diskConfig" in server and disk_config not in ("AUTO", "MANUAL"):
+        raise invalid("OS-DCF:diskConfig", disk_config, f"{disk_config!r} is not one of ['AUTO', 'MANUAL']")
+    return {
+        "name": _name(server["name"]) if "name" in server else None,
+        "access_ipv4": _address("accessIPv4", server["accessIPv4"], 4) if "accessIPv4" in server else None,
+        "access_ipv6": _address("accessIPv6", server["accessIPv6"], 6) if "accessIPv6" in server else None,
+    }
+
+
+@router.put("/v2.1/servers/{server_id}", summary="Update a server (name, access IPs)")
+def update_server(
+    server_id: str,
+    request: Request,
+    raw: Any = Body(None),
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """Append one instance.updated and answer 200 with the server as nova shows it."""
+    body = update_body(raw)
+    rm = ctx.readmodel
+    with rm.lock:
+        inst = visible_server(rm.models, caller, server_id)
+        assert inst.project_id is not None
+        if not policy.can_edit_server(caller.roles, caller.project_id, inst.project_id):
+            raise Forbidden(policy.denied_message("os_compute_api:servers:update"))
+        event = instance_event(EventType.INSTANCE_UPDATED, inst, body, request, caller, ctx)
+    rm.append([event])
+    with rm.lock:
+        inst = visible_server(rm.models, caller, server_id)
+        return {"server": server_view(rm.models, compute_base(request), inst, caller)}
