@@ -18,6 +18,8 @@ from eventsvm.api import (
     compute_usage,
     identity,
     identity_admin,
+    identity_changes,
+    identity_domains,
     image,
     microversion,
     network,
@@ -150,7 +152,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.public_url = ctx.public_url
     install_error_handlers(app)
     for module in (identity, identity_admin, compute, compute_actions, compute_catalog, compute_usage, image,
-                   network, volume, server_edits, server_metadata):
+                   network, volume, server_edits, server_metadata, identity_changes, identity_domains):
         app.include_router(module.router)
     app.add_middleware(RequestEnvelope, max_body_bytes=ctx.max_body_bytes)
     return app

@@ -18,7 +18,7 @@ from eventsvm.api.writes import caller_event, claim_name
 from eventsvm.events.model import Event, EventType
 from eventsvm.identity import policy
 from eventsvm.identity.passwords import hash_password
-from eventsvm.state.identity import Project, User
+from eventsvm.state.identity import Project, User, domain_name
 
 router = APIRouter(prefix="/identity", tags=["identity"])
 
@@ -27,7 +27,7 @@ FORBIDDEN = "You are not authorized to perform the requested action: {}."
 NAME_TAKEN = "Conflict occurred attempting to store the entity: the name is already taken."
 
 
-def _project_view(base: str, project: Project) -> dict[str, Any]:
+def project_view(base: str, project: Project) -> dict[str, Any]:
     return {
         "id": project.id,
         "name": project.name,
@@ -42,7 +42,7 @@ def _project_view(base: str, project: Project) -> dict[str, Any]:
     }
 
 
-def _user_view(base: str, user: User) -> dict[str, Any]:
+def user_view(base: str, user: User) -> dict[str, Any]:
     return {
         "id": user.id,
         "name": user.name,
@@ -80,7 +80,7 @@ def list_projects(
         if (name is None or p.name == name) and (domain_id is None or p.domain_id == domain_id)
     ]
     return {
-        "projects": [_project_view(base, p) for p in projects],
+        "projects": [project_view(base, p) for p in projects],
         "links": {"self": f"{base}/identity/v3/projects", "next": None, "previous": None},
     }
 
@@ -102,7 +102,7 @@ def user_projects(
     base = base_url(request)
     return {
         "projects": [
-            _project_view(base, p) for p in models.projects.values() if models.roles_of(target, p.id)
+            project_view(base, p) for p in models.projects.values() if models.roles_of(target, p.id)
         ],
         "links": {"self": str(request.url), "next": None, "previous": None},
     }
@@ -123,7 +123,7 @@ def show_project(
     project = models.project(project_id)
     if project is None:
         raise NotFound(f"Could not find project: {project_id}.")
-    return {"project": _project_view(base_url(request), project)}
+    return {"project": project_view(base_url(request), project)}
 
 
 def _require_admin(caller: Identity, action: str) -> None:
@@ -165,7 +165,7 @@ def create_project(
     )
     project = models.project(project_id)
     assert project is not None
-    return {"project": _project_view(base_url(request), project)}
+    return {"project": project_view(base_url(request), project)}
 
 
 @router.get("/v3/users", summary="List users (admin)")
@@ -186,7 +186,7 @@ def list_users(
         if (name is None or u.name == name) and (domain_id is None or u.domain_id == domain_id)
     ]
     return {
-        "users": [_user_view(base, u) for u in users],
+        "users": [user_view(base, u) for u in users],
         "links": {"self": f"{base}/identity/v3/users", "next": None, "previous": None},
     }
 
@@ -204,7 +204,7 @@ def show_user(
     user = ctx.readmodel.models.identity.user(user_id)
     if user is None:
         raise NotFound(f"Could not find user: {user_id}.")
-    return {"user": _user_view(base_url(request), user)}
+    return {"user": user_view(base_url(request), user)}
 
 
 @router.post("/v3/users", status_code=201, summary="Create a user (admin)")
@@ -236,7 +236,7 @@ def create_user(
     )
     user = models.user(user_id)
     assert user is not None
-    return {"user": _user_view(base_url(request), user)}
+    return {"user": user_view(base_url(request), user)}
 
 
 @router.get("/v3/roles", summary="List roles")
@@ -297,42 +297,62 @@ def assign_role(
     return Response(status_code=204)
 
 
+def query_flag(request: Request, name: str) -> bool:
+    """Keystone's boolean query parameter: present and not `0` is true (`?include_names` too)."""
+    return name in request.query_params and request.query_params[name] != "0"
+
+
 @router.get("/v3/role_assignments", summary="List role assignments")
 @reads_models
 def role_assignments(
     request: Request,
     user_id: str | None = Query(None, alias="user.id"),
     project_id: str | None = Query(None, alias="scope.project.id"),
+    domain_id: str | None = Query(None, alias="scope.domain.id"),
     role_id: str | None = Query(None, alias="role.id"),
-    include_names: str | None = None,
     caller: Identity = Depends(current_identity),
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
-    """Who has which role where; a non-admin may only ask about themselves."""
+    """Who has which role where, with keystone's filters; a non-admin may only ask about themselves.
+    `effective` adds the roles the assigned ones imply (each linked to its prior role); roles are
+    assigned on projects only, so a `scope.domain.id` or `group.id` filter matches none."""
     if not caller.is_admin and user_id != caller.user_id:
         raise Forbidden(FORBIDDEN.format("identity:list_role_assignments"))
     models = ctx.readmodel.models.identity
     base = base_url(request)
+    include_names, effective = query_flag(request, "include_names"), query_flag(request, "effective")
+    on_projects = domain_id is None and "group.id" not in request.query_params
     users = [u for u in models.users.values() if user_id is None or u.id == user_id]
     projects = [p for p in models.projects.values() if project_id is None or p.id == project_id]
     assignments = []
-    for user in users:
+    for user in users if on_projects else []:
         for project in projects:
-            for role in sorted(models.roles_of(user.id, project.id)):
-                if role_id is not None and role != role_id:
+            direct = models.roles_of(user.id, project.id)
+            # (role, the assigned role it is implied by, or None for an assigned one)
+            found: list[tuple[str, str | None]] = [(r, None) for r in sorted(direct)]
+            if effective:
+                found += [(implied, prior) for prior in sorted(direct)
+                          for implied in sorted(policy.effective_roles([prior]) - {prior} - direct)]
+            seen: set[str] = set()
+            for role, prior in found:
+                if role in seen or (role_id is not None and role != role_id):
                     continue
+                seen.add(role)
+                link = f"{base}/identity/v3/projects/{project.id}/users/{user.id}/roles/{prior or role}"
                 item: dict[str, Any] = {
                     "role": {"id": role},
                     "user": {"id": user.id},
                     "scope": {"project": {"id": project.id}},
-                    "links": {
-                        "assignment": f"{base}/identity/v3/projects/{project.id}/users/{user.id}/roles/{role}"
-                    },
+                    "links": {"assignment": link},
                 }
-                if include_names is not None:
+                if prior is not None:
+                    item["links"]["prior_role"] = f"{base}/identity/v3/roles/{prior}"
+                if include_names:
                     item["role"]["name"] = role
-                    item["user"].update(name=user.name, domain={"id": user.domain_id})
-                    item["scope"]["project"].update(name=project.name, domain={"id": project.domain_id})
+                    item["user"].update(name=user.name, domain={"id": user.domain_id,
+                                                                "name": domain_name(user.domain_id)})
+                    item["scope"]["project"].update(name=project.name, domain={
+                        "id": project.domain_id, "name": domain_name(project.domain_id)})
                 assignments.append(item)
     return {
         "role_assignments": assignments,

@@ -89,6 +89,11 @@ class EventType(StrEnum):
     ROLE_ASSIGNED = "identity.role_assigned"
     TOKEN_REVOKED = "identity.token_revoked"
     QUOTA_SET = "identity.quota_set"
+    # keystone's PATCH / DELETE of projects and users, and role unassignment
+    PROJECT_UPDATED = "identity.project_updated"
+    PROJECT_DELETED = "identity.project_deleted"
+    USER_DELETED = "identity.user_deleted"
+    ROLE_UNASSIGNED = "identity.role_unassigned"
     # a record a service could not process, with the reason (never silently dropped)
     DEAD_LETTER_RECORDED = "deadletter.recorded"
     # the billing ledger, derived from spawned / deleted by the billing service

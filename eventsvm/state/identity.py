@@ -19,7 +19,17 @@ from eventsvm.events.model import Event, EventType
 from eventsvm.identity.passwords import verify_password
 from eventsvm.identity.quota import DEFAULT_LIMITS, QuotaLimits
 from eventsvm.identity.tokens import TokenClaims, epoch_ms
-from eventsvm.state.names import claim
+from eventsvm.state.names import claim, release, rename
+
+# keystone's bootstrap domain; the only one with a name of its own (any other is named by its id)
+DEFAULT_DOMAIN_ID = "default"
+DEFAULT_DOMAIN_NAME = "Default"
+
+
+def domain_name(domain_id: str) -> str:
+    """A domain's name as keystone shows it: `Default` for the default domain, else its id."""
+    return DEFAULT_DOMAIN_NAME if domain_id.lower() == DEFAULT_DOMAIN_ID else domain_id
+
 
 # keystone's own 401 text: it must not tell a caller which of user, password or project was wrong.
 AUTH_FAILED_MESSAGE = "The request you have made requires authentication."
@@ -41,6 +51,9 @@ class Project:
     domain_id: str = "default"
     enabled: bool = True
     description: str = ""
+    # tokens scoped to the project issued before this moment (ms) are dead: set when it is disabled,
+    # as keystone revokes them then; re-enabling does not revive them
+    tokens_valid_after_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -93,6 +106,10 @@ class IdentityState:
             EventType.ROLE_ASSIGNED: self._role_assigned,
             EventType.TOKEN_REVOKED: self._token_revoked,
             EventType.QUOTA_SET: self._quota_set,
+            EventType.PROJECT_UPDATED: self._project_updated,
+            EventType.PROJECT_DELETED: self._project_deleted,
+            EventType.USER_DELETED: self._user_deleted,
+            EventType.ROLE_UNASSIGNED: self._role_unassigned,
         }
 
     @classmethod
@@ -128,6 +145,12 @@ class IdentityState:
         """The user called `name` in `domain` (id or name, case-insensitive), if any."""
         user_id = self._user_names.get((_domain_key(domain), name))
         return None if user_id is None else self.users.get(user_id)
+
+    def domain_ids(self) -> list[str]:
+        """The domains in use: the default one and every other a project or user names (lower case)."""
+        used = {p.domain_id.lower() for p in self.projects.values()} | {
+            u.domain_id.lower() for u in self.users.values()}
+        return [DEFAULT_DOMAIN_ID, *sorted(used - {DEFAULT_DOMAIN_ID})]
 
     def roles_of(self, user_id: str, project_id: str) -> frozenset[str]:
         """The roles assigned to the user on the project (no implied roles; see policy)."""
@@ -192,6 +215,8 @@ class IdentityState:
             return "project not found"
         if not project.enabled:
             return "project disabled"
+        if issued_at_ms is not None and issued_at_ms < project.tokens_valid_after_ms:
+            return "token issued before the project was disabled"
         assigned = self._assignments.get((user.id, project.id), set())
         if not assigned or not set(roles) <= assigned:
             return "role assignment removed"
@@ -232,6 +257,15 @@ class IdentityState:
         user = self.users.get(body["id"])
         if user is None:
             return
+        # a rename takes the new name as a create would: refused (and nothing changes) when taken
+        if body.get("name") is not None:
+            domain = _domain_key(user.domain_id)
+            if not rename(self._user_names, (domain, user.name), (domain, body["name"]), user.id,
+                          self.refused, event.event_id):
+                return
+            user.name = body["name"]
+        if body.get("default_project_id") is not None:
+            user.default_project_id = body["default_project_id"]
         enabled = body.get("enabled")
         password_hash = body.get("password_hash")
         if enabled is not None:
@@ -241,6 +275,50 @@ class IdentityState:
         if password_hash is not None:
             user.password_hash = password_hash
             user.tokens_valid_after_ms = max(user.tokens_valid_after_ms, event.occurred_at)
+
+    def _project_updated(self, event: Event) -> None:
+        body = event.body
+        project = self.projects.get(body["id"])
+        if project is None:
+            return
+        if body.get("name") is not None:
+            domain = _domain_key(project.domain_id)
+            if not rename(self._project_names, (domain, project.name), (domain, body["name"]), project.id,
+                          self.refused, event.event_id):
+                return
+            project.name = body["name"]
+        if body.get("enabled") is not None:
+            if project.enabled and not body["enabled"]:
+                project.tokens_valid_after_ms = max(project.tokens_valid_after_ms, event.occurred_at)
+            project.enabled = body["enabled"]
+        if body.get("description") is not None:
+            project.description = body["description"]
+
+    def _project_deleted(self, event: Event) -> None:
+        project = self.projects.pop(event.body["id"], None)
+        if project is None:
+            return
+        release(self._project_names, (_domain_key(project.domain_id), project.name), project.id)
+        self.quota_sets.pop(project.id, None)
+        for pair in [pair for pair in self._assignments if pair[1] == project.id]:
+            del self._assignments[pair]
+
+    def _user_deleted(self, event: Event) -> None:
+        user = self.users.pop(event.body["id"], None)
+        if user is None:
+            return
+        release(self._user_names, (_domain_key(user.domain_id), user.name), user.id)
+        for pair in [pair for pair in self._assignments if pair[0] == user.id]:
+            del self._assignments[pair]
+
+    def _role_unassigned(self, event: Event) -> None:
+        body = event.body
+        pair = (body["user_id"], body["project_id"])
+        roles = self._assignments.get(pair)
+        if roles is not None:
+            roles.discard(body["role"])
+            if not roles:
+                del self._assignments[pair]
 
     def _role_assigned(self, event: Event) -> None:
         body = event.body

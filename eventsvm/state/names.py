@@ -3,8 +3,9 @@ of a name on it wins.
 
 Several API processes append to one log, so no process can decide alone that a name is free. Every
 event that takes or frees a name in a namespace (a user's keypairs, flavors, a domain's projects or
-users) goes to one partition of its topic, the one the namespace's name maps to as a record key;
-there the log gives all claims one order that every reader sees. The folds call `claim`, so a later
+users, and a project's or user's update, which may rename it, and its delete) goes to one partition
+of its topic, the one the namespace's name maps to as a record key; there the log gives all claims
+one order that every reader sees. The folds call `claim`, so a later
 claim of a taken name changes nothing and is recorded as refused, and every reader (API process,
 consumer, replay) reaches the same verdict.
 """
@@ -53,11 +54,31 @@ def namespace_of(event: Event) -> str | None:
         return FLAVORS
     if kind == EventType.IMAGE_CREATED:
         return IMAGES
-    if kind == EventType.PROJECT_CREATED:
-        return projects_in(body.get("domain_id", "default"))
-    if kind == EventType.USER_CREATED:
-        return users_in(body.get("domain_id", "default"))
+    if kind in (EventType.PROJECT_CREATED, EventType.PROJECT_UPDATED, EventType.PROJECT_DELETED):
+        return projects_in(body.get("domain_id") or "default")
+    if kind in (EventType.USER_CREATED, EventType.USER_DELETED):
+        return users_in(body.get("domain_id") or "default")
+    if kind == EventType.USER_UPDATED and body.get("domain_id"):
+        # every update since v2 names the domain (a rename takes a name); v1 ones stayed on the user's key
+        return users_in(body["domain_id"])
     return None
+
+
+def rename(names: MutableMapping[K, V], old: K, new: K, holder: V, refused: set[str], event_id: str) -> bool:
+    """Move `holder` from name `old` to `new` unless another holds `new` (then refused, as a claim).
+    True when the rename won (or names nothing new)."""
+    if new == old:
+        return True
+    if not claim(names, new, holder, refused, event_id):
+        return False
+    release(names, old, holder)
+    return True
+
+
+def release(names: MutableMapping[K, V], name: K, holder: V) -> None:
+    """Free `name` if `holder` holds it (a delete), so a later create may claim it."""
+    if names.get(name) == holder:
+        del names[name]
 
 
 def claim(names: MutableMapping[K, V], name: K, holder: V, refused: set[str], event_id: str) -> bool:
