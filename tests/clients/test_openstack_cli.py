@@ -64,3 +64,54 @@ def test_errors_are_openstack_messages(live_cloud: LiveCloud):
                                    "--network", "private", "--key-name", "nosuchkey", "vmx", check=False)
     assert bad_key.returncode == 1 and "Invalid key_name provided." in bad_key.stderr
     assert "vmx" not in [s["Name"] for s in rows(live_cloud, "server", "list")]
+
+
+def _properties(shown: dict) -> dict:
+    """`properties` of `server show -f json`: a dict, or OSC's "k='v', ..." text in older releases."""
+    value = shown["properties"]
+    if isinstance(value, dict):
+        return value
+    return dict(item.split("=", 1) for item in value.replace("'", "").split(", ")) if value else {}
+
+
+def test_server_set_name_and_properties_then_unset(live_cloud: LiveCloud):
+    name, renamed = f"osc-{uuid.uuid4().hex[:6]}", f"osc-{uuid.uuid4().hex[:6]}"
+    live_cloud.openstack("server", "create", "--image", "cirros", "--flavor", "m1.tiny",
+                         "--network", "private", "--wait", name)
+    live_cloud.openstack("server", "set", "--name", renamed, "--property", "role=web", "--property",
+                         "tier=front", name)
+    shown = json.loads(live_cloud.openstack("server", "show", renamed, "-f", "json").stdout)
+    assert shown["name"] == renamed
+    assert _properties(shown) == {"role": "web", "tier": "front"}
+    live_cloud.openstack("server", "unset", "--property", "role", renamed)
+    shown = json.loads(live_cloud.openstack("server", "show", renamed, "-f", "json").stdout)
+    assert _properties(shown) == {"tier": "front"}
+    # nova records no instance action for an update or for metadata
+    assert [e["Action"] for e in rows(live_cloud, "server", "event", "list", renamed)] == ["create"]
+    live_cloud.openstack("server", "delete", "--wait", renamed)
+
+
+def test_project_set_and_delete_and_user_delete(live_cloud: LiveCloud):
+    project, renamed, user = (f"p-{uuid.uuid4().hex[:6]}", f"p-{uuid.uuid4().hex[:6]}",
+                              f"u-{uuid.uuid4().hex[:6]}")
+    admin = "eventsvm-admin"
+    live_cloud.openstack("project", "create", project, cloud=admin)
+    live_cloud.openstack("project", "set", "--name", renamed, "--description", "renamed by osc", "--disable",
+                         project, cloud=admin)
+    shown = json.loads(live_cloud.openstack("project", "show", renamed, "-f", "json", cloud=admin).stdout)
+    assert (shown["name"], shown["description"], shown["enabled"]) == (renamed, "renamed by osc", False)
+    live_cloud.openstack("user", "create", "--password", "pw-osc-123", user, cloud=admin)
+    live_cloud.openstack("role", "add", "--user", user, "--project", renamed, "member", cloud=admin)
+    granted = rows(live_cloud, "role", "assignment", "list", "--user", user, "--names", as_cloud=admin)
+    assert [(g["Role"], g["User"], g["Project"]) for g in granted] == [
+        ("member", f"{user}@Default", f"{renamed}@Default")]
+    live_cloud.openstack("role", "remove", "--user", user, "--project", renamed, "member", cloud=admin)
+    assert rows(live_cloud, "role", "assignment", "list", "--user", user, as_cloud=admin) == []
+    live_cloud.openstack("user", "delete", user, cloud=admin)
+    gone_user = live_cloud.openstack("user", "show", user, cloud=admin, check=False)
+    assert gone_user.returncode == 1 and user in gone_user.stderr
+    assert user not in [u["Name"] for u in rows(live_cloud, "user", "list", as_cloud=admin)]
+    live_cloud.openstack("project", "delete", renamed, cloud=admin)
+    gone = live_cloud.openstack("project", "show", renamed, cloud=admin, check=False)
+    assert gone.returncode == 1 and renamed in gone.stderr
+    assert renamed not in [p["Name"] for p in rows(live_cloud, "project", "list", as_cloud=admin)]
