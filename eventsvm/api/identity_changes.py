@@ -30,8 +30,8 @@ def _require_admin(caller: Identity, action: str) -> None:
 
 
 def _invalid(field: str, message: str) -> BadRequest:
-    """Keystone's schema-validation 400 (keystone.common.validation)."""
-    return BadRequest(f"Invalid input for field '{field}': {message}")
+    """Keystone's schema-validation 400 (keystone.common.validation), the reason cut short."""
+    return BadRequest(f"Invalid input for field '{field}': {message[:160]}")
 
 
 def _changes(raw: Any, wrapper: str) -> dict[str, Any]:
@@ -56,10 +56,13 @@ def _name(changes: dict[str, Any], longest: int) -> str | None:
     return name
 
 
-def _optional(changes: dict[str, Any], field: str, kind: type) -> Any:
+def _optional(changes: dict[str, Any], field: str, kind: type, longest: int = 0) -> Any:
     value = changes.get(field)
     if value is not None and not isinstance(value, kind):
         raise _invalid(field, f"{value!r} is not of type '{'boolean' if kind is bool else 'string'}'")
+    # bounded as the creates bound them: the log keeps what it is given for good
+    if isinstance(value, str) and len(value) > longest:
+        raise _invalid(field, f"'{value[:20]}...' is too long")
     return value
 
 
@@ -90,7 +93,7 @@ def update_project(
     changes = _changes(raw, "project")
     name = _name(changes, _PROJECT_NAME_MAX)
     enabled = _optional(changes, "enabled", bool)
-    description = _optional(changes, "description", str)
+    description = _optional(changes, "description", str, 1024)
     models = ctx.readmodel.models.identity
     with ctx.readmodel.lock:
         project = _project(models, project_id)
@@ -137,8 +140,8 @@ def update_user(
     changes = _changes(raw, "user")
     name = _name(changes, _USER_NAME_MAX)
     enabled = _optional(changes, "enabled", bool)
-    password = _optional(changes, "password", str)
-    default_project_id = _optional(changes, "default_project_id", str)
+    password = _optional(changes, "password", str, 4096)
+    default_project_id = _optional(changes, "default_project_id", str, 255)
     models = ctx.readmodel.models.identity
     with ctx.readmodel.lock:
         user = _user(models, user_id)

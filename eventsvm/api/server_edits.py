@@ -32,9 +32,10 @@ _UPDATE_FIELDS = ("name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig")
 
 
 def invalid(path: str, value: Any, message: str) -> BadRequest:
-    """Nova's schema-validation 400: the field, (a bounded copy of) the value and the reason."""
-    shown = repr(value)
-    return BadRequest(f"Invalid input for field/attribute {path}. Value: {shown[:80]}. {message}")
+    """Nova's schema-validation 400: the field, the value and the reason, each cut short, since a
+    value may be as large as the body."""
+    return BadRequest(f"Invalid input for field/attribute {path[:80]}. Value: {repr(value)[:80]}. "
+                      f"{message[:160]}")
 
 
 def unexpected(keys: list[str]) -> str:

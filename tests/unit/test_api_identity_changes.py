@@ -89,6 +89,7 @@ def test_patch_project_renames_disables_and_its_tokens_stop_working(cloud: Cloud
         ({"project": {"name": ""}}, 400, "Invalid input for field 'name'"),
         ({"project": {"name": "x" * 65}}, 400, "is too long"),
         ({"project": {"enabled": "no"}}, 400, "Invalid input for field 'enabled'"),
+        ({"project": {"description": "d" * 1025}}, 400, "Invalid input for field 'description'"),
         ({"project": {"domain_id": "other"}}, 400, "Update of `domain_id` is not allowed."),
         ({"project": {}}, 400, "does not have enough properties"),
         ({"name": "x"}, 400, "'project' is a required property"),

@@ -8,6 +8,7 @@ import pytest
 from test_api_support import Cloud, cloud_fixture  # noqa: F401
 
 from eventsvm.events.model import EventType, Topic
+from eventsvm.projections.audit import verify
 
 SERVERS = "/compute/v2.1/servers"
 
@@ -121,6 +122,10 @@ def test_metadata_list_merge_replace_and_items_come_from_the_log(cloud: Cloud):
     # no instance action for metadata, as in nova
     actions = cloud.client.get(f"{SERVERS}/{server_id}/os-instance-actions", headers=h).json()
     assert [a["action"] for a in actions["instanceActions"]] == ["create"]
+    # every edit is a link of the instance's hash chain, which the auditor finds whole
+    report = verify(cloud.readmodel.log, cloud.readmodel.codec)
+    assert report.clean, report.findings
+    assert report.links == cloud.instance(server_id).last_sequence - 1
 
 
 def test_missing_keys_are_404_and_mismatched_bodies_400(cloud: Cloud):
