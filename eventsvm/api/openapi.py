@@ -32,7 +32,7 @@ _DESCRIPTIONS = {
 _WRITES = frozenset({"post", "put", "patch", "delete"})
 _TOKEN_PATH = "/identity/v3/auth/tokens"
 
-_FAULT = {"type": "object", "required": ["code", "message"],
+_FAULT: dict[str, Any] = {"type": "object", "required": ["code", "message"],
           "properties": {"code": {"type": "integer"}, "message": {"type": "string"}}}
 
 
