@@ -84,7 +84,7 @@ def list_projects(
     }
 
 
-@router.get("/v3/auth/projects", summary="Projects the caller has a role on")
+@router.get("/v3/auth/projects", summary="Projects the caller has a role on", responses=failures(403))
 @router.get("/v3/users/{user_id}/projects", summary="Projects a user has a role on", responses=failures(403))
 @reads_models
 def user_projects(
