@@ -48,8 +48,9 @@ def list_actions(
 
 
 @router.get(
-    "/v2.1/servers/{server_id}/os-instance-actions/{action_request_id}", summary="One action with events"
-, responses=failures(404))
+    "/v2.1/servers/{server_id}/os-instance-actions/{action_request_id}", summary="One action with events",
+    responses=failures(404),
+)
 def show_action(
     server_id: str,
     action_request_id: str,

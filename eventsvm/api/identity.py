@@ -150,8 +150,9 @@ def _scope_of(ctx: ApiContext, body: AuthRequest, user_name: str, user_domain: s
 
 
 @router.post(
-    "/v3/auth/tokens", status_code=201, summary="Issue a project-scoped token (password or token method)"
-, response_model=TokenBody, response_model_exclude_unset=True, responses=failures(400, 401))
+    "/v3/auth/tokens", status_code=201, summary="Issue a project-scoped token (password or token method)",
+    response_model=TokenBody, response_model_exclude_unset=True, responses=failures(400, 401),
+)
 def issue_token(body: AuthRequest, request: Request, ctx: ApiContext = Depends(api_context)) -> JSONResponse:
     """Authenticate and answer 201 with the token in X-Subject-Token and the catalog in the body."""
     methods = body.auth.identity.methods

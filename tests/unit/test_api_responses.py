@@ -65,6 +65,12 @@ def _busy_cloud(cloud: Cloud) -> dict[str, str]:
         "name": "custom", "visibility": "public", "hw_disk_bus": "virtio", "os_distro": "cirros"})
     assert answer.status_code == 201, answer.text
     ids["image"] = answer.json()["id"]
+    answer = cloud.client.post(f"{COMPUTE}/flavors", headers=cloud.headers("admin"), json={
+        "flavor": {"name": "m1.swap", "ram": 256, "vcpus": 1, "disk": 0, "swap": 512}})
+    assert answer.status_code == 200, answer.text
+    answer = cloud.client.post("/network/v2.0/networks", headers=cloud.headers("admin"),
+                               json={"network": {"name": "lab"}})
+    assert answer.status_code == 201, answer.text
     return ids
 
 
@@ -124,6 +130,8 @@ def test_the_answers_hold_the_nulls_and_extras_the_models_must_keep(cloud: Cloud
     assert set(brief["volumes"][0]) == {"id", "name", "links"}  # unset detail fields stay out
     assert brief["volumes"][0]["name"] is None
     assert all(built == sent for _, built, sent in passes)
+    assert {"VolumeBody", "Image", "FlavorBody", "NetworkBody", "ServerBody", "KeypairBody"} <= {
+        model for model, _, _ in passes}  # the creates among them
 
 
 def _model_of(cloud: Cloud, path: str, method: str) -> type[BaseModel]:
