@@ -5,9 +5,10 @@ validation errors are OpenStack's 400s, errors.py). `install_openapi` drops the 
 each error code in the body shape of the service the path belongs to. Codes that follow from how a
 route is built are added here; the rest a route declares with `failures(...)`:
 
-- 400 and 413 where a body is read (validation; RequestEnvelope's size limit);
+- 400 and 413 where a body is read (validation; RequestEnvelope's size limit), and 400 where a
+  parameter is more than a string (only then can FastAPI's validation refuse one);
 - 401 on every operation that takes X-Auth-Token;
-- 503 on operations that append to the log (every write but the token routes), when it is down;
+- 503 on operations that append to the log (every write but issuing a token), when it is down;
 - 403, 404, 409 and other 400s: `responses=failures(...)` on the route, where the handler raises them.
 """
 
@@ -30,10 +31,12 @@ _DESCRIPTIONS = {
     503: "The event log is unavailable; nothing was recorded. Retry later",
 }
 _WRITES = frozenset({"post", "put", "patch", "delete"})
-_TOKEN_PATH = "/identity/v3/auth/tokens"
+_APPENDS_NOTHING = frozenset({("post", "/identity/v3/auth/tokens")})
 
-_FAULT: dict[str, Any] = {"type": "object", "required": ["code", "message"],
-          "properties": {"code": {"type": "integer"}, "message": {"type": "string"}}}
+_FAULT: dict[str, Any] = {
+    "type": "object", "required": ["code", "message"],
+    "properties": {"code": {"type": "integer"}, "message": {"type": "string"}},
+}
 
 
 def _strings(*names: str) -> dict[str, Any]:
@@ -94,15 +97,21 @@ def _error_response(service: str, status: int, description: str) -> dict[str, An
     return response
 
 
+def _any_string(schema: dict[str, Any]) -> bool:
+    """True when every value a parameter may take passes validation (a string, or no value)."""
+    kinds = [s.get("type") for s in schema.get("anyOf", [schema])]
+    return all(kind in ("string", "null") for kind in kinds)
+
+
 def _error_codes(path: str, method: str, operation: dict[str, Any]) -> set[int]:
-    responses = operation["responses"]
-    responses.pop("422", None)  # every parameter here is a string: only a body can fail validation
-    codes = {int(code) for code in responses if code.isdigit() and int(code) >= 400}
+    codes = {int(code) for code in operation["responses"] if code.isdigit() and int(code) >= 400}
     if "requestBody" in operation:
         codes |= {400, 413}
+    if not all(_any_string(p.get("schema", {})) for p in operation.get("parameters", [])):
+        codes.add(400)
     if operation.get("security"):
         codes.add(401)
-    if method in _WRITES and not path.startswith(_TOKEN_PATH):
+    if method in _WRITES and (method, path) not in _APPENDS_NOTHING:
         codes.add(503)
     return codes
 
@@ -113,6 +122,7 @@ def with_real_errors(document: dict[str, Any]) -> dict[str, Any]:
         service = service_of(path)
         for method, operation in operations.items():
             responses = operation["responses"]
+            responses.pop("422", None)
             for status in sorted(_error_codes(path, method, operation)):
                 declared = responses.get(str(status), {}).get("description")
                 responses[str(status)] = _error_response(service, status, declared or _DESCRIPTIONS[status])

@@ -7,7 +7,12 @@ import json
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from test_api_support import PUBLIC_KEY, Cloud, cloud_fixture  # noqa: F401
+
+from eventsvm.api.errors import install_error_handlers
+from eventsvm.api.openapi import install_openapi
 
 COMPUTE = "/compute/v2.1"
 
@@ -101,3 +106,23 @@ def test_the_errors_the_api_sends_are_documented_in_their_shape(
     assert answer.status_code == status, answer.text
     schema = _documented(document, template, method, status)
     assert set(schema["required"]) <= set(answer.json()), (schema, answer.json())
+
+
+def test_a_parameter_that_can_fail_validation_documents_a_400_and_a_string_one_does_not():
+    app = FastAPI()
+    install_error_handlers(app)
+    install_openapi(app)
+
+    @app.get("/compute/v2.1/things/{thing_id}")
+    def show(thing_id: str, name: str | None = None) -> dict[str, Any]:
+        return {}
+
+    @app.get("/compute/v2.1/things")
+    def page(limit: int = 10) -> dict[str, Any]:
+        return {}
+
+    paths = app.openapi()["paths"]
+    assert set(paths["/compute/v2.1/things/{thing_id}"]["get"]["responses"]) == {"200"}
+    assert set(paths["/compute/v2.1/things"]["get"]["responses"]) == {"200", "400"}
+    refused = TestClient(app).get("/compute/v2.1/things?limit=x")
+    assert refused.status_code == 400 and "badRequest" in refused.json()
