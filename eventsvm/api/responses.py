@@ -10,7 +10,7 @@ null stays null. tests/unit/test_api_responses.py holds the answers to that prom
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -88,7 +88,7 @@ class Server(Shown):
     task_state: str | None = Field(alias="OS-EXT-STS:task_state")
     vm_state: str | None = Field(alias="OS-EXT-STS:vm_state")
     power_state: int | None = Field(alias="OS-EXT-STS:power_state")
-    volumes_attached: list[dict[str, str]] = Field(alias="os-extended-volumes:volumes_attached")
+    volumes_attached: list[dict[str, Any]] = Field(alias="os-extended-volumes:volumes_attached")
     security_groups: list[SecurityGroupName]
     host: str | None = Field(default=None, alias="OS-EXT-SRV-ATTR:host", description="admin only")
     hypervisor_hostname: str | None = Field(
@@ -326,7 +326,7 @@ class Volume(Shown):
     availability_zone: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
-    attachments: list[dict[str, str]] | None = None
+    attachments: list[dict[str, Any]] | None = None
     bootable: str | None = None
     description: str | None = None
     metadata: dict[str, str] | None = None
