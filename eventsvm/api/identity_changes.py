@@ -12,6 +12,7 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.identity_admin import FORBIDDEN, NAME_TAKEN, ROLES, project_view, user_view
+from eventsvm.api.openapi import failures
 from eventsvm.api.wire import base_url
 from eventsvm.api.writes import append_in_log_order, caller_event, claim_name
 from eventsvm.events.model import EventType
@@ -80,7 +81,8 @@ def _user(models: IdentityState, user_id: str) -> User:
     return user
 
 
-@router.patch("/v3/projects/{project_id}", summary="Update a project (admin)")
+@router.patch("/v3/projects/{project_id}", summary="Update a project (admin)",
+              responses=failures(403, 404, 409))
 def update_project(
     project_id: str,
     request: Request,
@@ -111,7 +113,8 @@ def update_project(
         return {"project": project_view(base_url(request), _project(models, project_id))}
 
 
-@router.delete("/v3/projects/{project_id}", status_code=204, summary="Delete a project (admin)")
+@router.delete("/v3/projects/{project_id}", status_code=204, summary="Delete a project (admin)",
+               responses=failures(403, 404))
 def delete_project(
     project_id: str,
     request: Request,
@@ -127,7 +130,7 @@ def delete_project(
     return Response(status_code=204)
 
 
-@router.patch("/v3/users/{user_id}", summary="Update a user (admin)")
+@router.patch("/v3/users/{user_id}", summary="Update a user (admin)", responses=failures(403, 404, 409))
 def update_user(
     user_id: str,
     request: Request,
@@ -161,7 +164,8 @@ def update_user(
         return {"user": user_view(base_url(request), _user(models, user_id))}
 
 
-@router.delete("/v3/users/{user_id}", status_code=204, summary="Delete a user (admin)")
+@router.delete("/v3/users/{user_id}", status_code=204, summary="Delete a user (admin)",
+               responses=failures(403, 404))
 def delete_user(
     user_id: str,
     request: Request,
@@ -181,6 +185,7 @@ def delete_user(
     "/v3/projects/{project_id}/users/{user_id}/roles/{role_id}",
     status_code=204,
     summary="Remove a user's role on a project (admin)",
+    responses=failures(403, 404),
 )
 def unassign_role(
     project_id: str,

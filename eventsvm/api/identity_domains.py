@@ -12,6 +12,7 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import Forbidden, NotFound
 from eventsvm.api.identity_admin import FORBIDDEN
+from eventsvm.api.openapi import failures
 from eventsvm.api.wire import base_url
 from eventsvm.state.identity import DEFAULT_DOMAIN_ID, domain_name
 
@@ -31,7 +32,7 @@ def domain_view(base: str, domain_id: str) -> dict[str, Any]:
     }
 
 
-@router.get("/v3/domains", summary="List domains (admin)")
+@router.get("/v3/domains", summary="List domains (admin)", responses=failures(403))
 @reads_models
 def list_domains(
     request: Request,
@@ -52,7 +53,8 @@ def list_domains(
     }
 
 
-@router.get("/v3/domains/{domain_id}", summary="Show a domain (admin, or a member of a project in it)")
+@router.get("/v3/domains/{domain_id}", summary="Show a domain (admin, or a member of a project in it)",
+            responses=failures(403, 404))
 @reads_models
 def show_domain(
     domain_id: str,

@@ -18,6 +18,8 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.compute import compute_base, server_view, visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Forbidden
+from eventsvm.api.openapi import failures
+from eventsvm.api.responses import ServerBody
 from eventsvm.api.wire import request_id
 from eventsvm.events.model import Event, EventType
 from eventsvm.identity import policy
@@ -107,7 +109,10 @@ def update_body(raw: Any) -> dict[str, str | None]:
     }
 
 
-@router.put("/v2.1/servers/{server_id}", summary="Update a server (name, access IPs)")
+@router.put(
+    "/v2.1/servers/{server_id}", summary="Update a server (name, access IPs)",
+    response_model=ServerBody, response_model_exclude_unset=True, responses=failures(403, 404),
+)
 def update_server(
     server_id: str,
     request: Request,

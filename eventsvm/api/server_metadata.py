@@ -14,6 +14,7 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.compute import visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
+from eventsvm.api.openapi import failures
 from eventsvm.api.server_edits import instance_event, invalid, unexpected
 from eventsvm.events.model import EventType
 from eventsvm.identity import policy
@@ -88,7 +89,7 @@ def _change(request: Request, caller: Identity, ctx: ApiContext, server_id: str,
         return dict(visible_server(rm.models, caller, server_id).metadata)
 
 
-@router.get("/{server_id}/metadata", summary="A server's metadata")
+@router.get("/{server_id}/metadata", summary="A server's metadata", responses=failures(404))
 def list_metadata(
     server_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
@@ -97,7 +98,8 @@ def list_metadata(
         return {"metadata": dict(_server(ctx.readmodel.models, caller, server_id).metadata)}
 
 
-@router.post("/{server_id}/metadata", summary="Add or change metadata items")
+@router.post("/{server_id}/metadata", summary="Add or change metadata items",
+             responses=failures(403, 404, 409))
 def update_metadata(
     server_id: str,
     request: Request,
@@ -110,7 +112,7 @@ def update_metadata(
     return {"metadata": _change(request, caller, ctx, server_id, "update metadata", items, [], False)}
 
 
-@router.put("/{server_id}/metadata", summary="Replace all metadata")
+@router.put("/{server_id}/metadata", summary="Replace all metadata", responses=failures(403, 404, 409))
 def replace_metadata(
     server_id: str,
     request: Request,
@@ -124,7 +126,7 @@ def replace_metadata(
     return {"metadata": items}
 
 
-@router.get("/{server_id}/metadata/{key}", summary="One metadata item")
+@router.get("/{server_id}/metadata/{key}", summary="One metadata item", responses=failures(404))
 def show_metadata_item(
     server_id: str, key: str, caller: Identity = Depends(current_identity),
     ctx: ApiContext = Depends(api_context),
@@ -137,7 +139,8 @@ def show_metadata_item(
         return {"meta": {key: metadata[key]}}
 
 
-@router.put("/{server_id}/metadata/{key}", summary="Set one metadata item")
+@router.put("/{server_id}/metadata/{key}", summary="Set one metadata item",
+            responses=failures(403, 404, 409))
 def set_metadata_item(
     server_id: str,
     key: str,
@@ -154,7 +157,8 @@ def set_metadata_item(
     return {"meta": meta}
 
 
-@router.delete("/{server_id}/metadata/{key}", status_code=204, summary="Delete one metadata item")
+@router.delete("/{server_id}/metadata/{key}", status_code=204, summary="Delete one metadata item",
+               responses=failures(403, 404, 409))
 def delete_metadata_item(
     server_id: str, key: str, request: Request, caller: Identity = Depends(current_identity),
     ctx: ApiContext = Depends(api_context),
