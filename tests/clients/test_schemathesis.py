@@ -1,8 +1,10 @@
 """schemathesis against the served OpenAPI document: whatever it sends, no answer is a 500, and
 every answer is one the document promises (its status code, content type, headers and body schema).
 
-The run shares the cloud with the other client tests, so it leaves out the two operations that
-could remove what they rely on (flavor m1.tiny, keypair keypair-1); the unit tests cover those.
+The run shares the cloud with the other client tests, so it leaves out the operations that could
+remove or change what they rely on (flavor m1.tiny, keypair keypair-1, the admin and demo projects,
+users and grants: an admin run once found the admin project's id and deleted it); the unit tests
+cover those.
 --max-examples bounds the fuzzing phase; the coverage phase's cases are fixed by the document. One
 run takes about 40 s on this machine.
 """
@@ -24,6 +26,8 @@ def token_of(cloud: LiveCloud, name: str) -> str:
     return str(token)
 
 
+# operation ids (FastAPI's: the handler's name, then the path) of what the run must not call
+KEEP_WHAT_OTHERS_NEED = "^(delete_(flavor|keypair|project|user)|update_(project|user)|unassign_role)_"
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_headers_conformance", "response_schema_conformance")
 
@@ -36,7 +40,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_the_document_does_not_
         [str(BIN / "schemathesis"), "run", f"{live_cloud.url}/openapi.json",
          "-H", f"X-Auth-Token: {token_of(live_cloud, as_cloud)}",
          "--checks", ",".join(CHECKS), "--phases", "examples,coverage,fuzzing",
-         "--exclude-operation-id-regex", "^delete_(flavor|keypair)_",
+         "--exclude-operation-id-regex", KEEP_WHAT_OTHERS_NEED,
          "--max-examples", "10", "--workers", "2", "--no-color", "--generation-database", "none"],
         env=live_cloud.env, cwd=live_cloud.data_dir, capture_output=True, text=True, timeout=600,
         check=False)
