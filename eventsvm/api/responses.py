@@ -60,8 +60,8 @@ class Fault(Shown):
     details: str | None = None
 
 
-class Server(Shown):
-    """A server as GET /servers/{id} and /servers/detail show it (nova 2.1)."""
+class ServerCore(Shown):
+    """A server as PUT /servers/{id} answers it: nova's view without the extensions' fields."""
 
     id: str
     name: str
@@ -80,6 +80,18 @@ class Server(Shown):
     links: list[Link]
     disk_config: str = Field(alias="OS-DCF:diskConfig")
     progress: int
+    fault: Fault | None = Field(default=None, description="only while the server is in ERROR")
+
+
+class UpdatedServerBody(Shown):
+    """{"server": {...}} answering PUT /servers/{id}."""
+
+    server: ServerCore
+
+
+class Server(ServerCore):
+    """A server as GET /servers/{id} and /servers/detail show it (nova 2.1)."""
+
     availability_zone: str = Field(alias="OS-EXT-AZ:availability_zone")
     config_drive: str
     key_name: str | None
@@ -95,7 +107,6 @@ class Server(Shown):
         default=None, alias="OS-EXT-SRV-ATTR:hypervisor_hostname", description="admin only")
     instance_name: str | None = Field(
         default=None, alias="OS-EXT-SRV-ATTR:instance_name", description="admin only")
-    fault: Fault | None = Field(default=None, description="only while the server is in ERROR")
 
 
 class ServerBrief(Shown):

@@ -19,7 +19,7 @@ from eventsvm.api.compute import compute_base, server_view, visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Forbidden
 from eventsvm.api.openapi import failures
-from eventsvm.api.responses import ServerBody
+from eventsvm.api.responses import UpdatedServerBody
 from eventsvm.api.wire import request_id
 from eventsvm.events.model import Event, EventType
 from eventsvm.identity import policy
@@ -31,6 +31,11 @@ router = APIRouter(prefix="/compute", tags=["compute"])
 _NAME_REASON = "printable characters. Can not start or end with whitespace."
 _EDGE_SPACE = re.compile(r"^\s|\s$")
 _UPDATE_FIELDS = ("name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig")
+# what nova's update answers with: its server view without the extensions (no AZ, config drive,
+# key name, usage times, extended status or attributes, volumes, security groups)
+_UPDATE_VIEW = frozenset({
+    "id", "name", "status", "tenant_id", "user_id", "metadata", "hostId", "image", "flavor", "created",
+    "updated", "addresses", "accessIPv4", "accessIPv6", "links", "OS-DCF:diskConfig", "progress", "fault"})
 
 
 def invalid(path: str, value: Any, message: str) -> BadRequest:
@@ -111,7 +116,7 @@ def update_body(raw: Any) -> dict[str, str | None]:
 
 @router.put(
     "/v2.1/servers/{server_id}", summary="Update a server (name, access IPs)",
-    response_model=ServerBody, response_model_exclude_unset=True, responses=failures(403, 404),
+    response_model=UpdatedServerBody, response_model_exclude_unset=True, responses=failures(403, 404),
 )
 def update_server(
     server_id: str,
@@ -132,4 +137,5 @@ def update_server(
     rm.append([event])
     with rm.lock:
         inst = visible_server(rm.models, caller, server_id)
-        return {"server": server_view(rm.models, compute_base(request), inst, caller)}
+        view = server_view(rm.models, compute_base(request), inst, caller)
+    return {"server": {k: v for k, v in view.items() if k in _UPDATE_VIEW}}

@@ -37,6 +37,10 @@ def test_update_renames_and_sets_access_ips_with_one_chained_event(cloud: Cloud)
     assert (server["id"], server["name"], server["accessIPv4"], server["accessIPv6"]) == (
         server_id, "renamed", "203.0.113.7", "2001:db8::7")
     assert server["status"] == "ACTIVE"
+    # nova answers an update with its view without the extensions (tempest's update_server schema)
+    assert set(server) == {"id", "name", "status", "tenant_id", "user_id", "metadata", "hostId", "image",
+                           "flavor", "created", "updated", "addresses", "accessIPv4", "accessIPv6", "links",
+                           "OS-DCF:diskConfig", "progress"}
     [event] = cloud.events(EventType.INSTANCE_UPDATED)
     assert event.topic == Topic.UPDATED
     assert (event.sequence, event.prev_hash, event.causation_id) == (last[0] + 1, last[1], last[2])
