@@ -124,6 +124,8 @@ def requested_event(
         "token_audit_id": f"{rng.getrandbits(128):032x}"[:22],
         "description": f"{name} for the storefront",
         "tags": ["web", "prod"],
+        "access_ipv4": "203.0.113.81",
+        "access_ipv6": None,
     }
     fields.update(body)
     return _event(EventType.INSTANCE_REQUESTED, uid(rng), fields, rng, user_id=hex_id(rng),

@@ -6,7 +6,7 @@ and string, so nothing that passes here can overflow an Avro int or bloat the pe
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictBool
 
@@ -152,6 +152,9 @@ class ServerSpec(Lenient):
     max_count: Annotated[int | None, Field(default=None, ge=1, le=INT32)] = None
     block_device_mapping_v2: list[BlockDeviceMapping] | None = Field(default=None, max_length=32)
     description: Annotated[str | None, Field(default=None, max_length=255)] = None
+    # nova's schema takes any JSON here and refuses a non-address with its own message (server_request)
+    accessIPv4: Any = None  # noqa: N815 (nova's field name)
+    accessIPv6: Any = None  # noqa: N815
     tags: list[Annotated[str, Field(min_length=1, max_length=60)]] | None = Field(default=None, max_length=50)
 
 

@@ -7,7 +7,6 @@ is a 400 rather than ignored; the checks below give nova's messages.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import uuid
 from typing import Any
@@ -20,6 +19,7 @@ from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Forbidden
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import UpdatedServerBody
+from eventsvm.api.server_request import access_ip, invalid
 from eventsvm.api.wire import request_id
 from eventsvm.events.model import Event, EventType
 from eventsvm.identity import policy
@@ -36,13 +36,6 @@ _UPDATE_FIELDS = ("name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig")
 _UPDATE_VIEW = frozenset({
     "id", "name", "status", "tenant_id", "user_id", "metadata", "hostId", "image", "flavor", "created",
     "updated", "addresses", "accessIPv4", "accessIPv6", "links", "OS-DCF:diskConfig", "progress", "fault"})
-
-
-def invalid(path: str, value: Any, message: str) -> BadRequest:
-    """Nova's schema-validation 400: the field, the value and the reason, each cut short, since a
-    value may be as large as the body."""
-    return BadRequest(f"Invalid input for field/attribute {path[:80]}. Value: {repr(value)[:80]}. "
-                      f"{message[:160]}")
 
 
 def unexpected(keys: list[str]) -> str:
@@ -79,18 +72,6 @@ def _name(value: Any) -> str:
     return value
 
 
-def _address(field: str, value: Any, version: int) -> str:
-    if not isinstance(value, str):
-        raise invalid(field, value, f"{value!r} is not of type 'string'")
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        address = None
-    if address is None or address.version != version:
-        raise invalid(field, value, f"{value!r} is not a 'ipv{version}'")
-    return value
-
-
 def update_body(raw: Any) -> dict[str, str | None]:
     """The instance.updated body of a PUT /servers/{id} request body, validated as nova 2.1 does."""
     if not isinstance(raw, dict) or "server" not in raw:
@@ -109,8 +90,8 @@ def update_body(raw: Any) -> dict[str, str | None]:
         raise invalid("OS-DCF:diskConfig", disk_config, f"{disk_config!r} is not one of ['AUTO', 'MANUAL']")
     return {
         "name": _name(server["name"]) if "name" in server else None,
-        "access_ipv4": _address("accessIPv4", server["accessIPv4"], 4) if "accessIPv4" in server else None,
-        "access_ipv6": _address("accessIPv6", server["accessIPv6"], 6) if "accessIPv6" in server else None,
+        "access_ipv4": access_ip("accessIPv4", server["accessIPv4"], 4) if "accessIPv4" in server else None,
+        "access_ipv6": access_ip("accessIPv6", server["accessIPv6"], 6) if "accessIPv6" in server else None,
     }
 
 

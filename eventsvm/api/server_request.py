@@ -7,6 +7,7 @@ reaches the log. Quota is not checked here: one authenticator per project decide
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from eventsvm.api.auth import Identity
@@ -21,7 +22,8 @@ def build_requested_body(models: Models, request: ServerCreate, caller: Identity
                          optional_fields: frozenset[str]) -> dict[str, Any]:
     """The body of the instance.requested event for a valid request; BadRequest/Conflict otherwise.
 
-    `optional_fields` are the body fields the current schema has beyond v1 (description, tags).
+    `optional_fields` are the body fields the current schema has beyond v1 (description, tags,
+    access IPs).
     """
     spec = request.server
     if spec.min_count != 1 or (spec.max_count is not None and spec.max_count != 1):
@@ -63,6 +65,9 @@ def build_requested_body(models: Models, request: ServerCreate, caller: Identity
         body["description"] = spec.description
     if "tags" in optional_fields:
         body["tags"] = list(dict.fromkeys(spec.tags or []))
+    if "access_ipv4" in optional_fields:
+        for field, value, version in (("accessIPv4", spec.accessIPv4, 4), ("accessIPv6", spec.accessIPv6, 6)):
+            body[f"access_ipv{version}"] = None if value is None else access_ip(field, value, version)
     return body
 
 
@@ -174,3 +179,23 @@ def _block_device(models: Models, bdm: BlockDeviceMapping, caller: Identity) -> 
         "boot_index": bdm.boot_index,
         "delete_on_termination": bdm.delete_on_termination,
     }
+
+
+def invalid(path: str, value: Any, message: str) -> BadRequest:
+    """Nova's schema-validation 400: the field, the value and the reason, each cut short, since a
+    value may be as large as the body."""
+    return BadRequest(f"Invalid input for field/attribute {path[:80]}. Value: {repr(value)[:80]}. "
+                      f"{message[:160]}")
+
+
+def access_ip(field: str, value: Any, version: int) -> str:
+    """An accessIPv4/accessIPv6 value, which nova's schema requires to be an address of that version."""
+    if not isinstance(value, str):
+        raise invalid(field, value, f"{value!r} is not of type 'string'")
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        address = None
+    if address is None or address.version != version:
+        raise invalid(field, value, f"{value!r} is not a 'ipv{version}'")
+    return value

@@ -184,6 +184,8 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.availability_zone = body.get("availability_zone")
     inst.metadata = dict(body.get("metadata") or {})
     inst.description = body.get("description")
+    inst.access_ipv4 = body.get("access_ipv4")
+    inst.access_ipv6 = body.get("access_ipv6")
     inst.requested_networks = list(body.get("networks") or [])
     inst.created_at = event.occurred_at
     inst.request_id = event.request_id
@@ -318,7 +320,7 @@ UNFOLDED_ENVELOPE_FIELDS = ("causation_id", "prev_hash")
 FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
     EventType.INSTANCE_REQUESTED: dict.fromkeys((
         "name", "flavor_id", "image_id", "key_name", "availability_zone", "metadata", "description",
-        "networks")),
+        "networks", "access_ipv4", "access_ipv6")),
     EventType.INSTANCE_AUTHENTICATED: {"spec": {"flavor": None}},
     EventType.INSTANCE_SCHEDULED: dict.fromkeys(("host", "attempt", "claim")),
     EventType.INSTANCE_RESOURCES_RESOLVED: dict.fromkeys(("host", "attempt", "ports")),

@@ -192,3 +192,18 @@ def test_metadata_of_deleted_foreign_or_building_servers(cloud: Cloud):
                    cloud.client.get(f"{base}/role", headers=cloud.headers()),
                    cloud.client.delete(f"{base}/role", headers=cloud.headers())):
         assert answer.status_code == 404
+
+
+def test_access_ips_given_at_create_are_kept_and_a_bad_one_is_nova_400(cloud: Cloud):
+    server_id = cloud.create_server(accessIPv4="198.51.100.4", accessIPv6="2001:db8::4")
+    [event] = cloud.events(EventType.INSTANCE_REQUESTED)
+    assert (event.body["access_ipv4"], event.body["access_ipv6"]) == ("198.51.100.4", "2001:db8::4")
+    shown = _show(cloud, server_id)
+    assert (shown["accessIPv4"], shown["accessIPv6"]) == ("198.51.100.4", "2001:db8::4")
+    before = len(cloud.records())
+    for field, value in (("accessIPv6", "notvalid"), ("accessIPv4", "2001:db8::4"), ("accessIPv4", 4)):
+        body = cloud.server_request(**{field: value})
+        answer = cloud.client.post(SERVERS, json=body, headers=cloud.headers())
+        assert answer.status_code == 400, answer.text
+        assert f"Invalid input for field/attribute {field}" in answer.json()["badRequest"]["message"]
+    assert len(cloud.records()) == before

@@ -106,6 +106,7 @@ def test_requested_v1_events_gain_the_v2_defaults() -> None:
     record = random_datum(v1.parsed, v1.names, random.Random(3))
     event = CODEC.decode(_encode_with(CODEC, EventType.INSTANCE_REQUESTED, 1, record))
     assert event.body["description"] is None and event.body["tags"] == []
+    assert event.body["access_ipv4"] is None and event.body["access_ipv6"] is None
     assert event.body["name"] == record["body"]["name"]
 
 
