@@ -55,7 +55,7 @@ def _metadata(raw: Any, wrapper: str, one_item: bool = False) -> dict[str, str]:
 
 
 def _server(models: Models, caller: Identity, server_id: str, action: str | None = None) -> Instance:
-    """The server, when the caller may see it (and, for a change, change it in its state)."""
+    """The server, when the caller may see it (and, for a change, may change it)."""
     inst = visible_server(models, caller, server_id)
     if action is None:
         return inst
@@ -63,11 +63,15 @@ def _server(models: Models, caller: Identity, server_id: str, action: str | None
     if not policy.can_edit_server(caller.roles, caller.project_id, inst.project_id):
         verb = "delete" if action == "delete metadata" else "update"
         raise Forbidden(policy.denied_message(f"os_compute_api:server-metadata:{verb}"))
-    if inst.vm_state not in _EDITABLE_VM_STATES:
-        raise Conflict(f"Cannot '{action}' instance {server_id} while it is in vm_state {inst.vm_state}")
-    if inst.task_state is not None:
-        raise Conflict(f"Cannot '{action}' instance {server_id} while it is in task_state {inst.task_state}")
     return inst
+
+
+def _check_state(inst: Instance, action: str) -> None:
+    """Nova's compute API changes metadata only in a settled state (check_instance_state)."""
+    if inst.vm_state not in _EDITABLE_VM_STATES:
+        raise Conflict(f"Cannot '{action}' instance {inst.id} while it is in vm_state {inst.vm_state}")
+    if inst.task_state is not None:
+        raise Conflict(f"Cannot '{action}' instance {inst.id} while it is in task_state {inst.task_state}")
 
 
 def _change(request: Request, caller: Identity, ctx: ApiContext, server_id: str, action: str,
@@ -76,8 +80,10 @@ def _change(request: Request, caller: Identity, ctx: ApiContext, server_id: str,
     rm = ctx.readmodel
     with rm.lock:
         inst = _server(rm.models, caller, server_id, action)
+        # nova looks the key up before it asks the compute API, which checks the state
         if removed and removed[0] not in inst.metadata:
             raise NotFound("Metadata item was not found")
+        _check_state(inst, action)
         after = set_items if replace else {**inst.metadata, **set_items}
         if set_items and len(after) > METADATA_ITEMS:
             raise Forbidden(f"Maximum number of metadata items exceeds {METADATA_ITEMS}")

@@ -180,6 +180,9 @@ def test_metadata_of_deleted_foreign_or_building_servers(cloud: Cloud):
     assert building.json()["conflictingRequest"]["message"] == (
         f"Cannot 'update metadata' instance {server_id} while it is in vm_state building")
     assert cloud.client.get(base, headers=cloud.headers()).status_code == 200  # reading is fine
+    # a missing key is a 404 before the state is looked at, as in nova
+    assert cloud.client.delete(f"{base}/nope", headers=cloud.headers()).status_code == 404
+    assert cloud.client.delete(f"{base}/role", headers=cloud.headers()).status_code == 409
     cloud.advance(server_id, "active")
     assert cloud.client.get(base, headers=cloud.headers("alice")).status_code == 404
     foreign = cloud.client.post(base, headers=cloud.headers("alice"), json={"metadata": {"a": "b"}})
