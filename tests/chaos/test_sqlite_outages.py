@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from eventsvm.log import sqlite as sqlite_engine
-# make_cloud is e2e's fixture, used here by name (hence F401 here and F811 on the tests' parameters)
-from tests.e2e.conftest import Cloud, CloudFactory, make_cloud  # noqa: F401
+from tests.e2e.conftest import Cloud, CloudFactory, make_cloud  # noqa: F401 - a fixture (F811 below)
 
 
 @pytest.fixture
