@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from eventsvm.app.cluster import register_host, simulated_host, spawner_runner
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import Topic
@@ -19,6 +20,7 @@ from eventsvm.runtime import runner as runner_module
 from eventsvm.runtime import supervisor as supervisor_module
 from eventsvm.runtime.runner import ServiceRunner, outage_pause
 from eventsvm.runtime.supervisor import Supervisor
+from eventsvm.virt.compute_host import HostCapacity
 from tests.unit.test_deciders import resolved_for
 
 
@@ -113,9 +115,6 @@ def test_a_thread_that_lived_long_starts_its_backoff_over(monkeypatch: pytest.Mo
 def test_a_runner_waits_out_a_log_out_of_reach_and_then_decides_what_arrived(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from eventsvm.app.cluster import register_host, simulated_host, spawner_runner
-    from eventsvm.virt.compute_host import HostCapacity
-
     codec = Codec()
     log = open_log(LogConfig(url=f"sqlite://{tmp_path / 'log.db'}", partitions=1))
     host = simulated_host(tmp_path, "h0", 0, HostCapacity())
