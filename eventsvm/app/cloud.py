@@ -161,6 +161,7 @@ def run_cloud(
     )
     cluster.start_services()
     server = ApiServer(readmodel, data_dir, args.bind, args.port)
+    server.monitoring.monitor.extra_collectors.append(cluster.supervisor)
     engine = config.url if config.engine == "kafka" else f"embedded log {config.url[len('sqlite://') :]}"
     clouds = (data_dir / "clouds.yaml").resolve()
     print(

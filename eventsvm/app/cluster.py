@@ -24,6 +24,7 @@ from eventsvm.log.port import BEGINNING, EventLog, OutRecord
 from eventsvm.projections.readmodel import ReadModel
 from eventsvm.runtime.runner import ServiceRunner, StepObserver
 from eventsvm.runtime.snapshot import SnapshotStore
+from eventsvm.runtime.supervisor import Supervisor
 from eventsvm.virt import qemu
 from eventsvm.virt.compute_host import ComputeHost, HostCapacity
 from eventsvm.virt.hypervisor import Hypervisor
@@ -77,6 +78,11 @@ def register_host(log_: EventLog, codec: Codec, host: ComputeHost, hypervisor_ty
         log_.append([OutRecord(str(Topic.HOSTS), host.name.encode(), codec.encode(event))])
     host.slot = slot
     return slot
+
+
+def paused_of(runner: ServiceRunner[Any]) -> Callable[[], bool]:
+    """Whether `runner` is waiting for the log, asked at scrape time."""
+    return lambda: runner.paused
 
 
 def snapshot_store(data_dir: Path, config: LogConfig) -> SnapshotStore:
@@ -146,8 +152,8 @@ class ClusterOptions:
 
 
 class Cluster:
-    """Every pipeline service plus one spawner per simulated host, each in its own thread with
-    its own connection to the log, and the read model the API serves."""
+    """Every pipeline service plus one spawner per simulated host, each in its own supervised
+    thread with its own connection to the log, and the read model the API serves."""
 
     def __init__(self, options: ClusterOptions, observer: StepObserver | None = None) -> None:
         self.options = options
@@ -156,8 +162,8 @@ class Cluster:
         self.readmodel: ReadModel | None = None
         self.runners: list[ServiceRunner[Any]] = []
         self.hosts: list[ComputeHost] = []
-        self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        self.supervisor = Supervisor(self._stop)
         self._logs: list[EventLog] = []
 
     def open_log(self) -> EventLog:
@@ -204,17 +210,13 @@ class Cluster:
         for runner in self.runners:
             runner.start()
         for runner in self.runners:
-            thread = threading.Thread(
-                target=runner.run, args=(self._stop,), name=runner.service.name, daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+            self.supervisor.add(runner.service.name, runner.run, paused_of(runner))
+        self.supervisor.start()
 
     def stop(self) -> None:
         """Finish the steps in hand, commit, and close everything."""
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
+        self.supervisor.join(timeout=30)
         if self.readmodel is not None:
             self.readmodel.close()
         for host in self.hosts:
