@@ -66,7 +66,11 @@ _FENCING = {
 }
 _UNKNOWN = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION}
 
-_NO_LEADER = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
+# A leader not (yet) serving a partition; just after a topic is created the broker answering may
+# also know an older or newer leader epoch than the partition has (about one contract run in two
+# met UNKNOWN_LEADER_EPOCH on a fresh broker). All are retriable.
+_NO_LEADER = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+              KafkaError.UNKNOWN_LEADER_EPOCH, KafkaError.FENCED_LEADER_EPOCH}
 
 # One group transaction carries at most this many records (a single larger batch still goes, alone):
 # it bounds how many callers one failure fails and how long the callers queued behind it wait.
