@@ -237,23 +237,38 @@ def _pending_inputs(log_: EventLog, group: str, topic: str, partitions: list[int
             for r in records if r.offset >= committed.get(r.partition, 0)]
 
 
+# What services read: (consumer group, topic, partitions).
+Inputs = list[tuple[str, str, list[int]]]
+
+
+def runner_inputs(cloud: Cloud) -> Inputs:
+    """What every service of the cloud's cluster reads."""
+    log_ = cloud.readmodel.log
+    inputs: Inputs = []
+    for runner in cloud.cluster.runners:
+        wanted = runner.partitions or [
+            (str(t), p) for t in runner.service.inputs for p in range(log_.partitions(str(t)))]
+        for topic in sorted({t for t, _ in wanted}):
+            inputs.append((runner.group, topic, [p for t, p in wanted if t == topic]))
+    return inputs
+
+
 def wait_quiet(cloud: Cloud, timeout: float = 30.0) -> None:
-    """Wait until the log shows nothing left to do: every service has committed past every record
-    of its inputs, and no topic's end moved meanwhile. Fails naming what is still pending."""
-    runners = cloud.cluster.runners
-    topics = sorted({str(t) for runner in runners for t in runner.service.inputs})
-    log_ = open_log(cloud.options.log)
+    """wait_log_quiet for every service of the cloud's cluster."""
+    wait_log_quiet(cloud.options.log, runner_inputs(cloud), timeout)
+
+
+def wait_log_quiet(config: LogConfig, inputs: Inputs, timeout: float = 30.0) -> None:
+    """Wait until the log shows nothing left to do: every group has committed past every record
+    of its inputs, and no input topic's end moved meanwhile. Fails naming what is still pending."""
+    topics = sorted({topic for _, topic, _ in inputs})
+    log_ = open_log(config)
     try:
         deadline = time.monotonic() + timeout
         while True:
             before = {t: log_.end_offsets(t) for t in topics}
-            pending: list[str] = []
-            for runner in runners:
-                wanted = runner.partitions or [
-                    (str(t), p) for t in runner.service.inputs for p in range(log_.partitions(str(t)))]
-                for topic in sorted({t for t, _ in wanted}):
-                    partitions = [p for t, p in wanted if t == topic]
-                    pending += _pending_inputs(log_, runner.group, topic, partitions)
+            pending = [p for group, topic, partitions in inputs
+                       for p in _pending_inputs(log_, group, topic, partitions)]
             if not pending and {t: log_.end_offsets(t) for t in topics} == before:
                 return
             assert time.monotonic() < deadline, f"still pending after {timeout:g} s: {pending[:10]}"
