@@ -17,7 +17,7 @@ from eventsvm.log.factory import open_log
 from eventsvm.monitoring.metrics import PipelineMonitor
 from eventsvm.monitoring.router import Monitoring, make_monitoring
 from eventsvm.projections.readmodel import ReadModel
-from tests.e2e.conftest import CloudFactory
+from tests.e2e.conftest import CloudFactory, wait_quiet
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -66,6 +66,7 @@ def test_metrics_and_dashboard_state_follow_a_pipeline_run(make_cloud: CloudFact
         servers = cloud.wait_for(ids, {"ACTIVE", "ERROR"})
         assert {s.status for s in servers.values()} == {"ACTIVE"}
         cloud.wait_for([doomed], {"ERROR"})
+        wait_quiet(cloud)  # the counts below are final: no step is left to add to them
         retried = sum(s.attempt > 1 for s in servers.values())
         assert retried, "the weighers spread load, so some build must have tried the broken host first"
 
