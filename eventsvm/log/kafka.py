@@ -722,13 +722,22 @@ class _KafkaMember(GroupMember):
     def _logical(self, tps: list[KafkaPartition]) -> set[TopicPartition]:
         return {(self._log.logical(tp.topic), tp.partition) for tp in tps}
 
+    # Both callbacks hand the change to librdkafka themselves. Left to it, confluent-kafka asks
+    # librdkafka for the group's rebalance protocol first, and that question is never answered
+    # when the callback runs inside close() after the group has already terminated (librdkafka
+    # issue 4041): close() then blocks forever, holding the GIL. It happened to a member that had
+    # fallen silent and lost its partitions, while the broker was slow (the contract suite's
+    # silent-member test, about one run in three on a busy machine). The protocol is always
+    # cooperative here, so there is nothing to ask.
     def _assigned(self, consumer: Consumer, tps: list[KafkaPartition]) -> None:
+        consumer.incremental_assign(tps)
         gained = self._logical(tps)
         self._owned |= gained
         if gained and self._on_assign:
             self._on_assign(gained)
 
     def _revoked(self, consumer: Consumer, tps: list[KafkaPartition]) -> None:
+        consumer.incremental_unassign(tps)
         lost = self._logical(tps)
         self._owned -= lost
         self._stale |= lost & self._polled
