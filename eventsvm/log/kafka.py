@@ -722,22 +722,13 @@ class _KafkaMember(GroupMember):
     def _logical(self, tps: list[KafkaPartition]) -> set[TopicPartition]:
         return {(self._log.logical(tp.topic), tp.partition) for tp in tps}
 
-    # Both callbacks hand the change to librdkafka themselves. Left to it, confluent-kafka asks
-    # librdkafka for the group's rebalance protocol first, and that question is never answered
-    # when the callback runs inside close() after the group has already terminated (librdkafka
-    # issue 4041): close() then blocks forever, holding the GIL. It happened to a member that had
-    # fallen silent and lost its partitions, while the broker was slow (the contract suite's
-    # silent-member test, about one run in three on a busy machine). The protocol is always
-    # cooperative here, so there is nothing to ask.
     def _assigned(self, consumer: Consumer, tps: list[KafkaPartition]) -> None:
-        consumer.incremental_assign(tps)
         gained = self._logical(tps)
         self._owned |= gained
         if gained and self._on_assign:
             self._on_assign(gained)
 
     def _revoked(self, consumer: Consumer, tps: list[KafkaPartition]) -> None:
-        consumer.incremental_unassign(tps)
         lost = self._logical(tps)
         self._owned -= lost
         self._stale |= lost & self._polled
@@ -817,6 +808,24 @@ class _KafkaMember(GroupMember):
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         self._reports.append((err, msg))
 
+    def _leave(self) -> None:
+        """Unsubscribe, and serve the revocations that follow while the group still answers."""
+        # consumer.close() serves the rebalance events still queued, and confluent-kafka answers
+        # each by asking the group for its protocol and then unassigning. A group that terminated
+        # meanwhile drops such requests unanswered, so the close blocked forever, holding the GIL
+        # (librdkafka issue 4041). A member that fell silent holds such an event: the revocation
+        # a rebalance handed it while it was not polling. It hung the contract suite's
+        # silent-member test about one run in three on a busy machine; with the broker stalled at
+        # random, 1 close in 22. Served here, while the group answers, close() has none left.
+        try:
+            self._consumer.unsubscribe()
+            deadline = time.monotonic() + self._log.timeout
+            while self._consumer.assignment() and time.monotonic() < deadline:
+                self._consumer.poll(0.05)
+            self._consumer.poll(0)  # any event queued as the last partition went
+        except KafkaException as exc:
+            _LOG.warning("leaving the group: %s", exc)
+
     def rewind(self) -> None:
         """Seek every owned partition back to its committed offset (or the beginning)."""
         owned = [KafkaPartition(self._log.physical(t), p) for t, p in self._owned]
@@ -841,6 +850,8 @@ class _KafkaMember(GroupMember):
             return
         self._closed = True
         try:
+            if self._manual is None:
+                self._leave()
             self._consumer.close()
         finally:
             producers = self._producers.release()
