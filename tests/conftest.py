@@ -60,7 +60,7 @@ def kafka_bootstrap() -> Iterator[str]:
         _kafka_sh("stop", port)
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_timeout_set_timer(item: pytest.Item, settings: pytest_timeout.Settings) -> bool | None:
     """pytest-timeout's thread method, with the test's name first: its stack dump alone does not
     say which test (or which test's fixture) ran over, and it ends the whole run."""
