@@ -814,9 +814,9 @@ class _KafkaMember(GroupMember):
         # each by asking the group for its protocol and then unassigning. A group that terminated
         # meanwhile drops such requests unanswered, so the close blocked forever, holding the GIL
         # (librdkafka issue 4041). A member that fell silent holds such an event: the revocation
-        # a rebalance handed it while it was not polling. It hung the contract suite's
-        # silent-member test about one run in three on a busy machine; with the broker stalled at
-        # random, 1 close in 22. Served here, while the group answers, close() has none left.
+        # a rebalance handed it while it was not polling (close() served three of them). It hung
+        # the contract suite's silent-member test about one run in three on a busy machine, and
+        # 1 close in 67 with the broker stalled at random. Served here, close() has none left.
         try:
             self._consumer.unsubscribe()
             deadline = time.monotonic() + self._log.timeout

@@ -90,5 +90,4 @@ def process_cloud(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pr
     log_.close()
 
 
-
 ENV = dict(os.environ)
