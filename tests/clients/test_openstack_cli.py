@@ -50,8 +50,19 @@ def test_server_create_wait_list_show_delete(live_cloud: LiveCloud):
 
 
 def test_admin_usage_list_shows_the_demo_project(live_cloud: LiveCloud):
+    # A server of the demo project's own, so the list cannot pass by being empty.
+    name = f"osc-usage-{uuid.uuid4().hex[:6]}"
+    live_cloud.openstack("server", "create", "--image", "cirros", "--flavor", "m1.tiny",
+                         "--network", "private", "--wait", name)
+    demo_project = json.loads(live_cloud.openstack("token", "issue", "-f", "json").stdout)["project_id"]
     usage = rows(live_cloud, "usage", "list", as_cloud="eventsvm-admin")
+    assert usage, "usage list is empty although the demo project has a server"
     assert all({"Project", "Servers", "RAM MB-Hours", "CPU Hours", "Disk GB-Hours"} <= set(u) for u in usage)
+    [demo] = [u for u in usage if u["Project"] in ("demo", demo_project)]
+    [mine] = [s for s in demo["Servers"] if s["name"] == name]
+    assert mine["flavor"] == "m1.tiny" and mine["hours"] > 0
+    assert demo["RAM MB-Hours"] > 0 and demo["CPU Hours"] > 0
+    live_cloud.openstack("server", "delete", "--wait", name)
 
 
 def test_errors_are_openstack_messages(live_cloud: LiveCloud):
