@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Request, Response
 
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.compute import visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, NotFound
+from eventsvm.api.server_actions import is_server_action, request_action
 from eventsvm.identity import policy
 from eventsvm.projections.history import instance_actions
 from eventsvm.projections.readmodel import Models
@@ -76,17 +77,21 @@ def _console_length(raw: Any) -> int | None:
     return None if length == -1 else length
 
 
-@router.post("/v2.1/servers/{server_id}/action", summary="A server action (os-getConsoleOutput)")
+@router.post("/v2.1/servers/{server_id}/action", summary="A server action", response_model=None)
 def server_action(
     server_id: str,
+    request: Request,
     body: dict[str, Any] = Body(...),
     caller: Identity = Depends(current_identity),
     ctx: ApiContext = Depends(api_context),
-) -> dict[str, Any]:
-    """The guest's serial console (`openstack console log show`); other actions are not offered."""
+) -> dict[str, Any] | Response:
+    """The guest's serial console (`openstack console log show`), and the power and lock actions
+    (eventsvm.api.server_actions); other actions are not offered."""
     if len(body) != 1:
         raise BadRequest("A server action body names exactly one action.")
     ((action, args),) = body.items()
+    if is_server_action(action):
+        return request_action(server_id, action, args, request, caller, ctx)
     if action != "os-getConsoleOutput":
         raise BadRequest(f"There is no such action: {action[:60]}")
     length = _console_length((args or {}).get("length") if isinstance(args, dict) else None)

@@ -18,7 +18,7 @@ from typing import Any
 from eventsvm.app.registry import PIPELINE, PipelineSettings, host_service, pipeline_service
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
-from eventsvm.events.model import EventType, Topic, new_event
+from eventsvm.events.model import HOST_ROUTED_TOPICS, EventType, Topic, new_event
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, EventLog, OutRecord
 from eventsvm.projections.readmodel import ReadModel
@@ -94,11 +94,8 @@ def spawner_runner(
 ) -> ServiceRunner[Any]:
     """The spawner of `host`, reading exactly its slot's partition of the host-routed topics."""
     # a spawner may be the first process on a new log: its partition needs the topics to exist
-    log_.create_topics([str(Topic.RESOURCES_RESOLVED), str(Topic.DELETE_DISPATCHED)])
-    partitions = [
-        (str(t), host.slot % log_.partitions(str(t)))
-        for t in (Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED)
-    ]
+    log_.create_topics([str(t) for t in HOST_ROUTED_TOPICS])
+    partitions = [(str(t), host.slot % log_.partitions(str(t))) for t in HOST_ROUTED_TOPICS]
     return ServiceRunner(
         log_,
         host_service("spawner", host.name),
