@@ -91,6 +91,11 @@ def test_power_and_lock_actions_through_the_api_reach_the_domain(
         assert action({"os-stop": None}, admin).status_code == 202
         settled(cloud, server_id, "SHUTOFF")
         assert hypervisor.state(server_id) is DomainState.SHUTDOWN
+        # a stopped server is still billed, as in nova's os-simple-tenant-usage
+        project = cloud.demo[1]
+        usage = client.get(f"/compute/v2.1/os-simple-tenant-usage/{project}", headers=demo).json()
+        [billed] = usage["tenant_usage"]["server_usages"]
+        assert (billed["instance_id"], billed["state"], billed["ended_at"]) == (server_id, "stopped", None)
         assert action({"unlock": None}).status_code == 202
         assert action({"os-start": None}).status_code == 202
         settled(cloud, server_id, "ACTIVE")
