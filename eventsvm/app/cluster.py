@@ -140,6 +140,9 @@ class ClusterOptions:
     hypervisor_type: str = "test"
     image_location: str | None = None
     image_properties: dict[str, str] = field(default_factory=dict)
+    # seconds a guest has to shut itself down on a stop, and on a soft reboot before a hard one
+    shutdown_timeout_s: float = 60.0
+    soft_reboot_timeout_s: float = 120.0
 
 
 class Cluster:
@@ -176,6 +179,8 @@ class Cluster:
         for index in range(opts.hosts):
             name = f"compute-{index + 1}"
             host = factory(opts.data_dir, name, index, opts.capacity, opts.broken_hosts.get(name))
+            host.shutdown_timeout_s = opts.shutdown_timeout_s
+            host.soft_reboot_timeout_s = opts.soft_reboot_timeout_s
             register_host(self.open_log(), self.codec, host, opts.hypervisor_type)
             self.hosts.append(host)
         member = default_member_name()

@@ -272,3 +272,12 @@ def test_nova_status_of_vm_and_task_states() -> None:
     assert server_status("active", "deleting") == "ACTIVE"
     assert server_status("stopped", "rebooting_hard") == "SHUTOFF"
     assert server_status("suspended", None) == "SUSPENDED"
+
+
+def test_the_shutdown_timeouts_are_flags_of_up_and_run() -> None:
+    from eventsvm.app.cli import build_parser
+
+    up = build_parser().parse_args(["up", "--shutdown-timeout", "2", "--soft-reboot-timeout", "3"])
+    assert (up.shutdown_timeout, up.soft_reboot_timeout) == (2.0, 3.0)
+    run = build_parser().parse_args(["run", "spawner", "--host", "h0"])
+    assert (run.shutdown_timeout, run.soft_reboot_timeout) == (60.0, 120.0)  # nova's defaults
