@@ -281,3 +281,35 @@ def test_the_shutdown_timeouts_are_flags_of_up_and_run() -> None:
     assert (up.shutdown_timeout, up.soft_reboot_timeout) == (2.0, 3.0)
     run = build_parser().parse_args(["run", "spawner", "--host", "h0"])
     assert (run.shutdown_timeout, run.soft_reboot_timeout) == (60.0, 120.0)  # nova's defaults
+
+
+def test_history_reads_the_same_actions_from_the_log_and_from_the_model() -> None:
+    from eventsvm.projections.history import Stage, instance_actions, timeline_lines
+    from eventsvm.projections.readmodel import Models
+
+    spawned = spawn_free_spawned()
+    spawned.request_id = "req-create"
+    reboot = action(spawned, "reboot", "active", "HARD")
+    reboot.request_id = "req-reboot"
+    done = _done(reboot, "active", 1)
+    done.body["detail"] = "the guest did not shut down within 1 s; rebooted hard"
+    pause = action(done, "pause", "active")
+    pause.request_id = "req-pause"
+    failed = _done(pause, "active", 1, failed=True)
+    lock = action(failed, "lock", "active")
+    lock.request_id = "req-lock"
+    events = [spawned, reboot, done, pause, failed, lock]
+    for i, event in enumerate(events):
+        event.occurred_at = 1_000 * (i + 1)
+    models = Models(instances=_fold(events))
+    for source in (events, models):
+        actions = {a["action"]: a for a in instance_actions(source, spawned.aggregate_id)}
+        assert [(e["event"], e["result"]) for e in actions["reboot"]["events"]] == [
+            ("compute_reboot_instance", "Success")]
+        assert [(e["event"], e["result"]) for e in actions["pause"]["events"]] == [
+            ("compute_pause_instance", "Error")]
+        assert actions["pause"]["message"] == "Error" and actions["reboot"]["message"] is None
+        assert [e["event"] for e in actions["lock"]["events"]] == ["api_lock"]
+    lines = "\n".join(timeline_lines([Stage(e, "t", 0, i, e.occurred_at, "d") for i, e in enumerate(events)]))
+    assert "action=reboot (HARD)" in lines and "rebooted hard" in lines
+    assert "pause failed: it broke" in lines
