@@ -236,3 +236,12 @@ def test_os_instance_actions_names_each_action_and_its_step(cloud: Cloud, active
         one = cloud.client.get(f"{SERVERS}/{active}/os-instance-actions/{by_name[name]['request_id']}",
                                headers=cloud.headers()).json()["instanceAction"]
         assert [(e["event"], e["result"]) for e in one["events"]] == [(step, "Success")]
+
+
+def test_a_locked_server_is_not_deleted_by_its_owner_but_by_an_admin(cloud: Cloud, active: str) -> None:
+    assert post(cloud, active, {"lock": None}).status_code == 202
+    answer = cloud.client.delete(f"{SERVERS}/{active}", headers=cloud.headers())
+    assert answer.status_code == 409
+    assert answer.json()["conflictingRequest"]["message"] == f"Instance {active} is locked"
+    assert cloud.events(EventType.INSTANCE_DELETE_REQUESTED) == []
+    assert cloud.client.delete(f"{SERVERS}/{active}", headers=cloud.headers("admin")).status_code == 204
