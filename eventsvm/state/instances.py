@@ -89,6 +89,8 @@ class Instance:
     locked_reason: str | None = None
     locked_by: str | None = None
     lock_sequence: int = 0
+    # a delete was requested: the task stays `deleting` until the deletion
+    deleting: bool = False
     # the event that set the state fields, and the newest event (the API chains deletes to it)
     state_rank: tuple[int, int, str] = (-1, -1, "")
     last_event_id: str | None = None
@@ -176,6 +178,8 @@ def _advance(inst: Instance, rank: tuple[int, int, str], states: _States) -> boo
     status, vm_state, inst.task_state = states
     if status:
         inst.status, inst.vm_state = status, vm_state
+    if inst.deleting and rank[0] == 0:
+        inst.task_state = "deleting"
     return True
 
 
@@ -244,11 +248,21 @@ def _failed(inst: Instance, event: Event, body: dict[str, Any]) -> None:
 
 
 def _delete_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    _mark_deleting(inst)
     _advance(inst, (0, event.sequence, event.event_id), _DELETE_REQUESTED_STATES)
 
 
 def _delete_dispatched(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    _mark_deleting(inst)
     _advance(inst, (0, event.sequence, event.event_id), _DELETE_DISPATCHED_STATES)
+
+
+def _mark_deleting(inst: Instance) -> None:
+    # Once a delete is asked for, the task is deleting until the deletion (or a final failure),
+    # whatever event of the same sequence (an action's outcome, a build step) wins the fork.
+    inst.deleting = True
+    if inst.state_rank[0] == 0:
+        inst.task_state = "deleting"
 
 
 def _deleted(inst: Instance, event: Event, body: dict[str, Any]) -> None:

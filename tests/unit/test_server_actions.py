@@ -243,8 +243,14 @@ def test_a_delete_during_an_action_ends_deleted_in_any_read_order() -> None:
     iid = spawned.aggregate_id
     delete = new_event(EventType.INSTANCE_DELETE_REQUESTED, iid, {"host": "h0"}, cause=request)
     done = _done(request, "stopped", 4)
+    done.event_id = "ffffffff-ffff-4fff-8fff-ffffffffffff"  # the outcome wins the fork with the delete
     gone = new_event(EventType.INSTANCE_DELETED, spawned.aggregate_id,
                      {"host": "h0", "terminated_at": 9, "stage": "spawner"}, cause=delete)
+    before = [spawned, request, delete, done]
+    for seed in range(8):
+        random.Random(seed).shuffle(before)
+        # whichever of the fork (the delete, the stop's outcome) wins, the task is deleting
+        assert _fold(before).instances[iid].task_state == "deleting"
     events = [spawned, request, delete, done, gone]
     for seed in range(5):
         random.Random(seed).shuffle(events)
