@@ -25,6 +25,7 @@ from eventsvm.api import (
 )
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import error_body, install_error_handlers, service_of
+from eventsvm.api.openapi import install_openapi
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     app.state.public_url = ctx.public_url
     install_error_handlers(app)
+    install_openapi(app)
     for module in (identity, identity_admin, compute, compute_actions, compute_catalog, compute_usage, image,
                    network, volume):
         app.include_router(module.router)

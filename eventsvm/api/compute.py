@@ -18,6 +18,8 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import ServerCreate
+from eventsvm.api.openapi import failures
+from eventsvm.api.responses import ServerBody, ServerCreatedBody, ServerDetailList, ServerList
 from eventsvm.api.server_request import build_requested_body
 from eventsvm.api.wire import (
     base_url,
@@ -177,7 +179,10 @@ def _requested_optional_fields(codec: Codec) -> frozenset[str]:
     return frozenset(f["name"] for f in body["type"]["fields"]) - _V1_REQUESTED_FIELDS
 
 
-@router.post("/v2.1/servers", status_code=202, summary="Create a server")
+@router.post(
+    "/v2.1/servers", status_code=202, summary="Create a server",
+    response_model=ServerCreatedBody, response_model_exclude_unset=True, responses=failures(400, 403, 409),
+)
 def create_server(
     body: ServerCreate,
     request: Request,
@@ -283,7 +288,10 @@ def _list(request: Request, caller: Identity, ctx: ApiContext, detail: bool) -> 
     return result
 
 
-@router.get("/v2.1/servers", summary="List servers (id, name, links)")
+@router.get(
+    "/v2.1/servers", summary="List servers (id, name, links)",
+    response_model=ServerList, response_model_exclude_unset=True, responses=failures(400, 403),
+)
 def list_servers(
     request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
@@ -291,7 +299,10 @@ def list_servers(
     return _list(request, caller, ctx, detail=False)
 
 
-@router.get("/v2.1/servers/detail", summary="List servers with details")
+@router.get(
+    "/v2.1/servers/detail", summary="List servers with details",
+    response_model=ServerDetailList, response_model_exclude_unset=True, responses=failures(400, 403),
+)
 def list_servers_detail(
     request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
@@ -299,7 +310,10 @@ def list_servers_detail(
     return _list(request, caller, ctx, detail=True)
 
 
-@router.get("/v2.1/servers/{server_id}", summary="Show a server")
+@router.get(
+    "/v2.1/servers/{server_id}", summary="Show a server",
+    response_model=ServerBody, response_model_exclude_unset=True, responses=failures(404),
+)
 def show_server(
     server_id: str,
     request: Request,
@@ -316,7 +330,10 @@ def show_server(
         }
 
 
-@router.delete("/v2.1/servers/{server_id}", status_code=204, summary="Delete a server")
+@router.delete(
+    "/v2.1/servers/{server_id}", status_code=204, summary="Delete a server",
+    responses=failures(403, 404, 409),
+)
 def delete_server(
     server_id: str,
     request: Request,

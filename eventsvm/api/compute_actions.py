@@ -11,6 +11,7 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.compute import visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, NotFound
+from eventsvm.api.openapi import failures
 from eventsvm.api.server_actions import is_server_action, request_action
 from eventsvm.identity import policy
 from eventsvm.projections.history import instance_actions
@@ -33,7 +34,10 @@ def _instance_for_actions(models: Models, caller: Identity, server_id: str) -> I
     return inst
 
 
-@router.get("/v2.1/servers/{server_id}/os-instance-actions", summary="A server's actions")
+@router.get(
+    "/v2.1/servers/{server_id}/os-instance-actions", summary="A server's actions",
+    responses=failures(404),
+)
 def list_actions(
     server_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
@@ -45,7 +49,8 @@ def list_actions(
 
 
 @router.get(
-    "/v2.1/servers/{server_id}/os-instance-actions/{action_request_id}", summary="One action with events"
+    "/v2.1/servers/{server_id}/os-instance-actions/{action_request_id}", summary="One action with events",
+    responses=failures(404),
 )
 def show_action(
     server_id: str,
@@ -77,7 +82,11 @@ def _console_length(raw: Any) -> int | None:
     return None if length == -1 else length
 
 
-@router.post("/v2.1/servers/{server_id}/action", summary="A server action", response_model=None)
+@router.post(
+    "/v2.1/servers/{server_id}/action", summary="A server action", response_model=None,
+    responses={202: {"description": "A power or lock action was accepted (no body)"},
+               **failures(400, 403, 404, 409)},
+)
 def server_action(
     server_id: str,
     request: Request,

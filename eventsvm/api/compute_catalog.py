@@ -19,6 +19,8 @@ from eventsvm.api.compute import compute_base
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import FlavorCreate, KeypairCreate
+from eventsvm.api.openapi import failures
+from eventsvm.api.responses import FlavorBody, FlavorDetailList, FlavorList, KeypairBody, KeypairList
 from eventsvm.api.wire import iso_z, links, page, parse_limit
 from eventsvm.api.writes import append_in_log_order, caller_event, claim_name
 from eventsvm.events.model import EventType
@@ -103,7 +105,10 @@ def _flavors(request: Request, caller: Identity, ctx: ApiContext, detail: bool) 
     }
 
 
-@router.get("/flavors", summary="List flavors (id, name, links)")
+@router.get(
+    "/flavors", summary="List flavors (id, name, links)",
+    response_model=FlavorList, response_model_exclude_unset=True, responses=failures(400),
+)
 @reads_models
 def list_flavors(
     request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
@@ -112,7 +117,10 @@ def list_flavors(
     return _flavors(request, caller, ctx, detail=False)
 
 
-@router.get("/flavors/detail", summary="List flavors with details")
+@router.get(
+    "/flavors/detail", summary="List flavors with details",
+    response_model=FlavorDetailList, response_model_exclude_unset=True, responses=failures(400),
+)
 @reads_models
 def list_flavors_detail(
     request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
@@ -128,7 +136,10 @@ def _flavor(ctx: ApiContext, flavor_id: str) -> Body:
     return flavor
 
 
-@router.get("/flavors/{flavor_id}", summary="Show a flavor (by id only, as nova)")
+@router.get(
+    "/flavors/{flavor_id}", summary="Show a flavor (by id only, as nova)",
+    response_model=FlavorBody, response_model_exclude_unset=True, responses=failures(404),
+)
 def show_flavor(
     flavor_id: str,
     request: Request,
@@ -139,7 +150,7 @@ def show_flavor(
     return {"flavor": flavor_view(compute_base(request), _flavor(ctx, flavor_id))}
 
 
-@router.get("/flavors/{flavor_id}/os-extra_specs", summary="A flavor's extra specs")
+@router.get("/flavors/{flavor_id}/os-extra_specs", summary="A flavor's extra specs", responses=failures(404))
 def flavor_extra_specs(
     flavor_id: str, _: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
@@ -147,7 +158,10 @@ def flavor_extra_specs(
     return {"extra_specs": dict(_flavor(ctx, flavor_id).get("extra_specs") or {})}
 
 
-@router.post("/flavors", summary="Create a flavor (admin)")
+@router.post(
+    "/flavors", summary="Create a flavor (admin)",
+    response_model=FlavorBody, response_model_exclude_unset=True, responses=failures(400, 403, 409),
+)
 def create_flavor(
     body: FlavorCreate,
     request: Request,
@@ -185,7 +199,10 @@ def create_flavor(
     return {"flavor": flavor_view(compute_base(request), flavor)}
 
 
-@router.delete("/flavors/{flavor_id}", status_code=202, summary="Delete a flavor (admin)")
+@router.delete(
+    "/flavors/{flavor_id}", status_code=202, summary="Delete a flavor (admin)",
+    responses=failures(403, 404),
+)
 def delete_flavor(
     flavor_id: str,
     request: Request,
@@ -243,7 +260,10 @@ def _keypair_view(keypair: Body, full: bool = False) -> dict[str, Any]:
     return view
 
 
-@router.get("/os-keypairs", summary="List the caller's keypairs")
+@router.get(
+    "/os-keypairs", summary="List the caller's keypairs",
+    response_model=KeypairList, response_model_exclude_unset=True,
+)
 @reads_models
 def list_keypairs(
     caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
@@ -256,7 +276,10 @@ def list_keypairs(
     return {"keypairs": [{"keypair": _keypair_view(k)} for k in mine]}
 
 
-@router.post("/os-keypairs", summary="Import a keypair from a public key")
+@router.post(
+    "/os-keypairs", summary="Import a keypair from a public key",
+    response_model=KeypairBody, response_model_exclude_unset=True, responses=failures(400, 403, 409),
+)
 def create_keypair(
     body: KeypairCreate,
     request: Request,
@@ -304,7 +327,10 @@ def _keypair(ctx: ApiContext, caller: Identity, name: str) -> Body:
     return keypair
 
 
-@router.get("/os-keypairs/{name}", summary="Show one of the caller's keypairs")
+@router.get(
+    "/os-keypairs/{name}", summary="Show one of the caller's keypairs",
+    response_model=KeypairBody, response_model_exclude_unset=True, responses=failures(404),
+)
 def show_keypair(
     name: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
@@ -314,7 +340,10 @@ def show_keypair(
     return {"keypair": _keypair_view({**keypair, "created_at": created}, full=True)}
 
 
-@router.delete("/os-keypairs/{name}", status_code=202, summary="Delete one of the caller's keypairs")
+@router.delete(
+    "/os-keypairs/{name}", status_code=202, summary="Delete one of the caller's keypairs",
+    responses=failures(404),
+)
 def delete_keypair(
     name: str,
     request: Request,

@@ -13,6 +13,7 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Forbidden, NotFound
 from eventsvm.api.models import QuotaUpdate
+from eventsvm.api.openapi import failures
 from eventsvm.api.wire import parse_time, truthy
 from eventsvm.api.writes import caller_event
 from eventsvm.events.model import EventType
@@ -66,7 +67,10 @@ def _target_project(caller: Identity, project_id: str | None) -> str:
     return target
 
 
-@router.get("/limits", summary="The caller's (or, for admin, tenant_id's) absolute limits and usage")
+@router.get(
+    "/limits", summary="The caller's (or, for admin, tenant_id's) absolute limits and usage",
+    responses=failures(403),
+)
 def limits(
     tenant_id: str | None = None,
     caller: Identity = Depends(current_identity),
@@ -117,7 +121,7 @@ def _quota_view(project_id: str | None, quota: QuotaLimits) -> dict[str, Any]:
     return view
 
 
-@router.get("/os-quota-sets/{project_id}", summary="A project's quota")
+@router.get("/os-quota-sets/{project_id}", summary="A project's quota", responses=failures(403))
 def show_quota(
     project_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
@@ -132,7 +136,10 @@ def default_quota(project_id: str, _: Identity = Depends(current_identity)) -> d
     return {"quota_set": _quota_view(project_id, DEFAULT_LIMITS)}
 
 
-@router.get("/os-quota-sets/{project_id}/detail", summary="A project's quota with usage")
+@router.get(
+    "/os-quota-sets/{project_id}/detail", summary="A project's quota with usage",
+    responses=failures(403),
+)
 def quota_detail(
     project_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
@@ -147,7 +154,10 @@ def quota_detail(
     return {"quota_set": {"id": target, **view}}
 
 
-@router.put("/os-quota-sets/{project_id}", summary="Set a project's quota (admin; -1 = unlimited)")
+@router.put(
+    "/os-quota-sets/{project_id}", summary="Set a project's quota (admin; -1 = unlimited)",
+    responses=failures(400, 403),
+)
 def update_quota(
     project_id: str,
     body: QuotaUpdate,
@@ -203,7 +213,7 @@ def _period(request: Request, now_ms: int) -> tuple[int, int]:
     return bounds[0], max(bounds[1], bounds[0] + 1)
 
 
-@router.get("/os-simple-tenant-usage", summary="Usage of every project (admin)")
+@router.get("/os-simple-tenant-usage", summary="Usage of every project (admin)", responses=failures(400, 403))
 def list_usage(
     request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
@@ -219,7 +229,10 @@ def list_usage(
     return {"tenant_usages": usages}
 
 
-@router.get("/os-simple-tenant-usage/{tenant_id}", summary="Usage of one project")
+@router.get(
+    "/os-simple-tenant-usage/{tenant_id}", summary="Usage of one project",
+    responses=failures(400, 403),
+)
 def show_usage(
     tenant_id: str,
     request: Request,
@@ -309,7 +322,7 @@ def _admin_hypervisors(caller: Identity, ctx: ApiContext) -> list[dict[str, Any]
         return _hypervisors(ctx.readmodel.models)
 
 
-@router.get("/os-hypervisors", summary="List compute hosts (admin)")
+@router.get("/os-hypervisors", summary="List compute hosts (admin)", responses=failures(403))
 def list_hypervisors(
     caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
@@ -317,7 +330,10 @@ def list_hypervisors(
     return {"hypervisors": [{k: h[k] for k in _BRIEF} for h in _admin_hypervisors(caller, ctx)]}
 
 
-@router.get("/os-hypervisors/detail", summary="List compute hosts with capacity and use (admin)")
+@router.get(
+    "/os-hypervisors/detail", summary="List compute hosts with capacity and use (admin)",
+    responses=failures(403),
+)
 def hypervisors_detail(
     caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
@@ -325,7 +341,10 @@ def hypervisors_detail(
     return {"hypervisors": _admin_hypervisors(caller, ctx)}
 
 
-@router.get("/os-hypervisors/{hypervisor_id}", summary="Show a compute host (admin)")
+@router.get(
+    "/os-hypervisors/{hypervisor_id}", summary="Show a compute host (admin)",
+    responses=failures(403, 404),
+)
 def show_hypervisor(
     hypervisor_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from eventsvm.api.auth import Identity, api_context, current_identity, verify_to
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from eventsvm.api.models import AuthRequest
+from eventsvm.api.openapi import failures
+from eventsvm.api.responses import TokenBody
 from eventsvm.api.wire import base_url, iso_micro
 from eventsvm.api.writes import caller_event
 from eventsvm.events.model import EventType
@@ -36,7 +38,7 @@ def _version(base: str) -> dict[str, Any]:
 
 
 @router.get("", include_in_schema=False)
-@router.get("/", summary="Keystone's version list (unauthenticated)")
+@router.get("/", summary="Keystone's version list (unauthenticated)", status_code=300)
 def versions(request: Request) -> JSONResponse:
     """The identity API versions; keystone answers 300 Multiple Choices."""
     return JSONResponse({"versions": {"values": [_version(base_url(request))]}}, status_code=300)
@@ -149,7 +151,8 @@ def _scope_of(ctx: ApiContext, body: AuthRequest, user_name: str, user_domain: s
 
 
 @router.post(
-    "/v3/auth/tokens", status_code=201, summary="Issue a project-scoped token (password or token method)"
+    "/v3/auth/tokens", status_code=201, summary="Issue a project-scoped token (password or token method)",
+    response_model=TokenBody, response_model_exclude_unset=True, responses=failures(400, 401),
 )
 def issue_token(body: AuthRequest, request: Request, ctx: ApiContext = Depends(api_context)) -> JSONResponse:
     """Authenticate and answer 201 with the token in X-Subject-Token and the catalog in the body."""
@@ -210,7 +213,10 @@ def auth_catalog(
     }
 
 
-@router.get("/v3/auth/tokens", summary="Validate a token (X-Subject-Token)")
+@router.get(
+    "/v3/auth/tokens", summary="Validate a token (X-Subject-Token)",
+    response_model=TokenBody, response_model_exclude_unset=True, responses=failures(403, 404),
+)
 def validate_token(
     request: Request,
     nocatalog: str | None = None,
@@ -227,7 +233,10 @@ def validate_token(
     )
 
 
-@router.head("/v3/auth/tokens", status_code=200, summary="Check a token (X-Subject-Token)")
+@router.head(
+    "/v3/auth/tokens", status_code=200, summary="Check a token (X-Subject-Token)",
+    responses=failures(403, 404),
+)
 def check_token(
     subject_token: str | None = Header(None, alias="X-Subject-Token"),
     caller: Identity = Depends(current_identity),
@@ -238,7 +247,10 @@ def check_token(
     return Response(status_code=200)
 
 
-@router.delete("/v3/auth/tokens", status_code=204, summary="Revoke a token (X-Subject-Token)")
+@router.delete(
+    "/v3/auth/tokens", status_code=204, summary="Revoke a token (X-Subject-Token)",
+    responses=failures(403, 404),
+)
 def revoke_token(
     request: Request,
     subject_token: str | None = Header(None, alias="X-Subject-Token"),

@@ -13,6 +13,7 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import ProjectCreate, UserCreate
+from eventsvm.api.openapi import failures
 from eventsvm.api.wire import base_url
 from eventsvm.api.writes import caller_event, claim_name
 from eventsvm.events.model import Event, EventType
@@ -85,8 +86,8 @@ def list_projects(
     }
 
 
-@router.get("/v3/auth/projects", summary="Projects the caller has a role on")
-@router.get("/v3/users/{user_id}/projects", summary="Projects a user has a role on")
+@router.get("/v3/auth/projects", summary="Projects the caller has a role on", responses=failures(403))
+@router.get("/v3/users/{user_id}/projects", summary="Projects a user has a role on", responses=failures(403))
 @reads_models
 def user_projects(
     request: Request,
@@ -108,7 +109,7 @@ def user_projects(
     }
 
 
-@router.get("/v3/projects/{project_id}", summary="Show a project")
+@router.get("/v3/projects/{project_id}", summary="Show a project", responses=failures(403, 404))
 @reads_models
 def show_project(
     project_id: str,
@@ -139,7 +140,10 @@ def _claim_identity_name(ctx: ApiContext, event: Event, taken: Callable[[], bool
     claim_name(ctx, event, NAME_TAKEN)
 
 
-@router.post("/v3/projects", status_code=201, summary="Create a project (admin)")
+@router.post(
+    "/v3/projects", status_code=201, summary="Create a project (admin)",
+    responses=failures(403, 409),
+)
 def create_project(
     body: ProjectCreate,
     request: Request,
@@ -168,7 +172,7 @@ def create_project(
     return {"project": _project_view(base_url(request), project)}
 
 
-@router.get("/v3/users", summary="List users (admin)")
+@router.get("/v3/users", summary="List users (admin)", responses=failures(403))
 @reads_models
 def list_users(
     request: Request,
@@ -191,7 +195,7 @@ def list_users(
     }
 
 
-@router.get("/v3/users/{user_id}", summary="Show a user (admin, or the user)")
+@router.get("/v3/users/{user_id}", summary="Show a user (admin, or the user)", responses=failures(403, 404))
 def show_user(
     user_id: str,
     request: Request,
@@ -207,7 +211,7 @@ def show_user(
     return {"user": _user_view(base_url(request), user)}
 
 
-@router.post("/v3/users", status_code=201, summary="Create a user (admin)")
+@router.post("/v3/users", status_code=201, summary="Create a user (admin)", responses=failures(400, 403, 409))
 def create_user(
     body: UserCreate,
     request: Request,
@@ -257,7 +261,7 @@ def _role_view(base: str, role: str) -> dict[str, Any]:
     }
 
 
-@router.get("/v3/roles/{role_id}", summary="Show a role")
+@router.get("/v3/roles/{role_id}", summary="Show a role", responses=failures(404))
 def show_role(role_id: str, request: Request, _: Identity = Depends(current_identity)) -> dict[str, Any]:
     """One role."""
     if role_id not in ROLES:
@@ -269,6 +273,7 @@ def show_role(role_id: str, request: Request, _: Identity = Depends(current_iden
     "/v3/projects/{project_id}/users/{user_id}/roles/{role_id}",
     status_code=204,
     summary="Assign a role to a user on a project (admin)",
+    responses=failures(403, 404, 409),
 )
 def assign_role(
     project_id: str,
@@ -297,7 +302,7 @@ def assign_role(
     return Response(status_code=204)
 
 
-@router.get("/v3/role_assignments", summary="List role assignments")
+@router.get("/v3/role_assignments", summary="List role assignments", responses=failures(403))
 @reads_models
 def role_assignments(
     request: Request,

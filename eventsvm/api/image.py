@@ -12,6 +12,8 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import ImageCreate
+from eventsvm.api.openapi import failures
+from eventsvm.api.responses import Image, ImageList
 from eventsvm.api.wire import base_url, is_uuid, iso_z, page, parse_limit
 from eventsvm.api.writes import caller_event, claim_name
 from eventsvm.events.model import EventType
@@ -51,7 +53,7 @@ _CORE = frozenset(
 
 
 @router.get("", include_in_schema=False)
-@router.get("/", summary="Glance's version list (unauthenticated)")
+@router.get("/", summary="Glance's version list (unauthenticated)", status_code=300)
 def versions(request: Request) -> JSONResponse:
     """The image API versions; glance answers 300 Multiple Choices."""
     href = f"{base_url(request)}/image/v2/"
@@ -112,7 +114,10 @@ def _in_list(raw: str) -> set[str]:
     return {v.strip().strip('"') for v in values.split(",")}
 
 
-@router.get("/v2/images", summary="List images")
+@router.get(
+    "/v2/images", summary="List images",
+    response_model=ImageList, response_model_exclude_unset=True, responses=failures(400),
+)
 @reads_models
 def list_images(
     request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
@@ -156,7 +161,10 @@ def list_images(
     }
 
 
-@router.get("/v2/images/{image_id}", summary="Show an image")
+@router.get(
+    "/v2/images/{image_id}", summary="Show an image",
+    response_model=Image, response_model_exclude_unset=True, responses=failures(404),
+)
 def show_image(
     image_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
@@ -168,7 +176,10 @@ def show_image(
     return image_view(image, catalog.created_at.get(image_id))
 
 
-@router.post("/v2/images", status_code=201, summary="Register an image")
+@router.post(
+    "/v2/images", status_code=201, summary="Register an image",
+    response_model=Image, response_model_exclude_unset=True, responses=failures(400, 403, 409),
+)
 def create_image(
     body: ImageCreate,
     request: Request,

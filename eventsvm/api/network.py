@@ -13,6 +13,8 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import NetworkCreate, SubnetCreate
+from eventsvm.api.openapi import failures
+from eventsvm.api.responses import NetworkBody, NetworkList, PortBody, PortList
 from eventsvm.api.server_request import network_visible
 from eventsvm.api.wire import base_url, iso_z
 from eventsvm.api.writes import caller_event
@@ -86,7 +88,10 @@ def network_view(models: Models, network: Body) -> dict[str, Any]:
     }
 
 
-@router.get("/v2.0/networks", summary="List networks")
+@router.get(
+    "/v2.0/networks", summary="List networks",
+    response_model=NetworkList, response_model_exclude_unset=True,
+)
 @reads_models
 def list_networks(
     request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
@@ -98,7 +103,10 @@ def list_networks(
     return {"networks": [v for v in views if _matches(request.query_params, v, fields)]}
 
 
-@router.get("/v2.0/networks/{network_id}", summary="Show a network")
+@router.get(
+    "/v2.0/networks/{network_id}", summary="Show a network",
+    response_model=NetworkBody, response_model_exclude_unset=True, responses=failures(404),
+)
 @reads_models
 def show_network(
     network_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
@@ -111,7 +119,10 @@ def show_network(
     return {"network": network_view(models, network)}
 
 
-@router.post("/v2.0/networks", status_code=201, summary="Create a network")
+@router.post(
+    "/v2.0/networks", status_code=201, summary="Create a network",
+    response_model=NetworkBody, response_model_exclude_unset=True, responses=failures(403),
+)
 def create_network(
     body: NetworkCreate,
     request: Request,
@@ -190,7 +201,7 @@ def list_subnets(
     return {"subnets": [v for v in views if _matches(request.query_params, v, fields)]}
 
 
-@router.get("/v2.0/subnets/{subnet_id}", summary="Show a subnet")
+@router.get("/v2.0/subnets/{subnet_id}", summary="Show a subnet", responses=failures(404))
 @reads_models
 def show_subnet(
     subnet_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
@@ -215,7 +226,10 @@ def _address(
     return address
 
 
-@router.post("/v2.0/subnets", status_code=201, summary="Create a subnet")
+@router.post(
+    "/v2.0/subnets", status_code=201, summary="Create a subnet",
+    responses=failures(400, 403, 404, 409),
+)
 def create_subnet(
     body: SubnetCreate,
     request: Request,
@@ -329,7 +343,7 @@ def _ports(models: Models, caller: Identity) -> list[dict[str, Any]]:
     return ports
 
 
-@router.get("/v2.0/ports", summary="List ports")
+@router.get("/v2.0/ports", summary="List ports", response_model=PortList, response_model_exclude_unset=True)
 def list_ports(
     request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
@@ -349,7 +363,10 @@ def list_ports(
     return {"ports": [p for p in ports if _matches(request.query_params, p, fields)]}
 
 
-@router.get("/v2.0/ports/{port_id}", summary="Show a port")
+@router.get(
+    "/v2.0/ports/{port_id}", summary="Show a port",
+    response_model=PortBody, response_model_exclude_unset=True, responses=failures(404),
+)
 def show_port(
     port_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:

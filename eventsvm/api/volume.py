@@ -16,6 +16,8 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import Forbidden, NotFound
 from eventsvm.api.models import VolumeCreate
+from eventsvm.api.openapi import failures
+from eventsvm.api.responses import VolumeBody, VolumeList
 from eventsvm.api.wire import base_url, iso_micro, page, parse_limit, truthy
 from eventsvm.api.writes import caller_event
 from eventsvm.events.model import EventType
@@ -34,7 +36,7 @@ def _versions(request: Request) -> dict[str, Any]:
 
 
 @router.get("", include_in_schema=False)
-@router.get("/", summary="Cinder's version list (unauthenticated)")
+@router.get("/", summary="Cinder's version list (unauthenticated)", status_code=300)
 def versions(request: Request) -> JSONResponse:
     """The block-storage API versions; cinder answers 300 Multiple Choices."""
     return JSONResponse(_versions(request), status_code=300)
@@ -112,7 +114,10 @@ def _volumes(
     return {"volumes": [volume_view(models, base, v, caller, detail) for v in shown]}
 
 
-@router.get("/v3/{project_id}/volumes", summary="List volumes")
+@router.get(
+    "/v3/{project_id}/volumes", summary="List volumes",
+    response_model=VolumeList, response_model_exclude_unset=True, responses=failures(400, 403),
+)
 @reads_models
 def list_volumes(
     project_id: str,
@@ -124,7 +129,10 @@ def list_volumes(
     return _volumes(request, project_id, caller, ctx, detail=False)
 
 
-@router.get("/v3/{project_id}/volumes/detail", summary="List volumes with details")
+@router.get(
+    "/v3/{project_id}/volumes/detail", summary="List volumes with details",
+    response_model=VolumeList, response_model_exclude_unset=True, responses=failures(400, 403),
+)
 @reads_models
 def list_volumes_detail(
     project_id: str,
@@ -136,7 +144,10 @@ def list_volumes_detail(
     return _volumes(request, project_id, caller, ctx, detail=True)
 
 
-@router.get("/v3/{project_id}/volumes/{volume_id}", summary="Show a volume")
+@router.get(
+    "/v3/{project_id}/volumes/{volume_id}", summary="Show a volume",
+    response_model=VolumeBody, response_model_exclude_unset=True, responses=failures(403, 404),
+)
 def show_volume(
     project_id: str,
     volume_id: str,
@@ -153,7 +164,10 @@ def show_volume(
     return {"volume": volume_view(models, base_url(request), volume, caller)}
 
 
-@router.post("/v3/{project_id}/volumes", status_code=202, summary="Create a volume")
+@router.post(
+    "/v3/{project_id}/volumes", status_code=202, summary="Create a volume",
+    response_model=VolumeBody, response_model_exclude_unset=True, responses=failures(403),
+)
 def create_volume(
     project_id: str,
     body: VolumeCreate,
@@ -176,7 +190,7 @@ def create_volume(
     return {"volume": volume_view(rm.models, base_url(request), volume, caller)}
 
 
-@router.get("/v3/{project_id}/limits", summary="The project's block-storage limits")
+@router.get("/v3/{project_id}/limits", summary="The project's block-storage limits", responses=failures(403))
 @reads_models
 def volume_limits(
     project_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
