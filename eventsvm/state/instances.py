@@ -16,7 +16,7 @@ from typing import Any
 from eventsvm.events.model import Event, EventType
 
 # nova power states
-NOSTATE, RUNNING, PAUSED, SHUTDOWN, SUSPENDED = 0, 1, 3, 4, 7
+NOSTATE, RUNNING, SHUTDOWN = 0, 1, 4
 
 # (status, vm_state, task_state) after each event type; one constant per row, as the folds below
 # read a module global faster than a dict keyed by an enum member

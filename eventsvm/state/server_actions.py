@@ -20,8 +20,6 @@ class ServerAction:
     on_host: bool = True
 
 
-_ALL_POWER = frozenset({"active", "stopped", "paused", "suspended"})
-
 SERVER_ACTIONS: dict[str, ServerAction] = {
     a.name: a
     for a in (
@@ -39,7 +37,7 @@ SERVER_ACTIONS: dict[str, ServerAction] = {
         ServerAction("unlock", frozenset(), None, None, on_host=False),
     )
 }
-HARD_REBOOT_STATES = _ALL_POWER
+HARD_REBOOT_STATES = frozenset({"active", "stopped", "paused", "suspended"})
 HARD_REBOOT_TASK = "rebooting_hard"
 
 # The API's request key of each action (POST /servers/{id}/action)
