@@ -41,11 +41,25 @@ def _instance_for_actions(models: Models, caller: Identity, server_id: str) -> I
 def list_actions(
     server_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
-    """The create and delete requests made on the server, newest first, from the log."""
+    """The requests made on the server (create, delete, the server actions), newest first, from the log."""
     with ctx.readmodel.lock:
         inst = _instance_for_actions(ctx.readmodel.models, caller, server_id)
         actions = instance_actions(ctx.readmodel.models, inst.id)
-    return {"instanceActions": [{k: v for k, v in a.items() if k != "events"} for a in actions]}
+    return {"instanceActions": [_at_2_1(a, with_events=False) for a in actions]}
+
+
+# nova shows an action's updated_at from microversion 2.58 and an event's host from 2.62; this API
+# serves 2.1, whose schema (tempest's too) allows neither
+_AFTER_2_1 = frozenset({"updated_at"})
+_EVENT_AFTER_2_1 = frozenset({"host", "hostId"})
+
+
+def _at_2_1(action: dict[str, Any], with_events: bool) -> dict[str, Any]:
+    shown = {k: v for k, v in action.items() if k not in _AFTER_2_1 and k != "events"}
+    if with_events:
+        events = action["events"]
+        shown["events"] = [{k: v for k, v in e.items() if k not in _EVENT_AFTER_2_1} for e in events]
+    return shown
 
 
 @router.get(
@@ -58,13 +72,13 @@ def show_action(
     caller: Identity = Depends(current_identity),
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
-    """One action and the pipeline stages it went through, with their result and host."""
+    """One action and the pipeline stages it went through, with their result."""
     with ctx.readmodel.lock:
         inst = _instance_for_actions(ctx.readmodel.models, caller, server_id)
         actions = instance_actions(ctx.readmodel.models, inst.id)
     for action in actions:
         if action["request_id"] == action_request_id:
-            return {"instanceAction": action}
+            return {"instanceAction": _at_2_1(action, with_events=True)}
     raise NotFound(f"Action {action_request_id} on instance {server_id} could not be found.")
 
 
