@@ -245,3 +245,17 @@ def test_a_locked_server_is_not_deleted_by_its_owner_but_by_an_admin(cloud: Clou
     assert answer.json()["conflictingRequest"]["message"] == f"Instance {active} is locked"
     assert cloud.events(EventType.INSTANCE_DELETE_REQUESTED) == []
     assert cloud.client.delete(f"{SERVERS}/{active}", headers=cloud.headers("admin")).status_code == 204
+
+
+def test_the_command_goes_to_the_partition_of_the_servers_host(cloud: Cloud) -> None:
+    host = dict(next(e for e in cloud.readmodel.models.hosts.values()))
+    cloud.readmodel.append([Event(
+        type=EventType.HOST_REGISTERED, event_id=str(uuid.uuid4()), aggregate_id="host-7", sequence=1,
+        request_id="req-seed", causation_id=None, user_id=None, project_id=None, occurred_at=now_ms(),
+        prev_hash=None, body={**host, "name": "host-7", "slot": 3})])
+    server_id = cloud.create_server()
+    cloud.advance(server_id, "active", host="host-7")
+    assert post(cloud, server_id, {"os-stop": None}).status_code == 202
+    [record] = [r for r in cloud.records() if r.topic == str(Topic.ACTION_REQUESTED)]
+    partitions = cloud.readmodel.log.partitions(str(Topic.ACTION_REQUESTED))
+    assert partitions > 1 and record.partition == 3 % partitions
