@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext
-from eventsvm.api.errors import BadRequest, Forbidden, NotFound
+from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import ServerCreate
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import ServerBody, ServerCreatedBody, ServerDetailList, ServerList
@@ -332,7 +332,7 @@ def show_server(
 
 @router.delete(
     "/v2.1/servers/{server_id}", status_code=204, summary="Delete a server",
-    responses=failures(403, 404),
+    responses=failures(403, 404, 409),
 )
 def delete_server(
     server_id: str,
@@ -349,6 +349,8 @@ def delete_server(
             raise Forbidden(policy.denied_message("os_compute_api:servers:delete"))
         if inst.task_state == "deleting":
             return Response(status_code=204)  # already on its way out; a second request changes nothing
+        if inst.locked and not policy.is_admin(caller.roles):
+            raise Conflict(f"Instance {inst.id} is locked")  # nova's check_instance_lock
         event = Event(
             type=EventType.INSTANCE_DELETE_REQUESTED,
             event_id=str(uuid.uuid4()),

@@ -18,7 +18,7 @@ from typing import Any
 from eventsvm.app.registry import PIPELINE, PipelineSettings, host_service, pipeline_service
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
-from eventsvm.events.model import EventType, Topic, new_event
+from eventsvm.events.model import HOST_ROUTED_TOPICS, EventType, Topic, new_event
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, EventLog, OutRecord
 from eventsvm.projections.readmodel import ReadModel
@@ -100,11 +100,8 @@ def spawner_runner(
 ) -> ServiceRunner[Any]:
     """The spawner of `host`, reading exactly its slot's partition of the host-routed topics."""
     # a spawner may be the first process on a new log: its partition needs the topics to exist
-    log_.create_topics([str(Topic.RESOURCES_RESOLVED), str(Topic.DELETE_DISPATCHED)])
-    partitions = [
-        (str(t), host.slot % log_.partitions(str(t)))
-        for t in (Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED)
-    ]
+    log_.create_topics([str(t) for t in HOST_ROUTED_TOPICS])
+    partitions = [(str(t), host.slot % log_.partitions(str(t))) for t in HOST_ROUTED_TOPICS]
     return ServiceRunner(
         log_,
         host_service("spawner", host.name),
@@ -149,6 +146,9 @@ class ClusterOptions:
     hypervisor_type: str = "test"
     image_location: str | None = None
     image_properties: dict[str, str] = field(default_factory=dict)
+    # seconds a guest has to shut itself down on a stop, and on a soft reboot before a hard one
+    shutdown_timeout_s: float = 60.0
+    soft_reboot_timeout_s: float = 120.0
 
 
 class Cluster:
@@ -185,6 +185,8 @@ class Cluster:
         for index in range(opts.hosts):
             name = f"compute-{index + 1}"
             host = factory(opts.data_dir, name, index, opts.capacity, opts.broken_hosts.get(name))
+            host.shutdown_timeout_s = opts.shutdown_timeout_s
+            host.soft_reboot_timeout_s = opts.soft_reboot_timeout_s
             register_host(self.open_log(), self.codec, host, opts.hypervisor_type)
             self.hosts.append(host)
         member = default_member_name()

@@ -26,6 +26,10 @@ class Topic(StrEnum):
     DELETE_REQUESTED = "eventsvm.instance.delete-requested"
     DELETE_DISPATCHED = "eventsvm.instance.delete-dispatched"
     DELETED = "eventsvm.instance.deleted"
+    # server actions after the boot (DESIGN §7): the command, routed to the host, and its outcome
+    ACTION_REQUESTED = "eventsvm.instance.action-requested"
+    ACTION_COMPLETED = "eventsvm.instance.action-completed"
+    ACTION_FAILED = "eventsvm.instance.action-failed"
     HOSTS = "eventsvm.host.inventory"
     CATALOG = "eventsvm.catalog"
     IDENTITY = "eventsvm.identity"
@@ -43,11 +47,15 @@ INSTANCE_TOPICS: tuple[Topic, ...] = (
     Topic.DELETE_REQUESTED,
     Topic.DELETE_DISPATCHED,
     Topic.DELETED,
+    Topic.ACTION_REQUESTED,
+    Topic.ACTION_COMPLETED,
+    Topic.ACTION_FAILED,
 )
 
 # Topics whose partition is chosen by compute host rather than by key, so that a spawner reads only
 # its own host's work (see docs/decisions.md, "Routing work to a compute host").
-HOST_ROUTED_TOPICS: tuple[Topic, ...] = (Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED)
+HOST_ROUTED_TOPICS: tuple[Topic, ...] = (
+    Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.ACTION_REQUESTED)
 
 
 class EventType(StrEnum):
@@ -63,6 +71,10 @@ class EventType(StrEnum):
     INSTANCE_DELETE_REQUESTED = "instance.delete_requested"
     INSTANCE_DELETE_DISPATCHED = "instance.delete_dispatched"
     INSTANCE_DELETED = "instance.deleted"
+    # server actions (stop, start, reboot, pause, suspend, lock ...): command and outcome
+    INSTANCE_ACTION_REQUESTED = "instance.action_requested"
+    INSTANCE_ACTION_COMPLETED = "instance.action_completed"
+    INSTANCE_ACTION_FAILED = "instance.action_failed"
     # compute hosts
     HOST_REGISTERED = "host.registered"
     HOST_UPDATED = "host.updated"
@@ -100,6 +112,9 @@ TOPIC_OF: dict[EventType, Topic] = {
     EventType.INSTANCE_DELETE_REQUESTED: Topic.DELETE_REQUESTED,
     EventType.INSTANCE_DELETE_DISPATCHED: Topic.DELETE_DISPATCHED,
     EventType.INSTANCE_DELETED: Topic.DELETED,
+    EventType.INSTANCE_ACTION_REQUESTED: Topic.ACTION_REQUESTED,
+    EventType.INSTANCE_ACTION_COMPLETED: Topic.ACTION_COMPLETED,
+    EventType.INSTANCE_ACTION_FAILED: Topic.ACTION_FAILED,
     EventType.HOST_REGISTERED: Topic.HOSTS,
     EventType.HOST_UPDATED: Topic.HOSTS,
     EventType.DEAD_LETTER_RECORDED: Topic.DEAD_LETTER,

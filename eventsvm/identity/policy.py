@@ -90,3 +90,15 @@ def can_set_quota(roles: Iterable[str]) -> bool:
 def denied_message(rule: str) -> str:
     """Nova's 403 message for a policy rule, e.g. "os_compute_api:servers:create"."""
     return f"Policy doesn't allow {rule} to be performed."
+
+
+# -- server actions (os_compute_api:servers:start / stop / reboot, os-pause-server, os-suspend-server,
+# os-lock-server): nova's defaults are a member of the server's project, or an admin
+def can_act_on_server(roles: Iterable[str], token_project_id: str, server_project_id: str) -> bool:
+    """A power or lock action on a server: a member of the server's project, or an admin."""
+    return _project_role(roles, MEMBER, token_project_id, server_project_id)
+
+
+def can_override_lock(roles: Iterable[str]) -> bool:
+    """os-lock-server:unlock:unlock_override (unlock what someone else's role locked): admin only."""
+    return is_admin(roles)
