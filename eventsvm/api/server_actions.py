@@ -17,8 +17,8 @@ from eventsvm.api.auth import Identity
 from eventsvm.api.compute import visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden
-from eventsvm.api.wire import request_id
-from eventsvm.events.model import Event, EventType, new_id
+from eventsvm.api.writes import chained_event
+from eventsvm.events.model import EventType
 from eventsvm.identity import policy
 from eventsvm.state.instances import Instance
 from eventsvm.state.server_actions import REQUEST_KEYS, ActionRefused, check_state
@@ -68,7 +68,7 @@ def request_action(
             _power_body(inst, caller, action, reboot_type)
         if body is None:
             return Response(status_code=202)  # the owner locking what it already locked: nothing to do
-        event = _chained(inst, body, request, caller, ctx)
+        event = chained_event(EventType.INSTANCE_ACTION_REQUESTED, inst, body, request, caller, ctx)
         host = rm.models.hosts.get(inst.host or "")
         slot = host.get("slot") if host is not None else None
     # the host's partition, which its spawner reads (docs/decisions.md, Routing work to a compute host)
@@ -102,25 +102,6 @@ def _lock_body(inst: Instance, caller: Identity, action: str, reason: str | None
         raise Forbidden(policy.denied_message("os_compute_api:os-lock-server:unlock:unlock_override"))
     return {"action": "unlock", "host": inst.host, "vm_state": inst.vm_state, "task_state": None,
             "reboot_type": None, "locked_reason": None, "locked_by": None}
-
-
-def _chained(
-    inst: Instance, body: dict[str, Any], request: Request, caller: Identity, ctx: ApiContext
-) -> Event:
-    """The command, chained to the newest event of the instance the API has seen (as a delete is)."""
-    return Event(
-        type=EventType.INSTANCE_ACTION_REQUESTED,
-        event_id=new_id(),
-        aggregate_id=inst.id,
-        sequence=inst.last_sequence + 1,
-        request_id=request_id(request),
-        causation_id=inst.last_event_id,
-        user_id=caller.user_id,
-        project_id=caller.project_id,
-        occurred_at=ctx.clock_ms(),
-        prev_hash=inst.last_hash,
-        body=body,
-    )
 
 
 _RULES = {
