@@ -133,3 +133,53 @@ def kafka_grouped(ctx: Context) -> dict[str, list[float]]:
     shares their transactions), then consume + commit as above."""
     opener = kafka_opener(ctx, [TOPIC], PARTITIONS)
     return _run(ctx, opener, _append_grouped)
+
+
+SINGLE_APPENDERS = 16
+
+
+def _single_appends(log: EventLog, records: list[OutRecord]) -> dict[str, float]:
+    """Appends of one record each, as every POST /servers is: events/s from one thread, then from
+    SINGLE_APPENDERS threads at once (group commit shares their transactions)."""
+    log.append(records[:1])  # starts the producers, untimed
+    half = len(records) // 2
+    start = time.perf_counter()
+    for record in records[1:half]:
+        log.append([record])
+    serial = (half - 1) / (time.perf_counter() - start)
+
+    rest = records[half:]
+    failures: list[BaseException] = []
+
+    def appender(mine: list[OutRecord]) -> None:
+        try:
+            for record in mine:
+                log.append([record])
+        except BaseException as exc:  # re-raised below: a failed append must fail the benchmark
+            failures.append(exc)
+
+    threads = [threading.Thread(target=appender, args=(rest[k::SINGLE_APPENDERS],))
+               for k in range(SINGLE_APPENDERS)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    concurrent = len(rest) / (time.perf_counter() - start)
+    if failures:
+        raise failures[0]
+    return {"serial": serial, "concurrent": concurrent}
+
+
+@benchmark("log.kafka.single_appends")
+def kafka_single_appends(ctx: Context) -> dict[str, list[float]]:
+    """Kafka engine, appends of one record: one thread, then 16 threads at once (group commit)."""
+    opener = kafka_opener(ctx, [TOPIC], PARTITIONS)
+    records = _records(ctx.size(2000))
+    out: dict[str, list[float]] = {"serial": [], "concurrent": []}
+    for _ in range(ctx.repetitions):
+        with opener() as log:
+            log.create_topics([TOPIC], PARTITIONS)
+            for metric, rate in _single_appends(log, records).items():
+                out[metric].append(rate)
+    return out

@@ -5,6 +5,8 @@ claims on its host: a claim that no longer fits (two schedulers chose this host 
 refused as a retryable failure, so the scheduler moves the instance to its next alternate. It
 checks the claim the scheduler computed (carried in resources-resolved), never one of its own.
 Redelivery never makes a second guest: the hypervisor's spawn is idempotent on the UUID.
+It also carries out the host side of server actions (stop, start, reboot, pause, suspend ...) and
+appends what happened; an action it already answered is not carried out twice.
 """
 
 from __future__ import annotations
@@ -16,18 +18,20 @@ from eventsvm.events.builders import deleted, failed, flavor_snapshot
 from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext, Transient
 from eventsvm.scheduler.claims import Claim, claim_in, recorded_claim
+from eventsvm.state.server_actions import SERVER_ACTIONS
 from eventsvm.virt.compute_host import ComputeHost
-from eventsvm.virt.hypervisor import HypervisorError, HypervisorUnavailable
+from eventsvm.virt.hypervisor import DomainState, HypervisorError, HypervisorUnavailable
 from eventsvm.virt.xml import InvalidGuestSpec
 
 
 @dataclass
 class SpawnerState:
-    """The claims on this host, and the instances that are gone."""
+    """The claims on this host, the instances that are gone, and the actions already answered."""
 
     host: str = ""
     claims: dict[str, Claim] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)
+    answered: set[str] = field(default_factory=set)
 
     def used(self) -> tuple[int, int, int]:
         """vCPUs, RAM MB and disk GB claimed on this host."""
@@ -50,7 +54,12 @@ def evolve(state: SpawnerState, event: Event) -> SpawnerState:
         if body["final"]:
             state.gone.add(instance_id)
         state.claims.pop(instance_id, None)
+    elif kind in _ACTION_OUTCOMES and body["host"] == state.host and event.causation_id:
+        state.answered.add(event.causation_id)
     return state
+
+
+_ACTION_OUTCOMES = (EventType.INSTANCE_ACTION_COMPLETED, EventType.INSTANCE_ACTION_FAILED)
 
 
 def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Output]:
@@ -64,6 +73,8 @@ def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Outp
             return [Output(deleted(event, host.name, "spawner"))]
         if event.type == EventType.INSTANCE_RESOURCES_RESOLVED:
             return _spawn(state, event, host)
+        if event.type == EventType.INSTANCE_ACTION_REQUESTED:
+            return _act(state, event, host)
     except HypervisorUnavailable as exc:
         # says nothing about the instance: decide it again once the hypervisor answers
         raise Transient(f"hypervisor of {host.name} out of reach: {exc}") from exc
@@ -125,13 +136,34 @@ def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Out
     return [Output(new_event(EventType.INSTANCE_SPAWNED, instance_id, spawned, cause=event))]
 
 
+def _act(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
+    """A server action's host step: its outcome, or its failure with the guest as found (the
+    server stays in the vm_state it had, as nova reverts the task_state of a failed action)."""
+    instance_id, body = event.aggregate_id, event.body
+    rule = SERVER_ACTIONS.get(body["action"])
+    if rule is None or not rule.on_host or instance_id in state.gone or event.event_id in state.answered:
+        return []
+    try:
+        domain, note = host.act(instance_id, rule.name, body.get("reboot_type"))
+    except HypervisorError as exc:
+        found = host.hypervisor.state(instance_id)
+        outcome = {"action": rule.name, "host": host.name, "vm_state": body["vm_state"],
+                   "power_state": int(found if found is not None else DomainState.NOSTATE),
+                   "reason": f"{rule.name} of instance {instance_id} failed: {exc}"}
+        return [Output(new_event(EventType.INSTANCE_ACTION_FAILED, instance_id, outcome, cause=event))]
+    done = {"action": rule.name, "host": host.name, "vm_state": rule.vm_state_after,
+            "power_state": int(domain.state), "detail": note}
+    return [Output(new_event(EventType.INSTANCE_ACTION_COMPLETED, instance_id, done, cause=event))]
+
+
 def service_for(host_name: str) -> Service[SpawnerState]:
     """The spawner of one host (its state only counts that host's claims)."""
     return Service(
         name=f"spawner.{host_name}",
-        inputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED),
-        state_topics=(Topic.SPAWNED, Topic.DELETED, Topic.FAILED),
-        outputs=(Topic.SPAWNED, Topic.DELETED, Topic.FAILED),
+        inputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.ACTION_REQUESTED),
+        state_topics=(
+            Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED),
+        outputs=(Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED),
         initial_state=lambda: SpawnerState(host=host_name),
         evolve=evolve,
         decide=decide,

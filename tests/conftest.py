@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import pytest_timeout
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
@@ -56,3 +58,30 @@ def kafka_bootstrap() -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         _kafka_sh("stop", port)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: pytest_timeout.Settings) -> bool | None:
+    """pytest-timeout's thread method, with the test's name first: its stack dump alone does not
+    say which test (or which test's fixture) ran over, and it ends the whole run."""
+    if settings.method != "thread":
+        return None
+
+    def expired() -> None:
+        capture = item.config.pluginmanager.getplugin("capturemanager")
+        if capture is not None:
+            capture.suspend_global_capture(item)
+        item.config.get_terminal_writer().line(
+            f"\n{item.nodeid} ran over its {settings.timeout:g} s bound (setup, call and teardown)")
+        pytest_timeout.timeout_timer(item, settings)
+
+    timer = threading.Timer(settings.timeout, expired)
+    timer.name = f"timeout {item.nodeid}"
+
+    def cancel() -> None:
+        timer.cancel()
+        timer.join()
+
+    item.cancel_timeout = cancel  # what pytest-timeout's cancel hook calls
+    timer.start()
+    return True

@@ -190,6 +190,15 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
                                      "access_ipv6": None},
         EventType.INSTANCE_METADATA_CHANGED: {"set": {"role": "primary", "tier": "db"},
                                               "removed": ["draining"], "replace": False},
+        EventType.INSTANCE_ACTION_REQUESTED: {
+            "action": "reboot", "host": host, "vm_state": "active", "task_state": "rebooting_hard",
+            "reboot_type": "HARD", "locked_reason": None, "locked_by": None},
+        EventType.INSTANCE_ACTION_COMPLETED: {
+            "action": "reboot", "host": host, "vm_state": "active", "power_state": 1,
+            "detail": "the guest did not shut down within 120 s; rebooted hard"},
+        EventType.INSTANCE_ACTION_FAILED: {
+            "action": "pause", "host": host, "vm_state": "active", "power_state": 4,
+            "reason": "pause of instance failed: domain is not running"},
         EventType.HOST_REGISTERED: {
             "name": host, "slot": HOSTS.index(host), "vcpus": 32, "ram_mb": 131072, "disk_gb": 1000,
             "availability_zone": "nova", "enabled": True, "cpu_allocation_ratio": 4.0,

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext
-from eventsvm.api.errors import BadRequest, Forbidden, NotFound
+from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import ServerCreate
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import ServerBody, ServerCreatedBody, ServerDetailList, ServerList
@@ -30,11 +30,10 @@ from eventsvm.api.wire import (
     page,
     parse_limit,
     parse_time,
-    request_id,
 )
-from eventsvm.api.writes import caller_event
+from eventsvm.api.writes import caller_event, chained_event
 from eventsvm.events.codec import Codec
-from eventsvm.events.model import Event, EventType, Topic
+from eventsvm.events.model import EventType, Topic
 from eventsvm.identity import policy
 from eventsvm.projections.readmodel import Models
 from eventsvm.state.instances import Instance
@@ -332,7 +331,7 @@ def show_server(
 
 @router.delete(
     "/v2.1/servers/{server_id}", status_code=204, summary="Delete a server",
-    responses=failures(403, 404),
+    responses=failures(403, 404, 409),
 )
 def delete_server(
     server_id: str,
@@ -349,18 +348,9 @@ def delete_server(
             raise Forbidden(policy.denied_message("os_compute_api:servers:delete"))
         if inst.task_state == "deleting":
             return Response(status_code=204)  # already on its way out; a second request changes nothing
-        event = Event(
-            type=EventType.INSTANCE_DELETE_REQUESTED,
-            event_id=str(uuid.uuid4()),
-            aggregate_id=inst.id,
-            sequence=inst.last_sequence + 1,
-            request_id=request_id(request),
-            causation_id=inst.last_event_id,
-            user_id=caller.user_id,
-            project_id=caller.project_id,
-            occurred_at=ctx.clock_ms(),
-            prev_hash=inst.last_hash,
-            body={"host": inst.host},
-        )
+        if inst.locked and not policy.is_admin(caller.roles):
+            raise Conflict(f"Instance {inst.id} is locked")  # nova's check_instance_lock
+        event = chained_event(EventType.INSTANCE_DELETE_REQUESTED, inst, {"host": inst.host},
+                              request, caller, ctx)
     rm.append([event])
     return Response(status_code=204)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Request, Response
 
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.compute import visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, NotFound
 from eventsvm.api.openapi import failures
+from eventsvm.api.server_actions import is_server_action, request_action
 from eventsvm.identity import policy
 from eventsvm.projections.history import instance_actions
 from eventsvm.projections.readmodel import Models
@@ -40,11 +41,25 @@ def _instance_for_actions(models: Models, caller: Identity, server_id: str) -> I
 def list_actions(
     server_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
-    """The create and delete requests made on the server, newest first, from the log."""
+    """The requests made on the server (create, delete, the server actions), newest first, from the log."""
     with ctx.readmodel.lock:
         inst = _instance_for_actions(ctx.readmodel.models, caller, server_id)
         actions = instance_actions(ctx.readmodel.models, inst.id)
-    return {"instanceActions": [{k: v for k, v in a.items() if k != "events"} for a in actions]}
+    return {"instanceActions": [_at_2_1(a, with_events=False) for a in actions]}
+
+
+# nova shows an action's updated_at from microversion 2.58 and an event's host from 2.62; this API
+# serves 2.1, whose schema (tempest's too) allows neither
+_AFTER_2_1 = frozenset({"updated_at"})
+_EVENT_AFTER_2_1 = frozenset({"host", "hostId"})
+
+
+def _at_2_1(action: dict[str, Any], with_events: bool) -> dict[str, Any]:
+    shown = {k: v for k, v in action.items() if k not in _AFTER_2_1 and k != "events"}
+    if with_events:
+        events = action["events"]
+        shown["events"] = [{k: v for k, v in e.items() if k not in _EVENT_AFTER_2_1} for e in events]
+    return shown
 
 
 @router.get(
@@ -57,13 +72,13 @@ def show_action(
     caller: Identity = Depends(current_identity),
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
-    """One action and the pipeline stages it went through, with their result and host."""
+    """One action and the pipeline stages it went through, with their result."""
     with ctx.readmodel.lock:
         inst = _instance_for_actions(ctx.readmodel.models, caller, server_id)
         actions = instance_actions(ctx.readmodel.models, inst.id)
     for action in actions:
         if action["request_id"] == action_request_id:
-            return {"instanceAction": action}
+            return {"instanceAction": _at_2_1(action, with_events=True)}
     raise NotFound(f"Action {action_request_id} on instance {server_id} could not be found.")
 
 
@@ -82,19 +97,24 @@ def _console_length(raw: Any) -> int | None:
 
 
 @router.post(
-    "/v2.1/servers/{server_id}/action", summary="A server action (os-getConsoleOutput)",
-    responses=failures(400, 404, 409),
+    "/v2.1/servers/{server_id}/action", summary="A server action", response_model=None,
+    responses={202: {"description": "A power or lock action was accepted (no body)"},
+               **failures(400, 403, 404, 409)},
 )
 def server_action(
     server_id: str,
+    request: Request,
     body: dict[str, Any] = Body(...),
     caller: Identity = Depends(current_identity),
     ctx: ApiContext = Depends(api_context),
-) -> dict[str, Any]:
-    """The guest's serial console (`openstack console log show`); other actions are not offered."""
+) -> dict[str, Any] | Response:
+    """The guest's serial console (`openstack console log show`), and the power and lock actions
+    (eventsvm.api.server_actions); other actions are not offered."""
     if len(body) != 1:
         raise BadRequest("A server action body names exactly one action.")
     ((action, args),) = body.items()
+    if is_server_action(action):
+        return request_action(server_id, action, args, request, caller, ctx)
     if action != "os-getConsoleOutput":
         raise BadRequest(f"There is no such action: {action[:60]}")
     length = _console_length((args or {}).get("length") if isinstance(args, dict) else None)

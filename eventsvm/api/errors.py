@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 UNAUTHORIZED_MESSAGE = "The request you have made requires authentication."
 
+# Seconds a client is told to wait (Retry-After) while the log cannot be reached: about one
+# pause of the runners' backoff, so a retry lands soon after the broker is back.
+LOG_RETRY_AFTER_S = 5
+
 # nova's fault names (nova/api/openstack/wsgi.py); cinder uses the same.
 _NOVA_NAMES = {
     400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound", 405: "badMethod",
@@ -159,9 +163,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, exc.status_code, message, headers=dict(exc.headers or {}))
 
     async def log_down(request: Request, exc: Exception) -> JSONResponse:
+        # a pause, not a fault: 503 with Retry-After, which the openstack clients honour
         log.warning("log unavailable for %s %s: %s", request.method, request.url.path, type(exc).__name__)
         return error_response(
-            request, 503, "The event log is unavailable; nothing was recorded. Retry later."
+            request, 503, "The event log is unavailable; nothing was recorded. Retry later.",
+            headers={"Retry-After": str(LOG_RETRY_AFTER_S)},
         )
 
     async def unrecordable(request: Request, exc: Exception) -> JSONResponse:

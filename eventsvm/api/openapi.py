@@ -94,6 +94,9 @@ def _error_response(service: str, status: int, description: str) -> dict[str, An
     if status == 401:
         response["headers"] = {"WWW-Authenticate": {
             "description": 'Keystone uri="<identity endpoint>"', "schema": {"type": "string"}}}
+    if status == 503:
+        response["headers"] = {"Retry-After": {
+            "description": "Seconds to wait before trying again", "schema": {"type": "string"}}}
     return response
 
 

@@ -8,7 +8,6 @@ is a 400 rather than ignored; the checks below give nova's messages.
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
@@ -20,10 +19,9 @@ from eventsvm.api.errors import BadRequest, Forbidden
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import UpdatedServerBody
 from eventsvm.api.server_request import access_ip, invalid
-from eventsvm.api.wire import request_id
-from eventsvm.events.model import Event, EventType
+from eventsvm.api.writes import chained_event
+from eventsvm.events.model import EventType
 from eventsvm.identity import policy
-from eventsvm.state.instances import Instance
 
 router = APIRouter(prefix="/compute", tags=["compute"])
 
@@ -41,25 +39,6 @@ _UPDATE_VIEW = frozenset({
 def unexpected(keys: list[str]) -> str:
     """Nova's (jsonschema's) words for fields a closed object does not allow."""
     return f"Additional properties are not allowed ({', '.join(map(repr, keys))} was unexpected)"
-
-
-def instance_event(kind: EventType, inst: Instance, body: dict[str, Any], request: Request,
-                   caller: Identity, ctx: ApiContext) -> Event:
-    """An event of `inst` the caller's request causes, chained to the instance's newest event as
-    a delete is (call with the read model's lock held, so the chain position is current)."""
-    return Event(
-        type=kind,
-        event_id=str(uuid.uuid4()),
-        aggregate_id=inst.id,
-        sequence=inst.last_sequence + 1,
-        request_id=request_id(request),
-        causation_id=inst.last_event_id,
-        user_id=caller.user_id,
-        project_id=caller.project_id,
-        occurred_at=ctx.clock_ms(),
-        prev_hash=inst.last_hash,
-        body=body,
-    )
 
 
 def _name(value: Any) -> str:
@@ -114,7 +93,7 @@ def update_server(
         assert inst.project_id is not None
         if not policy.can_edit_server(caller.roles, caller.project_id, inst.project_id):
             raise Forbidden(policy.denied_message("os_compute_api:servers:update"))
-        event = instance_event(EventType.INSTANCE_UPDATED, inst, body, request, caller, ctx)
+        event = chained_event(EventType.INSTANCE_UPDATED, inst, body, request, caller, ctx)
     rm.append([event])
     with rm.lock:
         inst = visible_server(rm.models, caller, server_id)

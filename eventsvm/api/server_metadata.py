@@ -15,7 +15,9 @@ from eventsvm.api.compute import visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.openapi import failures
-from eventsvm.api.server_edits import instance_event, invalid, unexpected
+from eventsvm.api.server_edits import unexpected
+from eventsvm.api.server_request import invalid
+from eventsvm.api.writes import chained_event
 from eventsvm.events.model import EventType
 from eventsvm.identity import policy
 from eventsvm.identity.quota import METADATA_ITEMS
@@ -66,8 +68,11 @@ def _server(models: Models, caller: Identity, server_id: str, action: str | None
     return inst
 
 
-def _check_state(inst: Instance, action: str) -> None:
-    """Nova's compute API changes metadata only in a settled state (check_instance_state)."""
+def _check_state(inst: Instance, caller: Identity, action: str) -> None:
+    """Nova's compute API changes metadata only of an unlocked server (check_instance_lock) in a
+    settled state (check_instance_state)."""
+    if policy.lock_holds(inst.locked, caller.roles):
+        raise Conflict(f"Instance {inst.id} is locked")
     if inst.vm_state not in _EDITABLE_VM_STATES:
         raise Conflict(f"Cannot '{action}' instance {inst.id} while it is in vm_state {inst.vm_state}")
     if inst.task_state is not None:
@@ -83,11 +88,11 @@ def _change(request: Request, caller: Identity, ctx: ApiContext, server_id: str,
         # nova looks the key up before it asks the compute API, which checks the state
         if removed and removed[0] not in inst.metadata:
             raise NotFound("Metadata item was not found")
-        _check_state(inst, action)
+        _check_state(inst, caller, action)
         after = set_items if replace else {**inst.metadata, **set_items}
         if set_items and len(after) > METADATA_ITEMS:
             raise Forbidden(f"Maximum number of metadata items exceeds {METADATA_ITEMS}")
-        event = instance_event(EventType.INSTANCE_METADATA_CHANGED, inst,
+        event = chained_event(EventType.INSTANCE_METADATA_CHANGED, inst,
                                {"set": dict(set_items), "removed": removed, "replace": replace},
                                request, caller, ctx)
     rm.append([event])

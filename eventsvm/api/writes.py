@@ -11,7 +11,8 @@ from eventsvm.api.auth import Identity
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import Conflict, ServiceUnavailable
 from eventsvm.api.wire import request_id
-from eventsvm.events.model import Event, EventType, new_event
+from eventsvm.events.model import Event, EventType, new_event, new_id
+from eventsvm.state.instances import Instance
 
 # Seconds a client waits before asking again when the verdict on its name was late.
 RETRY_AFTER = "1"
@@ -28,6 +29,26 @@ def caller_event(
         request_id=request_id(request),
         user_id=caller.user_id,
         project_id=caller.project_id,
+    )
+
+
+def chained_event(
+    kind: EventType, inst: Instance, body: dict[str, Any], request: Request, caller: Identity, ctx: ApiContext
+) -> Event:
+    """A command on a server, chained to the newest event of it this process has seen: the next
+    sequence, caused by that event, hashed onto it (a delete, an action, an edit)."""
+    return Event(
+        type=kind,
+        event_id=new_id(),
+        aggregate_id=inst.id,
+        sequence=inst.last_sequence + 1,
+        request_id=request_id(request),
+        causation_id=inst.last_event_id,
+        user_id=caller.user_id,
+        project_id=caller.project_id,
+        occurred_at=ctx.clock_ms(),
+        prev_hash=inst.last_hash,
+        body=body,
     )
 
 

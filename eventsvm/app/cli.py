@@ -15,7 +15,7 @@ from pathlib import Path
 
 from eventsvm.app import audit_cli, usage_cli
 from eventsvm.app.cloud import run_cloud, run_service, seed_log
-from eventsvm.app.options import EXIT_CONFIG, UsageError, add_log_options, log_config
+from eventsvm.app.options import EXIT_CONFIG, UsageError, add_log_options, add_power_options, log_config
 from eventsvm.app.registry import PROCESSES
 from eventsvm.config import ConfigError, default_data_dir, env_passwords
 from eventsvm.identity.keys import ensure_keys, key_indexes, rotate
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="make every spawn on this host fail (drills, and tests of rescheduling)",
     )
+    add_power_options(up)
     up.set_defaults(func=cmd_up)
 
     seed = sub.add_parser("seed", help="seed a new cloud's log and write clouds.yaml (for split deployments)")
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="seconds a guest has to print its boot line; 0 = ACTIVE once the domain runs",
     )
+    add_power_options(run)
     run.add_argument("--member", default=None, help="stable member name (a restart then fences its old self)")
     run.add_argument("--port", type=int, default=8080, help="API port, for `run api`")
     run.add_argument("--bind", default="127.0.0.1")

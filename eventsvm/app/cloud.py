@@ -150,6 +150,8 @@ def run_cloud(
         hosts=args.hosts,
         capacity=parse_capacity(args.host_capacity),
         broken_hosts={name: "host marked broken by --break-host" for name in args.break_host},
+        shutdown_timeout_s=args.shutdown_timeout,
+        soft_reboot_timeout_s=args.soft_reboot_timeout,
     )
     if args.hypervisor == "qemu":
         options = qemu_cluster_options(options)
@@ -161,6 +163,7 @@ def run_cloud(
     )
     cluster.start_services()
     server = ApiServer(readmodel, data_dir, args.bind, args.port)
+    server.monitoring.monitor.extra_collectors.append(cluster.supervisor)
     engine = config.url if config.engine == "kafka" else f"embedded log {config.url[len('sqlite://') :]}"
     clouds = (data_dir / "clouds.yaml").resolve()
     print(
@@ -221,6 +224,7 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
             )
         else:
             host = simulated_host(data_dir, args.host, -1, capacity)
+        host.shutdown_timeout_s, host.soft_reboot_timeout_s = args.shutdown_timeout, args.soft_reboot_timeout
         register_host(log_, codec, host, "test" if host.hypervisor.domain_type == "test" else "QEMU")
         runner = spawner_runner(
             log_,

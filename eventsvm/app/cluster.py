@@ -18,12 +18,13 @@ from typing import Any
 from eventsvm.app.registry import PIPELINE, PipelineSettings, host_service, pipeline_service
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
-from eventsvm.events.model import EventType, Topic, new_event
+from eventsvm.events.model import HOST_ROUTED_TOPICS, EventType, Topic, new_event
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, EventLog, OutRecord
 from eventsvm.projections.readmodel import ReadModel
 from eventsvm.runtime.runner import ServiceRunner, StepObserver
 from eventsvm.runtime.snapshot import SnapshotStore
+from eventsvm.runtime.supervisor import Supervisor
 from eventsvm.virt import qemu
 from eventsvm.virt.compute_host import ComputeHost, HostCapacity
 from eventsvm.virt.hypervisor import Hypervisor
@@ -79,6 +80,11 @@ def register_host(log_: EventLog, codec: Codec, host: ComputeHost, hypervisor_ty
     return slot
 
 
+def paused_of(runner: ServiceRunner[Any]) -> Callable[[], bool]:
+    """Whether `runner` is waiting for the log, asked at scrape time."""
+    return lambda: runner.paused
+
+
 def snapshot_store(data_dir: Path, config: LogConfig) -> SnapshotStore:
     """Where this log's services checkpoint their state (one file per service)."""
     return SnapshotStore(data_dir / "snapshots", f"{config.url}#{config.namespace}")
@@ -94,11 +100,8 @@ def spawner_runner(
 ) -> ServiceRunner[Any]:
     """The spawner of `host`, reading exactly its slot's partition of the host-routed topics."""
     # a spawner may be the first process on a new log: its partition needs the topics to exist
-    log_.create_topics([str(Topic.RESOURCES_RESOLVED), str(Topic.DELETE_DISPATCHED)])
-    partitions = [
-        (str(t), host.slot % log_.partitions(str(t)))
-        for t in (Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED)
-    ]
+    log_.create_topics([str(t) for t in HOST_ROUTED_TOPICS])
+    partitions = [(str(t), host.slot % log_.partitions(str(t))) for t in HOST_ROUTED_TOPICS]
     return ServiceRunner(
         log_,
         host_service("spawner", host.name),
@@ -143,11 +146,14 @@ class ClusterOptions:
     hypervisor_type: str = "test"
     image_location: str | None = None
     image_properties: dict[str, str] = field(default_factory=dict)
+    # seconds a guest has to shut itself down on a stop, and on a soft reboot before a hard one
+    shutdown_timeout_s: float = 60.0
+    soft_reboot_timeout_s: float = 120.0
 
 
 class Cluster:
-    """Every pipeline service plus one spawner per simulated host, each in its own thread with
-    its own connection to the log, and the read model the API serves."""
+    """Every pipeline service plus one spawner per simulated host, each in its own supervised
+    thread with its own connection to the log, and the read model the API serves."""
 
     def __init__(self, options: ClusterOptions, observer: StepObserver | None = None) -> None:
         self.options = options
@@ -156,8 +162,8 @@ class Cluster:
         self.readmodel: ReadModel | None = None
         self.runners: list[ServiceRunner[Any]] = []
         self.hosts: list[ComputeHost] = []
-        self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        self.supervisor = Supervisor(self._stop)
         self._logs: list[EventLog] = []
 
     def open_log(self) -> EventLog:
@@ -179,6 +185,8 @@ class Cluster:
         for index in range(opts.hosts):
             name = f"compute-{index + 1}"
             host = factory(opts.data_dir, name, index, opts.capacity, opts.broken_hosts.get(name))
+            host.shutdown_timeout_s = opts.shutdown_timeout_s
+            host.soft_reboot_timeout_s = opts.soft_reboot_timeout_s
             register_host(self.open_log(), self.codec, host, opts.hypervisor_type)
             self.hosts.append(host)
         member = default_member_name()
@@ -204,17 +212,13 @@ class Cluster:
         for runner in self.runners:
             runner.start()
         for runner in self.runners:
-            thread = threading.Thread(
-                target=runner.run, args=(self._stop,), name=runner.service.name, daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+            self.supervisor.add(runner.service.name, runner.run, paused_of(runner))
+        self.supervisor.start()
 
     def stop(self) -> None:
         """Finish the steps in hand, commit, and close everything."""
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
+        self.supervisor.join(timeout=30)
         if self.readmodel is not None:
             self.readmodel.close()
         for host in self.hosts:

@@ -23,6 +23,22 @@ class UsageError(Exception):
     """A flag value that cannot work; printed as one line."""
 
 
+def add_power_options(parser: argparse.ArgumentParser) -> None:
+    """How long a spawner waits for a guest to shut itself down (stop, soft reboot)."""
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a stopping guest has to shut down before it is powered off (nova's shutdown_timeout)",
+    )
+    parser.add_argument(
+        "--soft-reboot-timeout",
+        type=float,
+        default=120.0,
+        help="seconds a soft reboot waits for the guest before rebooting hard (wait_soft_reboot_seconds)",
+    )
+
+
 def add_log_options(parser: argparse.ArgumentParser) -> None:
     """The options every log-reading or log-writing command shares."""
     parser.add_argument(

@@ -40,6 +40,25 @@ def flavor_body(flavor_id: str, name: str, vcpus: int, ram_mb: int, disk_gb: int
     }
 
 
+def cirros_body(
+    image_id: str, owner: str, properties: dict[str, str], location: str | None
+) -> dict[str, Any]:
+    """The catalog.image_created body of devstack's public cirros image."""
+    return {
+        "id": image_id,
+        "name": "cirros",
+        "disk_format": "qcow2",
+        "container_format": "bare",
+        "size_bytes": 21430272,
+        "min_disk": 0,
+        "min_ram": 0,
+        "visibility": "public",
+        "owner": owner,
+        "properties": properties,
+        "location": location,
+    }
+
+
 @dataclass(frozen=True)
 class SeedPasswords:
     """The admin and demo passwords, and whether they were generated here (then they are shown)."""
@@ -112,24 +131,8 @@ def seed_events(
     for flavor in FLAVORS:
         add(EventType.FLAVOR_CREATED, flavor[0], flavor_body(*flavor))
     image_id = str(uuid.uuid4())
-    add(
-        EventType.IMAGE_CREATED,
-        image_id,
-        {
-            "id": image_id,
-            "name": "cirros",
-            "disk_format": "qcow2",
-            "container_format": "bare",
-            "size_bytes": 21430272,
-            "min_disk": 0,
-            "min_ram": 0,
-            "visibility": "public",
-            "owner": admin_project,
-            "properties": dict(image_properties or {}),
-            "location": image_location,
-        },
-        admin_project,
-    )
+    add(EventType.IMAGE_CREATED, image_id,
+        cirros_body(image_id, admin_project, dict(image_properties or {}), image_location), admin_project)
     for name, cidr, external in (("private", "10.0.0.0/24", False), ("public", "172.24.4.0/24", True)):
         net_id, subnet_id = str(uuid.uuid4()), str(uuid.uuid4())
         prefix = cidr.rsplit(".", 1)[0]

@@ -28,6 +28,10 @@ class Topic(StrEnum):
     DELETED = "eventsvm.instance.deleted"
     # what the owner changes on a live server through the API (name, access IPs, metadata)
     UPDATED = "eventsvm.instance.updated"
+    # server actions after the boot (DESIGN §7): the command, routed to the host, and its outcome
+    ACTION_REQUESTED = "eventsvm.instance.action-requested"
+    ACTION_COMPLETED = "eventsvm.instance.action-completed"
+    ACTION_FAILED = "eventsvm.instance.action-failed"
     HOSTS = "eventsvm.host.inventory"
     CATALOG = "eventsvm.catalog"
     IDENTITY = "eventsvm.identity"
@@ -46,11 +50,15 @@ INSTANCE_TOPICS: tuple[Topic, ...] = (
     Topic.DELETE_DISPATCHED,
     Topic.DELETED,
     Topic.UPDATED,
+    Topic.ACTION_REQUESTED,
+    Topic.ACTION_COMPLETED,
+    Topic.ACTION_FAILED,
 )
 
 # Topics whose partition is chosen by compute host rather than by key, so that a spawner reads only
 # its own host's work (see docs/decisions.md, "Routing work to a compute host").
-HOST_ROUTED_TOPICS: tuple[Topic, ...] = (Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED)
+HOST_ROUTED_TOPICS: tuple[Topic, ...] = (
+    Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.ACTION_REQUESTED)
 
 
 class EventType(StrEnum):
@@ -69,6 +77,10 @@ class EventType(StrEnum):
     # edits of a server (PUT /servers/{id}, /servers/{id}/metadata): no saga, folded by the read side
     INSTANCE_UPDATED = "instance.updated"
     INSTANCE_METADATA_CHANGED = "instance.metadata_changed"
+    # server actions (stop, start, reboot, pause, suspend, lock ...): command and outcome
+    INSTANCE_ACTION_REQUESTED = "instance.action_requested"
+    INSTANCE_ACTION_COMPLETED = "instance.action_completed"
+    INSTANCE_ACTION_FAILED = "instance.action_failed"
     # compute hosts
     HOST_REGISTERED = "host.registered"
     HOST_UPDATED = "host.updated"
@@ -113,6 +125,9 @@ TOPIC_OF: dict[EventType, Topic] = {
     EventType.INSTANCE_DELETED: Topic.DELETED,
     EventType.INSTANCE_UPDATED: Topic.UPDATED,
     EventType.INSTANCE_METADATA_CHANGED: Topic.UPDATED,
+    EventType.INSTANCE_ACTION_REQUESTED: Topic.ACTION_REQUESTED,
+    EventType.INSTANCE_ACTION_COMPLETED: Topic.ACTION_COMPLETED,
+    EventType.INSTANCE_ACTION_FAILED: Topic.ACTION_FAILED,
     EventType.HOST_REGISTERED: Topic.HOSTS,
     EventType.HOST_UPDATED: Topic.HOSTS,
     EventType.DEAD_LETTER_RECORDED: Topic.DEAD_LETTER,

@@ -95,3 +95,20 @@ def denied_message(rule: str) -> str:
 def can_edit_server(roles: Iterable[str], token_project_id: str, server_project_id: str) -> bool:
     """Nova's servers:update and server-metadata create/update/delete: project member or admin."""
     return _project_role(roles, MEMBER, token_project_id, server_project_id)
+
+
+# -- server actions (os_compute_api:servers:start / stop / reboot, os-pause-server, os-suspend-server,
+# os-lock-server): nova's defaults are a member of the server's project, or an admin
+def can_act_on_server(roles: Iterable[str], token_project_id: str, server_project_id: str) -> bool:
+    """A power or lock action on a server: a member of the server's project, or an admin."""
+    return _project_role(roles, MEMBER, token_project_id, server_project_id)
+
+
+def lock_holds(locked: bool, roles: Iterable[str]) -> bool:
+    """nova's check_instance_lock: a locked server refuses a change from anyone but an admin."""
+    return locked and not is_admin(roles)
+
+
+def can_override_lock(roles: Iterable[str]) -> bool:
+    """os-lock-server:unlock:unlock_override (unlock what someone else's role locked): admin only."""
+    return is_admin(roles)

@@ -23,7 +23,6 @@ from typing import Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    ConsumerGroupTopicPartitions,
     IsolationLevel,
     KafkaError,
     KafkaException,
@@ -66,7 +65,14 @@ _FENCING = {
 }
 _UNKNOWN = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION}
 
-_NO_LEADER = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
+# A leader not (yet) serving a partition; just after a topic is created the broker answering may
+# also know an older or newer leader epoch than the partition has (about one contract run in two
+# met UNKNOWN_LEADER_EPOCH on a fresh broker). All are retriable.
+_NO_LEADER = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+              KafkaError.UNKNOWN_LEADER_EPOCH, KafkaError.FENCED_LEADER_EPOCH}
+
+# How long past its own timeout send_offsets_to_transaction may take before the member gives up.
+_SEND_OFFSETS_GRACE_S = 5.0
 
 # One group transaction carries at most this many records (a single larger batch still goes, alone):
 # it bounds how many callers one failure fails and how long the callers queued behind it wait.
@@ -205,6 +211,9 @@ class KafkaLog(EventLog):
         # Per partition, the highest offset this object committed that may not be readable yet.
         self._unseen: dict[TopicPartition, int] = {}
         self._unseen_lock = threading.Lock()
+        # per group, a consumer that only reads the group's committed offsets (see `committed`)
+        self._offset_readers: dict[str, Consumer] = {}
+        self._offset_readers_lock = threading.Lock()
         self._admin = AdminClient(self.client_config())
         try:
             self._admin.list_topics(timeout=self.timeout)
@@ -597,21 +606,24 @@ class KafkaLog(EventLog):
 
     def committed(self, group: str, topic: str) -> dict[int, int]:
         """Per partition, the offset `group` committed on `topic` (absent when none)."""
-        query = ConsumerGroupTopicPartitions(self._prefix + group, [
-            KafkaPartition(self.physical(topic), p) for p in range(self.partitions(topic))])
-        deadline = time.monotonic() + self.timeout
-        while True:
-            # require_stable: a partition whose transaction is decided but whose markers are not
-            # written yet answers UNSTABLE_OFFSET_COMMIT instead of the offset before that commit.
-            futures = self._admin.list_consumer_group_offsets([query], require_stable=True,
-                                                              request_timeout=self.timeout)
-            result = self._result(futures[self._prefix + group], f"reading offsets of group {group!r}")
-            unstable = [tp for tp in result.topic_partitions if tp.error is not None]
-            if not unstable:
-                return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
-            if time.monotonic() > deadline:
-                raise _log_error(unstable[0].error, f"reading offsets of group {group!r}")
-            time.sleep(0.01)
+        # Asked through a consumer of the group that never joins it, not the admin client's
+        # list_consumer_group_offsets: that call, made while the broker is down, aborted the
+        # whole process inside librdkafka (rd_kafka_enq_once_del_source_return: Assertion
+        # 'eonce->refcnt > 0' failed; tests/chaos/test_broker_loss.py). A read_committed consumer
+        # asks with require_stable, so an offset whose transaction is still being written waits.
+        tps = [KafkaPartition(self.physical(topic), p) for p in range(self.partitions(topic))]
+        with self._offset_readers_lock:
+            reader = self._offset_readers.get(group)
+            if reader is None:
+                reader = self._offset_readers[group] = self.consumer(self._prefix + group)
+            try:
+                found = reader.committed(tps, timeout=self.timeout)
+            except KafkaException as exc:
+                raise _log_error(exc.args[0], f"reading offsets of group {group!r}") from None
+        for tp in found:
+            if tp.error is not None:
+                raise _log_error(tp.error, f"reading offsets of group {group!r}")
+        return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
 
     def close(self) -> None:
         """Close every reader and member this log opened, fail the appends still queued, let the
@@ -619,6 +631,10 @@ class KafkaLog(EventLog):
         committed is readable. Later appends raise."""
         while self._open:
             self._open.pop().close()
+        with self._offset_readers_lock:
+            for reader in self._offset_readers.values():
+                reader.close()
+            self._offset_readers.clear()
         with self._appends:
             self._closed = True
             while self._queue:
@@ -668,7 +684,13 @@ class _KafkaReader(Reader):
             self._positions[key] = max(self._positions[key], tp.offset)
         # Only a partition that looks finished can be changed by a newer end; ask just for those.
         done = [tp for tp in self._tps if self._positions[tp] >= self._ends[tp]]
-        self._ends.update(self._log.list_offsets(done, OffsetSpec.latest()))
+        try:
+            self._ends.update(self._log.list_offsets(done, OffsetSpec.latest()))
+        except LogError:
+            if not records:
+                raise
+            # The consumer has moved past these records: raising would lose them for good.
+            # The ends are asked for again at the next poll.
         return records
 
     def at_end(self) -> bool:
@@ -693,7 +715,7 @@ class _KafkaMember(GroupMember):
         self._owned: set[TopicPartition] = set()
         self._polled: set[TopicPartition] = set()  # polled since the last commit or rewind
         self._stale: set[TopicPartition] = set()  # revoked while holding polled, uncommitted records
-        self._dead = False
+        self._dead: LogError | None = None  # why this member cannot commit any more
         self._closed = False
         self._unannounced = set(manual or ())
         self._manual = manual
@@ -757,10 +779,11 @@ class _KafkaMember(GroupMember):
         if self._manual is None and time.monotonic() - self._last_poll > self._session_s:
             # librdkafka has left the group by now; a commit without a generation would pass.
             lost |= after.keys()
-        if self._dead or lost:
+        if lost:
             self._stale -= lost
-            raise Fenced(f"this member no longer owns {sorted(lost)}" if lost else "this member was fenced"
-                         " or its producer failed; open a new member")
+            raise Fenced(f"this member no longer owns {sorted(lost)}")
+        if self._dead is not None:
+            raise type(self._dead)(f"{self._dead}; open a new member")
         if not outputs and not after:
             return
         if not outputs:
@@ -773,16 +796,42 @@ class _KafkaMember(GroupMember):
             producer.begin_transaction()
             self._log.produce_all(producer, outputs, placed, self._on_delivery)
             if after:
-                producer.send_offsets_to_transaction(
-                    [KafkaPartition(self._log.physical(t), p, off) for (t, p), off in after.items()],
-                    self._consumer.consumer_group_metadata(), self._log.timeout)
+                self._send_offsets(producer, after)
             producer.commit_transaction(self._log.timeout)
         except KafkaException as exc:
+            error = _log_error(exc.args[0], "commit step")
             if not self._log.abort(producer, exc.args[0]):
-                self._dead = True
-            raise _log_error(exc.args[0], "commit step") from None
+                # fenced stays fenced; any other failure leaves a producer a new member replaces
+                self._dead = error if isinstance(error, Fenced) else LogUnavailable(
+                    f"commit step: the producer cannot go on after {exc.args[0].str()}")
+            raise error from None
         self._polled -= after.keys()
         self._log.committed_unseen(self._log.highest(self._log.delivered(self._reports)))
+
+    def _send_offsets(self, producer: Producer, after: dict[TopicPartition, int]) -> None:
+        """send_offsets_to_transaction, bounded: with the broker gone it was seen to wait forever
+        despite its timeout, so it runs on a thread and a call that outlives the timeout leaves
+        the member dead (the producer is busy; nothing else may touch it)."""
+        offsets = [KafkaPartition(self._log.physical(t), p, off) for (t, p), off in after.items()]
+        metadata = self._consumer.consumer_group_metadata()
+        outcome: list[BaseException | None] = []
+
+        def send() -> None:
+            try:
+                producer.send_offsets_to_transaction(offsets, metadata, self._log.timeout)
+                outcome.append(None)
+            except BaseException as exc:  # re-raised on the calling thread below
+                outcome.append(exc)
+
+        thread = threading.Thread(target=send, name="eventsvm-send-offsets", daemon=True)
+        thread.start()
+        thread.join(self._log.timeout + _SEND_OFFSETS_GRACE_S)
+        if not outcome:
+            self._dead = LogUnavailable("commit step: sending the offsets did not return; the broker is "
+                                        "unreachable")
+            raise self._dead
+        if outcome[0] is not None:
+            raise outcome[0]
 
     def _commit_offsets(self, after: dict[TopicPartition, int]) -> None:
         """Commit past consumed records when the step wrote nothing (a folding consumer's usual step)."""
@@ -803,6 +852,24 @@ class _KafkaMember(GroupMember):
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         self._reports.append((err, msg))
+
+    def _leave(self) -> None:
+        """Unsubscribe, and serve the revocations that follow while the group still answers."""
+        # consumer.close() serves the rebalance events still queued, and confluent-kafka answers
+        # each by asking the group for its protocol and then unassigning. A group that terminated
+        # meanwhile drops such requests unanswered, so the close blocked forever, holding the GIL
+        # (librdkafka issue 4041). A member that fell silent holds such an event: the revocation
+        # a rebalance handed it while it was not polling (close() served three of them). It hung
+        # the contract suite's silent-member test about one run in three on a busy machine, and
+        # 1 close in 67 with the broker stalled at random. Served here, close() has none left.
+        try:
+            self._consumer.unsubscribe()
+            deadline = time.monotonic() + self._log.timeout
+            while self._consumer.assignment() and time.monotonic() < deadline:
+                self._consumer.poll(0.05)
+            self._consumer.poll(0)  # any event queued as the last partition went
+        except KafkaException as exc:
+            _LOG.warning("leaving the group: %s", exc)
 
     def rewind(self) -> None:
         """Seek every owned partition back to its committed offset (or the beginning)."""
@@ -828,9 +895,11 @@ class _KafkaMember(GroupMember):
             return
         self._closed = True
         try:
+            if self._manual is None:
+                self._leave()
             self._consumer.close()
         finally:
             producers = self._producers.release()
-            if not self._dead:  # a fenced producer has nothing left to send, and flush would raise
+            if self._dead is None:  # a failed producer has nothing left to send, and flush would raise
                 for producer in producers:
                     producer.flush(self._log.timeout)

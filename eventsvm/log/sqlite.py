@@ -136,7 +136,10 @@ class _Store:
             try:
                 yield
             except BaseException:
-                conn.execute("ROLLBACK")
+                # after some errors (a full disk) SQLite has rolled back already; a second
+                # ROLLBACK would fail and hide the cause
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
         except sqlite3.Error as exc:

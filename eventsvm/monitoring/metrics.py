@@ -43,6 +43,9 @@ STAGE_OF: dict[EventType, str] = {
     EventType.INSTANCE_DELETE_DISPATCHED: "deleting",
     EventType.INSTANCE_DELETED: "deleted",
 }
+# server actions happen to a server that has left the flow: counted as events, not as stages
+_AFTER_THE_BOOT = frozenset({EventType.INSTANCE_ACTION_REQUESTED, EventType.INSTANCE_ACTION_COMPLETED,
+                             EventType.INSTANCE_ACTION_FAILED})
 # stages an instance waits in for a service to act; sitting in one too long is "stuck"
 WAITING = ("requested", "authenticated", "scheduled", "resources-resolved", "rescheduling", "deleting")
 FAILURE_STAGES = frozenset({"authenticate", "schedule", "resolve", "claim", "spawn"})
@@ -159,7 +162,7 @@ class PipelineMonitor:
             source = event.body.get("source_topic", "")
             self.dead_letters.labels(source if source in TOPIC_NAMES else "other").inc()
             return
-        if not kind.startswith("instance."):
+        if not kind.startswith("instance.") or kind in _AFTER_THE_BOOT:
             return
         body = event.body
         if kind == EventType.INSTANCE_FAILED:
@@ -184,6 +187,8 @@ class PipelineMonitor:
             for index, (kind, at, _rid, _user, host, detail) in enumerate(timeline):
                 event_type = EventType(kind)
                 self.events.labels(str(TOPIC_OF[event_type]), kind).inc()
+                if event_type in _AFTER_THE_BOOT:
+                    continue
                 if event_type == EventType.INSTANCE_FAILED:
                     final = inst.status == "ERROR" and index == failures[-1]
                     failed_stage = _STAGE_OF_CATEGORY.get(failure_category(detail or ""),

@@ -17,7 +17,7 @@ from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType, Topic, even
 from eventsvm.log.port import BEGINNING, EventLog, Record
 from eventsvm.projections.readmodel import Models
 from eventsvm.projections.replay import Drain
-from eventsvm.state.instances import ACTION_EVENT_NAMES, EDIT_EVENT_TYPES
+from eventsvm.state.instances import ACTION_EVENT_NAMES, EDIT_EVENT_TYPES, action_step_name
 
 # The boot flow in order: the stage that follows an event is the one a failure right after it hit.
 _FLOW = (EventType.INSTANCE_REQUESTED, EventType.INSTANCE_AUTHENTICATED, EventType.INSTANCE_SCHEDULED,
@@ -26,9 +26,14 @@ _RANK = {t.value: i for i, t in enumerate((*_FLOW, EventType.INSTANCE_FAILED,
                                            EventType.INSTANCE_DELETE_REQUESTED,
                                            EventType.INSTANCE_DELETE_DISPATCHED, EventType.INSTANCE_DELETED,
                                            EventType.INSTANCE_UPDATED,
-                                           EventType.INSTANCE_METADATA_CHANGED))}
-# nova's action names for the requests that open an action
+                                           EventType.INSTANCE_METADATA_CHANGED,
+                                           EventType.INSTANCE_ACTION_REQUESTED,
+                                           EventType.INSTANCE_ACTION_COMPLETED,
+                                           EventType.INSTANCE_ACTION_FAILED))}
+# nova's action names for the requests that open an action (a server action is named in its body)
 _ACTIONS = {EventType.INSTANCE_REQUESTED.value: "create", EventType.INSTANCE_DELETE_REQUESTED.value: "delete"}
+_ACTION_STEPS = frozenset({EventType.INSTANCE_ACTION_COMPLETED.value, EventType.INSTANCE_ACTION_FAILED.value})
+_Step = tuple[str, int, str, str | None, str | None, bool, str | None]
 
 
 class UnknownServer(LookupError):
@@ -118,6 +123,9 @@ def timeline_lines(stages: Sequence[Stage]) -> list[str]:
         e, body = stage.event, stage.event.body
         since = _duration(e.occurred_at - previous.occurred_at) if previous is not None else ""
         parts = [f"  #{e.sequence:<3} {_iso(e.occurred_at)} {since:>9}  {e.type.value:<28}"]
+        if body.get("action"):
+            kind = f" ({body['reboot_type']})" if body.get("reboot_type") else ""
+            parts.append(f"action={body['action']}{kind}")
         if body.get("host"):
             parts.append(f"host={body['host']}")
         if body.get("attempt") and (body["attempt"] > 1 or e.type == EventType.INSTANCE_SCHEDULED):
@@ -133,6 +141,10 @@ def timeline_lines(stages: Sequence[Stage]) -> list[str]:
             lines.append(f"        failed at {body.get('stage')} ({verdict}): {body.get('reason')}")
             if body.get("details"):
                 lines.append(f"        {str(body['details'])[:300]}")
+        if e.type == EventType.INSTANCE_ACTION_FAILED:
+            lines.append(f"        {body.get('action')} failed: {body.get('reason')}")
+        elif e.type == EventType.INSTANCE_ACTION_COMPLETED and body.get("detail"):
+            lines.append(f"        {body['detail']}")
         lines.append(f"        stored {stage.topic}:{stage.partition}:{stage.offset} event {e.event_id}")
         previous = e
     span = stages[-1].event.occurred_at - first.occurred_at
@@ -159,21 +171,25 @@ def _nova_time(ms: int) -> str:
 
 
 def _steps(models_or_events: Models | Sequence[Event] | Sequence[Stage], instance_id: str
-           ) -> tuple[list[tuple[str, int, str, str | None, str | None, bool]], str | None]:
-    """(type, occurred_at, request id, user id, host, final failure) of each event, and the project."""
+           ) -> tuple[list[_Step], str | None]:
+    """(type, occurred_at, request id, user id, host, final failure, server action name) of each
+    event, and the project."""
     if isinstance(models_or_events, Models):
         inst = models_or_events.instances.get(instance_id)
         if inst is None:
             return [], None
         # the projection keeps the failure's reason, not whether it was final: the fault tells
         final_at = inst.fault["created"] if inst.fault else None
-        return ([(kind, at, req, user, host, kind == EventType.INSTANCE_FAILED.value and at == final_at)
-                 for kind, at, req, user, host, _detail in inst.actions], inst.project_id)
+        return ([(kind, at, req, user, host, kind == EventType.INSTANCE_FAILED.value and at == final_at,
+                  detail if kind == EventType.INSTANCE_ACTION_REQUESTED.value else None)
+                 for kind, at, req, user, host, detail in inst.actions], inst.project_id)
     events = [s.event if isinstance(s, Stage) else s for s in models_or_events]
     events = [e for e in events if e.aggregate_id == instance_id]
     project = next((e.project_id for e in events if e.type == EventType.INSTANCE_REQUESTED), None)
     return ([(e.type.value, e.occurred_at, e.request_id, e.user_id, e.body.get("host"),
-              e.type == EventType.INSTANCE_FAILED and bool(e.body.get("final"))) for e in events], project)
+              e.type == EventType.INSTANCE_FAILED and bool(e.body.get("final")),
+              e.body.get("action") if e.type == EventType.INSTANCE_ACTION_REQUESTED else None)
+             for e in events], project)
 
 
 def instance_actions(models_or_events: Models | Sequence[Event] | Sequence[Stage],
@@ -184,7 +200,7 @@ def instance_actions(models_or_events: Models | Sequence[Event] | Sequence[Stage
     steps, project_id = _steps(models_or_events, instance_id)
     edits = {kind.value for kind in EDIT_EVENT_TYPES}
     steps = [step for step in steps if step[0] not in edits]
-    by_request: dict[str, list[tuple[str, int, str, str | None, str | None, bool]]] = {}
+    by_request: dict[str, list[_Step]] = {}
     for step in sorted(steps, key=lambda s: (s[1], _RANK.get(s[0], 99))):
         by_request.setdefault(step[2], []).append(step)
     actions: list[dict[str, Any]] = []
@@ -194,21 +210,32 @@ def instance_actions(models_or_events: Models | Sequence[Event] | Sequence[Stage
         started, succeeded = opening[1], opening[0]
         for step in group[1:]:
             kind = step[0]
-            failed = kind == EventType.INSTANCE_FAILED.value
-            # nova names a failure after the stage it hit: the one that follows the last success
-            name = _failed_stage(succeeded) if failed else ACTION_EVENT_NAMES[EventType(kind)]
+            failed = kind in (EventType.INSTANCE_FAILED.value, EventType.INSTANCE_ACTION_FAILED.value)
+            if kind in _ACTION_STEPS:
+                name = action_step_name(opening[6] or "action")
+            elif failed:
+                # nova names a failure after the stage it hit: the one that follows the last success
+                name = _failed_stage(succeeded)
+            else:
+                name = ACTION_EVENT_NAMES[EventType(kind)]
             events.append({"event": name, "start_time": _nova_time(started),
                            "finish_time": _nova_time(step[1]), "result": "Error" if failed else "Success",
                            "host": step[4], "traceback": None})
             started = step[1]
             if not failed:
                 succeeded = kind
+        if opening[6] in ("lock", "unlock"):
+            # decided by the API alone, as nova's api_lock / api_unlock
+            events.append({"event": f"api_{opening[6]}", "start_time": _nova_time(opening[1]),
+                           "finish_time": _nova_time(opening[1]), "result": "Success", "host": None,
+                           "traceback": None})
         actions.append({
-            "action": _ACTIONS.get(opening[0], ACTION_EVENT_NAMES[EventType(opening[0])]),
+            "action": opening[6] or _ACTIONS.get(opening[0], ACTION_EVENT_NAMES[EventType(opening[0])]),
             "instance_uuid": instance_id, "request_id": request_id, "user_id": opening[3],
             "project_id": project_id, "start_time": _nova_time(opening[1]),
             "updated_at": _nova_time(group[-1][1]),
-            "message": "Error" if any(s[5] for s in group) else None,
+            "message": "Error" if any(s[5] or s[0] == EventType.INSTANCE_ACTION_FAILED.value for s in group)
+            else None,
             "events": events,
         })
     actions.sort(key=lambda a: a["start_time"], reverse=True)

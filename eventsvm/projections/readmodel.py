@@ -19,7 +19,7 @@ from typing import Any
 
 from eventsvm.events.codec import Codec, CodecError
 from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType, Topic, event_hash
-from eventsvm.log.port import BEGINNING, EventLog, OutRecord, Reader, Record, partition_for
+from eventsvm.log.port import BEGINNING, EventLog, LogError, OutRecord, Reader, Record, partition_for
 from eventsvm.runtime.fold_letters import FoldLetters
 from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.identity import IdentityState
@@ -114,6 +114,10 @@ for _kind in EventType:
 
 
 EventListener = Callable[[Event, str], None]
+
+# the tail's pauses while the log is out of reach, doubling from the first to the cap
+TAIL_FIRST_PAUSE_S = 0.2
+TAIL_MAX_PAUSE_S = 5.0
 
 
 class LockHeldDuringAppend(RuntimeError):
@@ -211,12 +215,19 @@ class ReadModel:
         return 1
 
     def _tail(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
                 self.catch_up()
-            except Exception:  # the tail must outlive a transient log error
+                failures = 0
+            except LogError as exc:  # a log out of reach is a pause: the reader resumes where it was
+                failures += 1
+                pause = min(TAIL_FIRST_PAUSE_S * 2 ** (failures - 1), TAIL_MAX_PAUSE_S)
+                log.warning("projector: the log is unavailable (%s); trying again in %g s", exc, pause)
+                self._stop.wait(pause)
+            except Exception:  # nor may anything else end the tail the API reads from
                 log.exception("projector: tail failed; retrying")
-                time.sleep(1.0)
+                self._stop.wait(TAIL_MAX_PAUSE_S)
 
     def _records(
         self, events: Sequence[Event], partitions: Sequence[int | None] | None

@@ -9,11 +9,16 @@ read from the beginning (every partition, not only the ones this member owns), s
 takes over a partition sees every decision the previous owner committed before it decides.
 With a SnapshotStore the rebuild starts from the newest trusted snapshot instead, and records it
 covers are stepped over undecoded (eventsvm/snapshot.py).
+
+A log that cannot be reached (a broker down, a locked or full SQLite file) is a pause, never the
+end of the thread: `run` drops its member and reader, waits with a growing, jittered backoff and
+starts again, which rebuilds the state and rejoins the group (docs/decisions.md).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +39,16 @@ S = TypeVar("S")
 MAX_COMMIT_RETRIES = 5
 # pauses before a step abandoned for a Transient error is tried again
 TRANSIENT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+# pauses while the log cannot be reached: doubling from the first to the cap, each jittered so
+# that a dozen runners do not all knock on a returning broker in the same instant
+OUTAGE_FIRST_PAUSE_S = 0.5
+OUTAGE_MAX_PAUSE_S = 10.0
+
+
+def outage_pause(failures: int) -> float:
+    """How long to wait after `failures` consecutive failures to reach the log (1 or more)."""
+    pause = min(OUTAGE_FIRST_PAUSE_S * 2 ** max(failures - 1, 0), OUTAGE_MAX_PAUSE_S)
+    return pause * random.uniform(0.5, 1.0)
 
 
 @dataclass(slots=True)
@@ -89,6 +104,8 @@ class ServiceRunner(Generic[S]):
         self._transient_failures = 0
         self._stale = False
         self.fold_letters = FoldLetters(self.group, codec)
+        # consecutive failures to reach the log; while it is above 0 the runner is paused
+        self.outages = 0
         # snapshots: where the state reader is, what a loaded snapshot already covers, and how
         # much was folded since the last one was written
         self.snapshots = snapshots
@@ -186,22 +203,45 @@ class ServiceRunner(Generic[S]):
 
     def close(self) -> None:
         """Leave the group and release the readers."""
-        if self._member is not None:
-            self._member.close()
-            self._member = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        member, reader = self._member, self._reader
+        self._member = self._reader = None
+        if member is not None:
+            member.close()
+        if reader is not None:
+            reader.close()
+
+    @property
+    def paused(self) -> bool:
+        """True while the runner waits for the log to come back."""
+        return self.outages > 0
 
     def run(self, stop: threading.Event) -> None:
-        """Step until `stop` is set; the step in hand is finished and committed first."""
-        if self._member is None:
-            self.start()
+        """Step until `stop` is set; the step in hand is finished and committed first. While the
+        log cannot be reached the runner waits and starts again instead of returning."""
         try:
             while not stop.is_set():
-                self.step()
+                try:
+                    if self._member is None:
+                        self.start()
+                    self.step()
+                    self.outages = 0
+                except LogError as exc:
+                    self.outages += 1
+                    pause = outage_pause(self.outages)
+                    log.warning("%s: the log is unavailable (%s); starting again in %.1f s",
+                                self.service.name, exc, pause)
+                    self._drop()
+                    stop.wait(pause)
         finally:
             self.close()
+
+    def _drop(self) -> None:
+        # What the member held is uncommitted or gone with the broker; `start` rebuilds the state
+        # and joins afresh. Closing may fail too while the log is down: nothing is left to save.
+        try:
+            self.close()
+        except Exception as exc:
+            log.info("%s: closing after the outage failed: %s", self.service.name, exc)
 
     # -- one step --------------------------------------------------------------------------
     def step(self) -> int:

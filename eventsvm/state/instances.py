@@ -45,6 +45,10 @@ ACTION_EVENT_NAMES: dict[EventType, str] = {
     EventType.INSTANCE_DELETE_REQUESTED: "api_delete",
     EventType.INSTANCE_DELETE_DISPATCHED: "conductor_delete",
     EventType.INSTANCE_DELETED: "compute_terminate_instance",
+    # an action's host step is named after the action (compute_stop_instance ...), see action_step_name
+    EventType.INSTANCE_ACTION_REQUESTED: "api_action",
+    EventType.INSTANCE_ACTION_COMPLETED: "compute_action_instance",
+    EventType.INSTANCE_ACTION_FAILED: "compute_action_instance",
 }
 
 
@@ -85,6 +89,13 @@ class Instance:
     launched_at: int | None = None
     terminated_at: int | None = None
     request_id: str = ""
+    # lock / unlock (fold-only): the sequence of the lock event that set them
+    locked: bool = False
+    locked_reason: str | None = None
+    locked_by: str | None = None
+    lock_sequence: int = 0
+    # a delete was requested: the task stays `deleting` until the deletion
+    deleting: bool = False
     # the event that set the state fields, and the newest event (the API chains deletes to it)
     state_rank: tuple[int, int, str] = (-1, -1, "")
     last_event_id: str | None = None
@@ -141,8 +152,9 @@ def fold_instance_event(state: InstanceProjection, event: Event) -> Instance | N
     state.events_folded += 1
     body = event.body
     occurred_at = event.occurred_at
+    # detail: a failure's reason, else the server action's name (None for the boot's steps)
     inst.actions.append((_NAMES[event.type], occurred_at, event.request_id, event.user_id,
-                         body.get("host"), body.get("reason")))
+                         body.get("host"), body.get("reason") or body.get("action")))
     if occurred_at > inst.updated_at:
         inst.updated_at = occurred_at
     owned(inst, event, body)
@@ -171,6 +183,8 @@ def _advance(inst: Instance, rank: tuple[int, int, str], states: _States) -> boo
     status, vm_state, inst.task_state = states
     if status:
         inst.status, inst.vm_state = status, vm_state
+    if inst.deleting and rank[0] == 0:
+        inst.task_state = "deleting"
     return True
 
 
@@ -243,11 +257,21 @@ def _failed(inst: Instance, event: Event, body: dict[str, Any]) -> None:
 
 
 def _delete_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    _mark_deleting(inst)
     _advance(inst, (0, event.sequence, event.event_id), _DELETE_REQUESTED_STATES)
 
 
 def _delete_dispatched(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    _mark_deleting(inst)
     _advance(inst, (0, event.sequence, event.event_id), _DELETE_DISPATCHED_STATES)
+
+
+def _mark_deleting(inst: Instance) -> None:
+    # Once a delete is asked for, the task is deleting until the deletion (or a final failure),
+    # whatever event of the same sequence (an action's outcome, a build step) wins the fork.
+    inst.deleting = True
+    if inst.state_rank[0] == 0:
+        inst.task_state = "deleting"
 
 
 def _deleted(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -288,6 +312,46 @@ EDIT_EVENT_TYPES: frozenset[EventType] = frozenset(_EDITS)
 def _edited(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.edits.append((event.type, body))
     _EDITS[event.type](inst, body)
+# -- server actions (DESIGN §7) --------------------------------------------------------------------
+# nova's API status of a (vm_state, task_state) pair, as nova.api.openstack.common._STATE_MAP has it
+_STATUS_OF_VM_STATE = {"active": "ACTIVE", "stopped": "SHUTOFF", "paused": "PAUSED", "suspended": "SUSPENDED",
+                       "building": "BUILD", "error": "ERROR", "deleted": "DELETED"}
+_STATUS_OF_ACTIVE_TASK = {"rebooting": "REBOOT", "reboot_pending": "REBOOT", "reboot_started": "REBOOT",
+                          "rebooting_hard": "HARD_REBOOT"}
+
+
+def server_status(vm_state: str, task_state: str | None) -> str:
+    """Nova's API status of a vm_state and task_state (REBOOT and HARD_REBOOT only from active)."""
+    if vm_state == "active" and task_state is not None:
+        return _STATUS_OF_ACTIVE_TASK.get(task_state, "ACTIVE")
+    return _STATUS_OF_VM_STATE.get(vm_state, "UNKNOWN")
+
+
+def action_step_name(action: str) -> str:
+    """Nova's instance-action event name of an action's host step, e.g. compute_stop_instance."""
+    return f"compute_{action}_instance"
+
+
+def _action_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    action = body["action"]
+    if action in ("lock", "unlock"):
+        # no host step: the lock is in place once it is on the log; the newest lock event wins
+        if event.sequence >= inst.lock_sequence:
+            inst.lock_sequence = event.sequence
+            inst.locked = action == "lock"
+            inst.locked_reason = body.get("locked_reason") if inst.locked else None
+            inst.locked_by = body.get("locked_by") if inst.locked else None
+        return
+    vm_state, task_state = body["vm_state"], body.get("task_state")
+    states = (server_status(vm_state, task_state), vm_state, task_state)
+    _advance(inst, (0, event.sequence, event.event_id), states)
+
+
+def _action_finished(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    # completed and failed both end the task; the body says where the server is now
+    vm_state = body["vm_state"]
+    if _advance(inst, (0, event.sequence, event.event_id), (server_status(vm_state, None), vm_state, None)):
+        inst.power_state = body["power_state"]
 
 
 _FOLDS: dict[EventType, Callable[[Instance, Event, dict[str, Any]], None]] = {
@@ -302,6 +366,9 @@ _FOLDS: dict[EventType, Callable[[Instance, Event, dict[str, Any]], None]] = {
     EventType.INSTANCE_DELETED: _deleted,
     EventType.INSTANCE_UPDATED: _edited,
     EventType.INSTANCE_METADATA_CHANGED: _edited,
+    EventType.INSTANCE_ACTION_REQUESTED: _action_requested,
+    EventType.INSTANCE_ACTION_COMPLETED: _action_finished,
+    EventType.INSTANCE_ACTION_FAILED: _action_finished,
 }
 # the timeline keeps the type's plain string (reading `.value` off the enum costs a property call)
 _NAMES: dict[EventType, str] = {kind: kind.value for kind in _FOLDS}
@@ -332,4 +399,8 @@ FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
     EventType.INSTANCE_DELETED: dict.fromkeys(("host", "terminated_at")),
     EventType.INSTANCE_UPDATED: dict.fromkeys(("name", "access_ipv4", "access_ipv6")),
     EventType.INSTANCE_METADATA_CHANGED: dict.fromkeys(("set", "removed", "replace")),
+    EventType.INSTANCE_ACTION_REQUESTED: dict.fromkeys(
+        ("action", "host", "vm_state", "task_state", "locked_reason", "locked_by")),
+    EventType.INSTANCE_ACTION_COMPLETED: dict.fromkeys(("action", "host", "vm_state", "power_state")),
+    EventType.INSTANCE_ACTION_FAILED: dict.fromkeys(("action", "host", "vm_state", "power_state", "reason")),
 }

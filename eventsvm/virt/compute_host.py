@@ -10,12 +10,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from eventsvm.virt.hypervisor import DomainInfo, DomainState, Hypervisor, SpawnError
+from eventsvm.virt.hypervisor import DomainInfo, DomainNotFound, DomainState, Hypervisor, SpawnError
 from eventsvm.virt.images import ImageBackend
 from eventsvm.virt.xml import FlavorMeta, GuestPort, GuestSpec, OwnerMeta, build_domain_xml
 
 # How often a booting guest's console log is read while the spawner waits for its boot line.
 _BOOT_POLL_S = 0.25
+# How often a guest asked to shut down is looked at while the spawner waits for it to stop.
+_SHUTDOWN_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,9 @@ class ComputeHost:
     (the test driver). `domain_type` overrides the hypervisor's (`kvm` where /dev/kvm works);
     `vif_type` 'user' gives guests QEMU's user-mode network instead of a tap device.
     With `boot_line` (may contain `{uuid}`), a spawn succeeds only once the guest printed it on its
-    serial console within `boot_timeout_s`.
+    serial console within `boot_timeout_s`. A stop waits `shutdown_timeout_s` for the guest to shut
+    down cleanly before pulling the plug (nova's shutdown_timeout), a soft reboot waits
+    `soft_reboot_timeout_s` before rebooting hard (nova's [libvirt] wait_soft_reboot_seconds).
     """
 
     name: str
@@ -73,6 +77,8 @@ class ComputeHost:
     boot_line: str | None = None
     boot_timeout_s: float = 60.0
     vif_type: str = "ethernet"
+    shutdown_timeout_s: float = 60.0
+    soft_reboot_timeout_s: float = 120.0
 
     def guest_spec(
         self, instance_id: str, resolved: dict[str, Any], user_id: str, project_id: str, created_ms: int
@@ -137,6 +143,54 @@ class ComputeHost:
         if self.images is not None:
             self.images.remove(instance_id)
         return existed
+
+    # -- server actions (nova's ComputeManager stop / start / reboot / pause / suspend ...) ---------
+    def act(
+        self, instance_id: str, action: str, reboot_type: str | None = None
+    ) -> tuple[DomainInfo, str | None]:
+        """Carry out a host-side server action; the guest afterwards and a note on how it went."""
+        hv = self.hypervisor
+        if action == "stop":
+            clean = self._clean_shutdown(instance_id, self.shutdown_timeout_s)
+            note = None if clean else (f"the guest did not shut down within {self.shutdown_timeout_s:g} s; "
+                                       "powered off")
+            return hv.power_off(instance_id), note
+        if action == "reboot":
+            return self._reboot(instance_id, hard=reboot_type == "HARD")
+        steps = {"start": hv.power_on, "pause": hv.pause, "unpause": hv.unpause, "suspend": hv.suspend,
+                 "resume": hv.power_on}
+        return steps[action](instance_id), None
+
+    def _reboot(self, instance_id: str, hard: bool) -> tuple[DomainInfo, str | None]:
+        note = None
+        if not hard:
+            # nova's libvirt soft reboot: a clean shutdown and a start; hard when the guest ignores it
+            if self._clean_shutdown(instance_id, self.soft_reboot_timeout_s):
+                return self.hypervisor.power_on(instance_id), None
+            note = f"the guest did not shut down within {self.soft_reboot_timeout_s:g} s; rebooted hard"
+        # hard: destroy and create again, from a clean boot (a suspended guest's saved memory is dropped)
+        self.hypervisor.power_off(instance_id, discard_saved=True)
+        return self.hypervisor.power_on(instance_id), note
+
+    def _clean_shutdown(self, instance_id: str, timeout_s: float) -> bool:
+        """Ask a running guest to shut down and wait for it; False when it is still up at the deadline."""
+        state = self.hypervisor.state(instance_id)
+        if state is None:
+            raise DomainNotFound(instance_id)
+        if state is not DomainState.RUNNING:
+            # a paused or crashed guest cannot shut itself down
+            return state is DomainState.SHUTDOWN
+        self.hypervisor.shutdown(instance_id)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = self.hypervisor.state(instance_id)
+            if state is None:
+                raise DomainNotFound(instance_id)
+            if state is DomainState.SHUTDOWN:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_SHUTDOWN_POLL_S)
 
     def _await_boot(self, instance_id: str, line: str) -> None:
         # RUNNING only says QEMU started; the line on the console says the guest's kernel and init

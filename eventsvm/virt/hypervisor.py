@@ -218,6 +218,67 @@ class Hypervisor:
             raise HypervisorError(f"console log of instance {wanted} unreadable: {exc.strerror}",
                                   retryable=True) from exc
 
+    # -- power actions, each idempotent on the domain's state (nova's LibvirtDriver power_off,
+    # power_on, pause, unpause, suspend, resume); each raises DomainNotFound when there is no domain
+    def shutdown(self, instance_uuid: str) -> None:
+        """Ask the guest to shut itself down (ACPI); returns at once, the guest may take its time."""
+        with self._domain(instance_uuid, "shut down") as domain:
+            if _power_state(domain) is DomainState.RUNNING:
+                domain.shutdown()
+
+    def power_off(self, instance_uuid: str, discard_saved: bool = False) -> DomainInfo:
+        """Pull the plug: stop the domain at once, keeping it defined (and, with `discard_saved`,
+        dropping the memory a suspend saved, so the next start boots afresh)."""
+        with self._domain(instance_uuid, "power off") as domain:
+            self._stop(domain)
+            if discard_saved and domain.hasManagedSaveImage(0):
+                domain.managedSaveRemove(0)
+            return _describe(domain)
+
+    def power_on(self, instance_uuid: str) -> DomainInfo:
+        """Start a defined domain (from its managed save if it has one); a paused one resumes."""
+        with self._domain(instance_uuid, "power on") as domain:
+            if not domain.isActive():
+                domain.create()
+            elif _power_state(domain) is DomainState.PAUSED:
+                domain.resume()
+            return _describe(domain)
+
+    def pause(self, instance_uuid: str) -> DomainInfo:
+        """Freeze the guest's vCPUs, its memory kept in place (libvirt's virDomainSuspend)."""
+        with self._domain(instance_uuid, "pause") as domain:
+            if _power_state(domain) is not DomainState.PAUSED:
+                domain.suspend()
+            return _describe(domain)
+
+    def unpause(self, instance_uuid: str) -> DomainInfo:
+        """Let a paused guest's vCPUs run again."""
+        with self._domain(instance_uuid, "unpause") as domain:
+            if _power_state(domain) is DomainState.PAUSED:
+                domain.resume()
+            return _describe(domain)
+
+    def suspend(self, instance_uuid: str) -> DomainInfo:
+        """Save the guest's memory to disk and stop it (managed save), as nova's suspend does."""
+        with self._domain(instance_uuid, "suspend") as domain:
+            if domain.isActive():
+                domain.managedSave(0)
+            return _describe(domain)
+
+    def has_saved_memory(self, instance_uuid: str) -> bool:
+        """Whether a managed save waits to be resumed."""
+        with self._domain(instance_uuid, "inspect") as domain:
+            return bool(domain.hasManagedSaveImage(0))
+
+    @contextmanager
+    def _domain(self, instance_uuid: str, action: str) -> Iterator[libvirt.virDomain]:
+        wanted = _canonical_uuid(instance_uuid)
+        with self._translated(f"{action} instance {wanted}"):
+            domain = self._lookup(wanted)
+            if domain is None:
+                raise DomainNotFound(wanted)
+            yield domain
+
     def close(self) -> None:
         """Close the connection; later calls raise HypervisorUnavailable."""
         with self._lock:

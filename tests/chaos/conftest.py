@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ class ProcessCloud:
     flags: list[str]
     data_dir: Path
     driver: Cloud
+    log_config: LogConfig
     processes: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
 
     def start(self, label: str, *args: str) -> subprocess.Popen[str]:
@@ -79,7 +79,8 @@ def process_cloud(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pr
     readmodel = ReadModel(log_, Codec())
     readmodel.start()
     readmodel.append(seed_events(choose_passwords("admin-pw", "demo-pw")))
-    cloud = ProcessCloud(flags, tmp_path, Cloud(cluster=None, options=None, readmodel=readmodel))  # type: ignore[arg-type]
+    cloud = ProcessCloud(flags, tmp_path, Cloud(cluster=None, options=None, readmodel=readmodel),  # type: ignore[arg-type]
+                         config)
     cloud.driver.unlimited_quota()
     yield cloud
     for proc in cloud.processes.values():
@@ -87,11 +88,6 @@ def process_cloud(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pr
         proc.wait(timeout=10)
     readmodel.close()
     log_.close()
-
-
-def settle(seconds: float) -> None:
-    """Give processes time to rebalance; used only where a test must wait for membership."""
-    time.sleep(seconds)
 
 
 ENV = dict(os.environ)

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+from eventsvm.app.registry import PIPELINE, SERVICES, host_service
 from tests.chaos.conftest import ProcessCloud
+from tests.e2e.conftest import STAGES, Inputs, fold_log, in_flight, wait_log_quiet
 
 SMALL_HOST = "vcpus=2,ram=4096,disk=100"
-STAGES = (
-    "instance.requested",
-    "instance.authenticated",
-    "instance.scheduled",
-    "instance.resources_resolved",
-    "instance.spawned",
-)
 
 
 def start_pipeline(
@@ -28,6 +23,23 @@ def start_pipeline(
     for host in ("compute-1", "compute-2"):
         extra = ["--host-capacity", host_capacity] if host_capacity else []
         cloud.start(host, "spawner", "--host", host, *extra)
+
+
+def pipeline_inputs(cloud: ProcessCloud) -> Inputs:
+    """What start_pipeline's services read (billing does not run here)."""
+    log_ = cloud.driver.readmodel.log
+    inputs: Inputs = []
+    for name in PIPELINE:
+        if name != "billing":
+            service = SERVICES[name].service("")
+            inputs += [(f"eventsvm.{service.name}", str(t), list(range(log_.partitions(str(t)))))
+                       for t in service.inputs]
+    for host in ("compute-1", "compute-2"):
+        slot = int(cloud.driver.readmodel.models.hosts[host]["slot"])
+        spawner = host_service("spawner", host)
+        inputs += [(f"eventsvm.{spawner.name}", str(t), [slot % log_.partitions(str(t))])
+                   for t in spawner.inputs]
+    return inputs
 
 
 def test_two_schedulers_and_two_resolvers_never_overcommit_a_host_or_reuse_an_address(
@@ -59,12 +71,19 @@ def test_killing_every_service_mid_flight_loses_and_duplicates_nothing(process_c
     start_pipeline(process_cloud)
     driver = process_cloud.driver
     ids = [driver.submit(f"survivor-{n}") for n in range(15)]
+    # Kill once the read model shows a server between two stages; the log read afresh after the
+    # kill, when nothing can commit any more, proves that some server really was.
+    assert driver.readmodel.wait_until(lambda models: bool(in_flight(models)), 120), "nothing went in flight"
     for label in ("authenticator", "scheduler-0", "resolver-0", "compute-1", "compute-2"):
         process_cloud.kill(label)
+    caught = in_flight(fold_log(process_cloud.log_config))
     ids += [driver.submit(f"survivor-{n}") for n in range(15, 25)]
     start_pipeline(process_cloud)
     servers = driver.wait_for(ids, {"ACTIVE", "ERROR"}, timeout=180)
     assert {s.status for s in servers.values()} == {"ACTIVE"}, {s.id: s.fault for s in servers.values()}
-    for server in servers.values():
-        counts = Counter(action[0] for action in server.actions)
-        assert all(counts[stage] == 1 for stage in STAGES), (server.id, counts)
+    assert caught, "the kill found every server either untouched or done: nothing was in flight"
+    wait_log_quiet(process_cloud.log_config, pipeline_inputs(process_cloud))  # no duplicate still to come
+    models = fold_log(process_cloud.log_config)
+    for instance_id in ids:
+        counts = Counter(action[0] for action in models.instances.instances[instance_id].actions)
+        assert all(counts[stage] == 1 for stage in STAGES), (instance_id, counts)

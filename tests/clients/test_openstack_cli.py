@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 from live_cloud import LiveCloud
@@ -50,8 +51,19 @@ def test_server_create_wait_list_show_delete(live_cloud: LiveCloud):
 
 
 def test_admin_usage_list_shows_the_demo_project(live_cloud: LiveCloud):
+    # A server of the demo project's own, so the list cannot pass by being empty.
+    name = f"osc-usage-{uuid.uuid4().hex[:6]}"
+    live_cloud.openstack("server", "create", "--image", "cirros", "--flavor", "m1.tiny",
+                         "--network", "private", "--wait", name)
+    demo_project = json.loads(live_cloud.openstack("token", "issue", "-f", "json").stdout)["project_id"]
     usage = rows(live_cloud, "usage", "list", as_cloud="eventsvm-admin")
+    assert usage, "usage list is empty although the demo project has a server"
     assert all({"Project", "Servers", "RAM MB-Hours", "CPU Hours", "Disk GB-Hours"} <= set(u) for u in usage)
+    [demo] = [u for u in usage if u["Project"] in ("demo", demo_project)]
+    [mine] = [s for s in demo["Servers"] if s["name"] == name]
+    assert mine["flavor"] == "m1.tiny" and mine["hours"] > 0
+    assert demo["RAM MB-Hours"] > 0 and demo["CPU Hours"] > 0
+    live_cloud.openstack("server", "delete", "--wait", name)
 
 
 def test_errors_are_openstack_messages(live_cloud: LiveCloud):
@@ -64,6 +76,47 @@ def test_errors_are_openstack_messages(live_cloud: LiveCloud):
                                    "--network", "private", "--key-name", "nosuchkey", "vmx", check=False)
     assert bad_key.returncode == 1 and "Invalid key_name provided." in bad_key.stderr
     assert "vmx" not in [s["Name"] for s in rows(live_cloud, "server", "list")]
+
+
+def _status_becomes(cloud: LiveCloud, name: str, status: str, timeout: float = 60.0) -> dict:
+    """`openstack server show` until the server is in `status` with no task; its last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = json.loads(cloud.openstack("server", "show", name, "-f", "json").stdout)
+        if shown["status"] == status and shown["OS-EXT-STS:task_state"] is None:
+            return dict(shown)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} is {shown['status']} / {shown['OS-EXT-STS:task_state']}, "
+                                 f"not {status}, after {timeout}s")
+        time.sleep(0.3)
+
+
+def test_server_stop_start_reboot_lock_unlock(live_cloud: LiveCloud):
+    name = f"osc-{uuid.uuid4().hex[:6]}"
+    live_cloud.openstack("server", "create", "--image", "cirros", "--flavor", "m1.tiny",
+                         "--network", "private", "--wait", name)
+    live_cloud.openstack("server", "stop", name)
+    shown = _status_becomes(live_cloud, name, "SHUTOFF")
+    assert (shown["OS-EXT-STS:vm_state"], shown["OS-EXT-STS:power_state"]) == ("stopped", 4)
+    again = live_cloud.openstack("server", "stop", name, check=False)
+    assert again.returncode == 1 and "ConflictException: 409" in again.stderr
+    assert "Cannot 'stop' instance" in again.stderr and "while it is in vm_state stopped" in again.stderr
+    live_cloud.openstack("server", "start", name)
+    _status_becomes(live_cloud, name, "ACTIVE")
+    live_cloud.openstack("server", "reboot", "--soft", "--wait", name)
+    live_cloud.openstack("server", "reboot", "--hard", "--wait", name)
+    shown = _status_becomes(live_cloud, name, "ACTIVE")
+    assert shown["OS-EXT-STS:power_state"] == 1
+    live_cloud.openstack("server", "lock", name)
+    locked = live_cloud.openstack("server", "stop", name, check=False)
+    assert locked.returncode == 1 and "ConflictException: 409" in locked.stderr
+    assert "is locked" in locked.stderr
+    live_cloud.openstack("server", "unlock", name)
+    live_cloud.openstack("server", "stop", name)
+    _status_becomes(live_cloud, name, "SHUTOFF")
+    actions = [e["Action"] for e in rows(live_cloud, "server", "event", "list", name)]
+    assert actions[:7] == ["stop", "unlock", "lock", "reboot", "reboot", "start", "stop"]
+    live_cloud.openstack("server", "delete", "--wait", name)
 
 
 def _properties(shown: dict) -> dict:

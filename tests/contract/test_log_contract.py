@@ -22,6 +22,10 @@ from eventsvm.log.port import (
     partition_for,
 )
 
+# Each test takes seconds (the Kafka silent-member ones ~8 s); its own deadlines add up to under a
+# minute, so a test still running after 90 s is stuck, not slow.
+pytestmark = pytest.mark.timeout(90)
+
 
 def drain(reader: Reader, limit_s: float = 10.0) -> list[Record]:
     """Everything `reader` can read until it reports the end; fails the test after `limit_s`."""

@@ -14,8 +14,11 @@ import pytest
 from eventsvm.app.cluster import Cluster, ClusterOptions
 from eventsvm.app.seed import choose_passwords, seed_events
 from eventsvm.config import LogConfig
+from eventsvm.events.codec import Codec
 from eventsvm.events.model import EventType, Topic, new_event
-from eventsvm.projections.readmodel import ReadModel
+from eventsvm.log.factory import open_log
+from eventsvm.log.port import BEGINNING, EventLog
+from eventsvm.projections.readmodel import Models, ReadModel
 from eventsvm.state.instances import Instance
 from eventsvm.virt.compute_host import HostCapacity
 
@@ -117,13 +120,16 @@ class Cloud:
             pytest.fail(f"not all in {statuses} after {timeout}s: {laggards}")
         return {x: self.instance(x) for x in ids}
 
-    def restart(self) -> None:
-        """Stop every service (finishing the step in hand) and start them again on the same log."""
+    def restart(self) -> Models:
+        """Stop every service (finishing the step in hand) and start them again on the same log;
+        returns the whole log as it stood while nothing ran."""
         self.cluster.stop()
+        stopped = fold_log(self.options.log)
         self.cluster = Cluster(self.options)
         self.readmodel = self.cluster.start_readmodel()
         self.cluster.start_services()
         self.started.append(self.cluster)
+        return stopped
 
 
 @pytest.fixture(params=["sqlite", pytest.param("kafka", marks=pytest.mark.kafka)])
@@ -169,12 +175,103 @@ def make_cloud(engine_url: tuple[str, str], tmp_path: Path) -> Iterator[CloudFac
         cloud.cluster.stop()
 
 
-def log_events(cloud: Cloud, instance_id: str) -> list[str]:
-    """Every event type of one instance, as folded by a fresh full read of the log."""
-    inst = cloud.instance(instance_id)
+# The stages every server passes on its way to ACTIVE, in order.
+STAGES = (
+    "instance.requested",
+    "instance.authenticated",
+    "instance.scheduled",
+    "instance.resources_resolved",
+    "instance.spawned",
+)
+
+
+def fold_log(config: LogConfig) -> Models:
+    """The whole log as it stands now, folded by a read model of its own on a fresh connection."""
+    log_ = open_log(config)
+    try:
+        readmodel = ReadModel(log_, Codec())
+        readmodel.start(tail=False)
+        readmodel.close()
+        return readmodel.models
+    finally:
+        log_.close()
+
+
+def log_events(models: Models, instance_id: str) -> list[str]:
+    """Every event type of one instance, in the order folded."""
+    inst = models.instances.get(instance_id)
+    assert inst is not None, f"{instance_id} is not in the log"
     return [action[0] for action in inst.actions]
 
 
-def wait_quiet(seconds: float = 0.5) -> None:
-    """Let in-flight steps land before counting."""
-    time.sleep(seconds)
+def in_flight(models: Models) -> list[str]:
+    """Instances the log shows between two stages: a service has acted on them (authenticated),
+    and they are not spawned, failed for good or deleted yet."""
+    return [
+        inst.id
+        for inst in models.instances.instances.values()
+        if "instance.authenticated" in (events := [a[0] for a in inst.actions])
+        and "instance.spawned" not in events
+        and inst.status not in ("ERROR", "DELETED")
+    ]
+
+
+def _pending_inputs(log_: EventLog, group: str, topic: str, partitions: list[int]) -> list[str]:
+    """Records of `topic` (in `partitions`) that `group` has not committed past."""
+    committed = log_.committed(group, topic)
+    ends = log_.end_offsets(topic)
+    behind = [p for p in partitions if committed.get(p, 0) < ends[p]]
+    if not behind:
+        return []
+    # On Kafka a transaction marker takes an offset, so "committed < end" may hide no record at all.
+    reader = log_.reader([topic], BEGINNING, partitions=[(topic, p) for p in behind])
+    try:
+        records = []
+        deadline = time.monotonic() + 10
+        while not reader.at_end():
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            records += reader.poll(5000, timeout=0.1)
+    finally:
+        reader.close()
+    return [f"{group} {topic}/{r.partition}@{r.offset}"
+            for r in records if r.offset >= committed.get(r.partition, 0)]
+
+
+# What services read: (consumer group, topic, partitions).
+Inputs = list[tuple[str, str, list[int]]]
+
+
+def runner_inputs(cloud: Cloud) -> Inputs:
+    """What every service of the cloud's cluster reads."""
+    log_ = cloud.readmodel.log
+    inputs: Inputs = []
+    for runner in cloud.cluster.runners:
+        wanted = runner.partitions or [
+            (str(t), p) for t in runner.service.inputs for p in range(log_.partitions(str(t)))]
+        for topic in sorted({t for t, _ in wanted}):
+            inputs.append((runner.group, topic, [p for t, p in wanted if t == topic]))
+    return inputs
+
+
+def wait_quiet(cloud: Cloud, timeout: float = 30.0) -> None:
+    """wait_log_quiet for every service of the cloud's cluster."""
+    wait_log_quiet(cloud.options.log, runner_inputs(cloud), timeout)
+
+
+def wait_log_quiet(config: LogConfig, inputs: Inputs, timeout: float = 30.0) -> None:
+    """Wait until the log shows nothing left to do: every group has committed past every record
+    of its inputs, and no input topic's end moved meanwhile. Fails naming what is still pending."""
+    topics = sorted({topic for _, topic, _ in inputs})
+    log_ = open_log(config)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            before = {t: log_.end_offsets(t) for t in topics}
+            pending = [p for group, topic, partitions in inputs
+                       for p in _pending_inputs(log_, group, topic, partitions)]
+            if not pending and {t: log_.end_offsets(t) for t in topics} == before:
+                return
+            assert time.monotonic() < deadline, f"still pending after {timeout:g} s: {pending[:10]}"
+            time.sleep(0.1)
+    finally:
+        log_.close()

@@ -45,7 +45,7 @@ def test_one_altered_byte_of_a_stored_event_is_named(make_cloud: CloudFactory) -
     cloud.wait_for(ids, {"ACTIVE", "ERROR"}, timeout=60)
     cloud.delete(ids[2])
     cloud.wait_for([ids[2]], {"DELETED"}, timeout=60)
-    wait_quiet(0.5)
+    wait_quiet(cloud)
     codec = Codec()
     config = cloud.options.log
     topics = [str(t) for t in INSTANCE_TOPICS]

@@ -17,7 +17,7 @@ from eventsvm.log.factory import open_log
 from eventsvm.monitoring.metrics import PipelineMonitor
 from eventsvm.monitoring.router import Monitoring, make_monitoring
 from eventsvm.projections.readmodel import ReadModel
-from tests.e2e.conftest import CloudFactory
+from tests.e2e.conftest import CloudFactory, wait_quiet
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -66,6 +66,7 @@ def test_metrics_and_dashboard_state_follow_a_pipeline_run(make_cloud: CloudFact
         servers = cloud.wait_for(ids, {"ACTIVE", "ERROR"})
         assert {s.status for s in servers.values()} == {"ACTIVE"}
         cloud.wait_for([doomed], {"ERROR"})
+        wait_quiet(cloud)  # the counts below are final: no step is left to add to them
         retried = sum(s.attempt > 1 for s in servers.values())
         assert retried, "the weighers spread load, so some build must have tried the broken host first"
 
@@ -142,20 +143,28 @@ def test_an_instance_waiting_past_the_limit_is_stuck_until_it_moves_on(engine_ur
     readmodel = ReadModel(open_log(LogConfig(url=url, namespace=namespace, partitions=2)), Codec())
     # attached before the first fold: every event reaches the monitor through the listener
     monitoring = make_monitoring(readmodel, stuck_after_s=1.0, start_lag=False)
+    # The monitor's clock is the test's: "stuck" is decided by the time it reads, not by how long
+    # this machine took to get from one request to the next.
+    clock = [now_ms()]
+    monitoring.monitor.clock = lambda: clock[0]
     readmodel.start()
     client = client_for(monitoring)
     try:
         readmodel.append(seed_events(choose_passwords("admin-pw", "demo-pw")))
         instance_id = str(uuid.uuid4())
         # no authenticator runs, so the request waits in `requested`
-        readmodel.append([new_event(EventType.INSTANCE_REQUESTED, instance_id, {
+        requested = new_event(EventType.INSTANCE_REQUESTED, instance_id, {
             "name": "waiting", "flavor_id": "1", "image_id": str(uuid.uuid4()), "networks": [],
             "key_name": None,
             "availability_zone": None, "server_group_id": None, "block_devices": [], "metadata": {},
-            "roles": ["member"], "token_audit_id": "audit"}, user_id="u", project_id="p")])
+            "roles": ["member"], "token_audit_id": "audit"}, user_id="u", project_id="p")
+        readmodel.append([requested])
+        # exactly at the limit it is still waiting, not stuck
+        clock[0] = requested.occurred_at + 1_000
         state = client.get("/dashboard/state").json()
         assert state["stuck"]["count"] == 0 and state["stages"][0]["now"] == 1
-        time.sleep(1.3)
+        assert value(scrape(client), "eventsvm_instances_stuck", stage="requested") == 0
+        clock[0] += 1
         state = client.get("/dashboard/state").json()
         assert [(s["id"], s["name"], s["stage"]) for s in state["stuck"]["instances"]] == [
             (instance_id, "waiting", "requested")]

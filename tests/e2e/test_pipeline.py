@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 from eventsvm.virt.compute_host import HostCapacity
-from tests.e2e.conftest import CloudFactory, log_events, wait_quiet
+from tests.e2e.conftest import STAGES, CloudFactory, fold_log, in_flight, log_events, wait_quiet
 
 
 def test_fifty_servers_reach_active_with_distinct_addresses(make_cloud: CloudFactory) -> None:
@@ -46,8 +46,9 @@ def test_spawn_failure_on_one_host_is_rescheduled_onto_another(make_cloud: Cloud
     assert {s.host for s in servers.values()} == {"compute-2"}
     rescheduled = [s for s in servers.values() if s.attempt > 1]
     assert rescheduled, "the weighers spread load, so some build must have tried compute-1 first"
+    models = fold_log(cloud.options.log)
     for server in rescheduled:
-        timeline = log_events(cloud, server.id)
+        timeline = log_events(models, server.id)
         assert "instance.failed" in timeline
         assert timeline.count("instance.scheduled") == 2
 
@@ -85,7 +86,7 @@ def test_delete_before_the_server_reaches_a_host_completes(make_cloud: CloudFact
     for instance_id in ids:
         cloud.delete(instance_id)
     cloud.wait_for(ids, {"DELETED"})
-    wait_quiet(1.0)
+    wait_quiet(cloud)  # no spawn of theirs still on its way
     assert cloud.cluster.hosts[0].hypervisor.list_instances() == []
     assert all(cloud.instance(i).status == "DELETED" for i in ids)
 
@@ -94,19 +95,19 @@ def test_restarting_every_service_mid_flight_loses_and_duplicates_nothing(make_c
     cloud = make_cloud(hosts=2)
     cloud.unlimited_quota()
     ids = [cloud.submit(f"flight-{n}") for n in range(20)]
-    cloud.restart()
+    # Restart once the read model shows a server between two stages; the log as it stood while
+    # nothing ran proves that some server really was (the read model alone could be behind it).
+    assert cloud.readmodel.wait_until(lambda models: bool(in_flight(models)), 60), "nothing went in flight"
+    stopped = cloud.restart()
+    caught = in_flight(stopped)
     ids += [cloud.submit(f"flight-{n}") for n in range(20, 30)]
     cloud.restart()
     servers = cloud.wait_for(ids, {"ACTIVE", "ERROR"}, timeout=120)
     assert {s.status for s in servers.values()} == {"ACTIVE"}
-    wait_quiet(1.0)
+    assert caught, "the restart found every server either untouched or done: nothing was in flight"
+    wait_quiet(cloud)
+    models = fold_log(cloud.options.log)
     for instance_id in ids:
-        counts = Counter(log_events(cloud, instance_id))
-        for stage in (
-            "instance.requested",
-            "instance.authenticated",
-            "instance.scheduled",
-            "instance.resources_resolved",
-            "instance.spawned",
-        ):
+        counts = Counter(log_events(models, instance_id))
+        for stage in STAGES:
             assert counts[stage] == 1, (instance_id, counts)

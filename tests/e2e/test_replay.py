@@ -49,7 +49,7 @@ def test_a_full_replay_equals_the_live_read_model(make_cloud: CloudFactory) -> N
     in_flight = cloud.submit("short-lived")
     cloud.delete(in_flight)
     cloud.wait_for([built[0], in_flight], {"DELETED"}, timeout=60)
-    wait_quiet(1.0)
+    wait_quiet(cloud)
 
     log = open_log(cloud.options.log)
     try:

@@ -29,7 +29,8 @@ from eventsvm.virt.hypervisor import Hypervisor, SpawnError
 from eventsvm.virt.images import GuestImage, ImageBackend
 from eventsvm.virt.qemu import BOOT_LINE, ensure_guest_image, qemu_compute_host, stop_libvirtd
 
-pytestmark = pytest.mark.qemu
+# Real guests boot under emulation where there is no KVM: a test may take minutes, not hours.
+pytestmark = [pytest.mark.qemu, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 GUEST_DIR = ROOT / "guest"

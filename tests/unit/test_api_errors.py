@@ -8,6 +8,8 @@ import logging
 import pytest
 from test_api_support import Cloud, cloud_fixture  # noqa: F401
 
+from eventsvm.log.port import LogUnavailable
+
 
 @pytest.mark.parametrize("path", ["/compute/v2.1/servers", "/image/v2/images", "/network/v2.0/networks",
                                   "/identity/v3/projects"])
@@ -90,3 +92,23 @@ def test_the_openapi_document_is_served(cloud: Cloud):
     document = cloud.client.get("/openapi.json").json()
     assert "/compute/v2.1/servers" in document["paths"]
     assert "/identity/v3/auth/tokens" in document["paths"]
+
+
+def test_a_log_out_of_reach_is_a_503_with_retry_after_in_novas_shape_and_records_nothing(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+):
+    def broker_gone(records: object) -> None:
+        raise LogUnavailable("append failed: Local: All broker connections are down")
+
+    before = cloud.readmodel.models.instances.by_status()
+    monkeypatch.setattr(cloud.readmodel.log, "append", broker_gone)
+    answer = cloud.client.post("/compute/v2.1/servers", json=cloud.server_request("vm-down"),
+                               headers=cloud.headers())
+    assert answer.status_code == 503
+    assert int(answer.headers["Retry-After"]) > 0
+    body = answer.json()["serviceUnavailable"]
+    assert body["code"] == 503 and "unavailable" in body["message"]
+    assert "broker" not in body["message"]  # the cause is logged, not shown
+    assert cloud.readmodel.models.instances.by_status() == before
+    monkeypatch.undo()
+    cloud.create_server("vm-back")  # and the same request succeeds once the log is back

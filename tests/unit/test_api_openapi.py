@@ -126,3 +126,14 @@ def test_a_parameter_that_can_fail_validation_documents_a_400_and_a_string_one_d
     assert set(paths["/compute/v2.1/things"]["get"]["responses"]) == {"200", "400"}
     refused = TestClient(app).get("/compute/v2.1/things?limit=x")
     assert refused.status_code == 400 and "badRequest" in refused.json()
+
+
+def test_every_documented_503_names_its_retry_after(document: dict[str, Any]):
+    unavailable = [
+        operation["responses"]["503"]
+        for operations in document["paths"].values()
+        for operation in operations.values()
+        if "503" in operation["responses"]
+    ]
+    assert unavailable, "the writes document their 503"
+    assert all("Retry-After" in response["headers"] for response in unavailable)

@@ -210,3 +210,20 @@ def test_access_ips_given_at_create_are_kept_and_a_bad_one_is_nova_400(cloud: Cl
         assert answer.status_code == 400, answer.text
         assert f"Invalid input for field/attribute {field}" in answer.json()["badRequest"]["message"]
     assert len(cloud.records()) == before
+
+
+def test_a_locked_servers_metadata_changes_only_for_an_admin(cloud: Cloud):
+    server_id = _active(cloud, metadata={"role": "web"})
+    base = f"{SERVERS}/{server_id}/metadata"
+    lock = cloud.client.post(f"{SERVERS}/{server_id}/action", json={"lock": None}, headers=cloud.headers())
+    assert lock.status_code == 202
+    for answer in (cloud.client.post(base, headers=cloud.headers(), json={"metadata": {"a": "b"}}),
+                   cloud.client.delete(f"{base}/role", headers=cloud.headers())):
+        assert answer.status_code == 409
+        assert answer.json()["conflictingRequest"]["message"] == f"Instance {server_id} is locked"
+    # nova's update of the name takes no lock into account, and an admin passes the lock
+    rename = cloud.client.put(f"{SERVERS}/{server_id}", headers=cloud.headers(),
+                              json={"server": {"name": "n"}})
+    assert rename.status_code == 200
+    by_admin = cloud.client.post(base, headers=cloud.headers("admin"), json={"metadata": {"a": "b"}})
+    assert by_admin.status_code == 200 and by_admin.json()["metadata"] == {"role": "web", "a": "b"}

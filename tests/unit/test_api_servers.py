@@ -235,7 +235,9 @@ def test_instance_actions_come_from_the_log(cloud: Cloud):
     assert detail["user_id"] == cloud.ids["user:demo"]
     assert [e["event"] for e in detail["events"]][-1] == "compute__do_build_and_run_instance"
     assert {e["result"] for e in detail["events"]} == {"Success"}
-    assert detail["events"][-1]["host"] == "host-1"
+    # nova 2.1 shapes: an event's host comes at 2.62, an action's updated_at at 2.58
+    assert "host" not in detail["events"][-1] and "updated_at" not in detail
+    assert all("updated_at" not in a for a in actions["instanceActions"])
     missing = cloud.client.get(
         f"{SERVERS}/{server_id}/os-instance-actions/req-nosuch", headers=cloud.headers()
     )

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from eventsvm.api.app import create_app
 from eventsvm.api.context import ApiContext
-from eventsvm.app.seed import flavor_body
+from eventsvm.app.seed import cirros_body, flavor_body
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import Event, EventType, new_event, now_ms
@@ -302,23 +302,8 @@ def _seed(ids: dict[str, str]) -> list[Event]:
     for flavor in FLAVORS:
         add(EventType.FLAVOR_CREATED, flavor[0], flavor_body(*flavor))
     ids["image"] = str(uuid.uuid4())
-    add(
-        EventType.IMAGE_CREATED,
-        ids["image"],
-        {
-            "id": ids["image"],
-            "name": "cirros",
-            "disk_format": "qcow2",
-            "container_format": "bare",
-            "size_bytes": 21430272,
-            "min_disk": 0,
-            "min_ram": 0,
-            "visibility": "public",
-            "owner": ids["project:admin"],
-            "properties": {"hw_machine_type": "q35"},
-            "location": None,
-        },
-    )
+    add(EventType.IMAGE_CREATED, ids["image"],
+        cirros_body(ids["image"], ids["project:admin"], {"hw_machine_type": "q35"}, None))
     for name, cidr, external, owner in (
         ("private", "10.0.0", False, "demo"),
         ("public", "172.24.4", True, "admin"),

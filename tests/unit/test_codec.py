@@ -256,6 +256,9 @@ def test_released_fingerprints_never_change(codec: Codec) -> None:
         (EventType.INSTANCE_SPAWNED, 2): PINNED_SPAWNED_V2,
         (EventType.INSTANCE_RESOURCES_RESOLVED, 1): PINNED_RESOLVED_V1,
         (EventType.INSTANCE_RESOURCES_RESOLVED, 2): PINNED_RESOLVED_V2,
+        (EventType.INSTANCE_ACTION_REQUESTED, 1): PINNED_ACTION_REQUESTED_V1,
+        (EventType.INSTANCE_ACTION_COMPLETED, 1): PINNED_ACTION_COMPLETED_V1,
+        (EventType.INSTANCE_ACTION_FAILED, 1): PINNED_ACTION_FAILED_V1,
     }
     for (event_type, version), hex_fp in pinned.items():
         assert codec.fingerprint(event_type, version).hex() == hex_fp
@@ -267,3 +270,6 @@ PINNED_SPAWNED_V1 = "2504cd9bed83faab"
 PINNED_SPAWNED_V2 = "a5d447797e7a8dc3"
 PINNED_RESOLVED_V1 = "b9f0137ce5ed7691"
 PINNED_RESOLVED_V2 = "31a272741231351f"
+PINNED_ACTION_REQUESTED_V1 = "c873c9d43a3608f2"
+PINNED_ACTION_COMPLETED_V1 = "e189c8fb74229a99"
+PINNED_ACTION_FAILED_V1 = "397fbe49b7fb4b7d"

@@ -248,3 +248,34 @@ def test_a_password_in_the_uri_never_reaches_the_message() -> None:
 
 def test_domain_type_of_the_test_driver(hv: Hypervisor) -> None:
     assert hv.domain_type == "test"
+
+
+def test_power_actions_are_idempotent_on_the_domains_state(hv: Hypervisor) -> None:
+    instance = str(uuid.uuid4())
+    hv.spawn(guest_xml(instance), instance)
+    for step, expected in ((hv.pause, DomainState.PAUSED), (hv.pause, DomainState.PAUSED),
+                           (hv.unpause, DomainState.RUNNING), (hv.unpause, DomainState.RUNNING),
+                           (hv.power_off, DomainState.SHUTDOWN), (hv.power_off, DomainState.SHUTDOWN),
+                           (hv.power_on, DomainState.RUNNING), (hv.power_on, DomainState.RUNNING),
+                           (hv.suspend, DomainState.SHUTDOWN), (hv.suspend, DomainState.SHUTDOWN)):
+        assert step(instance).state is expected, step.__name__
+        assert hv.state(instance) is expected
+    assert hv.has_saved_memory(instance)
+    assert hv.power_on(instance).state is DomainState.RUNNING  # resume: from the saved memory
+    assert not hv.has_saved_memory(instance)
+    hv.suspend(instance)
+    hv.power_off(instance, discard_saved=True)
+    assert not hv.has_saved_memory(instance)
+    hv.power_on(instance)
+    hv.shutdown(instance)  # the test driver's guests obey at once
+    assert hv.state(instance) is DomainState.SHUTDOWN
+    hv.shutdown(instance)  # nothing to ask of a guest that is off
+    assert instance in hv.list_instances()  # still defined: only destroy undefines
+
+
+def test_power_actions_on_an_unknown_instance_say_so(hv: Hypervisor) -> None:
+    instance = str(uuid.uuid4())
+    steps = (hv.shutdown, hv.power_off, hv.power_on, hv.pause, hv.unpause, hv.suspend, hv.has_saved_memory)
+    for step in steps:
+        with pytest.raises(DomainNotFound):
+            step(instance)

@@ -1,0 +1,73 @@
+"""Nova's server actions after the boot (stop, start, reboot, pause, unpause, suspend, resume,
+lock, unlock): which vm_state and task_state each may start from, the task_state it puts the
+server in, and the vm_state it leaves it in. The API checks requests against these rules and the
+spawner reports outcomes with them, so both read one table (nova.compute.api's
+check_instance_state decorators, reduced to the states eventsvm has)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServerAction:
+    """One action: nova's name, where it may start, its task_state and where it ends."""
+
+    name: str
+    vm_states: frozenset[str]
+    task_state: str | None
+    vm_state_after: str | None
+    on_host: bool = True
+
+
+SERVER_ACTIONS: dict[str, ServerAction] = {
+    a.name: a
+    for a in (
+        # nova also stops a server in ERROR; here one may have no guest (nor host) to stop
+        ServerAction("stop", frozenset({"active"}), "powering-off", "stopped"),
+        ServerAction("start", frozenset({"stopped"}), "powering-on", "active"),
+        ServerAction("pause", frozenset({"active"}), "pausing", "paused"),
+        ServerAction("unpause", frozenset({"paused"}), "unpausing", "active"),
+        ServerAction("suspend", frozenset({"active"}), "suspending", "suspended"),
+        ServerAction("resume", frozenset({"suspended"}), "resuming", "active"),
+        # SOFT from active only; HARD from any powered state (HARD_REBOOT_STATES)
+        ServerAction("reboot", frozenset({"active"}), "rebooting", "active"),
+        # no host step and no state check: the lock is in place once it is on the log
+        ServerAction("lock", frozenset(), None, None, on_host=False),
+        ServerAction("unlock", frozenset(), None, None, on_host=False),
+    )
+}
+HARD_REBOOT_STATES = frozenset({"active", "stopped", "paused", "suspended"})
+HARD_REBOOT_TASK = "rebooting_hard"
+
+# The API's request key of each action (POST /servers/{id}/action)
+REQUEST_KEYS: dict[str, str] = {
+    "os-stop": "stop", "os-start": "start", "reboot": "reboot", "pause": "pause", "unpause": "unpause",
+    "suspend": "suspend", "resume": "resume", "lock": "lock", "unlock": "unlock",
+}
+
+
+class ActionRefused(Exception):
+    """The server's state forbids the action: nova's InstanceInvalidState, with its attribute."""
+
+    def __init__(self, attr: str, state: str | None) -> None:
+        super().__init__(f"{attr} {state}")
+        self.attr = attr
+        self.state = state
+
+
+def check_state(
+    action: str, vm_state: str, task_state: str | None, reboot_type: str | None = None
+) -> str | None:
+    """The task_state the action starts in, or ActionRefused naming the vm_state or task_state
+    that forbids it (vm_state is checked first, as nova does)."""
+    rule = SERVER_ACTIONS[action]
+    if not rule.on_host:
+        return None
+    hard = action == "reboot" and reboot_type == "HARD"
+    allowed = HARD_REBOOT_STATES if hard else rule.vm_states
+    if vm_state not in allowed:
+        raise ActionRefused("vm_state", vm_state)
+    if task_state is not None:
+        raise ActionRefused("task_state", task_state)
+    return HARD_REBOOT_TASK if hard else rule.task_state
