@@ -107,6 +107,10 @@ def _addresses(models: Models, inst: Instance) -> dict[str, list[dict[str, Any]]
     return addresses
 
 
+# nova shows `progress` only in these statuses (ViewBuilder._progress_statuses)
+_PROGRESS_STATUSES = frozenset({"ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"})
+
+
 def server_view(models: Models, base: str, inst: Instance, caller: Identity) -> dict[str, Any]:
     """One server as nova 2.1 shows it in GET /servers/{id} and /servers/detail."""
     host_id = hashlib.sha224(f"{inst.project_id}{inst.host}".encode()).hexdigest() if inst.host else ""
@@ -130,7 +134,6 @@ def server_view(models: Models, base: str, inst: Instance, caller: Identity) -> 
         "accessIPv6": inst.access_ipv6 or "",
         "links": links(base, f"servers/{inst.id}"),
         "OS-DCF:diskConfig": "MANUAL",
-        "progress": 0,
         "OS-EXT-AZ:availability_zone": inst.availability_zone or ("nova" if inst.host else ""),
         "config_drive": "",
         "key_name": inst.key_name,
@@ -142,6 +145,8 @@ def server_view(models: Models, base: str, inst: Instance, caller: Identity) -> 
         "os-extended-volumes:volumes_attached": [],
         "security_groups": [{"name": "default"}],
     }
+    if inst.status in _PROGRESS_STATUSES:
+        view["progress"] = 0
     if caller.is_admin:
         view["OS-EXT-SRV-ATTR:host"] = inst.host
         view["OS-EXT-SRV-ATTR:hypervisor_hostname"] = inst.host

@@ -79,7 +79,8 @@ class ServerCore(Shown):
     access_ipv6: str = Field(alias="accessIPv6")
     links: list[Link]
     disk_config: str = Field(alias="OS-DCF:diskConfig")
-    progress: int
+    progress: int = Field(default=0, description="only while ACTIVE, BUILD, REBUILD, RESIZE, VERIFY_RESIZE "
+                                                 "or MIGRATING, as nova shows it")
     fault: Fault | None = Field(default=None, description="only while the server is in ERROR")
 
 

@@ -227,3 +227,12 @@ def test_a_locked_servers_metadata_changes_only_for_an_admin(cloud: Cloud):
     assert rename.status_code == 200
     by_admin = cloud.client.post(base, headers=cloud.headers("admin"), json={"metadata": {"a": "b"}})
     assert by_admin.status_code == 200 and by_admin.json()["metadata"] == {"role": "web", "a": "b"}
+
+
+def test_progress_is_shown_only_in_novas_progress_statuses(cloud: Cloud):
+    active, failed = _active(cloud), cloud.create_server("vm-error")
+    cloud.advance(failed, "error")
+    assert _show(cloud, active)["progress"] == 0
+    assert "progress" not in _show(cloud, failed)  # ERROR, as SHUTOFF or PAUSED: nova leaves it out
+    renamed = cloud.client.put(f"{SERVERS}/{failed}", headers=cloud.headers(), json={"server": {"name": "x"}})
+    assert "progress" not in renamed.json()["server"]
