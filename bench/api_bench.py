@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import socket
 import statistics
 import subprocess
@@ -32,6 +31,7 @@ from bench.suite import Context, Skip, benchmark, scratch_dir
 from eventsvm.config import LogConfig
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import LogError
+from tests.processes import stop
 
 EVENTSVM = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "eventsvm"
 CLIENTS = 16
@@ -122,12 +122,7 @@ def running_cloud(workdir: Path, kafka: str | None) -> Iterator[Cloud]:
             time.sleep(0.3)
         yield _prepare(url, admin_password, demo_password)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
         if kafka is not None:
             _delete_topics(kafka, _namespace_topics(kafka, namespace))
 

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from eventsvm.config import LogConfig
 from eventsvm.events.codec import encode
 from eventsvm.events.model import Event, EventType, event_hash
-from eventsvm.log.port import OutRecord
+from eventsvm.log.factory import open_log
+from eventsvm.log.port import EventLog, OutRecord
 
 _RNG = random.Random(20241126)
 BASE_MS = 1_732_600_000_000  # 2024-11-26, a fixed epoch keeps sizes realistic and stable
@@ -317,3 +322,14 @@ def event_records(events: list[Event], stored_at: int | None = None) -> list[Out
     aggregate, encoded with the current schema (stored at `stored_at` ms, or now)."""
     return [OutRecord(str(e.topic), e.aggregate_id.encode(), encode(e), timestamp_ms=stored_at)
             for e in events]
+
+
+@contextmanager
+def sqlite_log(path: Path, partitions: int, topics: Iterable[Any]) -> Iterator[EventLog]:
+    """An embedded-engine log at `path` with `topics` created, closed on exit."""
+    opened = open_log(LogConfig(url=f"sqlite://{path}", partitions=partitions))
+    try:
+        opened.create_topics([str(topic) for topic in topics])
+        yield opened
+    finally:
+        opened.close()

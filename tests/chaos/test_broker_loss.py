@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, _free_port, _kafka_sh
+from tests.processes import stop
 
 pytestmark = pytest.mark.kafka
 
@@ -160,13 +161,7 @@ def cloud_on(own_broker: Broker, tmp_path: Path) -> Iterator[tuple[subprocess.Po
         assert process.poll() is None, log_file.read_text()[-3000:]
         yield process, url, log_file
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop(process, grace=60)
 
 
 def test_a_broker_killed_while_servers_are_created_is_a_pause_and_every_accepted_server_becomes_active(

@@ -4,7 +4,6 @@ per engine per session (the embedded SQLite log, and Kafka in its own topic name
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -18,6 +17,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from live_cloud import BIN, LiveCloud
+
+from tests.processes import stop
 
 START_TIMEOUT_S = 90
 ADMIN_PASSWORD = f"admin-{uuid.uuid4().hex[:12]}"
@@ -85,10 +86,4 @@ def live_cloud(
         cloud.openstack("keypair", "create", "--public-key", str(cloud.public_key_file), "keypair-1")
         yield cloud
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop(process)

@@ -10,13 +10,14 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.processes import wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORDS = {"EVENTSVM_ADMIN_PASSWORD": "admin-pw", "EVENTSVM_DEMO_PASSWORD": "demo-pw"}
@@ -50,20 +51,6 @@ def _eventsvm(*args: str) -> list[str]:
     return [sys.executable, "-m", "eventsvm.app.cli", *args]
 
 
-def _wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the API at {url} exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/identity/v3", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"the API at {url} did not answer within {timeout} s")
-
-
 @pytest.fixture
 def two_apis(log_flags: list[str]) -> Iterator[tuple[str, str]]:
     """The base URLs of two `eventsvm run api` processes over one seeded log."""
@@ -81,7 +68,7 @@ def two_apis(log_flags: list[str]) -> Iterator[tuple[str, str]]:
             processes.append(subprocess.Popen(api, env=env))
             urls.append(f"http://127.0.0.1:{port}")
         for url, process in zip(urls, processes, strict=True):
-            _wait_until_serving(url, process)
+            wait_until_serving(url, process)
         yield urls[0], urls[1]
     finally:
         for process in processes:

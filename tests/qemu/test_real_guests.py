@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from eventsvm.virt.compute_host import HostCapacity
 from eventsvm.virt.hypervisor import Hypervisor, SpawnError
 from eventsvm.virt.images import GuestImage, ImageBackend
 from eventsvm.virt.qemu import BOOT_LINE, ensure_guest_image, qemu_compute_host, stop_libvirtd
+from tests.processes import stop
 
 # Real guests boot under emulation where there is no KVM: a test may take minutes, not hours.
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(900)]
@@ -104,11 +104,7 @@ def cloud(guest: GuestImage, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         token, catalog = _demo_token(base)
         yield RunningCloud(process, data_dir, base, token, catalog)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, grace=60)
         stop_libvirtd(data_dir / "libvirt")
 
 

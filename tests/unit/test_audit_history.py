@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType
-from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog
 from eventsvm.projections.history import (
     UnknownServer,
@@ -21,7 +19,7 @@ from eventsvm.projections.history import (
     timeline_lines,
 )
 from eventsvm.projections.replay import replay
-from tests.factories import _event, event_records, instance_chain
+from tests.factories import _event, event_records, instance_chain, sqlite_log
 
 CODEC = Codec()
 
@@ -48,10 +46,8 @@ def rescheduled(rng: random.Random) -> list[Event]:
 
 @pytest.fixture
 def log(tmp_path: Path) -> Iterator[EventLog]:
-    opened = open_log(LogConfig(url=f"sqlite://{tmp_path / 'log.db'}", partitions=2))
-    opened.create_topics([str(t) for t in INSTANCE_TOPICS])
-    yield opened
-    opened.close()
+    with sqlite_log(tmp_path / "log.db", 2, INSTANCE_TOPICS) as opened:
+        yield opened
 
 
 def append(log: EventLog, events: list[Event]) -> None:

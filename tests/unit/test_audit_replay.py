@@ -11,24 +11,20 @@ from pathlib import Path
 import pytest
 
 from eventsvm.app.audit_cli import add_commands
-from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import Event, EventType, event_hash
-from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog, OutRecord
 from eventsvm.projections.readmodel import ALL_TOPICS, Models, fold
 from eventsvm.projections.replay import Until, model_differences, parse_time, parse_until, replay
-from tests.factories import BASE_MS, _event, event_records, instance_chain, sample_event
+from tests.factories import BASE_MS, _event, event_records, instance_chain, sample_event, sqlite_log
 
 CODEC = Codec()
 
 
 @pytest.fixture
 def log(tmp_path: Path) -> Iterator[EventLog]:
-    opened = open_log(LogConfig(url=f"sqlite://{tmp_path / 'log.db'}", partitions=3))
-    opened.create_topics([str(t) for t in ALL_TOPICS])
-    yield opened
-    opened.close()
+    with sqlite_log(tmp_path / "log.db", 3, ALL_TOPICS) as opened:
+        yield opened
 
 
 def append(log: EventLog, events: list[Event], stored_at: int | None = None) -> None:

@@ -11,13 +11,11 @@ from pathlib import Path
 import pytest
 
 from eventsvm.app.audit_cli import EXIT_FOUND, add_commands
-from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType
-from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog
 from eventsvm.projections.audit import ALTERED, GAP, REORDER, load_anchor, save_anchor, verify
-from tests.factories import _event, event_records, instance_chain
+from tests.factories import _event, event_records, instance_chain, sqlite_log
 
 CODEC = Codec()
 
@@ -29,10 +27,8 @@ def db(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def log(db: Path) -> Iterator[EventLog]:
-    opened = open_log(LogConfig(url=f"sqlite://{db}", partitions=2))
-    opened.create_topics([str(t) for t in INSTANCE_TOPICS])
-    yield opened
-    opened.close()
+    with sqlite_log(db, 2, INSTANCE_TOPICS) as opened:
+        yield opened
 
 
 def append(log: EventLog, events: list[Event]) -> list[tuple[str, int, int]]:

@@ -13,10 +13,8 @@ from typing import Any
 import pytest
 
 from eventsvm.app.registry import PIPELINE, host_service, pipeline_service
-from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import Event, EventType, Topic
-from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, EventLog, OutRecord
 from eventsvm.projections import billing as billing_module
 from eventsvm.projections import readmodel as readmodel_module
@@ -27,7 +25,7 @@ from eventsvm.runtime.fold_letters import STATE_ONLY_TOPICS, letter_id
 from eventsvm.runtime.runner import ServiceRunner
 from eventsvm.runtime.service import Output, Service, StepContext
 from eventsvm.state import instances as instances_module
-from tests.factories import event_records, instance_chain, sample_event
+from tests.factories import event_records, instance_chain, sample_event, sqlite_log
 
 POISON = "unfoldable"
 SECRET = "hunter2-not-a-real-password"
@@ -35,10 +33,8 @@ SECRET = "hunter2-not-a-real-password"
 
 @pytest.fixture
 def log(tmp_path: Path) -> Iterator[EventLog]:
-    log_ = open_log(LogConfig(url=f"sqlite://{tmp_path / 'log.db'}", partitions=1))
-    log_.create_topics([str(t) for t in Topic])
-    yield log_
-    log_.close()
+    with sqlite_log(tmp_path / "log.db", 1, Topic) as opened:
+        yield opened
 
 
 def events_of(log_: EventLog, codec: Codec, topic: Topic) -> list[Event]:

@@ -9,17 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType, Topic
-from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog
 from eventsvm.monitoring.metrics import PipelineMonitor
 from eventsvm.projections.history import instance_actions, instance_stages, timeline_lines
 from eventsvm.projections.readmodel import Models, fold
 from eventsvm.projections.replay import replay
 from eventsvm.state.instances import evolve_projection, initial_projection
-from tests.factories import _event, event_records, instance_chain
+from tests.factories import _event, event_records, instance_chain, sqlite_log
 
 CODEC = Codec()
 
@@ -59,10 +57,8 @@ def test_edits_override_the_request_in_either_read_order(edits_first: bool) -> N
 
 @pytest.fixture
 def log(tmp_path: Path) -> Iterator[EventLog]:
-    opened = open_log(LogConfig(url=f"sqlite://{tmp_path / 'log.db'}", partitions=2))
-    opened.create_topics([str(t) for t in INSTANCE_TOPICS])
-    yield opened
-    opened.close()
+    with sqlite_log(tmp_path / "log.db", 2, INSTANCE_TOPICS) as opened:
+        yield opened
 
 
 def test_history_shows_the_edits_and_instance_actions_leave_them_out(log: EventLog) -> None:

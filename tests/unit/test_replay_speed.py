@@ -13,15 +13,13 @@ from typing import Any
 
 import pytest
 
-from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import Event, EventType, event_hash
-from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, EventLog, OutRecord, Reader, Record
 from eventsvm.projections.readmodel import ALL_TOPICS, Models, ReadModel, fold
 from eventsvm.projections.replay import Drain, model_differences, replay
 from eventsvm.state.instances import evolve_projection, fold_instance_event, initial_projection
-from tests.factories import BASE_MS, _event, event_records, instance_chain, sample_event
+from tests.factories import BASE_MS, _event, event_records, instance_chain, sample_event, sqlite_log
 
 CODEC = Codec()
 
@@ -33,10 +31,8 @@ def db(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def log(db: Path) -> Iterator[EventLog]:
-    opened = open_log(LogConfig(url=f"sqlite://{db}", partitions=3))
-    opened.create_topics([str(t) for t in ALL_TOPICS])
-    yield opened
-    opened.close()
+    with sqlite_log(db, 3, ALL_TOPICS) as opened:
+        yield opened
 
 
 def append(log: EventLog, events: list[Event]) -> None:
