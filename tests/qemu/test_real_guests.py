@@ -27,7 +27,7 @@ from eventsvm.virt.compute_host import HostCapacity
 from eventsvm.virt.hypervisor import Hypervisor, SpawnError
 from eventsvm.virt.images import GuestImage, ImageBackend
 from eventsvm.virt.qemu import BOOT_LINE, ensure_guest_image, qemu_compute_host, stop_libvirtd
-from tests.processes import stop
+from tests.processes import stop, wait_until_serving
 
 # Real guests boot under emulation where there is no KVM: a test may take minutes, not hours.
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(900)]
@@ -109,18 +109,11 @@ def cloud(guest: GuestImage, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def _wait_for_api(process: subprocess.Popen[str], base: str) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
-            pytest.fail(f"eventsvm up --hypervisor qemu exited {process.returncode}:\n{output}")
-        try:
-            if httpx.get(f"{base}/identity/v3", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    pytest.fail("the API did not answer within 180 s")
+    try:
+        wait_until_serving(base, process, timeout=180)
+    except AssertionError as exc:
+        output = process.stdout.read() if process.stdout and process.poll() is not None else ""
+        pytest.fail(f"eventsvm up --hypervisor qemu: {exc}\n{output}")
 
 
 def _demo_token(base: str) -> tuple[str, dict[str, str]]:
