@@ -192,6 +192,9 @@ class IdentityState:
     def check_token_still_valid(self, claims: TokenClaims) -> str | None:
         """None while the identity behind a (cryptographically valid) token still stands, else why not."""
         c = claims
+        # a revoked first token takes its re-scoped descendants with it (keystone's audit chain)
+        if c.chain_audit_id is not None and self.is_revoked(c.chain_audit_id):
+            return "token revoked"
         return self._refusal(c.user_id, c.project_id, c.audit_id, c.roles, c.issued_at_ms)
 
     def check_request(self, user_id: str, project_id: str, audit_id: str) -> str | None:
