@@ -1,11 +1,11 @@
 """Keystone's token chains (issue 14): a re-scoped token keeps its parent's expiry and audit chain,
-and revoking the chain's first token revokes the chain."""
+revoking the chain's first token revokes the chain, and a password holding NUL is refused."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from test_api_support import Cloud, cloud_fixture  # noqa: F401
+from test_api_support import PASSWORD, Cloud, cloud_fixture  # noqa: F401
 
 from eventsvm.events.model import EventType
 from eventsvm.identity.tokens import TokenService
@@ -69,3 +69,36 @@ def test_revoking_a_rescoped_token_revokes_only_it(cloud: Cloud):
     assert cloud.client.delete(TOKENS, headers={**admin, "X-Subject-Token": child}).status_code == 204
     assert cloud.client.get(TOKENS, headers={**admin, "X-Subject-Token": child}).status_code == 404
     assert cloud.client.get(TOKENS, headers={**admin, "X-Subject-Token": parent}).status_code == 200
+
+
+def _password_auth(password: str) -> dict:
+    return {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "demo", "domain": {"name": "Default"}, "password": password}}},
+        "scope": {"project": {"name": "demo", "domain": {"name": "Default"}}}}}
+
+
+def test_a_password_with_nul_is_refused_at_login(cloud: Cloud):
+    assert cloud.client.post(TOKENS, json=_password_auth(PASSWORD)).status_code == 201
+    for password in (PASSWORD + "\x00", PASSWORD + "\x00tail", "\x00"):
+        answer = cloud.client.post(TOKENS, json=_password_auth(password))
+        assert answer.status_code == 400
+        assert answer.json()["error"]["code"] == 400 and answer.json()["error"]["title"] == "Bad Request"
+        assert "NUL" in answer.json()["error"]["message"]
+        assert "horse" not in answer.text
+
+
+def test_a_password_with_nul_is_refused_when_a_user_is_created_or_updated(cloud: Cloud):
+    admin = cloud.headers("admin")
+    before = len(cloud.records())
+    created = cloud.client.post("/identity/v3/users", headers=admin,
+                                json={"user": {"name": "bob", "password": "s3cret\x00pass"}})
+    assert created.status_code == 400 and "s3cret" not in created.text
+    assert created.json()["error"]["code"] == 400
+    updated = cloud.client.patch(f"/identity/v3/users/{cloud.ids['user:demo']}", headers=admin,
+                                 json={"user": {"password": "n3w\x00pass"}})
+    assert updated.status_code == 400 and "n3w" not in updated.text
+    assert len(cloud.records()) == before
+    # nor is a password echoed when it is merely too long
+    long = cloud.client.patch(f"/identity/v3/users/{cloud.ids['user:demo']}", headers=admin,
+                              json={"user": {"password": "s3cret" * 1000}})
+    assert long.status_code == 400 and "s3cret" not in long.text
