@@ -61,6 +61,16 @@ def test_revoking_the_first_token_revokes_its_rescoped_children(cloud: Cloud):
     assert all(t.encode() not in r.value for r in cloud.records() for t in (parent, child))
 
 
+def test_a_server_request_names_its_tokens_chain_so_the_authenticator_can_check_it(cloud: Cloud):
+    parent = cloud.token("demo")
+    child, body = rescope(cloud, parent)
+    answer = cloud.client.post("/compute/v2.1/servers", json=cloud.server_request("vm"),
+                               headers={"X-Auth-Token": child})
+    assert answer.status_code == 202
+    [event] = cloud.events(EventType.INSTANCE_REQUESTED)
+    assert [event.body["token_audit_id"], event.body["token_chain_audit_id"]] == body["audit_ids"]
+
+
 def test_revoking_a_rescoped_token_revokes_only_it(cloud: Cloud):
     # keystone's DELETE /v3/auth/tokens revokes by the token's own audit id
     parent = cloud.token("demo")
