@@ -19,7 +19,7 @@ MAX_PATTERN = 255
 
 
 class UserPattern(Protocol):
-    """The one operation a list filter needs from a compiled pattern."""
+    """What a list filter asks of a compiled pattern: a match anywhere, or from the start."""
 
     def search(self, text: str) -> object: ...
 
