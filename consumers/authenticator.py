@@ -69,7 +69,8 @@ def decide(state: AuthenticatorState, event: Event, ctx: StepContext) -> Sequenc
             f"a request for instance {event.aggregate_id!r} named {body['name']!r} is not a valid server"
         )
     user_id, project_id = event.user_id or "", event.project_id or ""
-    refusal = state.identity.check_request(user_id, project_id, body.get("token_audit_id") or "")
+    refusal = state.identity.check_request(user_id, project_id, body.get("token_audit_id") or "",
+                                           body.get("token_chain_audit_id"))
     if refusal is not None:
         return [Output(failed(event, "authenticate", f"Authentication failed: {refusal}.", code=401))]
     roles = state.identity.roles_of(user_id, project_id)

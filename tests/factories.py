@@ -131,6 +131,7 @@ def requested_event(
         "tags": ["web", "prod"],
         "access_ipv4": "203.0.113.81",
         "access_ipv6": None,
+        "token_chain_audit_id": None,
     }
     fields.update(body)
     return _event(EventType.INSTANCE_REQUESTED, uid(rng), fields, rng, user_id=hex_id(rng),

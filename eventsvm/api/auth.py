@@ -31,6 +31,7 @@ class Identity:
     audit_id: str
     issued_at_ms: int
     expires_at_ms: int
+    chain_audit_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -47,6 +48,7 @@ class Identity:
             claims.audit_id,
             claims.issued_at_ms,
             claims.expires_at_ms,
+            claims.chain_audit_id,
         )
 
 

@@ -7,8 +7,8 @@ compute_usage.py; all three share this prefix.
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -19,6 +19,7 @@ from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import ServerCreate
 from eventsvm.api.openapi import failures
+from eventsvm.api.patterns import user_pattern
 from eventsvm.api.responses import ServerBody, ServerCreatedBody, ServerDetailList, ServerList
 from eventsvm.api.server_request import build_requested_body
 from eventsvm.api.wire import (
@@ -214,7 +215,24 @@ def create_server(
     )
 
 
-def _matching_servers(models: Models, caller: Identity, query: dict[str, str]) -> list[Instance]:
+@dataclass(frozen=True)
+class _Listed:
+    """What the list filters read of one server, copied out of the read model under its lock."""
+
+    id: str
+    name: str
+    ipv4: tuple[str, ...]
+    ipv6: tuple[str, ...]
+
+
+def _listed(inst: Instance) -> _Listed:
+    addresses = [p["ip_address"] for p in inst.ports]
+    return _Listed(inst.id, inst.name, tuple(a for a in addresses if ":" not in a),
+                   tuple(a for a in addresses if ":" in a))
+
+
+def _candidates(models: Models, caller: Identity, query: dict[str, str]) -> list[_Listed]:
+    """Servers passing every filter but the caller's patterns, newest first; under the lock."""
     all_tenants = "all_tenants" in query and query["all_tenants"].lower() not in (
         "0",
         "false",
@@ -226,8 +244,6 @@ def _matching_servers(models: Models, caller: Identity, query: dict[str, str]) -
         raise Forbidden(policy.denied_message("os_compute_api:servers:detail:get_all_tenants"))
     # all projects (or the one named) with all_tenants, else the caller's own, as nova does
     project = (query.get("project_id") or query.get("tenant_id")) if all_tenants else caller.project_id
-    name_pattern = _regex(query.get("name"), "name")
-    ip_pattern = _regex(query.get("ip"), "ip")
     status = query.get("status", "").upper()
     host = query.get("host") if caller.is_admin else None
     since = None
@@ -242,8 +258,6 @@ def _matching_servers(models: Models, caller: Identity, query: dict[str, str]) -
             continue
         if not policy.can_view_server(caller.roles, caller.project_id, inst.project_id):
             continue
-        if name_pattern is not None and not name_pattern.search(inst.name):
-            continue
         if status and inst.status != status:
             continue
         if host is not None and inst.host != host:
@@ -252,23 +266,34 @@ def _matching_servers(models: Models, caller: Identity, query: dict[str, str]) -
             continue
         if "flavor" in query and (inst.flavor["id"] if inst.flavor else inst.flavor_ref) != query["flavor"]:
             continue
-        if ip_pattern is not None and not any(ip_pattern.search(p["ip_address"]) for p in inst.ports):
-            continue
         if since is not None and inst.updated_at < since:
             continue
         found.append(inst)
     # nova's default order: newest first
     found.sort(key=lambda i: (i.created_at, i.id), reverse=True)
+    return [_listed(i) for i in found]
+
+
+def _matching(listed: list[_Listed], query: dict[str, str]) -> list[_Listed]:
+    """The servers the caller's patterns accept: name searched anywhere, as nova's database does;
+    ip and ip6 matched from an address's start against that family only, as nova's _ip_filter.
+    Runs without the read model's lock, so a slow pattern holds up no other request."""
+    name = user_pattern(query.get("name"), "name")
+    ip = user_pattern(query.get("ip"), "ip")
+    ip6 = user_pattern(query.get("ip6"), "ip6")
+    if name is None and ip is None and ip6 is None:
+        return listed
+    found = []
+    for server in listed:
+        if name is not None and not name.search(server.name):
+            continue
+        if (ip is not None or ip6 is not None) and not (
+            (ip is not None and any(ip.match(a) for a in server.ipv4))
+            or (ip6 is not None and any(ip6.match(a) for a in server.ipv6))
+        ):
+            continue
+        found.append(server)
     return found
-
-
-def _regex(pattern: str | None, field: str) -> re.Pattern[str] | None:
-    if pattern is None:
-        return None
-    try:
-        return re.compile(pattern[:255])
-    except re.error:
-        raise BadRequest(f"Invalid regular expression for filter {field}") from None
 
 
 def _list(request: Request, caller: Identity, ctx: ApiContext, detail: bool) -> dict[str, Any]:
@@ -276,13 +301,17 @@ def _list(request: Request, caller: Identity, ctx: ApiContext, detail: bool) -> 
     limit = parse_limit(query.get("limit"), ctx.max_page)
     models = ctx.readmodel.models
     with ctx.readmodel.lock:
-        servers = page(_matching_servers(models, caller, query), lambda i: i.id, limit, query.get("marker"))
-        base = compute_base(request)
+        candidates = _candidates(models, caller, query)
+    servers = page(_matching(candidates, query), lambda s: s.id, limit, query.get("marker"))
+    base = compute_base(request)
+    with ctx.readmodel.lock:
+        shown = [models.instances.get(s.id) for s in servers]
         items = [
             server_view(models, base, i, caller)
             if detail
             else {"id": i.id, "name": i.name, "links": links(base, f"servers/{i.id}")}
-            for i in servers
+            for i in shown
+            if i is not None
         ]
     path = "servers/detail" if detail else "servers"
     result: dict[str, Any] = {"servers": items}

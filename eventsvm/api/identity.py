@@ -96,7 +96,7 @@ def _token_body(
         },
         "project": {"id": claims.project_id, "name": project.name if project else "", "domain": _DOMAIN},
         "roles": [{"id": role, "name": role} for role in claims.roles],
-        "audit_ids": [claims.audit_id],
+        "audit_ids": claims.audit_ids,
         "issued_at": iso_micro(claims.issued_at_ms, zulu=True),
         "expires_at": iso_micro(claims.expires_at_ms, zulu=True),
         "is_domain": False,
@@ -157,11 +157,12 @@ def _scope_of(ctx: ApiContext, body: AuthRequest, user_name: str, user_domain: s
 def issue_token(body: AuthRequest, request: Request, ctx: ApiContext = Depends(api_context)) -> JSONResponse:
     """Authenticate and answer 201 with the token in X-Subject-Token and the catalog in the body."""
     methods = body.auth.identity.methods
+    parent: TokenClaims | None = None
     if "password" in methods:
         user, project, roles = _password_auth(ctx, body)
         user_id, project_id = user.id, project.id
     elif "token" in methods and body.auth.identity.token is not None:
-        claims = verify_token(ctx, body.auth.identity.token.id)
+        claims = parent = verify_token(ctx, body.auth.identity.token.id)
         user_id = claims.user_id
         project_id = claims.project_id
         scope = body.auth.scope
@@ -177,9 +178,9 @@ def issue_token(body: AuthRequest, request: Request, ctx: ApiContext = Depends(a
     else:
         raise Unauthorized("Only the password and token methods are supported.")
     used = tuple(m for m in methods if m in ("password", "token"))
-    issued = ctx.tokens.issue(user_id, project_id, roles, methods=used)
+    issued = ctx.tokens.issue(user_id, project_id, roles, methods=used, rescoped_from=parent)
     claims = TokenClaims(user_id, project_id, tuple(roles), used, issued.audit_id, issued.issued_at,
-                         issued.expires_at)
+                         issued.expires_at, issued.chain_audit_id)
     return JSONResponse(
         _token_body(ctx, request, claims), status_code=201, headers={"X-Subject-Token": issued.token}
     )

@@ -16,7 +16,7 @@ from eventsvm.api.openapi import failures
 from eventsvm.api.wire import base_url
 from eventsvm.api.writes import append_in_log_order, caller_event, claim_name
 from eventsvm.events.model import EventType
-from eventsvm.identity.passwords import hash_password
+from eventsvm.identity.passwords import NUL_REFUSED, acceptable, hash_password
 from eventsvm.state.identity import IdentityState, Project, User
 
 router = APIRouter(prefix="/identity", tags=["identity"])
@@ -59,11 +59,14 @@ def _name(changes: dict[str, Any], longest: int) -> str | None:
 
 def _optional(changes: dict[str, Any], field: str, kind: type, longest: int = 0) -> Any:
     value = changes.get(field)
+    # a password is never shown back, not even in part
+    shown = "The value" if field == "password" else repr(value)
     if value is not None and not isinstance(value, kind):
-        raise _invalid(field, f"{value!r} is not of type '{'boolean' if kind is bool else 'string'}'")
+        raise _invalid(field, f"{shown} is not of type '{'boolean' if kind is bool else 'string'}'")
     # bounded as the creates bound them: the log keeps what it is given for good
     if isinstance(value, str) and len(value) > longest:
-        raise _invalid(field, f"'{value[:20]}...' is too long")
+        shown = "The value" if field == "password" else f"'{value[:20]}...'"
+        raise _invalid(field, f"{shown} is too long")
     return value
 
 
@@ -144,6 +147,8 @@ def update_user(
     name = _name(changes, _USER_NAME_MAX)
     enabled = _optional(changes, "enabled", bool)
     password = _optional(changes, "password", str, 4096)
+    if password is not None and not acceptable(password):
+        raise _invalid("password", NUL_REFUSED)
     default_project_id = _optional(changes, "default_project_id", str, 255)
     models = ctx.readmodel.models.identity
     with ctx.readmodel.lock:

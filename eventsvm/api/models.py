@@ -8,12 +8,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, StrictBool
+
+from eventsvm.identity.passwords import NUL_REFUSED, acceptable
 
 INT32 = 2**31 - 1
 Name = Annotated[str, Field(min_length=1, max_length=255)]
 OptionalName = Annotated[str | None, Field(default=None, max_length=255)]
 Count = Annotated[int, Field(ge=0, le=INT32)]
+
+
+def _password(value: str) -> str:
+    if not acceptable(value):
+        raise ValueError(NUL_REFUSED)  # pydantic's message names the field, never the value
+    return value
+
+
+Password = Annotated[str, Field(max_length=4096, repr=False), AfterValidator(_password)]
 
 
 class Lenient(BaseModel):
@@ -36,7 +47,7 @@ class PasswordUser(Lenient):
     id: OptionalName = None
     name: OptionalName = None
     domain: DomainRef | None = None
-    password: str = Field(max_length=4096, repr=False)
+    password: Password
 
 
 class PasswordMethod(Lenient):
@@ -105,7 +116,7 @@ class UserSpec(Lenient):
     """A new user."""
 
     name: Name
-    password: str = Field(min_length=1, max_length=4096, repr=False)
+    password: Annotated[Password, Field(min_length=1)]
     domain_id: Annotated[str, Field(min_length=1, max_length=64)] = "default"
     default_project_id: OptionalName = None
     enabled: StrictBool = True

@@ -65,6 +65,8 @@ def build_requested_body(models: Models, request: ServerCreate, caller: Identity
         body["description"] = spec.description
     if "tags" in optional_fields:
         body["tags"] = list(dict.fromkeys(spec.tags or []))
+    if "token_chain_audit_id" in optional_fields:
+        body["token_chain_audit_id"] = caller.chain_audit_id
     if "access_ipv4" in optional_fields:
         for field, value, version in (("accessIPv4", spec.accessIPv4, 4), ("accessIPv6", spec.accessIPv6, 6)):
             body[f"access_ipv{version}"] = None if value is None else access_ip(field, value, version)

@@ -37,8 +37,19 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, length: int) -> 
     return hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=length)
 
 
+NUL_REFUSED = "a password may not contain a NUL character"
+
+
+def acceptable(password: str) -> bool:
+    """False for a password holding NUL. scrypt's inner HMAC pads its key with zero bytes, so "pw"
+    and "pw" + NUL would be one login; C-string layers elsewhere cut at NUL too."""
+    return "\x00" not in password
+
+
 def hash_password(password: str) -> str:
     """Hash `password` with scrypt and a fresh random salt; the result names its own parameters."""
+    if not acceptable(password):
+        raise ValueError(NUL_REFUSED)
     salt = os.urandom(SALT_BYTES)
     digest = _scrypt(password, salt, N, R, P, HASH_BYTES)
     return f"{SCHEME}${N}${R}${P}${_b64(salt)}${_b64(digest)}"
@@ -46,7 +57,7 @@ def hash_password(password: str) -> str:
 
 def verify_password(password: str, encoded: str) -> bool:
     """True when `password` matches `encoded`; False for a mismatch or any malformed encoding."""
-    if not isinstance(password, str) or not isinstance(encoded, str):
+    if not isinstance(password, str) or not isinstance(encoded, str) or not acceptable(password):
         return False
     parts = encoded.split("$")
     if len(parts) != 6 or parts[0] != SCHEME:

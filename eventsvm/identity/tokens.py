@@ -1,8 +1,9 @@
 """Fernet bearer tokens, as keystone issues them: nothing is stored, the token carries its claims.
 
-The claims (user, project, roles, methods, audit id, issue and expiry times) are serialised as compact
-JSON and encrypted and signed with Fernet (AES-128-CBC + HMAC-SHA256) under the repository's primary
-key; any active key (see eventsvm.identity.keys) decrypts, so rotation does not log anybody out.
+The claims (user, project, roles, methods, audit id, audit chain, issue and expiry times) are
+serialised as compact JSON and encrypted and signed with Fernet (AES-128-CBC + HMAC-SHA256) under
+the repository's primary key; any active key (see eventsvm.identity.keys) decrypts, so rotation
+does not log anybody out.
 The token string itself is a bearer secret: it is never logged, stored, or put in an error message.
 """
 
@@ -41,6 +42,7 @@ class IssuedToken:
     audit_id: str
     issued_at: datetime
     expires_at: datetime
+    chain_audit_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,18 @@ class TokenClaims:
     audit_id: str
     issued_at: datetime
     expires_at: datetime
+    # the audit id of the password-issued token a re-scoped one descends from; None for that one
+    chain_audit_id: str | None = None
+
+    @property
+    def audit_chain_id(self) -> str:
+        """Keystone's audit_chain_id: the original token's audit id, shared by the whole chain."""
+        return self.chain_audit_id or self.audit_id
+
+    @property
+    def audit_ids(self) -> list[str]:
+        """Keystone's `audit_ids`: this token's audit id, then the chain's when re-scoped."""
+        return [self.audit_id] if self.chain_audit_id is None else [self.audit_id, self.chain_audit_id]
 
     @property
     def issued_at_ms(self) -> int:
@@ -111,12 +125,22 @@ class TokenService:
         project_id: str,
         roles: Iterable[str],
         methods: Iterable[str] = ("password",),
+        rescoped_from: TokenClaims | None = None,
     ) -> IssuedToken:
-        """A new project-scoped token for `user_id`, valid for the configured TTL."""
+        """A new project-scoped token for `user_id`, valid for the configured TTL.
+
+        A token re-scoped from another (keystone's `token` method) expires with it and joins its
+        audit chain, as keystone's do: renewing cannot outlive the password that began the chain,
+        and revoking the chain's first token revokes every token in it.
+        """
         issued_ms = epoch_ms(self._clock())
         expires_ms = issued_ms + int(self._ttl.total_seconds() * 1000)
+        chain: str | None = None
+        if rescoped_from is not None:
+            expires_ms = min(expires_ms, rescoped_from.expires_at_ms)
+            chain = rescoped_from.audit_chain_id
         audit_id = new_audit_id()
-        payload = {
+        payload: dict[str, Any] = {
             "v": PAYLOAD_VERSION,
             "u": user_id,
             "p": project_id,
@@ -126,10 +150,13 @@ class TokenService:
             "i": issued_ms,
             "e": expires_ms,
         }
+        if chain is not None:
+            payload["c"] = chain  # absent from first tokens, so tokens from before chains still parse
         plaintext = json.dumps(payload, separators=(",", ":")).encode("utf-8")
         token = self._fernet().encrypt_at_time(plaintext, issued_ms // 1000).decode("ascii")
         return IssuedToken(
-            token=token, audit_id=audit_id, issued_at=_from_ms(issued_ms), expires_at=_from_ms(expires_ms)
+            token=token, audit_id=audit_id, issued_at=_from_ms(issued_ms), expires_at=_from_ms(expires_ms),
+            chain_audit_id=chain,
         )
 
     def validate(self, token: str) -> TokenClaims:
@@ -181,6 +208,9 @@ def _parse_claims(plaintext: bytes) -> TokenClaims | None:
         return None
     if not all(isinstance(t, int) and not isinstance(t, bool) for t in times):
         return None
+    chain = payload.get("c")
+    if chain is not None and not isinstance(chain, str):
+        return None
     return TokenClaims(
         user_id=payload["u"],
         project_id=payload["p"],
@@ -189,4 +219,5 @@ def _parse_claims(plaintext: bytes) -> TokenClaims | None:
         audit_id=payload["a"],
         issued_at=_from_ms(payload["i"]),
         expires_at=_from_ms(payload["e"]),
+        chain_audit_id=chain,
     )

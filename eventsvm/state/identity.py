@@ -192,16 +192,20 @@ class IdentityState:
     def check_token_still_valid(self, claims: TokenClaims) -> str | None:
         """None while the identity behind a (cryptographically valid) token still stands, else why not."""
         c = claims
-        return self._refusal(c.user_id, c.project_id, c.audit_id, c.roles, c.issued_at_ms)
+        return self._refusal(c.user_id, c.project_id, c.audit_id, c.chain_audit_id, c.roles, c.issued_at_ms)
 
-    def check_request(self, user_id: str, project_id: str, audit_id: str) -> str | None:
-        """The same check for a request event, which carries the token's audit id but not its claims."""
-        return self._refusal(user_id, project_id, audit_id, (), None)
+    def check_request(
+        self, user_id: str, project_id: str, audit_id: str, chain_audit_id: str | None = None
+    ) -> str | None:
+        """The same check for a request event, which carries the token's audit ids but not its claims."""
+        return self._refusal(user_id, project_id, audit_id, chain_audit_id, (), None)
 
     def _refusal(
-        self, user_id: str, project_id: str, audit_id: str, roles: Iterable[str], issued_at_ms: int | None
+        self, user_id: str, project_id: str, audit_id: str, chain_audit_id: str | None,
+        roles: Iterable[str], issued_at_ms: int | None,
     ) -> str | None:
-        if self.is_revoked(audit_id):
+        # a revoked first token takes its re-scoped descendants with it (keystone's audit chain)
+        if self.is_revoked(audit_id) or (chain_audit_id is not None and self.is_revoked(chain_audit_id)):
             return "token revoked"
         user = self.users.get(user_id)
         if user is None:

@@ -111,6 +111,15 @@ def test_a_revoked_token_is_refused() -> None:
     assert body["code"] == 401 and body["final"] and "revoked" in body["reason"]
 
 
+def test_a_token_rescoped_from_a_revoked_one_is_refused() -> None:
+    first = {"audit_id": "audit-first", "expires_at": 2**41}
+    revoked = new_event(EventType.TOKEN_REVOKED, "audit-first", first)
+    request = requested(audit_id="audit-child")
+    request.body["token_chain_audit_id"] = "audit-first"
+    body = body_of(EventType.INSTANCE_FAILED, authenticate(request, [revoked]))
+    assert body["code"] == 401 and "revoked" in body["reason"]
+
+
 def test_an_unknown_flavor_is_refused() -> None:
     body = body_of(EventType.INSTANCE_FAILED, authenticate(requested(flavor="m1.enormous")))
     assert body["code"] == 400 and "m1.enormous" in body["reason"]

@@ -72,3 +72,13 @@ def test_malformed_encodings_return_false_instead_of_raising(bad):
 def test_non_string_inputs_return_false():
     assert verify_password(None, "scrypt$16384$8$1$a$b") is False  # type: ignore[arg-type]
     assert verify_password("x", None) is False  # type: ignore[arg-type]
+
+
+def test_a_password_with_nul_is_neither_hashed_nor_accepted():
+    # scrypt's inner HMAC pads its key with zero bytes, so "pw" and "pw" + NUL hash alike
+    encoded = hash_password("pw")
+    assert verify_password("pw", encoded)
+    assert verify_password("pw\x00", encoded) is False
+    with pytest.raises(ValueError, match="NUL") as refused:
+        hash_password("pw\x00")
+    assert "pw" not in str(refused.value)

@@ -1,5 +1,6 @@
 """The identity fold: state from identity events, password authentication, token re-checks."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -199,6 +200,17 @@ def test_a_revoked_token_is_no_longer_valid(state):
     assert state.is_revoked("audit-x")
     assert state.check_token_still_valid(claims) == "token revoked"
     assert state.check_token_still_valid(claims_for("u-demo", "p-demo", ["member"], "audit-y")) is None
+
+
+def test_revoking_a_first_token_revokes_the_tokens_rescoped_from_it_but_not_the_reverse(state):
+    first = claims_for("u-demo", "p-demo", ["member"], audit_id="audit-first")
+    child = dataclasses.replace(first, audit_id="audit-child", chain_audit_id="audit-first")
+    sibling = dataclasses.replace(first, audit_id="audit-sibling", chain_audit_id="audit-first")
+    state.apply(token_revoked("audit-child", child.expires_at_ms))
+    assert state.check_token_still_valid(child) == "token revoked"
+    assert state.check_token_still_valid(first) is None and state.check_token_still_valid(sibling) is None
+    state.apply(token_revoked("audit-first", first.expires_at_ms))
+    assert state.check_token_still_valid(sibling) == "token revoked"
 
 
 def test_revocations_are_dropped_once_the_token_has_expired_anyway(state):

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.fernet import Fernet
 
-from eventsvm.identity.keys import ensure_keys, rotate
-from eventsvm.identity.tokens import TokenExpired, TokenInvalid, TokenService
+from eventsvm.identity.keys import ensure_keys, load, rotate
+from eventsvm.identity.tokens import TokenExpired, TokenInvalid, TokenService, epoch_ms
 
 
 class Clock:
@@ -141,3 +141,32 @@ def test_the_token_never_appears_in_repr_str_or_exceptions(service, clock, caplo
 def test_ttl_must_be_positive(key_dir):
     with pytest.raises(ValueError):
         TokenService(key_dir, ttl_seconds=0)
+
+
+def test_a_rescoped_token_keeps_its_parents_expiry_and_joins_its_audit_chain(service, clock):
+    first = service.validate(service.issue("user-1", "project-1", ["member"]).token)
+    assert first.chain_audit_id is None and first.audit_ids == [first.audit_id]
+    clock.now += timedelta(minutes=50)
+    child = service.validate(service.issue("user-1", "project-2", ["member"], methods=("token",),
+                                           rescoped_from=first).token)
+    assert child.issued_at == clock.now and child.expires_at == first.expires_at
+    assert child.audit_ids == [child.audit_id, first.audit_id] and child.audit_id != first.audit_id
+    clock.now += timedelta(minutes=5)
+    grandchild = service.validate(service.issue("user-1", "project-1", ["member"], methods=("token",),
+                                                rescoped_from=child).token)
+    assert grandchild.audit_chain_id == first.audit_id and grandchild.expires_at == first.expires_at
+    clock.now = first.expires_at
+    with pytest.raises(TokenExpired):
+        service.validate(service.issue("user-1", "project-1", ["member"], rescoped_from=first).token)
+
+
+def test_a_token_from_before_audit_chains_still_validates(service, key_dir, clock):
+    # the payload every token had before chains: no "c"
+    payload = ('{"v":1,"u":"user-1","p":"project-1","r":["member"],"m":["password"],"a":"audit-old",'
+               f'"i":{epoch_ms(clock.now)},"e":{epoch_ms(clock.now) + 3_600_000}}}')
+    old = load(key_dir).encrypt_at_time(payload.encode(), int(clock.now.timestamp())).decode()
+    claims = service.validate(old)
+    assert claims.audit_ids == ["audit-old"] and claims.audit_chain_id == "audit-old"
+    forged = payload[:-1] + ',"c":7}'
+    with pytest.raises(TokenInvalid):
+        service.validate(load(key_dir).encrypt_at_time(forged.encode(), int(clock.now.timestamp())).decode())

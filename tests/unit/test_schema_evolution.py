@@ -23,7 +23,7 @@ CODEC = default_codec()
 RELEASED = [(t, v) for t in EventType for v in CODEC.versions(t)]
 SECRET_NAME = re.compile(r"password|passwd|token|secret|private_key|credential", re.IGNORECASE)
 # Fields that name a secret on purpose: they hold its hash or its audit id, never the secret.
-ALLOWED_SECRET_NAMES = {"password_hash", "token_audit_id", "audit_id"}
+ALLOWED_SECRET_NAMES = {"password_hash", "token_audit_id", "token_chain_audit_id", "audit_id"}
 
 
 def _resolve(schema: Any, names: dict[str, Any]) -> Any:
@@ -107,6 +107,7 @@ def test_requested_v1_events_gain_the_v2_defaults() -> None:
     event = CODEC.decode(_encode_with(CODEC, EventType.INSTANCE_REQUESTED, 1, record))
     assert event.body["description"] is None and event.body["tags"] == []
     assert event.body["access_ipv4"] is None and event.body["access_ipv6"] is None
+    assert event.body["token_chain_audit_id"] is None
     assert event.body["name"] == record["body"]["name"]
 
 
