@@ -41,6 +41,7 @@ IMAGE: dict[str, Any] = {
 }
 NETWORK_ID = "3c9d2f4e-6a1b-4c7d-8e9f-0a1b2c3d4e5f"
 SUBNET_ID = "7e1f3a5b-9c2d-4e6f-8a0b-1c2d3e4f5a6b"
+VOLUME_ID = "5b8e2a1c-4d3f-4e6a-9b7c-2d1e0f3a4b5c"
 PUBLIC_KEY = (
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq3xJ7Ykz0f9m2Tq8d1VbN4rLw6pE5sHc0aZyXuWvKt ops@bastion"
 )
@@ -223,6 +224,18 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
             "ip_version": 4, "enable_dhcp": True, "dns_nameservers": ["9.9.9.9", "1.1.1.1"]},
         EventType.VOLUME_CREATED: {"id": uid(rng), "name": "db-data", "size_gb": 100, "owner": hex_id(rng),
                                    "status": "available"},
+        EventType.VOLUME_RESERVED: {"volume_id": VOLUME_ID, "attachment_id": uid(rng), "server_id": uid(rng),
+                                    "device": "/dev/vdb", "delete_on_termination": False, "boot_index": None},
+        EventType.VOLUME_ATTACHED: {"volume_id": VOLUME_ID, "attachment_id": uid(rng), "server_id": uid(rng),
+                                    "host": host, "device": "/dev/vdb"},
+        EventType.VOLUME_DETACHING: {"volume_id": VOLUME_ID, "attachment_id": uid(rng), "server_id": uid(rng)},
+        EventType.VOLUME_DETACHED: {"volume_id": VOLUME_ID, "attachment_id": uid(rng), "server_id": uid(rng),
+                                    "host": host, "reason": None, "delete_volume": False},
+        EventType.INSTANCE_VOLUME_ATTACH_REQUESTED: {"host": host, "volume_id": VOLUME_ID,
+                                                     "attachment_id": uid(rng), "device": "/dev/vdb",
+                                                     "size_gb": 100},
+        EventType.INSTANCE_VOLUME_DETACH_REQUESTED: {"host": host, "volume_id": VOLUME_ID,
+                                                     "attachment_id": uid(rng), "device": "/dev/vdb"},
         EventType.KEYPAIR_CREATED: {"name": "ops-key", "user_id": hex_id(rng), "public_key": PUBLIC_KEY,
                                     "fingerprint": "SHA256:3vJ0mW5y0R5kzQ8p2Lk4nXc7aBd9eFg1hIj2kLm3nOp",
                                     "key_type": "ssh"},
@@ -263,7 +276,7 @@ def sample_event(event_type: EventType, rng: random.Random | None = None) -> Eve
     if event_type in BOOT_FLOW:
         return instance_chain(rng)[BOOT_FLOW.index(event_type)]
     body = _bodies(rng)[event_type]
-    aggregate = str(body.get("id") or body.get("name") or body.get("audit_id") or body.get("project_id"))
+    aggregate = str(body.get("id") or body.get("volume_id") or body.get("name") or body.get("audit_id") or body.get("project_id"))
     if event_type.value.startswith("instance."):
         aggregate = uid(rng)
     return _event(event_type, aggregate, body, rng, user_id=hex_id(rng), project_id=hex_id(rng))

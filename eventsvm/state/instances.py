@@ -49,6 +49,9 @@ ACTION_EVENT_NAMES: dict[EventType, str] = {
     EventType.INSTANCE_ACTION_REQUESTED: "api_action",
     EventType.INSTANCE_ACTION_COMPLETED: "compute_action_instance",
     EventType.INSTANCE_ACTION_FAILED: "compute_action_instance",
+    # nova's instance action names for os-volume_attachments
+    EventType.INSTANCE_VOLUME_ATTACH_REQUESTED: "attach_volume",
+    EventType.INSTANCE_VOLUME_DETACH_REQUESTED: "detach_volume",
 }
 
 
@@ -354,6 +357,12 @@ def _action_finished(inst: Instance, event: Event, body: dict[str, Any]) -> None
         inst.power_state = body["power_state"]
 
 
+def _volume_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    # an attach or detach changes neither vm_state nor task_state (nova keeps them too); the
+    # volume's own state is the catalog's (eventsvm.state.volumes)
+    return None
+
+
 _FOLDS: dict[EventType, Callable[[Instance, Event, dict[str, Any]], None]] = {
     EventType.INSTANCE_REQUESTED: _requested,
     EventType.INSTANCE_AUTHENTICATED: _authenticated,
@@ -369,6 +378,8 @@ _FOLDS: dict[EventType, Callable[[Instance, Event, dict[str, Any]], None]] = {
     EventType.INSTANCE_ACTION_REQUESTED: _action_requested,
     EventType.INSTANCE_ACTION_COMPLETED: _action_finished,
     EventType.INSTANCE_ACTION_FAILED: _action_finished,
+    EventType.INSTANCE_VOLUME_ATTACH_REQUESTED: _volume_requested,
+    EventType.INSTANCE_VOLUME_DETACH_REQUESTED: _volume_requested,
 }
 # the timeline keeps the type's plain string (reading `.value` off the enum costs a property call)
 _NAMES: dict[EventType, str] = {kind: kind.value for kind in _FOLDS}
