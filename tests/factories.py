@@ -228,7 +228,8 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
                                     "device": "/dev/vdb", "delete_on_termination": False, "boot_index": None},
         EventType.VOLUME_ATTACHED: {"volume_id": VOLUME_ID, "attachment_id": uid(rng), "server_id": uid(rng),
                                     "host": host, "device": "/dev/vdb"},
-        EventType.VOLUME_DETACHING: {"volume_id": VOLUME_ID, "attachment_id": uid(rng), "server_id": uid(rng)},
+        EventType.VOLUME_DETACHING: {"volume_id": VOLUME_ID, "attachment_id": uid(rng),
+                                     "server_id": uid(rng)},
         EventType.VOLUME_DETACHED: {"volume_id": VOLUME_ID, "attachment_id": uid(rng), "server_id": uid(rng),
                                     "host": host, "reason": None, "delete_volume": False},
         EventType.INSTANCE_VOLUME_ATTACH_REQUESTED: {"host": host, "volume_id": VOLUME_ID,
@@ -276,7 +277,8 @@ def sample_event(event_type: EventType, rng: random.Random | None = None) -> Eve
     if event_type in BOOT_FLOW:
         return instance_chain(rng)[BOOT_FLOW.index(event_type)]
     body = _bodies(rng)[event_type]
-    aggregate = str(body.get("id") or body.get("volume_id") or body.get("name") or body.get("audit_id") or body.get("project_id"))
+    aggregate = str(body.get("id") or body.get("volume_id") or body.get("name") or body.get("audit_id")
+                    or body.get("project_id"))
     if event_type.value.startswith("instance."):
         aggregate = uid(rng)
     return _event(event_type, aggregate, body, rng, user_id=hex_id(rng), project_id=hex_id(rng))

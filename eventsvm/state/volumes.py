@@ -29,9 +29,8 @@ DETACHING = "detaching"
 _DISK_LETTERS = "bcdefghijklmnopqrstuvwxyz"
 ROOT_DEVICE = "/dev/vda"
 
-VOLUME_EVENT_TYPES = frozenset(
-    {EventType.VOLUME_RESERVED, EventType.VOLUME_ATTACHED, EventType.VOLUME_DETACHING, EventType.VOLUME_DETACHED}
-)
+VOLUME_EVENT_TYPES = frozenset({EventType.VOLUME_RESERVED, EventType.VOLUME_ATTACHED,
+                                EventType.VOLUME_DETACHING, EventType.VOLUME_DETACHED})
 
 
 class VolumeUnavailable(Exception):

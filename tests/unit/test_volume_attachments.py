@@ -85,7 +85,8 @@ def test_an_in_use_volume_refuses_a_second_server_and_names_its_status() -> None
     fold(state, second)
     assert second.event_id in state.refused
     assert unavailable_reason(state.volumes[VOLUME]) == (
-        f"Volume {VOLUME} status must be available or downloading to reserve, but the current status is in-use.")
+        f"Volume {VOLUME} status must be available or downloading to reserve, "
+        "but the current status is in-use.")
     assert unavailable_reason(state.volumes[VOLUME], ONE) == f"volume {VOLUME} already attached"
 
 
