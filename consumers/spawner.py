@@ -19,8 +19,10 @@ from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext, Transient
 from eventsvm.scheduler.claims import Claim, claim_in, recorded_claim
 from eventsvm.state.server_actions import SERVER_ACTIONS
+from eventsvm.state.volumes import boot_attachment_id
 from eventsvm.virt.compute_host import ComputeHost
-from eventsvm.virt.hypervisor import DomainState, HypervisorError, HypervisorUnavailable
+from eventsvm.virt.hypervisor import DomainNotFound, DomainState, HypervisorError, HypervisorUnavailable
+from eventsvm.virt.volumes import attach_volume, detach_volume
 from eventsvm.virt.xml import InvalidGuestSpec
 
 
@@ -59,7 +61,9 @@ def evolve(state: SpawnerState, event: Event) -> SpawnerState:
     return state
 
 
-_ACTION_OUTCOMES = (EventType.INSTANCE_ACTION_COMPLETED, EventType.INSTANCE_ACTION_FAILED)
+# what this host answered: an action's outcome, or a volume it attached or detached
+_ACTION_OUTCOMES = (EventType.INSTANCE_ACTION_COMPLETED, EventType.INSTANCE_ACTION_FAILED,
+                    EventType.VOLUME_ATTACHED, EventType.VOLUME_DETACHED)
 
 
 def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Output]:
@@ -75,6 +79,8 @@ def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Outp
             return _spawn(state, event, host)
         if event.type == EventType.INSTANCE_ACTION_REQUESTED:
             return _act(state, event, host)
+        if event.type in _VOLUME_REQUESTS:
+            return _volume_step(state, event, host)
     except HypervisorUnavailable as exc:
         # says nothing about the instance: decide it again once the hypervisor answers
         raise Transient(f"hypervisor of {host.name} out of reach: {exc}") from exc
@@ -118,6 +124,7 @@ def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Out
         return failure("spawn", f"Build of instance {instance_id} aborted on {host.name}: {host.broken}")
     try:
         domain = host.spawn(instance_id, body, event.user_id or "", event.project_id or "", event.occurred_at)
+        volumes = _boot_volumes(event, host)
     except HypervisorError as exc:
         host.destroy(instance_id)
         return failure("spawn", f"Build of instance {instance_id} aborted: {exc}", exc.retryable)
@@ -133,7 +140,8 @@ def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Out
         "addresses": body["ports"],
         "claim": claim.as_record(),
     }
-    return [Output(new_event(EventType.INSTANCE_SPAWNED, instance_id, spawned, cause=event))]
+    return [Output(new_event(EventType.INSTANCE_SPAWNED, instance_id, spawned, cause=event)),
+            *volumes]
 
 
 def _act(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
@@ -156,14 +164,67 @@ def _act(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Outpu
     return [Output(new_event(EventType.INSTANCE_ACTION_COMPLETED, instance_id, done, cause=event))]
 
 
+# -- volumes (os-volume_attachments, and the volumes a server boots with) ----------------------------
+_VOLUME_REQUESTS = (EventType.INSTANCE_VOLUME_ATTACH_REQUESTED, EventType.INSTANCE_VOLUME_DETACH_REQUESTED)
+
+
+def _volume_ends(event: Event) -> dict[str, str]:
+    return {"volume_id": event.body["volume_id"], "attachment_id": event.body["attachment_id"],
+            "server_id": event.aggregate_id}
+
+
+def _volume_step(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
+    """Attach or detach a volume on the guest; the volume's new state goes to the catalog, on the
+    volume's partition (keyed by its id): attached (in-use), or detached (available again) when
+    the attach failed; a detach that failed leaves it attached (cinder's roll_detaching)."""
+    instance_id, body = event.aggregate_id, event.body
+    if instance_id in state.gone or event.event_id in state.answered:
+        return []
+    volume_id, ends = body["volume_id"], _volume_ends(event)
+    if event.type == EventType.INSTANCE_VOLUME_ATTACH_REQUESTED:
+        try:
+            attach_volume(host, instance_id, volume_id, body["device"], body["size_gb"])
+        except HypervisorError as exc:
+            ended = {**ends, "host": host.name, "reason": f"attach of volume {volume_id} failed: {exc}",
+                     "delete_volume": False}
+            return [Output(new_event(EventType.VOLUME_DETACHED, volume_id, ended, cause=event))]
+        attached = {**ends, "host": host.name, "device": body["device"]}
+        return [Output(new_event(EventType.VOLUME_ATTACHED, volume_id, attached, cause=event))]
+    try:
+        detach_volume(host, instance_id, body["device"] or "")
+    except DomainNotFound:
+        pass  # no guest holds it any more: detached all the same
+    except HypervisorError:
+        kept = {**ends, "host": host.name, "device": body["device"]}
+        return [Output(new_event(EventType.VOLUME_ATTACHED, volume_id, kept, cause=event))]
+    detached = {**ends, "host": host.name, "reason": None, "delete_volume": False}
+    return [Output(new_event(EventType.VOLUME_DETACHED, volume_id, detached, cause=event))]
+
+
+def _boot_volumes(event: Event, host: ComputeHost) -> list[Output]:
+    """Attach the volumes a spawned server booted with (the API reserved them); each is in-use."""
+    outputs: list[Output] = []
+    instance_id = event.aggregate_id
+    for volume in event.body.get("volumes") or []:
+        attach_volume(host, instance_id, volume["volume_id"], volume["device"], volume["size_gb"])
+        attached = {"volume_id": volume["volume_id"], "server_id": instance_id, "host": host.name,
+                    "attachment_id": boot_attachment_id(instance_id, volume["volume_id"]),
+                    "device": volume["device"]}
+        event_ = new_event(EventType.VOLUME_ATTACHED, volume["volume_id"], attached, cause=event)
+        outputs.append(Output(event_))
+    return outputs
+
+
 def service_for(host_name: str) -> Service[SpawnerState]:
     """The spawner of one host (its state only counts that host's claims)."""
     return Service(
         name=f"spawner.{host_name}",
         inputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.ACTION_REQUESTED),
         state_topics=(
-            Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED),
-        outputs=(Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED),
+            Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED,
+            Topic.CATALOG),
+        outputs=(Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED,
+                 Topic.CATALOG),
         initial_state=lambda: SpawnerState(host=host_name),
         evolve=evolve,
         decide=decide,

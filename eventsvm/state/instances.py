@@ -414,4 +414,6 @@ FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
         ("action", "host", "vm_state", "task_state", "locked_reason", "locked_by")),
     EventType.INSTANCE_ACTION_COMPLETED: dict.fromkeys(("action", "host", "vm_state", "power_state")),
     EventType.INSTANCE_ACTION_FAILED: dict.fromkeys(("action", "host", "vm_state", "power_state", "reason")),
+    EventType.INSTANCE_VOLUME_ATTACH_REQUESTED: {"host": None},
+    EventType.INSTANCE_VOLUME_DETACH_REQUESTED: {"host": None},
 }

@@ -118,7 +118,9 @@ def evolve_volume(volumes: dict[str, Body], refused: set[str], event: Event) -> 
         }
         volume["status"] = RESERVED
     elif kind == EventType.VOLUME_ATTACHED:
-        if attachment is None or attachment["attach_status"] != RESERVED:
+        # from reserved: the host attached it; from detaching: the host could not detach it and it
+        # stays attached (cinder's roll_detaching)
+        if attachment is None or attachment["attach_status"] not in (RESERVED, DETACHING):
             return  # detached (or its server deleted) before the host reported: nothing to attach
         attachment.update(attach_status="attached", host_name=body["host"], attached_at=event.occurred_at,
                           device=body.get("device") or attachment["device"])

@@ -380,8 +380,13 @@ def test_the_spawner_holds_exactly_the_claim_the_scheduler_made(compute: Any) ->
     assert placed.body["claim"]["disk_gb"] == 0  # the root disk lives in cinder
     event = resolve(placed, hosts)[0].event
     assert event.body["claim"] == placed.body["claim"]
-    spawned = body_of(EventType.INSTANCE_SPAWNED, spawn(compute, event))
+    outputs = spawn(compute, event)
+    spawned = body_of(EventType.INSTANCE_SPAWNED, outputs[:1])
     assert spawned["claim"] == placed.body["claim"]
+    # the root volume is the guest's disk and is reported attached, for the catalog to show it in-use
+    attached = body_of(EventType.VOLUME_ATTACHED, outputs[1:])
+    assert (attached["volume_id"], attached["device"]) == (VOLUME["id"], "/dev/vdb")
+    assert "vdb" in compute.hypervisor.disk_targets(event.aggregate_id)
     state = folded(spawner.service_for("h0"), [spawn(compute, event)[0].event])
     assert state.used() == (1, 512, 0)
 

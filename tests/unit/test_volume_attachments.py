@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from consumers import resolver
+from eventsvm.app.cluster import simulated_host
 from eventsvm.events.model import Event, EventType, new_event
 from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.volumes import (
@@ -16,6 +22,19 @@ from eventsvm.state.volumes import (
     next_device,
     server_attachments,
     unavailable_reason,
+)
+from eventsvm.virt.compute_host import HostCapacity
+from tests.unit.test_deciders import VOLUME as DECIDER_VOLUME
+from tests.unit.test_deciders import (
+    authenticated,
+    ctx,
+    folded,
+    host_registered,
+    large_root,
+    resolve,
+    resolved_for,
+    schedule,
+    spawn,
 )
 
 VOLUME = "5b8e2a1c-4d3f-4e6a-9b7c-2d1e0f3a4b5c"
@@ -147,3 +166,77 @@ def test_device_names_follow_the_root_disk() -> None:
     server = str(uuid.uuid4())
     assert boot_attachment_id(server, VOLUME) == boot_attachment_id(server, VOLUME)
     assert boot_attachment_id(server, VOLUME) != boot_attachment_id(str(uuid.uuid4()), VOLUME)
+
+
+# -- the services' steps: the host attaches and detaches, the resolver frees a deleted server's ----
+@pytest.fixture
+def compute(tmp_path: Path) -> Iterator[Any]:
+    """A compute host on libvirt's test driver."""
+    host = simulated_host(tmp_path, "h0", 0, HostCapacity(vcpus=4, ram_mb=1024, disk_gb=10))
+    yield host
+    host.hypervisor.close()
+
+
+def test_the_host_attaches_then_detaches_a_volume_and_answers_each_request_once(compute: Any) -> None:
+    spawned = spawn(compute, resolved_for())[0].event
+    server = spawned.aggregate_id
+    ask = {"host": "h0", "volume_id": VOLUME, "attachment_id": str(uuid.uuid4()), "device": "/dev/vdc"}
+    attach = new_event(EventType.INSTANCE_VOLUME_ATTACH_REQUESTED, server, {**ask, "size_gb": 1},
+                       cause=spawned)
+    [out] = spawn(compute, attach, [spawned])
+    assert out.event.type == EventType.VOLUME_ATTACHED and out.event.aggregate_id == VOLUME
+    assert out.event.body == {"volume_id": VOLUME, "attachment_id": ask["attachment_id"], "server_id": server,
+                              "host": "h0", "device": "/dev/vdc"}
+    assert "vdc" in compute.hypervisor.disk_targets(server)
+    assert spawn(compute, attach, [spawned, out.event]) == []  # a redelivery: answered already
+    detach = new_event(EventType.INSTANCE_VOLUME_DETACH_REQUESTED, server, ask, cause=attach)
+    [out] = spawn(compute, detach, [spawned])
+    assert out.event.type == EventType.VOLUME_DETACHED and out.event.body["reason"] is None
+    assert "vdc" not in compute.hypervisor.disk_targets(server)
+
+
+def test_an_attach_to_a_guest_that_is_gone_frees_the_volume(compute: Any) -> None:
+    server = str(uuid.uuid4())
+    ask = {"host": "h0", "volume_id": VOLUME, "attachment_id": str(uuid.uuid4()), "device": "/dev/vdb",
+           "size_gb": 1}
+    [out] = spawn(compute, new_event(EventType.INSTANCE_VOLUME_ATTACH_REQUESTED, server, ask))
+    assert out.event.type == EventType.VOLUME_DETACHED
+    assert out.event.body["reason"].startswith(f"attach of volume {VOLUME} failed")
+
+
+def test_a_deleted_server_s_volumes_are_freed_or_deleted_as_its_mapping_says() -> None:
+    kept, dropped = reserve(ONE), reserve(ONE)
+    other = {"id": TWO, "name": "scratch", "size_gb": 1, "owner": "p", "status": "available"}
+    dropped.body.update(volume_id=TWO, delete_on_termination=True)
+    history = [new_event(EventType.VOLUME_CREATED, VOLUME, {"id": VOLUME, "name": "data", "size_gb": 1,
+                                                            "owner": "p", "status": "available"}),
+               new_event(EventType.VOLUME_CREATED, TWO, other), kept, attached(kept), dropped]
+    state = folded(resolver.SERVICE, history)
+    deleted = new_event(EventType.INSTANCE_DELETED, ONE,
+                        {"host": None, "terminated_at": 1, "stage": "resolver"})
+    evolved = resolver.evolve(state, deleted)  # the runner may have folded it before deciding
+    outputs = resolver.decide(evolved, deleted, ctx())
+    bodies = {o.event.body["volume_id"]: o.event.body for o in outputs}
+    assert {v: b["delete_volume"] for v, b in bodies.items()} == {VOLUME: False, TWO: True}
+    for output in outputs:
+        resolver.evolve(evolved, output.event)
+    assert evolved.catalog.volumes[VOLUME]["status"] == "available" and TWO not in evolved.catalog.volumes
+    assert resolver.decide(evolved, deleted, ctx()) == []  # delivered again: nothing left to free
+
+
+def test_a_boot_with_a_volume_another_server_holds_fails_naming_the_volume() -> None:
+    hosts = [host_registered("h0", 0, ram_mb=65536)]
+    placed = schedule(large_root(authenticated(), boot_from_volume=True), hosts)
+    history = [*hosts, new_event(EventType.VOLUME_CREATED, DECIDER_VOLUME["id"], DECIDER_VOLUME)]
+    taken = reserve(TWO)
+    taken.body["volume_id"] = DECIDER_VOLUME["id"]
+    [out] = resolve(placed[0].event, [*history, taken])
+    assert out.event.type == EventType.INSTANCE_FAILED
+    assert out.event.body["reason"] == (
+        f"Invalid volume: Volume {DECIDER_VOLUME['id']} status must be available or downloading to reserve, "
+        "but the current status is reserved.")
+    # reserved for this very server (the API's reservation won): it resolves
+    mine = reserve(placed[0].event.aggregate_id)
+    mine.body["volume_id"] = DECIDER_VOLUME["id"]
+    [out] = resolve(placed[0].event, [*history, mine])
+    assert out.event.type == EventType.INSTANCE_RESOURCES_RESOLVED
