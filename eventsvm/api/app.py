@@ -25,6 +25,7 @@ from eventsvm.api import (
     network,
     server_edits,
     server_metadata,
+    server_volumes,
     volume,
 )
 from eventsvm.api.context import ApiContext
@@ -154,7 +155,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     for module in (identity, identity_admin, compute, compute_actions, compute_catalog, compute_usage, image,
-                   network, volume, server_edits, server_metadata, identity_changes, identity_domains):
+                   network, volume, server_edits, server_metadata, server_volumes, identity_changes,
+                   identity_domains):
         app.include_router(module.router)
     app.add_middleware(RequestEnvelope, max_body_bytes=ctx.max_body_bytes)
     return app

@@ -22,6 +22,7 @@ from eventsvm.api.openapi import failures
 from eventsvm.api.patterns import user_pattern
 from eventsvm.api.responses import ServerBody, ServerCreatedBody, ServerDetailList, ServerList
 from eventsvm.api.server_request import build_requested_body
+from eventsvm.api.volume_reservations import release, reserve_boot_volumes
 from eventsvm.api.wire import (
     base_url,
     iso_micro,
@@ -38,6 +39,7 @@ from eventsvm.events.model import EventType, Topic
 from eventsvm.identity import policy
 from eventsvm.projections.readmodel import Models
 from eventsvm.state.instances import Instance
+from eventsvm.state.volumes import server_attachments
 
 router = APIRouter(prefix="/compute", tags=["compute"])
 
@@ -143,7 +145,8 @@ def server_view(models: Models, base: str, inst: Instance, caller: Identity) -> 
         "OS-EXT-STS:task_state": inst.task_state,
         "OS-EXT-STS:vm_state": inst.vm_state,
         "OS-EXT-STS:power_state": inst.power_state,
-        "os-extended-volumes:volumes_attached": [],
+        "os-extended-volumes:volumes_attached": [
+            {"id": volume["id"]} for volume, _ in server_attachments(models.catalog.volumes, inst.id)],
         "security_groups": [{"name": "default"}],
     }
     if inst.status in _PROGRESS_STATUSES:
@@ -202,7 +205,13 @@ def create_server(
         event_body = build_requested_body(rm.models, body, caller, _requested_optional_fields(rm.codec))
     server_id = str(uuid.uuid4())
     event = caller_event(EventType.INSTANCE_REQUESTED, server_id, event_body, request, caller)
-    rm.append([event], [rm.partition_by(Topic.REQUESTED, caller.project_id)])
+    # the volumes it boots with are its own before it is on the log (a second boot with one is refused)
+    reserved = reserve_boot_volumes(ctx, server_id, event_body["block_devices"], request, caller)
+    try:
+        rm.append([event], [rm.partition_by(Topic.REQUESTED, caller.project_id)])
+    except BaseException:
+        release(ctx, reserved, f"the request for server {server_id} could not be recorded", request, caller)
+        raise
     base = compute_base(request)
     server = {
         "id": server_id,

@@ -23,6 +23,7 @@ from eventsvm.api.writes import caller_event
 from eventsvm.events.model import EventType
 from eventsvm.projections.readmodel import Models
 from eventsvm.state.catalog import Body
+from eventsvm.state.volumes import attachments_of
 
 router = APIRouter(prefix="/volume", tags=["volume"])
 
@@ -74,7 +75,7 @@ def volume_view(
                 "availability_zone": "nova",
                 "created_at": created,
                 "updated_at": created,
-                "attachments": [],
+                "attachments": _attachments(volume),
                 "bootable": "false",
                 "encrypted": False,
                 "multiattach": False,
@@ -91,6 +92,17 @@ def volume_view(
         if caller.is_admin:
             view["os-vol-tenant-attr:tenant_id"] = owner
     return view
+
+
+def _attachments(volume: Body) -> list[dict[str, Any]]:
+    """Cinder's `attachments` of a volume: those its host has attached (a reservation shows none)."""
+    return [
+        {"server_id": a["server_id"], "attachment_id": a["attachment_id"],
+         "attached_at": iso_micro(a["attached_at"]), "host_name": a["host_name"], "volume_id": volume["id"],
+         "device": a["device"], "id": volume["id"]}
+        for a in attachments_of(volume).values()
+        if a["attach_status"] in ("attached", "detaching")
+    ]
 
 
 def _volumes(

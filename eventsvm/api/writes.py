@@ -59,9 +59,10 @@ def append_in_log_order(ctx: ApiContext, event: Event) -> bool:
     return ctx.readmodel.append_in_order([event], ctx.name_verdict_timeout)
 
 
-def claim_name(ctx: ApiContext, event: Event, taken: str) -> None:
-    """Append a create that claims a name and return once the log has given it the name; Conflict
-    with `taken` when an earlier claim holds it, ServiceUnavailable when the verdict is late."""
+def won_on_log(ctx: ApiContext, event: Event) -> bool:
+    """Append an event whose verdict the log gives (a name claim, a volume reservation) and wait
+    for it: True when it holds, False when an earlier event refused it; ServiceUnavailable when
+    the verdict is late."""
     if not append_in_log_order(ctx, event):
         raise ServiceUnavailable(
             "The request was recorded but the log has not decided it yet; look before retrying it.",
@@ -69,6 +70,11 @@ def claim_name(ctx: ApiContext, event: Event, taken: str) -> None:
         )
     models = ctx.readmodel.models
     with ctx.readmodel.lock:
-        refused = event.event_id in models.catalog.refused or event.event_id in models.identity.refused
-    if refused:
+        return event.event_id not in models.catalog.refused and event.event_id not in models.identity.refused
+
+
+def claim_name(ctx: ApiContext, event: Event, taken: str) -> None:
+    """Append a create that claims a name and return once the log has given it the name; Conflict
+    with `taken` when an earlier claim holds it, ServiceUnavailable when the verdict is late."""
+    if not won_on_log(ctx, event):
         raise Conflict(taken)

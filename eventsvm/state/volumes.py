@@ -33,6 +33,11 @@ VOLUME_EVENT_TYPES = frozenset({EventType.VOLUME_RESERVED, EventType.VOLUME_ATTA
                                 EventType.VOLUME_DETACHING, EventType.VOLUME_DETACHED})
 
 
+# cinder's InvalidVolume for a detach of a volume that is not attached (or already detaching)
+DETACH_REFUSED = ("Unable to detach volume. Volume status must be 'in-use' and attach_status must be "
+                  "'attached' to detach.")
+
+
 class VolumeUnavailable(Exception):
     """A volume cannot be reserved or detached in the state it is in: cinder's InvalidVolume."""
 
@@ -87,8 +92,7 @@ def unavailable_reason(volume: Mapping[str, Any], server_id: str | None = None) 
 def detach_refusal(volume: Mapping[str, Any], attachment: Mapping[str, Any] | None) -> str | None:
     """Why the attachment cannot begin detaching now, None when it can (cinder's begin_detaching)."""
     if attachment is None or status_of(volume) != IN_USE or attachment.get("attach_status") != "attached":
-        return ("Unable to detach volume. Volume status must be 'in-use' and attach_status must be "
-                "'attached' to detach.")
+        return DETACH_REFUSED
     return None
 
 
