@@ -17,6 +17,7 @@ from eventsvm.api.models import BlockDeviceMapping, NetworkChoice, ServerCreate
 from eventsvm.api.wire import is_uuid
 from eventsvm.projections.readmodel import Models
 from eventsvm.state.catalog import Body
+from eventsvm.state.printable import printable
 
 
 def build_requested_body(models: Models, request: ServerCreate, caller: Identity,
@@ -224,13 +225,6 @@ def unexpected(keys: list[str]) -> str:
     return f"Additional properties are not allowed ({', '.join(map(repr, keys))} was unexpected)"
 
 
-def _printable(char: str) -> bool:
-    # nova's rule (parameter_types._is_printable): no "other" category (controls, format characters
-    # such as bidi overrides, surrogates, unassigned) and no separator but the horizontal spaces
-    category = unicodedata.category(char)
-    return not category.startswith("C") and (not category.startswith("Z") or category == "Zs")
-
-
 def server_name(value: Any) -> str:
     """A server name as nova's schema accepts it (1-255 printable characters, no leading or trailing
     space); nova's 400 otherwise. A NUL, an escape sequence or a line break never reaches the log."""
@@ -239,7 +233,7 @@ def server_name(value: Any) -> str:
     if not 1 <= len(value) <= 255:
         raise invalid("name", value, f"{value!r} is too {'short' if not value else 'long'}")
     spaces = (value[0], value[-1])
-    if any(unicodedata.category(c) == "Zs" for c in spaces) or not all(map(_printable, value)):
+    if any(unicodedata.category(c) == "Zs" for c in spaces) or not all(map(printable, value)):
         raise BadRequest(f"An invalid 'name' value was provided. The name must be: {_NAME_REASON}")
     return value
 
