@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from eventsvm.config import LogConfig
-from eventsvm.events.codec import encode
+from eventsvm.events.codec import decode, encode
 from eventsvm.events.model import Event, EventType, event_hash
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog, OutRecord
+from eventsvm.projections.readmodel import Models, fold
 
 _RNG = random.Random(20241126)
 BASE_MS = 1_732_600_000_000  # 2024-11-26, a fixed epoch keeps sizes realistic and stable
@@ -334,3 +335,12 @@ def sqlite_log(path: Path, partitions: int, topics: Iterable[Any]) -> Iterator[E
         yield opened
     finally:
         opened.close()
+
+
+def fold_each(events: list[Event]) -> Models:
+    """The live read model's fold of `events`, one by one, each with the hash of its own bytes."""
+    models = Models()
+    for event in events:
+        data = encode(event)
+        fold(models, decode(data), event_hash(data), str(event.topic))
+    return models
