@@ -14,14 +14,7 @@ from eventsvm.events.codec import Codec
 from eventsvm.events.model import Event, EventType
 from eventsvm.log.port import EventLog, OutRecord
 from eventsvm.projections.replay import Until, model_differences, parse_time, parse_until, replay
-from tests.factories import (
-    BASE_MS,
-    _event,
-    event_records,
-    fold_each,
-    instance_chain,
-    sample_event,
-)
+from tests.factories import BASE_MS, _event, event_records, fold_each, instance_chain, sample_event
 
 CODEC = Codec()
 

@@ -19,14 +19,7 @@ from eventsvm.log.port import BEGINNING, EventLog, OutRecord, Reader, Record
 from eventsvm.projections.readmodel import ALL_TOPICS, ReadModel
 from eventsvm.projections.replay import Drain, model_differences, replay
 from eventsvm.state.instances import evolve_projection, fold_instance_event, initial_projection
-from tests.factories import (
-    BASE_MS,
-    _event,
-    event_records,
-    fold_each,
-    instance_chain,
-    sample_event,
-)
+from tests.factories import BASE_MS, _event, event_records, fold_each, instance_chain, sample_event
 
 CODEC = Codec()
 
