@@ -20,6 +20,7 @@ from eventsvm.events.model import Event, EventType, event_hash
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog, OutRecord
 from eventsvm.projections.readmodel import Models, fold
+from eventsvm.scheduler import HostState, SchedulingRequest
 
 _RNG = random.Random(20241126)
 BASE_MS = 1_732_600_000_000  # 2024-11-26, a fixed epoch keeps sizes realistic and stable
@@ -344,3 +345,17 @@ def fold_each(events: list[Event]) -> Models:
         data = encode(event)
         fold(models, decode(data), event_hash(data), str(event.topic))
     return models
+
+
+def host_state(name: str = "compute-1", **overrides: Any) -> HostState:
+    """The scheduler's view of an idle x86_64 KVM host of 8 CPUs, 8 GB RAM and 100 GB disk, with
+    `overrides` changed."""
+    fields = {"name": name, "vcpus": 8, "ram_mb": 8192, "disk_gb": 100, "cpu_arch": "x86_64",
+              "hypervisor_type": "kvm"}
+    return HostState(**{**fields, **overrides})
+
+
+def scheduling_request(**overrides: Any) -> SchedulingRequest:
+    """A request for 1 vCPU, 1 GB RAM and 10 GB disk, with `overrides` changed."""
+    fields = {"instance_id": "i-1", "vcpus": 1, "ram_mb": 1024, "disk_gb": 10}
+    return SchedulingRequest(**{**fields, **overrides})
