@@ -110,6 +110,25 @@ def request_spec(name: str, flavor: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def plain_request(name: str, flavor_id: str, image_id: str, network_id: str, token_audit_id: str
+                  ) -> dict[str, Any]:
+    """The instance.requested body of a plain POST /servers by a member: one network, and no key,
+    zone, server group, volume or metadata."""
+    return {
+        "name": name,
+        "flavor_id": flavor_id,
+        "image_id": image_id,
+        "networks": [{"network_id": network_id, "port_id": None, "fixed_ip": None}],
+        "key_name": None,
+        "availability_zone": None,
+        "server_group_id": None,
+        "block_devices": [],
+        "metadata": {},
+        "roles": ["member"],
+        "token_audit_id": token_audit_id,
+    }
+
+
 def requested_event(
     rng: random.Random | None = None, name: str | None = None, flavor_index: int = 1, **body: Any
 ) -> Event:
