@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from eventsvm.config import LogConfig
-from eventsvm.events.codec import encode
+from eventsvm.events.codec import decode, encode
 from eventsvm.events.model import Event, EventType, event_hash
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog, OutRecord
+from eventsvm.projections.readmodel import Models, fold
+from eventsvm.scheduler import HostState, SchedulingRequest
 
 _RNG = random.Random(20241126)
 BASE_MS = 1_732_600_000_000  # 2024-11-26, a fixed epoch keeps sizes realistic and stable
@@ -106,6 +108,25 @@ def request_spec(name: str, flavor: dict[str, Any]) -> dict[str, Any]:
         "key_name": "ops-key",
         "block_devices": [],
         "metadata": {"role": "web", "owner": "team-a"},
+    }
+
+
+def plain_request(name: str, flavor_id: str, image_id: str, network_id: str, token_audit_id: str
+                  ) -> dict[str, Any]:
+    """The instance.requested body of a plain POST /servers by a member: one network, and no key,
+    zone, server group, volume or metadata."""
+    return {
+        "name": name,
+        "flavor_id": flavor_id,
+        "image_id": image_id,
+        "networks": [{"network_id": network_id, "port_id": None, "fixed_ip": None}],
+        "key_name": None,
+        "availability_zone": None,
+        "server_group_id": None,
+        "block_devices": [],
+        "metadata": {},
+        "roles": ["member"],
+        "token_audit_id": token_audit_id,
     }
 
 
@@ -349,3 +370,26 @@ def sqlite_log(path: Path, partitions: int, topics: Iterable[Any]) -> Iterator[E
         yield opened
     finally:
         opened.close()
+
+
+def fold_each(events: list[Event]) -> Models:
+    """The live read model's fold of `events`, one by one, each with the hash of its own bytes."""
+    models = Models()
+    for event in events:
+        data = encode(event)
+        fold(models, decode(data), event_hash(data), str(event.topic))
+    return models
+
+
+def host_state(name: str = "compute-1", **overrides: Any) -> HostState:
+    """The scheduler's view of an idle x86_64 KVM host of 8 CPUs, 8 GB RAM and 100 GB disk, with
+    `overrides` changed."""
+    fields = {"name": name, "vcpus": 8, "ram_mb": 8192, "disk_gb": 100, "cpu_arch": "x86_64",
+              "hypervisor_type": "kvm"}
+    return HostState(**{**fields, **overrides})
+
+
+def scheduling_request(**overrides: Any) -> SchedulingRequest:
+    """A request for 1 vCPU, 1 GB RAM and 10 GB disk, with `overrides` changed."""
+    fields = {"instance_id": "i-1", "vcpus": 1, "ram_mb": 1024, "disk_gb": 10}
+    return SchedulingRequest(**{**fields, **overrides})

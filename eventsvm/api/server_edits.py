@@ -7,7 +7,6 @@ is a 400 rather than ignored; the checks below give nova's messages.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
@@ -18,37 +17,19 @@ from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Forbidden
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import UpdatedServerBody
-from eventsvm.api.server_request import access_ip, invalid
+from eventsvm.api.server_request import access_ip, invalid, server_name, unexpected
 from eventsvm.api.writes import chained_event
 from eventsvm.events.model import EventType
 from eventsvm.identity import policy
 
 router = APIRouter(prefix="/compute", tags=["compute"])
 
-# nova's parameter_types.valid_name_regex: printable, no leading or trailing whitespace
-_NAME_REASON = "printable characters. Can not start or end with whitespace."
-_EDGE_SPACE = re.compile(r"^\s|\s$")
 _UPDATE_FIELDS = ("name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig")
 # what nova's update answers with: its server view without the extensions (no AZ, config drive,
 # key name, usage times, extended status or attributes, volumes, security groups)
 _UPDATE_VIEW = frozenset({
     "id", "name", "status", "tenant_id", "user_id", "metadata", "hostId", "image", "flavor", "created",
     "updated", "addresses", "accessIPv4", "accessIPv6", "links", "OS-DCF:diskConfig", "progress", "fault"})
-
-
-def unexpected(keys: list[str]) -> str:
-    """Nova's (jsonschema's) words for fields a closed object does not allow."""
-    return f"Additional properties are not allowed ({', '.join(map(repr, keys))} was unexpected)"
-
-
-def _name(value: Any) -> str:
-    if not isinstance(value, str):
-        raise invalid("name", value, f"{value!r} is not of type 'string'")
-    if not 1 <= len(value) <= 255:
-        raise invalid("name", value, f"{value!r} is too {'short' if not value else 'long'}")
-    if _EDGE_SPACE.search(value) or not value.isprintable():
-        raise BadRequest(f"An invalid 'name' value was provided. The name must be: {_NAME_REASON}")
-    return value
 
 
 def update_body(raw: Any) -> dict[str, str | None]:
@@ -68,7 +49,7 @@ def update_body(raw: Any) -> dict[str, str | None]:
     if "OS-DCF:diskConfig" in server and disk_config not in ("AUTO", "MANUAL"):
         raise invalid("OS-DCF:diskConfig", disk_config, f"{disk_config!r} is not one of ['AUTO', 'MANUAL']")
     return {
-        "name": _name(server["name"]) if "name" in server else None,
+        "name": server_name(server["name"]) if "name" in server else None,
         "access_ipv4": access_ip("accessIPv4", server["accessIPv4"], 4) if "accessIPv4" in server else None,
         "access_ipv6": access_ip("accessIPv6", server["accessIPv6"], 6) if "accessIPv6" in server else None,
     }

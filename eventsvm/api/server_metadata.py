@@ -15,8 +15,7 @@ from eventsvm.api.compute import visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.openapi import failures
-from eventsvm.api.server_edits import unexpected
-from eventsvm.api.server_request import invalid
+from eventsvm.api.server_request import invalid, unexpected
 from eventsvm.api.writes import chained_event
 from eventsvm.events.model import EventType
 from eventsvm.identity import policy

@@ -18,7 +18,7 @@ from eventsvm.api.errors import Forbidden, NotFound
 from eventsvm.api.models import VolumeCreate
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import VolumeBody, VolumeList
-from eventsvm.api.wire import base_url, iso_micro, page, parse_limit, truthy
+from eventsvm.api.wire import base_url, iso_micro, page, parse_limit, truthy, wants_detail
 from eventsvm.api.writes import caller_event
 from eventsvm.events.model import EventType
 from eventsvm.projections.readmodel import Models
@@ -105,9 +105,22 @@ def _attachments(volume: Body) -> list[dict[str, Any]]:
     ]
 
 
-def _volumes(
-    request: Request, project_id: str, caller: Identity, ctx: ApiContext, detail: bool
+@router.get(
+    "/v3/{project_id}/volumes", summary="List volumes",
+    response_model=VolumeList, response_model_exclude_unset=True, responses=failures(400, 403),
+)
+@router.get(
+    "/v3/{project_id}/volumes/detail", summary="List volumes with details",
+    response_model=VolumeList, response_model_exclude_unset=True, responses=failures(400, 403),
+)
+@reads_models
+def list_volumes(
+    project_id: str,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
+    """The project's volumes: id, name and links, or in full at /detail."""
     _check_project(caller, project_id)
     query = request.query_params
     everyone = caller.is_admin and truthy(query.get("all_tenants"))
@@ -122,38 +135,8 @@ def _volumes(
     shown = page(
         chosen, lambda v: str(v["id"]), parse_limit(query.get("limit"), ctx.max_page), query.get("marker")
     )
-    base = base_url(request)
+    base, detail = base_url(request), wants_detail(request)
     return {"volumes": [volume_view(models, base, v, caller, detail) for v in shown]}
-
-
-@router.get(
-    "/v3/{project_id}/volumes", summary="List volumes",
-    response_model=VolumeList, response_model_exclude_unset=True, responses=failures(400, 403),
-)
-@reads_models
-def list_volumes(
-    project_id: str,
-    request: Request,
-    caller: Identity = Depends(current_identity),
-    ctx: ApiContext = Depends(api_context),
-) -> dict[str, Any]:
-    """The project's volumes (id, name, links)."""
-    return _volumes(request, project_id, caller, ctx, detail=False)
-
-
-@router.get(
-    "/v3/{project_id}/volumes/detail", summary="List volumes with details",
-    response_model=VolumeList, response_model_exclude_unset=True, responses=failures(400, 403),
-)
-@reads_models
-def list_volumes_detail(
-    project_id: str,
-    request: Request,
-    caller: Identity = Depends(current_identity),
-    ctx: ApiContext = Depends(api_context),
-) -> dict[str, Any]:
-    """The project's volumes in full."""
-    return _volumes(request, project_id, caller, ctx, detail=True)
 
 
 @router.get(

@@ -36,6 +36,7 @@ from eventsvm.log.port import (
     UnknownTopic,
     partition_for,
 )
+from eventsvm.log.private_files import private_file, tighten
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
@@ -105,6 +106,17 @@ class _Store:
         self.session_timeout_s = session_timeout_s
         self._topics: dict[str, tuple[int, int]] = {}
         self._names: dict[int, str] = {}
+        self._private = False
+
+    def _make_private(self) -> None:
+        # created 0600 before SQLite opens it, so its -wal and -shm files get that mode too
+        try:
+            private_file(self.path)
+            for suffix in ("-wal", "-shm"):
+                tighten(self.path.with_name(self.path.name + suffix))
+        except OSError as exc:
+            raise LogUnavailable(f"cannot open the SQLite log {self.path}: {exc.strerror}") from None
+        self._private = True
 
     def connect(self) -> sqlite3.Connection:
         """A new connection in autocommit mode; transactions are explicit and short."""
@@ -115,6 +127,8 @@ class _Store:
             raise LogUnavailable(f"cannot open the SQLite log {self.path}: {parent} is not writable")
         if self.path.is_dir():
             raise LogUnavailable(f"cannot open the SQLite log {self.path}: it is a directory")
+        if not self._private:
+            self._make_private()
         try:
             conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
                                    check_same_thread=False)

@@ -15,6 +15,7 @@ from eventsvm.app.seed import choose_passwords, seed_events
 from eventsvm.events.model import Event, EventType, new_event
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext
 from eventsvm.virt.compute_host import HostCapacity
+from tests.factories import plain_request
 
 S = TypeVar("S")
 SEED = seed_events(choose_passwords("admin-pw", "demo-pw"))
@@ -48,23 +49,10 @@ PRIVATE = seeded(EventType.NETWORK_CREATED, "private")
 
 
 def requested(flavor: str = "1", audit_id: str = "audit-1", user: str | None = None) -> Event:
-    body = {
-        "name": "vm",
-        "flavor_id": flavor,
-        "image_id": IMAGE["id"],
-        "networks": [{"network_id": PRIVATE["id"], "port_id": None, "fixed_ip": None}],
-        "key_name": None,
-        "availability_zone": None,
-        "server_group_id": None,
-        "block_devices": [],
-        "metadata": {},
-        "roles": ["member"],
-        "token_audit_id": audit_id,
-    }
     return new_event(
         EventType.INSTANCE_REQUESTED,
         str(uuid.uuid4()),
-        body,
+        plain_request("vm", flavor, IMAGE["id"], PRIVATE["id"], audit_id),
         user_id=user or DEMO_USER["id"],
         project_id=DEMO_PROJECT["id"],
     )

@@ -14,23 +14,15 @@ from eventsvm.scheduler.filters import (
     ServerGroupAffinityFilter,
     ServerGroupAntiAffinityFilter,
 )
+from tests.factories import host_state, scheduling_request
 
 
 def host(name: str = "compute-1", **overrides) -> HostState:
-    fields = {
-        "name": name,
-        "vcpus": 8,
-        "ram_mb": 16384,
-        "disk_gb": 100,
-        "cpu_arch": "x86_64",
-        "hypervisor_type": "kvm",
-    }
-    return HostState(**{**fields, **overrides})
+    return host_state(name, **{"ram_mb": 16384, **overrides})
 
 
 def request(**overrides) -> SchedulingRequest:
-    fields = {"instance_id": "i-1", "vcpus": 2, "ram_mb": 4096, "disk_gb": 20}
-    return SchedulingRequest(**{**fields, **overrides})
+    return scheduling_request(**{"vcpus": 2, "ram_mb": 4096, "disk_gb": 20, **overrides})
 
 
 # ComputeFilter
