@@ -253,6 +253,7 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
                                      "server_id": uid(rng)},
         EventType.VOLUME_DETACHED: {"volume_id": VOLUME_ID, "attachment_id": uid(rng), "server_id": uid(rng),
                                     "host": host, "reason": None, "delete_volume": False},
+        EventType.VOLUME_DELETED: {"volume_id": VOLUME_ID},
         EventType.INSTANCE_VOLUME_ATTACH_REQUESTED: {"host": host, "volume_id": VOLUME_ID,
                                                      "attachment_id": uid(rng), "device": "/dev/vdb",
                                                      "size_gb": 100},

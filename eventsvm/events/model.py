@@ -103,6 +103,7 @@ class EventType(StrEnum):
     VOLUME_ATTACHED = "catalog.volume_attached"
     VOLUME_DETACHING = "catalog.volume_detaching"
     VOLUME_DETACHED = "catalog.volume_detached"
+    VOLUME_DELETED = "catalog.volume_deleted"
     # identity (keystone) and quota
     PROJECT_CREATED = "identity.project_created"
     USER_CREATED = "identity.user_created"

@@ -29,8 +29,15 @@ DETACHING = "detaching"
 _DISK_LETTERS = "bcdefghijklmnopqrstuvwxyz"
 ROOT_DEVICE = "/dev/vda"
 
-VOLUME_EVENT_TYPES = frozenset({EventType.VOLUME_RESERVED, EventType.VOLUME_ATTACHED,
-                                EventType.VOLUME_DETACHING, EventType.VOLUME_DETACHED})
+VOLUME_EVENT_TYPES = frozenset({
+    EventType.VOLUME_RESERVED, EventType.VOLUME_ATTACHED, EventType.VOLUME_DETACHING,
+    EventType.VOLUME_DETACHED, EventType.VOLUME_DELETED,
+})
+
+# cinder's InvalidVolume for a delete of a volume in use
+DELETE_REFUSED = ("Volume status must be available or error or error_restoring or error_extending or "
+                  "error_managing and must not be migrating, attached, belong to a group, have snapshots, "
+                  "awaiting a transfer, or be disassociated from snapshots after volume transfer.")
 
 
 # cinder's InvalidVolume for a detach of a volume that is not attached (or already detaching)
@@ -103,8 +110,15 @@ def evolve_volume(volumes: dict[str, Body], refused: set[str], event: Event) -> 
     volume = volumes.get(body["volume_id"])
     kind = event.type
     if volume is None:
-        if kind in (EventType.VOLUME_RESERVED, EventType.VOLUME_DETACHING):
+        if kind in (EventType.VOLUME_RESERVED, EventType.VOLUME_DETACHING, EventType.VOLUME_DELETED):
             refused.add(event.event_id)
+        return
+    if kind == EventType.VOLUME_DELETED:
+        # a delete racing an attach: whichever the volume's partition has first wins
+        if unavailable_reason(volume) is not None:
+            refused.add(event.event_id)
+        else:
+            del volumes[body["volume_id"]]
         return
     attachments: dict[str, Body] = volume.setdefault("attachments", {})
     attachment = attachments.get(body["attachment_id"])

@@ -152,6 +152,12 @@ def test_attach_and_detach_reach_the_domain_and_cinder_s_view(
         assert client.delete(f"{SERVERS}/{second}", headers=demo).status_code == 204
         assert wait_volume(client, volume_url, demo, "available")["attachments"] == []
 
+        # cinder deletes an available volume only
+        busy = client.delete(f"{volumes}/{other}", headers=demo)
+        assert busy.status_code == 400 and "Invalid volume" in busy.json()["badRequest"]["message"]
+        assert client.delete(volume_url, headers=demo).status_code == 202
+        assert client.get(volume_url, headers=demo).status_code == 404
+
 
 def test_two_boots_racing_for_one_volume_through_two_api_processes_one_wins(
     make_cloud: CloudFactory, tmp_path: Path

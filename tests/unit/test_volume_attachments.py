@@ -240,3 +240,14 @@ def test_a_boot_with_a_volume_another_server_holds_fails_naming_the_volume() -> 
     mine.body["volume_id"] = DECIDER_VOLUME["id"]
     [out] = resolve(placed[0].event, [*history, mine])
     assert out.event.type == EventType.INSTANCE_RESOURCES_RESOLVED
+
+
+def test_a_delete_racing_an_attach_loses_when_the_reservation_came_first() -> None:
+    first = reserve(ONE)
+    delete = new_event(EventType.VOLUME_DELETED, VOLUME, {"volume_id": VOLUME})
+    state = fold(catalog_with_volume(), first, delete)
+    assert delete.event_id in state.refused and VOLUME in state.volumes
+    delete_first = new_event(EventType.VOLUME_DELETED, VOLUME, {"volume_id": VOLUME})
+    late = reserve(ONE)
+    state = fold(catalog_with_volume(), delete_first, late)
+    assert VOLUME not in state.volumes and state.refused == {late.event_id}
