@@ -7,6 +7,7 @@ is a 400 rather than ignored; the checks below give nova's messages.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
@@ -32,19 +33,26 @@ _UPDATE_VIEW = frozenset({
     "updated", "addresses", "accessIPv4", "accessIPv6", "links", "OS-DCF:diskConfig", "progress", "fault"})
 
 
-def update_body(raw: Any) -> dict[str, str | None]:
-    """The instance.updated body of a PUT /servers/{id} request body, validated as nova 2.1 does."""
-    if not isinstance(raw, dict) or "server" not in raw:
-        raise invalid("server", raw, "'server' is a required property")
-    extra = sorted(k for k in raw if k != "server")
+def wrapped_object(raw: Any, wrapper: str, fields: Collection[str] | None = None) -> dict[str, Any]:
+    """The object a nova request body wraps in its one key `wrapper` (`{"server": {...}}`), with
+    no key but `fields` (any key when None), as nova's JSON schemas check it."""
+    if not isinstance(raw, dict) or wrapper not in raw:
+        raise invalid(wrapper, raw, f"'{wrapper}' is a required property")
+    extra = sorted(k for k in raw if k != wrapper)
     if extra:
         raise BadRequest(unexpected(extra))
-    server = raw["server"]
-    if not isinstance(server, dict):
-        raise invalid("server", server, f"{server!r} is not of type 'object'")
-    unknown = sorted(k for k in server if k not in _UPDATE_FIELDS)
+    inner = raw[wrapper]
+    if not isinstance(inner, dict):
+        raise invalid(wrapper, inner, f"{inner!r} is not of type 'object'")
+    unknown = [] if fields is None else sorted(k for k in inner if k not in fields)
     if unknown:
-        raise invalid("server", server, unexpected(unknown))
+        raise invalid(wrapper, inner, unexpected(unknown))
+    return inner
+
+
+def update_body(raw: Any) -> dict[str, str | None]:
+    """The instance.updated body of a PUT /servers/{id} request body, validated as nova 2.1 does."""
+    server = wrapped_object(raw, "server", _UPDATE_FIELDS)
     disk_config = server.get("OS-DCF:diskConfig")
     if "OS-DCF:diskConfig" in server and disk_config not in ("AUTO", "MANUAL"):
         raise invalid("OS-DCF:diskConfig", disk_config, f"{disk_config!r} is not one of ['AUTO', 'MANUAL']")

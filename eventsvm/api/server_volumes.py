@@ -21,7 +21,7 @@ from eventsvm.api.compute import visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.openapi import failures
-from eventsvm.api.server_edits import unexpected
+from eventsvm.api.server_edits import wrapped_object
 from eventsvm.api.server_request import invalid
 from eventsvm.api.volume_reservations import refusal, release, reservation
 from eventsvm.api.wire import is_uuid
@@ -108,17 +108,7 @@ def _acting_on(models: Models, caller: Identity, server_id: str, action: str) ->
 
 def _attach_request(raw: Any) -> tuple[str, str | None]:
     """(volumeId, device) of a 2.1 attach body, validated as nova's volumes schema does."""
-    if not isinstance(raw, dict) or "volumeAttachment" not in raw:
-        raise invalid("volumeAttachment", raw, "'volumeAttachment' is a required property")
-    extra = sorted(k for k in raw if k != "volumeAttachment")
-    if extra:
-        raise BadRequest(unexpected(extra))
-    body = raw["volumeAttachment"]
-    if not isinstance(body, dict):
-        raise invalid("volumeAttachment", body, f"{body!r} is not of type 'object'")
-    extra = sorted(k for k in body if k not in ("volumeId", "device"))
-    if extra:
-        raise BadRequest(unexpected(extra))
+    body = wrapped_object(raw, "volumeAttachment", ("volumeId", "device"))
     volume_id = body.get("volumeId")
     if not isinstance(volume_id, str) or not is_uuid(volume_id):
         raise invalid("volumeAttachment.volumeId", volume_id, "'volumeId' must be a volume UUID")
