@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,6 +91,17 @@ def test_attach_and_detach_reach_the_domain_and_cinder_s_view(
         volume_id = created.json()["volume"]["id"]
         volume_url = f"{volumes}/{volume_id}"
         before = disks(cloud, first)
+        attachments = f"{SERVERS}/{first}/os-volume_attachments"
+        for bad, code in (({"volumeAttachment": {}}, 400), ({"volumeAttachment": {"volumeId": "x"}}, 400),
+                          ({"volumeAttachment": {"volumeId": volume_id, "color": "red"}}, 400),
+                          ({"volumeAttachment": {"volumeId": volume_id, "device": "vdb; rm"}}, 400),
+                          ({"volumeAttachment": {"volumeId": str(uuid.uuid4())}}, 404)):
+            answer = client.post(attachments, headers=demo, json=bad)
+            assert answer.status_code == code, (bad, answer.text)
+        missing = client.post(f"{SERVERS}/{uuid.uuid4()}/os-volume_attachments", headers=demo,
+                              json={"volumeAttachment": {"volumeId": volume_id}})
+        assert missing.status_code == 404
+        assert client.get(f"{attachments}/{volume_id}", headers=demo).status_code == 404
 
         attach = client.post(f"{SERVERS}/{first}/os-volume_attachments", headers=demo,
                              json={"volumeAttachment": {"volumeId": volume_id}})
