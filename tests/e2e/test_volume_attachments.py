@@ -18,10 +18,13 @@ from fastapi.testclient import TestClient
 
 from eventsvm.api.app import create_app
 from eventsvm.api.context import ApiContext
+from eventsvm.events.codec import Codec
 from eventsvm.identity.keys import ensure_keys
 from eventsvm.identity.tokens import TokenService
+from eventsvm.log.factory import open_log
+from eventsvm.projections.audit import verify
 from eventsvm.projections.readmodel import ReadModel
-from tests.e2e.conftest import Cloud, CloudFactory
+from tests.e2e.conftest import Cloud, CloudFactory, wait_quiet
 from tests.e2e.test_server_lifecycle import login, settled
 
 SERVERS = "/compute/v2.1/servers"
@@ -169,6 +172,18 @@ def test_attach_and_detach_reach_the_domain_and_cinder_s_view(
         assert busy.status_code == 400 and "Invalid volume" in busy.json()["badRequest"]["message"]
         assert client.delete(volume_url, headers=demo).status_code == 202
         assert client.get(volume_url, headers=demo).status_code == 404
+
+        # the server's history names its attaches and detach, and every chain still verifies
+        actions = client.get(f"{SERVERS}/{first}/os-instance-actions", headers=demo).json()["instanceActions"]
+        newest = [a["action"] for a in actions][:4]
+        assert newest == ["attach_volume", "stop", "detach_volume", "attach_volume"]
+    wait_quiet(cloud)
+    log = open_log(cloud.options.log)
+    try:
+        report = verify(log, Codec())
+    finally:
+        log.close()
+    assert report.clean, report.findings
 
 
 def test_two_boots_racing_for_one_volume_through_two_api_processes_one_wins(
