@@ -11,13 +11,16 @@ appends what happened; an action it already answered is not carried out twice.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from eventsvm.events.builders import deleted, failed, flavor_snapshot
 from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext, Transient
 from eventsvm.scheduler.claims import Claim, claim_in, recorded_claim
+from eventsvm.state.names import IMAGES
 from eventsvm.state.server_actions import SERVER_ACTIONS
 from eventsvm.virt.compute_host import ComputeHost
 from eventsvm.virt.hypervisor import DomainState, HypervisorError, HypervisorUnavailable
@@ -141,7 +144,11 @@ def _act(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Outpu
     server stays in the vm_state it had, as nova reverts the task_state of a failed action)."""
     instance_id, body = event.aggregate_id, event.body
     rule = SERVER_ACTIONS.get(body["action"])
-    if rule is None or not rule.on_host or instance_id in state.gone or event.event_id in state.answered:
+    if rule is None or not rule.on_host or event.event_id in state.answered:
+        return []
+    if rule.name == "createImage":
+        return _snapshot(state, event, host)
+    if instance_id in state.gone:
         return []
     try:
         domain, note = host.act(instance_id, rule.name, body.get("reboot_type"))
@@ -156,14 +163,48 @@ def _act(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Outpu
     return [Output(new_event(EventType.INSTANCE_ACTION_COMPLETED, instance_id, done, cause=event))]
 
 
+# -- createImage: the snapshot fills its queued Glance image, or the image is dropped ---------------
+# the partition of the catalog topic that holds every image's life (eventsvm.state.names.IMAGES), so
+# the fill or the drop is folded after the image's create
+_IMAGES_ROUTE = zlib.crc32(IMAGES.encode())
+
+
+def _snapshot(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
+    """nova's snapshot_instance: the image filled and the task ended, or, when the guest is gone
+    or the snapshot failed, the image deleted (as nova deletes it) and the action failed."""
+    instance_id, body = event.aggregate_id, event.body
+    image_id = body["image_id"]
+    try:
+        filled = None if instance_id in state.gone else host.snapshot(instance_id, image_id)
+        reason = f"instance {instance_id} was deleted before its snapshot was taken"
+    except HypervisorError as exc:
+        filled, reason = None, f"createImage of instance {instance_id} failed: {exc}"
+    found = None if instance_id in state.gone else host.hypervisor.state(instance_id)
+    power = int(found if found is not None else DomainState.NOSTATE)
+    outcome: dict[str, Any] = {"action": "createImage", "host": host.name, "vm_state": body["vm_state"],
+                               "power_state": power}
+    if filled is None:
+        return [Output(new_event(EventType.IMAGE_DELETED, image_id, {"id": image_id}, cause=event),
+                       route=_IMAGES_ROUTE),
+                Output(new_event(EventType.INSTANCE_ACTION_FAILED, instance_id, {**outcome, "reason": reason},
+                                 cause=event))]
+    image = {"id": image_id, "status": "active", **filled}
+    return [Output(new_event(EventType.IMAGE_UPDATED, image_id, image, cause=event), route=_IMAGES_ROUTE),
+            Output(new_event(EventType.INSTANCE_ACTION_COMPLETED, instance_id,
+                             {**outcome, "detail": f"image {image_id}"}, cause=event))]
+
+
 def service_for(host_name: str) -> Service[SpawnerState]:
     """The spawner of one host (its state only counts that host's claims)."""
     return Service(
         name=f"spawner.{host_name}",
         inputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.ACTION_REQUESTED),
+        # the catalog only for the snapshots it fills (its evolve steps over catalog events)
         state_topics=(
-            Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED),
-        outputs=(Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED),
+            Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED,
+            Topic.CATALOG),
+        outputs=(Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED,
+                 Topic.CATALOG),
         initial_state=lambda: SpawnerState(host=host_name),
         evolve=evolve,
         decide=decide,

@@ -327,9 +327,13 @@ def server_status(vm_state: str, task_state: str | None) -> str:
     return _STATUS_OF_VM_STATE.get(vm_state, "UNKNOWN")
 
 
+# the host steps whose nova event name is not compute_<action>_instance
+_STEP_NAMES = {"createImage": "compute_snapshot_instance"}
+
+
 def action_step_name(action: str) -> str:
     """Nova's instance-action event name of an action's host step, e.g. compute_stop_instance."""
-    return f"compute_{action}_instance"
+    return _STEP_NAMES.get(action) or f"compute_{action}_instance"
 
 
 def _action_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:

@@ -71,3 +71,17 @@ def check_state(
     if task_state is not None:
         raise ActionRefused("task_state", task_state)
     return HARD_REBOOT_TASK if hard else rule.task_state
+
+
+# -- createImage, shelve, reset (issue 13: snapshot and shelve sagas) -------------------------------
+# Kept in their own block (and eventsvm.state.server_snapshot for the image a snapshot registers) so
+# that other action families can be added beside them without touching these lines.
+SNAPSHOT_STATES = frozenset({"active", "stopped", "paused", "suspended"})
+SERVER_ACTIONS.update({
+    a.name: a
+    for a in (
+        # nova's snapshot: allowed from any powered state; the server keeps its vm_state (None after)
+        ServerAction("createImage", SNAPSHOT_STATES, "image_snapshot", None),
+    )
+})
+REQUEST_KEYS["createImage"] = "createImage"
