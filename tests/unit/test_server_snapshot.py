@@ -4,6 +4,9 @@ drops it when the server is gone); Glance and nova's image proxy show it and del
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from eventsvm.state.names import IMAGES, namespace_of
 from eventsvm.state.server_actions import ActionRefused, check_state
 from eventsvm.state.server_snapshot import snapshot_image
 from eventsvm.virt.compute_host import HostCapacity
+from eventsvm.virt.images import ImageBackend, SnapshotError
 
 SERVERS = "/compute/v2.1/servers"
 IMAGES_PROXY = "/compute/v2.1/images"
@@ -243,3 +247,34 @@ def test_create_image_of_anothers_server_is_404_and_of_a_locked_one_409(cloud: C
     assert post(cloud, active, {"lock": None}, user="admin").status_code == 202
     locked = post(cloud, active, {"createImage": {"name": "s"}})
     assert locked.status_code == 409 and "locked" in locked.text
+
+
+# -- the QEMU path: the overlay becomes a standalone image file that a new disk can start from -----
+@pytest.mark.skipif(shutil.which("qemu-img") is None or shutil.which("qemu-io") is None,
+                    reason="qemu-img / qemu-io not installed")
+def test_a_snapshot_converts_the_overlay_with_its_writes_into_a_standalone_bootable_image(
+    tmp_path: Path
+) -> None:
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
+    subprocess.run(["qemu-io", "-c", "write -P 0x11 0 1M", str(base)], check=True, capture_output=True)
+    backend = ImageBackend(tmp_path / "instances", {})
+    server, image_id = str(uuid.uuid4()), str(uuid.uuid4())
+    disk = backend.create_disk(server, {"id": "base", "location": base.as_uri()}, 0)
+    # the guest wrote to its overlay after the boot: the snapshot must carry it
+    subprocess.run(["qemu-io", "-c", "write -P 0x22 4M 1M", str(disk)], check=True, capture_output=True)
+    snap = backend.snapshot(server, image_id)
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(snap)], check=True,
+                                     capture_output=True, text=True).stdout)
+    assert info["format"] == "qcow2" and "backing-filename" not in info
+    for offset, pattern in (("0", "0x11"), ("4M", "0x22")):
+        read = subprocess.run(["qemu-io", "-c", f"read -P {pattern} {offset} 1M", str(snap)],
+                              capture_output=True, text=True)
+        assert "Pattern verification failed" not in read.stdout and read.returncode == 0
+    # the image a snapshot registers is a base for another server's disk
+    again = backend.create_disk(str(uuid.uuid4()), {"id": image_id, "location": snap.as_uri()}, 0)
+    assert again.is_file()
+    # a redelivered snapshot keeps the file it made; an instance without a disk has no snapshot
+    assert backend.snapshot(server, image_id) == snap
+    with pytest.raises(SnapshotError):
+        backend.snapshot(str(uuid.uuid4()), str(uuid.uuid4()))
