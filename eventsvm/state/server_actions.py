@@ -82,6 +82,10 @@ SERVER_ACTIONS.update({
     for a in (
         # nova's snapshot: allowed from any powered state; the server keeps its vm_state (None after)
         ServerAction("createImage", SNAPSHOT_STATES, "image_snapshot", None),
+        # an admin's os-resetState sets the vm_state it names and clears the task: no host step
+        ServerAction("resetState", frozenset(), None, None, on_host=False),
     )
 })
-REQUEST_KEYS["createImage"] = "createImage"
+# os-resetState's states (nova's reset_state schema) and where changePassword may start
+RESET_STATES = ("active", "error")
+CHANGE_PASSWORD_STATES = frozenset({"active"})
