@@ -21,7 +21,7 @@ from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext, Transient
 from eventsvm.scheduler.claims import Claim, claim_in, recorded_claim
 from eventsvm.state.names import IMAGES
-from eventsvm.state.server_actions import SERVER_ACTIONS
+from eventsvm.state.server_actions import OFFLOADING_ACTIONS, SERVER_ACTIONS
 from eventsvm.virt.compute_host import ComputeHost
 from eventsvm.virt.hypervisor import DomainState, HypervisorError, HypervisorUnavailable
 from eventsvm.virt.xml import InvalidGuestSpec
@@ -46,7 +46,7 @@ class SpawnerState:
 
 
 def evolve(state: SpawnerState, event: Event) -> SpawnerState:
-    """Fold this host's claims: held from spawned, freed by deleted or failed."""
+    """Fold this host's claims: held from spawned, freed by deleted, failed or an offload."""
     kind, body, instance_id = event.type, event.body, event.aggregate_id
     if kind == EventType.INSTANCE_SPAWNED and body["host"] == state.host and instance_id not in state.gone:
         state.claims[instance_id] = recorded_claim(body.get("claim"), body["flavor"])
@@ -59,6 +59,8 @@ def evolve(state: SpawnerState, event: Event) -> SpawnerState:
         state.claims.pop(instance_id, None)
     elif kind in _ACTION_OUTCOMES and body["host"] == state.host and event.causation_id:
         state.answered.add(event.causation_id)
+        if kind == EventType.INSTANCE_ACTION_COMPLETED and body.get("action") in OFFLOADING_ACTIONS:
+            state.claims.pop(instance_id, None)  # shelved and offloaded: the guest left this host
     return state
 
 
@@ -136,7 +138,13 @@ def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Out
         "addresses": body["ports"],
         "claim": claim.as_record(),
     }
-    return [Output(new_event(EventType.INSTANCE_SPAWNED, instance_id, spawned, cause=event))]
+    outputs = [Output(new_event(EventType.INSTANCE_SPAWNED, instance_id, spawned, cause=event))]
+    image = body["image"]
+    if (image.get("properties") or {}).get("instance_uuid") == instance_id:
+        # a server booted from a snapshot of itself is an unshelve (a build cannot boot from an image
+        # taken of the server it builds): nova deletes the shelved image once the server runs again
+        outputs.append(_image_event(EventType.IMAGE_DELETED, {"id": image["id"]}, event))
+    return outputs
 
 
 def _act(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
@@ -146,8 +154,8 @@ def _act(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Outpu
     rule = SERVER_ACTIONS.get(body["action"])
     if rule is None or not rule.on_host or event.event_id in state.answered:
         return []
-    if rule.name == "createImage":
-        return _snapshot(state, event, host)
+    if rule.name in _IMAGING_ACTIONS:
+        return _imaging(state, event, host)
     if instance_id in state.gone:
         return []
     try:
@@ -163,35 +171,52 @@ def _act(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Outpu
     return [Output(new_event(EventType.INSTANCE_ACTION_COMPLETED, instance_id, done, cause=event))]
 
 
-# -- createImage: the snapshot fills its queued Glance image, or the image is dropped ---------------
+# -- createImage and shelve: a snapshot fills its queued Glance image, or the image is dropped ----------
+_IMAGING_ACTIONS = frozenset({"createImage", *OFFLOADING_ACTIONS})
 # the partition of the catalog topic that holds every image's life (eventsvm.state.names.IMAGES), so
 # the fill or the drop is folded after the image's create
 _IMAGES_ROUTE = zlib.crc32(IMAGES.encode())
 
 
-def _snapshot(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
-    """nova's snapshot_instance: the image filled and the task ended, or, when the guest is gone
-    or the snapshot failed, the image deleted (as nova deletes it) and the action failed."""
+def _imaging(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
+    """createImage, shelve and shelveOffload (nova's snapshot_instance and shelve_instance): the
+    snapshot fills its queued image; shelving stops the guest first and offloads it after (guest,
+    disk and claim go). When the guest is gone or a step fails, the image is deleted (as nova
+    deletes it) and the action fails with the server in the vm_state it had."""
     instance_id, body = event.aggregate_id, event.body
-    image_id = body["image_id"]
-    try:
-        filled = None if instance_id in state.gone else host.snapshot(instance_id, image_id)
-        reason = f"instance {instance_id} was deleted before its snapshot was taken"
-    except HypervisorError as exc:
-        filled, reason = None, f"createImage of instance {instance_id} failed: {exc}"
+    rule = SERVER_ACTIONS[body["action"]]
+    image_id: str | None = body.get("image_id")
+    filled: dict[str, Any] = {}
+    reason = None
+    if instance_id in state.gone:
+        reason = f"instance {instance_id} was deleted before its {rule.name} was carried out"
+    else:
+        try:
+            if rule.name in OFFLOADING_ACTIONS:
+                host.act(instance_id, "stop")  # nova shelves a cleanly stopped guest
+            if image_id is not None:
+                filled = host.snapshot(instance_id, image_id)
+            if rule.name in OFFLOADING_ACTIONS:
+                host.destroy(instance_id)
+        except HypervisorError as exc:
+            reason = f"{rule.name} of instance {instance_id} failed: {exc}"
     found = None if instance_id in state.gone else host.hypervisor.state(instance_id)
-    power = int(found if found is not None else DomainState.NOSTATE)
-    outcome: dict[str, Any] = {"action": "createImage", "host": host.name, "vm_state": body["vm_state"],
-                               "power_state": power}
-    if filled is None:
-        return [Output(new_event(EventType.IMAGE_DELETED, image_id, {"id": image_id}, cause=event),
-                       route=_IMAGES_ROUTE),
-                Output(new_event(EventType.INSTANCE_ACTION_FAILED, instance_id, {**outcome, "reason": reason},
-                                 cause=event))]
-    image = {"id": image_id, "status": "active", **filled}
-    return [Output(new_event(EventType.IMAGE_UPDATED, image_id, image, cause=event), route=_IMAGES_ROUTE),
-            Output(new_event(EventType.INSTANCE_ACTION_COMPLETED, instance_id,
-                             {**outcome, "detail": f"image {image_id}"}, cause=event))]
+    outcome: dict[str, Any] = {"action": rule.name, "host": host.name, "vm_state": body["vm_state"],
+                               "power_state": int(found if found is not None else DomainState.NOSTATE)}
+    if reason is not None:
+        dropped = [] if image_id is None else [_image_event(EventType.IMAGE_DELETED, {"id": image_id}, event)]
+        return [*dropped, Output(new_event(EventType.INSTANCE_ACTION_FAILED, instance_id,
+                                           {**outcome, "reason": reason}, cause=event))]
+    done = {**outcome, "vm_state": rule.vm_state_after or body["vm_state"],
+            "detail": None if image_id is None else f"image {image_id}"}
+    image = [] if image_id is None else [
+        _image_event(EventType.IMAGE_UPDATED, {"id": image_id, "status": "active", **filled}, event)]
+    return [*image, Output(new_event(EventType.INSTANCE_ACTION_COMPLETED, instance_id, done, cause=event))]
+
+
+def _image_event(kind: EventType, body: dict[str, Any], cause: Event) -> Output:
+    """An image's fill or drop, on the catalog partition that holds the image's whole life."""
+    return Output(new_event(kind, body["id"], body, cause=cause), route=_IMAGES_ROUTE)
 
 
 def service_for(host_name: str) -> Service[SpawnerState]:

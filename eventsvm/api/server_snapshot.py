@@ -11,6 +11,7 @@ server went first. Nova answers 202 with the image's URL in Location (this API s
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request, Response
@@ -23,6 +24,7 @@ from eventsvm.api.server_actions import host_action_body, host_partition
 from eventsvm.api.writes import caller_event, chained_event
 from eventsvm.events.model import EventType, Topic
 from eventsvm.identity import policy
+from eventsvm.state.instances import Instance
 from eventsvm.state.names import IMAGES
 from eventsvm.state.server_snapshot import snapshot_image
 
@@ -71,22 +73,49 @@ def request_snapshot(
 ) -> Response:
     """Register the queued image and append the snapshot command; 202 with its Location."""
     name, metadata = snapshot_args(args)
+    image_id = append_with_image(server_id, "createImage", lambda _inst: name, metadata, request, caller, ctx)
+    assert image_id is not None
+    return Response(status_code=202, headers={"Location": f"{compute_base(request)}/images/{image_id}"})
+
+
+def append_with_image(
+    server_id: str,
+    action: str,
+    image_name: Callable[[Instance], str | None],
+    metadata: dict[str, str],
+    request: Request,
+    caller: Identity,
+    ctx: ApiContext,
+) -> str | None:
+    """Check `action` on the server and append its command, with the queued snapshot image it
+    fills when `image_name` names one (None: no image, e.g. shelving a volume-backed server).
+    The image's id, or None."""
     rm = ctx.readmodel
     image_id = str(uuid.uuid4())
     with rm.lock:
         inst = visible_server(rm.models, caller, server_id)
         assert inst.project_id is not None
         if not policy.can_act_on_server(caller.roles, caller.project_id, inst.project_id):
-            raise Forbidden(policy.denied_message("os_compute_api:servers:create_image"))
-        body = host_action_body(inst, caller, "createImage", None)
-        body["image_id"] = image_id
+            raise Forbidden(policy.denied_message(_RULES[action]))
+        body = host_action_body(inst, caller, action, None)
+        name = image_name(inst)
+        body["image_id"] = image_id if name is not None else None
         server = {"id": inst.id, "project_id": inst.project_id, "image_id": inst.image_id,
                   "flavor_disk_gb": (inst.flavor or {}).get("disk_gb", 0)}
-        image = snapshot_image(image_id, name, metadata, server,
-                               rm.models.catalog.images.get(inst.image_id or ""), caller.user_id)
+        base = rm.models.catalog.images.get(inst.image_id or "")
+        image = None if name is None else snapshot_image(
+            image_id, name, metadata, server, base, caller.user_id)
         command = chained_event(EventType.INSTANCE_ACTION_REQUESTED, inst, body, request, caller, ctx)
         partition = host_partition(rm, inst)
+    if image is None:
+        rm.append([command], [partition])
+        return None
     registered = caller_event(EventType.IMAGE_CREATED, image_id, image, request, caller)
     # one append: the image and the command that fills it exist together or not at all
     rm.append([registered, command], [rm.partition_by(Topic.CATALOG, IMAGES), partition])
-    return Response(status_code=202, headers={"Location": f"{compute_base(request)}/images/{image_id}"})
+    return image_id
+
+
+_RULES = {"createImage": "os_compute_api:servers:create_image", "shelve": "os_compute_api:os-shelve:shelve",
+          "shelveOffload": "os_compute_api:os-shelve:shelve_offload",
+          "unshelve": "os_compute_api:os-shelve:unshelve"}

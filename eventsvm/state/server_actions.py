@@ -82,10 +82,17 @@ SERVER_ACTIONS.update({
     for a in (
         # nova's snapshot: allowed from any powered state; the server keeps its vm_state (None after)
         ServerAction("createImage", SNAPSHOT_STATES, "image_snapshot", None),
+        # shelve offloads at once (nova's shelved_offload_time 0): the guest and its claim go
+        ServerAction("shelve", SNAPSHOT_STATES, "shelving", "shelved_offloaded"),
+        ServerAction("shelveOffload", frozenset({"shelved"}), "shelving_offloading", "shelved_offloaded"),
+        # unshelve has no host to go to: the scheduler places it, the new host's spawner spawns it
+        ServerAction("unshelve", frozenset({"shelved", "shelved_offloaded"}), "unshelving", "active"),
         # an admin's os-resetState sets the vm_state it names and clears the task: no host step
         ServerAction("resetState", frozenset(), None, None, on_host=False),
     )
 })
+# the actions that end with the guest gone from its host and its claim freed
+OFFLOADING_ACTIONS = frozenset({"shelve", "shelveOffload"})
 # os-resetState's states (nova's reset_state schema) and where changePassword may start
 RESET_STATES = ("active", "error")
 CHANGE_PASSWORD_STATES = frozenset({"active"})

@@ -126,7 +126,7 @@ def test_a_snapshot_of_a_server_deleted_first_drops_its_image(compute: Any) -> N
     command = snapshot_command(spawned)
     outputs = spawn(compute, command, [spawned, deleted.event])
     assert body_of(EventType.IMAGE_DELETED, outputs) == {"id": command.body["image_id"]}
-    assert "deleted before its snapshot" in body_of(EventType.INSTANCE_ACTION_FAILED, outputs)["reason"]
+    assert "deleted before its createImage" in body_of(EventType.INSTANCE_ACTION_FAILED, outputs)["reason"]
 
 
 def test_a_snapshot_of_a_guest_the_hypervisor_lost_fails_and_drops_its_image(compute: Any) -> None:
