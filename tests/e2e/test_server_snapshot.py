@@ -18,7 +18,7 @@ from eventsvm.identity.keys import ensure_keys
 from eventsvm.identity.tokens import TokenService
 from eventsvm.projections.history import instance_stages, timeline_lines
 from eventsvm.virt.hypervisor import DomainState
-from tests.e2e.conftest import Cloud, CloudFactory
+from tests.e2e.conftest import Cloud, CloudFactory, wait_quiet
 from tests.e2e.test_server_lifecycle import login, settled
 
 SERVERS = "/compute/v2.1/servers"
@@ -104,3 +104,72 @@ def test_create_image_fills_a_glance_image_from_the_host_and_deletes_through_nov
         cloud.wait_for([doomed], {"DELETED"})
         assert hypervisor.state(doomed) is None
         assert image_settled(cloud, doomed_image) in ("active", None)
+
+
+def test_shelve_offloads_and_unshelve_spawns_again_through_the_scheduler(
+    make_cloud: CloudFactory, tmp_path: Path
+) -> None:
+    cloud = make_cloud(hosts=2)
+    ensure_keys(tmp_path / "keys")
+    api = create_app(ApiContext(readmodel=cloud.readmodel, tokens=TokenService(tmp_path / "keys")))
+    hypervisors = {h.name: h.hypervisor for h in cloud.cluster.hosts}
+
+    def guests(server_id: str) -> dict[str, DomainState | None]:
+        return {name: hv.state(server_id) for name, hv in hypervisors.items() if hv.state(server_id)}
+
+    with TestClient(api) as client:
+        demo = login(client, "demo", "demo-pw")
+
+        def boot(name: str) -> str:
+            answer = client.post(SERVERS, headers=demo, json={"server": {
+                "name": name, "imageRef": cloud.image_id(), "flavorRef": "1",
+                "networks": [{"uuid": cloud.network_id()}]}})
+            assert answer.status_code == 202, answer.text
+            server_id = str(answer.json()["server"]["id"])
+            settled(cloud, server_id, "ACTIVE")
+            return server_id
+
+        def action(server_id: str, body: dict[str, Any]) -> None:
+            answer = client.post(f"{SERVERS}/{server_id}/action", headers=demo, json=body)
+            assert answer.status_code == 202, (body, answer.text)
+
+        server_id = boot("shelved")
+        first_host = cloud.instance(server_id).host
+        ports = client.get(f"{SERVERS}/{server_id}", headers=demo).json()["server"]["addresses"]
+        action(server_id, {"shelve": None})
+        settled(cloud, server_id, "SHELVED_OFFLOADED")
+        assert guests(server_id) == {} and cloud.instance(server_id).host is None
+        [shelved] = client.get("/image/v2/images?name=shelved-shelved", headers=demo).json()["images"]
+        assert (shelved["status"], shelved["instance_uuid"]) == ("active", server_id)
+
+        action(server_id, {"unshelve": None})
+        settled(cloud, server_id, "ACTIVE")
+        server = client.get(f"{SERVERS}/{server_id}", headers=demo).json()["server"]
+        assert guests(server_id) == {cloud.instance(server_id).host: DomainState.RUNNING}
+        assert server["addresses"] == ports  # the same port and IP, wherever it landed
+        assert server["image"]["id"] == cloud.image_id()
+        assert image_settled(cloud, shelved["id"]) is None  # nova deletes the shelved image
+        actions = client.get(f"{SERVERS}/{server_id}/os-instance-actions", headers=demo).json()
+        assert [a["action"] for a in actions["instanceActions"]] == ["unshelve", "shelve", "create"]
+        history = "\n".join(timeline_lines(instance_stages(cloud.readmodel.log, Codec(), server_id)))
+        assert f"action=shelve host={first_host}" in history and "action=unshelve" in history
+
+        # a shelved server still deletes, and so does one deleted right behind its shelve
+        action(server_id, {"shelve": None})
+        settled(cloud, server_id, "SHELVED_OFFLOADED")
+        assert client.delete(f"{SERVERS}/{server_id}", headers=demo).status_code == 204
+        doomed = boot("doomed")
+        action(doomed, {"shelve": None})
+        assert client.delete(f"{SERVERS}/{doomed}", headers=demo).status_code == 204
+        # and one deleted right behind its unshelve, while the scheduler places it again
+        returning = boot("returning")
+        action(returning, {"shelve": None})
+        settled(cloud, returning, "SHELVED_OFFLOADED")
+        action(returning, {"unshelve": None})
+        assert client.delete(f"{SERVERS}/{returning}", headers=demo).status_code == 204
+        cloud.wait_for([server_id, doomed, returning], {"DELETED"})
+        wait_quiet(cloud)
+        assert guests(server_id) == {} and guests(doomed) == {} and guests(returning) == {}
+        with cloud.readmodel.lock:
+            queued = [i for i in cloud.readmodel.models.catalog.images.values() if i.get("status") == "queued"]
+        assert queued == [] or image_settled(cloud, queued[0]["id"]) in ("active", None)
