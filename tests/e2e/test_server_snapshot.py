@@ -170,6 +170,7 @@ def test_shelve_offloads_and_unshelve_spawns_again_through_the_scheduler(
         cloud.wait_for([server_id, doomed, returning], {"DELETED"})
         wait_quiet(cloud)
         assert guests(server_id) == {} and guests(doomed) == {} and guests(returning) == {}
+        # every snapshot was filled or dropped: none is left queued
         with cloud.readmodel.lock:
-            queued = [i for i in cloud.readmodel.models.catalog.images.values() if i.get("status") == "queued"]
-        assert queued == [] or image_settled(cloud, queued[0]["id"]) in ("active", None)
+            images = list(cloud.readmodel.models.catalog.images.values())
+        assert [i["name"] for i in images if i.get("status") == "queued"] == []
