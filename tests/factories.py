@@ -220,7 +220,7 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
                                               "removed": ["draining"], "replace": False},
         EventType.INSTANCE_ACTION_REQUESTED: {
             "action": "reboot", "host": host, "vm_state": "active", "task_state": "rebooting_hard",
-            "reboot_type": "HARD", "locked_reason": None, "locked_by": None},
+            "reboot_type": "HARD", "locked_reason": None, "locked_by": None, "image_id": None},
         EventType.INSTANCE_ACTION_COMPLETED: {
             "action": "reboot", "host": host, "vm_state": "active", "power_state": 1,
             "detail": "the guest did not shut down within 120 s; rebooted hard"},
@@ -236,7 +236,11 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
         EventType.FLAVOR_CREATED: {**flavor, "is_public": True},
         EventType.FLAVOR_DELETED: {"id": flavor["id"]},
         EventType.IMAGE_CREATED: {**IMAGE, "min_disk": 1, "min_ram": 128,
-                                  "visibility": "public", "owner": hex_id(rng)},
+                                  "visibility": "public", "owner": hex_id(rng), "status": "active"},
+        EventType.IMAGE_UPDATED: {"id": IMAGE["id"], "status": "active", "size_bytes": 21233664,
+                                  "disk_format": "qcow2", "container_format": "bare",
+                                  "location": "file:///var/lib/eventsvm/snapshots/image.qcow2"},
+        EventType.IMAGE_DELETED: {"id": IMAGE["id"]},
         EventType.NETWORK_CREATED: {"id": NETWORK_ID, "name": "private", "shared": False, "external": False,
                                     "owner": hex_id(rng), "mtu": 1450},
         EventType.SUBNET_CREATED: {

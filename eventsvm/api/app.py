@@ -15,6 +15,7 @@ from eventsvm.api import (
     compute,
     compute_actions,
     compute_catalog,
+    compute_images,
     compute_usage,
     identity,
     identity_admin,
@@ -158,5 +159,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
                    network, volume, server_edits, server_metadata, server_volumes, identity_changes,
                    identity_domains):
         app.include_router(module.router)
+    app.include_router(compute_images.router)
     app.add_middleware(RequestEnvelope, max_body_bytes=ctx.max_body_bytes)
     return app
