@@ -21,7 +21,14 @@ from eventsvm.api.models import ServerCreate
 from eventsvm.api.openapi import failures
 from eventsvm.api.patterns import user_pattern
 from eventsvm.api.responses import ServerBody, ServerCreatedBody, ServerDetailList, ServerList
-from eventsvm.api.server_request import build_requested_body
+from eventsvm.api.server_request import (
+    admin_password,
+    build_requested_body,
+    new_reservation_id,
+    reservation_bodies,
+    server_count,
+    servers_admitted,
+)
 from eventsvm.api.wire import (
     base_url,
     iso_micro,
@@ -194,22 +201,34 @@ def create_server(
     caller: Identity = Depends(current_identity),
     ctx: ApiContext = Depends(api_context),
 ) -> JSONResponse:
-    """Validate, append one instance.requested (partitioned by project) and answer 202."""
+    """Validate, check quota, append one instance.requested per server (all at once, partitioned
+    by project) and answer 202 with the first server, or the reservation id when asked."""
     if not policy.can_create_server(caller.roles, caller.project_id, caller.project_id):
         raise Forbidden(policy.denied_message("os_compute_api:servers:create"))
+    spec = body.server
     rm = ctx.readmodel
     with rm.lock:
         event_body = build_requested_body(rm.models, body, caller, _requested_optional_fields(rm.codec))
-    server_id = str(uuid.uuid4())
-    event = caller_event(EventType.INSTANCE_REQUESTED, server_id, event_body, request, caller)
-    rm.append([event], [rm.partition_by(Topic.REQUESTED, caller.project_id)])
+        flavor = rm.models.catalog.flavors[event_body["flavor_id"]]
+        servers = servers_admitted(rm.models, caller, flavor, server_count(spec))
+    reservation_id = new_reservation_id()
+    events = [
+        caller_event(EventType.INSTANCE_REQUESTED, str(uuid.uuid4()), member, request, caller)
+        for member in reservation_bodies(event_body, servers, reservation_id)
+    ]
+    rm.append(events, [rm.partition_by(Topic.REQUESTED, caller.project_id)] * len(events))
+    if spec.return_reservation_id:
+        return JSONResponse({"reservation_id": reservation_id}, status_code=202)
     base = compute_base(request)
-    server = {
+    server_id = events[0].aggregate_id
+    server: dict[str, Any] = {
         "id": server_id,
         "links": links(base, f"servers/{server_id}"),
         "OS-DCF:diskConfig": "MANUAL",
         "security_groups": [{"name": "default"}],
     }
+    if ctx.enable_instance_password:
+        server["adminPass"] = admin_password(spec)
     return JSONResponse(
         {"server": server}, status_code=202, headers={"Location": f"{base}/servers/{server_id}"}
     )
@@ -261,6 +280,8 @@ def _candidates(models: Models, caller: Identity, query: dict[str, str]) -> list
         if status and inst.status != status:
             continue
         if host is not None and inst.host != host:
+            continue
+        if "reservation_id" in query and inst.reservation_id != query["reservation_id"]:
             continue
         if "image" in query and inst.image_id != query["image"]:
             continue

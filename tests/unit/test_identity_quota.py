@@ -1,6 +1,8 @@
 """Quota arithmetic with nova's defaults, its messages, and -1 as unlimited."""
 
-from eventsvm.identity.quota import QuotaLimits, ResourceCount, check_quota
+import pytest
+
+from eventsvm.identity.quota import QuotaExceeded, QuotaLimits, ResourceCount, check_quota, servers_that_fit
 
 
 def test_nova_defaults():
@@ -48,3 +50,50 @@ def test_a_lowered_limit_only_blocks_what_the_request_asks_for():
 def test_exactly_at_the_limit_is_allowed():
     used = ResourceCount(instances=9, cores=19, ram_mb=51199)
     assert check_quota(QuotaLimits(), used, ResourceCount(1, 1, 1)) is None
+
+
+# -- several servers in one request (nova's _check_num_instances_quota) ----------------------------
+SMALL = ResourceCount(instances=1, cores=1, ram_mb=512)
+
+
+def test_all_servers_asked_for_fit():
+    assert servers_that_fit(QuotaLimits(), ResourceCount(), SMALL, 1, 10) == 10
+
+
+def test_max_count_is_reduced_to_what_fits():
+    used = ResourceCount(instances=7, cores=7, ram_mb=3584)
+    assert servers_that_fit(QuotaLimits(), used, SMALL, 2, 5) == 3
+
+
+def test_cores_and_ram_reduce_the_count_too():
+    big = ResourceCount(instances=1, cores=4, ram_mb=1024)
+    assert servers_that_fit(QuotaLimits(), ResourceCount(cores=8), big, 1, 5) == 3
+    assert servers_that_fit(QuotaLimits(ram_mb=2048), ResourceCount(), big, 1, 5) == 2
+
+
+def test_fewer_than_min_count_refuses_the_whole_request_in_novas_words():
+    used = ResourceCount(instances=8, cores=8, ram_mb=4096)
+    with pytest.raises(QuotaExceeded) as refused:
+        servers_that_fit(QuotaLimits(), used, SMALL, 3, 3)
+    assert str(refused.value) == ("Quota exceeded for instances: Requested 3, "
+                                  "but already used 8 of 10 instances")
+
+
+def test_a_range_is_named_min_dash_max():
+    used = ResourceCount(instances=10, cores=10, ram_mb=5120)
+    with pytest.raises(QuotaExceeded) as refused:
+        servers_that_fit(QuotaLimits(), used, SMALL, 2, 4)
+    assert str(refused.value) == ("Quota exceeded for instances: Requested 2-4, "
+                                  "but already used 10 of 10 instances")
+
+
+def test_one_server_over_quota_reads_as_before():
+    used = ResourceCount(instances=10, cores=10, ram_mb=5120)
+    with pytest.raises(QuotaExceeded) as refused:
+        servers_that_fit(QuotaLimits(), used, SMALL, 1, 1)
+    assert str(refused.value) == check_quota(QuotaLimits(), used, SMALL)
+
+
+def test_unlimited_never_reduces():
+    limits = QuotaLimits(instances=-1, cores=-1, ram_mb=-1)
+    assert servers_that_fit(limits, ResourceCount(10**6, 10**6, 10**9), SMALL, 1, 500) == 500
