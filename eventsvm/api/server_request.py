@@ -260,7 +260,8 @@ def invalid(path: str, value: Any, message: str) -> BadRequest:
 
 
 def access_ip(field: str, value: Any, version: int) -> str:
-    """An accessIPv4/accessIPv6 value, which nova's schema requires to be an address of that version."""
+    """An accessIPv4/accessIPv6 value, which nova's schema requires to be an address of that version,
+    in its canonical (for IPv6, compressed) form, as nova's database column stores it."""
     if not isinstance(value, str):
         raise invalid(field, value, f"{value!r} is not of type 'string'")
     try:
@@ -269,4 +270,4 @@ def access_ip(field: str, value: Any, version: int) -> str:
         address = None
     if address is None or address.version != version:
         raise invalid(field, value, f"{value!r} is not a 'ipv{version}'")
-    return value
+    return str(address)

@@ -10,6 +10,7 @@ from test_api_support import Cloud, cloud_fixture  # noqa: F401
 
 from eventsvm.api.app import create_app
 from eventsvm.api.context import ApiContext
+from eventsvm.app.cli import build_parser
 from eventsvm.events.model import EventType, Topic, new_event
 
 SERVERS = "/compute/v2.1/servers"
@@ -131,3 +132,20 @@ def test_enable_instance_password_off_answers_no_admin_pass(cloud: Cloud):
         answer = client.post(SERVERS, json=cloud.server_request("web"), headers=cloud.headers())
     assert answer.status_code == 202
     assert "adminPass" not in answer.json()["server"]
+
+
+def test_eventsvm_up_and_run_api_take_nova_s_setting() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["up"]).enable_instance_password is True
+    assert parser.parse_args(["up", "--no-instance-password"]).enable_instance_password is False
+    assert parser.parse_args(["run", "api", "--no-instance-password"]).enable_instance_password is False
+
+
+def test_access_ipv6_is_kept_in_its_compressed_form_on_create_and_update(cloud: Cloud):
+    long_form = "0000:0000:0000:0000:0000:babe:220.12.22.2"
+    server_id = _post(cloud, accessIPv6=long_form, accessIPv4="192.0.2.9").json()["server"]["id"]
+    shown = cloud.client.get(f"{SERVERS}/{server_id}", headers=cloud.headers()).json()["server"]
+    assert (shown["accessIPv6"], shown["accessIPv4"]) == ("::babe:dc0c:1602", "192.0.2.9")
+    answer = cloud.client.put(f"{SERVERS}/{server_id}", headers=cloud.headers(),
+                              json={"server": {"accessIPv6": "2001:0db8:0000:0000:0000:0000:0000:0007"}})
+    assert answer.status_code == 200 and answer.json()["server"]["accessIPv6"] == "2001:db8::7"
