@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from eventsvm.api import microversion
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -74,7 +75,7 @@ def _version(request: Request) -> dict[str, Any]:
     return {
         "id": "v2.1",
         "status": "CURRENT",
-        "version": "2.1",
+        "version": microversion.max_version(),
         "min_version": "2.1",
         "updated": "2013-07-23T11:33:21Z",
         "links": [{"rel": "self", "href": f"{compute_base(request)}/"}],
@@ -84,17 +85,41 @@ def _version(request: Request) -> dict[str, Any]:
     }
 
 
+def _legacy_version(request: Request) -> dict[str, Any]:
+    """nova's v2.0 entry: the same API without microversions, still listed first by nova."""
+    return {
+        "id": "v2.0",
+        "status": "SUPPORTED",
+        "version": "",
+        "min_version": "",
+        "updated": "2011-01-21T11:33:21Z",
+        "links": [{"rel": "self", "href": f"{base_url(request)}/compute/v2/"}],
+        "media-types": [
+            {"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2"}
+        ],
+    }
+
+
 @router.get("", include_in_schema=False)
 @router.get("/", summary="Nova's version list (unauthenticated)")
 def versions(request: Request) -> dict[str, Any]:
-    """The compute API versions: only v2.1, microversion 2.1."""
-    return {"versions": [_version(request)]}
+    """The compute API versions as nova lists them: v2.0 first, then v2.1 with its microversions
+    (the list carries no media-types, as nova's)."""
+    return {"versions": [{k: v for k, v in doc.items() if k != "media-types"}
+                         for doc in (_legacy_version(request), _version(request))]}
+
+
+@router.get("/v2", include_in_schema=False)
+@router.get("/v2/", summary="Nova v2.0 version document (unauthenticated)")
+def legacy_version(request: Request) -> dict[str, Any]:
+    """The v2.0 document the version list links to; this cloud serves its routes under v2.1."""
+    return {"version": _legacy_version(request)}
 
 
 @router.get("/v2.1", include_in_schema=False)
 @router.get("/v2.1/", summary="Nova v2.1 version document (unauthenticated)")
 def version(request: Request) -> dict[str, Any]:
-    """The v2.1 document; `version` 2.1 makes the clients send microversion 2.1."""
+    """The v2.1 document; `version` is the highest microversion, which the clients then send."""
     return {"version": _version(request)}
 
 

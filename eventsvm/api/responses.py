@@ -208,6 +208,8 @@ class Keypair(Shown):
     updated_at: str | None = None
     deleted: bool | None = None
     deleted_at: str | None = None
+    type: str | None = Field(default=None, description="ssh or x509; from microversion 2.2")
+    private_key: str | None = Field(default=None, description="a generated key's; the create's answer only")
 
 
 class KeypairBody(Shown):
