@@ -71,27 +71,24 @@ def test_cores_and_ram_reduce_the_count_too():
     assert servers_that_fit(QuotaLimits(ram_mb=2048), ResourceCount(), big, 1, 5) == 2
 
 
-def test_fewer_than_min_count_refuses_the_whole_request_in_novas_words():
-    used = ResourceCount(instances=8, cores=8, ram_mb=4096)
+@pytest.mark.parametrize(
+    ("instances_used", "least", "most", "message"),
+    [
+        # fewer than min_count fit: the whole request is refused, in nova's words
+        (8, 3, 3, "Quota exceeded for instances: Requested 3, but already used 8 of 10 instances"),
+        # a range is named min-max
+        (10, 2, 4, "Quota exceeded for instances: Requested 2-4, but already used 10 of 10 instances"),
+        # one server reads as check_quota's message
+        (10, 1, 1, "Quota exceeded for instances: Requested 1, but already used 10 of 10 instances"),
+    ],
+)
+def test_too_few_servers_fit(instances_used: int, least: int, most: int, message: str):
+    used = ResourceCount(instances=instances_used, cores=instances_used, ram_mb=512 * instances_used)
     with pytest.raises(QuotaExceeded) as refused:
-        servers_that_fit(QuotaLimits(), used, SMALL, 3, 3)
-    assert str(refused.value) == ("Quota exceeded for instances: Requested 3, "
-                                  "but already used 8 of 10 instances")
-
-
-def test_a_range_is_named_min_dash_max():
-    used = ResourceCount(instances=10, cores=10, ram_mb=5120)
-    with pytest.raises(QuotaExceeded) as refused:
-        servers_that_fit(QuotaLimits(), used, SMALL, 2, 4)
-    assert str(refused.value) == ("Quota exceeded for instances: Requested 2-4, "
-                                  "but already used 10 of 10 instances")
-
-
-def test_one_server_over_quota_reads_as_before():
-    used = ResourceCount(instances=10, cores=10, ram_mb=5120)
-    with pytest.raises(QuotaExceeded) as refused:
-        servers_that_fit(QuotaLimits(), used, SMALL, 1, 1)
-    assert str(refused.value) == check_quota(QuotaLimits(), used, SMALL)
+        servers_that_fit(QuotaLimits(), used, SMALL, least, most)
+    assert str(refused.value) == message
+    if least == most == 1:
+        assert message == check_quota(QuotaLimits(), used, SMALL)
 
 
 def test_unlimited_never_reduces():
