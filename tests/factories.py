@@ -154,6 +154,8 @@ def requested_event(
         "access_ipv4": "203.0.113.81",
         "access_ipv6": None,
         "token_chain_audit_id": None,
+        "reservation_id": "r-7kq2m9xa",
+        "reservation_size": 1,
     }
     fields.update(body)
     return _event(EventType.INSTANCE_REQUESTED, uid(rng), fields, rng, user_id=hex_id(rng),
@@ -170,7 +172,8 @@ def instance_chain(rng: random.Random | None = None, flavor_index: int = 1) -> l
     spec = request_spec(requested.body["name"], flavor)
     host, *alternates = rng.sample(HOSTS, 3)
     authenticated = _event(EventType.INSTANCE_AUTHENTICATED, iid,
-                           {"spec": spec, "roles": ["member", "reader"]}, rng, requested)
+                           {"spec": spec, "roles": ["member", "reader"], "reservation_id": "r-7kq2m9xa",
+                            "reservation_size": 1}, rng, requested)
     claim = {k: flavor[k] for k in ("vcpus", "ram_mb", "disk_gb")}
     scheduled = _event(EventType.INSTANCE_SCHEDULED, iid,
                        {"spec": spec, "host": host, "alternates": alternates, "attempt": 1, "claim": claim},
@@ -210,7 +213,7 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
         EventType.INSTANCE_FAILED: {
             "stage": "scheduler", "reason": "No valid host was found. There are not enough hosts available.",
             "code": 500, "retryable": False, "final": True, "host": None, "attempt": 1, "details": None,
-            "alternates": [], "spec": spec},
+            "alternates": [], "spec": spec, "reservation_id": None},
         EventType.INSTANCE_DELETE_REQUESTED: {"host": host},
         EventType.INSTANCE_DELETE_DISPATCHED: {"host": host, "domain_name": "instance-0000002a"},
         EventType.INSTANCE_DELETED: {"host": host, "terminated_at": BASE_MS + 3_600_000, "stage": "spawner"},

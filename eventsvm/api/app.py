@@ -75,6 +75,7 @@ class RequestEnvelope:
             extra.append((b"x-compute-request-id", request_id.encode()))
             asked = microversion.requested_version(scope["headers"])
             version, version_refusal = microversion.negotiate(asked)
+            scope["state"][microversion.STATE_KEY] = version
             extra.extend(microversion.response_headers(version))
         started = False
 

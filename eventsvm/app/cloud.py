@@ -97,7 +97,8 @@ def seed_log(
 class ApiServer:
     """uvicorn serving the OpenStack API, /metrics and /dashboard over one read model."""
 
-    def __init__(self, readmodel: ReadModel, data_dir: Path, bind: str, port: int) -> None:
+    def __init__(self, readmodel: ReadModel, data_dir: Path, bind: str, port: int,
+                 enable_instance_password: bool = True) -> None:
         # imported here: uvicorn, FastAPI and pydantic take ~0.5 s to load, which `eventsvm run
         # scheduler` and the other service processes never need
         import uvicorn
@@ -113,6 +114,7 @@ class ApiServer:
             tokens=TokenService(key_dir),
             public_url=f"http://{bind}:{port}",
             ledger=LedgerView(readmodel.log, readmodel.codec),
+            enable_instance_password=enable_instance_password,
         )
         app = create_app(self.context)
         self.monitoring = make_monitoring(readmodel)
@@ -162,7 +164,7 @@ def run_cloud(
         readmodel, data_dir, auth_url, passwords_env, options.image_location, options.image_properties
     )
     cluster.start_services()
-    server = ApiServer(readmodel, data_dir, args.bind, args.port)
+    server = ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password)
     server.monitoring.monitor.extra_collectors.append(cluster.supervisor)
     engine = config.url if config.engine == "kafka" else f"embedded log {config.url[len('sqlite://') :]}"
     clouds = (data_dir / "clouds.yaml").resolve()
@@ -191,7 +193,7 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
         readmodel = ReadModel(log_, codec)
         readmodel.start()
         try:
-            ApiServer(readmodel, data_dir, args.bind, args.port).run()
+            ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password).run()
         finally:
             readmodel.close()
             log_.close()
