@@ -157,7 +157,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        messages = {404: "The resource could not be found.",
+        messages = {401: UNAUTHORIZED_MESSAGE, 404: "The resource could not be found.",
                     405: "The method is not allowed for this resource."}
         message = messages.get(exc.status_code, _phrase(exc.status_code))
         return error_response(request, exc.status_code, message, headers=dict(exc.headers or {}))
