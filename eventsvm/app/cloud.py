@@ -110,8 +110,11 @@ class ApiServer:
         import uvicorn
 
         app, self.context, self.monitoring = serving_app(readmodel, data_dir, f"http://{bind}:{port}")
+        from eventsvm.app.http_limits import BoundedHeadProtocol
+
         config = uvicorn.Config(
-            app, host=bind, port=port, log_level="warning", access_log=False, lifespan="off"
+            app, host=bind, port=port, log_level="warning", access_log=False, lifespan="off",
+            http=BoundedHeadProtocol,
         )
         self.server = uvicorn.Server(config)
 
