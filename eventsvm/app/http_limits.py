@@ -3,7 +3,8 @@ httptools protocol does not have: it buffers a header of any size (two 32 MB hea
 process 130 MB).
 
 Past MAX_HEAD_BYTES the request is answered 431 Request Header Fields Too Large with an OpenStack
-error body in the shape of the service its path names, and the connection is closed. The bytes
+error body in the shape of the service its path names, and the connection is closed; a request
+the parser cannot read gets its 400 in the same shape rather than uvicorn's plain text. The bytes
 are counted as they arrive, before the parser buffers them, so a refused head never costs more
 than the bound plus one socket read. Bodies are bounded by the API itself (413, RequestEnvelope).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -65,16 +67,23 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def _refuse(self) -> None:
         self._refused = True
-        path = self.url.split(b"?", 1)[0].decode("latin-1", errors="replace")
         log.info("refused a request head of more than %d bytes from %s", self.max_head_bytes, self.client)
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             # a pipelined request's answer is still being written: no room for ours
             self.transport.close()
             return
-        message = f"Request header fields are larger than {self.max_head_bytes} bytes."
-        body = json.dumps(error_body(service_of(path), 431, message)).encode()
-        head = [b"HTTP/1.1 431 Request Header Fields Too Large"]
+        self._answer_and_close(431, f"Request header fields are larger than {self.max_head_bytes} bytes.")
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request it cannot parse, in OpenStack's shape instead of plain text."""
+        self._refused = True
+        self._answer_and_close(400, f"{msg} The request is not valid HTTP/1.1.")
+
+    def _answer_and_close(self, status: int, message: str) -> None:
+        path = getattr(self, "url", b"").split(b"?", 1)[0].decode("latin-1", errors="replace")
+        body = json.dumps(error_body(service_of(path), status, message)).encode()
+        head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}".encode()]
         head += [name + b": " + value for name, value in self.server_state.default_headers]
         head += [b"content-type: application/json", b"content-length: " + str(len(body)).encode(),
                  b"x-openstack-request-id: " + f"req-{uuid.uuid4()}".encode(), b"connection: close"]

@@ -173,3 +173,16 @@ def test_the_dashboard_names_servers_to_an_admin_only(up: Up) -> None:
     metrics = httpx.get(f"{up.url}/metrics", timeout=30).text
     named = (server_id, "exposure-doomed", shown["server"]["tenant_id"], shown["server"]["user_id"])
     assert [s for s in named if s in metrics] == []
+
+
+def test_a_request_the_server_cannot_parse_is_a_400_in_openstacks_shape(up: Up) -> None:
+    host, port = up.url.removeprefix("http://").split(":")
+    for garbage, shape in ((b"NOT HTTP AT ALL\r\n\r\n", b'{"error": {"code": 400'),
+                           (b"GET /compute/v2.1/servers HTTP/1.1\r\nBad Header\r\n\r\n", b'{"badRequest": ')):
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            conn.sendall(garbage)
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+        assert b"content-type: application/json" in answer and shape in answer, answer
