@@ -22,7 +22,7 @@ from eventsvm.api.models import FlavorCreate, KeypairCreate
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import FlavorBody, FlavorDetailList, FlavorList, KeypairBody, KeypairList
 from eventsvm.api.wire import iso_z, links, page, parse_limit
-from eventsvm.api.writes import append_in_log_order, caller_event, claim_name
+from eventsvm.api.writes import append_delete, caller_event, claim_name
 from eventsvm.events.model import EventType
 from eventsvm.identity import policy
 from eventsvm.state.catalog import Body
@@ -212,11 +212,8 @@ def delete_flavor(
     """Append catalog.flavor_deleted; servers keep the flavor they were built with."""
     if not policy.can_manage_flavors(caller.roles):
         raise Forbidden(policy.denied_message("os_compute_api:os-flavor-manage:delete"))
-    with ctx.readmodel.lock:
-        _flavor(ctx, flavor_id)
-    event = caller_event(EventType.FLAVOR_DELETED, flavor_id, {"id": flavor_id}, request, caller)
-    append_in_log_order(ctx, event)
-    return Response(status_code=202)
+    return append_delete(ctx, request, caller, EventType.FLAVOR_DELETED, flavor_id,
+                         lambda: {"id": _flavor(ctx, flavor_id)["id"]}, 202)
 
 
 # -- keypairs ----------------------------------------------------------------------------------
@@ -351,9 +348,7 @@ def delete_keypair(
     ctx: ApiContext = Depends(api_context),
 ) -> Response:
     """Append catalog.keypair_deleted; servers built with the key keep it."""
-    with ctx.readmodel.lock:
-        _keypair(ctx, caller, name)
-    freed = {"name": name, "user_id": caller.user_id}
-    event = caller_event(EventType.KEYPAIR_DELETED, f"{caller.user_id}:{name}", freed, request, caller)
-    append_in_log_order(ctx, event)
-    return Response(status_code=202)
+    return append_delete(
+        ctx, request, caller, EventType.KEYPAIR_DELETED, f"{caller.user_id}:{name}",
+        lambda: {"name": _keypair(ctx, caller, name)["name"], "user_id": caller.user_id}, 202,
+    )
