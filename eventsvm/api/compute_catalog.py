@@ -21,7 +21,7 @@ from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import FlavorCreate, KeypairCreate
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import FlavorBody, FlavorDetailList, FlavorList, KeypairBody, KeypairList
-from eventsvm.api.wire import iso_z, links, page, parse_limit
+from eventsvm.api.wire import iso_z, links, page, parse_limit, wants_detail
 from eventsvm.api.writes import append_delete, caller_event, claim_name
 from eventsvm.events.model import EventType
 from eventsvm.identity import policy
@@ -81,7 +81,20 @@ def _int_filter(raw: str | None, name: str) -> int | None:
     return int(raw)
 
 
-def _flavors(request: Request, caller: Identity, ctx: ApiContext, detail: bool) -> dict[str, Any]:
+@router.get(
+    "/flavors", summary="List flavors (id, name, links)",
+    response_model=FlavorList, response_model_exclude_unset=True, responses=failures(400),
+)
+@router.get(
+    "/flavors/detail", summary="List flavors with details",
+    response_model=FlavorDetailList, response_model_exclude_unset=True, responses=failures(400),
+)
+@reads_models
+def list_flavors(
+    request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """Flavors, filtered by is_public (None = all, for admin), minRam and minDisk; at /detail with
+    ram, disk, vcpus and the extension fields."""
     query = request.query_params
     public = _is_public_filter(query.get("is_public"), caller)
     min_ram, min_disk = (
@@ -97,36 +110,12 @@ def _flavors(request: Request, caller: Identity, ctx: ApiContext, detail: bool) 
         and (min_ram is None or f["ram_mb"] >= min_ram)
         and (min_disk is None or f["disk_gb"] >= min_disk)
     ]
-    base = compute_base(request)
+    base, detail = compute_base(request), wants_detail(request)
     return {
         "flavors": [
             flavor_view(base, f, detail) for f in page(chosen, lambda f: f["id"], limit, query.get("marker"))
         ]
     }
-
-
-@router.get(
-    "/flavors", summary="List flavors (id, name, links)",
-    response_model=FlavorList, response_model_exclude_unset=True, responses=failures(400),
-)
-@reads_models
-def list_flavors(
-    request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
-) -> dict[str, Any]:
-    """Flavors, filtered by is_public (None = all, for admin), minRam and minDisk."""
-    return _flavors(request, caller, ctx, detail=False)
-
-
-@router.get(
-    "/flavors/detail", summary="List flavors with details",
-    response_model=FlavorDetailList, response_model_exclude_unset=True, responses=failures(400),
-)
-@reads_models
-def list_flavors_detail(
-    request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
-) -> dict[str, Any]:
-    """As GET /flavors, with ram, disk, vcpus and the extension fields."""
-    return _flavors(request, caller, ctx, detail=True)
 
 
 def _flavor(ctx: ApiContext, flavor_id: str) -> Body:
