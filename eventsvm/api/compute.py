@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,6 +210,22 @@ def visible_server(models: Models, caller: Identity, server_id: str) -> Instance
         or not policy.can_view_server(caller.roles, caller.project_id, inst.project_id)
     ):
         raise NotFound(f"Instance {server_id} could not be found.")
+    return inst
+
+
+def changeable_server(
+    models: Models,
+    caller: Identity,
+    server_id: str,
+    allowed: Callable[[Iterable[str], str, str], bool],
+    rule: str,
+) -> Instance:
+    """A live server the caller may see and that policy check `allowed` lets them change; 403
+    naming nova's policy `rule` when it does not."""
+    inst = visible_server(models, caller, server_id)
+    assert inst.project_id is not None
+    if not allowed(caller.roles, caller.project_id, inst.project_id):
+        raise Forbidden(policy.denied_message(rule))
     return inst
 
 
@@ -436,10 +453,8 @@ def delete_server(
     """Append instance.delete_requested chained to the instance's newest event; 204."""
     rm = ctx.readmodel
     with rm.lock:
-        inst = visible_server(rm.models, caller, server_id)
-        assert inst.project_id is not None
-        if not policy.can_delete_server(caller.roles, caller.project_id, inst.project_id):
-            raise Forbidden(policy.denied_message("os_compute_api:servers:delete"))
+        inst = changeable_server(rm.models, caller, server_id, policy.can_delete_server,
+                                 "os_compute_api:servers:delete")
         if inst.task_state == "deleting":
             return Response(status_code=204)  # already on its way out; a second request changes nothing
         if inst.locked and not policy.is_admin(caller.roles):
