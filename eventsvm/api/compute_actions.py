@@ -16,23 +16,24 @@ from eventsvm.api.server_actions import is_server_action, request_action
 from eventsvm.api.server_lifecycle import LIFECYCLE_ACTIONS
 from eventsvm.identity import policy
 from eventsvm.projections.history import instance_actions
-from eventsvm.projections.readmodel import Models
-from eventsvm.state.instances import Instance
 from eventsvm.virt.hypervisor import DomainNotFound, HypervisorUnavailable
 
 router = APIRouter(prefix="/compute", tags=["compute"])
 
 
-def _instance_for_actions(models: Models, caller: Identity, server_id: str) -> Instance:
-    inst = models.instances.get(server_id)
-    # deleted servers keep their history (nova >= 2.21 shows it too)
-    if (
-        inst is None
-        or inst.project_id is None
-        or not policy.can_view_server(caller.roles, caller.project_id, inst.project_id)
-    ):
-        raise NotFound(f"Instance {server_id} could not be found.")
-    return inst
+def _actions(ctx: ApiContext, caller: Identity, server_id: str) -> list[dict[str, Any]]:
+    """The server's actions, newest first, when the caller may see the server."""
+    with ctx.readmodel.lock:
+        models = ctx.readmodel.models
+        inst = models.instances.get(server_id)
+        # deleted servers keep their history (nova >= 2.21 shows it too)
+        if (
+            inst is None
+            or inst.project_id is None
+            or not policy.can_view_server(caller.roles, caller.project_id, inst.project_id)
+        ):
+            raise NotFound(f"Instance {server_id} could not be found.")
+        return instance_actions(models, inst.id)
 
 
 @router.get(
@@ -43,10 +44,7 @@ def list_actions(
     server_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
     """The requests made on the server (create, delete, the server actions), newest first, from the log."""
-    with ctx.readmodel.lock:
-        inst = _instance_for_actions(ctx.readmodel.models, caller, server_id)
-        actions = instance_actions(ctx.readmodel.models, inst.id)
-    return {"instanceActions": [_at_2_1(a, with_events=False) for a in actions]}
+    return {"instanceActions": [_at_2_1(a, with_events=False) for a in _actions(ctx, caller, server_id)]}
 
 
 # nova shows an action's updated_at from microversion 2.58 and an event's host from 2.62; this API
@@ -74,10 +72,7 @@ def show_action(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """One action and the pipeline stages it went through, with their result."""
-    with ctx.readmodel.lock:
-        inst = _instance_for_actions(ctx.readmodel.models, caller, server_id)
-        actions = instance_actions(ctx.readmodel.models, inst.id)
-    for action in actions:
+    for action in _actions(ctx, caller, server_id):
         if action["request_id"] == action_request_id:
             return {"instanceAction": _at_2_1(action, with_events=True)}
     raise NotFound(f"Action {action_request_id} on instance {server_id} could not be found.")
