@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from eventsvm.api.server_request import (
     server_count,
     servers_admitted,
 )
+from eventsvm.api.volume_reservations import release, reserve_boot_volumes
 from eventsvm.api.wire import (
     base_url,
     iso_micro,
@@ -46,6 +48,7 @@ from eventsvm.events.model import EventType, Topic
 from eventsvm.identity import policy
 from eventsvm.projections.readmodel import Models
 from eventsvm.state.instances import Instance
+from eventsvm.state.volumes import server_attachments
 
 router = APIRouter(prefix="/compute", tags=["compute"])
 
@@ -175,7 +178,8 @@ def server_view(models: Models, base: str, inst: Instance, caller: Identity) -> 
         "OS-EXT-STS:task_state": inst.task_state,
         "OS-EXT-STS:vm_state": inst.vm_state,
         "OS-EXT-STS:power_state": inst.power_state,
-        "os-extended-volumes:volumes_attached": [],
+        "os-extended-volumes:volumes_attached": [
+            {"id": volume["id"]} for volume, _ in server_attachments(models.catalog.volumes, inst.id)],
         "security_groups": [{"name": "default"}],
     }
     if inst.status in _PROGRESS_STATUSES:
@@ -206,6 +210,22 @@ def visible_server(models: Models, caller: Identity, server_id: str) -> Instance
         or not policy.can_view_server(caller.roles, caller.project_id, inst.project_id)
     ):
         raise NotFound(f"Instance {server_id} could not be found.")
+    return inst
+
+
+def changeable_server(
+    models: Models,
+    caller: Identity,
+    server_id: str,
+    allowed: Callable[[Iterable[str], str, str], bool],
+    rule: str,
+) -> Instance:
+    """A live server the caller may see and that policy check `allowed` lets them change; 403
+    naming nova's policy `rule` when it does not."""
+    inst = visible_server(models, caller, server_id)
+    assert inst.project_id is not None
+    if not allowed(caller.roles, caller.project_id, inst.project_id):
+        raise Forbidden(policy.denied_message(rule))
     return inst
 
 
@@ -241,7 +261,18 @@ def create_server(
         caller_event(EventType.INSTANCE_REQUESTED, str(uuid.uuid4()), member, request, caller)
         for member in reservation_bodies(event_body, servers, reservation_id)
     ]
-    rm.append(events, [rm.partition_by(Topic.REQUESTED, caller.project_id)] * len(events))
+    booted_volumes = [bdm for bdm in event_body["block_devices"] if bdm.get("source_type") == "volume"]
+    if booted_volumes and len(events) > 1:
+        # nova's compute API: a volume can belong to one server of a multi-create only
+        raise BadRequest("Cannot attach one or more volumes to multiple instances")
+    # the volumes it boots with are its own before it is on the log (a second boot with one is refused)
+    first = events[0].aggregate_id
+    reserved = reserve_boot_volumes(ctx, first, event_body["block_devices"], request, caller)
+    try:
+        rm.append(events, [rm.partition_by(Topic.REQUESTED, caller.project_id)] * len(events))
+    except BaseException:
+        release(ctx, reserved, f"the request for server {first} could not be recorded", request, caller)
+        raise
     if spec.return_reservation_id:
         return JSONResponse({"reservation_id": reservation_id}, status_code=202)
     base = compute_base(request)
@@ -422,10 +453,8 @@ def delete_server(
     """Append instance.delete_requested chained to the instance's newest event; 204."""
     rm = ctx.readmodel
     with rm.lock:
-        inst = visible_server(rm.models, caller, server_id)
-        assert inst.project_id is not None
-        if not policy.can_delete_server(caller.roles, caller.project_id, inst.project_id):
-            raise Forbidden(policy.denied_message("os_compute_api:servers:delete"))
+        inst = changeable_server(rm.models, caller, server_id, policy.can_delete_server,
+                                 "os_compute_api:servers:delete")
         if inst.task_state == "deleting":
             return Response(status_code=204)  # already on its way out; a second request changes nothing
         if inst.locked and not policy.is_admin(caller.roles):

@@ -18,8 +18,8 @@ from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import FlavorCreate, KeypairCreate
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import FlavorBody, FlavorDetailList, FlavorList, KeypairBody, KeypairList
-from eventsvm.api.wire import iso_z, links, page, parse_limit
-from eventsvm.api.writes import append_in_log_order, caller_event, claim_name
+from eventsvm.api.wire import iso_z, links, page, parse_limit, wants_detail
+from eventsvm.api.writes import append_delete, caller_event, claim_name
 from eventsvm.events.model import EventType
 from eventsvm.identity import policy
 from eventsvm.state.catalog import Body
@@ -77,7 +77,20 @@ def _int_filter(raw: str | None, name: str) -> int | None:
     return int(raw)
 
 
-def _flavors(request: Request, caller: Identity, ctx: ApiContext, detail: bool) -> dict[str, Any]:
+@router.get(
+    "/flavors", summary="List flavors (id, name, links)",
+    response_model=FlavorList, response_model_exclude_unset=True, responses=failures(400),
+)
+@router.get(
+    "/flavors/detail", summary="List flavors with details",
+    response_model=FlavorDetailList, response_model_exclude_unset=True, responses=failures(400),
+)
+@reads_models
+def list_flavors(
+    request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """Flavors, filtered by is_public (None = all, for admin), minRam and minDisk; at /detail with
+    ram, disk, vcpus and the extension fields."""
     query = request.query_params
     public = _is_public_filter(query.get("is_public"), caller)
     min_ram, min_disk = (
@@ -93,36 +106,12 @@ def _flavors(request: Request, caller: Identity, ctx: ApiContext, detail: bool) 
         and (min_ram is None or f["ram_mb"] >= min_ram)
         and (min_disk is None or f["disk_gb"] >= min_disk)
     ]
-    base = compute_base(request)
+    base, detail = compute_base(request), wants_detail(request)
     return {
         "flavors": [
             flavor_view(base, f, detail) for f in page(chosen, lambda f: f["id"], limit, query.get("marker"))
         ]
     }
-
-
-@router.get(
-    "/flavors", summary="List flavors (id, name, links)",
-    response_model=FlavorList, response_model_exclude_unset=True, responses=failures(400),
-)
-@reads_models
-def list_flavors(
-    request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
-) -> dict[str, Any]:
-    """Flavors, filtered by is_public (None = all, for admin), minRam and minDisk."""
-    return _flavors(request, caller, ctx, detail=False)
-
-
-@router.get(
-    "/flavors/detail", summary="List flavors with details",
-    response_model=FlavorDetailList, response_model_exclude_unset=True, responses=failures(400),
-)
-@reads_models
-def list_flavors_detail(
-    request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
-) -> dict[str, Any]:
-    """As GET /flavors, with ram, disk, vcpus and the extension fields."""
-    return _flavors(request, caller, ctx, detail=True)
 
 
 def _flavor(ctx: ApiContext, flavor_id: str) -> Body:
@@ -208,11 +197,8 @@ def delete_flavor(
     """Append catalog.flavor_deleted; servers keep the flavor they were built with."""
     if not policy.can_manage_flavors(caller.roles):
         raise Forbidden(policy.denied_message("os_compute_api:os-flavor-manage:delete"))
-    with ctx.readmodel.lock:
-        _flavor(ctx, flavor_id)
-    event = caller_event(EventType.FLAVOR_DELETED, flavor_id, {"id": flavor_id}, request, caller)
-    append_in_log_order(ctx, event)
-    return Response(status_code=202)
+    return append_delete(ctx, request, caller, EventType.FLAVOR_DELETED, flavor_id,
+                         lambda: {"id": _flavor(ctx, flavor_id)["id"]}, 202)
 
 
 # -- keypairs ----------------------------------------------------------------------------------
@@ -337,10 +323,9 @@ def delete_keypair(
     ctx: ApiContext = Depends(api_context),
 ) -> Response:
     """Append catalog.keypair_deleted; servers built with the key keep it."""
-    with ctx.readmodel.lock:
-        _keypair(ctx, caller, name)
-    freed = {"name": name, "user_id": caller.user_id}
-    event = caller_event(EventType.KEYPAIR_DELETED, f"{caller.user_id}:{name}", freed, request, caller)
-    append_in_log_order(ctx, event)
-    # nova answers 202 at 2.1 and 204 from 2.2
-    return Response(status_code=204 if microversion.served(request) >= KEYPAIR_TYPES else 202)
+    return append_delete(
+        ctx, request, caller, EventType.KEYPAIR_DELETED, f"{caller.user_id}:{name}",
+        lambda: {"name": _keypair(ctx, caller, name)["name"], "user_id": caller.user_id},
+        # nova answers 202 at 2.1 and 204 from 2.2
+        204 if microversion.served(request) >= KEYPAIR_TYPES else 202,
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import string
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from eventsvm.identity.quota import QuotaExceeded, ResourceCount, servers_that_f
 from eventsvm.projections.readmodel import Models
 from eventsvm.state.catalog import Body
 from eventsvm.state.identity import quota_for
+from eventsvm.state.printable import printable
 
 # nova's utils.generate_password: [DEFAULT] password_length characters, none that read alike
 _PASSWORD_LENGTH = 12
@@ -93,6 +95,7 @@ def build_requested_body(models: Models, request: ServerCreate, caller: Identity
     `optional_fields` are the body fields the current schema has beyond v1 (description, tags,
     access IPs).
     """
+    check_create_schema(request)
     spec = request.server
     count = server_count(spec)
     if not spec.name.strip():
@@ -271,3 +274,58 @@ def access_ip(field: str, value: Any, version: int) -> str:
     if address is None or address.version != version:
         raise invalid(field, value, f"{value!r} is not a 'ipv{version}'")
     return str(address)
+
+
+# -- nova's closed create schema ----------------------------------------------------------------
+# The fields nova 2.1's server create schema names. The model keeps what it does not name, so a
+# field no nova knows is refused as nova refuses it, while one nova knows and this cloud has no use
+# for (user_data, config_drive, security_groups, ...) is accepted and ignored, as before.
+_NOVA_SERVER_FIELDS = frozenset({
+    "name", "imageRef", "flavorRef", "adminPass", "metadata", "networks", "OS-DCF:diskConfig",
+    "accessIPv4", "accessIPv6", "personality", "availability_zone", "block_device_mapping",
+    "block_device_mapping_v2", "config_drive", "key_name", "min_count", "max_count",
+    "return_reservation_id", "security_groups", "user_data", "description", "tags",
+})
+_NAME_REASON = "printable characters. Can not start or end with whitespace."
+FLAVOR_REF_LONGEST = 1024
+
+
+def unexpected(keys: list[str]) -> str:
+    """Nova's (jsonschema's) words for fields a closed object does not allow."""
+    return f"Additional properties are not allowed ({', '.join(map(repr, keys))} was unexpected)"
+
+
+def server_name(value: Any) -> str:
+    """A server name as nova's schema accepts it (1-255 printable characters, no leading or trailing
+    space); nova's 400 otherwise. A NUL, an escape sequence or a line break never reaches the log."""
+    if not isinstance(value, str):
+        raise invalid("name", value, f"{value!r} is not of type 'string'")
+    if not 1 <= len(value) <= 255:
+        raise invalid("name", value, f"{value!r} is too {'short' if not value else 'long'}")
+    spaces = (value[0], value[-1])
+    if any(unicodedata.category(c) == "Zs" for c in spaces) or not all(map(printable, value)):
+        raise BadRequest(f"An invalid 'name' value was provided. The name must be: {_NAME_REASON}")
+    return value
+
+
+def flavor_ref(value: Any) -> str:
+    """flavorRef as nova's schema takes it: a non-empty string or an integer, never a boolean."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise invalid("flavorRef", value, f"{value!r} is not of type 'string', 'integer'")
+    if isinstance(value, str) and not 1 <= len(value) <= FLAVOR_REF_LONGEST:
+        raise invalid("flavorRef", value, f"{value!r} is too {'short' if not value else 'long'}")
+    return str(value)
+
+
+def check_create_schema(request: ServerCreate) -> None:
+    """What nova's JSON schema refuses and the lenient model lets through: a field nova does not
+    know, a name with control characters, a flavorRef that is a boolean or an object."""
+    outer = sorted(request.model_extra or {})
+    if outer:
+        raise BadRequest(unexpected(outer))
+    spec = request.server
+    unknown = sorted(k for k in spec.model_extra or {} if k not in _NOVA_SERVER_FIELDS)
+    if unknown:
+        raise invalid("server", spec.model_dump(exclude_unset=True), unexpected(unknown))
+    server_name(spec.name)
+    flavor_ref(spec.flavorRef)

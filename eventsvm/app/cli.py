@@ -32,19 +32,19 @@ from eventsvm.log.port import LogError
 # -- commands ---------------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
     """Everything in one process: the API, every pipeline service, a spawner per host."""
-    data_dir, config = log_config(args)
+    data_dir, config = log_config(args, keeps_files=True)
     return run_cloud(args, data_dir, config, env_passwords())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """One service as its own process."""
-    data_dir, config = log_config(args)
+    data_dir, config = log_config(args, keeps_files=True)
     return run_service(args, data_dir, config)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
     """Seed a new cloud's log (devstack's defaults) and write clouds.yaml; nothing if seeded."""
-    data_dir, config = log_config(args)
+    data_dir, config = log_config(args, keeps_files=True)
     print(seed_log(data_dir, config, args.auth_url, env_passwords()), flush=True)
     return 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from eventsvm.app.cli import main
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType
 from eventsvm.log.port import EventLog
@@ -19,6 +20,7 @@ from eventsvm.projections.history import (
     timeline_lines,
 )
 from eventsvm.projections.replay import replay
+from eventsvm.state.printable import printable
 from tests.factories import _event, event_records, instance_chain, sqlite_log
 
 CODEC = Codec()
@@ -105,3 +107,20 @@ def test_instance_actions_are_novas_shape_and_the_same_from_events_or_models(log
     failure = create["events"][3]
     assert failure["start_time"] < failure["finish_time"] <= create["events"][4]["start_time"]
     assert create["start_time"].endswith("000") and "T" in create["start_time"]
+
+
+def test_the_history_command_escapes_what_the_log_holds_before_it_reaches_a_terminal(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # events written before names were checked (or by anyone who can write to the log) may hold a
+    # title-setting OSC, colours or a screen clear; the operator's terminal must see them escaped
+    rng = random.Random(3)
+    events = rescheduled(rng)
+    events[0].body["name"] = "\x1b]0;owned\x07evil\x1b[31m"
+    events[4].body["reason"] = "boom\x1b[2J\u202etxt.exe\r"
+    with sqlite_log(tmp_path / "log.db", 2, INSTANCE_TOPICS) as opened:
+        append(opened, events)
+    assert main(["history", "--log", f"sqlite://{tmp_path / 'log.db'}", events[0].aggregate_id]) == 0
+    out = capsys.readouterr().out
+    assert not [c for c in out if c != "\n" and not printable(c)], "raw control characters reached stdout"
+    assert "(\\x1b]0;owned\\x07evil\\x1b[31m)" in out
+    assert "boom\\x1b[2J\\u202etxt.exe\\x0d" in out
