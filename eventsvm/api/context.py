@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
+from eventsvm.api.backlog import BuildBacklog
 from eventsvm.events.model import now_ms
 from eventsvm.identity.tokens import TokenService
 from eventsvm.projections.billing import LedgerView
@@ -40,6 +41,8 @@ class ApiContext:
     name_verdict_timeout: float = 10.0
     # nova's [api] enable_instance_password: answer a create with the guest's adminPass
     enable_instance_password: bool = True
+    # the bound on unfinished builds a create must fit in (429 / 503 past it), and their count
+    backlog: BuildBacklog = field(default_factory=BuildBacklog)
 
     def usage_ledger(self) -> UsageLedger:
         """What os-simple-tenant-usage reports from: the billing ledger, or (where no billing

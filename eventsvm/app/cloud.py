@@ -20,7 +20,7 @@ from eventsvm.app.cluster import (
     snapshot_store,
     spawner_runner,
 )
-from eventsvm.app.options import UsageError, on_sigterm, parse_capacity
+from eventsvm.app.options import UsageError, backlog_limits, on_sigterm, parse_capacity
 from eventsvm.app.registry import SERVICES, pipeline_service
 from eventsvm.app.seed import (
     choose_passwords,
@@ -37,6 +37,7 @@ from eventsvm.log.factory import open_log
 from eventsvm.projections.billing import LedgerView
 from eventsvm.projections.readmodel import ReadModel
 from eventsvm.runtime.runner import ServiceRunner
+from eventsvm.state.backlog import BacklogLimits
 from eventsvm.virt.compute_host import ComputeHost
 from eventsvm.virt.hypervisor import Hypervisor
 from eventsvm.virt.qemu import BOOT_LINE, ensure_guest_image, qemu_compute_host
@@ -105,7 +106,7 @@ class ApiServer:
     """uvicorn serving the OpenStack API, /metrics and /dashboard over one read model."""
 
     def __init__(self, readmodel: ReadModel, data_dir: Path, bind: str, port: int,
-                 enable_instance_password: bool = True) -> None:
+                 enable_instance_password: bool = True, backlog: BacklogLimits | None = None) -> None:
         # imported here: uvicorn, FastAPI and pydantic take ~0.5 s to load, which `eventsvm run
         # scheduler` and the other service processes never need
         import uvicorn
@@ -113,7 +114,8 @@ class ApiServer:
         from eventsvm.app.http_limits import BoundedHeadProtocol
 
         app, self.context, self.monitoring = serving_app(
-            readmodel, data_dir, f"http://{bind}:{port}", enable_instance_password=enable_instance_password)
+            readmodel, data_dir, f"http://{bind}:{port}", enable_instance_password=enable_instance_password,
+            backlog=backlog)
 
         config = uvicorn.Config(
             app, host=bind, port=port, log_level="warning", access_log=False, lifespan="off",
@@ -132,10 +134,11 @@ class ApiServer:
 
 def serving_app(readmodel: ReadModel, data_dir: Path, public_url: str, *, stuck_after_s: float = 300.0,
                 lag_interval_s: float = 5.0, enable_instance_password: bool = True,
-                ) -> tuple[FastAPI, ApiContext, Monitoring]:
+                backlog: BacklogLimits | None = None) -> tuple[FastAPI, ApiContext, Monitoring]:
     """The API with the monitoring routes beside it, sharing one read model and one token check."""
     from eventsvm.api.app import create_app
     from eventsvm.api.auth import valid_claims
+    from eventsvm.api.backlog import BuildBacklog
     from eventsvm.api.context import ApiContext
     from eventsvm.monitoring.router import make_monitoring
 
@@ -147,6 +150,7 @@ def serving_app(readmodel: ReadModel, data_dir: Path, public_url: str, *, stuck_
         public_url=public_url,
         ledger=LedgerView(readmodel.log, readmodel.codec),
         enable_instance_password=enable_instance_password,
+        backlog=BuildBacklog(backlog),
     )
     app = create_app(context)
     monitoring = make_monitoring(readmodel, stuck_after_s=stuck_after_s, lag_interval_s=lag_interval_s,
@@ -168,6 +172,7 @@ def run_cloud(
     """`eventsvm up`."""
     if args.hosts < 1:
         raise UsageError("--hosts must be at least 1")
+    backlog = backlog_limits(args)
     options = ClusterOptions(
         data_dir=data_dir,
         log=config,
@@ -186,7 +191,7 @@ def run_cloud(
         readmodel, data_dir, auth_url, passwords_env, options.image_location, options.image_properties
     )
     cluster.start_services()
-    server = ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password)
+    server = ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password, backlog)
     server.monitoring.monitor.extra_collectors.append(cluster.supervisor)
     engine = config.url if config.engine == "kafka" else f"embedded log {config.url[len('sqlite://') :]}"
     clouds = (data_dir / "clouds.yaml").resolve()
@@ -212,10 +217,12 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
     log_ = open_log(config)
     stop = threading.Event()
     if args.service == "api":
+        backlog = backlog_limits(args)
         readmodel = ReadModel(log_, codec)
         readmodel.start()
         try:
-            ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password).run()
+            ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password,
+                      backlog).run()
         finally:
             readmodel.close()
             log_.close()
