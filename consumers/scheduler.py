@@ -20,6 +20,7 @@ from eventsvm.scheduler.host_state import HostState
 from eventsvm.scheduler.policy import SchedulerPolicy
 from eventsvm.scheduler.request import SchedulingRequest
 from eventsvm.scheduler.select import NoValidHost, select_destinations
+from eventsvm.state.server_actions import OFFLOADING_ACTIONS
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class SchedulerState:
     placements: dict[str, str] = field(default_factory=dict)
     group_members: dict[str, dict[str, str]] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)
+    # each placed instance's request spec, which an unshelve places again
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def release(self, instance_id: str) -> None:
         """Drop the instance's claim wherever it is."""
@@ -86,6 +89,7 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
             instance_id, claim.vcpus, claim.ram_mb, claim.disk_gb
         )
         state.placements[instance_id] = body["host"]
+        state.specs[instance_id] = body["spec"]
         group = body["spec"].get("server_group_id")
         if group:
             state.group_members.setdefault(group, {})[instance_id] = body["host"]
@@ -98,6 +102,10 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
     elif kind == EventType.INSTANCE_DELETED:
         state.gone.add(instance_id)
         state.release(instance_id)
+    elif kind == EventType.INSTANCE_ACTION_COMPLETED:
+        _offloaded(state, instance_id, body)
+    if instance_id in state.gone:
+        state.specs.pop(instance_id, None)
     return state
 
 
@@ -149,6 +157,8 @@ def decide(state: SchedulerState, event: Event, ctx: StepContext) -> Sequence[Ou
         return _place(state, event, settings)
     if event.type == EventType.INSTANCE_FAILED and event.body["retryable"] and event.body.get("spec"):
         return _reschedule(state, event, settings)
+    if event.type == EventType.INSTANCE_ACTION_REQUESTED and event.body["action"] == "unshelve":
+        return _unshelve(state, event, settings)
     return []
 
 
@@ -192,11 +202,42 @@ def _reschedule(state: SchedulerState, event: Event, settings: SchedulerSettings
     return [_scheduled(event, spec, request, selection.host, selection.alternates, attempt + 1)]
 
 
+# -- shelve / unshelve: an offload frees the claim, an unshelve is placed again ------------------------
+def _offloaded(state: SchedulerState, instance_id: str, body: dict[str, Any]) -> None:
+    # the spec stays: an unshelve places it again
+    if body["action"] in OFFLOADING_ACTIONS and state.placements.get(instance_id) == body["host"]:
+        state.release(instance_id)
+
+
+def _unshelve(state: SchedulerState, event: Event, settings: SchedulerSettings) -> Sequence[Output]:
+    """Place an unshelved server as a new build of the same spec, from its shelved image (nova's
+    conductor unshelve_instance): a new claim, wherever the filters and weighers say. With no
+    valid host the action fails and the server stays SHELVED_OFFLOADED, as in nova."""
+    instance_id = event.aggregate_id
+    spec = state.specs.get(instance_id)
+    if spec is None:
+        raise Rejected(f"unshelve of {instance_id}, whose request spec this scheduler never placed")
+    if instance_id in state.placements:
+        return []  # placed already: this command was answered
+    if event.body.get("image_id"):
+        spec = {**spec, "image_id": event.body["image_id"]}
+    try:
+        request = _request(instance_id, spec, state, settings.max_attempts - 1)
+        selection = select_destinations(state.hosts.values(), request, settings.policy)
+    except NoValidHost as exc:
+        refused = {"action": "unshelve", "host": "", "vm_state": event.body["vm_state"], "power_state": 0,
+                   "reason": f"{exc}: {exc.explanation}"}
+        return [Output(new_event(EventType.INSTANCE_ACTION_FAILED, instance_id, refused, cause=event))]
+    return [_scheduled(event, spec, request, selection.host, selection.alternates, 1)]
+
+
 SERVICE: Service[SchedulerState] = Service(
     name="scheduler",
-    inputs=(Topic.AUTHENTICATED, Topic.FAILED),
-    state_topics=(Topic.HOSTS, Topic.SCHEDULED, Topic.FAILED, Topic.DELETED),
-    outputs=(Topic.SCHEDULED, Topic.FAILED),
+    # action-requested for unshelve only; action outcomes for the claims an offload frees
+    inputs=(Topic.AUTHENTICATED, Topic.FAILED, Topic.ACTION_REQUESTED),
+    state_topics=(Topic.HOSTS, Topic.SCHEDULED, Topic.FAILED, Topic.DELETED, Topic.ACTION_COMPLETED,
+                  Topic.ACTION_FAILED),
+    outputs=(Topic.SCHEDULED, Topic.FAILED, Topic.ACTION_FAILED),
     initial_state=SchedulerState,
     evolve=evolve,
     decide=decide,

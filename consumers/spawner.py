@@ -11,14 +11,17 @@ appends what happened; an action it already answered is not carried out twice.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from eventsvm.events.builders import deleted, failed, flavor_snapshot
 from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext, Transient
 from eventsvm.scheduler.claims import Claim, claim_in, recorded_claim
-from eventsvm.state.server_actions import SERVER_ACTIONS
+from eventsvm.state.names import IMAGES
+from eventsvm.state.server_actions import OFFLOADING_ACTIONS, SERVER_ACTIONS
 from eventsvm.state.volumes import boot_attachment_id
 from eventsvm.virt.compute_host import ComputeHost
 from eventsvm.virt.hypervisor import DomainNotFound, DomainState, HypervisorError, HypervisorUnavailable
@@ -45,7 +48,7 @@ class SpawnerState:
 
 
 def evolve(state: SpawnerState, event: Event) -> SpawnerState:
-    """Fold this host's claims: held from spawned, freed by deleted or failed."""
+    """Fold this host's claims: held from spawned, freed by deleted, failed or an offload."""
     kind, body, instance_id = event.type, event.body, event.aggregate_id
     if kind == EventType.INSTANCE_SPAWNED and body["host"] == state.host and instance_id not in state.gone:
         state.claims[instance_id] = recorded_claim(body.get("claim"), body["flavor"])
@@ -58,6 +61,8 @@ def evolve(state: SpawnerState, event: Event) -> SpawnerState:
         state.claims.pop(instance_id, None)
     elif kind in _ACTION_OUTCOMES and body["host"] == state.host and event.causation_id:
         state.answered.add(event.causation_id)
+        if kind == EventType.INSTANCE_ACTION_COMPLETED and body.get("action") in OFFLOADING_ACTIONS:
+            state.claims.pop(instance_id, None)  # shelved and offloaded: the guest left this host
     return state
 
 
@@ -140,8 +145,13 @@ def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Out
         "addresses": body["ports"],
         "claim": claim.as_record(),
     }
-    return [Output(new_event(EventType.INSTANCE_SPAWNED, instance_id, spawned, cause=event)),
-            *volumes]
+    outputs = [Output(new_event(EventType.INSTANCE_SPAWNED, instance_id, spawned, cause=event)), *volumes]
+    image = body["image"]
+    if (image.get("properties") or {}).get("instance_uuid") == instance_id:
+        # a server booted from a snapshot of itself is an unshelve (a build cannot boot from an image
+        # taken of the server it builds): nova deletes the shelved image once the server runs again
+        outputs.append(_image_event(EventType.IMAGE_DELETED, {"id": image["id"]}, event))
+    return outputs
 
 
 def _act(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
@@ -149,7 +159,11 @@ def _act(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Outpu
     server stays in the vm_state it had, as nova reverts the task_state of a failed action)."""
     instance_id, body = event.aggregate_id, event.body
     rule = SERVER_ACTIONS.get(body["action"])
-    if rule is None or not rule.on_host or instance_id in state.gone or event.event_id in state.answered:
+    if rule is None or not rule.on_host or event.event_id in state.answered:
+        return []
+    if rule.name in _IMAGING_ACTIONS:
+        return _imaging(state, event, host)
+    if instance_id in state.gone:
         return []
     try:
         domain, note = host.act(instance_id, rule.name, body.get("reboot_type"))
@@ -215,11 +229,60 @@ def _boot_volumes(event: Event, host: ComputeHost) -> list[Output]:
     return outputs
 
 
+# -- createImage and shelve: a snapshot fills its queued Glance image, or the image is dropped ----------
+_IMAGING_ACTIONS = frozenset({"createImage", *OFFLOADING_ACTIONS})
+# the partition of the catalog topic that holds every image's life (eventsvm.state.names.IMAGES), so
+# the fill or the drop is folded after the image's create
+_IMAGES_ROUTE = zlib.crc32(IMAGES.encode())
+
+
+def _imaging(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
+    """createImage, shelve and shelveOffload (nova's snapshot_instance and shelve_instance): the
+    snapshot fills its queued image; shelving stops the guest first and offloads it after (guest,
+    disk and claim go). When the guest is gone or a step fails, the image is deleted (as nova
+    deletes it) and the action fails with the server in the vm_state it had."""
+    instance_id, body = event.aggregate_id, event.body
+    rule = SERVER_ACTIONS[body["action"]]
+    image_id: str | None = body.get("image_id")
+    filled: dict[str, Any] = {}
+    reason = None
+    if instance_id in state.gone:
+        reason = f"instance {instance_id} was deleted before its {rule.name} was carried out"
+    else:
+        try:
+            if rule.name in OFFLOADING_ACTIONS:
+                host.act(instance_id, "stop")  # nova shelves a cleanly stopped guest
+            if image_id is not None:
+                filled = host.snapshot(instance_id, image_id)
+            if rule.name in OFFLOADING_ACTIONS:
+                host.destroy(instance_id)
+        except HypervisorError as exc:
+            reason = f"{rule.name} of instance {instance_id} failed: {exc}"
+    found = None if instance_id in state.gone else host.hypervisor.state(instance_id)
+    outcome: dict[str, Any] = {"action": rule.name, "host": host.name, "vm_state": body["vm_state"],
+                               "power_state": int(found if found is not None else DomainState.NOSTATE)}
+    if reason is not None:
+        dropped = [] if image_id is None else [_image_event(EventType.IMAGE_DELETED, {"id": image_id}, event)]
+        return [*dropped, Output(new_event(EventType.INSTANCE_ACTION_FAILED, instance_id,
+                                           {**outcome, "reason": reason}, cause=event))]
+    done = {**outcome, "vm_state": rule.vm_state_after or body["vm_state"],
+            "detail": None if image_id is None else f"image {image_id}"}
+    image = [] if image_id is None else [
+        _image_event(EventType.IMAGE_UPDATED, {"id": image_id, "status": "active", **filled}, event)]
+    return [*image, Output(new_event(EventType.INSTANCE_ACTION_COMPLETED, instance_id, done, cause=event))]
+
+
+def _image_event(kind: EventType, body: dict[str, Any], cause: Event) -> Output:
+    """An image's fill or drop, on the catalog partition that holds the image's whole life."""
+    return Output(new_event(kind, body["id"], body, cause=cause), route=_IMAGES_ROUTE)
+
+
 def service_for(host_name: str) -> Service[SpawnerState]:
     """The spawner of one host (its state only counts that host's claims)."""
     return Service(
         name=f"spawner.{host_name}",
         inputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.ACTION_REQUESTED),
+        # the catalog only for the snapshots it fills (its evolve steps over catalog events)
         state_topics=(
             Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED,
             Topic.CATALOG),

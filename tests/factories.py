@@ -154,6 +154,8 @@ def requested_event(
         "access_ipv4": "203.0.113.81",
         "access_ipv6": None,
         "token_chain_audit_id": None,
+        "reservation_id": "r-7kq2m9xa",
+        "reservation_size": 1,
     }
     fields.update(body)
     return _event(EventType.INSTANCE_REQUESTED, uid(rng), fields, rng, user_id=hex_id(rng),
@@ -170,7 +172,8 @@ def instance_chain(rng: random.Random | None = None, flavor_index: int = 1) -> l
     spec = request_spec(requested.body["name"], flavor)
     host, *alternates = rng.sample(HOSTS, 3)
     authenticated = _event(EventType.INSTANCE_AUTHENTICATED, iid,
-                           {"spec": spec, "roles": ["member", "reader"]}, rng, requested)
+                           {"spec": spec, "roles": ["member", "reader"], "reservation_id": "r-7kq2m9xa",
+                            "reservation_size": 1}, rng, requested)
     claim = {k: flavor[k] for k in ("vcpus", "ram_mb", "disk_gb")}
     scheduled = _event(EventType.INSTANCE_SCHEDULED, iid,
                        {"spec": spec, "host": host, "alternates": alternates, "attempt": 1, "claim": claim},
@@ -210,7 +213,7 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
         EventType.INSTANCE_FAILED: {
             "stage": "scheduler", "reason": "No valid host was found. There are not enough hosts available.",
             "code": 500, "retryable": False, "final": True, "host": None, "attempt": 1, "details": None,
-            "alternates": [], "spec": spec},
+            "alternates": [], "spec": spec, "reservation_id": None},
         EventType.INSTANCE_DELETE_REQUESTED: {"host": host},
         EventType.INSTANCE_DELETE_DISPATCHED: {"host": host, "domain_name": "instance-0000002a"},
         EventType.INSTANCE_DELETED: {"host": host, "terminated_at": BASE_MS + 3_600_000, "stage": "spawner"},
@@ -220,7 +223,7 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
                                               "removed": ["draining"], "replace": False},
         EventType.INSTANCE_ACTION_REQUESTED: {
             "action": "reboot", "host": host, "vm_state": "active", "task_state": "rebooting_hard",
-            "reboot_type": "HARD", "locked_reason": None, "locked_by": None},
+            "reboot_type": "HARD", "locked_reason": None, "locked_by": None, "image_id": None},
         EventType.INSTANCE_ACTION_COMPLETED: {
             "action": "reboot", "host": host, "vm_state": "active", "power_state": 1,
             "detail": "the guest did not shut down within 120 s; rebooted hard"},
@@ -236,7 +239,11 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
         EventType.FLAVOR_CREATED: {**flavor, "is_public": True},
         EventType.FLAVOR_DELETED: {"id": flavor["id"]},
         EventType.IMAGE_CREATED: {**IMAGE, "min_disk": 1, "min_ram": 128,
-                                  "visibility": "public", "owner": hex_id(rng)},
+                                  "visibility": "public", "owner": hex_id(rng), "status": "active"},
+        EventType.IMAGE_UPDATED: {"id": IMAGE["id"], "status": "active", "size_bytes": 21233664,
+                                  "disk_format": "qcow2", "container_format": "bare",
+                                  "location": "file:///var/lib/eventsvm/snapshots/image.qcow2"},
+        EventType.IMAGE_DELETED: {"id": IMAGE["id"]},
         EventType.NETWORK_CREATED: {"id": NETWORK_ID, "name": "private", "shared": False, "external": False,
                                     "owner": hex_id(rng), "mtu": 1450},
         EventType.SUBNET_CREATED: {

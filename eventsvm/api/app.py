@@ -15,6 +15,7 @@ from eventsvm.api import (
     compute,
     compute_actions,
     compute_catalog,
+    compute_images,
     compute_usage,
     identity,
     identity_admin,
@@ -75,6 +76,7 @@ class RequestEnvelope:
             extra.append((b"x-compute-request-id", request_id.encode()))
             asked = microversion.requested_version(scope["headers"])
             version, version_refusal = microversion.negotiate(asked)
+            scope["state"][microversion.STATE_KEY] = version
             extra.extend(microversion.response_headers(version))
         started = False
 
@@ -159,5 +161,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
                    network, volume, server_edits, server_metadata, server_volumes, identity_changes,
                    identity_domains, server_ips):
         app.include_router(module.router)
+    app.include_router(compute_images.router)
     app.add_middleware(RequestEnvelope, max_body_bytes=ctx.max_body_bytes)
     return app

@@ -13,9 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Request
 
 from eventsvm.api.auth import Identity, api_context, current_identity
-from eventsvm.api.compute import compute_base, server_view, visible_server
+from eventsvm.api.compute import changeable_server, compute_base, server_view, visible_server
 from eventsvm.api.context import ApiContext
-from eventsvm.api.errors import BadRequest, Forbidden
+from eventsvm.api.errors import BadRequest
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import UpdatedServerBody
 from eventsvm.api.server_request import access_ip, invalid, server_name, unexpected
@@ -78,10 +78,8 @@ def update_server(
     body = update_body(raw)
     rm = ctx.readmodel
     with rm.lock:
-        inst = visible_server(rm.models, caller, server_id)
-        assert inst.project_id is not None
-        if not policy.can_edit_server(caller.roles, caller.project_id, inst.project_id):
-            raise Forbidden(policy.denied_message("os_compute_api:servers:update"))
+        inst = changeable_server(rm.models, caller, server_id, policy.can_edit_server,
+                                 "os_compute_api:servers:update")
         event = chained_event(EventType.INSTANCE_UPDATED, inst, body, request, caller, ctx)
     rm.append([event])
     with rm.lock:

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Request, Response
 
 from eventsvm.api.auth import Identity, api_context, current_identity
-from eventsvm.api.compute import visible_server
+from eventsvm.api.compute import changeable_server, visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.openapi import failures
@@ -51,14 +51,11 @@ def _metadata(raw: Any, wrapper: str, one_item: bool = False) -> dict[str, str]:
 
 def _server(models: Models, caller: Identity, server_id: str, action: str | None = None) -> Instance:
     """The server, when the caller may see it (and, for a change, may change it)."""
-    inst = visible_server(models, caller, server_id)
     if action is None:
-        return inst
-    assert inst.project_id is not None
-    if not policy.can_edit_server(caller.roles, caller.project_id, inst.project_id):
-        verb = "delete" if action == "delete metadata" else "update"
-        raise Forbidden(policy.denied_message(f"os_compute_api:server-metadata:{verb}"))
-    return inst
+        return visible_server(models, caller, server_id)
+    verb = "delete" if action == "delete metadata" else "update"
+    return changeable_server(models, caller, server_id, policy.can_edit_server,
+                             f"os_compute_api:server-metadata:{verb}")
 
 
 def _check_state(inst: Instance, caller: Identity, action: str) -> None:

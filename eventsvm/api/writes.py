@@ -3,9 +3,10 @@ of a unique name, decided by the log rather than by this process (see eventsvm.s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import Request
+from fastapi import Request, Response
 
 from eventsvm.api.auth import Identity
 from eventsvm.api.context import ApiContext
@@ -78,3 +79,14 @@ def claim_name(ctx: ApiContext, event: Event, taken: str) -> None:
     with `taken` when an earlier claim holds it, ServiceUnavailable when the verdict is late."""
     if not won_on_log(ctx, event):
         raise Conflict(taken)
+
+
+def append_delete(ctx: ApiContext, request: Request, caller: Identity, kind: EventType, aggregate_id: str,
+                  body_of: Callable[[], dict[str, Any]], status: int) -> Response:
+    """A delete: its event body built from the read model under its lock (`body_of` raises NotFound
+    when there is nothing to delete), appended in log order (a delete frees a name), answered with
+    `status` and no body."""
+    with ctx.readmodel.lock:
+        body = body_of()
+    append_in_log_order(ctx, caller_event(kind, aggregate_id, body, request, caller))
+    return Response(status_code=status)

@@ -92,6 +92,9 @@ class EventType(StrEnum):
     FLAVOR_CREATED = "catalog.flavor_created"
     FLAVOR_DELETED = "catalog.flavor_deleted"
     IMAGE_CREATED = "catalog.image_created"
+    # a server snapshot's image filled (nova's upload), and glance's image delete
+    IMAGE_UPDATED = "catalog.image_updated"
+    IMAGE_DELETED = "catalog.image_deleted"
     NETWORK_CREATED = "catalog.network_created"
     SUBNET_CREATED = "catalog.subnet_created"
     VOLUME_CREATED = "catalog.volume_created"

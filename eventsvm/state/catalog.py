@@ -74,6 +74,17 @@ def evolve_catalog(state: CatalogState, event: Event) -> CatalogState:
     elif kind == EventType.IMAGE_CREATED:
         if not claim(state.images, body["id"], body, state.refused, event.event_id):
             return state
+    elif kind == EventType.IMAGE_UPDATED:
+        # a snapshot's upload: only an image still there is filled (a delete may have come first)
+        image = state.images.get(body["id"])
+        if image is None:
+            return state
+        state.images[body["id"]] = {**image, **{k: v for k, v in body.items() if v is not None}}
+        return state
+    elif kind == EventType.IMAGE_DELETED:
+        state.images.pop(body["id"], None)
+        state.created_at.pop(body["id"], None)
+        return state
     elif kind == EventType.NETWORK_CREATED:
         state.networks[body["id"]] = body
     elif kind == EventType.SUBNET_CREATED:
