@@ -13,6 +13,7 @@ from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, NotFound
 from eventsvm.api.openapi import failures
 from eventsvm.api.server_actions import is_server_action, request_action
+from eventsvm.api.server_moves import is_move_action, request_move
 from eventsvm.identity import policy
 from eventsvm.projections.history import instance_actions
 from eventsvm.projections.readmodel import Models
@@ -115,6 +116,8 @@ def server_action(
     ((action, args),) = body.items()
     if is_server_action(action):
         return request_action(server_id, action, args, request, caller, ctx)
+    if is_move_action(action):
+        return request_move(server_id, action, args, request, caller, ctx)
     if action != "os-getConsoleOutput":
         raise BadRequest(f"There is no such action: {action[:60]}")
     length = _console_length((args or {}).get("length") if isinstance(args, dict) else None)

@@ -81,6 +81,10 @@ class EventType(StrEnum):
     INSTANCE_ACTION_REQUESTED = "instance.action_requested"
     INSTANCE_ACTION_COMPLETED = "instance.action_completed"
     INSTANCE_ACTION_FAILED = "instance.action_failed"
+    # moves of a server (resize, confirmResize, revertResize, rebuild): the command, each step, a failure
+    INSTANCE_MOVE_REQUESTED = "instance.move_requested"
+    INSTANCE_MOVE_STEP = "instance.move_step"
+    INSTANCE_MOVE_FAILED = "instance.move_failed"
     # compute hosts
     HOST_REGISTERED = "host.registered"
     HOST_UPDATED = "host.updated"
@@ -128,6 +132,10 @@ TOPIC_OF: dict[EventType, Topic] = {
     EventType.INSTANCE_ACTION_REQUESTED: Topic.ACTION_REQUESTED,
     EventType.INSTANCE_ACTION_COMPLETED: Topic.ACTION_COMPLETED,
     EventType.INSTANCE_ACTION_FAILED: Topic.ACTION_FAILED,
+    # every step of a move is routed to the host that takes the next one, so all ride the host-routed topic
+    EventType.INSTANCE_MOVE_REQUESTED: Topic.ACTION_REQUESTED,
+    EventType.INSTANCE_MOVE_STEP: Topic.ACTION_REQUESTED,
+    EventType.INSTANCE_MOVE_FAILED: Topic.ACTION_REQUESTED,
     EventType.HOST_REGISTERED: Topic.HOSTS,
     EventType.HOST_UPDATED: Topic.HOSTS,
     EventType.DEAD_LETTER_RECORDED: Topic.DEAD_LETTER,
