@@ -22,7 +22,7 @@ from eventsvm.scheduler.host_state import HostState
 from eventsvm.scheduler.policy import SchedulerPolicy
 from eventsvm.scheduler.request import SchedulingRequest
 from eventsvm.scheduler.select import NoValidHost, select_destinations
-from eventsvm.state.server_moves import SCHEDULED, claim_changes, resize_key
+from eventsvm.state.server_moves import SCHEDULED, MoveClaims, resize_key
 
 
 @dataclass(frozen=True)
@@ -46,13 +46,15 @@ class SchedulerState:
     slots: dict[str, int] = field(default_factory=dict)
     # a resize's destination by instance, while it holds a second claim there
     resizing: dict[str, str] = field(default_factory=dict)
+    moves: MoveClaims = field(default_factory=MoveClaims)
 
-    def release(self, instance_id: str) -> None:
-        """Drop the instance's claims wherever they are (a resize's destination included)."""
+    def release(self, instance_id: str, resize_too: bool = True) -> None:
+        """Drop the instance's claim wherever it is, and a resize's at its destination unless
+        `resize_too` is False (a boot step read late must not end a resize)."""
         host = self.placements.pop(instance_id, None)
         if host is not None and host in self.hosts:
             self.hosts[host] = self.hosts[host].release(instance_id)
-        dest = self.resizing.pop(instance_id, None)
+        dest = self.resizing.pop(instance_id, None) if resize_too else None
         if dest is not None and dest in self.hosts:
             self.hosts[dest] = self.hosts[dest].release(resize_key(instance_id))
         for members in self.group_members.values():
@@ -90,7 +92,9 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
                 host, enabled=body["enabled"], disabled_reason=body.get("disabled_reason")
             )
     elif kind == EventType.INSTANCE_SCHEDULED:
-        state.release(instance_id)
+        if state.moves.moved_since(instance_id, event.sequence):
+            return state  # a boot step read after a resize that moved the instance on
+        state.release(instance_id, resize_too=False)
         if instance_id in state.gone or body["host"] not in state.hosts:
             return state
         claim = claim_in(body)
@@ -121,7 +125,7 @@ _MOVE_OUTCOMES = (EventType.INSTANCE_MOVE_STEP, EventType.INSTANCE_MOVE_FAILED)
 def _apply_moves(state: SchedulerState, event: Event) -> None:
     """A resize's claim changes, the same the spawners apply (server_moves.claim_changes)."""
     instance_id = event.aggregate_id
-    for change in claim_changes(event):
+    for change in state.moves.fresh(event):
         host = state.hosts.get(change.host)
         if host is None:
             continue

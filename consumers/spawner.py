@@ -28,7 +28,7 @@ from eventsvm.state.server_moves import (
     RESIZE_INSTANCE,
     REVERT_RESIZE,
     SCHEDULED,
-    claim_changes,
+    MoveClaims,
     resize_key,
     spawn_body,
 )
@@ -45,6 +45,7 @@ class SpawnerState:
     claims: dict[str, Claim] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)
     answered: set[str] = field(default_factory=set)
+    moves: MoveClaims = field(default_factory=MoveClaims)
 
     def used(self, leaving_out: str = "") -> tuple[int, int, int]:
         """vCPUs, RAM MB and disk GB claimed on this host (but the claim under `leaving_out`)."""
@@ -59,7 +60,8 @@ class SpawnerState:
 def evolve(state: SpawnerState, event: Event) -> SpawnerState:
     """Fold this host's claims: held from spawned, freed by deleted or failed."""
     kind, body, instance_id = event.type, event.body, event.aggregate_id
-    if kind == EventType.INSTANCE_SPAWNED and body["host"] == state.host and instance_id not in state.gone:
+    if kind == EventType.INSTANCE_SPAWNED and body["host"] == state.host and instance_id not in state.gone \
+            and not state.moves.moved_since(instance_id, event.sequence):
         state.claims[instance_id] = recorded_claim(body.get("claim"), body["flavor"])
     elif kind == EventType.INSTANCE_DELETED:
         state.gone.add(instance_id)
@@ -189,7 +191,7 @@ _MOVE_INPUTS = (EventType.INSTANCE_MOVE_REQUESTED, *_MOVE_OUTCOMES)
 
 def _apply_moves(state: SpawnerState, event: Event) -> None:
     """This host's part of a resize's claim changes, the same the scheduler applies."""
-    for change in claim_changes(event):
+    for change in state.moves.fresh(event):
         if change.host != state.host:
             continue
         state.claims.pop(change.key, None)

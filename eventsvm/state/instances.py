@@ -406,16 +406,17 @@ def _move_step(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     kind, at, req, user, host, _detail = inst.actions[-1]
     inst.actions[-1] = (kind, at, req, user, host, body["step"])
     step = body["step"]
-    if _newest_move(inst, event):
-        if body["vm_state"] == "resized" and body["action"] == "resize":
-            inst.host, inst.flavor = body["dest_host"], body["flavor"]
-            inst.move = {k: body.get(k) for k in ("source_host", "dest_host", "source_slot", "dest_slot",
-                                                    "old_flavor", "old_claim", "claim", "flavor", "guest")}
-        elif step == "compute_confirm_resize":
-            inst.claim, inst.move = body.get("claim") or inst.claim, None
-        elif step == "compute_finish_revert_resize":
-            inst.host, inst.flavor = body["source_host"], body.get("old_flavor") or inst.flavor
-            inst.claim, inst.move = body.get("old_claim") or inst.claim, None
+    # only the steps that move the server or change what it runs are checked against (and set)
+    # the newest such move, so a step read before the boot's spawned does not hold that back
+    if body["vm_state"] == "resized" and body["action"] == "resize" and _newest_move(inst, event):
+        inst.host, inst.flavor = body["dest_host"], body["flavor"]
+        inst.move = {k: body.get(k) for k in ("source_host", "dest_host", "source_slot", "dest_slot",
+                                                "old_flavor", "old_claim", "claim", "flavor", "guest")}
+    elif step == "compute_confirm_resize" and _newest_move(inst, event):
+        inst.claim, inst.move = body.get("claim") or inst.claim, None
+    elif step == "compute_finish_revert_resize" and _newest_move(inst, event):
+        inst.host, inst.flavor = body["source_host"], body.get("old_flavor") or inst.flavor
+        inst.claim, inst.move = body.get("old_claim") or inst.claim, None
     if _advance(inst, (0, event.sequence, event.event_id), _move_states(body)) and \
             body.get("power_state") is not None:
         inst.power_state = body["power_state"]
@@ -426,7 +427,7 @@ def _move_failed(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.actions[-1] = (kind, at, req, user, host, body["step"])
     inst.fault = {"code": body.get("code") or 500, "message": body.get("reason") or "",
                   "details": "", "created": event.occurred_at}
-    if _newest_move(inst, event) and body["action"] in ("resize", "revertResize"):
+    if body["action"] in ("resize", "revertResize") and _newest_move(inst, event):
         # the server stays (or is put back) where it was before the resize
         inst.move = None
     if _advance(inst, (0, event.sequence, event.event_id), _move_states(body)) and \

@@ -13,7 +13,7 @@ destination's. So no saga ends holding two claims.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from eventsvm.events.model import Event, EventType
@@ -109,6 +109,36 @@ def claim_changes(event: Event) -> list[ClaimChange]:
     if step == SCHEDULED:
         return [ClaimChange(dest, key, new)]
     return []
+
+
+@dataclass
+class MoveClaims:
+    """The claim changes of the moves folded so far, in whatever order they are read: a move's
+    steps ride several partitions (each is routed to its host), and a rebuild of a service's state
+    reads partition after partition. A change older (by the instance's sequence) than one already
+    applied to the same claim is stale and skipped, so every read order ends in the same claims."""
+
+    applied: dict[tuple[str, str], int] = field(default_factory=dict)
+    # the sequence of each instance's newest move that changed its own claim (a confirm): a boot
+    # event read after it (on another topic) must not bring back the claim the move gave up
+    moved: dict[str, int] = field(default_factory=dict)
+
+    def fresh(self, event: Event) -> list[ClaimChange]:
+        """The changes of `event` still to apply (one event may free and take the same key)."""
+        changes = []
+        for change in claim_changes(event):
+            where = (change.host, change.key)
+            if self.applied.get(where, -1) > event.sequence:
+                continue
+            self.applied[where] = event.sequence
+            changes.append(change)
+        if any(change.key == event.aggregate_id for change in changes):
+            self.moved[event.aggregate_id] = max(event.sequence, self.moved.get(event.aggregate_id, 0))
+        return changes
+
+    def moved_since(self, instance_id: str, sequence: int) -> bool:
+        """Whether a move after the event of `sequence` already changed the instance's claims."""
+        return self.moved.get(instance_id, -1) > sequence
 
 
 def guest_record(name: str, image: Mapping[str, Any], ports: list[dict[str, Any]]) -> dict[str, Any]:

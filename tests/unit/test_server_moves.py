@@ -111,10 +111,13 @@ def test_the_scheduler_sends_a_resize_to_another_host_and_claims_there() -> None
     assert scheduler.decide(state, asked, ctx()) == []
     # confirmed: the source is free, the destination's claim is the instance's own
     confirmed = new_event(EventType.INSTANCE_MOVE_STEP, "i-1", {**body, "action": "confirmResize",
-                                                                "step": CONFIRM_RESIZE})
+                                                                "step": CONFIRM_RESIZE}, cause=output.event)
     state = folded(scheduler.SERVICE, [*history, output.event, confirmed])
     assert (set(state.hosts["compute-1"].claims), set(state.hosts["compute-2"].claims)) == (set(), {"i-1"})
     assert state.placements == {"i-1": "compute-2"} and state.resizing == {}
+    # read in another order (the steps ride different partitions): the same claims
+    state = folded(scheduler.SERVICE, [*hosts, confirmed, output.event, placed_on("compute-1", "i-1")])
+    assert (set(state.hosts["compute-1"].claims), set(state.hosts["compute-2"].claims)) == (set(), {"i-1"})
 
 
 def test_a_resize_stays_on_its_host_only_where_the_operator_allows_it() -> None:
