@@ -281,6 +281,9 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
                                  "flavor": {"id": "2", "name": "m1.small", "vcpus": 1, "ram_mb": 2048,
                                             "disk_gb": 20, "ephemeral_gb": 0, "swap_mb": 0}},
         EventType.USAGE_CLOSED: {"host": "compute-3", "ended_at": BASE_MS + 7_290_000},
+        EventType.USAGE_RESIZED: {"host": "compute-4", "at": BASE_MS + 3_690_000,
+                                  "flavor": {"id": "3", "name": "m1.medium", "vcpus": 2, "ram_mb": 4096,
+                                             "disk_gb": 40, "ephemeral_gb": 0, "swap_mb": 0}},
     }
 
 

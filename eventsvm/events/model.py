@@ -115,6 +115,8 @@ class EventType(StrEnum):
     # the billing ledger, derived from spawned / deleted by the billing service
     USAGE_OPENED = "billing.usage_opened"
     USAGE_CLOSED = "billing.usage_closed"
+    # a confirmed resize: billed at the new flavor from the confirmation on
+    USAGE_RESIZED = "billing.usage_resized"
 
 
 TOPIC_OF: dict[EventType, Topic] = {
@@ -141,6 +143,7 @@ TOPIC_OF: dict[EventType, Topic] = {
     EventType.DEAD_LETTER_RECORDED: Topic.DEAD_LETTER,
     EventType.USAGE_OPENED: Topic.BILLING,
     EventType.USAGE_CLOSED: Topic.BILLING,
+    EventType.USAGE_RESIZED: Topic.BILLING,
 }
 for _t in EventType:
     if _t.value.startswith("catalog."):

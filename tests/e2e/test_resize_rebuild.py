@@ -5,6 +5,7 @@ the log holds are the server's one claim, and os-instance-actions names every ac
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from eventsvm.identity.keys import ensure_keys
 from eventsvm.identity.tokens import TokenService
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING
+from eventsvm.projections.billing import LedgerView
 from eventsvm.projections.replay import Drain
 from eventsvm.virt.hypervisor import DomainState
 from tests.e2e.conftest import Cloud, CloudFactory
@@ -67,9 +69,14 @@ def claims_in_log(cloud: Cloud) -> tuple[dict[str, set[str]], dict[str, set[str]
 def client(make_cloud: CloudFactory, tmp_path: Path) -> Iterator[tuple[Cloud, TestClient]]:
     cloud = make_cloud(hosts=2)
     ensure_keys(tmp_path / "keys")
-    api = create_app(ApiContext(readmodel=cloud.readmodel, tokens=TokenService(tmp_path / "keys")))
+    # os-simple-tenant-usage from the billing service's ledger, as `eventsvm up` serves it
+    ledger = LedgerView(open_log(cloud.options.log), Codec())
+    api = create_app(ApiContext(readmodel=cloud.readmodel, tokens=TokenService(tmp_path / "keys"),
+                                ledger=ledger))
     with TestClient(api) as client:
         yield cloud, client
+    ledger.close()
+    ledger.log.close()
 
 
 def test_resize_confirm_revert_and_rebuild_through_the_api(client: tuple[Cloud, TestClient]) -> None:
@@ -173,6 +180,20 @@ def test_resize_confirm_revert_and_rebuild_through_the_api(client: tuple[Cloud, 
     cloud.wait_for([server_id], {"DELETED"})
     gone = action({"rebuild": {"imageRef": cloud.image_id()}})
     assert gone.status_code == 404
+
+    # billed by the flavor it had: m1.tiny until the confirmation, m1.small after (the revert and
+    # the rebuild change nothing); the billing service writes it behind the instance events
+    def billed() -> list[tuple[str, bool]]:
+        period = {"start": "2000-01-01T00:00:00", "end": "2100-01-01T00:00:00"}
+        usage = api.get(f"/compute/v2.1/os-simple-tenant-usage/{cloud.demo[1]}", params=period,
+                        headers=demo).json()
+        return [(s["flavor"], s["ended_at"] is not None) for s in usage["tenant_usage"]["server_usages"]
+                if s["instance_id"] == server_id]
+
+    deadline = time.monotonic() + 30
+    while billed() != [("m1.tiny", True), ("m1.small", True)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert billed() == [("m1.tiny", True), ("m1.small", True)]
 
 
 def test_a_resize_no_host_can_take_fails_and_leaves_the_server_where_it_was(
