@@ -83,11 +83,7 @@ def test_resize_confirm_revert_and_rebuild_through_the_api(client: tuple[Cloud, 
     cloud, api = client
     hypervisors = {h.name: h.hypervisor for h in cloud.cluster.hosts}
     demo, admin = login(api, "demo", "demo-pw"), login(api, "admin", "admin-pw")
-    answer = api.post(SERVERS, headers=demo, json={"server": {
-        "name": "mover", "imageRef": cloud.image_id(), "flavorRef": "1",
-        "networks": [{"uuid": cloud.network_id()}]}})
-    assert answer.status_code == 202, answer.text
-    server_id = answer.json()["server"]["id"]
+    server_id = cloud.submit("mover")
     settled(cloud, server_id, "ACTIVE")
 
     def action(body: dict[str, Any]) -> Any:
