@@ -237,12 +237,20 @@ def _move(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Outp
     return []
 
 
-def _spawn_guest(event: Event, host: ComputeHost, flavor: dict[str, object]) -> int:
-    """Define and start the server's guest (from the event's Guest record) with `flavor`."""
+def _spawn_guest(event: Event, host: ComputeHost, flavor: dict[str, object], stopped: bool = False) -> int:
+    """Define and start the server's guest (from the event's Guest record) with `flavor`; a
+    stopped server's guest is powered off again, as nova leaves it."""
     resolved = spawn_body(event.body["guest"], flavor)
     domain = host.spawn(event.aggregate_id, resolved, event.user_id or "", event.project_id or "",
                         event.occurred_at)
+    if stopped:
+        domain = host.hypervisor.power_off(event.aggregate_id)
     return int(domain.state)
+
+
+def _was_stopped(body: dict[str, object]) -> bool:
+    # a resize keeps a stopped server stopped: its vm_state on the request, its guest's power after
+    return body["vm_state"] == "stopped" or body.get("power_state") == int(DomainState.SHUTDOWN)
 
 
 def _finish_resize(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
@@ -253,17 +261,17 @@ def _finish_resize(state: SpawnerState, event: Event, host: ComputeHost) -> Sequ
     refusal = host.capacity.fits(state.used(leaving_out=resize_key(instance_id)), claim.as_tuple())
     if refusal is not None:
         return [_failure(event, "compute_prep_resize", refusal, body["vm_state"])]
-    same_host = body["source_host"] == host.name
+    same_host, stopped = body["source_host"] == host.name, _was_stopped(body)
     try:
         if same_host:
             host.hypervisor.destroy(instance_id)
-        power = _spawn_guest(event, host, body["flavor"])
+        power = _spawn_guest(event, host, body["flavor"], stopped)
     except (HypervisorError, InvalidGuestSpec) as exc:
         host.destroy(instance_id)
         reason = f"Resize of instance {instance_id} failed on {host.name}: {exc}"
         if same_host:
             # put the old guest back, as nova's finish_revert_migration would
-            _spawn_guest(event, host, body["old_flavor"])
+            _spawn_guest(event, host, body["old_flavor"], stopped)
         return [_failure(event, FINISH_RESIZE, reason, body["vm_state"])]
     if same_host:
         return [_step(event, FINISH_RESIZE, None, None, vm_state="resized", task_state=None,
@@ -290,7 +298,8 @@ def _confirm(event: Event, host: ComputeHost) -> Sequence[Output]:
     body, instance_id = event.body, event.aggregate_id
     if body["dest_host"] != host.name:
         host.destroy(instance_id)
-    return [_step(event, CONFIRM_RESIZE, None, None, vm_state="active", task_state=None)]
+    after = "stopped" if _was_stopped(body) else "active"
+    return [_step(event, CONFIRM_RESIZE, None, None, vm_state=after, task_state=None)]
 
 
 def _revert(event: Event, host: ComputeHost) -> Sequence[Output]:
@@ -300,25 +309,27 @@ def _revert(event: Event, host: ComputeHost) -> Sequence[Output]:
         host.destroy(instance_id)
         return [_step(event, REVERT_RESIZE, body["source_host"], body["source_slot"])]
     host.hypervisor.destroy(instance_id)
+    stopped = _was_stopped(body)
     try:
-        power = _spawn_guest(event, host, body["old_flavor"])
+        power = _spawn_guest(event, host, body["old_flavor"], stopped)
     except (HypervisorError, InvalidGuestSpec) as exc:
         reason = f"Revert of instance {instance_id} failed: {exc}"
         return [_failure(event, FINISH_REVERT_RESIZE, reason, "error")]
-    return [_step(event, FINISH_REVERT_RESIZE, None, None, vm_state="active", task_state=None,
-                  power_state=power)]
+    return [_step(event, FINISH_REVERT_RESIZE, None, None, vm_state="stopped" if stopped else "active",
+                  task_state=None, power_state=power)]
 
 
 def _finish_revert(event: Event, host: ComputeHost) -> Sequence[Output]:
     """The source starts the old guest again (nova's finish_revert_resize)."""
-    instance_id = event.aggregate_id
+    instance_id, stopped = event.aggregate_id, _was_stopped(event.body)
     try:
-        domain = host.hypervisor.power_on(instance_id)
+        # a server that was stopped is left stopped, its old guest as it was kept
+        domain = host.hypervisor.power_off(instance_id) if stopped else host.hypervisor.power_on(instance_id)
     except HypervisorError as exc:
         reason = f"Revert of instance {instance_id} failed: {exc}"
         return [_failure(event, FINISH_REVERT_RESIZE, reason, "error")]
-    return [_step(event, FINISH_REVERT_RESIZE, None, None, vm_state="active", task_state=None,
-                  power_state=int(domain.state))]
+    return [_step(event, FINISH_REVERT_RESIZE, None, None, vm_state="stopped" if stopped else "active",
+                  task_state=None, power_state=int(domain.state))]
 
 
 def _rebuild(event: Event, host: ComputeHost) -> Sequence[Output]:
@@ -327,9 +338,7 @@ def _rebuild(event: Event, host: ComputeHost) -> Sequence[Output]:
     body, instance_id = event.body, event.aggregate_id
     try:
         host.destroy(instance_id)
-        power = _spawn_guest(event, host, body["flavor"])
-        if body["vm_state"] == "stopped":
-            power = int(host.hypervisor.power_off(instance_id).state)
+        power = _spawn_guest(event, host, body["flavor"], body["vm_state"] == "stopped")
     except (HypervisorError, InvalidGuestSpec) as exc:
         reason = f"Rebuild of instance {instance_id} failed: {exc}"
         return [_failure(event, REBUILD_INSTANCE, reason, "error")]

@@ -149,6 +149,8 @@ def _finish_body(models: Models, inst: Instance, action: str, task_state: str | 
     if move is None:
         raise BadRequest("Instance has not been resized.")
     body = _base_body(action, inst, task_state)
+    # the guest's power tells the host whether the server was stopped before the resize
+    body["power_state"] = inst.power_state
     body.update({k: move[k] for k in ("source_host", "dest_host", "source_slot", "dest_slot", "old_flavor",
                                       "old_claim", "claim", "flavor", "guest")})
     # confirm: the source frees the old guest; revert: the destination drops the new one first

@@ -164,11 +164,13 @@ def instance_after(events: list[Event]) -> Instance:
     return fold.instances[events[-1].aggregate_id]
 
 
-def verify_resize_on_h1(hosts: dict[str, ComputeHost]) -> list[Event]:
+def verify_resize_on_h1(hosts: dict[str, ComputeHost], vm_state: str = "active") -> list[Event]:
     """A server of m1.tiny booted on h0 and resized to m1.medium on h1, awaiting confirmation: the
     saga's events from the boot's spawned on."""
     resolved, spawned = booted(hosts)
-    scheduled = resize_requested(resolved, spawned, "h1")
+    if vm_state == "stopped":
+        hosts["h0"].hypervisor.power_off(resolved.aggregate_id)
+    scheduled = resize_requested(resolved, spawned, "h1", vm_state=vm_state)
     history = [spawned, scheduled]
     [finished] = spawn(hosts["h1"], scheduled, history)
     history.append(finished.event)
@@ -209,6 +211,20 @@ def test_a_resize_to_another_host_confirmed(hosts: dict[str, ComputeHost]) -> No
     inst = instance_after(history)
     assert (inst.status, inst.host, inst.flavor["name"] if inst.flavor else None, inst.move) == (
         "ACTIVE", "h1", "m1.medium", None)
+
+
+def test_a_stopped_server_stays_stopped_through_a_resize_and_its_confirm(
+    hosts: dict[str, ComputeHost],
+) -> None:
+    history = verify_resize_on_h1(hosts, vm_state="stopped")
+    server = history[0].aggregate_id
+    assert hosts["h1"].hypervisor.state(server) is DomainState.SHUTDOWN
+    assert instance_after(history).power_state == int(DomainState.SHUTDOWN)
+    confirm = asked(history, "confirmResize", "h0", None)
+    confirm.body["power_state"] = instance_after(history).power_state  # as the API carries it
+    [confirmed] = spawn(hosts["h0"], confirm, history)
+    inst = instance_after([*history, confirm, confirmed.event])
+    assert (inst.status, inst.vm_state, inst.host) == ("SHUTOFF", "stopped", "h1")
 
 
 def test_a_resize_to_another_host_reverted(hosts: dict[str, ComputeHost]) -> None:
