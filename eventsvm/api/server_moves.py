@@ -17,14 +17,17 @@ from fastapi.responses import JSONResponse
 
 from eventsvm.api.auth import Identity
 from eventsvm.api.compute import compute_base, server_view, visible_server
+from eventsvm.api.compute_usage import project_usage
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden
 from eventsvm.api.writes import chained_event
 from eventsvm.events.builders import flavor_snapshot
 from eventsvm.events.model import EventType
 from eventsvm.identity import policy
+from eventsvm.identity.quota import ResourceCount, check_quota
 from eventsvm.projections.readmodel import Models
 from eventsvm.scheduler.claims import claim_for_flavor
+from eventsvm.state.identity import quota_for
 from eventsvm.state.instances import Instance, server_status
 from eventsvm.state.server_actions import ActionRefused
 from eventsvm.state.server_moves import MOVE_REQUEST_KEYS, check_move_state, guest_record, image_record
@@ -132,6 +135,7 @@ def _resize_body(models: Models, inst: Instance, args: Any, task_state: str | No
     if int(flavor["disk_gb"]) == 0 and not boot_from_volume:
         raise BadRequest("Server disk was unable to be resized because: Resize to zero disk flavor is not "
                          "allowed.")
+    _check_quota(models, inst, flavor)
     image = models.catalog.images.get(inst.image_id or "")
     new = flavor_snapshot(flavor)
     body = _base_body("resize", inst, task_state)
@@ -142,6 +146,18 @@ def _resize_body(models: Models, inst: Instance, args: Any, task_state: str | No
                 guest=_guest(models, inst, inst.image_id), boot_from_volume=boot_from_volume,
                 image_properties=dict((image or {}).get("properties") or {}))
     return body
+
+
+def _check_quota(models: Models, inst: Instance, flavor: dict[str, Any]) -> None:
+    """Nova's 403 when a larger flavor's extra cores or RAM exceed the project's quota (the
+    authoritative count stays the log's; this is the door, as for a create)."""
+    assert inst.flavor is not None and inst.project_id is not None
+    more = ResourceCount(instances=0, cores=max(0, int(flavor["vcpus"]) - int(inst.flavor["vcpus"])),
+                         ram_mb=max(0, int(flavor["ram_mb"]) - int(inst.flavor["ram_mb"])))
+    over = check_quota(quota_for(models.identity, inst.project_id), project_usage(models, inst.project_id),
+                       more)
+    if over is not None:
+        raise Forbidden(over)
 
 
 def _finish_body(models: Models, inst: Instance, action: str, task_state: str | None) -> dict[str, Any]:

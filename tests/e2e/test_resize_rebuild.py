@@ -24,6 +24,7 @@ from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING
 from eventsvm.projections.billing import LedgerView
 from eventsvm.projections.replay import Drain
+from eventsvm.state.identity import quota_for
 from eventsvm.virt.hypervisor import DomainState
 from tests.e2e.conftest import Cloud, CloudFactory
 from tests.e2e.test_server_lifecycle import SERVERS, login, settled
@@ -103,6 +104,17 @@ def test_resize_confirm_revert_and_rebuild_through_the_api(client: tuple[Cloud, 
         400, "When resizing, instances must change flavor!")
     assert action({"resize": {"flavorRef": "nope"}}).status_code == 400
     assert action({"resize": {}}).status_code == 400
+    # a bigger flavor is counted against the quota at the door, as nova does (403)
+    project = cloud.demo[1]
+    put = api.put(f"/compute/v2.1/os-quota-sets/{project}", headers=admin,
+                  json={"quota_set": {"cores": 1}})
+    assert put.status_code == 200, put.text
+    assert cloud.readmodel.wait_until(lambda models: quota_for(models.identity, project).cores == 1, 10)
+    over = action({"resize": {"flavorRef": "3"}})
+    assert over.json()["forbidden"]["message"] == (
+        "Quota exceeded for cores: Requested 1, but already used 1 of 1 cores")
+    cloud.unlimited_quota()
+    assert cloud.readmodel.wait_until(lambda models: quota_for(models.identity, project).cores < 0, 10)
     refused = action({"confirmResize": None})
     assert (refused.status_code, refused.json()["conflictingRequest"]["message"]) == (
         409, f"Cannot 'confirmResize' instance {server_id} while it is in vm_state active")
@@ -200,6 +212,7 @@ def test_a_resize_no_host_can_take_fails_and_leaves_the_server_where_it_was(
     server_id = cloud.submit("stays")
     settled(cloud, server_id, "ACTIVE")
     before = cloud.instance(server_id)
+    cloud.unlimited_quota()
     # more vCPUs than any host offers (64 at a ratio of 4.0): no destination passes the filters
     admin = login(api, "admin", "admin-pw")
     made = api.post("/compute/v2.1/flavors", headers=admin, json={"flavor": {
