@@ -99,7 +99,9 @@ def _console_length(raw: Any) -> int | None:
 
 @router.post(
     "/v2.1/servers/{server_id}/action", summary="A server action", response_model=None,
-    responses={202: {"description": "A power or lock action was accepted (no body)"},
+    responses={202: {"description": "A power, lock or move action was accepted (no body; a rebuild "
+                                    "answers with the server)"},
+               204: {"description": "A confirmResize was accepted"},
                **failures(400, 403, 404, 409)},
 )
 def server_action(

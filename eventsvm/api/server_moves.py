@@ -20,6 +20,7 @@ from eventsvm.api.compute import compute_base, server_view, visible_server
 from eventsvm.api.compute_usage import project_usage
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden
+from eventsvm.api.server_edits import BASIC_VIEW
 from eventsvm.api.writes import chained_event
 from eventsvm.events.builders import flavor_snapshot
 from eventsvm.events.model import EventType
@@ -219,7 +220,8 @@ def request_move(
     # the host's partition, which its spawner reads (the scheduler reads them all)
     rm.append([event], [None if slot is None else slot % rm.log.partitions(str(event.topic))])
     if shown is None:
-        return Response(status_code=202)
+        # nova answers a confirm with 204, a resize and a revert with 202
+        return Response(status_code=204 if key == "confirmResize" else 202)
     # no adminPass in the answer: this cloud sets no guest password (nova's enable_instance_password
     # off, as for a create); the log never holds one either
     return JSONResponse({"server": shown}, status_code=202)
@@ -234,4 +236,5 @@ def _rebuilt_view(models: Models, inst: Instance, body: dict[str, Any], request:
         access_ipv4=body["access_ipv4"] or inst.access_ipv4,
         access_ipv6=body["access_ipv6"] or inst.access_ipv6,
         task_state=body["task_state"], status=server_status(inst.vm_state, body["task_state"]))
-    return server_view(models, compute_base(request), changed, caller)
+    view = server_view(models, compute_base(request), changed, caller)
+    return {k: v for k, v in view.items() if k in BASIC_VIEW}
