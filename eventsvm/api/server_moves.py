@@ -237,4 +237,8 @@ def _rebuilt_view(models: Models, inst: Instance, body: dict[str, Any], request:
         access_ipv6=body["access_ipv6"] or inst.access_ipv6,
         task_state=body["task_state"], status=server_status(inst.vm_state, body["task_state"]))
     view = server_view(models, compute_base(request), changed, caller)
-    return {k: v for k, v in view.items() if k in BASIC_VIEW}
+    shown = {k: v for k, v in view.items() if k in BASIC_VIEW}
+    # nova's rebuild shows the addresses without their extensions (extend_address=False)
+    shown["addresses"] = {net: [{"version": a["version"], "addr": a["addr"]} for a in addresses]
+                          for net, addresses in view["addresses"].items()}
+    return shown

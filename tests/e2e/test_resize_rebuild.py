@@ -170,6 +170,8 @@ def test_resize_confirm_revert_and_rebuild_through_the_api(client: tuple[Cloud, 
     assert rebuilt["image"]["id"] == cloud.image_id()
     # nova's rebuild answer is its basic view: no extended status, no adminPass (none is set)
     assert "adminPass" not in rebuilt and "OS-EXT-STS:vm_state" not in rebuilt
+    assert rebuilt["addresses"] == {net: [{"version": a["version"], "addr": a["addr"]} for a in shown]
+                                    for net, shown in address.items()}
     settled(cloud, server_id, "ACTIVE")
     server = shown()
     assert (server["name"], server["OS-EXT-SRV-ATTR:host"], server["addresses"]) == ("rebuilt", dest, address)
