@@ -226,7 +226,11 @@ def _move(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Outp
     if kind == EventType.INSTANCE_MOVE_FAILED:
         if step == RESIZE_INSTANCE:
             # the source could not hand over: the new guest goes (its claim went with the failure)
-            host.destroy(event.aggregate_id)
+            try:
+                host.destroy(event.aggregate_id)
+            except HypervisorError as exc:
+                raise Rejected(f"the new guest of instance {event.aggregate_id} is left on {host.name}: "
+                               f"{exc}") from exc
         return []
     if step == SCHEDULED:
         return _finish_resize(state, event, host)
@@ -267,11 +271,15 @@ def _finish_resize(state: SpawnerState, event: Event, host: ComputeHost) -> Sequ
             host.hypervisor.destroy(instance_id)
         power = _spawn_guest(event, host, body["flavor"], stopped)
     except (HypervisorError, InvalidGuestSpec) as exc:
-        host.destroy(instance_id)
         reason = f"Resize of instance {instance_id} failed on {host.name}: {exc}"
-        if same_host:
-            # put the old guest back, as nova's finish_revert_migration would
-            _spawn_guest(event, host, body["old_flavor"], stopped)
+        try:
+            host.destroy(instance_id)
+            if same_host:
+                # put the old guest back, as nova's finish_revert_migration would
+                _spawn_guest(event, host, body["old_flavor"], stopped)
+        except (HypervisorError, InvalidGuestSpec) as again:
+            return [_failure(event, FINISH_RESIZE, f"{reason}; and the guest could not be put back: {again}",
+                             "error")]
         return [_failure(event, FINISH_RESIZE, reason, body["vm_state"])]
     if same_host:
         return [_step(event, FINISH_RESIZE, None, None, vm_state="resized", task_state=None,
@@ -296,8 +304,13 @@ def _resize_instance(event: Event, host: ComputeHost) -> Sequence[Output]:
 def _confirm(event: Event, host: ComputeHost) -> Sequence[Output]:
     """The source gives up the old guest and its claim (nova's confirm_resize)."""
     body, instance_id = event.body, event.aggregate_id
-    if body["dest_host"] != host.name:
-        host.destroy(instance_id)
+    try:
+        if body["dest_host"] != host.name:
+            host.destroy(instance_id)
+    except HypervisorError as exc:
+        # nova leaves the instance in ERROR; the source's claim is given up all the same
+        reason = f"Confirm of the resize of instance {instance_id} failed on {host.name}: {exc}"
+        return [_failure(event, CONFIRM_RESIZE, reason, "error")]
     after = "stopped" if _was_stopped(body) else "active"
     return [_step(event, CONFIRM_RESIZE, None, None, vm_state=after, task_state=None)]
 
@@ -306,11 +319,15 @@ def _revert(event: Event, host: ComputeHost) -> Sequence[Output]:
     """The destination drops the new guest; on the source's own host it starts the old one."""
     body, instance_id = event.body, event.aggregate_id
     if body["source_host"] != host.name:
-        host.destroy(instance_id)
+        try:
+            host.destroy(instance_id)
+        except HypervisorError as exc:
+            reason = f"Revert of instance {instance_id} failed: {exc}"
+            return [_failure(event, REVERT_RESIZE, reason, "error")]
         return [_step(event, REVERT_RESIZE, body["source_host"], body["source_slot"])]
-    host.hypervisor.destroy(instance_id)
     stopped = _was_stopped(body)
     try:
+        host.hypervisor.destroy(instance_id)
         power = _spawn_guest(event, host, body["old_flavor"], stopped)
     except (HypervisorError, InvalidGuestSpec) as exc:
         reason = f"Revert of instance {instance_id} failed: {exc}"

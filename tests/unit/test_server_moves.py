@@ -291,3 +291,25 @@ def test_a_rebuild_defines_the_guest_again_on_its_host(hosts: dict[str, ComputeH
     inst = instance_after([resolved, spawned, request, rebuilt.event])
     assert (inst.status, inst.host) == ("ACTIVE", "h0")
     assert [a[5] for a in inst.actions[-2:]] == ["rebuild", moves.REBUILD_INSTANCE]
+
+
+@pytest.mark.parametrize("dest", ["h0", "h1"])
+def test_a_guest_the_destination_cannot_start_leaves_the_server_as_it_was(
+    hosts: dict[str, ComputeHost], dest: str,
+) -> None:
+    resolved, spawned = booted(hosts)
+    server = resolved.aggregate_id
+    scheduled = resize_requested(resolved, spawned, dest)
+    scheduled.body["flavor"] = {**scheduled.body["flavor"], "ram_mb": 0}  # no guest can have it
+    [failed] = spawn(hosts[dest], scheduled, [spawned, scheduled])
+    body = body_of(EventType.INSTANCE_MOVE_FAILED, [failed])
+    assert (body["step"], body["vm_state"], body["host"]) == (moves.FINISH_RESIZE, "active", None)
+    assert "at least 1 vCPU and 1 MiB" in body["reason"]
+    # the old guest runs where it ran; no new one anywhere
+    assert hosts["h0"].hypervisor.state(server) is DomainState.RUNNING
+    assert hosts["h1"].hypervisor.list_instances() == []
+    history = [spawned, scheduled, failed.event]
+    assert folded(spawner.service_for(dest), history).claims == (
+        {server: Claim.from_record(spawned.body["claim"])} if dest == "h0" else {})
+    inst = instance_after([resolved, *history])
+    assert (inst.status, inst.host, inst.flavor == spawned.body["flavor"]) == ("ACTIVE", "h0", True)
