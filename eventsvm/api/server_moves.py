@@ -21,6 +21,7 @@ from eventsvm.api.compute_usage import project_usage
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden
 from eventsvm.api.server_edits import BASIC_VIEW
+from eventsvm.api.server_request import guest_password
 from eventsvm.api.writes import chained_event
 from eventsvm.events.builders import flavor_snapshot
 from eventsvm.events.model import EventType
@@ -222,8 +223,9 @@ def request_move(
     if shown is None:
         # nova answers a confirm with 204, a resize and a revert with 202
         return Response(status_code=204 if key == "confirmResize" else 202)
-    # no adminPass in the answer: this cloud sets no guest password (nova's enable_instance_password
-    # off, as for a create); the log never holds one either
+    if ctx.enable_instance_password:
+        # nova answers the rebuild's guest password, as for a create; the log never holds it
+        shown["adminPass"] = guest_password(args.get("adminPass"))
     return JSONResponse({"server": shown}, status_code=202)
 
 

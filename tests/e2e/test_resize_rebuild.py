@@ -162,14 +162,15 @@ def test_resize_confirm_revert_and_rebuild_through_the_api(client: tuple[Cloud, 
     # rebuild: same host, same address, the answer is the server in REBUILD with what changed
     bad = action({"rebuild": {"imageRef": "no-such-image"}})
     assert bad.status_code == 400, bad.text
-    answer = action({"rebuild": {"imageRef": cloud.image_id(), "name": "rebuilt", "metadata": {"k": "v"}}})
+    answer = action({"rebuild": {"imageRef": cloud.image_id(), "name": "rebuilt", "metadata": {"k": "v"},
+                                 "adminPass": "rebuildPassw0rd"}})
     assert answer.status_code == 202, answer.text
     rebuilt = answer.json()["server"]
     assert (rebuilt["id"], rebuilt["name"], rebuilt["status"], rebuilt["metadata"]) == (
         server_id, "rebuilt", "REBUILD", {"k": "v"})
     assert rebuilt["image"]["id"] == cloud.image_id()
-    # nova's rebuild answer is its basic view: no extended status, no adminPass (none is set)
-    assert "adminPass" not in rebuilt and "OS-EXT-STS:vm_state" not in rebuilt
+    # nova's rebuild answer is its basic view (no extended status) with the guest's new password
+    assert rebuilt["adminPass"] == "rebuildPassw0rd" and "OS-EXT-STS:vm_state" not in rebuilt
     assert rebuilt["addresses"] == {net: [{"version": a["version"], "addr": a["addr"]} for a in shown]
                                     for net, shown in address.items()}
     settled(cloud, server_id, "ACTIVE")
