@@ -24,12 +24,14 @@ from eventsvm.virt.xml import domain_name_for
 
 @dataclass
 class ResolverState:
-    """Catalog, host slots, address allocations, and where each instance's work was routed."""
+    """Catalog, host slots, address allocations, where each instance's work was routed and at
+    which attempt."""
 
     catalog: CatalogState = field(default_factory=CatalogState)
     host_slots: dict[str, int] = field(default_factory=dict)
     ipam: IpAllocations = field(default_factory=IpAllocations)
     routed_to: dict[str, str] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
     deleting: set[str] = field(default_factory=set)
     gone: set[str] = field(default_factory=set)
 
@@ -42,9 +44,10 @@ def evolve(state: ResolverState, event: Event) -> ResolverState:
     elif kind == EventType.HOST_REGISTERED:
         state.host_slots[body["name"]] = body["slot"]
     elif kind == EventType.INSTANCE_RESOURCES_RESOLVED:
-        if instance_id not in state.gone:
+        if instance_id not in state.gone and body["attempt"] >= state.attempts.get(instance_id, 0):
             state.ipam.record(instance_id, body["ports"])
             state.routed_to[instance_id] = body["host"]
+            state.attempts[instance_id] = body["attempt"]
     elif kind == EventType.INSTANCE_DELETE_DISPATCHED:
         state.deleting.add(instance_id)
     elif kind == EventType.INSTANCE_DELETED or (kind == EventType.INSTANCE_FAILED and body["final"]):
@@ -52,6 +55,7 @@ def evolve(state: ResolverState, event: Event) -> ResolverState:
         state.deleting.discard(instance_id)
         state.ipam.release(instance_id)
         state.routed_to.pop(instance_id, None)
+        state.attempts.pop(instance_id, None)
     return state
 
 
@@ -61,7 +65,9 @@ def decide(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[Out
     if instance_id in state.gone:
         return []
     if event.type == EventType.INSTANCE_SCHEDULED:
-        if instance_id in state.deleting:
+        # an attempt already resolved (a record delivered twice) is not resolved again: that
+        # would route the instance's work, and its delete, back to a host it has left
+        if instance_id in state.deleting or event.body["attempt"] <= state.attempts.get(instance_id, 0):
             return []
         return _resolve(state, event, ctx)
     if event.type == EventType.INSTANCE_DELETE_REQUESTED:

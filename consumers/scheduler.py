@@ -32,12 +32,14 @@ class SchedulerSettings:
 
 @dataclass
 class SchedulerState:
-    """Hosts with their claims, where each instance is placed, and who is gone."""
+    """Hosts with their claims, where each instance is placed, the latest attempt at placing each
+    live instance, and who is gone."""
 
     hosts: dict[str, HostState] = field(default_factory=dict)
     placements: dict[str, str] = field(default_factory=dict)
     group_members: dict[str, dict[str, str]] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)
+    attempts: dict[str, int] = field(default_factory=dict)
 
     def release(self, instance_id: str) -> None:
         """Drop the instance's claim wherever it is."""
@@ -79,7 +81,10 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
             )
     elif kind == EventType.INSTANCE_SCHEDULED:
         state.release(instance_id)
-        if instance_id in state.gone or body["host"] not in state.hosts:
+        if instance_id in state.gone:
+            return state
+        state.attempts[instance_id] = max(body["attempt"], state.attempts.get(instance_id, 0))
+        if body["host"] not in state.hosts:
             return state
         claim = claim_in(body)
         state.hosts[body["host"]] = state.hosts[body["host"]].claim(
@@ -93,11 +98,13 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
         if body["final"]:
             state.gone.add(instance_id)
             state.release(instance_id)
+            state.attempts.pop(instance_id, None)
         elif body.get("host") and state.placements.get(instance_id) == body["host"]:
             state.release(instance_id)
     elif kind == EventType.INSTANCE_DELETED:
         state.gone.add(instance_id)
         state.release(instance_id)
+        state.attempts.pop(instance_id, None)
     return state
 
 
@@ -145,9 +152,14 @@ def decide(state: SchedulerState, event: Event, ctx: StepContext) -> Sequence[Ou
     settings: SchedulerSettings = ctx.deps or SchedulerSettings()
     if event.aggregate_id in state.gone:
         return []
-    if event.type == EventType.INSTANCE_AUTHENTICATED:
+    placed = state.attempts.get(event.aggregate_id, 0)
+    # a record delivered twice is answered once: an instance already placed is not placed again, a
+    # failure of an attempt that was already moved on from is not moved on from again (two
+    # placements would route its delete to one host and leave its guest on the other)
+    if event.type == EventType.INSTANCE_AUTHENTICATED and not placed:
         return _place(state, event, settings)
-    if event.type == EventType.INSTANCE_FAILED and event.body["retryable"] and event.body.get("spec"):
+    if (event.type == EventType.INSTANCE_FAILED and event.body["retryable"] and event.body.get("spec")
+            and event.body["attempt"] >= placed):
         return _reschedule(state, event, settings)
     return []
 

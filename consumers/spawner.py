@@ -26,12 +26,14 @@ from eventsvm.virt.xml import InvalidGuestSpec
 
 @dataclass
 class SpawnerState:
-    """The claims on this host, the instances that are gone, and the actions already answered."""
+    """The claims on this host, the latest build attempt it answered for each live instance, the
+    instances that are gone, and the actions already answered."""
 
     host: str = ""
     claims: dict[str, Claim] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)
     answered: set[str] = field(default_factory=set)
+    attempts: dict[str, int] = field(default_factory=dict)
 
     def used(self) -> tuple[int, int, int]:
         """vCPUs, RAM MB and disk GB claimed on this host."""
@@ -47,12 +49,17 @@ def evolve(state: SpawnerState, event: Event) -> SpawnerState:
     kind, body, instance_id = event.type, event.body, event.aggregate_id
     if kind == EventType.INSTANCE_SPAWNED and body["host"] == state.host and instance_id not in state.gone:
         state.claims[instance_id] = recorded_claim(body.get("claim"), body["flavor"])
+        state.attempts[instance_id] = max(body["attempt"], state.attempts.get(instance_id, 0))
     elif kind == EventType.INSTANCE_DELETED:
         state.gone.add(instance_id)
         state.claims.pop(instance_id, None)
+        state.attempts.pop(instance_id, None)
     elif kind == EventType.INSTANCE_FAILED and (body["final"] or body.get("host") == state.host):
         if body["final"]:
             state.gone.add(instance_id)
+            state.attempts.pop(instance_id, None)
+        elif body.get("attempt"):
+            state.attempts[instance_id] = max(body["attempt"], state.attempts.get(instance_id, 0))
         state.claims.pop(instance_id, None)
     elif kind in _ACTION_OUTCOMES and body["host"] == state.host and event.causation_id:
         state.answered.add(event.causation_id)
@@ -83,8 +90,10 @@ def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Outp
 
 def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
     instance_id, body = event.aggregate_id, event.body
-    if instance_id in state.gone or instance_id in state.claims:
-        # gone, or already spawned here (its `spawned` is folded): a redelivery changes nothing
+    if instance_id in state.gone or instance_id in state.claims or body["attempt"] <= state.attempts.get(
+            instance_id, 0):
+        # gone, already spawned here (its `spawned` is folded), or an attempt this host already
+        # answered (a record delivered twice, after the instance moved on): nothing changes
         return []
     flavor = body["spec"]["flavor"]
     if flavor["vcpus"] < 1 or flavor["ram_mb"] < 1 or body["attempt"] < 1:
