@@ -1,9 +1,11 @@
 """resolver: glance, neutron and cinder's part of a build — image metadata, a port with a fixed IP
 and MAC, and volumes — and the router of all work bound for a compute host.
 
-Inputs: instance.scheduled and instance.delete-requested. Output for a host goes to the partition
-of the host's slot (`Output.route`), which only that host's spawner reads. A delete of an
-instance that never reached a host completes here (nova's "local delete").
+Inputs: instance.scheduled, instance.delete-requested and instance.deleted. Output for a host goes
+to the partition of the host's slot (`Output.route`), which only that host's spawner reads. A
+delete of an instance that never reached a host completes here (nova's "local delete"); once any
+instance is deleted, its volumes are detached here (available again, or deleted with it when its
+block device mapping said delete_on_termination), as nova's _local_cleanup_bdm_volumes does.
 """
 
 from __future__ import annotations
@@ -19,21 +21,28 @@ from eventsvm.runtime.service import Output, Rejected, Service, StepContext
 from eventsvm.scheduler.claims import claim_in
 from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.ipam import IpAllocations, NoMoreAddresses
+from eventsvm.state.volumes import (
+    attachments_of,
+    boot_device,
+    detached_body,
+    server_attachments,
+    unavailable_reason,
+)
 from eventsvm.virt.xml import domain_name_for
 
 
 @dataclass
 class ResolverState:
-    """Catalog, host slots, address allocations, where each instance's work was routed and at
-    which attempt."""
+    """Catalog, host slots, address allocations, where each instance's work was routed, and the
+    placements (scheduled events) resolved for each live instance."""
 
     catalog: CatalogState = field(default_factory=CatalogState)
     host_slots: dict[str, int] = field(default_factory=dict)
     ipam: IpAllocations = field(default_factory=IpAllocations)
     routed_to: dict[str, str] = field(default_factory=dict)
-    attempts: dict[str, int] = field(default_factory=dict)
     deleting: set[str] = field(default_factory=set)
     gone: set[str] = field(default_factory=set)
+    resolved: dict[str, set[str]] = field(default_factory=dict)
 
 
 def evolve(state: ResolverState, event: Event) -> ResolverState:
@@ -43,11 +52,14 @@ def evolve(state: ResolverState, event: Event) -> ResolverState:
         evolve_catalog(state.catalog, event)
     elif kind == EventType.HOST_REGISTERED:
         state.host_slots[body["name"]] = body["slot"]
-    elif kind == EventType.INSTANCE_RESOURCES_RESOLVED:
-        if instance_id not in state.gone and body["attempt"] >= state.attempts.get(instance_id, 0):
+    elif kind == EventType.INSTANCE_RESOURCES_RESOLVED and instance_id not in state.gone:
+        placements = state.resolved.setdefault(instance_id, set())
+        # a record the log holds twice, folded again later, must not route the instance back
+        if event.causation_id not in placements:
             state.ipam.record(instance_id, body["ports"])
             state.routed_to[instance_id] = body["host"]
-            state.attempts[instance_id] = body["attempt"]
+        if event.causation_id:
+            placements.add(event.causation_id)
     elif kind == EventType.INSTANCE_DELETE_DISPATCHED:
         state.deleting.add(instance_id)
     elif kind == EventType.INSTANCE_DELETED or (kind == EventType.INSTANCE_FAILED and body["final"]):
@@ -55,19 +67,21 @@ def evolve(state: ResolverState, event: Event) -> ResolverState:
         state.deleting.discard(instance_id)
         state.ipam.release(instance_id)
         state.routed_to.pop(instance_id, None)
-        state.attempts.pop(instance_id, None)
+        state.resolved.pop(instance_id, None)
     return state
 
 
 def decide(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[Output]:
     """Resolve a scheduled instance's resources, or route a delete to where the instance is."""
     instance_id = event.aggregate_id
+    if event.type == EventType.INSTANCE_DELETED:
+        return _release_volumes(state, event)
     if instance_id in state.gone:
         return []
     if event.type == EventType.INSTANCE_SCHEDULED:
-        # an attempt already resolved (a record delivered twice) is not resolved again: that
+        # a placement already resolved (a record delivered twice) is not resolved again: that
         # would route the instance's work, and its delete, back to a host it has left
-        if instance_id in state.deleting or event.body["attempt"] <= state.attempts.get(instance_id, 0):
+        if instance_id in state.deleting or event.event_id in state.resolved.get(instance_id, ()):
             return []
         return _resolve(state, event, ctx)
     if event.type == EventType.INSTANCE_DELETE_REQUESTED:
@@ -105,13 +119,12 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
             volume = state.catalog.volumes.get(bdm.get("uuid") or "")
             if volume is None:
                 return refuse(f"Volume {bdm.get('uuid')} could not be found.")
+            if attachments_of(volume) and all(a["server_id"] != event.aggregate_id
+                                              for a in attachments_of(volume).values()):
+                # reserved for another server: the API's reservation lost, or was never made
+                return refuse(f"Invalid volume: {unavailable_reason(volume)}")
             volumes.append(
-                {
-                    "volume_id": volume["id"],
-                    "size_gb": volume["size_gb"],
-                    "device": f"/dev/vd{chr(ord('b') + index)}",
-                }
-            )
+                {"volume_id": volume["id"], "size_gb": volume["size_gb"], "device": boot_device(index)})
     ports = state.ipam.ports_by_instance.get(event.aggregate_id)
     if ports is None:
         try:
@@ -148,6 +161,17 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
             new_event(EventType.INSTANCE_RESOURCES_RESOLVED, event.aggregate_id, resolved, cause=event),
             route=state.host_slots.get(body["host"], 0),
         )
+    ]
+
+
+def _release_volumes(state: ResolverState, event: Event) -> Sequence[Output]:
+    """End every attachment of a deleted instance: each volume is available again, or deleted."""
+    return [
+        Output(new_event(EventType.VOLUME_DETACHED, volume["id"],
+                         detached_body(volume["id"], attachment, None, f"server {event.aggregate_id} deleted",
+                                       delete_volume=attachment["delete_on_termination"]),
+                         cause=event))
+        for volume, attachment in server_attachments(state.catalog.volumes, event.aggregate_id)
     ]
 
 
@@ -198,7 +222,7 @@ def _port_id(instance_id: str, index: int) -> str:
 
 SERVICE: Service[ResolverState] = Service(
     name="resolver",
-    inputs=(Topic.SCHEDULED, Topic.DELETE_REQUESTED),
+    inputs=(Topic.SCHEDULED, Topic.DELETE_REQUESTED, Topic.DELETED),
     state_topics=(
         Topic.CATALOG,
         Topic.HOSTS,
@@ -207,7 +231,7 @@ SERVICE: Service[ResolverState] = Service(
         Topic.DELETED,
         Topic.FAILED,
     ),
-    outputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.DELETED, Topic.FAILED),
+    outputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.DELETED, Topic.FAILED, Topic.CATALOG),
     initial_state=ResolverState,
     evolve=evolve,
     decide=decide,

@@ -20,6 +20,7 @@ from eventsvm.scheduler.host_state import HostState
 from eventsvm.scheduler.policy import SchedulerPolicy
 from eventsvm.scheduler.request import SchedulingRequest
 from eventsvm.scheduler.select import NoValidHost, select_destinations
+from eventsvm.state.server_actions import OFFLOADING_ACTIONS
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,17 @@ class SchedulerSettings:
 
 @dataclass
 class SchedulerState:
-    """Hosts with their claims, where each instance is placed, the latest attempt at placing each
-    live instance, and who is gone."""
+    """Hosts with their claims, where each instance is placed, the inputs answered for each live
+    instance, and who is gone."""
 
     hosts: dict[str, HostState] = field(default_factory=dict)
     placements: dict[str, str] = field(default_factory=dict)
     group_members: dict[str, dict[str, str]] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)
-    attempts: dict[str, int] = field(default_factory=dict)
+    # each placed instance's request spec, which an unshelve places again
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the ids of the inputs this service answered (the causes of its own outputs), per live instance
+    answered: dict[str, set[str]] = field(default_factory=dict)
 
     def release(self, instance_id: str) -> None:
         """Drop the instance's claim wherever it is."""
@@ -80,32 +84,41 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
                 host, enabled=body["enabled"], disabled_reason=body.get("disabled_reason")
             )
     elif kind == EventType.INSTANCE_SCHEDULED:
+        _answered(state, event)
         state.release(instance_id)
-        if instance_id in state.gone:
-            return state
-        state.attempts[instance_id] = max(body["attempt"], state.attempts.get(instance_id, 0))
-        if body["host"] not in state.hosts:
+        if instance_id in state.gone or body["host"] not in state.hosts:
             return state
         claim = claim_in(body)
         state.hosts[body["host"]] = state.hosts[body["host"]].claim(
             instance_id, claim.vcpus, claim.ram_mb, claim.disk_gb
         )
         state.placements[instance_id] = body["host"]
+        state.specs[instance_id] = body["spec"]
         group = body["spec"].get("server_group_id")
         if group:
             state.group_members.setdefault(group, {})[instance_id] = body["host"]
     elif kind == EventType.INSTANCE_FAILED:
+        if body["stage"] == "schedule":
+            _answered(state, event)
         if body["final"]:
             state.gone.add(instance_id)
             state.release(instance_id)
-            state.attempts.pop(instance_id, None)
         elif body.get("host") and state.placements.get(instance_id) == body["host"]:
             state.release(instance_id)
     elif kind == EventType.INSTANCE_DELETED:
         state.gone.add(instance_id)
         state.release(instance_id)
-        state.attempts.pop(instance_id, None)
+    elif kind == EventType.INSTANCE_ACTION_COMPLETED:
+        _offloaded(state, instance_id, body)
+    if instance_id in state.gone:
+        state.specs.pop(instance_id, None)
+        state.answered.pop(instance_id, None)
     return state
+
+
+def _answered(state: SchedulerState, output: Event) -> None:
+    if output.causation_id:
+        state.answered.setdefault(output.aggregate_id, set()).add(output.causation_id)
 
 
 def _request(
@@ -152,15 +165,17 @@ def decide(state: SchedulerState, event: Event, ctx: StepContext) -> Sequence[Ou
     settings: SchedulerSettings = ctx.deps or SchedulerSettings()
     if event.aggregate_id in state.gone:
         return []
-    placed = state.attempts.get(event.aggregate_id, 0)
-    # a record delivered twice is answered once: an instance already placed is not placed again, a
-    # failure of an attempt that was already moved on from is not moved on from again (two
-    # placements would route its delete to one host and leave its guest on the other)
-    if event.type == EventType.INSTANCE_AUTHENTICATED and not placed:
+    # A record delivered twice is answered once: a build is placed once, a failure moved on from
+    # once. Answering again would place the instance twice, its delete routed to one host and its
+    # guest left on the other. (An unshelve is a new command, so a new placement.)
+    answered = state.answered.get(event.aggregate_id, set())
+    if event.type == EventType.INSTANCE_AUTHENTICATED and not answered:
         return _place(state, event, settings)
     if (event.type == EventType.INSTANCE_FAILED and event.body["retryable"] and event.body.get("spec")
-            and event.body["attempt"] >= placed):
+            and event.event_id not in answered):
         return _reschedule(state, event, settings)
+    if event.type == EventType.INSTANCE_ACTION_REQUESTED and event.body["action"] == "unshelve":
+        return _unshelve(state, event, settings)
     return []
 
 
@@ -204,11 +219,42 @@ def _reschedule(state: SchedulerState, event: Event, settings: SchedulerSettings
     return [_scheduled(event, spec, request, selection.host, selection.alternates, attempt + 1)]
 
 
+# -- shelve / unshelve: an offload frees the claim, an unshelve is placed again ------------------------
+def _offloaded(state: SchedulerState, instance_id: str, body: dict[str, Any]) -> None:
+    # the spec stays: an unshelve places it again
+    if body["action"] in OFFLOADING_ACTIONS and state.placements.get(instance_id) == body["host"]:
+        state.release(instance_id)
+
+
+def _unshelve(state: SchedulerState, event: Event, settings: SchedulerSettings) -> Sequence[Output]:
+    """Place an unshelved server as a new build of the same spec, from its shelved image (nova's
+    conductor unshelve_instance): a new claim, wherever the filters and weighers say. With no
+    valid host the action fails and the server stays SHELVED_OFFLOADED, as in nova."""
+    instance_id = event.aggregate_id
+    spec = state.specs.get(instance_id)
+    if spec is None:
+        raise Rejected(f"unshelve of {instance_id}, whose request spec this scheduler never placed")
+    if instance_id in state.placements:
+        return []  # placed already: this command was answered
+    if event.body.get("image_id"):
+        spec = {**spec, "image_id": event.body["image_id"]}
+    try:
+        request = _request(instance_id, spec, state, settings.max_attempts - 1)
+        selection = select_destinations(state.hosts.values(), request, settings.policy)
+    except NoValidHost as exc:
+        refused = {"action": "unshelve", "host": "", "vm_state": event.body["vm_state"], "power_state": 0,
+                   "reason": f"{exc}: {exc.explanation}"}
+        return [Output(new_event(EventType.INSTANCE_ACTION_FAILED, instance_id, refused, cause=event))]
+    return [_scheduled(event, spec, request, selection.host, selection.alternates, 1)]
+
+
 SERVICE: Service[SchedulerState] = Service(
     name="scheduler",
-    inputs=(Topic.AUTHENTICATED, Topic.FAILED),
-    state_topics=(Topic.HOSTS, Topic.SCHEDULED, Topic.FAILED, Topic.DELETED),
-    outputs=(Topic.SCHEDULED, Topic.FAILED),
+    # action-requested for unshelve only; action outcomes for the claims an offload frees
+    inputs=(Topic.AUTHENTICATED, Topic.FAILED, Topic.ACTION_REQUESTED),
+    state_topics=(Topic.HOSTS, Topic.SCHEDULED, Topic.FAILED, Topic.DELETED, Topic.ACTION_COMPLETED,
+                  Topic.ACTION_FAILED),
+    outputs=(Topic.SCHEDULED, Topic.FAILED, Topic.ACTION_FAILED),
     initial_state=SchedulerState,
     evolve=evolve,
     decide=decide,

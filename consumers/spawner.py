@@ -11,29 +11,33 @@ appends what happened; an action it already answered is not carried out twice.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from eventsvm.events.builders import deleted, failed, flavor_snapshot
 from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext, Transient
 from eventsvm.scheduler.claims import Claim, claim_in, recorded_claim
-from eventsvm.state.server_actions import SERVER_ACTIONS
+from eventsvm.state.names import IMAGES
+from eventsvm.state.server_actions import OFFLOADING_ACTIONS, SERVER_ACTIONS
+from eventsvm.state.volumes import boot_attachment_id
 from eventsvm.virt.compute_host import ComputeHost
-from eventsvm.virt.hypervisor import DomainState, HypervisorError, HypervisorUnavailable
+from eventsvm.virt.hypervisor import DomainNotFound, DomainState, HypervisorError, HypervisorUnavailable
+from eventsvm.virt.volumes import attach_volume, detach_volume
 from eventsvm.virt.xml import InvalidGuestSpec
 
 
 @dataclass
 class SpawnerState:
-    """The claims on this host, the latest build attempt it answered for each live instance, the
-    instances that are gone, and the actions already answered."""
+    """The claims on this host, the instances that are gone, and the builds and actions already
+    answered (the ids of the inputs its outcomes were caused by)."""
 
     host: str = ""
     claims: dict[str, Claim] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)
     answered: set[str] = field(default_factory=set)
-    attempts: dict[str, int] = field(default_factory=dict)
 
     def used(self) -> tuple[int, int, int]:
         """vCPUs, RAM MB and disk GB claimed on this host."""
@@ -45,28 +49,41 @@ class SpawnerState:
 
 
 def evolve(state: SpawnerState, event: Event) -> SpawnerState:
-    """Fold this host's claims: held from spawned, freed by deleted or failed."""
+    """Fold this host's claims: held from spawned, freed by deleted, failed or an offload."""
     kind, body, instance_id = event.type, event.body, event.aggregate_id
+    # An outcome whose cause is answered already is a record folded twice (the log holds it twice):
+    # it changes no claim, or a claim taken since (the instance built here again) would be lost.
+    again = event.causation_id in state.answered
     if kind == EventType.INSTANCE_SPAWNED and body["host"] == state.host and instance_id not in state.gone:
-        state.claims[instance_id] = recorded_claim(body.get("claim"), body["flavor"])
-        state.attempts[instance_id] = max(body["attempt"], state.attempts.get(instance_id, 0))
+        if not again:
+            state.claims[instance_id] = recorded_claim(body.get("claim"), body["flavor"])
+        _answer(state, event)
     elif kind == EventType.INSTANCE_DELETED:
         state.gone.add(instance_id)
         state.claims.pop(instance_id, None)
-        state.attempts.pop(instance_id, None)
     elif kind == EventType.INSTANCE_FAILED and (body["final"] or body.get("host") == state.host):
         if body["final"]:
             state.gone.add(instance_id)
-            state.attempts.pop(instance_id, None)
-        elif body.get("attempt"):
-            state.attempts[instance_id] = max(body["attempt"], state.attempts.get(instance_id, 0))
-        state.claims.pop(instance_id, None)
+            state.claims.pop(instance_id, None)
+        elif not again:
+            state.claims.pop(instance_id, None)
+        if body.get("host") == state.host:
+            _answer(state, event)
     elif kind in _ACTION_OUTCOMES and body["host"] == state.host and event.causation_id:
         state.answered.add(event.causation_id)
+        if kind == EventType.INSTANCE_ACTION_COMPLETED and body.get("action") in OFFLOADING_ACTIONS:
+            state.claims.pop(instance_id, None)  # shelved and offloaded: the guest left this host
     return state
 
 
-_ACTION_OUTCOMES = (EventType.INSTANCE_ACTION_COMPLETED, EventType.INSTANCE_ACTION_FAILED)
+def _answer(state: SpawnerState, outcome: Event) -> None:
+    if outcome.causation_id:
+        state.answered.add(outcome.causation_id)
+
+
+# what this host answered: an action's outcome, or a volume it attached or detached
+_ACTION_OUTCOMES = (EventType.INSTANCE_ACTION_COMPLETED, EventType.INSTANCE_ACTION_FAILED,
+                    EventType.VOLUME_ATTACHED, EventType.VOLUME_DETACHED)
 
 
 def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Output]:
@@ -82,6 +99,8 @@ def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Outp
             return _spawn(state, event, host)
         if event.type == EventType.INSTANCE_ACTION_REQUESTED:
             return _act(state, event, host)
+        if event.type in _VOLUME_REQUESTS:
+            return _volume_step(state, event, host)
     except HypervisorUnavailable as exc:
         # says nothing about the instance: decide it again once the hypervisor answers
         raise Transient(f"hypervisor of {host.name} out of reach: {exc}") from exc
@@ -90,10 +109,9 @@ def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Outp
 
 def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
     instance_id, body = event.aggregate_id, event.body
-    if instance_id in state.gone or instance_id in state.claims or body["attempt"] <= state.attempts.get(
-            instance_id, 0):
-        # gone, already spawned here (its `spawned` is folded), or an attempt this host already
-        # answered (a record delivered twice, after the instance moved on): nothing changes
+    if instance_id in state.gone or instance_id in state.claims or event.event_id in state.answered:
+        # gone, already spawned here (its `spawned` is folded), or a build this host answered
+        # already (a record delivered twice, after the instance moved on): nothing changes
         return []
     flavor = body["spec"]["flavor"]
     if flavor["vcpus"] < 1 or flavor["ram_mb"] < 1 or body["attempt"] < 1:
@@ -127,6 +145,7 @@ def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Out
         return failure("spawn", f"Build of instance {instance_id} aborted on {host.name}: {host.broken}")
     try:
         domain = host.spawn(instance_id, body, event.user_id or "", event.project_id or "", event.occurred_at)
+        volumes = _boot_volumes(event, host)
     except HypervisorError as exc:
         host.destroy(instance_id)
         return failure("spawn", f"Build of instance {instance_id} aborted: {exc}", exc.retryable)
@@ -142,7 +161,13 @@ def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Out
         "addresses": body["ports"],
         "claim": claim.as_record(),
     }
-    return [Output(new_event(EventType.INSTANCE_SPAWNED, instance_id, spawned, cause=event))]
+    outputs = [Output(new_event(EventType.INSTANCE_SPAWNED, instance_id, spawned, cause=event)), *volumes]
+    image = body["image"]
+    if (image.get("properties") or {}).get("instance_uuid") == instance_id:
+        # a server booted from a snapshot of itself is an unshelve (a build cannot boot from an image
+        # taken of the server it builds): nova deletes the shelved image once the server runs again
+        outputs.append(_image_event(EventType.IMAGE_DELETED, {"id": image["id"]}, event))
+    return outputs
 
 
 def _act(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
@@ -150,7 +175,11 @@ def _act(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Outpu
     server stays in the vm_state it had, as nova reverts the task_state of a failed action)."""
     instance_id, body = event.aggregate_id, event.body
     rule = SERVER_ACTIONS.get(body["action"])
-    if rule is None or not rule.on_host or instance_id in state.gone or event.event_id in state.answered:
+    if rule is None or not rule.on_host or event.event_id in state.answered:
+        return []
+    if rule.name in _IMAGING_ACTIONS:
+        return _imaging(state, event, host)
+    if instance_id in state.gone:
         return []
     try:
         domain, note = host.act(instance_id, rule.name, body.get("reboot_type"))
@@ -165,14 +194,116 @@ def _act(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Outpu
     return [Output(new_event(EventType.INSTANCE_ACTION_COMPLETED, instance_id, done, cause=event))]
 
 
+# -- volumes (os-volume_attachments, and the volumes a server boots with) ----------------------------
+_VOLUME_REQUESTS = (EventType.INSTANCE_VOLUME_ATTACH_REQUESTED, EventType.INSTANCE_VOLUME_DETACH_REQUESTED)
+
+
+def _volume_ends(event: Event) -> dict[str, str]:
+    return {"volume_id": event.body["volume_id"], "attachment_id": event.body["attachment_id"],
+            "server_id": event.aggregate_id}
+
+
+def _volume_step(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
+    """Attach or detach a volume on the guest; the volume's new state goes to the catalog, on the
+    volume's partition (keyed by its id): attached (in-use), or detached (available again) when
+    the attach failed; a detach that failed leaves it attached (cinder's roll_detaching)."""
+    instance_id, body = event.aggregate_id, event.body
+    if instance_id in state.gone or event.event_id in state.answered:
+        return []
+    volume_id, ends = body["volume_id"], _volume_ends(event)
+    if event.type == EventType.INSTANCE_VOLUME_ATTACH_REQUESTED:
+        try:
+            attach_volume(host, instance_id, volume_id, body["device"], body["size_gb"])
+        except HypervisorError as exc:
+            ended = {**ends, "host": host.name, "reason": f"attach of volume {volume_id} failed: {exc}",
+                     "delete_volume": False}
+            return [Output(new_event(EventType.VOLUME_DETACHED, volume_id, ended, cause=event))]
+        attached = {**ends, "host": host.name, "device": body["device"]}
+        return [Output(new_event(EventType.VOLUME_ATTACHED, volume_id, attached, cause=event))]
+    try:
+        detach_volume(host, instance_id, body["device"] or "")
+    except DomainNotFound:
+        pass  # no guest holds it any more: detached all the same
+    except HypervisorError:
+        kept = {**ends, "host": host.name, "device": body["device"]}
+        return [Output(new_event(EventType.VOLUME_ATTACHED, volume_id, kept, cause=event))]
+    detached = {**ends, "host": host.name, "reason": None, "delete_volume": False}
+    return [Output(new_event(EventType.VOLUME_DETACHED, volume_id, detached, cause=event))]
+
+
+def _boot_volumes(event: Event, host: ComputeHost) -> list[Output]:
+    """Attach the volumes a spawned server booted with (the API reserved them); each is in-use."""
+    outputs: list[Output] = []
+    instance_id = event.aggregate_id
+    for volume in event.body.get("volumes") or []:
+        attach_volume(host, instance_id, volume["volume_id"], volume["device"], volume["size_gb"])
+        attached = {"volume_id": volume["volume_id"], "server_id": instance_id, "host": host.name,
+                    "attachment_id": boot_attachment_id(instance_id, volume["volume_id"]),
+                    "device": volume["device"]}
+        event_ = new_event(EventType.VOLUME_ATTACHED, volume["volume_id"], attached, cause=event)
+        outputs.append(Output(event_))
+    return outputs
+
+
+# -- createImage and shelve: a snapshot fills its queued Glance image, or the image is dropped ----------
+_IMAGING_ACTIONS = frozenset({"createImage", *OFFLOADING_ACTIONS})
+# the partition of the catalog topic that holds every image's life (eventsvm.state.names.IMAGES), so
+# the fill or the drop is folded after the image's create
+_IMAGES_ROUTE = zlib.crc32(IMAGES.encode())
+
+
+def _imaging(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
+    """createImage, shelve and shelveOffload (nova's snapshot_instance and shelve_instance): the
+    snapshot fills its queued image; shelving stops the guest first and offloads it after (guest,
+    disk and claim go). When the guest is gone or a step fails, the image is deleted (as nova
+    deletes it) and the action fails with the server in the vm_state it had."""
+    instance_id, body = event.aggregate_id, event.body
+    rule = SERVER_ACTIONS[body["action"]]
+    image_id: str | None = body.get("image_id")
+    filled: dict[str, Any] = {}
+    reason = None
+    if instance_id in state.gone:
+        reason = f"instance {instance_id} was deleted before its {rule.name} was carried out"
+    else:
+        try:
+            if rule.name in OFFLOADING_ACTIONS:
+                host.act(instance_id, "stop")  # nova shelves a cleanly stopped guest
+            if image_id is not None:
+                filled = host.snapshot(instance_id, image_id)
+            if rule.name in OFFLOADING_ACTIONS:
+                host.destroy(instance_id)
+        except HypervisorError as exc:
+            reason = f"{rule.name} of instance {instance_id} failed: {exc}"
+    found = None if instance_id in state.gone else host.hypervisor.state(instance_id)
+    outcome: dict[str, Any] = {"action": rule.name, "host": host.name, "vm_state": body["vm_state"],
+                               "power_state": int(found if found is not None else DomainState.NOSTATE)}
+    if reason is not None:
+        dropped = [] if image_id is None else [_image_event(EventType.IMAGE_DELETED, {"id": image_id}, event)]
+        return [*dropped, Output(new_event(EventType.INSTANCE_ACTION_FAILED, instance_id,
+                                           {**outcome, "reason": reason}, cause=event))]
+    done = {**outcome, "vm_state": rule.vm_state_after or body["vm_state"],
+            "detail": None if image_id is None else f"image {image_id}"}
+    image = [] if image_id is None else [
+        _image_event(EventType.IMAGE_UPDATED, {"id": image_id, "status": "active", **filled}, event)]
+    return [*image, Output(new_event(EventType.INSTANCE_ACTION_COMPLETED, instance_id, done, cause=event))]
+
+
+def _image_event(kind: EventType, body: dict[str, Any], cause: Event) -> Output:
+    """An image's fill or drop, on the catalog partition that holds the image's whole life."""
+    return Output(new_event(kind, body["id"], body, cause=cause), route=_IMAGES_ROUTE)
+
+
 def service_for(host_name: str) -> Service[SpawnerState]:
     """The spawner of one host (its state only counts that host's claims)."""
     return Service(
         name=f"spawner.{host_name}",
         inputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.ACTION_REQUESTED),
+        # the catalog only for the snapshots it fills (its evolve steps over catalog events)
         state_topics=(
-            Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED),
-        outputs=(Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED),
+            Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED,
+            Topic.CATALOG),
+        outputs=(Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED,
+                 Topic.CATALOG),
         initial_state=lambda: SpawnerState(host=host_name),
         evolve=evolve,
         decide=decide,

@@ -15,6 +15,7 @@ from eventsvm.api import (
     compute,
     compute_actions,
     compute_catalog,
+    compute_images,
     compute_usage,
     identity,
     identity_admin,
@@ -25,6 +26,7 @@ from eventsvm.api import (
     network,
     server_edits,
     server_metadata,
+    server_volumes,
     volume,
 )
 from eventsvm.api.context import ApiContext
@@ -73,6 +75,7 @@ class RequestEnvelope:
             extra.append((b"x-compute-request-id", request_id.encode()))
             asked = microversion.requested_version(scope["headers"])
             version, version_refusal = microversion.negotiate(asked)
+            scope["state"][microversion.STATE_KEY] = version
             extra.extend(microversion.response_headers(version))
         started = False
 
@@ -154,7 +157,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     for module in (identity, identity_admin, compute, compute_actions, compute_catalog, compute_usage, image,
-                   network, volume, server_edits, server_metadata, identity_changes, identity_domains):
+                   network, volume, server_edits, server_metadata, server_volumes, identity_changes,
+                   identity_domains):
         app.include_router(module.router)
+    app.include_router(compute_images.router)
     app.add_middleware(RequestEnvelope, max_body_bytes=ctx.max_body_bytes)
     return app

@@ -13,6 +13,7 @@ from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, NotFound
 from eventsvm.api.openapi import failures
 from eventsvm.api.server_actions import is_server_action, request_action
+from eventsvm.api.server_lifecycle import LIFECYCLE_ACTIONS
 from eventsvm.identity import policy
 from eventsvm.projections.history import instance_actions
 from eventsvm.projections.readmodel import Models
@@ -113,6 +114,8 @@ def server_action(
     if len(body) != 1:
         raise BadRequest("A server action body names exactly one action.")
     ((action, args),) = body.items()
+    if action in LIFECYCLE_ACTIONS:
+        return LIFECYCLE_ACTIONS[action](server_id, args, request, caller, ctx)
     if is_server_action(action):
         return request_action(server_id, action, args, request, caller, ctx)
     if action != "os-getConsoleOutput":

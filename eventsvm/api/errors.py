@@ -85,6 +85,12 @@ class Conflict(ApiError):
     status = 409
 
 
+class NotImplementedHere(ApiError):
+    """501: nova's answer for a feature the hypervisor or this cloud does not offer."""
+
+    status = 501
+
+
 class ServiceUnavailable(ApiError):
     """503: the answer is not known yet (e.g. the log's verdict on a name); the caller retries."""
 

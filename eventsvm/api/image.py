@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from eventsvm.api.auth import Identity, api_context, current_identity
@@ -15,9 +15,9 @@ from eventsvm.api.models import ImageCreate
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import Image, ImageList
 from eventsvm.api.wire import base_url, is_uuid, iso_z, page, parse_limit
-from eventsvm.api.writes import caller_event, claim_name
+from eventsvm.api.writes import append_in_log_order, caller_event, claim_name
 from eventsvm.events.model import EventType
-from eventsvm.state.catalog import Body
+from eventsvm.state.catalog import Body, CatalogState
 
 router = APIRouter(prefix="/image", tags=["image"])
 
@@ -76,7 +76,7 @@ def image_view(image: Body, created_ms: int | None) -> dict[str, Any]:
         {
             "id": image["id"],
             "name": image["name"],
-            "status": "active",
+            "status": image.get("status", "active"),
             "visibility": image.get("visibility", "public"),
             "owner": image.get("owner"),
             "protected": False,
@@ -109,6 +109,21 @@ def _visible(image: Body, caller: Identity, listing: bool) -> bool:
     return visibility == "public" or (visibility == "community" and not listing)
 
 
+def _newest_first(catalog: CatalogState) -> list[Body]:
+    return sorted(catalog.images.values(), key=lambda i: (-catalog.created_at.get(i["id"], 0), i["id"]))
+
+
+def visible_images(catalog: CatalogState, caller: Identity) -> list[Body]:
+    """The images a listing shows the caller, newest first."""
+    return [i for i in _newest_first(catalog) if _visible(i, caller, listing=True)]
+
+
+def visible_image(catalog: CatalogState, caller: Identity, image_id: str) -> Body | None:
+    """One image by id if the caller may see it."""
+    image = catalog.images.get(image_id)
+    return image if image is not None and _visible(image, caller, listing=False) else None
+
+
 def _in_list(raw: str) -> set[str]:
     values = raw[3:] if raw.startswith("in:") else raw
     return {v.strip().strip('"') for v in values.split(",")}
@@ -128,9 +143,7 @@ def list_images(
     ids = _in_list(query["id"]) if "id" in query else None
     names = _in_list(query["name"]) if query.get("name", "").startswith("in:") else None
     chosen = []
-    for image in sorted(
-        catalog.images.values(), key=lambda i: (-catalog.created_at.get(i["id"], 0), i["id"])
-    ):
+    for image in _newest_first(catalog):
         visibility = query.get("visibility")
         if visibility is not None:
             if image.get("visibility") != visibility or not (
@@ -149,7 +162,7 @@ def list_images(
             continue
         if "owner" in query and image.get("owner") != query["owner"]:
             continue
-        if "status" in query and query["status"] != "active":
+        if "status" in query and query["status"] != image.get("status", "active"):
             continue
         chosen.append(image)
     limit = parse_limit(query.get("limit"), ctx.max_page)
@@ -170,8 +183,8 @@ def show_image(
 ) -> dict[str, Any]:
     """One image, unwrapped as glance answers; a name is not an id and answers 404."""
     catalog = ctx.readmodel.models.catalog
-    image = catalog.images.get(image_id)
-    if image is None or not _visible(image, caller, listing=False):
+    image = visible_image(catalog, caller, image_id)
+    if image is None:
         raise NotFound(f"No image found with ID {image_id}")
     return image_view(image, catalog.created_at.get(image_id))
 
@@ -220,3 +233,31 @@ def create_image(
     event = caller_event(EventType.IMAGE_CREATED, image_id, image, request, caller)
     claim_name(ctx, event, taken)
     return image_view(image, rm.models.catalog.created_at.get(image_id))
+
+
+@router.delete(
+    "/v2/images/{image_id}", status_code=204, summary="Delete an image", response_class=Response,
+    responses=failures(403, 404),
+)
+def delete_image(
+    image_id: str, request: Request, caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> Response:
+    """Append catalog.image_deleted; glance lets the owner or an admin delete, in any status (a
+    snapshot still queued included: its host then finds the image gone and keeps nothing)."""
+    remove_image(image_id, request, caller, ctx)
+    return Response(status_code=204)
+
+
+def remove_image(image_id: str, request: Request, caller: Identity, ctx: ApiContext) -> None:
+    """Delete an image for glance's DELETE and nova's image proxy: NotFound when the caller cannot
+    see it, Forbidden when it may see but not delete it."""
+    with ctx.readmodel.lock:
+        image = visible_image(ctx.readmodel.models.catalog, caller, image_id)
+    if image is None:
+        raise NotFound(f"No image found with ID {image_id}")
+    if not caller.is_admin and image.get("owner") != caller.project_id:
+        raise Forbidden("You are not permitted to delete this image.")
+    # in log order, so an answer of 204 means this process no longer shows the image
+    deleted = caller_event(EventType.IMAGE_DELETED, image_id, {"id": image_id}, request, caller)
+    append_in_log_order(ctx, deleted)

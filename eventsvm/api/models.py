@@ -171,6 +171,10 @@ class ServerSpec(Lenient):
     accessIPv4: Any = None  # noqa: N815 (nova's field name)
     accessIPv6: Any = None  # noqa: N815
     tags: list[Annotated[str, Field(min_length=1, max_length=60)]] | None = Field(default=None, max_length=50)
+    return_reservation_id: bool = False
+    # nova's admin password for the guest: answered once, never recorded (docs/decisions.md)
+    adminPass: Annotated[str, Field(max_length=4096), AfterValidator(_password)] | None = Field(  # noqa: N815
+        default=None, repr=False)
 
 
 class SchedulerHints(Lenient):

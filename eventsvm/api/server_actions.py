@@ -18,8 +18,9 @@ from eventsvm.api.compute import visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden
 from eventsvm.api.writes import chained_event
-from eventsvm.events.model import EventType
+from eventsvm.events.model import EventType, Topic
 from eventsvm.identity import policy
+from eventsvm.projections.readmodel import ReadModel
 from eventsvm.state.instances import Instance
 from eventsvm.state.server_actions import REQUEST_KEYS, ActionRefused, check_state
 
@@ -65,19 +66,28 @@ def request_action(
         if not policy.can_act_on_server(caller.roles, caller.project_id, inst.project_id):
             raise Forbidden(policy.denied_message(_RULES[action]))
         body = _lock_body(inst, caller, action, reason) if action in ("lock", "unlock") else \
-            _power_body(inst, caller, action, reboot_type)
+            host_action_body(inst, caller, action, reboot_type)
         if body is None:
             return Response(status_code=202)  # the owner locking what it already locked: nothing to do
         event = chained_event(EventType.INSTANCE_ACTION_REQUESTED, inst, body, request, caller, ctx)
-        host = rm.models.hosts.get(inst.host or "")
-        slot = host.get("slot") if host is not None else None
-    # the host's partition, which its spawner reads (docs/decisions.md, Routing work to a compute host)
-    partition = None if slot is None else slot % rm.log.partitions(str(event.topic))
+        partition = host_partition(rm, inst)
     rm.append([event], [partition])
     return Response(status_code=202)
 
 
-def _power_body(inst: Instance, caller: Identity, action: str, reboot_type: str | None) -> dict[str, Any]:
+def host_partition(rm: ReadModel, inst: Instance) -> int | None:
+    """The partition of the action topic its host's spawner reads (docs/decisions.md, Routing work
+    to a compute host); None for a server without a host. Call with the read model's lock held."""
+    host = rm.models.hosts.get(inst.host or "")
+    slot = host.get("slot") if host is not None else None
+    return None if slot is None else slot % rm.log.partitions(str(Topic.ACTION_REQUESTED))
+
+
+def host_action_body(
+    inst: Instance, caller: Identity, action: str, reboot_type: str | None
+) -> dict[str, Any]:
+    """The action_requested body of an action with a host step, or nova's 409 (locked, or a
+    state the action may not start from)."""
     # nova checks the lock before the state (check_instance_lock wraps check_instance_state)
     if policy.lock_holds(inst.locked, caller.roles):
         raise Conflict(f"Instance {inst.id} is locked")

@@ -7,14 +7,15 @@ is a 400 rather than ignored; the checks below give nova's messages.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
 
 from eventsvm.api.auth import Identity, api_context, current_identity
-from eventsvm.api.compute import compute_base, server_view, visible_server
+from eventsvm.api.compute import changeable_server, compute_base, server_view, visible_server
 from eventsvm.api.context import ApiContext
-from eventsvm.api.errors import BadRequest, Forbidden
+from eventsvm.api.errors import BadRequest
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import UpdatedServerBody
 from eventsvm.api.server_request import access_ip, invalid, server_name, unexpected
@@ -32,19 +33,26 @@ _UPDATE_VIEW = frozenset({
     "updated", "addresses", "accessIPv4", "accessIPv6", "links", "OS-DCF:diskConfig", "progress", "fault"})
 
 
-def update_body(raw: Any) -> dict[str, str | None]:
-    """The instance.updated body of a PUT /servers/{id} request body, validated as nova 2.1 does."""
-    if not isinstance(raw, dict) or "server" not in raw:
-        raise invalid("server", raw, "'server' is a required property")
-    extra = sorted(k for k in raw if k != "server")
+def wrapped_object(raw: Any, wrapper: str, fields: Collection[str] | None = None) -> dict[str, Any]:
+    """The object a nova request body wraps in its one key `wrapper` (`{"server": {...}}`), with
+    no key but `fields` (any key when None), as nova's JSON schemas check it."""
+    if not isinstance(raw, dict) or wrapper not in raw:
+        raise invalid(wrapper, raw, f"'{wrapper}' is a required property")
+    extra = sorted(k for k in raw if k != wrapper)
     if extra:
         raise BadRequest(unexpected(extra))
-    server = raw["server"]
-    if not isinstance(server, dict):
-        raise invalid("server", server, f"{server!r} is not of type 'object'")
-    unknown = sorted(k for k in server if k not in _UPDATE_FIELDS)
+    inner = raw[wrapper]
+    if not isinstance(inner, dict):
+        raise invalid(wrapper, inner, f"{inner!r} is not of type 'object'")
+    unknown = [] if fields is None else sorted(k for k in inner if k not in fields)
     if unknown:
-        raise invalid("server", server, unexpected(unknown))
+        raise invalid(wrapper, inner, unexpected(unknown))
+    return inner
+
+
+def update_body(raw: Any) -> dict[str, str | None]:
+    """The instance.updated body of a PUT /servers/{id} request body, validated as nova 2.1 does."""
+    server = wrapped_object(raw, "server", _UPDATE_FIELDS)
     disk_config = server.get("OS-DCF:diskConfig")
     if "OS-DCF:diskConfig" in server and disk_config not in ("AUTO", "MANUAL"):
         raise invalid("OS-DCF:diskConfig", disk_config, f"{disk_config!r} is not one of ['AUTO', 'MANUAL']")
@@ -70,10 +78,8 @@ def update_server(
     body = update_body(raw)
     rm = ctx.readmodel
     with rm.lock:
-        inst = visible_server(rm.models, caller, server_id)
-        assert inst.project_id is not None
-        if not policy.can_edit_server(caller.roles, caller.project_id, inst.project_id):
-            raise Forbidden(policy.denied_message("os_compute_api:servers:update"))
+        inst = changeable_server(rm.models, caller, server_id, policy.can_edit_server,
+                                 "os_compute_api:servers:update")
         event = chained_event(EventType.INSTANCE_UPDATED, inst, body, request, caller, ctx)
     rm.append([event])
     with rm.lock:

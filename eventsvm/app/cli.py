@@ -15,7 +15,14 @@ from pathlib import Path
 
 from eventsvm.app import audit_cli, usage_cli
 from eventsvm.app.cloud import run_cloud, run_service, seed_log
-from eventsvm.app.options import EXIT_CONFIG, UsageError, add_log_options, add_power_options, log_config
+from eventsvm.app.options import (
+    EXIT_CONFIG,
+    UsageError,
+    add_api_options,
+    add_log_options,
+    add_power_options,
+    log_config,
+)
 from eventsvm.app.registry import PROCESSES
 from eventsvm.config import ConfigError, default_data_dir, env_passwords
 from eventsvm.identity.keys import ensure_keys, key_indexes, rotate
@@ -88,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="make every spawn on this host fail (drills, and tests of rescheduling)",
     )
     add_power_options(up)
+    add_api_options(up)
     up.set_defaults(func=cmd_up)
 
     seed = sub.add_parser("seed", help="seed a new cloud's log and write clouds.yaml (for split deployments)")
@@ -137,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--member", default=None, help="stable member name (a restart then fences its old self)")
     run.add_argument("--port", type=int, default=8080, help="API port, for `run api`")
     run.add_argument("--bind", default="127.0.0.1")
+    add_api_options(run)
     run.set_defaults(func=cmd_run)
 
     audit_cli.add_commands(sub)

@@ -104,13 +104,16 @@ def seed_log(
 class ApiServer:
     """uvicorn serving the OpenStack API, /metrics and /dashboard over one read model."""
 
-    def __init__(self, readmodel: ReadModel, data_dir: Path, bind: str, port: int) -> None:
+    def __init__(self, readmodel: ReadModel, data_dir: Path, bind: str, port: int,
+                 enable_instance_password: bool = True) -> None:
         # imported here: uvicorn, FastAPI and pydantic take ~0.5 s to load, which `eventsvm run
         # scheduler` and the other service processes never need
         import uvicorn
 
-        app, self.context, self.monitoring = serving_app(readmodel, data_dir, f"http://{bind}:{port}")
         from eventsvm.app.http_limits import BoundedHeadProtocol
+
+        app, self.context, self.monitoring = serving_app(
+            readmodel, data_dir, f"http://{bind}:{port}", enable_instance_password=enable_instance_password)
 
         config = uvicorn.Config(
             app, host=bind, port=port, log_level="warning", access_log=False, lifespan="off",
@@ -128,7 +131,8 @@ class ApiServer:
 
 
 def serving_app(readmodel: ReadModel, data_dir: Path, public_url: str, *, stuck_after_s: float = 300.0,
-                lag_interval_s: float = 5.0) -> tuple[FastAPI, ApiContext, Monitoring]:
+                lag_interval_s: float = 5.0, enable_instance_password: bool = True,
+                ) -> tuple[FastAPI, ApiContext, Monitoring]:
     """The API with the monitoring routes beside it, sharing one read model and one token check."""
     from eventsvm.api.app import create_app
     from eventsvm.api.auth import valid_claims
@@ -142,6 +146,7 @@ def serving_app(readmodel: ReadModel, data_dir: Path, public_url: str, *, stuck_
         tokens=TokenService(key_dir),
         public_url=public_url,
         ledger=LedgerView(readmodel.log, readmodel.codec),
+        enable_instance_password=enable_instance_password,
     )
     app = create_app(context)
     monitoring = make_monitoring(readmodel, stuck_after_s=stuck_after_s, lag_interval_s=lag_interval_s,
@@ -181,7 +186,7 @@ def run_cloud(
         readmodel, data_dir, auth_url, passwords_env, options.image_location, options.image_properties
     )
     cluster.start_services()
-    server = ApiServer(readmodel, data_dir, args.bind, args.port)
+    server = ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password)
     server.monitoring.monitor.extra_collectors.append(cluster.supervisor)
     engine = config.url if config.engine == "kafka" else f"embedded log {config.url[len('sqlite://') :]}"
     clouds = (data_dir / "clouds.yaml").resolve()
@@ -210,7 +215,7 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
         readmodel = ReadModel(log_, codec)
         readmodel.start()
         try:
-            ApiServer(readmodel, data_dir, args.bind, args.port).run()
+            ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password).run()
         finally:
             readmodel.close()
             log_.close()

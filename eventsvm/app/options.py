@@ -40,6 +40,16 @@ def add_power_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_api_options(parser: argparse.ArgumentParser) -> None:
+    """What the API answers that nova makes a setting of."""
+    parser.add_argument(
+        "--no-instance-password",
+        dest="enable_instance_password",
+        action="store_false",
+        help="answer a server create without adminPass (nova's [api] enable_instance_password = false)",
+    )
+
+
 def add_log_options(parser: argparse.ArgumentParser) -> None:
     """The options every log-reading or log-writing command shares."""
     parser.add_argument(

@@ -81,6 +81,10 @@ class EventType(StrEnum):
     INSTANCE_ACTION_REQUESTED = "instance.action_requested"
     INSTANCE_ACTION_COMPLETED = "instance.action_completed"
     INSTANCE_ACTION_FAILED = "instance.action_failed"
+    # os-volume_attachments: the host's part of an attach or a detach (the volume's state is on
+    # the catalog, see eventsvm.state.volumes)
+    INSTANCE_VOLUME_ATTACH_REQUESTED = "instance.volume_attach_requested"
+    INSTANCE_VOLUME_DETACH_REQUESTED = "instance.volume_detach_requested"
     # compute hosts
     HOST_REGISTERED = "host.registered"
     HOST_UPDATED = "host.updated"
@@ -88,12 +92,21 @@ class EventType(StrEnum):
     FLAVOR_CREATED = "catalog.flavor_created"
     FLAVOR_DELETED = "catalog.flavor_deleted"
     IMAGE_CREATED = "catalog.image_created"
+    # a server snapshot's image filled (nova's upload), and glance's image delete
+    IMAGE_UPDATED = "catalog.image_updated"
+    IMAGE_DELETED = "catalog.image_deleted"
     NETWORK_CREATED = "catalog.network_created"
     SUBNET_CREATED = "catalog.subnet_created"
     VOLUME_CREATED = "catalog.volume_created"
     KEYPAIR_CREATED = "catalog.keypair_created"
     KEYPAIR_DELETED = "catalog.keypair_deleted"
     SERVER_GROUP_CREATED = "catalog.server_group_created"
+    # a volume's attachments (cinder's reserve, attach, begin_detaching, detach)
+    VOLUME_RESERVED = "catalog.volume_reserved"
+    VOLUME_ATTACHED = "catalog.volume_attached"
+    VOLUME_DETACHING = "catalog.volume_detaching"
+    VOLUME_DETACHED = "catalog.volume_detached"
+    VOLUME_DELETED = "catalog.volume_deleted"
     # identity (keystone) and quota
     PROJECT_CREATED = "identity.project_created"
     USER_CREATED = "identity.user_created"
@@ -128,6 +141,8 @@ TOPIC_OF: dict[EventType, Topic] = {
     EventType.INSTANCE_ACTION_REQUESTED: Topic.ACTION_REQUESTED,
     EventType.INSTANCE_ACTION_COMPLETED: Topic.ACTION_COMPLETED,
     EventType.INSTANCE_ACTION_FAILED: Topic.ACTION_FAILED,
+    EventType.INSTANCE_VOLUME_ATTACH_REQUESTED: Topic.ACTION_REQUESTED,
+    EventType.INSTANCE_VOLUME_DETACH_REQUESTED: Topic.ACTION_REQUESTED,
     EventType.HOST_REGISTERED: Topic.HOSTS,
     EventType.HOST_UPDATED: Topic.HOSTS,
     EventType.DEAD_LETTER_RECORDED: Topic.DEAD_LETTER,

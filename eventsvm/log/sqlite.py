@@ -15,7 +15,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache, partial
 from pathlib import Path
 
@@ -142,11 +142,18 @@ class _Store:
             raise LogUnavailable(f"cannot open the SQLite log {self.path}: {exc}") from None
         return conn
 
-    @contextmanager
-    def write(self, conn: sqlite3.Connection) -> Iterator[None]:
+    def write(self, conn: sqlite3.Connection) -> AbstractContextManager[None]:
         """One write transaction, taken at once (BEGIN IMMEDIATE) so it never fails half-way on a lock."""
+        return self._transaction(conn, "BEGIN IMMEDIATE")
+
+    def read(self, conn: sqlite3.Connection) -> AbstractContextManager[None]:
+        """One consistent snapshot for several reads (ending it by ROLLBACK or COMMIT is the same)."""
+        return self._transaction(conn, "BEGIN")
+
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection, begin: str) -> Iterator[None]:
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(begin)
             try:
                 yield
             except BaseException:
@@ -159,18 +166,6 @@ class _Store:
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise LogUnavailable(f"the SQLite log {self.path} failed: {exc}") from None
-
-    @contextmanager
-    def read(self, conn: sqlite3.Connection) -> Iterator[None]:
-        """One consistent snapshot for several reads."""
-        try:
-            conn.execute("BEGIN")
-            try:
-                yield
-            finally:
-                conn.execute("COMMIT")
-        except sqlite3.Error as exc:
             raise LogUnavailable(f"the SQLite log {self.path} failed: {exc}") from None
 
     def topic(self, conn: sqlite3.Connection, logical: str) -> tuple[int, int]:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 # Each service's consumer group and the topics it is fed (its `inputs`); spawners are per host.
 PIPELINE_GROUPS: dict[str, tuple[Topic, ...]] = {
     "eventsvm.authenticator": (Topic.REQUESTED,),
-    "eventsvm.scheduler": (Topic.AUTHENTICATED, Topic.FAILED),
+    "eventsvm.scheduler": (Topic.AUTHENTICATED, Topic.FAILED, Topic.ACTION_REQUESTED),
     "eventsvm.resolver": (Topic.SCHEDULED, Topic.DELETE_REQUESTED),
     "eventsvm.billing": (Topic.SPAWNED, Topic.DELETED),
 }

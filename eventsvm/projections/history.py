@@ -128,6 +128,8 @@ def timeline_lines(stages: Sequence[Stage]) -> list[str]:
             parts.append(f"action={body['action']}{kind}")
         if body.get("host"):
             parts.append(f"host={body['host']}")
+        if body.get("image_id"):
+            parts.append(f"image={body['image_id']}")
         if body.get("attempt") and (body["attempt"] > 1 or e.type == EventType.INSTANCE_SCHEDULED):
             parts.append(f"attempt={body['attempt']}")
         if e.request_id != first.request_id:

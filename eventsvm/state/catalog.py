@@ -12,6 +12,7 @@ from typing import Any
 
 from eventsvm.events.model import Event, EventType
 from eventsvm.state.names import claim
+from eventsvm.state.volumes import VOLUME_EVENT_TYPES, evolve_volume
 
 Body = dict[str, Any]
 
@@ -29,7 +30,8 @@ class CatalogState:
     server_groups: dict[str, Body] = field(default_factory=dict)
     created_at: dict[str, int] = field(default_factory=dict)
     flavor_names: dict[str, str] = field(default_factory=dict)
-    # event ids of creates that named a taken name or id (see eventsvm.state.names)
+    # event ids of creates that named a taken name or id (see eventsvm.state.names), and of volume
+    # reservations and detaches the volume's state refused (see eventsvm.state.volumes)
     refused: set[str] = field(default_factory=set)
 
     def flavor_by_name_or_id(self, ref: str) -> Body | None:
@@ -72,12 +74,27 @@ def evolve_catalog(state: CatalogState, event: Event) -> CatalogState:
     elif kind == EventType.IMAGE_CREATED:
         if not claim(state.images, body["id"], body, state.refused, event.event_id):
             return state
+    elif kind == EventType.IMAGE_UPDATED:
+        # a snapshot's upload: only an image still there is filled (a delete may have come first)
+        image = state.images.get(body["id"])
+        if image is None:
+            return state
+        state.images[body["id"]] = {**image, **{k: v for k, v in body.items() if v is not None}}
+        return state
+    elif kind == EventType.IMAGE_DELETED:
+        state.images.pop(body["id"], None)
+        state.created_at.pop(body["id"], None)
+        return state
     elif kind == EventType.NETWORK_CREATED:
         state.networks[body["id"]] = body
     elif kind == EventType.SUBNET_CREATED:
         state.subnets[body["id"]] = body
     elif kind == EventType.VOLUME_CREATED:
-        state.volumes[body["id"]] = body
+        # a copy: its status and attachments change with later events, the event's body must not
+        state.volumes[body["id"]] = dict(body)
+    elif kind in VOLUME_EVENT_TYPES:
+        evolve_volume(state.volumes, state.refused, event)
+        return state
     elif kind == EventType.KEYPAIR_CREATED:
         if not claim(state.keypairs, (body["user_id"], body["name"]), body, state.refused, event.event_id):
             return state

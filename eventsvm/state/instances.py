@@ -49,6 +49,9 @@ ACTION_EVENT_NAMES: dict[EventType, str] = {
     EventType.INSTANCE_ACTION_REQUESTED: "api_action",
     EventType.INSTANCE_ACTION_COMPLETED: "compute_action_instance",
     EventType.INSTANCE_ACTION_FAILED: "compute_action_instance",
+    # nova's instance action names for os-volume_attachments
+    EventType.INSTANCE_VOLUME_ATTACH_REQUESTED: "attach_volume",
+    EventType.INSTANCE_VOLUME_DETACH_REQUESTED: "detach_volume",
 }
 
 
@@ -76,6 +79,8 @@ class Instance:
     description: str | None = None
     access_ipv4: str | None = None
     access_ipv6: str | None = None
+    # the r-... id of the POST /servers that asked for it (several servers share one)
+    reservation_id: str | None = None
     # the owner's edits (instance.updated / metadata_changed) in log order, as (type, body): they
     # override what the request set, whichever of the two topics a reader folds first
     edits: list[tuple[EventType, dict[str, Any]]] = field(default_factory=list)
@@ -94,6 +99,8 @@ class Instance:
     locked_reason: str | None = None
     locked_by: str | None = None
     lock_sequence: int = 0
+    # the image the newest shelve snapshotted the server into (unshelve spawns from it)
+    shelved_image_id: str | None = None
     # a delete was requested: the task stays `deleting` until the deletion
     deleting: bool = False
     # the event that set the state fields, and the newest event (the API chains deletes to it)
@@ -200,6 +207,7 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.description = body.get("description")
     inst.access_ipv4 = body.get("access_ipv4")
     inst.access_ipv6 = body.get("access_ipv6")
+    inst.reservation_id = body.get("reservation_id")
     inst.requested_networks = list(body.get("networks") or [])
     inst.created_at = event.occurred_at
     inst.request_id = event.request_id
@@ -315,7 +323,8 @@ def _edited(inst: Instance, event: Event, body: dict[str, Any]) -> None:
 # -- server actions (DESIGN §7) --------------------------------------------------------------------
 # nova's API status of a (vm_state, task_state) pair, as nova.api.openstack.common._STATE_MAP has it
 _STATUS_OF_VM_STATE = {"active": "ACTIVE", "stopped": "SHUTOFF", "paused": "PAUSED", "suspended": "SUSPENDED",
-                       "building": "BUILD", "error": "ERROR", "deleted": "DELETED"}
+                       "building": "BUILD", "error": "ERROR", "deleted": "DELETED", "shelved": "SHELVED",
+                       "shelved_offloaded": "SHELVED_OFFLOADED"}
 _STATUS_OF_ACTIVE_TASK = {"rebooting": "REBOOT", "reboot_pending": "REBOOT", "reboot_started": "REBOOT",
                           "rebooting_hard": "HARD_REBOOT"}
 
@@ -327,9 +336,13 @@ def server_status(vm_state: str, task_state: str | None) -> str:
     return _STATUS_OF_VM_STATE.get(vm_state, "UNKNOWN")
 
 
+# the host steps whose nova event name is not compute_<action>_instance
+_STEP_NAMES = {"createImage": "compute_snapshot_instance", "shelveOffload": "compute_shelve_offload_instance"}
+
+
 def action_step_name(action: str) -> str:
     """Nova's instance-action event name of an action's host step, e.g. compute_stop_instance."""
-    return f"compute_{action}_instance"
+    return _STEP_NAMES.get(action) or f"compute_{action}_instance"
 
 
 def _action_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -345,6 +358,8 @@ def _action_requested(inst: Instance, event: Event, body: dict[str, Any]) -> Non
     vm_state, task_state = body["vm_state"], body.get("task_state")
     states = (server_status(vm_state, task_state), vm_state, task_state)
     _advance(inst, (0, event.sequence, event.event_id), states)
+    if action == "shelve":
+        inst.shelved_image_id = body.get("image_id")
 
 
 def _action_finished(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -352,6 +367,14 @@ def _action_finished(inst: Instance, event: Event, body: dict[str, Any]) -> None
     vm_state = body["vm_state"]
     if _advance(inst, (0, event.sequence, event.event_id), (server_status(vm_state, None), vm_state, None)):
         inst.power_state = body["power_state"]
+        if vm_state == "shelved_offloaded":
+            inst.host = None  # offloaded: no host until an unshelve spawns it somewhere
+
+
+def _volume_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    # an attach or detach changes neither vm_state nor task_state (nova keeps them too); the
+    # volume's own state is the catalog's (eventsvm.state.volumes)
+    return None
 
 
 _FOLDS: dict[EventType, Callable[[Instance, Event, dict[str, Any]], None]] = {
@@ -369,6 +392,8 @@ _FOLDS: dict[EventType, Callable[[Instance, Event, dict[str, Any]], None]] = {
     EventType.INSTANCE_ACTION_REQUESTED: _action_requested,
     EventType.INSTANCE_ACTION_COMPLETED: _action_finished,
     EventType.INSTANCE_ACTION_FAILED: _action_finished,
+    EventType.INSTANCE_VOLUME_ATTACH_REQUESTED: _volume_requested,
+    EventType.INSTANCE_VOLUME_DETACH_REQUESTED: _volume_requested,
 }
 # the timeline keeps the type's plain string (reading `.value` off the enum costs a property call)
 _NAMES: dict[EventType, str] = {kind: kind.value for kind in _FOLDS}
@@ -387,7 +412,7 @@ UNFOLDED_ENVELOPE_FIELDS = ("causation_id", "prev_hash")
 FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
     EventType.INSTANCE_REQUESTED: dict.fromkeys((
         "name", "flavor_id", "image_id", "key_name", "availability_zone", "metadata", "description",
-        "networks", "access_ipv4", "access_ipv6")),
+        "networks", "access_ipv4", "access_ipv6", "reservation_id")),
     EventType.INSTANCE_AUTHENTICATED: {"spec": {"flavor": None}},
     EventType.INSTANCE_SCHEDULED: dict.fromkeys(("host", "attempt", "claim")),
     EventType.INSTANCE_RESOURCES_RESOLVED: dict.fromkeys(("host", "attempt", "ports")),
@@ -400,7 +425,9 @@ FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
     EventType.INSTANCE_UPDATED: dict.fromkeys(("name", "access_ipv4", "access_ipv6")),
     EventType.INSTANCE_METADATA_CHANGED: dict.fromkeys(("set", "removed", "replace")),
     EventType.INSTANCE_ACTION_REQUESTED: dict.fromkeys(
-        ("action", "host", "vm_state", "task_state", "locked_reason", "locked_by")),
+        ("action", "host", "vm_state", "task_state", "locked_reason", "locked_by", "image_id")),
     EventType.INSTANCE_ACTION_COMPLETED: dict.fromkeys(("action", "host", "vm_state", "power_state")),
     EventType.INSTANCE_ACTION_FAILED: dict.fromkeys(("action", "host", "vm_state", "power_state", "reason")),
+    EventType.INSTANCE_VOLUME_ATTACH_REQUESTED: {"host": None},
+    EventType.INSTANCE_VOLUME_DETACH_REQUESTED: {"host": None},
 }

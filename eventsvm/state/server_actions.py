@@ -71,3 +71,28 @@ def check_state(
     if task_state is not None:
         raise ActionRefused("task_state", task_state)
     return HARD_REBOOT_TASK if hard else rule.task_state
+
+
+# -- createImage, shelve, reset (issue 13: snapshot and shelve sagas) -------------------------------
+# Kept in their own block (and eventsvm.state.server_snapshot for the image a snapshot registers) so
+# that other action families can be added beside them without touching these lines.
+SNAPSHOT_STATES = frozenset({"active", "stopped", "paused", "suspended"})
+SERVER_ACTIONS.update({
+    a.name: a
+    for a in (
+        # nova's snapshot: allowed from any powered state; the server keeps its vm_state (None after)
+        ServerAction("createImage", SNAPSHOT_STATES, "image_snapshot", None),
+        # shelve offloads at once (nova's shelved_offload_time 0): the guest and its claim go
+        ServerAction("shelve", SNAPSHOT_STATES, "shelving", "shelved_offloaded"),
+        ServerAction("shelveOffload", frozenset({"shelved"}), "shelving_offloading", "shelved_offloaded"),
+        # unshelve has no host to go to: the scheduler places it, the new host's spawner spawns it
+        ServerAction("unshelve", frozenset({"shelved", "shelved_offloaded"}), "unshelving", "active"),
+        # an admin's os-resetState sets the vm_state it names and clears the task: no host step
+        ServerAction("resetState", frozenset(), None, None, on_host=False),
+    )
+})
+# the actions that end with the guest gone from its host and its claim freed
+OFFLOADING_ACTIONS = frozenset({"shelve", "shelveOffload"})
+# os-resetState's states (nova's reset_state schema) and where changePassword may start
+RESET_STATES = ("active", "error")
+CHANGE_PASSWORD_STATES = frozenset({"active"})

@@ -100,24 +100,26 @@ def billed_flavor(flavor: Mapping[str, Any]) -> dict[str, Any]:
             "swap_mb": flavor.get("swap_mb", 0)}
 
 
+def _fold(ledger: UsageLedger, event: Event, opening: tuple[EventType, str], closing: tuple[EventType, str]
+          ) -> UsageLedger:
+    """Open a record on an `opening` event, from the body's time field it names; close one on a
+    `closing` event likewise. Other events leave the ledger as it is."""
+    body = event.body
+    if event.type == opening[0]:
+        ledger.opened(event.aggregate_id, event.project_id, event.user_id, body["host"], body["flavor"],
+                      body[opening[1]])
+    elif event.type == closing[0]:
+        ledger.closed(event.aggregate_id, body.get("host"), body[closing[1]])
+    return ledger
+
+
 def evolve_ledger(ledger: UsageLedger, event: Event) -> UsageLedger:
     """Fold one billing record; other events leave the ledger as it is."""
-    body = event.body
-    if event.type == EventType.USAGE_OPENED:
-        ledger.opened(event.aggregate_id, event.project_id, event.user_id, body["host"], body["flavor"],
-                      body["started_at"])
-    elif event.type == EventType.USAGE_CLOSED:
-        ledger.closed(event.aggregate_id, body.get("host"), body["ended_at"])
-    return ledger
+    return _fold(ledger, event, (EventType.USAGE_OPENED, "started_at"), (EventType.USAGE_CLOSED, "ended_at"))
 
 
 def fold_instance_event(ledger: UsageLedger, event: Event) -> UsageLedger:
-    """The recomputation: fold instance.spawned / instance.deleted straight into a ledger."""
-    body = event.body
-    if event.type == EventType.INSTANCE_SPAWNED:
-        # the spawned event carries the owner's project (inherited from the request)
-        ledger.opened(event.aggregate_id, event.project_id, event.user_id, body["host"], body["flavor"],
-                      body["launched_at"])
-    elif event.type == EventType.INSTANCE_DELETED:
-        ledger.closed(event.aggregate_id, body.get("host"), body["terminated_at"])
-    return ledger
+    """The recomputation: fold instance.spawned / instance.deleted straight into a ledger (the
+    spawned event carries the owner's project, inherited from the request)."""
+    return _fold(ledger, event, (EventType.INSTANCE_SPAWNED, "launched_at"),
+                 (EventType.INSTANCE_DELETED, "terminated_at"))

@@ -161,6 +161,29 @@ class ComputeHost:
                  "resume": hv.power_on}
         return steps[action](instance_id), None
 
+    def snapshot(self, instance_id: str, image_id: str) -> dict[str, Any]:
+        """Take the snapshot of createImage: what fills its Glance image (size, formats, location).
+
+        On the test driver a guest has no disk, so the snapshot is a record of the guest as it was.
+        With an image backend the root disk is converted into an image file that boots; a running
+        guest is paused meanwhile, so the file holds one moment of the disk (nova's cold snapshot
+        does the same by a managed save)."""
+        state = self.hypervisor.state(instance_id)
+        if state is None:
+            raise DomainNotFound(instance_id)
+        if self.images is None:
+            return {"size_bytes": 0, "disk_format": "qcow2", "container_format": "bare", "location": None}
+        running = state is DomainState.RUNNING
+        if running:
+            self.hypervisor.pause(instance_id)
+        try:
+            path = self.images.snapshot(instance_id, image_id)
+        finally:
+            if running:
+                self.hypervisor.unpause(instance_id)
+        return {"size_bytes": path.stat().st_size, "disk_format": "qcow2", "container_format": "bare",
+                "location": path.as_uri()}
+
     def _reboot(self, instance_id: str, hard: bool) -> tuple[DomainInfo, str | None]:
         note = None
         if not hard:

@@ -14,11 +14,12 @@ import shutil
 import subprocess
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eventsvm.virt.hypervisor import SpawnError
+from eventsvm.virt.hypervisor import HypervisorError, SpawnError
 from eventsvm.virt.xml import InvalidGuestSpec
 
 # Image ids are derived from the file's content, so every cloud that seeds the same guest gives it
@@ -77,6 +78,13 @@ def image_id_of(path: Path) -> str:
         for chunk in iter(lambda: image.read(1 << 20), b""):
             digest.update(chunk)
     return str(uuid.uuid5(_IMAGE_ID_NAMESPACE, digest.hexdigest()))
+
+
+class SnapshotError(HypervisorError):
+    """A snapshot could not be taken (no disk, qemu-img failed): the image is dropped."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
 
 
 @dataclass(frozen=True)
@@ -141,17 +149,37 @@ class ImageBackend:
                    str(disk.with_suffix(".part"))]
         if root_gb > 0:
             command.append(f"{root_gb}G")
-        try:
-            subprocess.run(command, check=True, capture_output=True, text=True, timeout=_QEMU_IMG_TIMEOUT_S)
-        except FileNotFoundError as exc:
-            raise SpawnError("qemu-img is not installed on this host", retryable=True) from exc
-        except subprocess.CalledProcessError as exc:
-            raise SpawnError(f"creating the root disk failed: {exc.stderr.strip()}", retryable=True) from exc
-        except subprocess.TimeoutExpired as exc:
-            raise SpawnError("creating the root disk timed out", retryable=True) from exc
+        _qemu_img(command, "creating the root disk", lambda message: SpawnError(message, retryable=True))
         # Renamed into place only when whole, so "the disk exists" always means a usable disk.
         disk.with_suffix(".part").rename(disk)
         return disk
+
+    def snapshot(self, instance_id: str, image_id: str) -> Path:
+        """Convert the instance's overlay (with its backing chain) into a standalone qcow2 image
+        file, as nova's libvirt snapshot does before its upload; the file's path. A file already
+        there (a redelivered snapshot) is kept."""
+        target = self.snapshots_dir / f"{uuid.UUID(image_id)}.qcow2"
+        if target.exists():
+            return target
+        disk = self.instance_dir(instance_id) / "disk"
+        if not disk.is_file():
+            raise SnapshotError(f"instance {instance_id} has no root disk on this host")
+        self.snapshots_dir.mkdir(parents=True, exist_ok=True)
+        part = target.with_suffix(".part")
+        command = ["qemu-img", "convert", "-q", "-f", "qcow2", "-O", "qcow2", str(disk), str(part)]
+        try:
+            _qemu_img(command, "converting the root disk", SnapshotError)
+        except SnapshotError:
+            part.unlink(missing_ok=True)
+            raise
+        part.rename(target)
+        return target
+
+    @property
+    def snapshots_dir(self) -> Path:
+        """Where this host keeps the image files of its snapshots (nova uploads them to Glance;
+        here Glance's location points at them, and every host of this machine reads them)."""
+        return self.instances_dir.parent / "snapshots"
 
     def remove(self, instance_id: str) -> bool:
         """Remove the instance's directory (disk, console log); False when there was none."""
@@ -169,6 +197,18 @@ class ImageBackend:
             raise SpawnError(f"{role} image {image_id} of image {image.get('id')} is not on this host",
                              retryable=True)
         return path
+
+
+def _qemu_img(command: list[str], what: str, failure: Callable[[str], HypervisorError]) -> None:
+    """Run qemu-img; `failure` builds the error raised, saying what failed."""
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=_QEMU_IMG_TIMEOUT_S)
+    except FileNotFoundError as exc:
+        raise failure("qemu-img is not installed on this host") from exc
+    except subprocess.CalledProcessError as exc:
+        raise failure(f"{what} failed: {exc.stderr.strip()}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise failure(f"{what} timed out") from exc
 
 
 def _supports_direct_io(directory: Path) -> bool:

@@ -168,3 +168,22 @@ def test_project_set_and_delete_and_user_delete(live_cloud: LiveCloud):
     gone = live_cloud.openstack("project", "show", renamed, cloud=admin, check=False)
     assert gone.returncode == 1 and renamed in gone.stderr
     assert renamed not in [p["Name"] for p in rows(live_cloud, "project", "list", as_cloud=admin)]
+
+
+def test_server_create_min_max_boots_each_server_and_over_quota_is_novas_403(live_cloud: LiveCloud):
+    name = f"osc-multi-{uuid.uuid4().hex[:6]}"
+    created = json.loads(live_cloud.openstack(
+        "server", "create", "--image", "cirros", "--flavor", "m1.tiny", "--network", "private",
+        "--min", "3", "--max", "3", "--wait", name, "-f", "json").stdout)
+    assert created["name"] == f"{name}-1" and created["adminPass"]
+    names = [f"{name}-{n}" for n in (1, 2, 3)]
+    servers = [_status_becomes(live_cloud, n, "ACTIVE") for n in names]
+    assert len({s["id"] for s in servers}) == 3
+    assert len({s["addresses"]["private"][0] for s in servers}) == 3
+    over = live_cloud.openstack("server", "create", "--image", "cirros", "--flavor", "m1.tiny",
+                                "--network", "private", "--min", "11", "--max", "11", name, check=False)
+    assert over.returncode == 1
+    assert "ForbiddenException: 403" in over.stderr
+    assert "Quota exceeded for instances: Requested 11" in over.stderr
+    assert name not in [s["Name"] for s in rows(live_cloud, "server", "list")]
+    live_cloud.openstack("server", "delete", "--wait", *names)
