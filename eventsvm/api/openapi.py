@@ -52,7 +52,9 @@ _ERROR_SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {"error": {**_FAULT, "required": ["code", "title", "message"],
                                  "properties": {**_FAULT["properties"], "title": {"type": "string"}}}},
     },
-    "NovaFault": {**_FAULT, "description": "nova's and cinder's fault, under its name (itemNotFound...)"},
+    "NovaFault": {**_FAULT, "description": "nova's and cinder's fault, under its name (itemNotFound...); "
+                                           "an overLimit repeats Retry-After as retryAfter",
+                  "properties": {**_FAULT["properties"], "retryAfter": {"type": "string"}}},
     "GlanceError": {**_FAULT, "description": "glance's error body",
                     "properties": {**_FAULT["properties"], "title": {"type": "string"}}},
     "NeutronError": {
