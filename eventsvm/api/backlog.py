@@ -101,7 +101,7 @@ class BuildBacklog:
         retry = {"Retry-After": str(RETRY_AFTER_S)}
         if status == 429:
             raise TooManyRequests(
-                f"This project has reached its limit of {self.limits.per_project} servers being built; "
+                f"The most servers this project may have being built at once is {self.limits.per_project}; "
                 f"try again once some are ACTIVE.", headers=retry)
         if status == 503:
             raise ServiceUnavailable(

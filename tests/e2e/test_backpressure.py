@@ -160,7 +160,7 @@ def test_a_burst_past_the_backlog_is_refused_with_retry_after_and_every_accepted
             assert answer.retry_after == str(RETRY_AFTER_S)
             assert answer.body == {"overLimit": {
                 "code": 429, "retryAfter": str(RETRY_AFTER_S),
-                "message": f"This project has reached its limit of {PER_PROJECT} servers being built; "
+                "message": f"The most servers this project may have being built at once is {PER_PROJECT}; "
                            "try again once some are ACTIVE."}}
         elif answer.status == 503:
             assert answer.retry_after == str(RETRY_AFTER_S)
@@ -169,7 +169,7 @@ def test_a_burst_past_the_backlog_is_refused_with_retry_after_and_every_accepted
     # openstacksdk raises the 429 as an error carrying nova's message (it does not retry by default)
     assert {r.status_code for r in sdk_refused} <= {429, 503}
     [over_limit] = [r for r in sdk_refused if r.status_code == 429]
-    assert f"reached its limit of {PER_PROJECT} servers being built" in str(over_limit)
+    assert f"may have being built at once is {PER_PROJECT};" in str(over_limit)
 
     # nothing accepted is dropped: every 202'd server goes ACTIVE; nothing refused exists
     accepted = {user: [a.server_id for a in mine if a.status == 202] for user, mine in answers.items()}

@@ -88,7 +88,7 @@ def test_past_the_project_s_backlog_a_create_gets_nova_s_429_and_appends_nothing
     assert refused.headers["Retry-After"] == str(RETRY_AFTER_S)
     assert refused.json() == {"overLimit": {
         "code": 429, "retryAfter": str(RETRY_AFTER_S),
-        "message": "This project has reached its limit of 2 servers being built; "
+        "message": "The most servers this project may have being built at once is 2; "
                    "try again once some are ACTIVE."}}
     assert _requested(cloud) == 2
     # ACTIVE, ERROR and deleted each free a place
