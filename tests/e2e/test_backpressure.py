@@ -91,7 +91,11 @@ def cloud(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BoundedClo
                                    env={**os.environ, **PASSWORDS}, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_serving(url, process)
+        try:
+            wait_until_serving(url, process)
+        except AssertionError as exc:  # say why: the cloud's own last lines
+            tail = output.read_text(errors="replace").splitlines()[-20:]
+            raise AssertionError("\n".join([str(exc), *tail])) from None
         demo, admin = _project(url, "demo", "private"), _project(url, "admin", "public")
         compute = f"{url}/compute/v2.1"
         for project in (demo, admin):  # the quota must not be what refuses them
