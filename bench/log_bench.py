@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from bench.logs import kafka_opener, sqlite_opener
+from bench.logs import kafka_opener, on_both_engines
 from bench.suite import Context, benchmark
 from eventsvm.events.codec import default_codec
 from eventsvm.log.port import EventLog, LogError, OutRecord
@@ -112,19 +112,11 @@ def _run(ctx: Context, opener: Callable[[], AbstractContextManager[EventLog]],
     return out
 
 
-@benchmark("log.sqlite")
-def sqlite(ctx: Context) -> dict[str, list[float]]:
-    """SQLite engine (WAL file on local disk): append batches of 500, consume + commit."""
-
-    opener = sqlite_opener(ctx, "bench-sqlite-", PARTITIONS)
-    return _run(ctx, opener)
-
-
-@benchmark("log.kafka")
-def kafka(ctx: Context) -> dict[str, list[float]]:
-    """Kafka engine (local broker, acks=all, transactions): append batches of 500, consume + commit."""
-    opener = kafka_opener(ctx, [TOPIC], PARTITIONS)
-    return _run(ctx, opener)
+on_both_engines(
+    "log", _run, [TOPIC], PARTITIONS,
+    "SQLite engine (WAL file on local disk): append batches of 500, consume + commit.",
+    "Kafka engine (local broker, acks=all, transactions): append batches of 500, consume + commit.",
+)
 
 
 @benchmark("log.kafka.grouped")

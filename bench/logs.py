@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
-from bench.suite import Context, Skip, scratch_dir
+from bench.suite import Context, Samples, Skip, register, scratch_dir
 from eventsvm.config import LogConfig
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog, LogError
@@ -62,3 +62,13 @@ def _delete_topics(bootstrap: str, names: list[str]) -> None:
             future.result()
         except Exception:  # a topic the benchmark never created: nothing to clean
             pass
+
+
+def on_both_engines(name: str, run: Callable[[Context, LogOpener], Samples], topics: Iterable[str],
+                    partitions: int, sqlite_description: str, kafka_description: str) -> None:
+    """Register `run` once per log engine, as `name`.sqlite and `name`.kafka, each given fresh logs
+    of that engine."""
+    names = list(topics)
+    register(f"{name}.sqlite", lambda ctx: run(ctx, sqlite_opener(ctx, f"bench-{name}-", partitions)),
+             sqlite_description)
+    register(f"{name}.kafka", lambda ctx: run(ctx, kafka_opener(ctx, names, partitions)), kafka_description)

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from bench.logs import kafka_opener, sqlite_opener
-from bench.suite import Context, benchmark
+from bench.logs import on_both_engines
+from bench.suite import Context
 from eventsvm.events.codec import Codec
 from eventsvm.log.port import BEGINNING, EventLog, LogError, OutRecord
 from eventsvm.projections.readmodel import ALL_TOPICS, ReadModel
@@ -76,16 +76,8 @@ def _run(ctx: Context, opener: Callable[[], AbstractContextManager[EventLog]]) -
     return out
 
 
-@benchmark("replay.sqlite")
-def sqlite(ctx: Context) -> dict[str, list[float]]:
-    """Full replay of 100k instance events from the SQLite engine into the read models."""
-
-    opener = sqlite_opener(ctx, "bench-replay-", PARTITIONS)
-    return _run(ctx, opener)
-
-
-@benchmark("replay.kafka")
-def kafka(ctx: Context) -> dict[str, list[float]]:
-    """Full replay of 100k instance events from the Kafka engine (local broker) into the read models."""
-    opener = kafka_opener(ctx, [str(t) for t in ALL_TOPICS], PARTITIONS)
-    return _run(ctx, opener)
+on_both_engines(
+    "replay", _run, [str(t) for t in ALL_TOPICS], PARTITIONS,
+    "Full replay of 100k instance events from the SQLite engine into the read models.",
+    "Full replay of 100k instance events from the Kafka engine (local broker) into the read models.",
+)

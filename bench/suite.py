@@ -61,12 +61,17 @@ REGISTRY: list[Registered] = []
 def benchmark(name: str, unit: str = "events/s") -> Callable[[Benchmark], Benchmark]:
     """Register a benchmark; its docstring's first line is its description in the table."""
 
-    def register(fn: Benchmark) -> Benchmark:
+    def register_fn(fn: Benchmark) -> Benchmark:
         doc = (fn.__doc__ or "").strip().splitlines()
-        REGISTRY.append(Registered(name, unit, fn, doc[0] if doc else ""))
+        register(name, fn, doc[0] if doc else "", unit)
         return fn
 
-    return register
+    return register_fn
+
+
+def register(name: str, run: Benchmark, description: str, unit: str = "events/s") -> None:
+    """Register a benchmark made by code rather than written as a function (see bench.logs)."""
+    REGISTRY.append(Registered(name, unit, run, description))
 
 
 @dataclass

@@ -3,6 +3,10 @@
 Input: instance.requested (partitioned by project, so one process decides all of a project's
 quota at a time). State: identity and catalog topics, and the quota usage folded from its own
 `authenticated` answers minus deletions and final failures.
+
+The servers of one POST /servers (a reservation, min_count/max_count) are admitted all or none:
+the first of them decides the quota for all, and its answer holds the others' share until each
+is answered, so no request decided in between takes it (docs/decisions.md, "Multi-create").
 """
 
 from __future__ import annotations
@@ -20,6 +24,34 @@ from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.identity import IdentityState, quota_for
 from eventsvm.state.identity import evolve as evolve_identity
 
+# How long (log time, ms) an admitted reservation holds the share of its servers not yet answered.
+# They were appended together and are answered within moments; a server deleted before it was
+# answered never is, and this bounds how long its share stays held.
+RESERVATION_HOLD_MS = 60_000
+
+
+@dataclass
+class Reservation:
+    """The servers one request asked for together, as the authenticator has answered them."""
+
+    project_id: str
+    size: int
+    answered: int = 0
+    # the first answer: when the reservation was admitted, or why it was refused
+    decided_at: int = 0
+    refusal: str | None = None
+    refusal_code: int = 403
+    # what each server of it holds (vcpus, RAM MB)
+    cores: int = 0
+    ram_mb: int = 0
+
+    def held(self, at_ms: int) -> ResourceCount:
+        """What the unanswered servers of an admitted reservation hold at log time `at_ms`."""
+        waiting = self.size - self.answered
+        if self.refusal is not None or waiting <= 0 or at_ms - self.decided_at >= RESERVATION_HOLD_MS:
+            return ResourceCount()
+        return ResourceCount(instances=waiting, cores=waiting * self.cores, ram_mb=waiting * self.ram_mb)
+
 
 @dataclass
 class AuthenticatorState:
@@ -29,15 +61,46 @@ class AuthenticatorState:
     catalog: CatalogState = field(default_factory=CatalogState)
     usage: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)
+    reservations: dict[str, Reservation] = field(default_factory=dict)
 
-    def project_usage(self, project_id: str) -> ResourceCount:
-        """Instances, cores and RAM the project's live instances hold."""
+    def project_usage(self, project_id: str, at_ms: int = 0) -> ResourceCount:
+        """Instances, cores and RAM the project's live instances hold, and the share its admitted
+        reservations hold for their servers not yet answered (at log time `at_ms`)."""
         held = self.usage.get(project_id, {})
-        return ResourceCount(
+        total = ResourceCount(
             instances=len(held),
             cores=sum(c for c, _ in held.values()),
             ram_mb=sum(r for _, r in held.values()),
         )
+        for reservation in self.reservations.values():
+            if reservation.project_id == project_id:
+                share = reservation.held(at_ms)
+                total = ResourceCount(total.instances + share.instances, total.cores + share.cores,
+                                      total.ram_mb + share.ram_mb)
+        return total
+
+
+def _answered(state: AuthenticatorState, event: Event, refusal: str | None, code: int = 403) -> None:
+    """Count an answer to one server of a reservation; the first answer decides it."""
+    body = event.body
+    reservation_id = body.get("reservation_id")
+    if reservation_id is None:
+        return
+    reservation = state.reservations.get(reservation_id)
+    if reservation is None:
+        flavor = (body.get("spec") or {}).get("flavor") or {}
+        reservation = state.reservations[reservation_id] = Reservation(
+            project_id=event.project_id or "",
+            size=body.get("reservation_size") or 1,
+            decided_at=event.occurred_at,
+            refusal=refusal,
+            refusal_code=code,
+            cores=flavor.get("vcpus", 0),
+            ram_mb=flavor.get("ram_mb", 0),
+        )
+    reservation.answered += 1
+    if reservation.answered >= reservation.size:
+        del state.reservations[reservation_id]
 
 
 def evolve(state: AuthenticatorState, event: Event) -> AuthenticatorState:
@@ -47,13 +110,17 @@ def evolve(state: AuthenticatorState, event: Event) -> AuthenticatorState:
         evolve_identity(state.identity, event)
     elif kind.startswith("catalog."):
         evolve_catalog(state.catalog, event)
-    elif kind == EventType.INSTANCE_AUTHENTICATED and event.aggregate_id not in state.gone:
-        flavor = event.body["spec"]["flavor"]
-        state.usage.setdefault(event.project_id or "", {})[event.aggregate_id] = (
-            flavor["vcpus"],
-            flavor["ram_mb"],
-        )
+    elif kind == EventType.INSTANCE_AUTHENTICATED:
+        _answered(state, event, None)
+        if event.aggregate_id not in state.gone:
+            flavor = event.body["spec"]["flavor"]
+            state.usage.setdefault(event.project_id or "", {})[event.aggregate_id] = (
+                flavor["vcpus"],
+                flavor["ram_mb"],
+            )
     elif kind == EventType.INSTANCE_DELETED or (kind == EventType.INSTANCE_FAILED and event.body["final"]):
+        if kind == EventType.INSTANCE_FAILED and event.body.get("stage") == "authenticate":
+            _answered(state, event, event.body["reason"], event.body["code"])
         state.gone.add(event.aggregate_id)
         state.usage.get(event.project_id or "", {}).pop(event.aggregate_id, None)
     return state
@@ -69,39 +136,42 @@ def decide(state: AuthenticatorState, event: Event, ctx: StepContext) -> Sequenc
             f"a request for instance {event.aggregate_id!r} named {body['name']!r} is not a valid server"
         )
     user_id, project_id = event.user_id or "", event.project_id or ""
+    reservation_id = body.get("reservation_id")
+    reservation = state.reservations.get(reservation_id) if reservation_id else None
+
+    def refuse(reason: str, code: int) -> list[Output]:
+        return [Output(failed(event, "authenticate", reason, code=code, reservation_id=reservation_id))]
+
+    if reservation is not None and reservation.refusal is not None:
+        # all or none: another server of the same request was refused
+        return refuse(reservation.refusal, reservation.refusal_code)
     refusal = state.identity.check_request(user_id, project_id, body.get("token_audit_id") or "",
                                            body.get("token_chain_audit_id"))
     if refusal is not None:
-        return [Output(failed(event, "authenticate", f"Authentication failed: {refusal}.", code=401))]
+        return refuse(f"Authentication failed: {refusal}.", 401)
     roles = state.identity.roles_of(user_id, project_id)
     if not can_create_server(roles, project_id, project_id):
-        return [
-            Output(
-                failed(
-                    event,
-                    "authenticate",
-                    "Policy doesn't allow os_compute_api:servers:create to be performed.",
-                    code=403,
-                )
-            )
-        ]
+        return refuse("Policy doesn't allow os_compute_api:servers:create to be performed.", 403)
     flavor = state.catalog.flavor_by_name_or_id(body["flavor_id"])
     if flavor is None:
-        return [
-            Output(failed(event, "authenticate", f"Flavor {body['flavor_id']} could not be found.", code=400))
-        ]
+        return refuse(f"Flavor {body['flavor_id']} could not be found.", 400)
     image = state.catalog.images.get(body["image_id"])
     if image is None:
-        return [
-            Output(failed(event, "authenticate", f"Image {body['image_id']} could not be found.", code=400))
-        ]
-    over = check_quota(
-        quota_for(state.identity, project_id),
-        state.project_usage(project_id),
-        ResourceCount(instances=1, cores=flavor["vcpus"], ram_mb=flavor["ram_mb"]),
-    )
-    if over is not None:
-        return [Output(failed(event, "authenticate", over, code=403))]
+        return refuse(f"Image {body['image_id']} could not be found.", 400)
+    if reservation is None:
+        asking = body.get("reservation_size") or 1  # the first of its request: quota for all, or none
+    elif reservation.held(event.occurred_at).instances:
+        asking = 0  # its share is held since the first of its request was admitted
+    else:
+        asking = 1  # the hold lapsed: this server is counted on its own
+    if asking:
+        over = check_quota(
+            quota_for(state.identity, project_id),
+            state.project_usage(project_id, event.occurred_at),
+            ResourceCount(instances=asking, cores=asking * flavor["vcpus"], ram_mb=asking * flavor["ram_mb"]),
+        )
+        if over is not None:
+            return refuse(over, 403)
     group = state.catalog.server_groups.get(body.get("server_group_id") or "")
     spec = {
         "name": body["name"],
@@ -121,7 +191,8 @@ def decide(state: AuthenticatorState, event: Event, ctx: StepContext) -> Sequenc
             new_event(
                 EventType.INSTANCE_AUTHENTICATED,
                 event.aggregate_id,
-                {"spec": spec, "roles": sorted(roles)},
+                {"spec": spec, "roles": sorted(roles), "reservation_id": reservation_id,
+                 "reservation_size": body.get("reservation_size") or 1},
                 cause=event,
             )
         )

@@ -1,9 +1,11 @@
 """resolver: glance, neutron and cinder's part of a build — image metadata, a port with a fixed IP
 and MAC, and volumes — and the router of all work bound for a compute host.
 
-Inputs: instance.scheduled and instance.delete-requested. Output for a host goes to the partition
-of the host's slot (`Output.route`), which only that host's spawner reads. A delete of an
-instance that never reached a host completes here (nova's "local delete").
+Inputs: instance.scheduled, instance.delete-requested and instance.deleted. Output for a host goes
+to the partition of the host's slot (`Output.route`), which only that host's spawner reads. A
+delete of an instance that never reached a host completes here (nova's "local delete"); once any
+instance is deleted, its volumes are detached here (available again, or deleted with it when its
+block device mapping said delete_on_termination), as nova's _local_cleanup_bdm_volumes does.
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ from eventsvm.runtime.service import Output, Rejected, Service, StepContext
 from eventsvm.scheduler.claims import claim_in
 from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.ipam import IpAllocations, NoMoreAddresses
+from eventsvm.state.server_moves import image_record
+from eventsvm.state.volumes import (
+    attachments_of,
+    boot_device,
+    detached_body,
+    server_attachments,
+    unavailable_reason,
+)
 from eventsvm.virt.xml import domain_name_for
 
 
@@ -58,6 +68,8 @@ def evolve(state: ResolverState, event: Event) -> ResolverState:
 def decide(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[Output]:
     """Resolve a scheduled instance's resources, or route a delete to where the instance is."""
     instance_id = event.aggregate_id
+    if event.type == EventType.INSTANCE_DELETED:
+        return _release_volumes(state, event)
     if instance_id in state.gone:
         return []
     if event.type == EventType.INSTANCE_SCHEDULED:
@@ -99,13 +111,12 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
             volume = state.catalog.volumes.get(bdm.get("uuid") or "")
             if volume is None:
                 return refuse(f"Volume {bdm.get('uuid')} could not be found.")
+            if attachments_of(volume) and all(a["server_id"] != event.aggregate_id
+                                              for a in attachments_of(volume).values()):
+                # reserved for another server: the API's reservation lost, or was never made
+                return refuse(f"Invalid volume: {unavailable_reason(volume)}")
             volumes.append(
-                {
-                    "volume_id": volume["id"],
-                    "size_gb": volume["size_gb"],
-                    "device": f"/dev/vd{chr(ord('b') + index)}",
-                }
-            )
+                {"volume_id": volume["id"], "size_gb": volume["size_gb"], "device": boot_device(index)})
     ports = state.ipam.ports_by_instance.get(event.aggregate_id)
     if ports is None:
         try:
@@ -123,15 +134,7 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
         "host": body["host"],
         "alternates": body["alternates"],
         "attempt": attempt,
-        "image": {
-            "id": image["id"],
-            "name": image["name"],
-            "disk_format": image["disk_format"],
-            "container_format": image["container_format"],
-            "size_bytes": image["size_bytes"],
-            "properties": dict(image.get("properties") or {}),
-            "location": image.get("location"),
-        },
+        "image": image_record(image),
         "ports": ports,
         "volumes": volumes,
         "public_key": public_key,
@@ -142,6 +145,17 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
             new_event(EventType.INSTANCE_RESOURCES_RESOLVED, event.aggregate_id, resolved, cause=event),
             route=state.host_slots.get(body["host"], 0),
         )
+    ]
+
+
+def _release_volumes(state: ResolverState, event: Event) -> Sequence[Output]:
+    """End every attachment of a deleted instance: each volume is available again, or deleted."""
+    return [
+        Output(new_event(EventType.VOLUME_DETACHED, volume["id"],
+                         detached_body(volume["id"], attachment, None, f"server {event.aggregate_id} deleted",
+                                       delete_volume=attachment["delete_on_termination"]),
+                         cause=event))
+        for volume, attachment in server_attachments(state.catalog.volumes, event.aggregate_id)
     ]
 
 
@@ -192,7 +206,7 @@ def _port_id(instance_id: str, index: int) -> str:
 
 SERVICE: Service[ResolverState] = Service(
     name="resolver",
-    inputs=(Topic.SCHEDULED, Topic.DELETE_REQUESTED),
+    inputs=(Topic.SCHEDULED, Topic.DELETE_REQUESTED, Topic.DELETED),
     state_topics=(
         Topic.CATALOG,
         Topic.HOSTS,
@@ -201,7 +215,7 @@ SERVICE: Service[ResolverState] = Service(
         Topic.DELETED,
         Topic.FAILED,
     ),
-    outputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.DELETED, Topic.FAILED),
+    outputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.DELETED, Topic.FAILED, Topic.CATALOG),
     initial_state=ResolverState,
     evolve=evolve,
     decide=decide,

@@ -21,6 +21,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
 import openstack
 
@@ -71,10 +72,32 @@ def provision(url: str, workspace: Path) -> None:
     images = [image for image in cloud.image.images() if image.status == "active"]
     if not images:  # the seed registers cirros; without it no server test can run
         sys.exit("interop.py: the cloud has no active image to boot")
+    image_alt = _second_image(cloud, url, images[0])
+    network = _shared_network(cloud)
     etc = workspace / "etc"
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "accounts.yaml").write_text(_accounts_yaml(accounts))
-    (etc / "tempest.conf").write_text(_tempest_conf(url, etc / "accounts.yaml", images[0].id, admin_password))
+    (etc / "tempest.conf").write_text(
+        _tempest_conf(url, etc / "accounts.yaml", images[0].id, image_alt, network, admin_password))
+
+
+def _second_image(cloud: openstack.connection.Connection, url: str, image: Any) -> str:
+    """A second public image, distinct from the first (tempest's image_ref_alt: the list-by-image
+    tests need servers of two images); the test hypervisor boots either."""
+    body = {"name": f"{image.name}-alt", "disk_format": image.disk_format,
+            "container_format": image.container_format, "visibility": "public"}
+    answer = cloud.session.post(f"{url}/image/v2/images", json=body)
+    return str(answer.json()["id"])
+
+
+def _shared_network(cloud: openstack.connection.Connection) -> str:
+    """A network every tempest project may boot on (tempest's fixed_network_name): the seed's
+    `private` belongs to the demo project, and the list-by-IP tests need each server's address on
+    a network tempest names."""
+    network = cloud.network.create_network(name="tempest-shared", shared=True)
+    cloud.network.create_subnet(network_id=network.id, name="tempest-shared-subnet", ip_version=4,
+                                cidr="10.100.0.0/22", gateway_ip="10.100.0.1")
+    return str(network.name)
 
 
 def _accounts_yaml(accounts: list[dict[str, object]]) -> str:
@@ -93,7 +116,8 @@ def _accounts_yaml(accounts: list[dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _tempest_conf(url: str, accounts: Path, image_id: str, admin_password: str) -> str:
+def _tempest_conf(url: str, accounts: Path, image_id: str, image_alt: str, network: str,
+                  admin_password: str) -> str:
     """What the guideline needs enabled (resize and snapshot included); no guest SSH validation,
     since the default hypervisor is libvirt's test driver, whose guests have no network."""
     return f"""[DEFAULT]
@@ -123,10 +147,10 @@ api_v3 = true
 
 [compute]
 image_ref = {image_id}
-image_ref_alt = {image_id}
+image_ref_alt = {image_alt}
 flavor_ref = 1
 flavor_ref_alt = 2
-fixed_network_name = private
+fixed_network_name = {network}
 build_timeout = 120
 build_interval = 1
 min_compute_nodes = 2
@@ -134,8 +158,8 @@ min_microversion = 2.1
 max_microversion = latest
 
 [compute-feature-enabled]
-# nova's enable_instance_password: this cloud sets no guest password, so no adminPass is returned
-enable_instance_password = false
+# nova's enable_instance_password, on in `eventsvm up` as in nova: the create answers adminPass
+enable_instance_password = true
 resize = true
 snapshot = true
 pause = true

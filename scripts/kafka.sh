@@ -4,6 +4,9 @@
 # The jars come from Maven Central via infra/kafka/pom.xml; data, config, pid and log live in
 # .kafka/<PORT>/ at the top of the clone, so brokers on different ports never share anything.
 set -euo pipefail
+# The broker's data is the log: every user's password hash and every project's servers. Whatever
+# this script or the broker it starts creates is the owner's alone (directories 0700, files 0600).
+umask 077
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 INFRA="$ROOT/infra/kafka"
@@ -114,9 +117,20 @@ already_running() {
     echo "kafka on 127.0.0.1:$PORT already running (pid $pid)"
 }
 
+# A clone whose .kafka/ an older version of this script made world-readable is tightened, loudly.
+tighten() {
+    local open
+    open="$(find "$ROOT/.kafka" -perm /077 -not -type l -print -quit 2>/dev/null || true)"
+    if [[ -n "$open" ]]; then
+        echo "kafka.sh: tightening $ROOT/.kafka (e.g. $open) to owner-only: it holds the log" >&2
+        chmod -R go-rwx "$ROOT/.kafka"
+    fi
+}
+
 start() {
     already_running && return
     mkdir -p "$DIR"
+    tighten
     # Two starts at once (make test and a test session) must not both format and launch.
     exec 9>"$DIR/.lock"
     flock -w 300 9 || die "another kafka.sh holds $DIR/.lock"

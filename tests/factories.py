@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from eventsvm.config import LogConfig
-from eventsvm.events.codec import encode
+from eventsvm.events.codec import decode, encode
 from eventsvm.events.model import Event, EventType, event_hash
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog, OutRecord
+from eventsvm.projections.readmodel import Models, fold
+from eventsvm.scheduler import HostState, SchedulingRequest
 
 _RNG = random.Random(20241126)
 BASE_MS = 1_732_600_000_000  # 2024-11-26, a fixed epoch keeps sizes realistic and stable
@@ -41,6 +43,7 @@ IMAGE: dict[str, Any] = {
 }
 NETWORK_ID = "3c9d2f4e-6a1b-4c7d-8e9f-0a1b2c3d4e5f"
 SUBNET_ID = "7e1f3a5b-9c2d-4e6f-8a0b-1c2d3e4f5a6b"
+VOLUME_ID = "5b8e2a1c-4d3f-4e6a-9b7c-2d1e0f3a4b5c"
 PUBLIC_KEY = (
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq3xJ7Ykz0f9m2Tq8d1VbN4rLw6pE5sHc0aZyXuWvKt ops@bastion"
 )
@@ -108,6 +111,25 @@ def request_spec(name: str, flavor: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def plain_request(name: str, flavor_id: str, image_id: str, network_id: str, token_audit_id: str
+                  ) -> dict[str, Any]:
+    """The instance.requested body of a plain POST /servers by a member: one network, and no key,
+    zone, server group, volume or metadata."""
+    return {
+        "name": name,
+        "flavor_id": flavor_id,
+        "image_id": image_id,
+        "networks": [{"network_id": network_id, "port_id": None, "fixed_ip": None}],
+        "key_name": None,
+        "availability_zone": None,
+        "server_group_id": None,
+        "block_devices": [],
+        "metadata": {},
+        "roles": ["member"],
+        "token_audit_id": token_audit_id,
+    }
+
+
 def requested_event(
     rng: random.Random | None = None, name: str | None = None, flavor_index: int = 1, **body: Any
 ) -> Event:
@@ -132,6 +154,8 @@ def requested_event(
         "access_ipv4": "203.0.113.81",
         "access_ipv6": None,
         "token_chain_audit_id": None,
+        "reservation_id": "r-7kq2m9xa",
+        "reservation_size": 1,
     }
     fields.update(body)
     return _event(EventType.INSTANCE_REQUESTED, uid(rng), fields, rng, user_id=hex_id(rng),
@@ -148,7 +172,8 @@ def instance_chain(rng: random.Random | None = None, flavor_index: int = 1) -> l
     spec = request_spec(requested.body["name"], flavor)
     host, *alternates = rng.sample(HOSTS, 3)
     authenticated = _event(EventType.INSTANCE_AUTHENTICATED, iid,
-                           {"spec": spec, "roles": ["member", "reader"]}, rng, requested)
+                           {"spec": spec, "roles": ["member", "reader"], "reservation_id": "r-7kq2m9xa",
+                            "reservation_size": 1}, rng, requested)
     claim = {k: flavor[k] for k in ("vcpus", "ram_mb", "disk_gb")}
     scheduled = _event(EventType.INSTANCE_SCHEDULED, iid,
                        {"spec": spec, "host": host, "alternates": alternates, "attempt": 1, "claim": claim},
@@ -180,6 +205,26 @@ def pipeline_events(n_instances: int, rng: random.Random | None = None) -> list[
     return [e for i in range(n_instances) for e in instance_chain(rng, flavor_index=i)]
 
 
+def move_body(rng: random.Random, **changes: Any) -> dict[str, Any]:
+    """The body of a move event (instance.move_requested / move_step / move_failed): a resize of
+    m1.small to m1.medium from compute-1 to compute-2, as the API asks for it, with `changes`."""
+    old, new = _flavor(1), _flavor(2)
+    port = {"port_id": uid(rng), "network_id": NETWORK_ID, "subnet_id": SUBNET_ID, "ip_address": "10.0.3.17",
+            "mac_address": "fa:16:3e:0a:0b:0c", "cidr": "10.0.0.0/16", "gateway_ip": "10.0.0.1"}
+    body: dict[str, Any] = {
+        "action": "resize", "step": "api_resize", "host": "compute-1", "source_host": "compute-1",
+        "dest_host": None, "source_slot": 0, "dest_slot": None, "vm_state": "active",
+        "task_state": "resize_prep",
+        "power_state": None, "flavor": new, "old_flavor": old,
+        "claim": {k: new[k] for k in ("vcpus", "ram_mb", "disk_gb")},
+        "old_claim": {k: old[k] for k in ("vcpus", "ram_mb", "disk_gb")},
+        "guest": {"name": "db-01", "image": dict(IMAGE), "ports": [port]}, "old_image": None,
+        "availability_zone": None, "image_properties": dict(IMAGE["properties"]), "boot_from_volume": False,
+        "name": None, "metadata": None, "access_ipv4": None, "access_ipv6": None, "reason": None,
+        "code": None}
+    return body | changes
+
+
 def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
     flavor = _flavor(2)
     spec = request_spec("db-01", flavor)
@@ -188,7 +233,7 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
         EventType.INSTANCE_FAILED: {
             "stage": "scheduler", "reason": "No valid host was found. There are not enough hosts available.",
             "code": 500, "retryable": False, "final": True, "host": None, "attempt": 1, "details": None,
-            "alternates": [], "spec": spec},
+            "alternates": [], "spec": spec, "reservation_id": None},
         EventType.INSTANCE_DELETE_REQUESTED: {"host": host},
         EventType.INSTANCE_DELETE_DISPATCHED: {"host": host, "domain_name": "instance-0000002a"},
         EventType.INSTANCE_DELETED: {"host": host, "terminated_at": BASE_MS + 3_600_000, "stage": "spawner"},
@@ -205,6 +250,13 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
         EventType.INSTANCE_ACTION_FAILED: {
             "action": "pause", "host": host, "vm_state": "active", "power_state": 4,
             "reason": "pause of instance failed: domain is not running"},
+        EventType.INSTANCE_MOVE_REQUESTED: move_body(rng),
+        EventType.INSTANCE_MOVE_STEP: move_body(
+            rng, step="conductor_migrate_server", host="compute-2", dest_host="compute-2", dest_slot=1,
+            task_state="resize_migrating"),
+        EventType.INSTANCE_MOVE_FAILED: move_body(
+            rng, step="compute_prep_resize", host=None, dest_host="compute-2", dest_slot=1, task_state=None,
+            reason="Insufficient compute resources: Free memory 1024 MB < requested 4096 MB.", code=500),
         EventType.HOST_REGISTERED: {
             "name": host, "slot": HOSTS.index(host), "vcpus": 32, "ram_mb": 131072, "disk_gb": 1000,
             "availability_zone": "nova", "enabled": True, "cpu_allocation_ratio": 4.0,
@@ -227,6 +279,20 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
             "ip_version": 4, "enable_dhcp": True, "dns_nameservers": ["9.9.9.9", "1.1.1.1"]},
         EventType.VOLUME_CREATED: {"id": uid(rng), "name": "db-data", "size_gb": 100, "owner": hex_id(rng),
                                    "status": "available"},
+        EventType.VOLUME_RESERVED: {"volume_id": VOLUME_ID, "attachment_id": uid(rng), "server_id": uid(rng),
+                                    "device": "/dev/vdb", "delete_on_termination": False, "boot_index": None},
+        EventType.VOLUME_ATTACHED: {"volume_id": VOLUME_ID, "attachment_id": uid(rng), "server_id": uid(rng),
+                                    "host": host, "device": "/dev/vdb"},
+        EventType.VOLUME_DETACHING: {"volume_id": VOLUME_ID, "attachment_id": uid(rng),
+                                     "server_id": uid(rng)},
+        EventType.VOLUME_DETACHED: {"volume_id": VOLUME_ID, "attachment_id": uid(rng), "server_id": uid(rng),
+                                    "host": host, "reason": None, "delete_volume": False},
+        EventType.VOLUME_DELETED: {"volume_id": VOLUME_ID},
+        EventType.INSTANCE_VOLUME_ATTACH_REQUESTED: {"host": host, "volume_id": VOLUME_ID,
+                                                     "attachment_id": uid(rng), "device": "/dev/vdb",
+                                                     "size_gb": 100},
+        EventType.INSTANCE_VOLUME_DETACH_REQUESTED: {"host": host, "volume_id": VOLUME_ID,
+                                                     "attachment_id": uid(rng), "device": "/dev/vdb"},
         EventType.KEYPAIR_CREATED: {"name": "ops-key", "user_id": hex_id(rng), "public_key": PUBLIC_KEY,
                                     "fingerprint": "SHA256:3vJ0mW5y0R5kzQ8p2Lk4nXc7aBd9eFg1hIj2kLm3nOp",
                                     "key_type": "ssh"},
@@ -258,6 +324,9 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
                                  "flavor": {"id": "2", "name": "m1.small", "vcpus": 1, "ram_mb": 2048,
                                             "disk_gb": 20, "ephemeral_gb": 0, "swap_mb": 0}},
         EventType.USAGE_CLOSED: {"host": "compute-3", "ended_at": BASE_MS + 7_290_000},
+        EventType.USAGE_RESIZED: {"host": "compute-4", "at": BASE_MS + 3_690_000,
+                                  "flavor": {"id": "3", "name": "m1.medium", "vcpus": 2, "ram_mb": 4096,
+                                             "disk_gb": 40, "ephemeral_gb": 0, "swap_mb": 0}},
     }
 
 
@@ -267,7 +336,8 @@ def sample_event(event_type: EventType, rng: random.Random | None = None) -> Eve
     if event_type in BOOT_FLOW:
         return instance_chain(rng)[BOOT_FLOW.index(event_type)]
     body = _bodies(rng)[event_type]
-    aggregate = str(body.get("id") or body.get("name") or body.get("audit_id") or body.get("project_id"))
+    aggregate = str(body.get("id") or body.get("volume_id") or body.get("name") or body.get("audit_id")
+                    or body.get("project_id"))
     if event_type.value.startswith("instance."):
         aggregate = uid(rng)
     return _event(event_type, aggregate, body, rng, user_id=hex_id(rng), project_id=hex_id(rng))
@@ -338,3 +408,26 @@ def sqlite_log(path: Path, partitions: int, topics: Iterable[Any]) -> Iterator[E
         yield opened
     finally:
         opened.close()
+
+
+def fold_each(events: list[Event]) -> Models:
+    """The live read model's fold of `events`, one by one, each with the hash of its own bytes."""
+    models = Models()
+    for event in events:
+        data = encode(event)
+        fold(models, decode(data), event_hash(data), str(event.topic))
+    return models
+
+
+def host_state(name: str = "compute-1", **overrides: Any) -> HostState:
+    """The scheduler's view of an idle x86_64 KVM host of 8 CPUs, 8 GB RAM and 100 GB disk, with
+    `overrides` changed."""
+    fields = {"name": name, "vcpus": 8, "ram_mb": 8192, "disk_gb": 100, "cpu_arch": "x86_64",
+              "hypervisor_type": "kvm"}
+    return HostState(**{**fields, **overrides})
+
+
+def scheduling_request(**overrides: Any) -> SchedulingRequest:
+    """A request for 1 vCPU, 1 GB RAM and 10 GB disk, with `overrides` changed."""
+    fields = {"instance_id": "i-1", "vcpus": 1, "ram_mb": 1024, "disk_gb": 10}
+    return SchedulingRequest(**{**fields, **overrides})

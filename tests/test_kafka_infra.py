@@ -3,10 +3,14 @@ read-process-write step end to end (the full port behaviour lives in tests/contr
 
 from __future__ import annotations
 
+import shutil
 import socket
+import stat
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
@@ -83,3 +87,43 @@ def test_a_step_appends_its_outputs_and_commits_its_input(log: KafkaLog) -> None
     again = log.member("scheduler", ["requested"], member_name="scheduler-1")
     assert _poll_until(again.poll, 1, within_s=3) == []
 
+
+
+@pytest.mark.kafka
+def test_the_broker_scripts_kafka_sh_starts_keeps_its_data_owner_only(tmp_path: Path) -> None:
+    # the broker's data is the log (password hashes, every project's servers): scripts/kafka.sh
+    # starts it under umask 077 and tightens what an older version left open
+    port = _free_port()
+    root = Path(__file__).resolve().parent.parent
+    directory = root / ".kafka" / str(port)
+    directory.mkdir(parents=True)
+    directory.chmod(0o755)
+    leftover = directory / "left-by-an-older-version"
+    leftover.write_text("x")
+    leftover.chmod(0o644)
+    script = ["bash", str(root / "scripts" / "kafka.sh")]
+    started = subprocess.run([*script, "start", str(port)], capture_output=True, text=True, timeout=600)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert "tightening" in started.stderr
+        bootstrap = f"127.0.0.1:{port}"
+        log = KafkaLog(bootstrap, LogConfig(url=f"kafka://{bootstrap}", partitions=1))
+        try:
+            log.create_topics(["instance.requested"])
+            log.append([OutRecord("instance.requested", b"k", b"v")])
+        finally:
+            log.close()
+        open_to_others = [
+            f"{stat.S_IMODE(p.lstat().st_mode):04o} {p}" for p in [directory, *directory.rglob("*")]
+            if not p.is_symlink() and stat.S_IMODE(p.lstat().st_mode) & 0o077]
+        assert not open_to_others
+        assert any(p.name.startswith("instance.requested-") for p in (directory / "data").iterdir())
+    finally:
+        subprocess.run([*script, "stop", str(port)], capture_output=True, text=True, timeout=120)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -25,7 +25,9 @@ from eventsvm.api import (
     microversion,
     network,
     server_edits,
+    server_ips,
     server_metadata,
+    server_volumes,
     volume,
 )
 from eventsvm.api.context import ApiContext
@@ -74,6 +76,7 @@ class RequestEnvelope:
             extra.append((b"x-compute-request-id", request_id.encode()))
             asked = microversion.requested_version(scope["headers"])
             version, version_refusal = microversion.negotiate(asked)
+            scope["state"][microversion.STATE_KEY] = version
             extra.extend(microversion.response_headers(version))
         started = False
 
@@ -155,7 +158,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     for module in (identity, identity_admin, compute, compute_actions, compute_catalog, compute_usage, image,
-                   network, volume, server_edits, server_metadata, identity_changes, identity_domains):
+                   network, volume, server_edits, server_metadata, server_volumes, identity_changes,
+                   identity_domains, server_ips):
         app.include_router(module.router)
     app.include_router(compute_images.router)
     app.add_middleware(RequestEnvelope, max_body_bytes=ctx.max_body_bytes)

@@ -14,7 +14,8 @@ from fastapi.security import APIKeyHeader
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import Unauthorized
 from eventsvm.identity import policy
-from eventsvm.identity.tokens import TokenClaims, TokenInvalid
+from eventsvm.identity.tokens import TokenClaims, TokenInvalid, TokenService
+from eventsvm.projections.readmodel import ReadModel
 
 token_header = APIKeyHeader(
     name="X-Auth-Token", auto_error=False, description="a token from POST /identity/v3/auth/tokens"
@@ -58,17 +59,22 @@ def api_context(request: Request) -> ApiContext:
     return ctx
 
 
-def verify_token(ctx: ApiContext, token: str | None) -> TokenClaims:
-    """The claims of a token that is genuine, unexpired and still backed by the identity model."""
-    if not token:
-        raise Unauthorized()
+def valid_claims(tokens: TokenService, readmodel: ReadModel, token: str) -> TokenClaims | None:
+    """The claims of a token that is genuine, unexpired and still backed by the identity model;
+    None for any other. The one check every token meets, in the API and on the dashboard."""
     try:
-        claims = ctx.tokens.validate(token)
+        claims = tokens.validate(token)
     except TokenInvalid:
-        raise Unauthorized() from None
-    with ctx.readmodel.lock:
-        reason = ctx.readmodel.models.identity.check_token_still_valid(claims)
-    if reason is not None:
+        return None
+    with readmodel.lock:
+        reason = readmodel.models.identity.check_token_still_valid(claims)
+    return claims if reason is None else None
+
+
+def verify_token(ctx: ApiContext, token: str | None) -> TokenClaims:
+    """The claims of a valid token (see valid_claims); 401 in keystone's shape otherwise."""
+    claims = valid_claims(ctx.tokens, ctx.readmodel, token) if token else None
+    if claims is None:
         raise Unauthorized()
     return claims
 

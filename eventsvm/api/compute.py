@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from eventsvm.api import microversion
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -21,7 +23,15 @@ from eventsvm.api.models import ServerCreate
 from eventsvm.api.openapi import failures
 from eventsvm.api.patterns import user_pattern
 from eventsvm.api.responses import ServerBody, ServerCreatedBody, ServerDetailList, ServerList
-from eventsvm.api.server_request import build_requested_body
+from eventsvm.api.server_request import (
+    admin_password,
+    build_requested_body,
+    new_reservation_id,
+    reservation_bodies,
+    server_count,
+    servers_admitted,
+)
+from eventsvm.api.volume_reservations import release, reserve_boot_volumes
 from eventsvm.api.wire import (
     base_url,
     iso_micro,
@@ -38,6 +48,7 @@ from eventsvm.events.model import EventType, Topic
 from eventsvm.identity import policy
 from eventsvm.projections.readmodel import Models
 from eventsvm.state.instances import Instance
+from eventsvm.state.volumes import server_attachments
 
 router = APIRouter(prefix="/compute", tags=["compute"])
 
@@ -67,7 +78,7 @@ def _version(request: Request) -> dict[str, Any]:
     return {
         "id": "v2.1",
         "status": "CURRENT",
-        "version": "2.1",
+        "version": microversion.max_version(),
         "min_version": "2.1",
         "updated": "2013-07-23T11:33:21Z",
         "links": [{"rel": "self", "href": f"{compute_base(request)}/"}],
@@ -77,17 +88,41 @@ def _version(request: Request) -> dict[str, Any]:
     }
 
 
+def _legacy_version(request: Request) -> dict[str, Any]:
+    """nova's v2.0 entry: the same API without microversions, still listed first by nova."""
+    return {
+        "id": "v2.0",
+        "status": "SUPPORTED",
+        "version": "",
+        "min_version": "",
+        "updated": "2011-01-21T11:33:21Z",
+        "links": [{"rel": "self", "href": f"{base_url(request)}/compute/v2/"}],
+        "media-types": [
+            {"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2"}
+        ],
+    }
+
+
 @router.get("", include_in_schema=False)
 @router.get("/", summary="Nova's version list (unauthenticated)")
 def versions(request: Request) -> dict[str, Any]:
-    """The compute API versions: only v2.1, microversion 2.1."""
-    return {"versions": [_version(request)]}
+    """The compute API versions as nova lists them: v2.0 first, then v2.1 with its microversions
+    (the list carries no media-types, as nova's)."""
+    return {"versions": [{k: v for k, v in doc.items() if k != "media-types"}
+                         for doc in (_legacy_version(request), _version(request))]}
+
+
+@router.get("/v2", include_in_schema=False)
+@router.get("/v2/", summary="Nova v2.0 version document (unauthenticated)")
+def legacy_version(request: Request) -> dict[str, Any]:
+    """The v2.0 document the version list links to; this cloud serves its routes under v2.1."""
+    return {"version": _legacy_version(request)}
 
 
 @router.get("/v2.1", include_in_schema=False)
 @router.get("/v2.1/", summary="Nova v2.1 version document (unauthenticated)")
 def version(request: Request) -> dict[str, Any]:
-    """The v2.1 document; `version` 2.1 makes the clients send microversion 2.1."""
+    """The v2.1 document; `version` is the highest microversion, which the clients then send."""
     return {"version": _version(request)}
 
 
@@ -143,7 +178,8 @@ def server_view(models: Models, base: str, inst: Instance, caller: Identity) -> 
         "OS-EXT-STS:task_state": inst.task_state,
         "OS-EXT-STS:vm_state": inst.vm_state,
         "OS-EXT-STS:power_state": inst.power_state,
-        "os-extended-volumes:volumes_attached": [],
+        "os-extended-volumes:volumes_attached": [
+            {"id": volume["id"]} for volume, _ in server_attachments(models.catalog.volumes, inst.id)],
         "security_groups": [{"name": "default"}],
     }
     if inst.status in _PROGRESS_STATUSES:
@@ -177,6 +213,22 @@ def visible_server(models: Models, caller: Identity, server_id: str) -> Instance
     return inst
 
 
+def changeable_server(
+    models: Models,
+    caller: Identity,
+    server_id: str,
+    allowed: Callable[[Iterable[str], str, str], bool],
+    rule: str,
+) -> Instance:
+    """A live server the caller may see and that policy check `allowed` lets them change; 403
+    naming nova's policy `rule` when it does not."""
+    inst = visible_server(models, caller, server_id)
+    assert inst.project_id is not None
+    if not allowed(caller.roles, caller.project_id, inst.project_id):
+        raise Forbidden(policy.denied_message(rule))
+    return inst
+
+
 # -- servers -----------------------------------------------------------------------------------
 def _requested_optional_fields(codec: Codec) -> frozenset[str]:
     schema = codec.current(EventType.INSTANCE_REQUESTED).schema
@@ -194,22 +246,45 @@ def create_server(
     caller: Identity = Depends(current_identity),
     ctx: ApiContext = Depends(api_context),
 ) -> JSONResponse:
-    """Validate, append one instance.requested (partitioned by project) and answer 202."""
+    """Validate, check quota, append one instance.requested per server (all at once, partitioned
+    by project) and answer 202 with the first server, or the reservation id when asked."""
     if not policy.can_create_server(caller.roles, caller.project_id, caller.project_id):
         raise Forbidden(policy.denied_message("os_compute_api:servers:create"))
+    spec = body.server
     rm = ctx.readmodel
     with rm.lock:
         event_body = build_requested_body(rm.models, body, caller, _requested_optional_fields(rm.codec))
-    server_id = str(uuid.uuid4())
-    event = caller_event(EventType.INSTANCE_REQUESTED, server_id, event_body, request, caller)
-    rm.append([event], [rm.partition_by(Topic.REQUESTED, caller.project_id)])
+        flavor = rm.models.catalog.flavors[event_body["flavor_id"]]
+        servers = servers_admitted(rm.models, caller, flavor, server_count(spec))
+    reservation_id = new_reservation_id()
+    events = [
+        caller_event(EventType.INSTANCE_REQUESTED, str(uuid.uuid4()), member, request, caller)
+        for member in reservation_bodies(event_body, servers, reservation_id)
+    ]
+    booted_volumes = [bdm for bdm in event_body["block_devices"] if bdm.get("source_type") == "volume"]
+    if booted_volumes and len(events) > 1:
+        # nova's compute API: a volume can belong to one server of a multi-create only
+        raise BadRequest("Cannot attach one or more volumes to multiple instances")
+    # the volumes it boots with are its own before it is on the log (a second boot with one is refused)
+    first = events[0].aggregate_id
+    reserved = reserve_boot_volumes(ctx, first, event_body["block_devices"], request, caller)
+    try:
+        rm.append(events, [rm.partition_by(Topic.REQUESTED, caller.project_id)] * len(events))
+    except BaseException:
+        release(ctx, reserved, f"the request for server {first} could not be recorded", request, caller)
+        raise
+    if spec.return_reservation_id:
+        return JSONResponse({"reservation_id": reservation_id}, status_code=202)
     base = compute_base(request)
-    server = {
+    server_id = events[0].aggregate_id
+    server: dict[str, Any] = {
         "id": server_id,
         "links": links(base, f"servers/{server_id}"),
         "OS-DCF:diskConfig": "MANUAL",
         "security_groups": [{"name": "default"}],
     }
+    if ctx.enable_instance_password:
+        server["adminPass"] = admin_password(spec)
     return JSONResponse(
         {"server": server}, status_code=202, headers={"Location": f"{base}/servers/{server_id}"}
     )
@@ -261,6 +336,8 @@ def _candidates(models: Models, caller: Identity, query: dict[str, str]) -> list
         if status and inst.status != status:
             continue
         if host is not None and inst.host != host:
+            continue
+        if "reservation_id" in query and inst.reservation_id != query["reservation_id"]:
             continue
         if "image" in query and inst.image_id != query["image"]:
             continue
@@ -376,10 +453,8 @@ def delete_server(
     """Append instance.delete_requested chained to the instance's newest event; 204."""
     rm = ctx.readmodel
     with rm.lock:
-        inst = visible_server(rm.models, caller, server_id)
-        assert inst.project_id is not None
-        if not policy.can_delete_server(caller.roles, caller.project_id, inst.project_id):
-            raise Forbidden(policy.denied_message("os_compute_api:servers:delete"))
+        inst = changeable_server(rm.models, caller, server_id, policy.can_delete_server,
+                                 "os_compute_api:servers:delete")
         if inst.task_state == "deleting":
             return Response(status_code=204)  # already on its way out; a second request changes nothing
         if inst.locked and not policy.is_admin(caller.roles):

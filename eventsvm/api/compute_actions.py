@@ -14,25 +14,27 @@ from eventsvm.api.errors import BadRequest, Conflict, NotFound
 from eventsvm.api.openapi import failures
 from eventsvm.api.server_actions import is_server_action, request_action
 from eventsvm.api.server_lifecycle import LIFECYCLE_ACTIONS
+from eventsvm.api.server_moves import is_move_action, request_move
 from eventsvm.identity import policy
 from eventsvm.projections.history import instance_actions
-from eventsvm.projections.readmodel import Models
-from eventsvm.state.instances import Instance
 from eventsvm.virt.hypervisor import DomainNotFound, HypervisorUnavailable
 
 router = APIRouter(prefix="/compute", tags=["compute"])
 
 
-def _instance_for_actions(models: Models, caller: Identity, server_id: str) -> Instance:
-    inst = models.instances.get(server_id)
-    # deleted servers keep their history (nova >= 2.21 shows it too)
-    if (
-        inst is None
-        or inst.project_id is None
-        or not policy.can_view_server(caller.roles, caller.project_id, inst.project_id)
-    ):
-        raise NotFound(f"Instance {server_id} could not be found.")
-    return inst
+def _actions(ctx: ApiContext, caller: Identity, server_id: str) -> list[dict[str, Any]]:
+    """The server's actions, newest first, when the caller may see the server."""
+    with ctx.readmodel.lock:
+        models = ctx.readmodel.models
+        inst = models.instances.get(server_id)
+        # deleted servers keep their history (nova >= 2.21 shows it too)
+        if (
+            inst is None
+            or inst.project_id is None
+            or not policy.can_view_server(caller.roles, caller.project_id, inst.project_id)
+        ):
+            raise NotFound(f"Instance {server_id} could not be found.")
+        return instance_actions(models, inst.id)
 
 
 @router.get(
@@ -43,10 +45,7 @@ def list_actions(
     server_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
     """The requests made on the server (create, delete, the server actions), newest first, from the log."""
-    with ctx.readmodel.lock:
-        inst = _instance_for_actions(ctx.readmodel.models, caller, server_id)
-        actions = instance_actions(ctx.readmodel.models, inst.id)
-    return {"instanceActions": [_at_2_1(a, with_events=False) for a in actions]}
+    return {"instanceActions": [_at_2_1(a, with_events=False) for a in _actions(ctx, caller, server_id)]}
 
 
 # nova shows an action's updated_at from microversion 2.58 and an event's host from 2.62; this API
@@ -74,10 +73,7 @@ def show_action(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """One action and the pipeline stages it went through, with their result."""
-    with ctx.readmodel.lock:
-        inst = _instance_for_actions(ctx.readmodel.models, caller, server_id)
-        actions = instance_actions(ctx.readmodel.models, inst.id)
-    for action in actions:
+    for action in _actions(ctx, caller, server_id):
         if action["request_id"] == action_request_id:
             return {"instanceAction": _at_2_1(action, with_events=True)}
     raise NotFound(f"Action {action_request_id} on instance {server_id} could not be found.")
@@ -99,7 +95,9 @@ def _console_length(raw: Any) -> int | None:
 
 @router.post(
     "/v2.1/servers/{server_id}/action", summary="A server action", response_model=None,
-    responses={202: {"description": "A power or lock action was accepted (no body)"},
+    responses={202: {"description": "A power, lock or move action was accepted (no body; a rebuild "
+                                    "answers with the server)"},
+               204: {"description": "A confirmResize was accepted"},
                **failures(400, 403, 404, 409)},
 )
 def server_action(
@@ -118,6 +116,8 @@ def server_action(
         return LIFECYCLE_ACTIONS[action](server_id, args, request, caller, ctx)
     if is_server_action(action):
         return request_action(server_id, action, args, request, caller, ctx)
+    if is_move_action(action):
+        return request_move(server_id, action, args, request, caller, ctx)
     if action != "os-getConsoleOutput":
         raise BadRequest(f"There is no such action: {action[:60]}")
     length = _console_length((args or {}).get("length") if isinstance(args, dict) else None)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import string
-import struct
 import uuid
 import zlib
 from typing import Any
@@ -14,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from eventsvm.api import keypair_keys, microversion
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.compute import compute_base
 from eventsvm.api.context import ApiContext, reads_models
@@ -21,8 +18,8 @@ from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import FlavorCreate, KeypairCreate
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import FlavorBody, FlavorDetailList, FlavorList, KeypairBody, KeypairList
-from eventsvm.api.wire import iso_z, links, page, parse_limit
-from eventsvm.api.writes import append_in_log_order, caller_event, claim_name
+from eventsvm.api.wire import iso_z, links, page, parse_limit, wants_detail
+from eventsvm.api.writes import append_delete, caller_event, claim_name
 from eventsvm.events.model import EventType
 from eventsvm.identity import policy
 from eventsvm.state.catalog import Body
@@ -30,10 +27,9 @@ from eventsvm.state.catalog import Body
 router = APIRouter(prefix="/compute/v2.1", tags=["compute"])
 
 MAX_KEYPAIRS = 100  # nova's [quota] key_pairs
+# the microversion that added keypair types (ssh, x509) and 201 / 204 for create / delete
+KEYPAIR_TYPES = (2, 2)
 _KEY_NAME_CHARS = frozenset("_- " + string.digits + string.ascii_letters)
-_SSH_KEY_TYPES = frozenset({"ssh-rsa", "ssh-dss", "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
-                            "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
-                            "sk-ecdsa-sha2-nistp256@openssh.com"})
 
 
 # -- flavors -----------------------------------------------------------------------------------
@@ -81,7 +77,20 @@ def _int_filter(raw: str | None, name: str) -> int | None:
     return int(raw)
 
 
-def _flavors(request: Request, caller: Identity, ctx: ApiContext, detail: bool) -> dict[str, Any]:
+@router.get(
+    "/flavors", summary="List flavors (id, name, links)",
+    response_model=FlavorList, response_model_exclude_unset=True, responses=failures(400),
+)
+@router.get(
+    "/flavors/detail", summary="List flavors with details",
+    response_model=FlavorDetailList, response_model_exclude_unset=True, responses=failures(400),
+)
+@reads_models
+def list_flavors(
+    request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """Flavors, filtered by is_public (None = all, for admin), minRam and minDisk; at /detail with
+    ram, disk, vcpus and the extension fields."""
     query = request.query_params
     public = _is_public_filter(query.get("is_public"), caller)
     min_ram, min_disk = (
@@ -97,36 +106,12 @@ def _flavors(request: Request, caller: Identity, ctx: ApiContext, detail: bool) 
         and (min_ram is None or f["ram_mb"] >= min_ram)
         and (min_disk is None or f["disk_gb"] >= min_disk)
     ]
-    base = compute_base(request)
+    base, detail = compute_base(request), wants_detail(request)
     return {
         "flavors": [
             flavor_view(base, f, detail) for f in page(chosen, lambda f: f["id"], limit, query.get("marker"))
         ]
     }
-
-
-@router.get(
-    "/flavors", summary="List flavors (id, name, links)",
-    response_model=FlavorList, response_model_exclude_unset=True, responses=failures(400),
-)
-@reads_models
-def list_flavors(
-    request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
-) -> dict[str, Any]:
-    """Flavors, filtered by is_public (None = all, for admin), minRam and minDisk."""
-    return _flavors(request, caller, ctx, detail=False)
-
-
-@router.get(
-    "/flavors/detail", summary="List flavors with details",
-    response_model=FlavorDetailList, response_model_exclude_unset=True, responses=failures(400),
-)
-@reads_models
-def list_flavors_detail(
-    request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
-) -> dict[str, Any]:
-    """As GET /flavors, with ram, disk, vcpus and the extension fields."""
-    return _flavors(request, caller, ctx, detail=True)
 
 
 def _flavor(ctx: ApiContext, flavor_id: str) -> Body:
@@ -212,40 +197,19 @@ def delete_flavor(
     """Append catalog.flavor_deleted; servers keep the flavor they were built with."""
     if not policy.can_manage_flavors(caller.roles):
         raise Forbidden(policy.denied_message("os_compute_api:os-flavor-manage:delete"))
-    with ctx.readmodel.lock:
-        _flavor(ctx, flavor_id)
-    event = caller_event(EventType.FLAVOR_DELETED, flavor_id, {"id": flavor_id}, request, caller)
-    append_in_log_order(ctx, event)
-    return Response(status_code=202)
+    return append_delete(ctx, request, caller, EventType.FLAVOR_DELETED, flavor_id,
+                         lambda: {"id": _flavor(ctx, flavor_id)["id"]}, 202)
 
 
 # -- keypairs ----------------------------------------------------------------------------------
-def ssh_fingerprint(public_key: str) -> str:
-    """The MD5 colon-hex fingerprint nova shows; BadRequest when the key is not an OpenSSH public key."""
-    invalid = BadRequest("Keypair data is invalid: failed to generate fingerprint")
-    parts = public_key.strip().split()
-    if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES:
-        raise invalid
-    try:
-        blob = base64.b64decode(parts[1], validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid from None
-    # the blob starts with its own key type, length-prefixed; a mismatch means a corrupt key
-    if len(blob) < 4:
-        raise invalid
-    (length,) = struct.unpack(">I", blob[:4])
-    if blob[4 : 4 + length].decode("ascii", "replace") != parts[0]:
-        raise invalid
-    digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
-
-
-def _keypair_view(keypair: Body, full: bool = False) -> dict[str, Any]:
+def _keypair_view(keypair: Body, version: tuple[int, int], full: bool = False) -> dict[str, Any]:
     view = {
         "name": keypair["name"],
         "public_key": keypair["public_key"],
         "fingerprint": keypair["fingerprint"],
     }
+    if version >= KEYPAIR_TYPES:
+        view["type"] = keypair.get("key_type") or "ssh"
     if full:
         view.update(
             {
@@ -266,18 +230,19 @@ def _keypair_view(keypair: Body, full: bool = False) -> dict[str, Any]:
 )
 @reads_models
 def list_keypairs(
-    caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+    request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
     """The caller's keypairs by name, each wrapped as nova does."""
     mine = sorted(
         (k for (user, _), k in ctx.readmodel.models.catalog.keypairs.items() if user == caller.user_id),
         key=lambda k: k["name"],
     )
-    return {"keypairs": [{"keypair": _keypair_view(k)} for k in mine]}
+    version = microversion.served(request)
+    return {"keypairs": [{"keypair": _keypair_view(k, version)} for k in mine]}
 
 
 @router.post(
-    "/os-keypairs", summary="Import a keypair from a public key",
+    "/os-keypairs", summary="Import a keypair, or generate one (its private key answered once)",
     response_model=KeypairBody, response_model_exclude_unset=True, responses=failures(400, 403, 409),
 )
 def create_keypair(
@@ -286,25 +251,27 @@ def create_keypair(
     caller: Identity = Depends(current_identity),
     ctx: ApiContext = Depends(api_context),
 ) -> JSONResponse:
-    """Append catalog.keypair_created; generating a private key is not offered (it would have to
-    travel through this API and could never be recorded)."""
+    """Append catalog.keypair_created, importing the public key given or generating a key pair,
+    whose private key is answered once and never recorded (docs/decisions.md); 201 from 2.2."""
     spec = body.keypair
+    version = microversion.served(request)
+    if version < KEYPAIR_TYPES and "type" in spec.model_fields_set:
+        raise BadRequest("Invalid input for field/attribute keypair. Value: {...}. "
+                         "Additional properties are not allowed ('type' was unexpected)")
     if not spec.name.strip() or not set(spec.name) <= _KEY_NAME_CHARS:
         raise BadRequest("Keypair name contains unsafe characters")
+    private_key = None
     if spec.public_key is None:
-        raise BadRequest(
-            "Generating keypairs is not supported by this cloud: pass public_key "
-            "(e.g. openstack keypair create --public-key ~/.ssh/id_ed25519.pub NAME)."
-        )
-    if spec.type != "ssh":
-        raise BadRequest("Only ssh keypairs are supported by this cloud.")
-    fingerprint = ssh_fingerprint(spec.public_key)
+        public_key, private_key = keypair_keys.generate(spec.type, caller.user_id, caller.project_id)
+    else:
+        public_key = spec.public_key.strip()
+    fingerprint = keypair_keys.fingerprint(spec.type, public_key)
     keypair = {
         "name": spec.name,
         "user_id": caller.user_id,
-        "public_key": spec.public_key.strip(),
+        "public_key": public_key,
         "fingerprint": fingerprint,
-        "key_type": "ssh",
+        "key_type": spec.type,
     }
     taken = f"Key pair '{spec.name}' already exists."
     rm = ctx.readmodel
@@ -317,7 +284,10 @@ def create_keypair(
             raise Forbidden("Quota exceeded, too many key pairs.")
     event = caller_event(EventType.KEYPAIR_CREATED, f"{caller.user_id}:{spec.name}", keypair, request, caller)
     claim_name(ctx, event, taken)
-    return JSONResponse({"keypair": {**_keypair_view(keypair), "user_id": caller.user_id}})
+    answer = {**_keypair_view(keypair, version), "user_id": caller.user_id}
+    if private_key is not None:
+        answer["private_key"] = private_key
+    return JSONResponse({"keypair": answer}, status_code=201 if version >= KEYPAIR_TYPES else 200)
 
 
 def _keypair(ctx: ApiContext, caller: Identity, name: str) -> Body:
@@ -332,16 +302,18 @@ def _keypair(ctx: ApiContext, caller: Identity, name: str) -> Body:
     response_model=KeypairBody, response_model_exclude_unset=True, responses=failures(404),
 )
 def show_keypair(
-    name: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+    name: str, request: Request, caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """One keypair with its user and creation time."""
     keypair = _keypair(ctx, caller, name)
     created = ctx.readmodel.models.catalog.created_at.get(f"{caller.user_id}:{name}")
-    return {"keypair": _keypair_view({**keypair, "created_at": created}, full=True)}
+    shown = {**keypair, "created_at": created}
+    return {"keypair": _keypair_view(shown, microversion.served(request), full=True)}
 
 
 @router.delete(
-    "/os-keypairs/{name}", status_code=202, summary="Delete one of the caller's keypairs",
+    "/os-keypairs/{name}", status_code=202, summary="Delete one of the caller's keypairs (204 from 2.2)",
     responses=failures(404),
 )
 def delete_keypair(
@@ -351,9 +323,9 @@ def delete_keypair(
     ctx: ApiContext = Depends(api_context),
 ) -> Response:
     """Append catalog.keypair_deleted; servers built with the key keep it."""
-    with ctx.readmodel.lock:
-        _keypair(ctx, caller, name)
-    freed = {"name": name, "user_id": caller.user_id}
-    event = caller_event(EventType.KEYPAIR_DELETED, f"{caller.user_id}:{name}", freed, request, caller)
-    append_in_log_order(ctx, event)
-    return Response(status_code=202)
+    return append_delete(
+        ctx, request, caller, EventType.KEYPAIR_DELETED, f"{caller.user_id}:{name}",
+        lambda: {"name": _keypair(ctx, caller, name)["name"], "user_id": caller.user_id},
+        # nova answers 202 at 2.1 and 204 from 2.2
+        204 if microversion.served(request) >= KEYPAIR_TYPES else 202,
+    )

@@ -220,13 +220,7 @@ def list_usage(
     """vCPU-, RAM- and disk-hours per project; `detailed` (True/true/1) adds the servers."""
     if not policy.is_admin(caller.roles):
         raise Forbidden(policy.denied_message("os_compute_api:os-simple-tenant-usage:list"))
-    now = ctx.clock_ms()
-    start, end = _period(request, now)
-    detailed = truthy(request.query_params.get("detailed"))
-    usages = tenant_usage(
-        ctx.usage_ledger(), start, end, detailed=detailed, now=now, instance_info=_instance_info(ctx)
-    )
-    return {"tenant_usages": usages}
+    return {"tenant_usages": _usages(request, ctx, detailed=truthy(request.query_params.get("detailed")))}
 
 
 @router.get(
@@ -242,18 +236,18 @@ def show_usage(
     """One project's usage with its servers (empty when it used nothing in the period)."""
     if not policy.can_view_usage(caller.roles, caller.project_id, tenant_id):
         raise Forbidden(policy.denied_message("os_compute_api:os-simple-tenant-usage:show"))
+    usages = _usages(request, ctx, project_id=tenant_id, detailed=True)
+    return {"tenant_usage": usages[0] if usages else {}}
+
+
+def _usages(request: Request, ctx: ApiContext, project_id: str | None = None, detailed: bool = False
+            ) -> list[dict[str, Any]]:
+    """The usage report for the request's period (start, end: now when missing), of every project
+    or of `project_id`, with the servers when `detailed`."""
     now = ctx.clock_ms()
     start, end = _period(request, now)
-    usages = tenant_usage(
-        ctx.usage_ledger(),
-        start,
-        end,
-        project_id=tenant_id,
-        detailed=True,
-        now=now,
-        instance_info=_instance_info(ctx),
-    )
-    return {"tenant_usage": usages[0] if usages else {}}
+    return tenant_usage(ctx.usage_ledger(), start, end, project_id=project_id, detailed=detailed, now=now,
+                        instance_info=_instance_info(ctx))
 
 
 def _instance_info(ctx: ApiContext) -> Callable[[str], tuple[str, str | None]]:

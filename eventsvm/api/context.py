@@ -38,6 +38,8 @@ class ApiContext:
     consoles: Consoles = field(default_factory=Consoles)
     # how long a create waits for the log's verdict on its name before answering 503
     name_verdict_timeout: float = 10.0
+    # nova's [api] enable_instance_password: answer a create with the guest's adminPass
+    enable_instance_password: bool = True
 
     def usage_ledger(self) -> UsageLedger:
         """What os-simple-tenant-usage reports from: the billing ledger, or (where no billing

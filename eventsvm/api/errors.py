@@ -35,7 +35,8 @@ _NOVA_NAMES = {
 }
 _NEUTRON_TYPES = {
     400: "HTTPBadRequest", 403: "HTTPForbidden", 404: "HTTPNotFound", 405: "HTTPMethodNotAllowed",
-    409: "HTTPConflict", 413: "HTTPRequestEntityTooLarge", 503: "HTTPServiceUnavailable",
+    409: "HTTPConflict", 413: "HTTPRequestEntityTooLarge", 431: "HTTPRequestHeaderFieldsTooLarge",
+    503: "HTTPServiceUnavailable",
 }
 
 
@@ -163,7 +164,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        messages = {404: "The resource could not be found.",
+        messages = {401: UNAUTHORIZED_MESSAGE, 404: "The resource could not be found.",
                     405: "The method is not allowed for this resource."}
         message = messages.get(exc.status_code, _phrase(exc.status_code))
         return error_response(request, exc.status_code, message, headers=dict(exc.headers or {}))

@@ -19,7 +19,7 @@ from eventsvm.api.writes import caller_event, claim_name
 from eventsvm.events.model import Event, EventType
 from eventsvm.identity import policy
 from eventsvm.identity.passwords import hash_password
-from eventsvm.state.identity import Project, User, domain_name
+from eventsvm.state.identity import IdentityState, Project, User, domain_name
 
 router = APIRouter(prefix="/identity", tags=["identity"])
 
@@ -54,6 +54,29 @@ def user_view(base: str, user: User) -> dict[str, Any]:
         "options": {},
         "links": {"self": f"{base}/identity/v3/users/{user.id}"},
     }
+
+
+def find_project(models: IdentityState, project_id: str) -> Project:
+    """The project, or keystone's 404."""
+    project = models.project(project_id)
+    if project is None:
+        raise NotFound(f"Could not find project: {project_id}.")
+    return project
+
+
+def find_user(models: IdentityState, user_id: str) -> User:
+    """The user, or keystone's 404."""
+    user = models.user(user_id)
+    if user is None:
+        raise NotFound(f"Could not find user: {user_id}.")
+    return user
+
+
+def find_role(role_id: str) -> str:
+    """The role (its id is its name), or keystone's 404."""
+    if role_id not in ROLES:
+        raise NotFound(f"Could not find role: {role_id}.")
+    return role_id
 
 
 def _visible_projects(ctx: ApiContext, caller: Identity) -> list[Project]:
@@ -121,13 +144,11 @@ def show_project(
     models = ctx.readmodel.models.identity
     if not caller.is_admin and not models.roles_of(caller.user_id, project_id):
         raise Forbidden(FORBIDDEN.format("identity:get_project"))
-    project = models.project(project_id)
-    if project is None:
-        raise NotFound(f"Could not find project: {project_id}.")
-    return {"project": project_view(base_url(request), project)}
+    return {"project": project_view(base_url(request), find_project(models, project_id))}
 
 
-def _require_admin(caller: Identity, action: str) -> None:
+def require_admin(caller: Identity, action: str) -> None:
+    """Keystone's 403 for a caller who is not an admin, naming the policy `action`."""
     if not caller.is_admin:
         raise Forbidden(FORBIDDEN.format(action))
 
@@ -151,7 +172,7 @@ def create_project(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Append identity.project_created; 409 when the name exists in the domain."""
-    _require_admin(caller, "identity:create_project")
+    require_admin(caller, "identity:create_project")
     spec = body.project
     models = ctx.readmodel.models.identity
     project_id = uuid.uuid4().hex
@@ -182,7 +203,7 @@ def list_users(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Every user, filtered by exact name and domain."""
-    _require_admin(caller, "identity:list_users")
+    require_admin(caller, "identity:list_users")
     base = base_url(request)
     users = [
         u
@@ -204,11 +225,8 @@ def show_user(
 ) -> dict[str, Any]:
     """One user."""
     if user_id != caller.user_id:
-        _require_admin(caller, "identity:get_user")
-    user = ctx.readmodel.models.identity.user(user_id)
-    if user is None:
-        raise NotFound(f"Could not find user: {user_id}.")
-    return {"user": user_view(base_url(request), user)}
+        require_admin(caller, "identity:get_user")
+    return {"user": user_view(base_url(request), find_user(ctx.readmodel.models.identity, user_id))}
 
 
 @router.post("/v3/users", status_code=201, summary="Create a user (admin)", responses=failures(400, 403, 409))
@@ -219,7 +237,7 @@ def create_user(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Append identity.user_created with a salted hash of the password (never the password)."""
-    _require_admin(caller, "identity:create_user")
+    require_admin(caller, "identity:create_user")
     spec = body.user
     models = ctx.readmodel.models.identity
     if spec.default_project_id is not None and models.project(spec.default_project_id) is None:
@@ -264,9 +282,7 @@ def _role_view(base: str, role: str) -> dict[str, Any]:
 @router.get("/v3/roles/{role_id}", summary="Show a role", responses=failures(404))
 def show_role(role_id: str, request: Request, _: Identity = Depends(current_identity)) -> dict[str, Any]:
     """One role."""
-    if role_id not in ROLES:
-        raise NotFound(f"Could not find role: {role_id}.")
-    return {"role": _role_view(base_url(request), role_id)}
+    return {"role": _role_view(base_url(request), find_role(role_id))}
 
 
 @router.put(
@@ -284,16 +300,12 @@ def assign_role(
     ctx: ApiContext = Depends(api_context),
 ) -> Response:
     """Append identity.role_assigned."""
-    _require_admin(caller, "identity:create_grant")
+    require_admin(caller, "identity:create_grant")
     models = ctx.readmodel.models.identity
     with ctx.readmodel.lock:
-        for missing, what, ident in (
-            (models.project(project_id) is None, "project", project_id),
-            (models.user(user_id) is None, "user", user_id),
-            (role_id not in ROLES, "role", role_id),
-        ):
-            if missing:
-                raise NotFound(f"Could not find {what}: {ident}.")
+        find_project(models, project_id)
+        find_user(models, user_id)
+        find_role(role_id)
         assigned = role_id in models.roles_of(user_id, project_id)
     if not assigned:
         grant = {"user_id": user_id, "project_id": project_id, "role": role_id}

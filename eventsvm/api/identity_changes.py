@@ -10,24 +10,26 @@ from fastapi import APIRouter, Body, Depends, Request, Response
 
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext
-from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
-from eventsvm.api.identity_admin import FORBIDDEN, NAME_TAKEN, ROLES, project_view, user_view
+from eventsvm.api.errors import BadRequest, Conflict, NotFound
+from eventsvm.api.identity_admin import (
+    NAME_TAKEN,
+    find_project,
+    find_role,
+    find_user,
+    project_view,
+    require_admin,
+    user_view,
+)
 from eventsvm.api.openapi import failures
 from eventsvm.api.wire import base_url
-from eventsvm.api.writes import append_in_log_order, caller_event, claim_name
+from eventsvm.api.writes import append_delete, caller_event, claim_name
 from eventsvm.events.model import EventType
 from eventsvm.identity.passwords import NUL_REFUSED, acceptable, hash_password
-from eventsvm.state.identity import IdentityState, Project, User
 
 router = APIRouter(prefix="/identity", tags=["identity"])
 
 # keystone's name limits: a project's name is at most 64 characters, a user's 255
 _PROJECT_NAME_MAX, _USER_NAME_MAX = 64, 255
-
-
-def _require_admin(caller: Identity, action: str) -> None:
-    if not caller.is_admin:
-        raise Forbidden(FORBIDDEN.format(action))
 
 
 def _invalid(field: str, message: str) -> BadRequest:
@@ -70,20 +72,6 @@ def _optional(changes: dict[str, Any], field: str, kind: type, longest: int = 0)
     return value
 
 
-def _project(models: IdentityState, project_id: str) -> Project:
-    project = models.project(project_id)
-    if project is None:
-        raise NotFound(f"Could not find project: {project_id}.")
-    return project
-
-
-def _user(models: IdentityState, user_id: str) -> User:
-    user = models.user(user_id)
-    if user is None:
-        raise NotFound(f"Could not find user: {user_id}.")
-    return user
-
-
 @router.patch("/v3/projects/{project_id}", summary="Update a project (admin)",
               responses=failures(403, 404, 409))
 def update_project(
@@ -94,14 +82,14 @@ def update_project(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Append identity.project_updated (name, description, enabled); 409 when the name is taken."""
-    _require_admin(caller, "identity:update_project")
+    require_admin(caller, "identity:update_project")
     changes = _changes(raw, "project")
     name = _name(changes, _PROJECT_NAME_MAX)
     enabled = _optional(changes, "enabled", bool)
     description = _optional(changes, "description", str, 1024)
     models = ctx.readmodel.models.identity
     with ctx.readmodel.lock:
-        project = _project(models, project_id)
+        project = find_project(models, project_id)
         for fixed, now in (("domain_id", project.domain_id), ("parent_id", project.domain_id),
                            ("is_domain", False)):
             if fixed in changes and changes[fixed] != now:
@@ -113,7 +101,7 @@ def update_project(
                 "description": description}
     claim_name(ctx, caller_event(EventType.PROJECT_UPDATED, project_id, body, request, caller), NAME_TAKEN)
     with ctx.readmodel.lock:
-        return {"project": project_view(base_url(request), _project(models, project_id))}
+        return {"project": project_view(base_url(request), find_project(models, project_id))}
 
 
 @router.delete("/v3/projects/{project_id}", status_code=204, summary="Delete a project (admin)",
@@ -125,12 +113,10 @@ def delete_project(
     ctx: ApiContext = Depends(api_context),
 ) -> Response:
     """Append identity.project_deleted: its name is free, its grants and its tokens are gone."""
-    _require_admin(caller, "identity:delete_project")
-    with ctx.readmodel.lock:
-        project = _project(ctx.readmodel.models.identity, project_id)
-        body = {"id": project_id, "domain_id": project.domain_id}
-    append_in_log_order(ctx, caller_event(EventType.PROJECT_DELETED, project_id, body, request, caller))
-    return Response(status_code=204)
+    require_admin(caller, "identity:delete_project")
+    models = ctx.readmodel.models.identity
+    return append_delete(ctx, request, caller, EventType.PROJECT_DELETED, project_id, lambda: {
+        "id": project_id, "domain_id": find_project(models, project_id).domain_id}, 204)
 
 
 @router.patch("/v3/users/{user_id}", summary="Update a user (admin)", responses=failures(403, 404, 409))
@@ -142,7 +128,7 @@ def update_user(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Append identity.user_updated (name, enabled, password, default project); 409 on a taken name."""
-    _require_admin(caller, "identity:update_user")
+    require_admin(caller, "identity:update_user")
     changes = _changes(raw, "user")
     name = _name(changes, _USER_NAME_MAX)
     enabled = _optional(changes, "enabled", bool)
@@ -152,7 +138,7 @@ def update_user(
     default_project_id = _optional(changes, "default_project_id", str, 255)
     models = ctx.readmodel.models.identity
     with ctx.readmodel.lock:
-        user = _user(models, user_id)
+        user = find_user(models, user_id)
         if "domain_id" in changes and changes["domain_id"] != user.domain_id:
             raise BadRequest("Cannot change Domain ID")
         if default_project_id is not None and models.project(default_project_id) is None:
@@ -166,7 +152,7 @@ def update_user(
             "default_project_id": default_project_id}
     claim_name(ctx, caller_event(EventType.USER_UPDATED, user_id, body, request, caller), NAME_TAKEN)
     with ctx.readmodel.lock:
-        return {"user": user_view(base_url(request), _user(models, user_id))}
+        return {"user": user_view(base_url(request), find_user(models, user_id))}
 
 
 @router.delete("/v3/users/{user_id}", status_code=204, summary="Delete a user (admin)",
@@ -178,12 +164,10 @@ def delete_user(
     ctx: ApiContext = Depends(api_context),
 ) -> Response:
     """Append identity.user_deleted: its name is free, its grants and its tokens are gone."""
-    _require_admin(caller, "identity:delete_user")
-    with ctx.readmodel.lock:
-        user = _user(ctx.readmodel.models.identity, user_id)
-        body = {"id": user_id, "domain_id": user.domain_id}
-    append_in_log_order(ctx, caller_event(EventType.USER_DELETED, user_id, body, request, caller))
-    return Response(status_code=204)
+    require_admin(caller, "identity:delete_user")
+    models = ctx.readmodel.models.identity
+    return append_delete(ctx, request, caller, EventType.USER_DELETED, user_id, lambda: {
+        "id": user_id, "domain_id": find_user(models, user_id).domain_id}, 204)
 
 
 @router.delete(
@@ -201,13 +185,12 @@ def unassign_role(
     ctx: ApiContext = Depends(api_context),
 ) -> Response:
     """Append identity.role_unassigned; tokens that carry the role stop working."""
-    _require_admin(caller, "identity:revoke_grant")
+    require_admin(caller, "identity:revoke_grant")
     models = ctx.readmodel.models.identity
     with ctx.readmodel.lock:
-        _project(models, project_id)
-        _user(models, user_id)
-        if role_id not in ROLES:
-            raise NotFound(f"Could not find role: {role_id}.")
+        find_project(models, project_id)
+        find_user(models, user_id)
+        find_role(role_id)
         if role_id not in models.roles_of(user_id, project_id):
             raise NotFound(f"Could not find role assignment with role: {role_id}, user or group: {user_id}, "
                            f"project, domain, or system: {project_id}.")

@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import re
 
-# the compute API serves exactly microversion 2.1 (the version document says so)
+from fastapi import Request
+
+# the compute API serves microversions 2.1 and 2.2 (keypair types; 201 / 204 for keypair create /
+# delete): everything nova's 2.2 changes, and nothing of 2.3, so 2.2 is the maximum
 MIN_VERSION = (2, 1)
-MAX_VERSION = (2, 1)
+MAX_VERSION = (2, 2)
+# where RequestEnvelope leaves the negotiated version for the routes (request.state)
+STATE_KEY = "compute_version"
 _VERSION = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")
 
 
@@ -57,3 +62,17 @@ def response_headers(version: str) -> list[tuple[bytes, bytes]]:
         (b"x-openstack-nova-api-version", version.encode()),
         (b"vary", b"OpenStack-API-Version, X-OpenStack-Nova-API-Version"),
     ]
+
+
+def served(request: Request) -> tuple[int, int]:
+    """The microversion serving this compute request, as negotiated by RequestEnvelope."""
+    version = getattr(request.state, STATE_KEY, None)
+    if version is None:
+        return MIN_VERSION
+    major, _, minor = str(version).partition(".")
+    return int(major), int(minor)
+
+
+def max_version() -> str:
+    """The highest microversion served, as the version documents name it."""
+    return _show(MAX_VERSION)

@@ -125,6 +125,7 @@ class ServerCreated(Shown):
     links: list[Link]
     disk_config: str = Field(alias="OS-DCF:diskConfig")
     security_groups: list[SecurityGroupName]
+    adminPass: str | None = None  # noqa: N815 (nova's field; absent when enable_instance_password is off)
 
 
 class ServerBody(Shown):
@@ -134,9 +135,11 @@ class ServerBody(Shown):
 
 
 class ServerCreatedBody(Shown):
-    """{"server": {...}} answering POST /servers."""
+    """{"server": {...}} answering POST /servers, or {"reservation_id": "r-..."} when the request
+    asked for return_reservation_id."""
 
-    server: ServerCreated
+    server: ServerCreated | None = None
+    reservation_id: str | None = None
 
 
 class ServerList(Shown):
@@ -205,6 +208,8 @@ class Keypair(Shown):
     updated_at: str | None = None
     deleted: bool | None = None
     deleted_at: str | None = None
+    type: str | None = Field(default=None, description="ssh or x509; from microversion 2.2")
+    private_key: str | None = Field(default=None, description="a generated key's; the create's answer only")
 
 
 class KeypairBody(Shown):

@@ -7,68 +7,57 @@ is a 400 rather than ignored; the checks below give nova's messages.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Collection
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
 
 from eventsvm.api.auth import Identity, api_context, current_identity
-from eventsvm.api.compute import compute_base, server_view, visible_server
+from eventsvm.api.compute import changeable_server, compute_base, server_view, visible_server
 from eventsvm.api.context import ApiContext
-from eventsvm.api.errors import BadRequest, Forbidden
+from eventsvm.api.errors import BadRequest
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import UpdatedServerBody
-from eventsvm.api.server_request import access_ip, invalid
+from eventsvm.api.server_request import access_ip, invalid, server_name, unexpected
 from eventsvm.api.writes import chained_event
 from eventsvm.events.model import EventType
 from eventsvm.identity import policy
 
 router = APIRouter(prefix="/compute", tags=["compute"])
 
-# nova's parameter_types.valid_name_regex: printable, no leading or trailing whitespace
-_NAME_REASON = "printable characters. Can not start or end with whitespace."
-_EDGE_SPACE = re.compile(r"^\s|\s$")
 _UPDATE_FIELDS = ("name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig")
-# what nova's update answers with: its server view without the extensions (no AZ, config drive,
-# key name, usage times, extended status or attributes, volumes, security groups)
-_UPDATE_VIEW = frozenset({
+# what nova's update and rebuild answer with: its server view without the extensions (no AZ,
+# config drive, key name, usage times, extended status or attributes, volumes, security groups)
+BASIC_VIEW = frozenset({
     "id", "name", "status", "tenant_id", "user_id", "metadata", "hostId", "image", "flavor", "created",
     "updated", "addresses", "accessIPv4", "accessIPv6", "links", "OS-DCF:diskConfig", "progress", "fault"})
 
 
-def unexpected(keys: list[str]) -> str:
-    """Nova's (jsonschema's) words for fields a closed object does not allow."""
-    return f"Additional properties are not allowed ({', '.join(map(repr, keys))} was unexpected)"
-
-
-def _name(value: Any) -> str:
-    if not isinstance(value, str):
-        raise invalid("name", value, f"{value!r} is not of type 'string'")
-    if not 1 <= len(value) <= 255:
-        raise invalid("name", value, f"{value!r} is too {'short' if not value else 'long'}")
-    if _EDGE_SPACE.search(value) or not value.isprintable():
-        raise BadRequest(f"An invalid 'name' value was provided. The name must be: {_NAME_REASON}")
-    return value
+def wrapped_object(raw: Any, wrapper: str, fields: Collection[str] | None = None) -> dict[str, Any]:
+    """The object a nova request body wraps in its one key `wrapper` (`{"server": {...}}`), with
+    no key but `fields` (any key when None), as nova's JSON schemas check it."""
+    if not isinstance(raw, dict) or wrapper not in raw:
+        raise invalid(wrapper, raw, f"'{wrapper}' is a required property")
+    extra = sorted(k for k in raw if k != wrapper)
+    if extra:
+        raise BadRequest(unexpected(extra))
+    inner = raw[wrapper]
+    if not isinstance(inner, dict):
+        raise invalid(wrapper, inner, f"{inner!r} is not of type 'object'")
+    unknown = [] if fields is None else sorted(k for k in inner if k not in fields)
+    if unknown:
+        raise invalid(wrapper, inner, unexpected(unknown))
+    return inner
 
 
 def update_body(raw: Any) -> dict[str, str | None]:
     """The instance.updated body of a PUT /servers/{id} request body, validated as nova 2.1 does."""
-    if not isinstance(raw, dict) or "server" not in raw:
-        raise invalid("server", raw, "'server' is a required property")
-    extra = sorted(k for k in raw if k != "server")
-    if extra:
-        raise BadRequest(unexpected(extra))
-    server = raw["server"]
-    if not isinstance(server, dict):
-        raise invalid("server", server, f"{server!r} is not of type 'object'")
-    unknown = sorted(k for k in server if k not in _UPDATE_FIELDS)
-    if unknown:
-        raise invalid("server", server, unexpected(unknown))
+    server = wrapped_object(raw, "server", _UPDATE_FIELDS)
     disk_config = server.get("OS-DCF:diskConfig")
     if "OS-DCF:diskConfig" in server and disk_config not in ("AUTO", "MANUAL"):
         raise invalid("OS-DCF:diskConfig", disk_config, f"{disk_config!r} is not one of ['AUTO', 'MANUAL']")
     return {
-        "name": _name(server["name"]) if "name" in server else None,
+        "name": server_name(server["name"]) if "name" in server else None,
         "access_ipv4": access_ip("accessIPv4", server["accessIPv4"], 4) if "accessIPv4" in server else None,
         "access_ipv6": access_ip("accessIPv6", server["accessIPv6"], 6) if "accessIPv6" in server else None,
     }
@@ -89,13 +78,11 @@ def update_server(
     body = update_body(raw)
     rm = ctx.readmodel
     with rm.lock:
-        inst = visible_server(rm.models, caller, server_id)
-        assert inst.project_id is not None
-        if not policy.can_edit_server(caller.roles, caller.project_id, inst.project_id):
-            raise Forbidden(policy.denied_message("os_compute_api:servers:update"))
+        inst = changeable_server(rm.models, caller, server_id, policy.can_edit_server,
+                                 "os_compute_api:servers:update")
         event = chained_event(EventType.INSTANCE_UPDATED, inst, body, request, caller, ctx)
     rm.append([event])
     with rm.lock:
         inst = visible_server(rm.models, caller, server_id)
         view = server_view(rm.models, compute_base(request), inst, caller)
-    return {"server": {k: v for k, v in view.items() if k in _UPDATE_VIEW}}
+    return {"server": {k: v for k, v in view.items() if k in BASIC_VIEW}}

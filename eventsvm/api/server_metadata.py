@@ -11,12 +11,12 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Request, Response
 
 from eventsvm.api.auth import Identity, api_context, current_identity
-from eventsvm.api.compute import visible_server
+from eventsvm.api.compute import changeable_server, visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.openapi import failures
-from eventsvm.api.server_edits import unexpected
-from eventsvm.api.server_request import invalid
+from eventsvm.api.server_edits import wrapped_object
+from eventsvm.api.server_request import invalid, unexpected
 from eventsvm.api.writes import chained_event
 from eventsvm.events.model import EventType
 from eventsvm.identity import policy
@@ -34,14 +34,7 @@ _EDITABLE_VM_STATES = frozenset({"active", "paused", "suspended", "stopped"})
 
 def _metadata(raw: Any, wrapper: str, one_item: bool = False) -> dict[str, str]:
     """The `wrapper` object of a request body, validated as nova's server_metadata schemas do."""
-    if not isinstance(raw, dict) or wrapper not in raw:
-        raise invalid(wrapper, raw, f"'{wrapper}' is a required property")
-    extra = sorted(k for k in raw if k != wrapper)
-    if extra:
-        raise BadRequest(unexpected(extra))
-    items = raw[wrapper]
-    if not isinstance(items, dict):
-        raise invalid(wrapper, items, f"{items!r} is not of type 'object'")
+    items = wrapped_object(raw, wrapper)
     bad_keys = sorted(k for k in items if not _KEY.match(k))
     if bad_keys:
         raise invalid(wrapper, items, unexpected(bad_keys))
@@ -58,14 +51,11 @@ def _metadata(raw: Any, wrapper: str, one_item: bool = False) -> dict[str, str]:
 
 def _server(models: Models, caller: Identity, server_id: str, action: str | None = None) -> Instance:
     """The server, when the caller may see it (and, for a change, may change it)."""
-    inst = visible_server(models, caller, server_id)
     if action is None:
-        return inst
-    assert inst.project_id is not None
-    if not policy.can_edit_server(caller.roles, caller.project_id, inst.project_id):
-        verb = "delete" if action == "delete metadata" else "update"
-        raise Forbidden(policy.denied_message(f"os_compute_api:server-metadata:{verb}"))
-    return inst
+        return visible_server(models, caller, server_id)
+    verb = "delete" if action == "delete metadata" else "update"
+    return changeable_server(models, caller, server_id, policy.can_edit_server,
+                             f"os_compute_api:server-metadata:{verb}")
 
 
 def _check_state(inst: Instance, caller: Identity, action: str) -> None:

@@ -2,20 +2,95 @@
 
 Every check nova-api makes before it casts to the conductor is made here, with nova's messages,
 so a request the pipeline would only reject later is refused at once with a 400 and nothing
-reaches the log. Quota is not checked here: one authenticator per project decides it.
+reaches the log. Quota is checked here against the read model, as nova's API does (403 at once);
+the authenticator decides it again, authoritatively, for the races between API processes.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import secrets
+import string
+import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 from eventsvm.api.auth import Identity
-from eventsvm.api.errors import BadRequest, Conflict
-from eventsvm.api.models import BlockDeviceMapping, NetworkChoice, ServerCreate
+from eventsvm.api.compute_usage import project_usage
+from eventsvm.api.errors import BadRequest, Conflict, Forbidden
+from eventsvm.api.models import BlockDeviceMapping, NetworkChoice, ServerCreate, ServerSpec
 from eventsvm.api.wire import is_uuid
+from eventsvm.identity.quota import QuotaExceeded, ResourceCount, servers_that_fit
 from eventsvm.projections.readmodel import Models
 from eventsvm.state.catalog import Body
+from eventsvm.state.identity import quota_for
+from eventsvm.state.printable import printable
+
+# nova's utils.generate_password: [DEFAULT] password_length characters, none that read alike
+_PASSWORD_LENGTH = 12
+_PASSWORD_SYMBOLS = "".join(c for c in string.ascii_letters + string.digits if c not in "0O1lI")
+# nova's reservation ids: "r-" and eight characters (utils.generate_uid)
+_RESERVATION_SYMBOLS = string.ascii_lowercase + string.digits
+
+
+@dataclass(frozen=True, slots=True)
+class ServerCount:
+    """How many servers one POST /servers asks for: at least `least`, at most `most`."""
+
+    least: int
+    most: int
+
+
+def server_count(spec: ServerSpec) -> ServerCount:
+    """min_count and max_count as nova reads them: max_count defaults to min_count."""
+    most = spec.max_count if spec.max_count is not None else spec.min_count
+    if spec.min_count > most:
+        raise BadRequest("min_count must be <= max_count")
+    return ServerCount(spec.min_count, most)
+
+
+def servers_admitted(models: Models, caller: Identity, flavor: Body, count: ServerCount) -> int:
+    """How many servers the caller's project may create now (nova's quota check at the API):
+    `count.most` reduced to what fits; Forbidden with nova's message when not even `count.least` do."""
+    project_id = caller.project_id
+    try:
+        return servers_that_fit(
+            quota_for(models.identity, project_id),
+            project_usage(models, project_id),
+            ResourceCount(instances=1, cores=flavor["vcpus"], ram_mb=flavor["ram_mb"]),
+            count.least,
+            count.most,
+        )
+    except QuotaExceeded as exc:
+        raise Forbidden(str(exc)) from None
+
+
+def reservation_bodies(body: dict[str, Any], servers: int, reservation_id: str) -> list[dict[str, Any]]:
+    """One instance.requested body per server of a reservation; several servers are named
+    `name-N`, from 1 (nova's multi_instance_display_name_template, '%(name)s-%(count)d')."""
+    if servers == 1:
+        return [{**body, "reservation_id": reservation_id, "reservation_size": 1}]
+    return [
+        {**body, "name": f"{body['name']}-{n}", "reservation_id": reservation_id, "reservation_size": servers}
+        for n in range(1, servers + 1)
+    ]
+
+
+def new_reservation_id() -> str:
+    """A reservation id as nova makes one: r- and eight random characters."""
+    return "r-" + "".join(secrets.choice(_RESERVATION_SYMBOLS) for _ in range(8))
+
+
+def admin_password(spec: ServerSpec) -> str:
+    """The guest password nova answers a create with: the one asked for, else a generated one."""
+    return guest_password(spec.adminPass)
+
+
+def guest_password(given: str | None) -> str:
+    """The guest password nova answers a create or a rebuild with: `given`, else a generated one."""
+    if given is not None:
+        return given
+    return "".join(secrets.choice(_PASSWORD_SYMBOLS) for _ in range(_PASSWORD_LENGTH))
 
 
 def build_requested_body(models: Models, request: ServerCreate, caller: Identity,
@@ -25,10 +100,9 @@ def build_requested_body(models: Models, request: ServerCreate, caller: Identity
     `optional_fields` are the body fields the current schema has beyond v1 (description, tags,
     access IPs).
     """
+    check_create_schema(request)
     spec = request.server
-    if spec.min_count != 1 or (spec.max_count is not None and spec.max_count != 1):
-        raise BadRequest("min_count and max_count other than 1 are not supported by this cloud; "
-                         "create the servers one at a time.")
+    count = server_count(spec)
     if not spec.name.strip():
         raise BadRequest("Invalid input for field/attribute name: the name must not be blank.")
     catalog = models.catalog
@@ -36,6 +110,9 @@ def build_requested_body(models: Models, request: ServerCreate, caller: Identity
     if flavor is None:
         raise BadRequest(f"Flavor {spec.flavorRef} could not be found.")
     block_devices = [_block_device(models, bdm, caller) for bdm in spec.block_device_mapping_v2 or []]
+    if count.most > 1 and any(b["source_type"] == "volume" for b in block_devices):
+        # one existing volume cannot be every server's disk (nova's _validate_bdm)
+        raise BadRequest("Cannot attach one or more volumes to multiple instances")
     image_id = _image_id(models, spec.imageRef, block_devices, caller)
     if spec.key_name is not None and catalog.keypair(caller.user_id, spec.key_name) is None:
         raise BadRequest("Invalid key_name provided.")
@@ -191,7 +268,8 @@ def invalid(path: str, value: Any, message: str) -> BadRequest:
 
 
 def access_ip(field: str, value: Any, version: int) -> str:
-    """An accessIPv4/accessIPv6 value, which nova's schema requires to be an address of that version."""
+    """An accessIPv4/accessIPv6 value, which nova's schema requires to be an address of that version,
+    in its canonical (for IPv6, compressed) form, as nova's database column stores it."""
     if not isinstance(value, str):
         raise invalid(field, value, f"{value!r} is not of type 'string'")
     try:
@@ -200,4 +278,59 @@ def access_ip(field: str, value: Any, version: int) -> str:
         address = None
     if address is None or address.version != version:
         raise invalid(field, value, f"{value!r} is not a 'ipv{version}'")
+    return str(address)
+
+
+# -- nova's closed create schema ----------------------------------------------------------------
+# The fields nova 2.1's server create schema names. The model keeps what it does not name, so a
+# field no nova knows is refused as nova refuses it, while one nova knows and this cloud has no use
+# for (user_data, config_drive, security_groups, ...) is accepted and ignored, as before.
+_NOVA_SERVER_FIELDS = frozenset({
+    "name", "imageRef", "flavorRef", "adminPass", "metadata", "networks", "OS-DCF:diskConfig",
+    "accessIPv4", "accessIPv6", "personality", "availability_zone", "block_device_mapping",
+    "block_device_mapping_v2", "config_drive", "key_name", "min_count", "max_count",
+    "return_reservation_id", "security_groups", "user_data", "description", "tags",
+})
+_NAME_REASON = "printable characters. Can not start or end with whitespace."
+FLAVOR_REF_LONGEST = 1024
+
+
+def unexpected(keys: list[str]) -> str:
+    """Nova's (jsonschema's) words for fields a closed object does not allow."""
+    return f"Additional properties are not allowed ({', '.join(map(repr, keys))} was unexpected)"
+
+
+def server_name(value: Any) -> str:
+    """A server name as nova's schema accepts it (1-255 printable characters, no leading or trailing
+    space); nova's 400 otherwise. A NUL, an escape sequence or a line break never reaches the log."""
+    if not isinstance(value, str):
+        raise invalid("name", value, f"{value!r} is not of type 'string'")
+    if not 1 <= len(value) <= 255:
+        raise invalid("name", value, f"{value!r} is too {'short' if not value else 'long'}")
+    spaces = (value[0], value[-1])
+    if any(unicodedata.category(c) == "Zs" for c in spaces) or not all(map(printable, value)):
+        raise BadRequest(f"An invalid 'name' value was provided. The name must be: {_NAME_REASON}")
     return value
+
+
+def flavor_ref(value: Any) -> str:
+    """flavorRef as nova's schema takes it: a non-empty string or an integer, never a boolean."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise invalid("flavorRef", value, f"{value!r} is not of type 'string', 'integer'")
+    if isinstance(value, str) and not 1 <= len(value) <= FLAVOR_REF_LONGEST:
+        raise invalid("flavorRef", value, f"{value!r} is too {'short' if not value else 'long'}")
+    return str(value)
+
+
+def check_create_schema(request: ServerCreate) -> None:
+    """What nova's JSON schema refuses and the lenient model lets through: a field nova does not
+    know, a name with control characters, a flavorRef that is a boolean or an object."""
+    outer = sorted(request.model_extra or {})
+    if outer:
+        raise BadRequest(unexpected(outer))
+    spec = request.server
+    unknown = sorted(k for k in spec.model_extra or {} if k not in _NOVA_SERVER_FIELDS)
+    if unknown:
+        raise invalid("server", spec.model_dump(exclude_unset=True), unexpected(unknown))
+    server_name(spec.name)
+    flavor_ref(spec.flavorRef)

@@ -9,20 +9,21 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
-from eventsvm.api.errors import Forbidden, NotFound
+from eventsvm.api.errors import BadRequest, Forbidden, NotFound
 from eventsvm.api.models import VolumeCreate
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import VolumeBody, VolumeList
-from eventsvm.api.wire import base_url, iso_micro, page, parse_limit, truthy
-from eventsvm.api.writes import caller_event
+from eventsvm.api.wire import base_url, iso_micro, page, parse_limit, truthy, wants_detail
+from eventsvm.api.writes import caller_event, won_on_log
 from eventsvm.events.model import EventType
 from eventsvm.projections.readmodel import Models
 from eventsvm.state.catalog import Body
+from eventsvm.state.volumes import DELETE_REFUSED, attachments_of, unavailable_reason
 
 router = APIRouter(prefix="/volume", tags=["volume"])
 
@@ -74,14 +75,14 @@ def volume_view(
                 "availability_zone": "nova",
                 "created_at": created,
                 "updated_at": created,
-                "attachments": [],
+                "attachments": _attachments(volume),
                 "bootable": "false",
                 "encrypted": False,
                 "multiattach": False,
                 "volume_type": "__DEFAULT__",
                 "description": None,
                 "metadata": {},
-                "user_id": None,
+                "user_id": volume.get("user_id"),
                 "snapshot_id": None,
                 "source_volid": None,
                 "replication_status": None,
@@ -93,9 +94,33 @@ def volume_view(
     return view
 
 
-def _volumes(
-    request: Request, project_id: str, caller: Identity, ctx: ApiContext, detail: bool
+def _attachments(volume: Body) -> list[dict[str, Any]]:
+    """Cinder's `attachments` of a volume: those its host has attached (a reservation shows none)."""
+    return [
+        {"server_id": a["server_id"], "attachment_id": a["attachment_id"],
+         "attached_at": iso_micro(a["attached_at"]), "host_name": a["host_name"], "volume_id": volume["id"],
+         "device": a["device"], "id": volume["id"]}
+        for a in attachments_of(volume).values()
+        if a["attach_status"] in ("attached", "detaching")
+    ]
+
+
+@router.get(
+    "/v3/{project_id}/volumes", summary="List volumes",
+    response_model=VolumeList, response_model_exclude_unset=True, responses=failures(400, 403),
+)
+@router.get(
+    "/v3/{project_id}/volumes/detail", summary="List volumes with details",
+    response_model=VolumeList, response_model_exclude_unset=True, responses=failures(400, 403),
+)
+@reads_models
+def list_volumes(
+    project_id: str,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
+    """The project's volumes: id, name and links, or in full at /detail."""
     _check_project(caller, project_id)
     query = request.query_params
     everyone = caller.is_admin and truthy(query.get("all_tenants"))
@@ -110,38 +135,8 @@ def _volumes(
     shown = page(
         chosen, lambda v: str(v["id"]), parse_limit(query.get("limit"), ctx.max_page), query.get("marker")
     )
-    base = base_url(request)
+    base, detail = base_url(request), wants_detail(request)
     return {"volumes": [volume_view(models, base, v, caller, detail) for v in shown]}
-
-
-@router.get(
-    "/v3/{project_id}/volumes", summary="List volumes",
-    response_model=VolumeList, response_model_exclude_unset=True, responses=failures(400, 403),
-)
-@reads_models
-def list_volumes(
-    project_id: str,
-    request: Request,
-    caller: Identity = Depends(current_identity),
-    ctx: ApiContext = Depends(api_context),
-) -> dict[str, Any]:
-    """The project's volumes (id, name, links)."""
-    return _volumes(request, project_id, caller, ctx, detail=False)
-
-
-@router.get(
-    "/v3/{project_id}/volumes/detail", summary="List volumes with details",
-    response_model=VolumeList, response_model_exclude_unset=True, responses=failures(400, 403),
-)
-@reads_models
-def list_volumes_detail(
-    project_id: str,
-    request: Request,
-    caller: Identity = Depends(current_identity),
-    ctx: ApiContext = Depends(api_context),
-) -> dict[str, Any]:
-    """The project's volumes in full."""
-    return _volumes(request, project_id, caller, ctx, detail=True)
 
 
 @router.get(
@@ -187,7 +182,35 @@ def create_volume(
     }
     rm = ctx.readmodel
     rm.append([caller_event(EventType.VOLUME_CREATED, volume_id, volume, request, caller)])
-    return {"volume": volume_view(rm.models, base_url(request), volume, caller)}
+    # the creator is the event's actor, which the catalog keeps beside the body
+    shown = {**volume, "user_id": caller.user_id}
+    return {"volume": volume_view(rm.models, base_url(request), shown, caller)}
+
+
+@router.delete(
+    "/v3/{project_id}/volumes/{volume_id}", status_code=202, summary="Delete a volume",
+    responses=failures(400, 403, 404),
+)
+def delete_volume(
+    project_id: str,
+    volume_id: str,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> Response:
+    """Append catalog.volume_deleted and wait for the log's verdict: a volume reserved or attached
+    (perhaps by an attach that reached the volume's partition first) is not deleted, cinder's 400."""
+    _check_project(caller, project_id)
+    rm = ctx.readmodel
+    with rm.lock:
+        volume = rm.models.catalog.volumes.get(volume_id)
+        if volume is None or (volume.get("owner") != caller.project_id and not caller.is_admin):
+            raise NotFound(f"Volume {volume_id} could not be found.")
+        busy = unavailable_reason(volume) is not None
+    event = caller_event(EventType.VOLUME_DELETED, volume_id, {"volume_id": volume_id}, request, caller)
+    if busy or not won_on_log(ctx, event):
+        raise BadRequest(f"Invalid volume: {DELETE_REFUSED}")
+    return Response(status_code=202)
 
 
 @router.get("/v3/{project_id}/limits", summary="The project's block-storage limits", responses=failures(403))

@@ -103,3 +103,9 @@ def next_link(url: str, items: Sequence[dict[str, Any]], limit: int,
 def truthy(raw: str | None) -> bool:
     """OpenStack's loose booleans in query strings (1, true, True, yes, on)."""
     return raw is not None and raw.strip().lower() in ("1", "true", "yes", "on", "y", "t")
+
+
+def wants_detail(request: Request) -> bool:
+    """Whether a list was asked for at its `/detail` path (nova's and cinder's lists in full): one
+    handler serves both paths of such a list."""
+    return request.url.path.rstrip("/").endswith("/detail")

@@ -3,9 +3,10 @@ of a unique name, decided by the log rather than by this process (see eventsvm.s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import Request
+from fastapi import Request, Response
 
 from eventsvm.api.auth import Identity
 from eventsvm.api.context import ApiContext
@@ -59,9 +60,10 @@ def append_in_log_order(ctx: ApiContext, event: Event) -> bool:
     return ctx.readmodel.append_in_order([event], ctx.name_verdict_timeout)
 
 
-def claim_name(ctx: ApiContext, event: Event, taken: str) -> None:
-    """Append a create that claims a name and return once the log has given it the name; Conflict
-    with `taken` when an earlier claim holds it, ServiceUnavailable when the verdict is late."""
+def won_on_log(ctx: ApiContext, event: Event) -> bool:
+    """Append an event whose verdict the log gives (a name claim, a volume reservation) and wait
+    for it: True when it holds, False when an earlier event refused it; ServiceUnavailable when
+    the verdict is late."""
     if not append_in_log_order(ctx, event):
         raise ServiceUnavailable(
             "The request was recorded but the log has not decided it yet; look before retrying it.",
@@ -69,6 +71,22 @@ def claim_name(ctx: ApiContext, event: Event, taken: str) -> None:
         )
     models = ctx.readmodel.models
     with ctx.readmodel.lock:
-        refused = event.event_id in models.catalog.refused or event.event_id in models.identity.refused
-    if refused:
+        return event.event_id not in models.catalog.refused and event.event_id not in models.identity.refused
+
+
+def claim_name(ctx: ApiContext, event: Event, taken: str) -> None:
+    """Append a create that claims a name and return once the log has given it the name; Conflict
+    with `taken` when an earlier claim holds it, ServiceUnavailable when the verdict is late."""
+    if not won_on_log(ctx, event):
         raise Conflict(taken)
+
+
+def append_delete(ctx: ApiContext, request: Request, caller: Identity, kind: EventType, aggregate_id: str,
+                  body_of: Callable[[], dict[str, Any]], status: int) -> Response:
+    """A delete: its event body built from the read model under its lock (`body_of` raises NotFound
+    when there is nothing to delete), appended in log order (a delete frees a name), answered with
+    `status` and no body."""
+    with ctx.readmodel.lock:
+        body = body_of()
+    append_in_log_order(ctx, caller_event(kind, aggregate_id, body, request, caller))
+    return Response(status_code=status)

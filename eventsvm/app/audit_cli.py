@@ -27,6 +27,7 @@ from eventsvm.projections.history import (
     timeline_lines,
 )
 from eventsvm.projections.replay import parse_until, replay, replay_document
+from eventsvm.state.printable import escaped
 
 EXIT_FOUND = 1  # `audit verify` found a problem
 
@@ -92,7 +93,10 @@ def cmd_history(args: argparse.Namespace) -> int:
         json.dump(document, sys.stdout, indent=2)
         print()
     else:
-        print("\n".join(timeline_lines(stages)))
+        # names, reasons and keys come from the log, which older or forged events may have filled
+        # with escape sequences: the terminal gets them escaped, never raw
+        for line in timeline_lines(stages):
+            print(escaped(line))
     return 0
 
 
@@ -108,7 +112,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     for f in report.findings:
         instance = f" instance {f.instance}" if f.instance else ""
         event = f" event {f.event_id}" if f.event_id else ""
-        print(f"{f.kind.upper():<9} {f.where()}{instance}{event}: {f.detail}")
+        print(escaped(f"{f.kind.upper():<9} {f.where()}{instance}{event}: {f.detail}"))
     print(report.summary())
     if args.save_anchor:
         save_anchor(report, args.save_anchor)

@@ -15,7 +15,14 @@ from pathlib import Path
 
 from eventsvm.app import audit_cli, usage_cli
 from eventsvm.app.cloud import run_cloud, run_service, seed_log
-from eventsvm.app.options import EXIT_CONFIG, UsageError, add_log_options, add_power_options, log_config
+from eventsvm.app.options import (
+    EXIT_CONFIG,
+    UsageError,
+    add_api_options,
+    add_log_options,
+    add_power_options,
+    log_config,
+)
 from eventsvm.app.registry import PROCESSES
 from eventsvm.config import ConfigError, default_data_dir, env_passwords
 from eventsvm.identity.keys import ensure_keys, key_indexes, rotate
@@ -25,19 +32,19 @@ from eventsvm.log.port import LogError
 # -- commands ---------------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
     """Everything in one process: the API, every pipeline service, a spawner per host."""
-    data_dir, config = log_config(args)
+    data_dir, config = log_config(args, keeps_files=True)
     return run_cloud(args, data_dir, config, env_passwords())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """One service as its own process."""
-    data_dir, config = log_config(args)
+    data_dir, config = log_config(args, keeps_files=True)
     return run_service(args, data_dir, config)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
     """Seed a new cloud's log (devstack's defaults) and write clouds.yaml; nothing if seeded."""
-    data_dir, config = log_config(args)
+    data_dir, config = log_config(args, keeps_files=True)
     print(seed_log(data_dir, config, args.auth_url, env_passwords()), flush=True)
     return 0
 
@@ -88,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="make every spawn on this host fail (drills, and tests of rescheduling)",
     )
     add_power_options(up)
+    add_api_options(up)
     up.set_defaults(func=cmd_up)
 
     seed = sub.add_parser("seed", help="seed a new cloud's log and write clouds.yaml (for split deployments)")
@@ -137,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--member", default=None, help="stable member name (a restart then fences its old self)")
     run.add_argument("--port", type=int, default=8080, help="API port, for `run api`")
     run.add_argument("--bind", default="127.0.0.1")
+    add_api_options(run)
     run.set_defaults(func=cmd_run)
 
     audit_cli.add_commands(sub)

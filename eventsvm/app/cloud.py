@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventsvm.app.cluster import (
     Cluster,
@@ -20,7 +21,7 @@ from eventsvm.app.cluster import (
     spawner_runner,
 )
 from eventsvm.app.options import UsageError, on_sigterm, parse_capacity
-from eventsvm.app.registry import SERVICES, pipeline_service
+from eventsvm.app.registry import SERVICES, PipelineSettings, pipeline_service
 from eventsvm.app.seed import (
     choose_passwords,
     is_seeded,
@@ -39,6 +40,12 @@ from eventsvm.runtime.runner import ServiceRunner
 from eventsvm.virt.compute_host import ComputeHost
 from eventsvm.virt.hypervisor import Hypervisor
 from eventsvm.virt.qemu import BOOT_LINE, ensure_guest_image, qemu_compute_host
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from eventsvm.api.context import ApiContext
+    from eventsvm.monitoring.router import Monitoring
 
 log = logging.getLogger(__name__)
 
@@ -97,28 +104,20 @@ def seed_log(
 class ApiServer:
     """uvicorn serving the OpenStack API, /metrics and /dashboard over one read model."""
 
-    def __init__(self, readmodel: ReadModel, data_dir: Path, bind: str, port: int) -> None:
+    def __init__(self, readmodel: ReadModel, data_dir: Path, bind: str, port: int,
+                 enable_instance_password: bool = True) -> None:
         # imported here: uvicorn, FastAPI and pydantic take ~0.5 s to load, which `eventsvm run
         # scheduler` and the other service processes never need
         import uvicorn
 
-        from eventsvm.api.app import create_app
-        from eventsvm.api.context import ApiContext
-        from eventsvm.monitoring.router import make_monitoring
+        from eventsvm.app.http_limits import BoundedHeadProtocol
 
-        key_dir = data_dir / "fernet-keys"
-        ensure_keys(key_dir)
-        self.context = ApiContext(
-            readmodel=readmodel,
-            tokens=TokenService(key_dir),
-            public_url=f"http://{bind}:{port}",
-            ledger=LedgerView(readmodel.log, readmodel.codec),
-        )
-        app = create_app(self.context)
-        self.monitoring = make_monitoring(readmodel)
-        app.include_router(self.monitoring.router)
+        app, self.context, self.monitoring = serving_app(
+            readmodel, data_dir, f"http://{bind}:{port}", enable_instance_password=enable_instance_password)
+
         config = uvicorn.Config(
-            app, host=bind, port=port, log_level="warning", access_log=False, lifespan="off"
+            app, host=bind, port=port, log_level="warning", access_log=False, lifespan="off",
+            http=BoundedHeadProtocol,
         )
         self.server = uvicorn.Server(config)
 
@@ -129,6 +128,31 @@ class ApiServer:
         finally:
             self.monitoring.close()
             self.context.consoles.close()
+
+
+def serving_app(readmodel: ReadModel, data_dir: Path, public_url: str, *, stuck_after_s: float = 300.0,
+                lag_interval_s: float = 5.0, enable_instance_password: bool = True,
+                ) -> tuple[FastAPI, ApiContext, Monitoring]:
+    """The API with the monitoring routes beside it, sharing one read model and one token check."""
+    from eventsvm.api.app import create_app
+    from eventsvm.api.auth import valid_claims
+    from eventsvm.api.context import ApiContext
+    from eventsvm.monitoring.router import make_monitoring
+
+    key_dir = data_dir / "fernet-keys"
+    ensure_keys(key_dir)
+    context = ApiContext(
+        readmodel=readmodel,
+        tokens=TokenService(key_dir),
+        public_url=public_url,
+        ledger=LedgerView(readmodel.log, readmodel.codec),
+        enable_instance_password=enable_instance_password,
+    )
+    app = create_app(context)
+    monitoring = make_monitoring(readmodel, stuck_after_s=stuck_after_s, lag_interval_s=lag_interval_s,
+                                 claims_of=functools.partial(valid_claims, context.tokens, readmodel))
+    app.include_router(monitoring.router)
+    return app, context, monitoring
 
 
 def openstack_command() -> str:
@@ -152,6 +176,7 @@ def run_cloud(
         broken_hosts={name: "host marked broken by --break-host" for name in args.break_host},
         shutdown_timeout_s=args.shutdown_timeout,
         soft_reboot_timeout_s=args.soft_reboot_timeout,
+        allow_resize_to_same_host=args.allow_resize_to_same_host,
     )
     if args.hypervisor == "qemu":
         options = qemu_cluster_options(options)
@@ -162,7 +187,7 @@ def run_cloud(
         readmodel, data_dir, auth_url, passwords_env, options.image_location, options.image_properties
     )
     cluster.start_services()
-    server = ApiServer(readmodel, data_dir, args.bind, args.port)
+    server = ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password)
     server.monitoring.monitor.extra_collectors.append(cluster.supervisor)
     engine = config.url if config.engine == "kafka" else f"embedded log {config.url[len('sqlite://') :]}"
     clouds = (data_dir / "clouds.yaml").resolve()
@@ -191,7 +216,7 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
         readmodel = ReadModel(log_, codec)
         readmodel.start()
         try:
-            ApiServer(readmodel, data_dir, args.bind, args.port).run()
+            ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password).run()
         finally:
             readmodel.close()
             log_.close()
@@ -234,7 +259,8 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
             snapshots=snapshot_store(data_dir, config),
         )
     else:
-        service, deps = pipeline_service(args.service)
+        settings = PipelineSettings(allow_resize_to_same_host=args.allow_resize_to_same_host)
+        service, deps = pipeline_service(args.service, settings)
         runner = ServiceRunner(
             log_,
             service,

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 
 from eventsvm.config import LogConfig, default_data_dir, log_config_from_flags
+from eventsvm.log.private_files import private_directory
 from eventsvm.virt.compute_host import HostCapacity
 
 EXIT_CONFIG = 2
@@ -36,6 +37,22 @@ def add_power_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=120.0,
         help="seconds a soft reboot waits for the guest before rebooting hard (wait_soft_reboot_seconds)",
+    )
+    parser.add_argument(
+        "--allow-resize-to-same-host",
+        action="store_true",
+        help="let the scheduler keep a resized server on its host (nova's allow_resize_to_same_host, "
+        "off by default as there: a one-host cloud cannot resize without it)",
+    )
+
+
+def add_api_options(parser: argparse.ArgumentParser) -> None:
+    """What the API answers that nova makes a setting of."""
+    parser.add_argument(
+        "--no-instance-password",
+        dest="enable_instance_password",
+        action="store_false",
+        help="answer a server create without adminPass (nova's [api] enable_instance_password = false)",
     )
 
 
@@ -62,16 +79,18 @@ def add_log_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=int, default=4, help="partitions of each new topic (default 4)")
 
 
-def log_config(args: argparse.Namespace) -> tuple[Path, LogConfig]:
-    """The data dir and log chosen by the shared options."""
+def log_config(args: argparse.Namespace, keeps_files: bool = False) -> tuple[Path, LogConfig]:
+    """The data dir and log chosen by the shared options. The data dir is made (or tightened to)
+    the owner's alone when the embedded log lives there or the command `keeps_files` in it (keys,
+    clouds.yaml, snapshots); a command that only reads a broker leaves it alone."""
     # absolute from here on: libvirt refuses relative paths (console logs, disks) in domain XML
     data_dir: Path = (args.data_dir or default_data_dir()).absolute()
     if args.partitions < 1:
         raise UsageError("--partitions must be at least 1")
     config = log_config_from_flags(data_dir, args.kafka, args.log, args.partitions, args.namespace)
-    if config.engine == "sqlite":
+    if config.engine == "sqlite" or keeps_files:
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            private_directory(data_dir)  # the log's directory: the owner's alone
         except OSError as exc:
             raise UsageError(f"cannot create data directory {data_dir}: {exc.strerror}") from exc
     return data_dir, config

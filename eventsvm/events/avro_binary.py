@@ -258,6 +258,11 @@ class _ReaderGen:
         e(d, "else:")
         e(d + 1, f"{target}, p = {reader}(buf, p)")
 
+    def take(self, d: int, target: str, expr: str, width: int | str) -> None:
+        """Emit `target = expr`, then the step past the `width` bytes it read."""
+        self.src.emit(d, f"{target} = {expr}")
+        self.src.emit(d, f"p += {width}")
+
     def size(self, d: int, target: str) -> None:
         e = self.src.emit
         e(d, "b = buf[p]")
@@ -273,14 +278,12 @@ class _ReaderGen:
         if kind == "null":
             e(d, f"{target} = None")
         elif kind == "boolean":
-            e(d, f"{target} = _BOOL[buf[p]]")
-            e(d, "p += 1")
+            self.take(d, target, "_BOOL[buf[p]]", 1)
         elif kind in ("int", "long"):
             self.long(d, target, "_read_int" if kind == "int" else "_read_long")
         elif kind in ("float", "double"):
             width, fmt = (4, "<f") if kind == "float" else (8, "<d")
-            e(d, f"{target} = {self.src.const(struct.Struct(fmt).unpack_from)}(buf, p)[0]")
-            e(d, f"p += {width}")
+            self.take(d, target, f"{self.src.const(struct.Struct(fmt).unpack_from)}(buf, p)[0]", width)
         elif kind == "string":
             n = self.src.var("n")
             self.size(d, n)
@@ -296,8 +299,7 @@ class _ReaderGen:
                 self.size(d, n)
             else:
                 n = str(int(s["size"]))
-            e(d, f"{target} = buf[p:p + {n}]")
-            e(d, f"p += {n}")
+            self.take(d, target, f"buf[p:p + {n}]", n)
         elif kind == "enum":
             i = self.src.var("i")
             self.long(d, i)

@@ -19,8 +19,10 @@ def failed(
     details: str | None = None,
     alternates: list[str] | None = None,
     spec: dict[str, Any] | None = None,
+    reservation_id: str | None = None,
 ) -> Event:
-    """An instance.failed answering `cause`. Final unless `retryable` (a reschedule may follow)."""
+    """An instance.failed answering `cause`. Final unless `retryable` (a reschedule may follow).
+    `reservation_id` names the request an authenticator's refusal refuses all servers of."""
     return new_event(
         EventType.INSTANCE_FAILED,
         cause.aggregate_id,
@@ -35,6 +37,7 @@ def failed(
             "details": details,
             "alternates": alternates or [],
             "spec": spec,
+            "reservation_id": reservation_id,
         },
         cause=cause,
     )

@@ -81,6 +81,14 @@ class EventType(StrEnum):
     INSTANCE_ACTION_REQUESTED = "instance.action_requested"
     INSTANCE_ACTION_COMPLETED = "instance.action_completed"
     INSTANCE_ACTION_FAILED = "instance.action_failed"
+    # os-volume_attachments: the host's part of an attach or a detach (the volume's state is on
+    # the catalog, see eventsvm.state.volumes)
+    INSTANCE_VOLUME_ATTACH_REQUESTED = "instance.volume_attach_requested"
+    INSTANCE_VOLUME_DETACH_REQUESTED = "instance.volume_detach_requested"
+    # moves of a server (resize, confirmResize, revertResize, rebuild): the command, each step, a failure
+    INSTANCE_MOVE_REQUESTED = "instance.move_requested"
+    INSTANCE_MOVE_STEP = "instance.move_step"
+    INSTANCE_MOVE_FAILED = "instance.move_failed"
     # compute hosts
     HOST_REGISTERED = "host.registered"
     HOST_UPDATED = "host.updated"
@@ -97,6 +105,12 @@ class EventType(StrEnum):
     KEYPAIR_CREATED = "catalog.keypair_created"
     KEYPAIR_DELETED = "catalog.keypair_deleted"
     SERVER_GROUP_CREATED = "catalog.server_group_created"
+    # a volume's attachments (cinder's reserve, attach, begin_detaching, detach)
+    VOLUME_RESERVED = "catalog.volume_reserved"
+    VOLUME_ATTACHED = "catalog.volume_attached"
+    VOLUME_DETACHING = "catalog.volume_detaching"
+    VOLUME_DETACHED = "catalog.volume_detached"
+    VOLUME_DELETED = "catalog.volume_deleted"
     # identity (keystone) and quota
     PROJECT_CREATED = "identity.project_created"
     USER_CREATED = "identity.user_created"
@@ -114,6 +128,8 @@ class EventType(StrEnum):
     # the billing ledger, derived from spawned / deleted by the billing service
     USAGE_OPENED = "billing.usage_opened"
     USAGE_CLOSED = "billing.usage_closed"
+    # a confirmed resize: billed at the new flavor from the confirmation on
+    USAGE_RESIZED = "billing.usage_resized"
 
 
 TOPIC_OF: dict[EventType, Topic] = {
@@ -131,11 +147,18 @@ TOPIC_OF: dict[EventType, Topic] = {
     EventType.INSTANCE_ACTION_REQUESTED: Topic.ACTION_REQUESTED,
     EventType.INSTANCE_ACTION_COMPLETED: Topic.ACTION_COMPLETED,
     EventType.INSTANCE_ACTION_FAILED: Topic.ACTION_FAILED,
+    EventType.INSTANCE_VOLUME_ATTACH_REQUESTED: Topic.ACTION_REQUESTED,
+    EventType.INSTANCE_VOLUME_DETACH_REQUESTED: Topic.ACTION_REQUESTED,
+    # every step of a move is routed to the host that takes the next one, so all ride the host-routed topic
+    EventType.INSTANCE_MOVE_REQUESTED: Topic.ACTION_REQUESTED,
+    EventType.INSTANCE_MOVE_STEP: Topic.ACTION_REQUESTED,
+    EventType.INSTANCE_MOVE_FAILED: Topic.ACTION_REQUESTED,
     EventType.HOST_REGISTERED: Topic.HOSTS,
     EventType.HOST_UPDATED: Topic.HOSTS,
     EventType.DEAD_LETTER_RECORDED: Topic.DEAD_LETTER,
     EventType.USAGE_OPENED: Topic.BILLING,
     EventType.USAGE_CLOSED: Topic.BILLING,
+    EventType.USAGE_RESIZED: Topic.BILLING,
 }
 for _t in EventType:
     if _t.value.startswith("catalog."):

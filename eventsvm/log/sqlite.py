@@ -15,7 +15,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache, partial
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from eventsvm.log.port import (
     UnknownTopic,
     partition_for,
 )
+from eventsvm.log.private_files import private_file, tighten
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
@@ -105,6 +106,17 @@ class _Store:
         self.session_timeout_s = session_timeout_s
         self._topics: dict[str, tuple[int, int]] = {}
         self._names: dict[int, str] = {}
+        self._private = False
+
+    def _make_private(self) -> None:
+        # created 0600 before SQLite opens it, so its -wal and -shm files get that mode too
+        try:
+            private_file(self.path)
+            for suffix in ("-wal", "-shm"):
+                tighten(self.path.with_name(self.path.name + suffix))
+        except OSError as exc:
+            raise LogUnavailable(f"cannot open the SQLite log {self.path}: {exc.strerror}") from None
+        self._private = True
 
     def connect(self) -> sqlite3.Connection:
         """A new connection in autocommit mode; transactions are explicit and short."""
@@ -115,6 +127,8 @@ class _Store:
             raise LogUnavailable(f"cannot open the SQLite log {self.path}: {parent} is not writable")
         if self.path.is_dir():
             raise LogUnavailable(f"cannot open the SQLite log {self.path}: it is a directory")
+        if not self._private:
+            self._make_private()
         try:
             conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None,
                                    check_same_thread=False)
@@ -128,11 +142,18 @@ class _Store:
             raise LogUnavailable(f"cannot open the SQLite log {self.path}: {exc}") from None
         return conn
 
-    @contextmanager
-    def write(self, conn: sqlite3.Connection) -> Iterator[None]:
+    def write(self, conn: sqlite3.Connection) -> AbstractContextManager[None]:
         """One write transaction, taken at once (BEGIN IMMEDIATE) so it never fails half-way on a lock."""
+        return self._transaction(conn, "BEGIN IMMEDIATE")
+
+    def read(self, conn: sqlite3.Connection) -> AbstractContextManager[None]:
+        """One consistent snapshot for several reads (ending it by ROLLBACK or COMMIT is the same)."""
+        return self._transaction(conn, "BEGIN")
+
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection, begin: str) -> Iterator[None]:
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(begin)
             try:
                 yield
             except BaseException:
@@ -145,18 +166,6 @@ class _Store:
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise LogUnavailable(f"the SQLite log {self.path} failed: {exc}") from None
-
-    @contextmanager
-    def read(self, conn: sqlite3.Connection) -> Iterator[None]:
-        """One consistent snapshot for several reads."""
-        try:
-            conn.execute("BEGIN")
-            try:
-                yield
-            finally:
-                conn.execute("COMMIT")
-        except sqlite3.Error as exc:
             raise LogUnavailable(f"the SQLite log {self.path} failed: {exc}") from None
 
     def topic(self, conn: sqlite3.Connection, logical: str) -> tuple[int, int]:

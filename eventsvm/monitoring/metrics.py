@@ -273,6 +273,17 @@ class PipelineMonitor:
             result.append(row)
         return result
 
+    def failure_counts(self) -> list[dict[str, Any]]:
+        """instance.failed events counted by stage, reason category and finality, as /metrics
+        counts them: what the failures were, with no server or project in it."""
+        rows = [
+            {"stage": sample.labels["stage"], "category": sample.labels["reason"],
+             "final": sample.labels["final"] == "true", "count": int(sample.value)}
+            for metric in self.failures.collect() for sample in metric.samples
+            if sample.name.endswith("_total")
+        ]
+        return sorted(rows, key=lambda r: (-r["count"], r["stage"], r["category"]))
+
     def failures_list(self) -> list[Failure]:
         """The recent failures, newest first."""
         with self.lock:

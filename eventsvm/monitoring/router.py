@@ -1,25 +1,34 @@
 """/metrics for Prometheus, and /dashboard: one static page that polls /dashboard/state.
 
-Both show every project's instances and failure reasons: serve them to operators only (an admin
-network, or a proxy in front), as one would nova's own admin APIs.
+What a monitoring user needs without logging in is the pipeline's health: counts per stage and
+status, latency, host capacity, consumer lag, failures counted by stage and category. That much
+is open, as /metrics is (whose labels name stages, statuses, categories, hosts and topics, never a
+project, user or server). Project data (a failed or stuck server's id, name and reason) is shown
+only to a caller whose X-Auth-Token is an admin's, checked as the API checks every token; a token
+that is not valid is a 401, so an expired one is noticed rather than silently showing less.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from eventsvm.events.model import now_ms
+from eventsvm.identity import policy
+from eventsvm.identity.tokens import TokenClaims
 from eventsvm.monitoring.lag import ConsumerLag
 from eventsvm.monitoring.metrics import FLOW, PipelineMonitor, host_usage
 from eventsvm.projections.readmodel import ReadModel
 
 STUCK_SHOWN = 50
+# the API's token check (eventsvm.api.auth.valid_claims), handed in by the composition root
+ClaimsOf = Callable[[str], TokenClaims | None]
 
 
 @dataclass
@@ -31,8 +40,9 @@ class Monitoring:
     router: APIRouter
     readmodel: ReadModel
 
-    def state(self) -> dict[str, Any]:
-        """Everything the dashboard draws, as one JSON document."""
+    def state(self, project_data: bool = True) -> dict[str, Any]:
+        """Everything the dashboard draws, as one JSON document; without `project_data` the
+        failed and stuck servers are counted, never named, identified or given a reason."""
         with self.readmodel.lock:
             models = self.readmodel.models
             statuses = models.instances.by_status()
@@ -45,16 +55,20 @@ class Monitoring:
         monitor = self.monitor
         with monitor.lock:
             passed = dict(monitor.passed)
+        failures = [asdict(f) for f in monitor.failures_list()] if project_data else []
+        shown_stuck = stuck[:STUCK_SHOWN] if project_data else []
         return {
             "generated_at": now_ms(),
+            "view": "admin" if project_data else "summary",
             "stages": [{"name": s, "passed": passed[s], "now": counts.get(s, 0)} for s in FLOW],
             "waiting": {s: counts.get(s, 0) for s in ("rescheduling", "deleting")},
             "statuses": statuses,
             "latency": monitor.percentiles(),
             "hosts": hosts,
-            "failures": [asdict(f) for f in monitor.failures_list()],
+            "failures": failures,
+            "failure_counts": monitor.failure_counts(),
             "stuck": {"after_s": monitor.stuck_after_ms / 1000, "count": len(stuck),
-                      "instances": [{**s, "name": names.get(s["id"], "")} for s in stuck[:STUCK_SHOWN]]},
+                      "instances": [{**s, "name": names.get(s["id"], "")} for s in shown_stuck]},
             "lag": [{"group": g, "topic": t, "partition": p, "lag": n} for g, t, p, n in self.lag.rows],
         }
 
@@ -72,9 +86,10 @@ def dashboard_html() -> str:
 
 
 def make_monitoring(readmodel: ReadModel, *, stuck_after_s: float = 300.0, lag_interval_s: float = 5.0,
-                    start_lag: bool = True) -> Monitoring:
+                    start_lag: bool = True, claims_of: ClaimsOf | None = None) -> Monitoring:
     """Attach a monitor to `readmodel` and build the routes; `stuck_after_s` is how long an
-    instance may wait in one stage before it counts as stuck."""
+    instance may wait in one stage before it counts as stuck; `claims_of` checks a caller's token
+    (without it no token is accepted and the dashboard shows counts only)."""
     monitor = PipelineMonitor(stuck_after_s=stuck_after_s)
     monitor.attach(readmodel)
 
@@ -96,8 +111,15 @@ def make_monitoring(readmodel: ReadModel, *, stuck_after_s: float = 300.0, lag_i
         return HTMLResponse(dashboard_html(), headers={"Cache-Control": "no-cache"})
 
     @router.get("/dashboard/state", include_in_schema=False)
-    def dashboard_state() -> JSONResponse:
-        return JSONResponse(monitoring.state(), headers={"Cache-Control": "no-store"})
+    def dashboard_state(x_auth_token: str | None = Header(default=None)) -> JSONResponse:
+        admin = False
+        if x_auth_token:
+            claims = claims_of(x_auth_token) if claims_of is not None else None
+            if claims is None:
+                raise HTTPException(401)  # the API's handlers answer it in keystone's shape
+            admin = policy.is_admin(claims.roles)
+        return JSONResponse(monitoring.state(project_data=admin),
+                            headers={"Cache-Control": "no-store", "Vary": "X-Auth-Token"})
 
     if start_lag:
         lag.start()

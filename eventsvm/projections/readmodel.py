@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsvm.events.codec import Codec, CodecError
+from eventsvm.events.codec import Codec
 from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType, Topic, event_hash
 from eventsvm.log.port import BEGINNING, EventLog, LogError, OutRecord, Reader, Record, partition_for
 from eventsvm.runtime.fold_letters import FoldLetters
@@ -189,18 +189,15 @@ class ReadModel:
                 return folded
 
     def _fold_record(self, record: Record) -> int:
-        data = record.value
-        try:
-            event = self.codec.decode(data)
-        except CodecError as exc:
-            self.fold_letters.undecodable(record, exc)
+        event = self.fold_letters.decoded(record)
+        if event is None:
             return 0
         if event.event_id in self._own:
             self._own.discard(event.event_id)
             return 0
         self._pending.discard(event.event_id)
         self._awaited.discard(event.event_id)
-        return self._fold(event, data, record)
+        return self._fold(event, record.value, record)
 
     def _fold(self, event: Event, data: bytes, record: Record) -> int:
         # One event no fold here can apply must neither stop the tail nor skip the rest of the batch.

@@ -16,7 +16,7 @@ import logging
 import threading
 import uuid
 
-from eventsvm.events.codec import Codec
+from eventsvm.events.codec import Codec, CodecError
 from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.log.port import EventLog, LogError, OutRecord, Record
 
@@ -75,6 +75,14 @@ class FoldLetters:
         self._pending: list[OutRecord] = []
         # positions already lettered (or queued) by this process: a rebuild folds them again
         self._seen: set[tuple[str, int, int]] = set()
+
+    def decoded(self, record: Record) -> Event | None:
+        """The record's event; None when it cannot be decoded, lettered as `undecodable` says."""
+        try:
+            return self.codec.decode(record.value)
+        except CodecError as exc:
+            self.undecodable(record, exc)
+            return None
 
     def undecodable(self, record: Record, error: Exception) -> None:
         """A record the fold cannot decode: lettered on a state-only topic (its consumer letters

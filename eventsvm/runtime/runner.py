@@ -181,10 +181,8 @@ class ServiceRunner(Generic[S]):
         self.positions[where] = record.offset + 1
         if self._covered and record.offset < self._covered.get(where, 0):
             return 0  # in the snapshot already: not even decoded
-        try:
-            event = self.codec.decode(record.value)
-        except CodecError as exc:
-            self.fold_letters.undecodable(record, exc)
+        event = self.fold_letters.decoded(record)
+        if event is None:
             return 0
         if event.event_id in self._pending:
             self._pending.discard(event.event_id)

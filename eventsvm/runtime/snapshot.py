@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from eventsvm.log.port import EventLog, TopicPartition, UnknownTopic
+from eventsvm.log.private_files import FILE_MODE, private_directory, tighten
 from eventsvm.runtime.service import Service
 
 log = logging.getLogger(__name__)
@@ -106,12 +107,15 @@ class SnapshotStore:
             "events": snapshot.events, "written_at_ms": snapshot.written_at_ms,
             "sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload),
         }).encode()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # a snapshot holds what the log does (identities, password hashes): owner only
+        private_directory(self.directory)
         path = self.path(snapshot.service)
         # unique per writer: two runners of one service may share a directory (each snapshot is
         # correct on its own; the newer file simply wins)
         temporary = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
-        with open(temporary, "wb") as out:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        os.fchmod(fd, FILE_MODE)  # a leftover of a crashed writer keeps its own mode through O_TRUNC
+        with os.fdopen(fd, "wb") as out:
             out.write(MAGIC + len(header).to_bytes(4, "big") + header + payload)
             out.flush()
             os.fsync(out.fileno())
@@ -121,6 +125,8 @@ class SnapshotStore:
     def load(self, service: Service[Any], log_: EventLog | None = None) -> Snapshot | None:
         """The service's snapshot if it can be trusted, else None (with the reason logged)."""
         path = self.path(service.name)
+        tighten(self.directory)
+        tighten(path)  # written by a version that left it readable
         try:
             data = path.read_bytes()
         except FileNotFoundError:

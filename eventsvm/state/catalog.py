@@ -12,6 +12,7 @@ from typing import Any
 
 from eventsvm.events.model import Event, EventType
 from eventsvm.state.names import claim
+from eventsvm.state.volumes import VOLUME_EVENT_TYPES, evolve_volume
 
 Body = dict[str, Any]
 
@@ -29,7 +30,8 @@ class CatalogState:
     server_groups: dict[str, Body] = field(default_factory=dict)
     created_at: dict[str, int] = field(default_factory=dict)
     flavor_names: dict[str, str] = field(default_factory=dict)
-    # event ids of creates that named a taken name or id (see eventsvm.state.names)
+    # event ids of creates that named a taken name or id (see eventsvm.state.names), and of volume
+    # reservations and detaches the volume's state refused (see eventsvm.state.volumes)
     refused: set[str] = field(default_factory=set)
 
     def flavor_by_name_or_id(self, ref: str) -> Body | None:
@@ -92,7 +94,12 @@ def evolve_catalog(state: CatalogState, event: Event) -> CatalogState:
     elif kind == EventType.SUBNET_CREATED:
         state.subnets[body["id"]] = body
     elif kind == EventType.VOLUME_CREATED:
-        state.volumes[body["id"]] = body
+        # a copy: its status and attachments change with later events, the event's body must not;
+        # the creator (cinder's user_id) is the event's actor
+        state.volumes[body["id"]] = {**body, "user_id": event.user_id}
+    elif kind in VOLUME_EVENT_TYPES:
+        evolve_volume(state.volumes, state.refused, event)
+        return state
     elif kind == EventType.KEYPAIR_CREATED:
         if not claim(state.keypairs, (body["user_id"], body["name"]), body, state.refused, event.event_id):
             return state

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from eventsvm.events.model import Event, EventType
 from eventsvm.identity.passwords import verify_password
@@ -73,6 +74,22 @@ class User:
 
 def _domain_key(domain: str) -> str:
     return domain.lower()
+
+
+# what an update changes the same way on either
+_Holder = TypeVar("_Holder", User, Project)
+
+
+def _gone(holder: User | Project | None, kind: str, issued_at_ms: int | None, voided_by: str) -> str | None:
+    """Why a token no longer stands for its user or project (`kind`): gone, disabled, or issued
+    before what voided the tokens then issued; None while it stands."""
+    if holder is None:
+        return f"{kind} not found"
+    if not holder.enabled:
+        return f"{kind} disabled"
+    if issued_at_ms is not None and issued_at_ms < holder.tokens_valid_after_ms:
+        return f"token issued before the {kind} {voided_by}"
+    return None
 
 
 def _as_ms(value: int | datetime) -> int:
@@ -207,20 +224,12 @@ class IdentityState:
         # a revoked first token takes its re-scoped descendants with it (keystone's audit chain)
         if self.is_revoked(audit_id) or (chain_audit_id is not None and self.is_revoked(chain_audit_id)):
             return "token revoked"
-        user = self.users.get(user_id)
-        if user is None:
-            return "user not found"
-        if not user.enabled:
-            return "user disabled"
-        if issued_at_ms is not None and issued_at_ms < user.tokens_valid_after_ms:
-            return "token issued before the user was disabled or changed password"
-        project = self.projects.get(project_id)
-        if project is None:
-            return "project not found"
-        if not project.enabled:
-            return "project disabled"
-        if issued_at_ms is not None and issued_at_ms < project.tokens_valid_after_ms:
-            return "token issued before the project was disabled"
+        user, project = self.users.get(user_id), self.projects.get(project_id)
+        why = _gone(user, "user", issued_at_ms, "was disabled or changed password") or _gone(
+            project, "project", issued_at_ms, "was disabled")
+        if why is not None:
+            return why
+        assert user is not None and project is not None
         assigned = self._assignments.get((user.id, project.id), set())
         if not assigned or not set(roles) <= assigned:
             return "role assignment removed"
@@ -256,47 +265,43 @@ class IdentityState:
         if claim(self._user_names, name, user.id, self.refused, event.event_id):
             self.users[user.id] = user
 
+    def _updated(self, holders: dict[str, _Holder], names: dict[tuple[str, str], str], event: Event
+                 ) -> _Holder | None:
+        """The user or project an update names, with the update's name and `enabled` taken; None
+        when there is none, or when its new name is taken (then nothing changes, as for a create)."""
+        holder = holders.get(event.body["id"])
+        if holder is None:
+            return None
+        name = event.body.get("name")
+        if name is not None:
+            domain = _domain_key(holder.domain_id)
+            if not rename(names, (domain, holder.name), (domain, name), holder.id, self.refused,
+                          event.event_id):
+                return None
+            holder.name = name
+        enabled = event.body.get("enabled")
+        if enabled is not None:
+            if holder.enabled and not enabled:
+                holder.tokens_valid_after_ms = max(holder.tokens_valid_after_ms, event.occurred_at)
+            holder.enabled = enabled
+        return holder
+
     def _user_updated(self, event: Event) -> None:
-        body = event.body
-        user = self.users.get(body["id"])
+        user = self._updated(self.users, self._user_names, event)
         if user is None:
             return
-        # a rename takes the new name as a create would: refused (and nothing changes) when taken
-        if body.get("name") is not None:
-            domain = _domain_key(user.domain_id)
-            if not rename(self._user_names, (domain, user.name), (domain, body["name"]), user.id,
-                          self.refused, event.event_id):
-                return
-            user.name = body["name"]
+        body = event.body
         if body.get("default_project_id") is not None:
             user.default_project_id = body["default_project_id"]
-        enabled = body.get("enabled")
         password_hash = body.get("password_hash")
-        if enabled is not None:
-            if user.enabled and not enabled:
-                user.tokens_valid_after_ms = max(user.tokens_valid_after_ms, event.occurred_at)
-            user.enabled = enabled
         if password_hash is not None:
             user.password_hash = password_hash
             user.tokens_valid_after_ms = max(user.tokens_valid_after_ms, event.occurred_at)
 
     def _project_updated(self, event: Event) -> None:
-        body = event.body
-        project = self.projects.get(body["id"])
-        if project is None:
-            return
-        if body.get("name") is not None:
-            domain = _domain_key(project.domain_id)
-            if not rename(self._project_names, (domain, project.name), (domain, body["name"]), project.id,
-                          self.refused, event.event_id):
-                return
-            project.name = body["name"]
-        if body.get("enabled") is not None:
-            if project.enabled and not body["enabled"]:
-                project.tokens_valid_after_ms = max(project.tokens_valid_after_ms, event.occurred_at)
-            project.enabled = body["enabled"]
-        if body.get("description") is not None:
-            project.description = body["description"]
+        project = self._updated(self.projects, self._project_names, event)
+        if project is not None and event.body.get("description") is not None:
+            project.description = event.body["description"]
 
     def _project_deleted(self, event: Event) -> None:
         project = self.projects.pop(event.body["id"], None)

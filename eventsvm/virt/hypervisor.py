@@ -13,7 +13,7 @@ import threading
 import urllib.parse
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
@@ -270,6 +270,53 @@ class Hypervisor:
         with self._domain(instance_uuid, "inspect") as domain:
             return bool(domain.hasManagedSaveImage(0))
 
+    # -- volumes (nova's LibvirtDriver.attach_volume / detach_volume) ------------------------------
+    def attach_disk(self, instance_uuid: str, disk_xml: str) -> bool:
+        """Attach a `<disk>` to the guest, live when it runs and in its definition either way, so
+        it stays attached across a stop and start; False when a disk with its target is there."""
+        target = _disk_target(ET.fromstring(disk_xml))
+        with self._domain(instance_uuid, f"attach disk {target} to") as domain:
+            if _find_disk(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), target) is not None:
+                return False
+            try:
+                domain.attachDeviceFlags(disk_xml, _device_flags(domain))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                    raise
+                # a driver without hotplug (libvirt's test driver): the disk joins the definition,
+                # which is what the guest has from its next start on
+                self._redefine(domain, lambda devices: devices.append(ET.fromstring(disk_xml)))
+            return True
+
+    def detach_disk(self, instance_uuid: str, target: str) -> bool:
+        """Detach the guest's disk with target `target` (e.g. vdb), live and from its definition;
+        False when it has none."""
+        with self._domain(instance_uuid, f"detach disk {target} from") as domain:
+            disk = _find_disk(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), target)
+            if disk is None:
+                return False
+            try:
+                domain.detachDeviceFlags(ET.tostring(disk, encoding="unicode"), _device_flags(domain))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                    raise
+                self._redefine(domain, lambda devices: _remove_disk(devices, target))
+            return True
+
+    def disk_targets(self, instance_uuid: str) -> list[str]:
+        """The target names (vda, vdb ...) of the disks in the guest's definition."""
+        with self._domain(instance_uuid, "list the disks of") as domain:
+            devices = ET.fromstring(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).find("devices")
+            return [] if devices is None else [_disk_target(d) for d in devices.findall("disk")]
+
+    def _redefine(self, domain: libvirt.virDomain, change: Callable[[ET.Element], None]) -> None:
+        root = ET.fromstring(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        devices = root.find("devices")
+        if devices is None:
+            devices = ET.SubElement(root, "devices")
+        change(devices)
+        self._conn().defineXML(ET.tostring(root, encoding="unicode"))
+
     @contextmanager
     def _domain(self, instance_uuid: str, action: str) -> Iterator[libvirt.virDomain]:
         wanted = _canonical_uuid(instance_uuid)
@@ -387,6 +434,29 @@ def _undefine_flags(domain: libvirt.virDomain) -> int:
     if ET.fromstring(domain.XMLDesc(0)).find("os/nvram") is not None:
         flags |= libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
     return flags
+
+
+def _device_flags(domain: libvirt.virDomain) -> int:
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    return flags | libvirt.VIR_DOMAIN_AFFECT_LIVE if domain.isActive() else flags
+
+
+def _disk_target(disk: ET.Element) -> str:
+    target = disk.find("target")
+    return "" if target is None else target.get("dev", "")
+
+
+def _find_disk(domain_xml: str, target: str) -> ET.Element | None:
+    devices = ET.fromstring(domain_xml).find("devices")
+    if devices is None:
+        return None
+    return next((d for d in devices.findall("disk") if _disk_target(d) == target), None)
+
+
+def _remove_disk(devices: ET.Element, target: str) -> None:
+    for disk in devices.findall("disk"):
+        if _disk_target(disk) == target:
+            devices.remove(disk)
 
 
 def _flag_unsupported(exc: libvirt.libvirtError) -> bool:

@@ -1,5 +1,6 @@
 """The dashboard in a real browser: headless Chromium opens /dashboard, a server is created, and the
-page (never reloaded) shows it pass through the stages; a failure shows up with its reason.
+page (never reloaded) shows it pass through the stages; a failure is counted by category, and shows
+up with its server's name and reason once an admin's token is given to the page.
 
 Chromium is driven over the DevTools protocol (a websocket); no selenium or playwright.
 Set EVENTSVM_DASHBOARD_SCREENSHOT=path to also keep the screenshot (docs/dashboard.png is made so).
@@ -23,15 +24,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
 from websockets.sync.client import ClientConnection, connect
 
+from eventsvm.app.cloud import serving_app
 from eventsvm.app.cluster import Cluster, ClusterOptions
 from eventsvm.app.seed import choose_passwords, seed_events
 from eventsvm.config import LogConfig
-from eventsvm.monitoring.router import make_monitoring
 from eventsvm.virt.compute_host import HostCapacity
 from tests.e2e.conftest import Cloud
 
@@ -61,12 +62,12 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
 
 
 @pytest.fixture
-def dashboard_url(cloud: Cloud) -> Iterator[str]:
-    """The monitoring routes over the cloud's read model, served by uvicorn in a thread."""
-    monitoring = make_monitoring(cloud.readmodel, stuck_after_s=60, lag_interval_s=1.0)
-    app = FastAPI()
-    app.include_router(monitoring.router)
+def dashboard_url(cloud: Cloud, tmp_path: Path) -> Iterator[str]:
+    """The API and the monitoring routes over the cloud's read model, as `eventsvm up` serves them,
+    by uvicorn in a thread."""
     port = free_port()
+    app, _, monitoring = serving_app(cloud.readmodel, tmp_path, f"http://127.0.0.1:{port}",
+                                     stuck_after_s=60, lag_interval_s=1.0)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -152,6 +153,17 @@ def browser(tmp_path: Path) -> Iterator[Callable[[str], Page]]:
             process.wait(timeout=10)
 
 
+def admin_token(dashboard_url: str) -> str:
+    """A token of the seeded admin, from the cloud's own keystone."""
+    base = dashboard_url.removesuffix("/dashboard")
+    answer = httpx.post(f"{base}/identity/v3/auth/tokens", json={"auth": {"identity": {
+        "methods": ["password"], "password": {"user": {"name": "admin", "domain": {"id": "default"},
+                                                       "password": "admin-pw"}}},
+        "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}, timeout=30)
+    assert answer.status_code == 201, answer.text
+    return answer.headers["X-Subject-Token"]
+
+
 PASSED = "document.querySelector('[data-stage=\"{}\"] .passed-count')?.textContent ?? null"
 STATUS = "document.querySelector('[data-status=\"{}\"] b')?.textContent ?? null"
 
@@ -169,9 +181,19 @@ def test_the_dashboard_shows_a_new_server_flow_through_without_a_reload(
     assert page.evaluate(PASSED.format("requested")) == "6"
     page.wait_for(STATUS.format("ACTIVE"), lambda v: v == "5", 10, "the ACTIVE count")
     assert page.evaluate(STATUS.format("ERROR")) == "1"
+    # without a token: the failure is counted by category, its server is not named
+    counted = "document.querySelector('#failures tr[data-category=\"not_found\"]')?.textContent ?? null"
+    summary = page.wait_for(counted, lambda v: v is not None, 10, "the failure counted by category")
+    assert summary.startswith("1 ×") and "authenticate" in summary, summary
+    assert page.evaluate("document.getElementById('view').dataset.view") == "summary"
+    assert typo not in page.evaluate("document.body.textContent")
+    # an admin's token, typed into the page, shows which server failed and why
+    page.evaluate(f"document.getElementById('token').value = {json.dumps(admin_token(dashboard_url))};"
+                  "document.getElementById('use-token').click()")
     row = f"document.querySelector('#failures tr[data-instance=\"{typo}\"]')?.textContent ?? null"
     failure = page.wait_for(row, lambda v: v is not None, 10, "the failed server in recent failures")
     assert "could not be found" in failure and "typo" in failure
+    assert page.evaluate("document.getElementById('view').dataset.view") == "admin"
     bar = page.evaluate(
         "document.querySelector('[data-host=\"compute-2\"] [data-resource=\"vcpus\"]').textContent")
     assert bar.startswith("vcpus 5 /"), bar

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, _free_port, _kafka_sh
-from tests.processes import stop
+from tests.processes import stop, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -69,15 +69,6 @@ def own_broker() -> Iterator[Broker]:
     finally:
         _kafka_sh("stop", broker.port)
         shutil.rmtree(ROOT / ".kafka" / str(broker.port), ignore_errors=True)
-
-
-def wait_for(condition: Callable[[], bool], limit_s: float, what: str) -> None:
-    """Poll `condition` until it holds; fail naming `what` after `limit_s`."""
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {limit_s:g} s: {what}")
-        time.sleep(0.5)
 
 
 def test_reading_committed_offsets_through_a_consumer_survives_a_broker_restart_the_admin_call_does_not(

@@ -4,15 +4,17 @@ writable again every requested server is built, each once, with no service threa
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from eventsvm.log import sqlite as sqlite_engine
+from tests import processes
 from tests.e2e.conftest import Cloud, CloudFactory, make_cloud  # noqa: F401 - a fixture (F811 below)
 
 
@@ -22,12 +24,8 @@ def engine_url(tmp_path: Path) -> tuple[str, str]:
     return f"sqlite://{tmp_path / 'log.db'}", ""
 
 
-def wait_for(condition: Callable[[], bool], limit_s: float, what: str) -> None:
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {limit_s:g} s: {what}")
-        time.sleep(0.05)
+# a lock held for a moment is the outage under test: look often
+wait_for = functools.partial(processes.wait_for, poll_s=0.05)
 
 
 def any_paused(cloud: Cloud) -> bool:

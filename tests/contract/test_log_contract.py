@@ -311,12 +311,18 @@ def test_rewind_returns_to_the_committed_offsets(engine):
 # --- read-process-write ---------------------------------------------------------------------------
 
 
-def test_a_step_commits_its_outputs_and_its_offsets_together_or_not_at_all(engine):
-    log = engine.open(partitions=2)
+def read_step_input(log, member_name: str) -> tuple[GroupMember, list[Record]]:
+    """Four keyed records on `in` (with an empty `out` for a step's outputs), and a member of
+    group g named `member_name` that has read them."""
     log.create_topics(["in", "out"])
     log.append(keyed("in", 4))
-    member = log.member("g", ["in"], member_name="m")
-    records = first_records(member, 4)
+    member = log.member("g", ["in"], member_name=member_name)
+    return member, first_records(member, 4)
+
+
+def test_a_step_commits_its_outputs_and_its_offsets_together_or_not_at_all(engine):
+    log = engine.open(partitions=2)
+    member, records = read_step_input(log, "m")
 
     with pytest.raises(UnknownTopic):
         member.commit_step([OutRecord("out", b"k", b"o"), OutRecord("missing", b"k", b"o")], records)
@@ -333,10 +339,7 @@ def test_a_step_commits_its_outputs_and_its_offsets_together_or_not_at_all(engin
 
 def test_a_member_replaced_by_a_newer_incarnation_is_fenced_and_writes_nothing(engine):
     log = engine.open(partitions=2)
-    log.create_topics(["in", "out"])
-    log.append(keyed("in", 4))
-    old = log.member("g", ["in"], member_name="worker-1")
-    records = first_records(old, 4)
+    old, records = read_step_input(log, "worker-1")
 
     restarted = engine.open(partitions=2).member("g", ["in"], member_name="worker-1")
     early = restarted.poll(timeout=0.5)
@@ -356,10 +359,7 @@ def test_a_member_replaced_by_a_newer_incarnation_is_fenced_and_writes_nothing(e
 @pytest.mark.parametrize("outputs", [True, False], ids=["with-outputs", "offsets-only"])
 def test_a_member_silent_past_its_session_is_fenced_once_its_partitions_moved(engine, outputs):
     log = engine.open(partitions=2, session_timeout_s=engine.short_session_s)
-    log.create_topics(["in", "out"])
-    log.append(keyed("in", 4))
-    zombie = log.member("g", ["in"], member_name="slow")
-    records = first_records(zombie, 4)
+    zombie, records = read_step_input(log, "slow")
 
     other_log = engine.open(partitions=2, session_timeout_s=engine.short_session_s)
     other = other_log.member("g", ["in"], member_name="fast")

@@ -21,6 +21,7 @@ from eventsvm.log.port import BEGINNING, EventLog
 from eventsvm.projections.readmodel import Models, ReadModel
 from eventsvm.state.instances import Instance
 from eventsvm.virt.compute_host import HostCapacity
+from tests.factories import plain_request
 
 
 @dataclass
@@ -53,20 +54,7 @@ class Cloud:
         """Append an instance.requested as POST /servers does; returns the instance id."""
         user_id, project_id = self.demo
         instance_id = str(uuid.uuid4())
-        body = {
-            "name": name,
-            "flavor_id": flavor,
-            "image_id": self.image_id(),
-            "networks": [{"network_id": self.network_id(), "port_id": None, "fixed_ip": None}],
-            "key_name": None,
-            "availability_zone": None,
-            "server_group_id": None,
-            "block_devices": [],
-            "metadata": {},
-            "roles": ["member"],
-            "token_audit_id": "audit-" + name,
-            **extra,
-        }
+        body = {**plain_request(name, flavor, self.image_id(), self.network_id(), "audit-" + name), **extra}
         event = new_event(
             EventType.INSTANCE_REQUESTED, instance_id, body, user_id=user_id, project_id=project_id
         )

@@ -17,23 +17,36 @@ COMPUTE = "/compute/v2.1"
 HOUR = 3_600_000
 
 
-def test_version_document_advertises_microversion_2_1(cloud: Cloud):
+def test_version_document_advertises_microversions_2_1_to_2_2(cloud: Cloud):
     version = cloud.client.get(COMPUTE).json()["version"]
-    assert (version["id"], version["version"], version["min_version"]) == ("v2.1", "2.1", "2.1")
+    assert (version["id"], version["version"], version["min_version"]) == ("v2.1", "2.2", "2.1")
+
+
+def test_the_version_list_names_v2_0_first_then_v2_1_as_nova_does(cloud: Cloud):
+    listed = cloud.client.get("/compute/").json()["versions"]
+    assert [(v["id"], v["status"], v["version"]) for v in listed] == [
+        ("v2.0", "SUPPORTED", ""), ("v2.1", "CURRENT", "2.2")]
+    for entry in listed:  # each links to its own document
+        href = next(link["href"] for link in entry["links"] if link["rel"] == "self")
+        path = href.split("://", 1)[1].split("/", 1)[1]
+        assert cloud.client.get(f"/{path}").json()["version"]["id"] == entry["id"]
 
 
 
 @pytest.mark.parametrize(
-    "asked",
-    [{}, {"X-OpenStack-Nova-API-Version": "2.1"}, {"OpenStack-API-Version": "compute 2.1"},
-     {"OpenStack-API-Version": "volume 3.0, compute latest"}],
+    ("asked", "served"),
+    [({}, "2.1"), ({"X-OpenStack-Nova-API-Version": "2.1"}, "2.1"),
+     ({"OpenStack-API-Version": "compute 2.2"}, "2.2"),
+     ({"OpenStack-API-Version": "volume 3.0, compute latest"}, "2.2")],
 )
-def test_every_compute_answer_names_the_microversion_that_served_it(cloud: Cloud, asked: dict[str, str]):
+def test_every_compute_answer_names_the_microversion_that_served_it(
+    cloud: Cloud, asked: dict[str, str], served: str
+):
     # tempest refuses an answer whose version header differs from the one it sent
     answer = cloud.client.get(f"{COMPUTE}/flavors", headers={**cloud.headers(), **asked})
     assert answer.status_code == 200
-    assert answer.headers["OpenStack-API-Version"] == "compute 2.1"
-    assert answer.headers["X-OpenStack-Nova-API-Version"] == "2.1"
+    assert answer.headers["OpenStack-API-Version"] == f"compute {served}"
+    assert answer.headers["X-OpenStack-Nova-API-Version"] == served
     assert "OpenStack-API-Version" in answer.headers["Vary"]
     # other services' answers carry no compute version
     image_answer = cloud.client.get("/image/v2/images", headers=cloud.headers())
@@ -42,7 +55,7 @@ def test_every_compute_answer_names_the_microversion_that_served_it(cloud: Cloud
 
 @pytest.mark.parametrize(
     ("asked", "status"),
-    [("2.95", 406), ("3.0", 406), ("2", 400), ("two.one", 400)],
+    [("2.3", 406), ("2.95", 406), ("3.0", 406), ("2", 400), ("two.one", 400)],
 )
 def test_a_microversion_this_api_does_not_serve_is_refused(cloud: Cloud, asked: str, status: int):
     answer = cloud.client.get(f"{COMPUTE}/flavors",
@@ -126,13 +139,16 @@ def test_keypair_import_list_show_delete(cloud: Cloud):
 @pytest.mark.parametrize(
     ("keypair", "message"),
     [
-        ({"name": "gen"}, "Generating keypairs is not supported"),
+        ({"name": "gen", "type": "rsa"}, "type"),
+        ({"name": "bad", "type": "x509", "public_key": "-----BEGIN CERTIFICATE-----"},
+         "Keypair data is invalid"),
         ({"name": "bad", "public_key": "ssh-rsa not-base64!"}, "Keypair data is invalid"),
         ({"name": "bad/name", "public_key": "ssh-rsa AAAA"}, "unsafe characters"),
     ],
 )
 def test_keypair_refusals(cloud: Cloud, keypair: dict, message: str):
-    answer = cloud.client.post(f"{COMPUTE}/os-keypairs", json={"keypair": keypair}, headers=cloud.headers())
+    headers = {**cloud.headers(), "OpenStack-API-Version": "compute 2.2"}  # where `type` is known
+    answer = cloud.client.post(f"{COMPUTE}/os-keypairs", json={"keypair": keypair}, headers=headers)
     assert answer.status_code == 400
     assert message in answer.json()["badRequest"]["message"]
     assert cloud.events(EventType.KEYPAIR_CREATED)[1:] == []

@@ -39,6 +39,13 @@ def _login(cloud: Cloud, user: str, project: str) -> str:
     return str(answer.headers["X-Subject-Token"])
 
 
+def _bob(cloud: Cloud) -> tuple[str, str, str]:
+    """A new project "team" and bob, a new member of it, logged in: (project id, user id, token)."""
+    project_id = _new_project(cloud)
+    user_id = _new_user(cloud, "bob", project_id)
+    return project_id, user_id, _login(cloud, "bob", "team")
+
+
 def _works(cloud: Cloud, token: str) -> int:
     return cloud.client.get("/compute/v2.1/servers", headers={"X-Auth-Token": token}).status_code
 
@@ -51,9 +58,7 @@ def _not_found(answer, message: str) -> None:  # type: ignore[no-untyped-def]
 # -- projects ------------------------------------------------------------------------------------
 def test_patch_project_renames_disables_and_its_tokens_stop_working(cloud: Cloud):
     admin = cloud.headers("admin")
-    project_id = _new_project(cloud)
-    _new_user(cloud, "bob", project_id)
-    token = _login(cloud, "bob", "team")
+    project_id, _, token = _bob(cloud)
     assert _works(cloud, token) == 200
     answer = cloud.client.patch(f"{V3}/projects/{project_id}", headers=admin, json={"project": {
         "name": "squad", "description": "renamed"}})
@@ -106,9 +111,7 @@ def test_patch_project_refusals(cloud: Cloud, body: dict, status: int, message: 
 
 def test_delete_project_frees_its_name_and_kills_its_tokens(cloud: Cloud):
     admin = cloud.headers("admin")
-    project_id = _new_project(cloud)
-    user_id = _new_user(cloud, "bob", project_id)
-    token = _login(cloud, "bob", "team")
+    project_id, user_id, token = _bob(cloud)
     assert cloud.client.delete(f"{V3}/projects/{project_id}", headers=admin).status_code == 204
     assert cloud.events(EventType.PROJECT_DELETED)[0].body == {"id": project_id, "domain_id": "default"}
     gone = f"Could not find project: {project_id}."
@@ -141,9 +144,7 @@ def test_a_member_may_not_patch_or_delete_projects_or_users(cloud: Cloud):
 # -- users ---------------------------------------------------------------------------------------
 def test_patch_user_renames_and_changes_the_password_and_a_taken_name_is_409(cloud: Cloud):
     admin = cloud.headers("admin")
-    project_id = _new_project(cloud)
-    user_id = _new_user(cloud, "bob", project_id)
-    old_token = _login(cloud, "bob", "team")
+    project_id, user_id, old_token = _bob(cloud)
     answer = cloud.client.patch(f"{V3}/users/{user_id}", headers=admin, json={"user": {
         "name": "robert", "password": "new-pass-1", "email": "ignored@example.com"}})
     assert answer.status_code == 200, answer.text
@@ -160,9 +161,7 @@ def test_patch_user_renames_and_changes_the_password_and_a_taken_name_is_409(clo
 
 def test_delete_user_kills_its_tokens_and_frees_its_name(cloud: Cloud):
     admin = cloud.headers("admin")
-    project_id = _new_project(cloud)
-    user_id = _new_user(cloud, "bob", project_id)
-    token = _login(cloud, "bob", "team")
+    project_id, user_id, token = _bob(cloud)
     assert cloud.client.delete(f"{V3}/users/{user_id}", headers=admin).status_code == 204
     assert _works(cloud, token) == 401
     gone, path = f"Could not find user: {user_id}.", f"{V3}/users/{user_id}"
@@ -176,9 +175,7 @@ def test_delete_user_kills_its_tokens_and_frees_its_name(cloud: Cloud):
 # -- roles -----------------------------------------------------------------------------------------
 def test_unassigning_a_role_kills_tokens_that_carry_it(cloud: Cloud):
     admin = cloud.headers("admin")
-    project_id = _new_project(cloud)
-    user_id = _new_user(cloud, "bob", project_id)
-    token = _login(cloud, "bob", "team")
+    project_id, user_id, token = _bob(cloud)
     path = f"{V3}/projects/{project_id}/users/{user_id}/roles/member"
     assert cloud.client.delete(path, headers=admin).status_code == 204
     [event] = cloud.events(EventType.ROLE_UNASSIGNED)

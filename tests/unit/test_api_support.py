@@ -261,38 +261,27 @@ def _seed(ids: dict[str, str]) -> list[Event]:
     def add(kind: EventType, aggregate: str, body: dict[str, Any]) -> None:
         events.append(new_event(kind, aggregate, body))
 
+    def created(kind: EventType, key: str, entity_id: str, fields: dict[str, Any]) -> None:
+        """The create event of a new entity, whose id the tests find in `ids` under `key`."""
+        ids[key] = entity_id
+        add(kind, entity_id, {"id": entity_id, **fields})
+
     for name in ("admin", "demo", "other"):
-        ids[f"project:{name}"] = uuid.uuid4().hex
-        add(
-            EventType.PROJECT_CREATED,
-            ids[f"project:{name}"],
-            {
-                "id": ids[f"project:{name}"],
-                "name": name,
-                "domain_id": "default",
-                "enabled": True,
-                "description": "",
-            },
-        )
+        created(EventType.PROJECT_CREATED, f"project:{name}", uuid.uuid4().hex,
+                {"name": name, "domain_id": "default", "enabled": True, "description": ""})
     for user, project, roles in (
         ("admin", "admin", ("admin",)),
         ("demo", "demo", ("member", "reader")),
         ("alice", "other", ("member",)),
         ("reader", "demo", ("reader",)),
     ):
-        ids[f"user:{user}"] = uuid.uuid4().hex
-        add(
-            EventType.USER_CREATED,
-            ids[f"user:{user}"],
-            {
-                "id": ids[f"user:{user}"],
-                "name": user,
-                "domain_id": "default",
-                "default_project_id": ids[f"project:{project}"],
-                "enabled": True,
-                "password_hash": _password_hash(),
-            },
-        )
+        created(EventType.USER_CREATED, f"user:{user}", uuid.uuid4().hex, {
+            "name": user,
+            "domain_id": "default",
+            "default_project_id": ids[f"project:{project}"],
+            "enabled": True,
+            "password_hash": _password_hash(),
+        })
         for role in roles:
             add(
                 EventType.ROLE_ASSIGNED,
@@ -308,35 +297,24 @@ def _seed(ids: dict[str, str]) -> list[Event]:
         ("private", "10.0.0", False, "demo"),
         ("public", "172.24.4", True, "admin"),
     ):
-        ids[f"network:{name}"], ids[f"subnet:{name}"] = str(uuid.uuid4()), str(uuid.uuid4())
-        add(
-            EventType.NETWORK_CREATED,
-            ids[f"network:{name}"],
-            {
-                "id": ids[f"network:{name}"],
-                "name": name,
-                "shared": external,
-                "external": external,
-                "owner": ids[f"project:{owner}"],
-                "mtu": 1500,
-            },
-        )
-        add(
-            EventType.SUBNET_CREATED,
-            ids[f"subnet:{name}"],
-            {
-                "id": ids[f"subnet:{name}"],
-                "network_id": ids[f"network:{name}"],
-                "name": f"{name}-subnet",
-                "cidr": f"{cidr}.0/24",
-                "gateway_ip": f"{cidr}.1",
-                "allocation_start": f"{cidr}.2",
-                "allocation_end": f"{cidr}.254",
-                "ip_version": 4,
-                "enable_dhcp": True,
-                "dns_nameservers": [],
-            },
-        )
+        created(EventType.NETWORK_CREATED, f"network:{name}", str(uuid.uuid4()), {
+            "name": name,
+            "shared": external,
+            "external": external,
+            "owner": ids[f"project:{owner}"],
+            "mtu": 1500,
+        })
+        created(EventType.SUBNET_CREATED, f"subnet:{name}", str(uuid.uuid4()), {
+            "network_id": ids[f"network:{name}"],
+            "name": f"{name}-subnet",
+            "cidr": f"{cidr}.0/24",
+            "gateway_ip": f"{cidr}.1",
+            "allocation_start": f"{cidr}.2",
+            "allocation_end": f"{cidr}.254",
+            "ip_version": 4,
+            "enable_dhcp": True,
+            "dns_nameservers": [],
+        })
     add(
         EventType.KEYPAIR_CREATED,
         f"{ids['user:demo']}:keypair-1",

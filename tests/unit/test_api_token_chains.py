@@ -22,6 +22,13 @@ def rescope(cloud: Cloud, token: str, project: str | None = "demo") -> tuple[str
     return answer.headers["X-Subject-Token"], answer.json()["token"]
 
 
+def chain(cloud: Cloud) -> tuple[str, str, dict]:
+    """A token of demo, a child re-scoped from it, and the child's body."""
+    parent = cloud.token("demo")
+    child, body = rescope(cloud, parent)
+    return parent, child, body
+
+
 def shown(cloud: Cloud, token: str) -> dict:
     answer = cloud.client.get(TOKENS, headers={"X-Auth-Token": token, "X-Subject-Token": token})
     assert answer.status_code == 200, answer.text
@@ -46,13 +53,17 @@ def test_a_rescoped_token_keeps_its_parents_expiry_and_audit_chain(cloud: Cloud,
     assert grandchild["expires_at"] == parent_body["expires_at"]
 
 
+def as_admin(cloud: Cloud, method: str, token: str) -> int:
+    """The status of an admin's `method` on /auth/tokens about `token` (X-Subject-Token)."""
+    headers = {**cloud.headers("admin"), "X-Subject-Token": token}
+    return cloud.client.request(method, TOKENS, headers=headers).status_code
+
+
 def test_revoking_the_first_token_revokes_its_rescoped_children(cloud: Cloud):
-    parent = cloud.token("demo")
-    child, _ = rescope(cloud, parent)
-    admin = cloud.headers("admin")
-    assert cloud.client.delete(TOKENS, headers={**admin, "X-Subject-Token": parent}).status_code == 204
-    assert cloud.client.get(TOKENS, headers={**admin, "X-Subject-Token": child}).status_code == 404
-    assert cloud.client.head(TOKENS, headers={**admin, "X-Subject-Token": child}).status_code == 404
+    parent, child, _ = chain(cloud)
+    assert as_admin(cloud, "DELETE", parent) == 204
+    assert as_admin(cloud, "GET", child) == 404
+    assert as_admin(cloud, "HEAD", child) == 404
     assert cloud.client.get("/compute/v2.1/flavors", headers={"X-Auth-Token": child}).status_code == 401
     # nor can the revoked chain be renewed
     body = {"auth": {"identity": {"methods": ["token"], "token": {"id": child}}}}
@@ -62,8 +73,7 @@ def test_revoking_the_first_token_revokes_its_rescoped_children(cloud: Cloud):
 
 
 def test_a_server_request_names_its_tokens_chain_so_the_authenticator_can_check_it(cloud: Cloud):
-    parent = cloud.token("demo")
-    child, body = rescope(cloud, parent)
+    _, child, body = chain(cloud)
     answer = cloud.client.post("/compute/v2.1/servers", json=cloud.server_request("vm"),
                                headers={"X-Auth-Token": child})
     assert answer.status_code == 202
@@ -73,12 +83,10 @@ def test_a_server_request_names_its_tokens_chain_so_the_authenticator_can_check_
 
 def test_revoking_a_rescoped_token_revokes_only_it(cloud: Cloud):
     # keystone's DELETE /v3/auth/tokens revokes by the token's own audit id
-    parent = cloud.token("demo")
-    child, _ = rescope(cloud, parent)
-    admin = cloud.headers("admin")
-    assert cloud.client.delete(TOKENS, headers={**admin, "X-Subject-Token": child}).status_code == 204
-    assert cloud.client.get(TOKENS, headers={**admin, "X-Subject-Token": child}).status_code == 404
-    assert cloud.client.get(TOKENS, headers={**admin, "X-Subject-Token": parent}).status_code == 200
+    parent, child, _ = chain(cloud)
+    assert as_admin(cloud, "DELETE", child) == 204
+    assert as_admin(cloud, "GET", child) == 404
+    assert as_admin(cloud, "GET", parent) == 200
 
 
 def _password_auth(password: str) -> dict:

@@ -5,26 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from eventsvm.app.audit_cli import add_commands
 from eventsvm.events.codec import Codec
-from eventsvm.events.model import Event, EventType, event_hash
+from eventsvm.events.model import Event, EventType
 from eventsvm.log.port import EventLog, OutRecord
-from eventsvm.projections.readmodel import ALL_TOPICS, Models, fold
 from eventsvm.projections.replay import Until, model_differences, parse_time, parse_until, replay
-from tests.factories import BASE_MS, _event, event_records, instance_chain, sample_event, sqlite_log
+from tests.factories import BASE_MS, _event, event_records, fold_each, instance_chain, sample_event
 
 CODEC = Codec()
-
-
-@pytest.fixture
-def log(tmp_path: Path) -> Iterator[EventLog]:
-    with sqlite_log(tmp_path / "log.db", 3, ALL_TOPICS) as opened:
-        yield opened
 
 
 def append(log: EventLog, events: list[Event], stored_at: int | None = None) -> None:
@@ -44,20 +36,12 @@ def failed_then_deleted(rng: random.Random) -> list[Event]:
     return [requested, authenticated, scheduled, resolved, failed, delete, deleted]
 
 
-def full_fold(events: list[Event]) -> Models:
-    models = Models()
-    for e in events:
-        data = CODEC.encode(e)
-        fold(models, CODEC.decode(data), event_hash(data), str(e.topic))
-    return models
-
-
 def test_a_full_replay_equals_folding_every_event_and_reports_what_it_read(log: EventLog) -> None:
     rng = random.Random(1)
     events = [e for _ in range(40) for e in instance_chain(rng)] + failed_then_deleted(rng)
     append(log, events)
     models, report = replay(log, CODEC)
-    assert model_differences(models, full_fold(events)) == []
+    assert model_differences(models, fold_each(events)) == []
     assert report.events == len(events)
     assert report.events_by_topic["eventsvm.instance.spawned"] == 40
     assert report.events_by_topic["eventsvm.instance.failed"] == 1
@@ -101,16 +85,16 @@ def test_undecodable_records_are_counted_and_skipped_like_the_live_model_does(lo
     log.append([OutRecord("eventsvm.instance.spawned", b"junk", b"\xc3\x01garbage")])
     models, report = replay(log, CODEC)
     assert report.undecodable == 1
-    assert model_differences(models, full_fold(chain)) == []
+    assert model_differences(models, fold_each(chain)) == []
 
 
-def test_the_replay_command_prints_every_instance_as_json(log: EventLog, tmp_path: Path,
+def test_the_replay_command_prints_every_instance_as_json(log: EventLog, db: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     chain = instance_chain(random.Random(4))
     append(log, chain)
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["replay", "--log", f"sqlite://{tmp_path / 'log.db'}", "--json"])
+    args = parser.parse_args(["replay", "--log", f"sqlite://{db}", "--json"])
     assert args.func(args) == 0
     document = json.loads(capsys.readouterr().out)
     (server,) = document["instances"]

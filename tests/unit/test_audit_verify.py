@@ -21,12 +21,8 @@ CODEC = Codec()
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "log.db"
-
-
-@pytest.fixture
 def log(db: Path) -> Iterator[EventLog]:
+    """The instance topics only, on two partitions."""
     with sqlite_log(db, 2, INSTANCE_TOPICS) as opened:
         yield opened
 

@@ -15,6 +15,7 @@ from eventsvm.app.seed import choose_passwords, seed_events
 from eventsvm.events.model import Event, EventType, new_event
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext
 from eventsvm.virt.compute_host import HostCapacity
+from tests.factories import plain_request
 
 S = TypeVar("S")
 SEED = seed_events(choose_passwords("admin-pw", "demo-pw"))
@@ -48,23 +49,10 @@ PRIVATE = seeded(EventType.NETWORK_CREATED, "private")
 
 
 def requested(flavor: str = "1", audit_id: str = "audit-1", user: str | None = None) -> Event:
-    body = {
-        "name": "vm",
-        "flavor_id": flavor,
-        "image_id": IMAGE["id"],
-        "networks": [{"network_id": PRIVATE["id"], "port_id": None, "fixed_ip": None}],
-        "key_name": None,
-        "availability_zone": None,
-        "server_group_id": None,
-        "block_devices": [],
-        "metadata": {},
-        "roles": ["member"],
-        "token_audit_id": audit_id,
-    }
     return new_event(
         EventType.INSTANCE_REQUESTED,
         str(uuid.uuid4()),
-        body,
+        plain_request("vm", flavor, IMAGE["id"], PRIVATE["id"], audit_id),
         user_id=user or DEMO_USER["id"],
         project_id=DEMO_PROJECT["id"],
     )
@@ -380,8 +368,13 @@ def test_the_spawner_holds_exactly_the_claim_the_scheduler_made(compute: Any) ->
     assert placed.body["claim"]["disk_gb"] == 0  # the root disk lives in cinder
     event = resolve(placed, hosts)[0].event
     assert event.body["claim"] == placed.body["claim"]
-    spawned = body_of(EventType.INSTANCE_SPAWNED, spawn(compute, event))
+    outputs = spawn(compute, event)
+    spawned = body_of(EventType.INSTANCE_SPAWNED, outputs[:1])
     assert spawned["claim"] == placed.body["claim"]
+    # the root volume is the guest's disk and is reported attached, for the catalog to show it in-use
+    attached = body_of(EventType.VOLUME_ATTACHED, outputs[1:])
+    assert (attached["volume_id"], attached["device"]) == (VOLUME["id"], "/dev/vdb")
+    assert "vdb" in compute.hypervisor.disk_targets(event.aggregate_id)
     state = folded(spawner.service_for("h0"), [spawn(compute, event)[0].event])
     assert state.used() == (1, 512, 0)
 

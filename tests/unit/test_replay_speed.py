@@ -7,7 +7,7 @@ from __future__ import annotations
 import gc
 import random
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,36 +16,16 @@ import pytest
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import Event, EventType, event_hash
 from eventsvm.log.port import BEGINNING, EventLog, OutRecord, Reader, Record
-from eventsvm.projections.readmodel import ALL_TOPICS, Models, ReadModel, fold
+from eventsvm.projections.readmodel import ALL_TOPICS, ReadModel
 from eventsvm.projections.replay import Drain, model_differences, replay
 from eventsvm.state.instances import evolve_projection, fold_instance_event, initial_projection
-from tests.factories import BASE_MS, _event, event_records, instance_chain, sample_event, sqlite_log
+from tests.factories import BASE_MS, _event, event_records, fold_each, instance_chain, sample_event
 
 CODEC = Codec()
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "log.db"
-
-
-@pytest.fixture
-def log(db: Path) -> Iterator[EventLog]:
-    with sqlite_log(db, 3, ALL_TOPICS) as opened:
-        yield opened
-
-
 def append(log: EventLog, events: list[Event]) -> None:
     log.append(event_records(events))
-
-
-def live_fold(events: list[Event]) -> Models:
-    """The live read model's fold, event by event, each with the hash of its own bytes."""
-    models = Models()
-    for event in events:
-        data = CODEC.encode(event)
-        fold(models, CODEC.decode(data), event_hash(data), str(event.topic))
-    return models
 
 
 def forked(rng: random.Random) -> tuple[list[Event], Event]:
@@ -73,7 +53,7 @@ def test_a_replay_keeps_the_hash_of_each_instances_newest_event_whatever_the_top
     # the replay reads topic after topic (deletes before failures); the live model sees arrival order
     append(log, list(reversed(events)))
     models, _ = replay(log, CODEC)
-    assert model_differences(models, live_fold(events)) == []
+    assert model_differences(models, fold_each(events)) == []
     for iid, winner in winners.items():
         inst = models.instances.instances[iid]
         assert (inst.last_event_id, inst.last_sequence) == (winner.event_id, 6)

@@ -14,23 +14,15 @@ from eventsvm.scheduler.filters import (
     ServerGroupAffinityFilter,
     ServerGroupAntiAffinityFilter,
 )
+from tests.factories import host_state, scheduling_request
 
 
 def host(name: str = "compute-1", **overrides) -> HostState:
-    fields = {
-        "name": name,
-        "vcpus": 8,
-        "ram_mb": 16384,
-        "disk_gb": 100,
-        "cpu_arch": "x86_64",
-        "hypervisor_type": "kvm",
-    }
-    return HostState(**{**fields, **overrides})
+    return host_state(name, **{"ram_mb": 16384, **overrides})
 
 
 def request(**overrides) -> SchedulingRequest:
-    fields = {"instance_id": "i-1", "vcpus": 2, "ram_mb": 4096, "disk_gb": 20}
-    return SchedulingRequest(**{**fields, **overrides})
+    return scheduling_request(**{"vcpus": 2, "ram_mb": 4096, "disk_gb": 20, **overrides})
 
 
 # ComputeFilter
@@ -49,13 +41,20 @@ def test_compute_filter_explains_with_the_operator_reason():
     assert "c-1 (bad disk)" in detail and "c-2" not in detail
 
 
-# RamFilter
+# RamFilter and DiskFilter
 
 
-def test_ram_filter_passes_exact_fit_and_refuses_one_mb_more():
-    h = host(ram_mb=8192, ram_mb_used=4096)
-    assert RamFilter().host_passes(h, request(ram_mb=4096))
-    assert not RamFilter().host_passes(h, request(ram_mb=4097))
+@pytest.mark.parametrize(
+    ("capacity_filter", "used", "fits", "one_more"),
+    [
+        (RamFilter, {"ram_mb": 8192, "ram_mb_used": 4096}, {"ram_mb": 4096}, {"ram_mb": 4097}),
+        (DiskFilter, {"disk_gb": 100, "disk_gb_used": 80}, {"disk_gb": 20}, {"disk_gb": 21}),
+    ],
+)
+def test_a_capacity_filter_passes_an_exact_fit_and_refuses_one_more(capacity_filter, used, fits, one_more):
+    h = host(**used)
+    assert capacity_filter().host_passes(h, request(**fits))
+    assert not capacity_filter().host_passes(h, request(**one_more))
 
 
 def test_ram_filter_applies_allocation_ratio():
@@ -67,15 +66,6 @@ def test_ram_filter_applies_allocation_ratio():
 def test_ram_filter_explanation_names_the_roomiest_host():
     hosts = [host("c-1", ram_mb=2048), host("c-2", ram_mb=3072, ram_mb_used=1024), host("c-3", ram_mb=1024)]
     assert RamFilter().explain(request(ram_mb=4096), hosts) == "needs 4096 MB RAM, most free 2048 MB on c-1"
-
-
-# DiskFilter
-
-
-def test_disk_filter_passes_fit_and_refuses_overflow():
-    h = host(disk_gb=100, disk_gb_used=80)
-    assert DiskFilter().host_passes(h, request(disk_gb=20))
-    assert not DiskFilter().host_passes(h, request(disk_gb=21))
 
 
 def test_disk_filter_applies_allocation_ratio():

@@ -2,24 +2,9 @@
 
 import pytest
 
-from eventsvm.scheduler import HostState, NoValidHost, SchedulerPolicy, SchedulingRequest, select_destinations
-
-
-def host(name: str, **overrides) -> HostState:
-    fields = {
-        "name": name,
-        "vcpus": 8,
-        "ram_mb": 8192,
-        "disk_gb": 100,
-        "cpu_arch": "x86_64",
-        "hypervisor_type": "kvm",
-    }
-    return HostState(**{**fields, **overrides})
-
-
-def request(**overrides) -> SchedulingRequest:
-    fields = {"instance_id": "i-1", "vcpus": 1, "ram_mb": 1024, "disk_gb": 10}
-    return SchedulingRequest(**{**fields, **overrides})
+from eventsvm.scheduler import NoValidHost, SchedulerPolicy, select_destinations
+from tests.factories import host_state as host
+from tests.factories import scheduling_request as request
 
 
 def test_chooses_the_emptiest_host_and_two_alternates_best_first():

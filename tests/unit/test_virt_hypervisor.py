@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,19 +48,37 @@ def hv(node_file: Path):
     hypervisor.close()
 
 
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def spawned(hv: Hypervisor) -> str:
+    """A new instance with its guest spawned on `hv`."""
+    instance = new_uuid()
+    hv.spawn(guest_xml(instance), instance)
+    return instance
+
+
 @pytest.fixture
-def default_hv():
-    """test:///default, whose domains every connection in this process shares."""
+def default_guest() -> Iterator[tuple[Hypervisor, str]]:
+    """A guest spawned on test:///default, whose domains every connection in this process shares;
+    destroyed after the test."""
     hypervisor = Hypervisor()
-    created: list[str] = []
-    yield hypervisor, created
-    for instance_uuid in created:
-        hypervisor.destroy(instance_uuid)
+    instance = spawned(hypervisor)
+    yield hypervisor, instance
+    hypervisor.destroy(instance)
     hypervisor.close()
 
 
-def new_uuid() -> str:
-    return str(uuid.uuid4())
+@contextmanager
+def another_connection() -> Iterator[libvirt.virConnect]:
+    """Another connection to test:///default: it sees the same domains, so a test can change one
+    behind the wrapper's back."""
+    other = libvirt.open("test:///default")
+    try:
+        yield other
+    finally:
+        other.close()
 
 
 def test_spawn_starts_the_domain_described(hv: Hypervisor) -> None:
@@ -103,8 +123,7 @@ def test_concurrent_spawns_of_one_instance_make_one_domain(hv: Hypervisor) -> No
 
 
 def test_spawn_after_destroy_makes_a_fresh_domain(hv: Hypervisor) -> None:
-    instance = new_uuid()
-    hv.spawn(guest_xml(instance), instance)
+    instance = spawned(hv)
     assert hv.destroy(instance) is True
     assert hv.state(instance) is None
     assert hv.list_instances() == []
@@ -113,52 +132,35 @@ def test_spawn_after_destroy_makes_a_fresh_domain(hv: Hypervisor) -> None:
 
 
 def test_destroy_twice_and_destroy_of_unknown_are_fine(hv: Hypervisor) -> None:
-    instance = new_uuid()
-    hv.spawn(guest_xml(instance), instance)
+    instance = spawned(hv)
     assert hv.destroy(instance) is True
     assert hv.destroy(instance) is False
     assert hv.destroy(new_uuid()) is False
     assert hv.state(instance) is None
 
 
-def test_spawn_starts_a_domain_that_was_shut_off(default_hv) -> None:
-    hv, created = default_hv
-    instance = new_uuid()
-    created.append(instance)
-    hv.spawn(guest_xml(instance), instance)
-    # Another connection to test:///default sees the same domains: stop it behind the wrapper's back.
-    other = libvirt.open("test:///default")
-    try:
+def test_spawn_starts_a_domain_that_was_shut_off(default_guest) -> None:
+    hv, instance = default_guest
+    with another_connection() as other:
         other.lookupByUUIDString(instance).destroy()
         assert hv.state(instance) is DomainState.SHUTDOWN
         assert hv.spawn(guest_xml(instance), instance).state is DomainState.RUNNING
         other.lookupByUUIDString(instance).suspend()
         assert hv.state(instance) is DomainState.PAUSED
         assert hv.spawn(guest_xml(instance), instance).state is DomainState.RUNNING
-    finally:
-        other.close()
     assert hv.list_instances().count(instance) == 1
 
 
-def test_destroy_removes_a_domain_that_is_already_stopped(default_hv) -> None:
-    hv, created = default_hv
-    instance = new_uuid()
-    created.append(instance)
-    hv.spawn(guest_xml(instance), instance)
-    other = libvirt.open("test:///default")
-    try:
+def test_destroy_removes_a_domain_that_is_already_stopped(default_guest) -> None:
+    hv, instance = default_guest
+    with another_connection() as other:
         other.lookupByUUIDString(instance).destroy()
-    finally:
-        other.close()
     assert hv.destroy(instance) is True
     assert hv.state(instance) is None
 
 
-def test_list_instances_leaves_out_the_test_drivers_own_domain(default_hv) -> None:
-    hv, created = default_hv
-    instance = new_uuid()
-    created.append(instance)
-    hv.spawn(guest_xml(instance), instance)
+def test_list_instances_leaves_out_the_test_drivers_own_domain(default_guest) -> None:
+    hv, instance = default_guest
     listed = hv.list_instances()
     assert instance in listed
     assert "6695eb01-f6a4-8304-79aa-97f2502e193f" not in listed
@@ -198,8 +200,7 @@ def test_capacity_reflects_the_node_description(hv: Hypervisor) -> None:
 
 
 def test_each_node_file_connection_is_its_own_host(node_file: Path, hv: Hypervisor) -> None:
-    instance = new_uuid()
-    hv.spawn(guest_xml(instance), instance)
+    spawned(hv)
     with Hypervisor(node.test_uri_for(node_file)) as other:
         assert other.list_instances() == []
         assert other.capacity() == hv.capacity()
@@ -216,8 +217,7 @@ def test_console_output_reads_the_serial_log(hv: Hypervisor, tmp_path: Path) -> 
 
 
 def test_console_output_without_a_log_or_a_domain(hv: Hypervisor) -> None:
-    instance = new_uuid()
-    hv.spawn(guest_xml(instance), instance)
+    instance = spawned(hv)
     assert hv.console_output(instance) == ""
     with pytest.raises(DomainNotFound):
         hv.console_output(new_uuid())
@@ -251,8 +251,7 @@ def test_domain_type_of_the_test_driver(hv: Hypervisor) -> None:
 
 
 def test_power_actions_are_idempotent_on_the_domains_state(hv: Hypervisor) -> None:
-    instance = str(uuid.uuid4())
-    hv.spawn(guest_xml(instance), instance)
+    instance = spawned(hv)
     for step, expected in ((hv.pause, DomainState.PAUSED), (hv.pause, DomainState.PAUSED),
                            (hv.unpause, DomainState.RUNNING), (hv.unpause, DomainState.RUNNING),
                            (hv.power_off, DomainState.SHUTDOWN), (hv.power_off, DomainState.SHUTDOWN),
