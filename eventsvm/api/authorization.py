@@ -25,13 +25,12 @@ from eventsvm.api.auth import Identity, api_context, caller_of, token_header
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import Forbidden
 from eventsvm.api.image import visible_image
+from eventsvm.api.policy_check import Target, authorize, own_target
 from eventsvm.api.server_request import network_visible
-from eventsvm.identity.policy_rules import credentials
 from eventsvm.identity.tokens import TokenInvalid
 
 log = logging.getLogger(__name__)
 
-Target = dict[str, Any]
 Resolver = Callable[[ApiContext, Identity, Request], "Target | None"]
 
 
@@ -200,33 +199,6 @@ ACTION_RULES: dict[str, str] = {
 # an action this table does not know still needs a member of the server's project: a reader
 # never reaches a handler that changes something
 UNKNOWN_ACTION_RULE = "project_member_or_admin"
-
-
-def denial_message(service: str, rule: str) -> str:
-    """The 403 message each service writes for a rule its policy refused."""
-    if service == "neutron":
-        return f"(rule:{rule}) is disallowed by policy"
-    if service == "glance":
-        return f"You are not authorized to complete {rule} action."
-    if service == "keystone":
-        return f"You are not authorized to perform the requested action: {rule}."
-    return f"Policy doesn't allow {rule} to be performed."
-
-
-def authorize(ctx: ApiContext, caller: Identity, service: str, rule: str, target: Mapping[str, Any]) -> None:
-    """403 in the shape of the request's service unless `service`'s policy allows `rule` on `target`."""
-    creds = credentials(caller.user_id, caller.project_id, caller.roles)
-    if not ctx.policy.allows(service, rule, target, creds):
-        kind = "PolicyNotAuthorized" if service == "neutron" else None
-        raise Forbidden(denial_message(service, rule), kind=kind)
-
-
-def own_target(caller: Identity) -> Target:
-    """The target of a create or a list: the caller's own project and user (under each name the
-    services' rules use for the owning project)."""
-    own = caller.project_id
-    return {"project_id": own, "tenant_id": own, "owner": own, "network:project_id": own,
-            "user_id": caller.user_id}
 
 
 # -- targets of resources named in the path: None when it is not there or not visible -----------
