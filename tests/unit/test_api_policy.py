@@ -15,12 +15,14 @@ from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.testclient import TestClient
 from test_api_support import Cloud, cloud_fixture  # noqa: F401
 
 from eventsvm.api.app import create_app
 from eventsvm.api.authorization import ACTION_RULES, ROUTE_RULES
 from eventsvm.api.context import ApiContext
 from eventsvm.api.server_lifecycle import LIFECYCLE_ACTIONS
+from eventsvm.app.cloud import serving_app
 from eventsvm.events.model import EventType, new_event
 from eventsvm.identity.policy_rules import SERVICES, PolicyEnforcers, credentials
 from eventsvm.state.server_actions import REQUEST_KEYS
@@ -266,3 +268,29 @@ def test_an_operator_policy_file_overrides_a_default(tmp_path: Path) -> None:
     assert enforcers.allows("neutron", "create_network", {"project_id": "p"}, reader)
     # the other services keep their defaults
     assert not enforcers.allows("glance", "add_image", {"project_id": "p"}, reader)
+
+
+def test_a_policy_file_in_the_data_dir_changes_what_the_api_allows(cloud: Cloud, tmp_path: Path) -> None:
+    """The app `eventsvm up` serves reads <data-dir>/policy/<service>-policy.yaml, as an operator
+    writes /etc/neutron/policy.yaml; a file written while it runs applies at the next request."""
+    data_dir = tmp_path / "data"
+    app, context, monitoring = serving_app(cloud.readmodel, data_dir, "http://127.0.0.1:1")
+    try:
+        client = TestClient(app)
+        reader = {"X-Auth-Token": context.tokens.issue(
+            cloud.ids["user:reader"], cloud.ids["project:demo"], ("reader",)).token}
+        body = {"network": {"name": "readers-net"}}
+        assert client.post("/network/v2.0/networks", json=body, headers=reader).status_code == 403
+        (data_dir / "policy").mkdir()
+        (data_dir / "policy" / "neutron-policy.yaml").write_text(
+            '# let readers make networks\n"create_network": "rule:admin_only or role:reader"\n')
+        created = client.post("/network/v2.0/networks", json=body, headers=reader)
+        assert created.status_code == 201, created.text
+        assert created.json()["network"]["project_id"] == cloud.ids["project:demo"]
+        # nova's, glance's and cinder's defaults still hold
+        image = {"name": "i", "disk_format": "raw", "container_format": "bare"}
+        assert client.post("/image/v2/images", json=image, headers=reader).status_code == 403
+        server = client.post("/compute/v2.1/servers", json=cloud.server_request(), headers=reader)
+        assert server.status_code == 403
+    finally:
+        monitoring.close()
