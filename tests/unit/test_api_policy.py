@@ -10,6 +10,7 @@ not read from the table, so a wrong rule in the table fails too.
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from eventsvm.api.authorization import ACTION_RULES, ROUTE_RULES
 from eventsvm.api.context import ApiContext
 from eventsvm.api.server_lifecycle import LIFECYCLE_ACTIONS
 from eventsvm.app.cloud import serving_app
+from eventsvm.app.seed import cirros_body
 from eventsvm.events.model import EventType, new_event
 from eventsvm.identity.policy_rules import SERVICES, PolicyEnforcers, credentials
 from eventsvm.state.server_actions import REQUEST_KEYS
@@ -138,19 +140,21 @@ def test_every_server_action_has_a_rule() -> None:
 def _seed_demo_things(cloud: Cloud) -> dict[str, str]:
     """A server, a private image and a volume of the demo project, and alice a reader of hers."""
     ids = cloud.ids
-    cloud.readmodel.append([new_event(EventType.ROLE_ASSIGNED, "alice:other", {
-        "user_id": ids["user:alice"], "project_id": ids["project:other"], "role": "reader"})])
+    image_id, volume_id = str(uuid.uuid4()), str(uuid.uuid4())
+    image = {**cirros_body(image_id, ids["project:demo"], {}, None), "name": "mine", "visibility": "private"}
+    volume = {"id": volume_id, "name": "vol", "size_gb": 1, "owner": ids["project:demo"],
+              "status": "available"}
+    # as events, not through the API: a create waits for the log's verdict on its name
+    cloud.readmodel.append([
+        new_event(EventType.ROLE_ASSIGNED, "alice:other",
+                  {"user_id": ids["user:alice"], "project_id": ids["project:other"], "role": "reader"}),
+        new_event(EventType.IMAGE_CREATED, image_id, image),
+        new_event(EventType.VOLUME_CREATED, volume_id, volume),
+    ])
     server = cloud.create_server("vm1")
     cloud.advance(server)
-    demo = cloud.headers("demo")
-    image = cloud.client.post("/image/v2/images", headers=demo, json={
-        "name": "mine", "disk_format": "qcow2", "container_format": "bare", "visibility": "private"})
-    assert image.status_code == 201, image.text
-    volume = cloud.client.post(f"/volume/v3/{ids['project:demo']}/volumes", headers=demo,
-                               json={"volume": {"size": 1, "name": "vol"}})
-    assert volume.status_code == 202, volume.text
     return {
-        "server_id": server, "image_id": image.json()["id"], "volume_id": volume.json()["volume"]["id"],
+        "server_id": server, "image_id": image_id, "volume_id": volume_id,
         "network_id": ids["network:private"], "subnet_id": ids["subnet:private"],
         "project_id": ids["project:demo"], "tenant_id": ids["project:demo"], "user_id": ids["user:demo"],
         "role_id": "member", "domain_id": "default", "flavor_id": "1", "name": "keypair-1",
