@@ -140,6 +140,7 @@ def serving_app(readmodel: ReadModel, data_dir: Path, public_url: str, *, stuck_
     from eventsvm.api.auth import valid_claims
     from eventsvm.api.backlog import BuildBacklog
     from eventsvm.api.context import ApiContext
+    from eventsvm.identity.policy_rules import PolicyEnforcers
     from eventsvm.monitoring.router import make_monitoring
 
     key_dir = data_dir / "fernet-keys"
@@ -151,6 +152,8 @@ def serving_app(readmodel: ReadModel, data_dir: Path, public_url: str, *, stuck_
         ledger=LedgerView(readmodel.log, readmodel.codec),
         enable_instance_password=enable_instance_password,
         backlog=BuildBacklog(backlog),
+        # the operator's overrides, one file per service as they write them for nova and the rest
+        policy=PolicyEnforcers(data_dir / "policy"),
     )
     app = create_app(context)
     monitoring = make_monitoring(readmodel, stuck_after_s=stuck_after_s, lag_interval_s=lag_interval_s,
