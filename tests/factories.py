@@ -298,6 +298,7 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
                                     "key_type": "ssh"},
         EventType.KEYPAIR_DELETED: {"name": "ops-key", "user_id": hex_id(rng)},
         EventType.SERVER_GROUP_CREATED: {"id": uid(rng), "name": "db-cluster", "policy": "anti-affinity"},
+        EventType.SERVER_GROUP_DELETED: {"id": uid(rng)},
         EventType.PROJECT_CREATED: {"id": hex_id(rng), "name": "storefront", "domain_id": "default",
                                     "enabled": True, "description": "customer-facing shop"},
         EventType.USER_CREATED: {

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 UNLIMITED = -1
 # nova's [quota] metadata_items: items one server's metadata may hold (a fixed limit here)
 METADATA_ITEMS = 128
+# nova's [quota] server_groups (per project) and server_group_members (per group): fixed here
+SERVER_GROUPS = 10
+SERVER_GROUP_MEMBERS = 10
 
 
 @dataclass(frozen=True, slots=True)
