@@ -34,7 +34,8 @@ def test_affinity_groups_place_their_members_and_are_counted_and_rebuilt_from_th
         _, project_id = cloud.demo
 
         def group(name: str, policy: str) -> str:
-            answer = client.post(GROUPS, headers=demo, json={"server_group": {"name": name, "policies": [policy]}})
+            body = {"server_group": {"name": name, "policies": [policy]}}
+            answer = client.post(GROUPS, headers=demo, json=body)
             assert answer.status_code == 200, answer.text
             return str(answer.json()["server_group"]["id"])
 
