@@ -66,7 +66,8 @@ def test_quota_show_and_limits_count_the_projects_servers_and_groups(live_cloud:
     # OSC 10.5 shows one row per resource
     quota = {row["Resource"]: row for row in _json(live_cloud, "quota", "show", "--compute", project)}
     assert [quota[r]["Limit"] for r in ("instances", "cores", "server-groups")] == [10, 20, 10], quota
-    usage = {row["Resource"]: row for row in _json(live_cloud, "quota", "show", "--compute", "--usage", project)}
+    usage_rows = _json(live_cloud, "quota", "show", "--compute", "--usage", project)
+    usage = {row["Resource"]: row for row in usage_rows}
     assert usage["instances"]["In Use"] == after["instances_used"], usage
     assert usage["server-groups"]["In Use"] == after["server_groups_used"], usage
     live_cloud.openstack("server", "delete", "--wait", name)
@@ -74,7 +75,8 @@ def test_quota_show_and_limits_count_the_projects_servers_and_groups(live_cloud:
 
 
 def test_availability_zone_list_long_for_admin(live_cloud: LiveCloud):
-    zones = _json(live_cloud, "availability", "zone", "list", "--compute", "--long", as_cloud="eventsvm-admin")
+    zones = _json(live_cloud, "availability", "zone", "list", "--compute", "--long",
+                  as_cloud="eventsvm-admin")
     assert {z["Zone Name"] for z in zones} == {"nova"}
     # `eventsvm up --hosts 2`: two compute hosts, each with its nova-compute service
     assert len({z["Host Name"] for z in zones}) == 2, zones
