@@ -19,14 +19,7 @@ from eventsvm.api.wire import parse_time, truthy
 from eventsvm.api.writes import caller_event
 from eventsvm.events.model import EventType
 from eventsvm.identity import policy
-from eventsvm.identity.quota import (
-    DEFAULT_LIMITS,
-    METADATA_ITEMS,
-    SERVER_GROUP_MEMBERS,
-    SERVER_GROUPS,
-    QuotaLimits,
-    ResourceCount,
-)
+from eventsvm.identity.quota import DEFAULT_LIMITS, METADATA_ITEMS, QuotaLimits, ResourceCount
 from eventsvm.projections.billing import tenant_usage
 from eventsvm.projections.readmodel import Models
 from eventsvm.scheduler.claims import recorded_claim
@@ -42,8 +35,6 @@ _FIXED_QUOTAS = {
     "injected_file_content_bytes": 10240,
     "injected_file_path_bytes": 255,
     "key_pairs": 100,
-    "server_groups": SERVER_GROUPS,
-    "server_group_members": SERVER_GROUP_MEMBERS,
     "fixed_ips": -1,
     "floating_ips": -1,
     "security_groups": -1,
@@ -105,8 +96,8 @@ def limits(
                 "maxPersonalitySize": 10240,
                 "maxImageMeta": 128,
                 "maxTotalKeypairs": 100,
-                "maxServerGroups": SERVER_GROUPS,
-                "maxServerGroupMembers": SERVER_GROUP_MEMBERS,
+                "maxServerGroups": quota.server_groups,
+                "maxServerGroupMembers": quota.server_group_members,
                 "maxSecurityGroups": -1,
                 "maxSecurityGroupRules": -1,
                 "maxTotalFloatingIps": -1,
@@ -123,6 +114,8 @@ def _quota_view(project_id: str | None, quota: QuotaLimits) -> dict[str, Any]:
         "instances": quota.instances,
         "cores": quota.cores,
         "ram": quota.ram_mb,
+        "server_groups": quota.server_groups,
+        "server_group_members": quota.server_group_members,
         **_FIXED_QUOTAS,
     }
     if project_id is not None:
@@ -187,22 +180,28 @@ def update_quota(
         if models.identity.project(project_id) is None:
             raise BadRequest(f"Project ID {project_id} is not a valid project.")
         current, used = quota_for(models.identity, project_id), project_usage(models, project_id)
+        groups = project_server_groups(models, project_id)
         new = QuotaLimits(
             instances=current.instances if spec.instances is None else spec.instances,
             cores=current.cores if spec.cores is None else spec.cores,
             ram_mb=current.ram_mb if spec.ram is None else spec.ram,
+            server_groups=current.server_groups if spec.server_groups is None else spec.server_groups,
+            server_group_members=(current.server_group_members if spec.server_group_members is None
+                                  else spec.server_group_members),
         )
         for name, limit, in_use in (
             ("instances", new.instances, used.instances),
             ("cores", new.cores, used.cores),
             ("ram", new.ram_mb, used.ram_mb),
+            ("server_groups", new.server_groups, groups),
         ):
             if limit != -1 and limit < in_use:
                 raise BadRequest(
                     f"Quota limit {limit} for {name} must be greater than or equal to "
                     f"already used and reserved {in_use}."
                 )
-    quota = {"project_id": project_id, "instances": new.instances, "cores": new.cores, "ram_mb": new.ram_mb}
+    quota = {"project_id": project_id, "instances": new.instances, "cores": new.cores, "ram_mb": new.ram_mb,
+             "server_groups": new.server_groups, "server_group_members": new.server_group_members}
     rm.append([caller_event(EventType.QUOTA_SET, project_id, quota, request, caller)])
     return {"quota_set": _quota_view(None, new)}
 

@@ -19,10 +19,11 @@ from eventsvm.api.wire import parse_limit, truthy
 from eventsvm.api.writes import append_delete, caller_event
 from eventsvm.events.model import EventType, new_id
 from eventsvm.identity import policy
-from eventsvm.identity.quota import SERVER_GROUPS
+from eventsvm.identity.quota import within
 from eventsvm.projections.readmodel import Models
 from eventsvm.scheduler.request import SERVER_GROUP_POLICIES
 from eventsvm.state.catalog import Body
+from eventsvm.state.identity import quota_for
 
 router = APIRouter(prefix="/compute/v2.1", tags=["compute"])
 
@@ -103,7 +104,8 @@ def create_server_group(
     with rm.lock:
         # counted against this process's read model: a race between two API processes may pass
         # one group over the limit (docs/decisions.md)
-        if project_server_groups(rm.models, caller.project_id) >= SERVER_GROUPS:
+        limit = quota_for(rm.models.identity, caller.project_id).server_groups
+        if not within(limit, project_server_groups(rm.models, caller.project_id)):
             raise Forbidden("Quota exceeded, too many server groups.")
     rm.append([caller_event(EventType.SERVER_GROUP_CREATED, group["id"], group, request, caller)])
     return {"server_group": {"id": group["id"], "name": group["name"], "policies": [group["policy"]],

@@ -11,6 +11,7 @@ from test_api_support import Cloud, cloud_fixture  # noqa: F401
 from eventsvm.events.model import EventType, new_event
 from eventsvm.identity.quota import SERVER_GROUP_MEMBERS, SERVER_GROUPS
 from eventsvm.state.catalog import evolve_catalog, initial_catalog
+from eventsvm.state.identity import IdentityState, evolve, quota_for
 
 COMPUTE = "/compute/v2.1"
 GROUPS = f"{COMPUTE}/os-server-groups"
@@ -186,3 +187,47 @@ def test_the_catalog_fold_drops_a_deleted_group_and_keeps_its_owner():
     assert state.server_groups["g1"]["user_id"] == "u1"
     evolve_catalog(state, new_event(EventType.SERVER_GROUP_DELETED, "g1", {"id": "g1"}))
     assert state.server_groups == {}
+
+
+def test_an_admin_sets_the_server_group_limits_and_they_are_kept(cloud: Cloud):
+    project = cloud.ids["project:demo"]
+    url = f"{COMPUTE}/os-quota-sets/{project}"
+    _create(cloud, "a")
+    _create(cloud, "b")
+    below = cloud.client.put(url, json={"quota_set": {"server_groups": 1}}, headers=cloud.headers("admin"))
+    assert below.status_code == 400
+    assert "already used and reserved 2" in below.json()["badRequest"]["message"]
+    body = {"quota_set": {"server_groups": 2, "server_group_members": 1}}
+    answer = cloud.client.put(url, json=body, headers=cloud.headers("admin"))
+    assert answer.status_code == 200, answer.text
+    answered = answer.json()["quota_set"]
+    assert (answered["server_groups"], answered["server_group_members"]) == (2, 1)
+    [event] = cloud.events(EventType.QUOTA_SET)
+    assert (event.body["server_groups"], event.body["server_group_members"]) == (2, 1)
+    shown = cloud.client.get(url, headers=cloud.headers()).json()["quota_set"]
+    assert (shown["server_groups"], shown["server_group_members"], shown["instances"]) == (2, 1, 10)
+    absolute = cloud.client.get(f"{COMPUTE}/limits", headers=cloud.headers()).json()["limits"]["absolute"]
+    assert (absolute["maxServerGroups"], absolute["maxServerGroupMembers"]) == (2, 1)
+    over = cloud.client.post(GROUPS, json={"server_group": {"name": "c", "policies": ["affinity"]}},
+                             headers=cloud.headers())
+    assert over.status_code == 403
+    group = cloud.client.get(GROUPS, headers=cloud.headers()).json()["server_groups"][0]["id"]
+    hint = {"os:scheduler_hints": {"group": group}}
+    first = cloud.client.post(f"{COMPUTE}/servers", json={**cloud.server_request("a"), **hint},
+                              headers=cloud.headers())
+    assert first.status_code == 202
+    second = cloud.client.post(f"{COMPUTE}/servers", json={**cloud.server_request("b"), **hint},
+                               headers=cloud.headers())
+    assert second.status_code == 403
+
+
+def test_a_v1_quota_set_keeps_the_server_group_limits_the_project_had():
+    state = IdentityState()
+    evolve(state, new_event(EventType.QUOTA_SET, "p", {
+        "project_id": "p", "instances": 5, "cores": 5, "ram_mb": 512, "server_groups": 3,
+        "server_group_members": -1}))
+    evolve(state, new_event(EventType.QUOTA_SET, "p", {
+        "project_id": "p", "instances": 6, "cores": 6, "ram_mb": 1024}))
+    quota = quota_for(state, "p")
+    assert (quota.instances, quota.server_groups, quota.server_group_members) == (6, 3, -1)
+    assert quota_for(state, "other").server_groups == SERVER_GROUPS
