@@ -82,15 +82,10 @@ def _checked_policy(policies: list[Any]) -> str:
     return str(policies[0])
 
 
-@router.post(
-    "/os-server-groups", summary="Create a server group with an affinity policy",
-    responses=failures(400, 403),
-)
+@router.post("/os-server-groups", summary="Create a server group", responses=failures(400, 403))
 def create_server_group(
-    body: ServerGroupCreate,
-    request: Request,
-    caller: Identity = Depends(current_identity),
-    ctx: ApiContext = Depends(api_context),
+    body: ServerGroupCreate, request: Request,
+    caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Append catalog.server_group_created; 403 over the project's server_groups quota."""
     spec = body.server_group
