@@ -298,6 +298,7 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
                                     "key_type": "ssh"},
         EventType.KEYPAIR_DELETED: {"name": "ops-key", "user_id": hex_id(rng)},
         EventType.SERVER_GROUP_CREATED: {"id": uid(rng), "name": "db-cluster", "policy": "anti-affinity"},
+        EventType.SERVER_GROUP_DELETED: {"id": uid(rng)},
         EventType.PROJECT_CREATED: {"id": hex_id(rng), "name": "storefront", "domain_id": "default",
                                     "enabled": True, "description": "customer-facing shop"},
         EventType.USER_CREATED: {
@@ -315,7 +316,8 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
         EventType.ROLE_ASSIGNED: {"user_id": hex_id(rng), "project_id": hex_id(rng), "role": "member"},
         EventType.TOKEN_REVOKED: {"audit_id": f"{rng.getrandbits(128):032x}"[:22],
                                   "expires_at": BASE_MS + 3_600_000},
-        EventType.QUOTA_SET: {"project_id": hex_id(rng), "instances": 10, "cores": 20, "ram_mb": 51200},
+        EventType.QUOTA_SET: {"project_id": hex_id(rng), "instances": 10, "cores": 20, "ram_mb": 51200,
+                              "server_groups": 10, "server_group_members": 10},
         EventType.DEAD_LETTER_RECORDED: {
             "source_topic": "eventsvm.instance.scheduled", "source_partition": 2, "source_offset": 41873,
             "group": "resolver", "reason": "image b7a4e2c1 has no location", "error_type": "ImageNotFound",

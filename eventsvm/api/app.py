@@ -25,6 +25,7 @@ from eventsvm.api import (
     microversion,
     network,
     server_edits,
+    server_groups,
     server_ips,
     server_metadata,
     server_volumes,
@@ -165,5 +166,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
                    identity_domains, server_ips):
         app.include_router(module.router)
     app.include_router(compute_images.router)
+    app.include_router(server_groups.router)
     app.add_middleware(RequestEnvelope, max_body_bytes=ctx.max_body_bytes)
     return app

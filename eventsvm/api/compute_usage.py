@@ -11,13 +11,15 @@ from fastapi import APIRouter, Depends, Request
 
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
-from eventsvm.api.errors import BadRequest, NotFound
+from eventsvm.api.errors import BadRequest, Forbidden, NotFound
 from eventsvm.api.models import QuotaUpdate
 from eventsvm.api.openapi import failures
 from eventsvm.api.policy_check import authorize
+from eventsvm.api.server_groups import project_server_groups
 from eventsvm.api.wire import parse_time, truthy
 from eventsvm.api.writes import caller_event
 from eventsvm.events.model import EventType
+from eventsvm.identity import policy
 from eventsvm.identity.quota import DEFAULT_LIMITS, METADATA_ITEMS, QuotaLimits, ResourceCount
 from eventsvm.projections.billing import tenant_usage
 from eventsvm.projections.readmodel import Models
@@ -34,8 +36,6 @@ _FIXED_QUOTAS = {
     "injected_file_content_bytes": 10240,
     "injected_file_path_bytes": 255,
     "key_pairs": 100,
-    "server_groups": 10,
-    "server_group_members": 10,
     "fixed_ips": -1,
     "floating_ips": -1,
     "security_groups": -1,
@@ -80,6 +80,7 @@ def limits(
     models = ctx.readmodel.models
     with ctx.readmodel.lock:
         quota, used = quota_for(models.identity, target), project_usage(models, target)
+        groups = project_server_groups(models, target)
     return {
         "limits": {
             "rate": [],
@@ -90,19 +91,19 @@ def limits(
                 "totalInstancesUsed": used.instances,
                 "totalCoresUsed": used.cores,
                 "totalRAMUsed": used.ram_mb,
-                "maxServerMeta": 128,
+                "maxServerMeta": METADATA_ITEMS,
                 "maxPersonality": 5,
                 "maxPersonalitySize": 10240,
                 "maxImageMeta": 128,
                 "maxTotalKeypairs": 100,
-                "maxServerGroups": 10,
-                "maxServerGroupMembers": 10,
+                "maxServerGroups": quota.server_groups,
+                "maxServerGroupMembers": quota.server_group_members,
                 "maxSecurityGroups": -1,
                 "maxSecurityGroupRules": -1,
                 "maxTotalFloatingIps": -1,
                 "totalFloatingIpsUsed": 0,
                 "totalSecurityGroupsUsed": 0,
-                "totalServerGroupsUsed": 0,
+                "totalServerGroupsUsed": groups,
             },
         }
     }
@@ -113,6 +114,8 @@ def _quota_view(project_id: str | None, quota: QuotaLimits) -> dict[str, Any]:
         "instances": quota.instances,
         "cores": quota.cores,
         "ram": quota.ram_mb,
+        "server_groups": quota.server_groups,
+        "server_group_members": quota.server_group_members,
         **_FIXED_QUOTAS,
     }
     if project_id is not None:
@@ -146,8 +149,11 @@ def quota_detail(
     models = ctx.readmodel.models
     with ctx.readmodel.lock:
         quota, used = quota_for(models.identity, target), project_usage(models, target)
+        groups = project_server_groups(models, target)
     view = {k: {"limit": v, "in_use": 0, "reserved": 0} for k, v in _quota_view(None, quota).items()}
-    for key, value in (("instances", used.instances), ("cores", used.cores), ("ram", used.ram_mb)):
+    # server_group_members is a limit per group, so nova shows no usage for it
+    for key, value in (("instances", used.instances), ("cores", used.cores), ("ram", used.ram_mb),
+                       ("server_groups", groups)):
         view[key]["in_use"] = value
     return {"quota_set": {"id": target, **view}}
 
@@ -171,22 +177,28 @@ def update_quota(
         if models.identity.project(project_id) is None:
             raise BadRequest(f"Project ID {project_id} is not a valid project.")
         current, used = quota_for(models.identity, project_id), project_usage(models, project_id)
+        groups = project_server_groups(models, project_id)
         new = QuotaLimits(
             instances=current.instances if spec.instances is None else spec.instances,
             cores=current.cores if spec.cores is None else spec.cores,
             ram_mb=current.ram_mb if spec.ram is None else spec.ram,
+            server_groups=current.server_groups if spec.server_groups is None else spec.server_groups,
+            server_group_members=(current.server_group_members if spec.server_group_members is None
+                                  else spec.server_group_members),
         )
         for name, limit, in_use in (
             ("instances", new.instances, used.instances),
             ("cores", new.cores, used.cores),
             ("ram", new.ram_mb, used.ram_mb),
+            ("server_groups", new.server_groups, groups),
         ):
             if limit != -1 and limit < in_use:
                 raise BadRequest(
                     f"Quota limit {limit} for {name} must be greater than or equal to "
                     f"already used and reserved {in_use}."
                 )
-    quota = {"project_id": project_id, "instances": new.instances, "cores": new.cores, "ram_mb": new.ram_mb}
+    quota = {"project_id": project_id, "instances": new.instances, "cores": new.cores, "ram_mb": new.ram_mb,
+             "server_groups": new.server_groups, "server_group_members": new.server_group_members}
     rm.append([caller_event(EventType.QUOTA_SET, project_id, quota, request, caller)])
     return {"quota_set": _quota_view(None, new)}
 
@@ -345,9 +357,38 @@ def availability_zones(
     _: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
     """The zones the compute hosts are in."""
-    zones = sorted({str(h.get("availability_zone") or "nova") for h in ctx.readmodel.models.hosts.values()})
+    zones = sorted({_zone_of(h) for h in ctx.readmodel.models.hosts.values()})
     return {
         "availabilityZoneInfo": [
             {"zoneName": z, "zoneState": {"available": True}, "hosts": None} for z in zones
+        ]
+    }
+
+
+def _zone_of(host: dict[str, Any]) -> str:
+    return str(host.get("availability_zone") or "nova")
+
+
+@router.get(
+    "/os-availability-zone/detail", summary="Availability zones with their hosts (admin)",
+    responses=failures(403),
+)
+@reads_models
+def availability_zones_detail(
+    caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """Each zone with its compute hosts and their nova-compute service (enabled or not)."""
+    if not policy.is_admin(caller.roles):
+        raise Forbidden(policy.denied_message("os_compute_api:os-availability-zone:detail"))
+    zones: dict[str, dict[str, Any]] = {}
+    for name, host in sorted(ctx.readmodel.models.hosts.items()):
+        enabled = bool(host.get("enabled", True))
+        service = {"available": enabled, "active": enabled, "updated_at": None}
+        zones.setdefault(_zone_of(host), {})[name] = {"nova-compute": service}
+    return {
+        "availabilityZoneInfo": [
+            {"zoneName": zone, "zoneState": {"available": any(
+                s["nova-compute"]["available"] for s in hosts.values())}, "hosts": hosts}
+            for zone, hosts in sorted(zones.items())
         ]
     }

@@ -106,7 +106,11 @@ def evolve_catalog(state: CatalogState, event: Event) -> CatalogState:
     elif kind == EventType.KEYPAIR_DELETED:
         state.keypairs.pop((body["user_id"], body["name"]), None)
     elif kind == EventType.SERVER_GROUP_CREATED:
-        state.server_groups[body["id"]] = {**body, "project_id": event.project_id}
+        state.server_groups[body["id"]] = {**body, "project_id": event.project_id, "user_id": event.user_id}
+    elif kind == EventType.SERVER_GROUP_DELETED:
+        state.server_groups.pop(body["id"], None)
+        state.created_at.pop(body["id"], None)
+        return state
     else:
         return state
     state.created_at.setdefault(event.aggregate_id, event.occurred_at)

@@ -81,6 +81,8 @@ class Instance:
     access_ipv6: str | None = None
     # the r-... id of the POST /servers that asked for it (several servers share one)
     reservation_id: str | None = None
+    # the server group its create named (scheduler hint `group`): a member until it is deleted
+    server_group_id: str | None = None
     # the owner's edits (instance.updated / metadata_changed) in log order, as (type, body): they
     # override what the request set, whichever of the two topics a reader folds first
     edits: list[tuple[EventType, dict[str, Any]]] = field(default_factory=list)
@@ -216,6 +218,7 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.access_ipv4 = body.get("access_ipv4")
     inst.access_ipv6 = body.get("access_ipv6")
     inst.reservation_id = body.get("reservation_id")
+    inst.server_group_id = body.get("server_group_id")
     inst.requested_networks = list(body.get("networks") or [])
     inst.created_at = event.occurred_at
     inst.request_id = event.request_id
@@ -507,7 +510,7 @@ UNFOLDED_ENVELOPE_FIELDS = ("causation_id", "prev_hash")
 FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
     EventType.INSTANCE_REQUESTED: dict.fromkeys((
         "name", "flavor_id", "image_id", "key_name", "availability_zone", "metadata", "description",
-        "networks", "access_ipv4", "access_ipv6", "reservation_id")),
+        "networks", "access_ipv4", "access_ipv6", "reservation_id", "server_group_id")),
     EventType.INSTANCE_AUTHENTICATED: {"spec": {"flavor": None}},
     EventType.INSTANCE_SCHEDULED: dict.fromkeys(("host", "attempt", "claim")),
     EventType.INSTANCE_RESOURCES_RESOLVED: dict.fromkeys(("host", "attempt", "ports")),
