@@ -80,6 +80,7 @@ def evolve(state: SpawnerState, event: Event) -> SpawnerState:
         state.answered.add(event.causation_id)
         if kind == EventType.INSTANCE_ACTION_COMPLETED and body.get("action") in OFFLOADING_ACTIONS:
             state.claims.pop(instance_id, None)  # shelved and offloaded: the guest left this host
+            state.moves.left(instance_id, event.sequence)  # its spawned, read late, is stale
     elif kind in _MOVE_OUTCOMES:
         if event.causation_id:
             state.answered.add(event.causation_id)
