@@ -97,6 +97,8 @@ _ACTION_OUTCOMES = (EventType.INSTANCE_ACTION_COMPLETED, EventType.INSTANCE_ACTI
 def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Output]:
     """Spawn or destroy on this host; work routed here for another host is not ours."""
     host: ComputeHost = ctx.deps
+    if event.type == EventType.INSTANCE_DELETED:
+        return _leftover(event, host)
     if event.body.get("host") != host.name:
         return []
     try:
@@ -115,6 +117,18 @@ def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Outp
     except HypervisorUnavailable as exc:
         # says nothing about the instance: decide it again once the hypervisor answers
         raise Transient(f"hypervisor of {host.name} out of reach: {exc}") from exc
+    return []
+
+
+def _leftover(event: Event, host: ComputeHost) -> Sequence[Output]:
+    """A deleted server's guest on this host goes too, wherever the delete was routed: a resize
+    in flight or awaiting its confirmation has a guest on each of its two hosts (nova's delete
+    cleans up the migration's other end too). Nothing to say: the deletion is already recorded."""
+    try:
+        host.destroy(event.aggregate_id)
+    except HypervisorError as exc:
+        raise Rejected(f"the guest of deleted instance {event.aggregate_id} is left on {host.name}: "
+                       f"{exc}") from exc
     return []
 
 
@@ -489,7 +503,9 @@ def service_for(host_name: str) -> Service[SpawnerState]:
     """The spawner of one host (its state only counts that host's claims)."""
     return Service(
         name=f"spawner.{host_name}",
-        inputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.ACTION_REQUESTED),
+        # deleted: every partition (eventsvm.app.cluster.spawner_runner), for the guests a delete
+        # routed elsewhere leaves here
+        inputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.ACTION_REQUESTED, Topic.DELETED),
         # the catalog only for the snapshots it fills (its evolve steps over catalog events)
         state_topics=(
             Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED,
