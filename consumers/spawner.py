@@ -124,12 +124,16 @@ def _leftover(event: Event, host: ComputeHost) -> Sequence[Output]:
     """A deleted server's guest on this host goes too, wherever the delete was routed: a resize
     in flight or awaiting its confirmation has a guest on each of its two hosts (nova's delete
     cleans up the migration's other end too). Nothing to say: the deletion is already recorded."""
-    try:
-        host.destroy(event.aggregate_id)
-    except HypervisorError as exc:
-        raise Rejected(f"the guest of deleted instance {event.aggregate_id} is left on {host.name}: "
-                       f"{exc}") from exc
+    _destroy_or_reject(host, event.aggregate_id, "the guest of deleted instance")
     return []
+
+
+def _destroy_or_reject(host: ComputeHost, instance_id: str, what: str) -> None:
+    """Destroy a guest no event will answer for; one that cannot go is a dead letter naming it."""
+    try:
+        host.destroy(instance_id)
+    except HypervisorError as exc:
+        raise Rejected(f"{what} {instance_id} is left on {host.name}: {exc}") from exc
 
 
 def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
@@ -362,11 +366,7 @@ def _move(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Outp
     if kind == EventType.INSTANCE_MOVE_FAILED:
         if step == RESIZE_INSTANCE:
             # the source could not hand over: the new guest goes (its claim went with the failure)
-            try:
-                host.destroy(event.aggregate_id)
-            except HypervisorError as exc:
-                raise Rejected(f"the new guest of instance {event.aggregate_id} is left on {host.name}: "
-                               f"{exc}") from exc
+            _destroy_or_reject(host, event.aggregate_id, "the new guest of instance")
         return []
     if step == SCHEDULED:
         return _finish_resize(state, event, host)

@@ -12,23 +12,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
 from consumers import scheduler
-from eventsvm.api.app import create_app
-from eventsvm.api.context import ApiContext
 from eventsvm.events.model import Event, EventType, Topic
-from eventsvm.identity.keys import ensure_keys
-from eventsvm.identity.tokens import TokenService
 from eventsvm.state.server_moves import SCHEDULED
 from eventsvm.virt.compute_host import ComputeHost
-from tests.e2e.conftest import Cloud, CloudFactory, wait_quiet
-from tests.e2e.test_resize_rebuild import _events, claims_in_log
+from tests.e2e.conftest import Cloud, wait_quiet
+from tests.e2e.test_resize_rebuild import _events, claims_in_log, client  # noqa: F401
 from tests.e2e.test_server_lifecycle import SERVERS, login, settled
 from tests.e2e.test_snapshot_e2e import image_settled
+from tests.e2e.test_volume_attachments_e2e import boot
 
 INSTANCE_TOPICS = (Topic.ACTION_REQUESTED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED,
                    Topic.DELETE_REQUESTED, Topic.DELETED)
@@ -92,50 +88,41 @@ def assert_nothing_left(cloud: Cloud, server_id: str) -> None:
 
 
 def test_a_delete_right_behind_an_action_in_flight_leaves_nothing_behind(
-    make_cloud: CloudFactory, tmp_path: Path
+    client: tuple[Cloud, TestClient],  # noqa: F811 (the fixture imported above)
 ) -> None:
-    cloud = make_cloud(hosts=2)
-    ensure_keys(tmp_path / "keys")
-    api = create_app(ApiContext(readmodel=cloud.readmodel, tokens=TokenService(tmp_path / "keys")))
+    cloud, api = client
     hosts = cloud.cluster.hosts
-    with TestClient(api) as client:
-        demo = login(client, "demo", "demo-pw")
+    demo = login(api, "demo", "demo-pw")
 
-        def boot(name: str) -> str:
-            answer = client.post(SERVERS, headers=demo, json={"server": {
-                "name": name, "imageRef": cloud.image_id(), "flavorRef": "1",
-                "networks": [{"uuid": cloud.network_id()}]}})
-            assert answer.status_code == 202, answer.text
-            server_id: str = answer.json()["server"]["id"]
-            settled(cloud, server_id, "ACTIVE")
-            return server_id
-
-        cases = [  # (action body, its name in the log, the host step it waits in)
-            ({"os-stop": None}, "stop", "act"),
-            ({"reboot": {"type": "SOFT"}}, "reboot", "act"),
-            # the destination's spawn of the new guest: the source still has the old one
-            ({"resize": {"flavorRef": "2"}}, "resize", "spawn"),
-            ({"createImage": {"name": "behind"}}, "createImage", "snapshot"),
-        ]
-        for body, action, step in cases:
-            server_id = boot(f"doomed-{action}")
-            with held(hosts, step) as (entered, release):
-                answer = client.post(f"{SERVERS}/{server_id}/action", headers=demo, json=body)
-                assert answer.status_code == 202, (body, answer.text)
-                image_id = answer.headers.get("location", "").rsplit("/", 1)[-1]
-                assert entered.wait(30), f"{action} never reached a host"
-                assert client.delete(f"{SERVERS}/{server_id}", headers=demo).status_code == 204
-                assert_in_flight(cloud, server_id, action)
-                release.set()
-                assert_nothing_left(cloud, server_id)
-            if action == "createImage":
-                # the snapshot was taken before the guest went: the image is active, not queued
-                assert image_id and image_settled(cloud, image_id) == "active"
-            if action == "resize":
-                events = instance_events(cloud, server_id)
-                assert any(e.type == EventType.INSTANCE_MOVE_STEP and e.body["step"] == SCHEDULED
-                           for e in events), "the resize never claimed a destination"
-        with cloud.readmodel.lock:
-            images = cloud.readmodel.models.catalog.images.values()
-            queued = [i["id"] for i in images if i.get("status") == "queued"]
-        assert queued == []
+    cases = [  # (action body, its name in the log, the host step it waits in)
+        ({"os-stop": None}, "stop", "act"),
+        ({"reboot": {"type": "SOFT"}}, "reboot", "act"),
+        # the destination's spawn of the new guest: the source still has the old one
+        ({"resize": {"flavorRef": "2"}}, "resize", "spawn"),
+        ({"createImage": {"name": "behind"}}, "createImage", "snapshot"),
+    ]
+    for body, action, step in cases:
+        answer = boot(api, demo, cloud, f"doomed-{action}")
+        assert answer.status_code == 202, answer.text
+        server_id = answer.json()["server"]["id"]
+        settled(cloud, server_id, "ACTIVE")
+        with held(hosts, step) as (entered, release):
+            answer = api.post(f"{SERVERS}/{server_id}/action", headers=demo, json=body)
+            assert answer.status_code == 202, (body, answer.text)
+            image_id = answer.headers.get("location", "").rsplit("/", 1)[-1]
+            assert entered.wait(30), f"{action} never reached a host"
+            assert api.delete(f"{SERVERS}/{server_id}", headers=demo).status_code == 204
+            assert_in_flight(cloud, server_id, action)
+            release.set()
+            assert_nothing_left(cloud, server_id)
+        if action == "createImage":
+            # the snapshot was taken before the guest went: the image is active, not queued
+            assert image_id and image_settled(cloud, image_id) == "active"
+        if action == "resize":
+            events = instance_events(cloud, server_id)
+            assert any(e.type == EventType.INSTANCE_MOVE_STEP and e.body["step"] == SCHEDULED
+                       for e in events), "the resize never claimed a destination"
+    with cloud.readmodel.lock:
+        images = cloud.readmodel.models.catalog.images.values()
+        queued = [i["id"] for i in images if i.get("status") == "queued"]
+    assert queued == []

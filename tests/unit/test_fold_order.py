@@ -2,7 +2,8 @@
 
 One reader over several topics (Kafka hands out partitions in no fixed order) may read a claim
 before the registration of its host, or an offload before the spawn it ends. Every order of the
-topics must fold to the same claims as the order the events happened in."""
+topics must fold to the same claims as the order the events happened in. And a deletion, which
+every spawner reads, removes the server's guest from whichever host still has one."""
 
 from __future__ import annotations
 
@@ -85,3 +86,15 @@ def test_the_spawner_folds_an_offload_read_before_the_spawn_to_no_claim(compute:
     service: Service[spawner.SpawnerState] = spawner.service_for("h0")
     for order in every_topic_order([spawned, shelved]):
         assert folded(service, order).claims == {}, [e.type for e in order]
+
+
+def test_a_deletion_recorded_on_another_host_destroys_the_guest_left_here(compute: Any) -> None:  # noqa: F811
+    hosts = [host_registered("h0", 0, ram_mb=65536)]
+    resolved = resolve(schedule(authenticated(), hosts)[0].event, hosts)[0].event
+    spawned = spawn(compute, resolved)[0].event
+    # a resize's source appended the deletion; this host (its destination) still runs a guest
+    gone = new_event(EventType.INSTANCE_DELETED, spawned.aggregate_id,
+                     {"host": "elsewhere", "terminated_at": 1, "stage": "spawner"}, cause=spawned)
+    assert spawn(compute, gone, [spawned]) == []  # nothing more to record: it is deleted already
+    assert compute.hypervisor.state(spawned.aggregate_id) is None
+    assert spawn(compute, gone, [spawned, gone]) == []  # read again: nothing to destroy, no error
