@@ -98,10 +98,12 @@ def spawner_runner(
     member_name: str | None = None,
     snapshots: SnapshotStore | None = None,
 ) -> ServiceRunner[Any]:
-    """The spawner of `host`, reading exactly its slot's partition of the host-routed topics."""
-    # a spawner may be the first process on a new log: its partition needs the topics to exist
-    log_.create_topics([str(t) for t in HOST_ROUTED_TOPICS])
+    """The spawner of `host`, reading exactly its slot's partition of the host-routed topics, and
+    every deletion (a server's guest may be on a host no delete was routed to: a resize's other end)."""
+    # a spawner may be the first process on a new log: its partitions need the topics to exist
+    log_.create_topics([str(t) for t in (*HOST_ROUTED_TOPICS, Topic.DELETED)])
     partitions = [(str(t), host.slot % log_.partitions(str(t))) for t in HOST_ROUTED_TOPICS]
+    partitions += [(str(Topic.DELETED), p) for p in range(log_.partitions(str(Topic.DELETED)))]
     return ServiceRunner(
         log_,
         host_service("spawner", host.name),
