@@ -2,6 +2,8 @@
 VENV        := .venv
 PY          := $(VENV)/bin/python
 KAFKA_PORT  ?= 9092
+# BROKERS=3: a three-node KRaft cluster on KAFKA_PORT..+2 (controllers on the next three ports)
+BROKERS     ?= 1
 DATA_DIR    ?= ./data
 PYTEST_ARGS ?=
 
@@ -31,10 +33,10 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 kafka: install
-	bash scripts/kafka.sh start $(KAFKA_PORT)
+	bash scripts/kafka.sh start $(KAFKA_PORT) $(BROKERS)
 
 kafka-stop:
-	bash scripts/kafka.sh stop $(KAFKA_PORT)
+	bash scripts/kafka.sh stop $(KAFKA_PORT) $(BROKERS)
 
 bench: install
 	bash scripts/bench.sh

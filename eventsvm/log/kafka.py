@@ -242,9 +242,10 @@ class KafkaLog(EventLog):
         names = list(dict.fromkeys(topics))
         if not names:
             return
-        settings = {"retention.ms": "-1", "min.insync.replicas": str(self._config.min_insync_replicas)}
+        replicas, insync = self.replication()
+        settings = {"retention.ms": "-1", "min.insync.replicas": str(insync)}
         wanted = [NewTopic(self.physical(t), num_partitions=partitions or self._config.partitions,
-                           replication_factor=self._config.replication_factor, config=settings)
+                           replication_factor=replicas, config=settings)
                   for t in names]
         futures = self._admin.create_topics(wanted, operation_timeout=self.timeout,
                                             request_timeout=self.timeout)
@@ -262,6 +263,17 @@ class KafkaLog(EventLog):
                 raise LogUnavailable(f"creating topic {self.logical(name)!r} took over {self.timeout:g} s") \
                     from None
         self._await_leaders([self.physical(t) for t in names])
+
+    def replication(self) -> tuple[int, int]:
+        """(replication factor, min.insync.replicas) of new topics: the configured ones, else from
+        the cluster's size. On three brokers or more, 3 and 2: with acks=all an append is on two
+        brokers before it is acknowledged, and one broker lost stops nothing. Fewer brokers cannot
+        hold three copies, so 1 and 1 (a second copy on a two-broker cluster would make either
+        broker's loss stop every write with min.insync 2, or risk loss with 1)."""
+        brokers = len(self._metadata().brokers)
+        replicas = self._config.replication_factor or (3 if brokers >= 3 else 1)
+        insync = self._config.min_insync_replicas or (2 if replicas >= 3 else 1)
+        return replicas, insync
 
     def _await_leaders(self, names: list[str]) -> None:
         # A new topic shows in metadata a moment after the controller accepted it, and its leader
