@@ -18,7 +18,9 @@ LIBS="$INFRA/libs"
 CMD="${1:-}"
 FIRST_PORT="${2:-9092}"
 BROKERS="${3:-${BROKERS:-1}}"
-START_TIMEOUT_S=90
+# A node restarted after a SIGKILL first recovers every partition it holds: on a loaded machine
+# that takes longer, so callers may give it more (KAFKA_START_TIMEOUT_S).
+START_TIMEOUT_S="${KAFKA_START_TIMEOUT_S:-90}"
 STOP_TIMEOUT_S=30
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }

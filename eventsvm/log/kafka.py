@@ -364,11 +364,18 @@ class KafkaLog(EventLog):
         producer = Producer(self.client_config(**{
             "transactional.id": transactional_id, "transaction.timeout.ms": _TRANSACTION_TIMEOUT_MS,
             "enable.idempotence": True, "acks": "all", "linger.ms": 2}))
-        try:
-            producer.init_transactions(self.timeout)
-        except KafkaException as exc:
-            raise _log_error(exc.args[0], f"starting transactions as {transactional_id!r}") from None
-        return producer
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                producer.init_transactions(self.timeout)
+                return producer
+            except KafkaException as exc:
+                err = exc.args[0]
+                # On a new cluster the transaction log is still being made and its coordinator
+                # moves ("Not coordinator", "Coordinator load in progress"): a pause, not a failure.
+                if not err.retriable() or time.monotonic() > deadline:
+                    raise _log_error(err, f"starting transactions as {transactional_id!r}") from None
+                time.sleep(0.2)
 
     def append(self, records: Sequence[OutRecord]) -> list[tuple[int, int]]:
         """Append all `records` in one transaction; (partition, offset) of each, in order. Concurrent
