@@ -7,7 +7,7 @@ BROKERS     ?= 1
 DATA_DIR    ?= ./data
 PYTEST_ARGS ?=
 
-.PHONY: install run test unit lint kafka kafka-stop bench interop guest-image clean
+.PHONY: install run test unit lint kafka kafka-stop chaos bench interop guest-image clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,14 @@ kafka: install
 
 kafka-stop:
 	bash scripts/kafka.sh stop $(KAFKA_PORT) $(BROKERS)
+
+# The chaos tests at the issue's sizes, not part of `make test` (which runs the bounded ones):
+# 300 servers under random kills and a broker restart (CHAOS_SERVERS), and a three-broker cluster
+# that loses its busiest broker under 200 creates. Each starts its own brokers and libvirtds.
+CHAOS_SERVERS ?= 300
+chaos: install
+	EVENTSVM_CHAOS_SERVERS=$(CHAOS_SERVERS) $(PY) -m pytest -q -p no:cacheprovider -m "chaos or cluster" \
+		tests/chaos/test_chaos_pipeline.py tests/chaos/test_cluster_loss.py $(PYTEST_ARGS)
 
 bench: install
 	bash scripts/bench.sh

@@ -364,7 +364,9 @@ class KafkaLog(EventLog):
         producer = Producer(self.client_config(**{
             "transactional.id": transactional_id, "transaction.timeout.ms": _TRANSACTION_TIMEOUT_MS,
             "enable.idempotence": True, "acks": "all", "linger.ms": 2}))
-        deadline = time.monotonic() + self.timeout
+        # Six times the usual bound: a new cluster makes its transaction log (3 copies) on the
+        # first transactional producer, which a loaded machine takes well over 10 s to do.
+        deadline = time.monotonic() + 6 * self.timeout
         while True:
             try:
                 producer.init_transactions(self.timeout)

@@ -25,6 +25,8 @@ import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from eventsvm.config import LogConfig
+from eventsvm.log.factory import open_log
+from eventsvm.log.port import OutRecord
 from tests.chaos.test_broker_loss import Creator, demo_without_quota, eventsvm_up
 from tests.conftest import ROOT
 from tests.e2e.conftest import STAGES, fold_log
@@ -97,6 +99,12 @@ def cluster(tmp_path: Path) -> Iterator[KafkaCluster]:
     cluster = KafkaCluster(int(given) if given else _free_run(2 * BROKERS))
     try:
         cluster.script("start")
+        # One transactional append: the cluster makes its transaction log (3 copies) now, not
+        # under the cloud's first request.
+        warm = open_log(LogConfig(url=f"kafka://{cluster.bootstrap}", namespace=f"w{uuid.uuid4().hex[:6]}."))
+        warm.create_topics(["warm"])
+        warm.append([OutRecord("warm", b"k", b"v")])
+        warm.close()
         yield cluster
     finally:
         cluster.script("stop")
