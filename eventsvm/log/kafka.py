@@ -348,6 +348,24 @@ class KafkaLog(EventLog):
                 producer.flush(self.timeout)
                 producer.produce(name, record.value, record.key, part, on_delivery=on_delivery, timestamp=ts)
 
+    def commit(self, producer: Producer) -> None:
+        """commit_transaction, resumed while its outcome is unknown. A retriable error ("timed
+        out, retry call to resume") may come while the coordinator is already committing: an
+        abort then fails ("conflicting commit_transaction call in progress"), the commit goes
+        through anyway, and a caller told "failed" would write it all again (a server created
+        twice by a client retrying the API's 503). Only librdkafka's verdict ends the wait: done,
+        abortable or fatal (or, past six timeouts, the raise the caller treats as a failure)."""
+        deadline = time.monotonic() + 6 * self.timeout
+        while True:
+            try:
+                producer.commit_transaction(self.timeout)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not err.retriable() or err.txn_requires_abort() or time.monotonic() > deadline:
+                    raise
+                _LOG.warning("committing a transaction: %s; resuming the commit", err.str())
+
     def abort(self, producer: Producer, err: KafkaError) -> bool:
         """Abort the open transaction after `err`; False when the producer cannot go on."""
         if err.fatal():
@@ -466,7 +484,7 @@ class KafkaLog(EventLog):
             failed = [err for err, _ in self._reports if err is not None]
             if failed:
                 raise KafkaException(failed[0])
-            producer.commit_transaction(self.timeout)
+            self.commit(producer)
         except KafkaException as exc:
             if not self.abort(producer, exc.args[0]):
                 self._appenders.drop(turn)  # its next turn starts a new producer
@@ -818,7 +836,7 @@ class _KafkaMember(GroupMember):
             self._log.produce_all(producer, outputs, placed, self._on_delivery)
             if after:
                 self._send_offsets(producer, after)
-            producer.commit_transaction(self._log.timeout)
+            self._log.commit(producer)
         except KafkaException as exc:
             error = _log_error(exc.args[0], "commit step")
             if not self._log.abort(producer, exc.args[0]):
