@@ -370,6 +370,7 @@ def chaos_run(servers: int, flags: list[str], config: LogConfig, data_dir: Path,
         api_log.close()
 
 
+@pytest.mark.kafka
 def test_chaos_on_kafka_every_server_ends_active_or_explained_and_nothing_is_twice(
     hypervisors: dict[str, HostHypervisor], tmp_path: Path
 ) -> None:
