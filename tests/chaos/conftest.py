@@ -67,6 +67,14 @@ class Processes:
         proc.send_signal(signal.SIGTERM)
         return proc.wait(timeout=timeout)
 
+    def terminate_all(self, timeout: float = 30) -> dict[str, int]:
+        """SIGTERM to every process at once, then each one's exit status by label."""
+        for proc in self.processes.values():
+            proc.send_signal(signal.SIGTERM)
+        codes = {label: proc.wait(timeout=timeout) for label, proc in self.processes.items()}
+        self.processes.clear()
+        return codes
+
     def kill_all(self) -> None:
         """SIGKILL whatever still runs (a test's teardown)."""
         for proc in self.processes.values():
