@@ -40,6 +40,7 @@ from eventsvm.runtime.runner import ServiceRunner
 from eventsvm.state.backlog import BacklogLimits
 from eventsvm.virt.compute_host import ComputeHost
 from eventsvm.virt.hypervisor import Hypervisor
+from eventsvm.virt.node import is_test_driver
 from eventsvm.virt.qemu import BOOT_LINE, ensure_guest_image, qemu_compute_host
 
 if TYPE_CHECKING:
@@ -237,7 +238,7 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
             raise UsageError(f"run {args.service} needs --host NAME")
         capacity = parse_capacity(args.host_capacity)
         state_dir = data_dir / "hosts" / args.host
-        if args.libvirt_uri and not args.libvirt_uri.startswith("test:"):
+        if args.libvirt_uri and not is_test_driver(args.libvirt_uri):
             host = qemu_compute_host(
                 args.host,
                 -1,
