@@ -186,16 +186,19 @@ class Codec:
         # (nothing of a forged payload is parsed past its frame), the writer's right after it.
         ring = self.ring
         writer = None
-        if ring is not None:
+        signed = data[:2] == SIGNED_MARKER
+        if ring is not None and signed:
             try:
                 writer = ring.writer_of(data)
             except ForgedEvent as exc:
                 raise Forged(str(exc)) from None
-        if data[:2] == SIGNED_MARKER:
+        if signed:
             data = unsigned(data)
         decoder = get(data[:HEADER_SIZE])
         if decoder is None:
-            raise self._header_error(data)
+            raise self._header_error(data)  # garbage is undecodable, whoever could have written it
+        if ring is not None and not signed:
+            raise Forged(f"unsigned {self.peek(data)[0]} event: no writer's signature")
         try:
             event = decoder(data)
         except Exception as exc:
