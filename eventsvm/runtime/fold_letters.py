@@ -32,6 +32,9 @@ UNDECODABLE = "CodecError"
 UNFOLDABLE = "FoldError"
 # not written by a writer's key that may write it (eventsvm.events.signing): never applied
 FORGED = "Forged"
+# a validly signed event stored a second time at another place: a copy an intruder appended to undo
+# what came after the original (a role unassigned, say), never applied twice
+REPLAYED = "Replayed"
 
 _LETTER_IDS = uuid.UUID("5d0c1f4e-7a53-4d3c-9a57-2f3a8e6c1b90")
 
@@ -77,15 +80,26 @@ class FoldLetters:
         self._pending: list[OutRecord] = []
         # positions already lettered (or queued) by this process: a rebuild folds them again
         self._seen: set[tuple[str, int, int]] = set()
+        # where each event of a state-only topic was first read: the same id at another place is
+        # a replayed copy (instance topics are safe from one: their folds go by sequence)
+        self._placed: dict[str, tuple[str, int, int]] = {}
 
     def decoded(self, record: Record) -> Event | None:
         """The record's event; None when it cannot be decoded or its writer cannot be trusted (the
         codec's key ring checks that), lettered as `undecodable` says."""
         try:
-            return self.codec.decode(record.value)
+            event = self.codec.decode(record.value)
         except CodecError as exc:
             self.undecodable(record, exc)
             return None
+        if record.topic in STATE_ONLY_TOPICS:
+            where = (record.topic, record.partition, record.offset)
+            first = self._placed.setdefault(event.event_id, where)
+            if first != where:
+                self._add(record, REPLAYED, f"replayed: event {event.event_id} is already stored at "
+                                            f"{first[0]}:{first[1]}:{first[2]}")
+                return None
+        return event
 
     def undecodable(self, record: Record, error: Exception) -> None:
         """A record the fold cannot decode: lettered on a state-only topic (its consumer letters

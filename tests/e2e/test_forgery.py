@@ -1,7 +1,8 @@
 """Issue 14, item 5: someone who can write to the log but holds no writer's key appends a validly
 encoded identity.role_assigned that makes `demo` an admin of the admin project. `audit verify`
 names it, every fold dead-letters it, and demo still sees only its own project's servers; the same
-for the event signed by a writer's real key that may not write identity events (the scheduler's)."""
+for the event signed by a writer's real key that may not write identity events (the scheduler's),
+and for a validly signed old grant appended again after the role was unassigned (a replay)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from eventsvm.app.writers import writer_codec, writer_ring
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import EventType, Topic, new_event
 from eventsvm.log.factory import open_log
-from eventsvm.log.port import OutRecord
-from eventsvm.projections.audit import FORGED, verify
+from eventsvm.log.port import BEGINNING, OutRecord
+from eventsvm.projections.audit import DUPLICATE, FORGED, verify
+from eventsvm.projections.replay import Drain
 from eventsvm.runtime.fold_letters import FORGED as FORGED_LETTER
+from eventsvm.runtime.fold_letters import REPLAYED
 from tests.e2e.conftest import CloudFactory, wait_quiet
 from tests.factories import plain_request
 
@@ -55,17 +58,32 @@ def test_a_forged_role_assignment_is_reported_and_never_applied(make_cloud: Clou
         places = [(str(Topic.IDENTITY), *forger.append([OutRecord(str(Topic.IDENTITY), e.aggregate_id.encode(),
                                                                   data)])[0])
                   for e, data in zip(forged, payloads, strict=True)]
+        # and a replay: demo's member role is unassigned, then the seed's signed assignment of it
+        # is appended again, byte for byte
+        reader = forger.reader([str(Topic.IDENTITY)], BEGINNING)
+        try:
+            (original,) = [r for batch in Drain(reader) for r in batch
+                           if (e := Codec().decode(r.value)).type == EventType.ROLE_ASSIGNED
+                           and e.body == {"user_id": demo_user, "project_id": demo_project, "role": "member"}]
+        finally:
+            reader.close()
+        cloud.readmodel.append([new_event(EventType.ROLE_UNASSIGNED, f"{demo_user}:{demo_project}",
+                                          {"user_id": demo_user, "project_id": demo_project, "role": "member"})])
+        assert "member" not in identity.roles_of(demo_user, demo_project)
+        replayed = (str(Topic.IDENTITY), *forger.append([OutRecord(original.topic, original.key,
+                                                                   original.value)])[0])
     finally:
         forger.close()
 
     def lettered(models: object) -> bool:
-        letters = {(e.body["source_topic"], e.body["source_partition"], e.body["source_offset"])
-                   for e in getattr(models, "dead_letters") if e.body["error_type"] == FORGED_LETTER}
-        return all(place in letters for place in places)
+        letters = {(e.body["error_type"], e.body["source_topic"], e.body["source_partition"],
+                    e.body["source_offset"]) for e in getattr(models, "dead_letters")}
+        return all((FORGED_LETTER, *place) in letters for place in places) and (REPLAYED, *replayed) in letters
 
     assert cloud.readmodel.wait_until(lettered, 30), "the read model letters both forgeries"
     wait_quiet(cloud)
     assert "admin" not in identity.roles_of(demo_user, admin_project.id)
+    assert identity.roles_of(demo_user, demo_project) == {"reader"}, "the replayed grant is not applied"
 
     app, _context, monitoring = serving_app(cloud.readmodel, cloud.options.data_dir, "http://testserver")
     try:
@@ -90,8 +108,7 @@ def test_a_forged_role_assignment_is_reported_and_never_applied(make_cloud: Clou
         report = verify(log, Codec().keyed(None, writer_ring(cloud.options.data_dir)))
     finally:
         log.close()
-    assert sorted((f.topic, f.partition, f.offset) for f in report.findings) == sorted(places), report.findings
-    assert {f.kind for f in report.findings} == {FORGED}
+    found = sorted((f.kind, f.topic, f.partition, f.offset) for f in report.findings)
+    assert found == sorted([(FORGED, *place) for place in places] + [(DUPLICATE, *replayed)]), report.findings
     details = " ".join(f.detail for f in report.findings)
     assert "unsigned" in details and "scheduler, which may not write identity.role_assigned" in details
-    assert demo_project != admin_project.id

@@ -14,7 +14,7 @@ from eventsvm.events.codec import Codec, CodecError, Forged
 from eventsvm.events.model import EventType, new_event
 from eventsvm.events.signing import FRAME_SIZE, SigningError, is_signed, rotate, signer
 from eventsvm.log.port import Record
-from eventsvm.runtime.fold_letters import FORGED, FoldLetters
+from eventsvm.runtime.fold_letters import FORGED, REPLAYED, FoldLetters
 from tests.factories import instance_chain
 
 CODEC = Codec()
@@ -102,3 +102,16 @@ def test_a_fold_letters_a_forged_identity_event_and_never_returns_it(tmp_path: P
     (pending,) = letters._pending
     letter = api.decode(pending.value)  # the letter itself is signed by the fold's writer
     assert letter.body["error_type"] == FORGED and "unsigned" in letter.body["reason"]
+
+
+def test_a_signed_event_stored_again_elsewhere_is_a_replay_and_a_rebuild_is_not(tmp_path: Path) -> None:
+    api = writer_codec(tmp_path, "api", CODEC)
+    letters = FoldLetters("readmodel", api)
+    data = api.encode(role_assigned())
+    first = Record("eventsvm.identity", 0, 3, b"k", data, 0)
+    assert letters.decoded(first) is not None
+    assert letters.decoded(first) is not None, "the same place read again by a rebuild"
+    assert letters.decoded(first._replace(offset=9)) is None
+    (pending,) = letters._pending
+    letter = api.decode(pending.value)
+    assert letter.body["error_type"] == REPLAYED and "already stored at eventsvm.identity:0:3" in letter.body["reason"]
