@@ -29,8 +29,8 @@ from eventsvm.app.seed import (
     update_clouds_yaml_url,
     write_clouds_yaml,
 )
-from eventsvm.config import LogConfig
 from eventsvm.app.writers import API, SEED, spawner_writer, writer_codec
+from eventsvm.config import LogConfig
 from eventsvm.identity.keys import ensure_keys
 from eventsvm.identity.tokens import TokenService
 from eventsvm.log.factory import open_log

@@ -83,7 +83,8 @@ def writer_ring(data_dir: Path) -> KeyRing:
     return key_ring(key_dir(data_dir), may_write)
 
 
-def writer_codec(data_dir: Path, writer: str, base: Codec | None = None, ring: KeyRing | None = None) -> Codec:
+def writer_codec(data_dir: Path, writer: str, base: Codec | None = None,
+                 ring: KeyRing | None = None) -> Codec:
     """A codec that signs as `writer` and trusts only what the ring vouches for. `ring` is shared
     by every writer of one process (it caches what it has verified); loaded after this writer's
     key exists, so a process trusts its own events."""

@@ -134,7 +134,8 @@ def verify(log: EventLog, codec: Codec, anchor: dict[str, str] | None = None,
                 first = by_id.get(event.event_id)
                 if first is not None:
                     if record.topic not in _REWRITTEN_ON_PURPOSE:
-                        report.findings.append(_finding(DUPLICATE, stored, f"id also stored at {_loc(first)}"))
+                        report.findings.append(
+                            _finding(DUPLICATE, stored, f"id also stored at {_loc(first)}"))
                     continue
                 by_id[event.event_id] = stored
     finally:

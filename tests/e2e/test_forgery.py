@@ -17,6 +17,7 @@ from eventsvm.events.model import EventType, Topic, new_event
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, OutRecord
 from eventsvm.projections.audit import DUPLICATE, FORGED, verify
+from eventsvm.projections.readmodel import Models
 from eventsvm.projections.replay import Drain
 from eventsvm.runtime.fold_letters import FORGED as FORGED_LETTER
 from eventsvm.runtime.fold_letters import REPLAYED
@@ -52,11 +53,12 @@ def test_a_forged_role_assignment_is_reported_and_never_applied(make_cloud: Clou
     grant = {"user_id": demo_user, "project_id": admin_project.id, "role": "admin"}
     forged = [new_event(EventType.ROLE_ASSIGNED, f"{demo_user}:{admin_project.id}", grant),
               new_event(EventType.ROLE_ASSIGNED, f"{demo_user}:{admin_project.id}", grant)]
-    payloads = [Codec().encode(forged[0]), writer_codec(cloud.options.data_dir, "scheduler").encode(forged[1])]
+    scheduler = writer_codec(cloud.options.data_dir, "scheduler")
+    payloads = [Codec().encode(forged[0]), scheduler.encode(forged[1])]
     forger = open_log(cloud.options.log)
     try:
-        places = [(str(Topic.IDENTITY), *forger.append([OutRecord(str(Topic.IDENTITY), e.aggregate_id.encode(),
-                                                                  data)])[0])
+        places = [(str(Topic.IDENTITY),
+                   *forger.append([OutRecord(str(Topic.IDENTITY), e.aggregate_id.encode(), data)])[0])
                   for e, data in zip(forged, payloads, strict=True)]
         # and a replay: demo's member role is unassigned, then the seed's signed assignment of it
         # is appended again, byte for byte
@@ -64,21 +66,23 @@ def test_a_forged_role_assignment_is_reported_and_never_applied(make_cloud: Clou
         try:
             (original,) = [r for batch in Drain(reader) for r in batch
                            if (e := Codec().decode(r.value)).type == EventType.ROLE_ASSIGNED
-                           and e.body == {"user_id": demo_user, "project_id": demo_project, "role": "member"}]
+                           and e.body == {"user_id": demo_user, "project_id": demo_project,
+                                          "role": "member"}]
         finally:
             reader.close()
-        cloud.readmodel.append([new_event(EventType.ROLE_UNASSIGNED, f"{demo_user}:{demo_project}",
-                                          {"user_id": demo_user, "project_id": demo_project, "role": "member"})])
+        member = {"user_id": demo_user, "project_id": demo_project, "role": "member"}
+        cloud.readmodel.append([new_event(EventType.ROLE_UNASSIGNED, f"{demo_user}:{demo_project}", member)])
         assert "member" not in identity.roles_of(demo_user, demo_project)
         replayed = (str(Topic.IDENTITY), *forger.append([OutRecord(original.topic, original.key,
                                                                    original.value)])[0])
     finally:
         forger.close()
 
-    def lettered(models: object) -> bool:
+    def lettered(models: Models) -> bool:
         letters = {(e.body["error_type"], e.body["source_topic"], e.body["source_partition"],
-                    e.body["source_offset"]) for e in getattr(models, "dead_letters")}
-        return all((FORGED_LETTER, *place) in letters for place in places) and (REPLAYED, *replayed) in letters
+                    e.body["source_offset"]) for e in models.dead_letters}
+        return (all((FORGED_LETTER, *place) in letters for place in places)
+                and (REPLAYED, *replayed) in letters)
 
     assert cloud.readmodel.wait_until(lettered, 30), "the read model letters both forgeries"
     wait_quiet(cloud)

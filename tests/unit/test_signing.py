@@ -114,4 +114,5 @@ def test_a_signed_event_stored_again_elsewhere_is_a_replay_and_a_rebuild_is_not(
     assert letters.decoded(first._replace(offset=9)) is None
     (pending,) = letters._pending
     letter = api.decode(pending.value)
-    assert letter.body["error_type"] == REPLAYED and "already stored at eventsvm.identity:0:3" in letter.body["reason"]
+    assert letter.body["error_type"] == REPLAYED
+    assert "already stored at eventsvm.identity:0:3" in letter.body["reason"]
