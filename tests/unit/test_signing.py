@@ -116,3 +116,13 @@ def test_a_signed_event_stored_again_elsewhere_is_a_replay_and_a_rebuild_is_not(
     letter = api.decode(pending.value)
     assert letter.body["error_type"] == REPLAYED
     assert "already stored at eventsvm.identity:0:3" in letter.body["reason"]
+
+
+def test_the_rotation_command_adds_a_key_and_refuses_a_bad_name(tmp_path: Path) -> None:
+    from eventsvm.app.cli import main
+
+    assert main(["keys", "rotate-signing", "scheduler", "--data-dir", str(tmp_path)]) == 0
+    assert main(["keys", "rotate-signing", "scheduler", "--data-dir", str(tmp_path)]) == 0
+    assert sorted(p.name for p in key_dir(tmp_path).iterdir()) == [
+        "scheduler.1.pub", "scheduler.2.key", "scheduler.2.pub"]
+    assert main(["keys", "rotate-signing", "../x", "--data-dir", str(tmp_path)]) != 0
