@@ -210,7 +210,7 @@ def _new_key(key_dir: Path, writer: str, index: int) -> None:
     private = Ed25519PrivateKey.generate()
     raw_public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     # the public key first: a signer never signs with a key no reader can know
-    _write(key_dir / f"{writer}.{index}.pub", raw_public.hex().encode(), 0o644)
+    _write(key_dir / f"{writer}.{index}.pub", raw_public.hex().encode(), KEY_FILE_MODE)
     _write(key_dir / f"{writer}.{index}.key", private.private_bytes_raw().hex().encode(), KEY_FILE_MODE)
 
 
