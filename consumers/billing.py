@@ -1,5 +1,5 @@
 """billing: the usage ledger. Each instance.spawned opens one usage record, each instance.deleted
-closes one, on eventsvm.billing.usage.
+closes one, each confirmed resize records the flavor billed from then on, on eventsvm.billing.usage.
 
 Exactly once: the records are appended in the same atomic step that commits the input offsets, and
 the ledger (this service's state, folded from its own topic) remembers which instances are already
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.runtime.service import Output, Service, StepContext
-from eventsvm.state.usage import UsageLedger, billed_flavor, evolve_ledger
+from eventsvm.state.usage import UsageLedger, billed_flavor, confirmed_resize, evolve_ledger
 
 
 def decide(state: UsageLedger, event: Event, ctx: StepContext) -> Sequence[Output]:
@@ -26,16 +26,20 @@ def decide(state: UsageLedger, event: Event, ctx: StepContext) -> Sequence[Outpu
     if event.type == EventType.INSTANCE_DELETED and not state.is_closed(instance_id):
         closed = {"host": body.get("host"), "ended_at": body["terminated_at"]}
         return [Output(new_event(EventType.USAGE_CLOSED, instance_id, closed, cause=event))]
+    if confirmed_resize(event) and not state.is_resized(instance_id, event.occurred_at):
+        resized = {"host": body["dest_host"], "at": event.occurred_at,
+                   "flavor": billed_flavor(body["flavor"])}
+        return [Output(new_event(EventType.USAGE_RESIZED, instance_id, resized, cause=event))]
     return []
 
 
 SERVICE: Service[UsageLedger] = Service(
     name="billing",
-    inputs=(Topic.SPAWNED, Topic.DELETED),
+    inputs=(Topic.SPAWNED, Topic.DELETED, Topic.ACTION_REQUESTED),
     state_topics=(Topic.BILLING,),
     outputs=(Topic.BILLING,),
     initial_state=UsageLedger,
     evolve=evolve_ledger,
     decide=decide,
-    description="usage ledger: vCPU-, RAM- and disk-hours per instance, from spawned to deleted",
+    description="usage ledger: vCPU-, RAM- and disk-hours per instance and flavor, from spawned to deleted",
 )

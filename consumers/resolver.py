@@ -21,6 +21,7 @@ from eventsvm.runtime.service import Output, Rejected, Service, StepContext
 from eventsvm.scheduler.claims import claim_in
 from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.ipam import IpAllocations, NoMoreAddresses
+from eventsvm.state.server_moves import image_record
 from eventsvm.state.volumes import (
     attachments_of,
     boot_device,
@@ -133,15 +134,7 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
         "host": body["host"],
         "alternates": body["alternates"],
         "attempt": attempt,
-        "image": {
-            "id": image["id"],
-            "name": image["name"],
-            "disk_format": image["disk_format"],
-            "container_format": image["container_format"],
-            "size_bytes": image["size_bytes"],
-            "properties": dict(image.get("properties") or {}),
-            "location": image.get("location"),
-        },
+        "image": image_record(image),
         "ports": ports,
         "volumes": volumes,
         "public_key": public_key,

@@ -1,9 +1,11 @@
 """scheduler: nova's filters and weighers over host inventory and claims rebuilt from the log.
 
-Inputs: instance.authenticated (first placement) and instance.failed (a retryable spawn failure
-goes to the next alternate). The claims made here are the scheduler's view; the spawner of each
-host is the single writer that accepts or refuses a claim on its host, so several scheduler
-processes deciding at once can never over-commit a host (nova's compute-side claim).
+Inputs: instance.authenticated (first placement), instance.failed (a retryable spawn failure
+goes to the next alternate) and a resize's instance.move_requested (a destination for the new
+flavor, claimed here before anything moves; see eventsvm.state.server_moves). The claims made
+here are the scheduler's view; the spawner of each host is the single writer that accepts or
+refuses a claim on its host, so several scheduler processes deciding at once can never
+over-commit a host (nova's compute-side claim).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from eventsvm.scheduler.policy import SchedulerPolicy
 from eventsvm.scheduler.request import SchedulingRequest
 from eventsvm.scheduler.select import NoValidHost, select_destinations
 from eventsvm.state.server_actions import OFFLOADING_ACTIONS
+from eventsvm.state.server_moves import SCHEDULED, MoveClaims, resize_key
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class SchedulerSettings:
 
     policy: SchedulerPolicy = field(default_factory=SchedulerPolicy)
     max_attempts: int = 3
+    # nova's allow_resize_to_same_host, False by default as there
+    allow_resize_to_same_host: bool = False
 
 
 @dataclass
@@ -41,12 +46,20 @@ class SchedulerState:
     gone: set[str] = field(default_factory=set)
     # each placed instance's request spec, which an unshelve places again
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    slots: dict[str, int] = field(default_factory=dict)
+    # a resize's destination by instance, while it holds a second claim there
+    resizing: dict[str, str] = field(default_factory=dict)
+    moves: MoveClaims = field(default_factory=MoveClaims)
 
-    def release(self, instance_id: str) -> None:
-        """Drop the instance's claim wherever it is."""
+    def release(self, instance_id: str, resize_too: bool = True) -> None:
+        """Drop the instance's claim wherever it is, and a resize's at its destination unless
+        `resize_too` is False (a boot step read late must not end a resize)."""
         host = self.placements.pop(instance_id, None)
         if host is not None and host in self.hosts:
             self.hosts[host] = self.hosts[host].release(instance_id)
+        dest = self.resizing.pop(instance_id, None) if resize_too else None
+        if dest is not None and dest in self.hosts:
+            self.hosts[dest] = self.hosts[dest].release(resize_key(instance_id))
         for members in self.group_members.values():
             members.pop(instance_id, None)
 
@@ -74,6 +87,7 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
     kind, body, instance_id = event.type, event.body, event.aggregate_id
     if kind == EventType.HOST_REGISTERED:
         state.hosts[body["name"]] = _host_from(body, state.hosts.get(body["name"]))
+        state.slots[body["name"]] = body["slot"]
     elif kind == EventType.HOST_UPDATED and body["name"] in state.hosts:
         host = state.hosts[body["name"]]
         if body.get("enabled") is not None:
@@ -81,7 +95,9 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
                 host, enabled=body["enabled"], disabled_reason=body.get("disabled_reason")
             )
     elif kind == EventType.INSTANCE_SCHEDULED:
-        state.release(instance_id)
+        if state.moves.moved_since(instance_id, event.sequence):
+            return state  # a boot step read after a resize that moved the instance on
+        state.release(instance_id, resize_too=False)
         if instance_id in state.gone or body["host"] not in state.hosts:
             return state
         claim = claim_in(body)
@@ -104,9 +120,36 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
         state.release(instance_id)
     elif kind == EventType.INSTANCE_ACTION_COMPLETED:
         _offloaded(state, instance_id, body)
+    elif kind in _MOVE_OUTCOMES and instance_id not in state.gone:
+        _apply_moves(state, event)
     if instance_id in state.gone:
         state.specs.pop(instance_id, None)
     return state
+
+
+_MOVE_OUTCOMES = (EventType.INSTANCE_MOVE_STEP, EventType.INSTANCE_MOVE_FAILED)
+
+
+def _apply_moves(state: SchedulerState, event: Event) -> None:
+    """A resize's claim changes, the same the spawners apply (server_moves.claim_changes)."""
+    instance_id = event.aggregate_id
+    for change in state.moves.fresh(event):
+        host = state.hosts.get(change.host)
+        if host is None:
+            continue
+        host = host.release(change.key)
+        if change.claim is not None:
+            host = host.claim(change.key, *change.claim.as_tuple())
+        state.hosts[change.host] = host
+        own = change.key == instance_id
+        if own and change.claim is not None:
+            state.placements[instance_id] = change.host
+        elif own and state.placements.get(instance_id) == change.host:
+            state.placements.pop(instance_id)
+        elif not own and change.claim is not None:
+            state.resizing[instance_id] = change.host
+        elif not own:
+            state.resizing.pop(instance_id, None)
 
 
 def _request(
@@ -159,7 +202,36 @@ def decide(state: SchedulerState, event: Event, ctx: StepContext) -> Sequence[Ou
         return _reschedule(state, event, settings)
     if event.type == EventType.INSTANCE_ACTION_REQUESTED and event.body["action"] == "unshelve":
         return _unshelve(state, event, settings)
+    if event.type == EventType.INSTANCE_MOVE_REQUESTED and event.body["action"] == "resize":
+        return _place_resize(state, event, settings)
     return []
+
+
+def _place_resize(state: SchedulerState, event: Event, settings: SchedulerSettings) -> Sequence[Output]:
+    """A destination for a resize's new flavor, claimed there (nova's conductor migrate_server and
+    select_destinations); the source is left out unless allow_resize_to_same_host, as in nova."""
+    body, instance_id = event.body, event.aggregate_id
+    if instance_id in state.resizing:
+        return []  # a redelivered request: its destination is already chosen
+    source = body["source_host"]
+    spec = {"flavor": body["flavor"], "availability_zone": body.get("availability_zone"),
+            "image_properties": body.get("image_properties") or {},
+            "block_devices": [{"boot_index": 0, "destination_type": "volume"}] if body["boot_from_volume"]
+            else []}
+    ignore = frozenset() if settings.allow_resize_to_same_host else frozenset({source})
+    try:
+        request = _request(instance_id, spec, state, 0, ignore)
+        selection = select_destinations(state.hosts.values(), request, settings.policy)
+    except NoValidHost as exc:
+        failure = {**body, "step": SCHEDULED, "host": None, "vm_state": body["vm_state"], "task_state": None,
+                   "reason": str(exc), "code": 500}
+        return [Output(new_event(EventType.INSTANCE_MOVE_FAILED, instance_id, failure, cause=event),
+                       route=body.get("source_slot"))]
+    dest = selection.host
+    step = {**body, "step": SCHEDULED, "host": dest, "dest_host": dest, "dest_slot": state.slots.get(dest, 0),
+            "task_state": "resize_migrating", "claim": request.claim.as_record()}
+    return [Output(new_event(EventType.INSTANCE_MOVE_STEP, instance_id, step, cause=event),
+                   route=step["dest_slot"])]
 
 
 def _place(state: SchedulerState, event: Event, settings: SchedulerSettings) -> Sequence[Output]:
@@ -233,11 +305,12 @@ def _unshelve(state: SchedulerState, event: Event, settings: SchedulerSettings) 
 
 SERVICE: Service[SchedulerState] = Service(
     name="scheduler",
-    # action-requested for unshelve only; action outcomes for the claims an offload frees
+    # action-requested: unshelve places a server again, a resize places its new flavor; the
+    # action outcomes free what an offload held
     inputs=(Topic.AUTHENTICATED, Topic.FAILED, Topic.ACTION_REQUESTED),
-    state_topics=(Topic.HOSTS, Topic.SCHEDULED, Topic.FAILED, Topic.DELETED, Topic.ACTION_COMPLETED,
-                  Topic.ACTION_FAILED),
-    outputs=(Topic.SCHEDULED, Topic.FAILED, Topic.ACTION_FAILED),
+    state_topics=(Topic.HOSTS, Topic.SCHEDULED, Topic.FAILED, Topic.DELETED, Topic.ACTION_REQUESTED,
+                  Topic.ACTION_COMPLETED, Topic.ACTION_FAILED),
+    outputs=(Topic.SCHEDULED, Topic.FAILED, Topic.ACTION_REQUESTED, Topic.ACTION_FAILED),
     initial_state=SchedulerState,
     evolve=evolve,
     decide=decide,

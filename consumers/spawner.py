@@ -6,7 +6,8 @@ refused as a retryable failure, so the scheduler moves the instance to its next 
 checks the claim the scheduler computed (carried in resources-resolved), never one of its own.
 Redelivery never makes a second guest: the hypervisor's spawn is idempotent on the UUID.
 It also carries out the host side of server actions (stop, start, reboot, pause, suspend ...) and
-appends what happened; an action it already answered is not carried out twice.
+of moves (rebuild, resize, confirm, revert), and appends what happened; an action it already
+answered is not carried out twice.
 """
 
 from __future__ import annotations
@@ -22,6 +23,18 @@ from eventsvm.runtime.service import Output, Rejected, Service, StepContext, Tra
 from eventsvm.scheduler.claims import Claim, claim_in, recorded_claim
 from eventsvm.state.names import IMAGES
 from eventsvm.state.server_actions import OFFLOADING_ACTIONS, SERVER_ACTIONS
+from eventsvm.state.server_moves import (
+    CONFIRM_RESIZE,
+    FINISH_RESIZE,
+    FINISH_REVERT_RESIZE,
+    REBUILD_INSTANCE,
+    RESIZE_INSTANCE,
+    REVERT_RESIZE,
+    SCHEDULED,
+    MoveClaims,
+    resize_key,
+    spawn_body,
+)
 from eventsvm.state.volumes import boot_attachment_id
 from eventsvm.virt.compute_host import ComputeHost
 from eventsvm.virt.hypervisor import DomainNotFound, DomainState, HypervisorError, HypervisorUnavailable
@@ -37,24 +50,28 @@ class SpawnerState:
     claims: dict[str, Claim] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)
     answered: set[str] = field(default_factory=set)
+    moves: MoveClaims = field(default_factory=MoveClaims)
 
-    def used(self) -> tuple[int, int, int]:
-        """vCPUs, RAM MB and disk GB claimed on this host."""
+    def used(self, leaving_out: str = "") -> tuple[int, int, int]:
+        """vCPUs, RAM MB and disk GB claimed on this host (but the claim under `leaving_out`)."""
+        held = [c for key, c in self.claims.items() if key != leaving_out]
         return (
-            sum(c.vcpus for c in self.claims.values()),
-            sum(c.ram_mb for c in self.claims.values()),
-            sum(c.disk_gb for c in self.claims.values()),
+            sum(c.vcpus for c in held),
+            sum(c.ram_mb for c in held),
+            sum(c.disk_gb for c in held),
         )
 
 
 def evolve(state: SpawnerState, event: Event) -> SpawnerState:
     """Fold this host's claims: held from spawned, freed by deleted, failed or an offload."""
     kind, body, instance_id = event.type, event.body, event.aggregate_id
-    if kind == EventType.INSTANCE_SPAWNED and body["host"] == state.host and instance_id not in state.gone:
+    if kind == EventType.INSTANCE_SPAWNED and body["host"] == state.host and instance_id not in state.gone \
+            and not state.moves.moved_since(instance_id, event.sequence):
         state.claims[instance_id] = recorded_claim(body.get("claim"), body["flavor"])
     elif kind == EventType.INSTANCE_DELETED:
         state.gone.add(instance_id)
         state.claims.pop(instance_id, None)
+        state.claims.pop(resize_key(instance_id), None)
     elif kind == EventType.INSTANCE_FAILED and (body["final"] or body.get("host") == state.host):
         if body["final"]:
             state.gone.add(instance_id)
@@ -63,6 +80,11 @@ def evolve(state: SpawnerState, event: Event) -> SpawnerState:
         state.answered.add(event.causation_id)
         if kind == EventType.INSTANCE_ACTION_COMPLETED and body.get("action") in OFFLOADING_ACTIONS:
             state.claims.pop(instance_id, None)  # shelved and offloaded: the guest left this host
+    elif kind in _MOVE_OUTCOMES:
+        if event.causation_id:
+            state.answered.add(event.causation_id)
+        if instance_id not in state.gone:
+            _apply_moves(state, event)
     return state
 
 
@@ -86,6 +108,9 @@ def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Outp
             return _act(state, event, host)
         if event.type in _VOLUME_REQUESTS:
             return _volume_step(state, event, host)
+        if event.type in _MOVE_INPUTS and event.event_id not in state.answered \
+                and event.aggregate_id not in state.gone:
+            return _move(state, event, host)
     except HypervisorUnavailable as exc:
         # says nothing about the instance: decide it again once the hypervisor answers
         raise Transient(f"hypervisor of {host.name} out of reach: {exc}") from exc
@@ -277,6 +302,188 @@ def _image_event(kind: EventType, body: dict[str, Any], cause: Event) -> Output:
     return Output(new_event(kind, body["id"], body, cause=cause), route=_IMAGES_ROUTE)
 
 
+# -- moves: rebuild, resize, confirmResize, revertResize (eventsvm.state.server_moves) -------------
+# Each step is routed to the host that takes the next one (`host` and its slot); the destination
+# starts the new guest before the source powers the old one off, so a failure at any step leaves a
+# guest to go back to. A failure appends instance.move_failed, which frees the destination's claim.
+_MOVE_OUTCOMES = (EventType.INSTANCE_MOVE_STEP, EventType.INSTANCE_MOVE_FAILED)
+_MOVE_INPUTS = (EventType.INSTANCE_MOVE_REQUESTED, *_MOVE_OUTCOMES)
+
+
+def _apply_moves(state: SpawnerState, event: Event) -> None:
+    """This host's part of a resize's claim changes, the same the scheduler applies."""
+    for change in state.moves.fresh(event):
+        if change.host != state.host:
+            continue
+        state.claims.pop(change.key, None)
+        if change.claim is not None:
+            state.claims[change.key] = change.claim
+
+
+def _step(event: Event, step: str, host: str | None, route: int | None, **changes: object) -> Output:
+    body = {**event.body, "step": step, "host": host, **changes}
+    return Output(new_event(EventType.INSTANCE_MOVE_STEP, event.aggregate_id, body, cause=event), route=route)
+
+
+def _failure(event: Event, step: str, reason: str, vm_state: str, host: str | None = None,
+             route: int | None = None, power_state: int | None = None) -> Output:
+    body = {**event.body, "step": step, "host": host, "vm_state": vm_state, "task_state": None,
+            "power_state": power_state, "reason": reason, "code": 500}
+    failure = new_event(EventType.INSTANCE_MOVE_FAILED, event.aggregate_id, body, cause=event)
+    return Output(failure, route=route)
+
+
+def _move(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
+    body, kind = event.body, event.type
+    action, step = body["action"], body["step"]
+    if kind == EventType.INSTANCE_MOVE_REQUESTED:
+        if action == "rebuild":
+            return _rebuild(event, host)
+        if action == "confirmResize":
+            return _confirm(event, host)
+        if action == "revertResize":
+            return _revert(event, host)
+        return []
+    if kind == EventType.INSTANCE_MOVE_FAILED:
+        if step == RESIZE_INSTANCE:
+            # the source could not hand over: the new guest goes (its claim went with the failure)
+            try:
+                host.destroy(event.aggregate_id)
+            except HypervisorError as exc:
+                raise Rejected(f"the new guest of instance {event.aggregate_id} is left on {host.name}: "
+                               f"{exc}") from exc
+        return []
+    if step == SCHEDULED:
+        return _finish_resize(state, event, host)
+    if step == FINISH_RESIZE:
+        return _resize_instance(event, host)
+    if step == REVERT_RESIZE:
+        return _finish_revert(event, host)
+    return []
+
+
+def _spawn_guest(event: Event, host: ComputeHost, flavor: dict[str, object], stopped: bool = False) -> int:
+    """Define and start the server's guest (from the event's Guest record) with `flavor`; a
+    stopped server's guest is powered off again, as nova leaves it."""
+    resolved = spawn_body(event.body["guest"], flavor)
+    domain = host.spawn(event.aggregate_id, resolved, event.user_id or "", event.project_id or "",
+                        event.occurred_at)
+    if stopped:
+        domain = host.hypervisor.power_off(event.aggregate_id)
+    return int(domain.state)
+
+
+def _was_stopped(body: dict[str, object]) -> bool:
+    # a resize keeps a stopped server stopped: its vm_state on the request, its guest's power after
+    return body["vm_state"] == "stopped" or body.get("power_state") == int(DomainState.SHUTDOWN)
+
+
+def _finish_resize(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
+    """The destination: check the claim (this spawner is its host's single writer), start the
+    guest with the new flavor; on the source's own host, the old guest is replaced in place."""
+    body, instance_id = event.body, event.aggregate_id
+    claim = Claim.from_record(body["claim"])
+    refusal = host.capacity.fits(state.used(leaving_out=resize_key(instance_id)), claim.as_tuple())
+    if refusal is not None:
+        return [_failure(event, "compute_prep_resize", refusal, body["vm_state"])]
+    same_host, stopped = body["source_host"] == host.name, _was_stopped(body)
+    try:
+        if same_host:
+            host.hypervisor.destroy(instance_id)
+        power = _spawn_guest(event, host, body["flavor"], stopped)
+    except (HypervisorError, InvalidGuestSpec) as exc:
+        reason = f"Resize of instance {instance_id} failed on {host.name}: {exc}"
+        try:
+            host.destroy(instance_id)
+            if same_host:
+                # put the old guest back, as nova's finish_revert_migration would
+                _spawn_guest(event, host, body["old_flavor"], stopped)
+        except (HypervisorError, InvalidGuestSpec) as again:
+            return [_failure(event, FINISH_RESIZE, f"{reason}; and the guest could not be put back: {again}",
+                             "error")]
+        return [_failure(event, FINISH_RESIZE, reason, body["vm_state"])]
+    if same_host:
+        return [_step(event, FINISH_RESIZE, None, None, vm_state="resized", task_state=None,
+                      power_state=power)]
+    return [_step(event, FINISH_RESIZE, body["source_host"], body["source_slot"],
+                  task_state="resize_migrated", power_state=power)]
+
+
+def _resize_instance(event: Event, host: ComputeHost) -> Sequence[Output]:
+    """The source, once the destination runs the new guest: power the old one off and keep it
+    defined, for a revert to start again (nova keeps the source disk until the confirm)."""
+    body, instance_id = event.body, event.aggregate_id
+    try:
+        host.hypervisor.power_off(instance_id)
+    except HypervisorError as exc:
+        reason = f"Resize of instance {instance_id} failed on {host.name}: {exc}"
+        return [_failure(event, RESIZE_INSTANCE, reason, body["vm_state"], body["dest_host"],
+                         body["dest_slot"], power_state=int(DomainState.RUNNING))]
+    return [_step(event, RESIZE_INSTANCE, None, None, vm_state="resized", task_state=None)]
+
+
+def _confirm(event: Event, host: ComputeHost) -> Sequence[Output]:
+    """The source gives up the old guest and its claim (nova's confirm_resize)."""
+    body, instance_id = event.body, event.aggregate_id
+    try:
+        if body["dest_host"] != host.name:
+            host.destroy(instance_id)
+    except HypervisorError as exc:
+        # nova leaves the instance in ERROR; the source's claim is given up all the same
+        reason = f"Confirm of the resize of instance {instance_id} failed on {host.name}: {exc}"
+        return [_failure(event, CONFIRM_RESIZE, reason, "error")]
+    after = "stopped" if _was_stopped(body) else "active"
+    return [_step(event, CONFIRM_RESIZE, None, None, vm_state=after, task_state=None)]
+
+
+def _revert(event: Event, host: ComputeHost) -> Sequence[Output]:
+    """The destination drops the new guest; on the source's own host it starts the old one."""
+    body, instance_id = event.body, event.aggregate_id
+    if body["source_host"] != host.name:
+        try:
+            host.destroy(instance_id)
+        except HypervisorError as exc:
+            reason = f"Revert of instance {instance_id} failed: {exc}"
+            return [_failure(event, REVERT_RESIZE, reason, "error")]
+        return [_step(event, REVERT_RESIZE, body["source_host"], body["source_slot"])]
+    stopped = _was_stopped(body)
+    try:
+        host.hypervisor.destroy(instance_id)
+        power = _spawn_guest(event, host, body["old_flavor"], stopped)
+    except (HypervisorError, InvalidGuestSpec) as exc:
+        reason = f"Revert of instance {instance_id} failed: {exc}"
+        return [_failure(event, FINISH_REVERT_RESIZE, reason, "error")]
+    return [_step(event, FINISH_REVERT_RESIZE, None, None, vm_state="stopped" if stopped else "active",
+                  task_state=None, power_state=power)]
+
+
+def _finish_revert(event: Event, host: ComputeHost) -> Sequence[Output]:
+    """The source starts the old guest again (nova's finish_revert_resize)."""
+    instance_id, stopped = event.aggregate_id, _was_stopped(event.body)
+    try:
+        # a server that was stopped is left stopped, its old guest as it was kept
+        domain = host.hypervisor.power_off(instance_id) if stopped else host.hypervisor.power_on(instance_id)
+    except HypervisorError as exc:
+        reason = f"Revert of instance {instance_id} failed: {exc}"
+        return [_failure(event, FINISH_REVERT_RESIZE, reason, "error")]
+    return [_step(event, FINISH_REVERT_RESIZE, None, None, vm_state="stopped" if stopped else "active",
+                  task_state=None, power_state=int(domain.state))]
+
+
+def _rebuild(event: Event, host: ComputeHost) -> Sequence[Output]:
+    """Same host, same ports: the guest is destroyed and defined again from the new image with a
+    new root disk (nova's rebuild_instance); a stopped server is left stopped, as in nova."""
+    body, instance_id = event.body, event.aggregate_id
+    try:
+        host.destroy(instance_id)
+        power = _spawn_guest(event, host, body["flavor"], body["vm_state"] == "stopped")
+    except (HypervisorError, InvalidGuestSpec) as exc:
+        reason = f"Rebuild of instance {instance_id} failed: {exc}"
+        return [_failure(event, REBUILD_INSTANCE, reason, "error")]
+    after = "stopped" if body["vm_state"] == "stopped" else "active"
+    return [_step(event, REBUILD_INSTANCE, None, None, vm_state=after, task_state=None, power_state=power)]
+
+
 def service_for(host_name: str) -> Service[SpawnerState]:
     """The spawner of one host (its state only counts that host's claims)."""
     return Service(
@@ -285,9 +492,9 @@ def service_for(host_name: str) -> Service[SpawnerState]:
         # the catalog only for the snapshots it fills (its evolve steps over catalog events)
         state_topics=(
             Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED,
-            Topic.CATALOG),
+            Topic.CATALOG, Topic.ACTION_REQUESTED),
         outputs=(Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED,
-                 Topic.CATALOG),
+                 Topic.CATALOG, Topic.ACTION_REQUESTED),
         initial_state=lambda: SpawnerState(host=host_name),
         evolve=evolve,
         decide=decide,

@@ -120,7 +120,7 @@ already_running() {
 # A clone whose .kafka/ an older version of this script made world-readable is tightened, loudly.
 tighten() {
     local open
-    open="$(find "$ROOT/.kafka" -perm /077 -not -type l 2>/dev/null | head -1)"
+    open="$(find "$ROOT/.kafka" -perm /077 -not -type l -print -quit 2>/dev/null || true)"
     if [[ -n "$open" ]]; then
         echo "kafka.sh: tightening $ROOT/.kafka (e.g. $open) to owner-only: it holds the log" >&2
         chmod -R go-rwx "$ROOT/.kafka"

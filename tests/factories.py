@@ -206,6 +206,26 @@ def pipeline_events(n_instances: int, rng: random.Random | None = None) -> list[
     return [e for i in range(n_instances) for e in instance_chain(rng, flavor_index=i)]
 
 
+def move_body(rng: random.Random, **changes: Any) -> dict[str, Any]:
+    """The body of a move event (instance.move_requested / move_step / move_failed): a resize of
+    m1.small to m1.medium from compute-1 to compute-2, as the API asks for it, with `changes`."""
+    old, new = _flavor(1), _flavor(2)
+    port = {"port_id": uid(rng), "network_id": NETWORK_ID, "subnet_id": SUBNET_ID, "ip_address": "10.0.3.17",
+            "mac_address": "fa:16:3e:0a:0b:0c", "cidr": "10.0.0.0/16", "gateway_ip": "10.0.0.1"}
+    body: dict[str, Any] = {
+        "action": "resize", "step": "api_resize", "host": "compute-1", "source_host": "compute-1",
+        "dest_host": None, "source_slot": 0, "dest_slot": None, "vm_state": "active",
+        "task_state": "resize_prep",
+        "power_state": None, "flavor": new, "old_flavor": old,
+        "claim": {k: new[k] for k in ("vcpus", "ram_mb", "disk_gb")},
+        "old_claim": {k: old[k] for k in ("vcpus", "ram_mb", "disk_gb")},
+        "guest": {"name": "db-01", "image": dict(IMAGE), "ports": [port]}, "old_image": None,
+        "availability_zone": None, "image_properties": dict(IMAGE["properties"]), "boot_from_volume": False,
+        "name": None, "metadata": None, "access_ipv4": None, "access_ipv6": None, "reason": None,
+        "code": None}
+    return body | changes
+
+
 def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
     flavor = _flavor(2)
     spec = request_spec("db-01", flavor)
@@ -231,6 +251,13 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
         EventType.INSTANCE_ACTION_FAILED: {
             "action": "pause", "host": host, "vm_state": "active", "power_state": 4,
             "reason": "pause of instance failed: domain is not running"},
+        EventType.INSTANCE_MOVE_REQUESTED: move_body(rng),
+        EventType.INSTANCE_MOVE_STEP: move_body(
+            rng, step="conductor_migrate_server", host="compute-2", dest_host="compute-2", dest_slot=1,
+            task_state="resize_migrating"),
+        EventType.INSTANCE_MOVE_FAILED: move_body(
+            rng, step="compute_prep_resize", host=None, dest_host="compute-2", dest_slot=1, task_state=None,
+            reason="Insufficient compute resources: Free memory 1024 MB < requested 4096 MB.", code=500),
         EventType.HOST_REGISTERED: {
             "name": host, "slot": HOSTS.index(host), "vcpus": 32, "ram_mb": 131072, "disk_gb": 1000,
             "availability_zone": "nova", "enabled": True, "cpu_allocation_ratio": 4.0,
@@ -298,6 +325,9 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
                                  "flavor": {"id": "2", "name": "m1.small", "vcpus": 1, "ram_mb": 2048,
                                             "disk_gb": 20, "ephemeral_gb": 0, "swap_mb": 0}},
         EventType.USAGE_CLOSED: {"host": "compute-3", "ended_at": BASE_MS + 7_290_000},
+        EventType.USAGE_RESIZED: {"host": "compute-4", "at": BASE_MS + 3_690_000,
+                                  "flavor": {"id": "3", "name": "m1.medium", "vcpus": 2, "ram_mb": 4096,
+                                             "disk_gb": 40, "ephemeral_gb": 0, "swap_mb": 0}},
     }
 
 

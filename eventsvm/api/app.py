@@ -25,6 +25,7 @@ from eventsvm.api import (
     microversion,
     network,
     server_edits,
+    server_ips,
     server_metadata,
     server_volumes,
     volume,
@@ -158,7 +159,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     install_openapi(app)
     for module in (identity, identity_admin, compute, compute_actions, compute_catalog, compute_usage, image,
                    network, volume, server_edits, server_metadata, server_volumes, identity_changes,
-                   identity_domains):
+                   identity_domains, server_ips):
         app.include_router(module.router)
     app.include_router(compute_images.router)
     app.add_middleware(RequestEnvelope, max_body_bytes=ctx.max_body_bytes)

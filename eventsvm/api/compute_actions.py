@@ -14,6 +14,7 @@ from eventsvm.api.errors import BadRequest, Conflict, NotFound
 from eventsvm.api.openapi import failures
 from eventsvm.api.server_actions import is_server_action, request_action
 from eventsvm.api.server_lifecycle import LIFECYCLE_ACTIONS
+from eventsvm.api.server_moves import is_move_action, request_move
 from eventsvm.identity import policy
 from eventsvm.projections.history import instance_actions
 from eventsvm.virt.hypervisor import DomainNotFound, HypervisorUnavailable
@@ -94,7 +95,9 @@ def _console_length(raw: Any) -> int | None:
 
 @router.post(
     "/v2.1/servers/{server_id}/action", summary="A server action", response_model=None,
-    responses={202: {"description": "A power or lock action was accepted (no body)"},
+    responses={202: {"description": "A power, lock or move action was accepted (no body; a rebuild "
+                                    "answers with the server)"},
+               204: {"description": "A confirmResize was accepted"},
                **failures(400, 403, 404, 409)},
 )
 def server_action(
@@ -113,6 +116,8 @@ def server_action(
         return LIFECYCLE_ACTIONS[action](server_id, args, request, caller, ctx)
     if is_server_action(action):
         return request_action(server_id, action, args, request, caller, ctx)
+    if is_move_action(action):
+        return request_move(server_id, action, args, request, caller, ctx)
     if action != "os-getConsoleOutput":
         raise BadRequest(f"There is no such action: {action[:60]}")
     length = _console_length((args or {}).get("length") if isinstance(args, dict) else None)

@@ -26,9 +26,9 @@ from eventsvm.identity import policy
 router = APIRouter(prefix="/compute", tags=["compute"])
 
 _UPDATE_FIELDS = ("name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig")
-# what nova's update answers with: its server view without the extensions (no AZ, config drive,
-# key name, usage times, extended status or attributes, volumes, security groups)
-_UPDATE_VIEW = frozenset({
+# what nova's update and rebuild answer with: its server view without the extensions (no AZ,
+# config drive, key name, usage times, extended status or attributes, volumes, security groups)
+BASIC_VIEW = frozenset({
     "id", "name", "status", "tenant_id", "user_id", "metadata", "hostId", "image", "flavor", "created",
     "updated", "addresses", "accessIPv4", "accessIPv6", "links", "OS-DCF:diskConfig", "progress", "fault"})
 
@@ -85,4 +85,4 @@ def update_server(
     with rm.lock:
         inst = visible_server(rm.models, caller, server_id)
         view = server_view(rm.models, compute_base(request), inst, caller)
-    return {"server": {k: v for k, v in view.items() if k in _UPDATE_VIEW}}
+    return {"server": {k: v for k, v in view.items() if k in BASIC_VIEW}}

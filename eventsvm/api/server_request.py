@@ -82,9 +82,14 @@ def new_reservation_id() -> str:
 
 
 def admin_password(spec: ServerSpec) -> str:
-    """The guest password nova answers with: the one asked for, else a generated one."""
-    if spec.adminPass is not None:
-        return spec.adminPass
+    """The guest password nova answers a create with: the one asked for, else a generated one."""
+    return guest_password(spec.adminPass)
+
+
+def guest_password(given: str | None) -> str:
+    """The guest password nova answers a create or a rebuild with: `given`, else a generated one."""
+    if given is not None:
+        return given
     return "".join(secrets.choice(_PASSWORD_SYMBOLS) for _ in range(_PASSWORD_LENGTH))
 
 

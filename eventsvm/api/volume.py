@@ -82,7 +82,7 @@ def volume_view(
                 "volume_type": "__DEFAULT__",
                 "description": None,
                 "metadata": {},
-                "user_id": None,
+                "user_id": volume.get("user_id"),
                 "snapshot_id": None,
                 "source_volid": None,
                 "replication_status": None,
@@ -182,7 +182,9 @@ def create_volume(
     }
     rm = ctx.readmodel
     rm.append([caller_event(EventType.VOLUME_CREATED, volume_id, volume, request, caller)])
-    return {"volume": volume_view(rm.models, base_url(request), volume, caller)}
+    # the creator is the event's actor, which the catalog keeps beside the body
+    shown = {**volume, "user_id": caller.user_id}
+    return {"volume": volume_view(rm.models, base_url(request), shown, caller)}
 
 
 @router.delete(

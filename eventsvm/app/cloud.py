@@ -21,7 +21,7 @@ from eventsvm.app.cluster import (
     spawner_runner,
 )
 from eventsvm.app.options import UsageError, on_sigterm, parse_capacity
-from eventsvm.app.registry import SERVICES, pipeline_service
+from eventsvm.app.registry import SERVICES, PipelineSettings, pipeline_service
 from eventsvm.app.seed import (
     choose_passwords,
     is_seeded,
@@ -176,6 +176,7 @@ def run_cloud(
         broken_hosts={name: "host marked broken by --break-host" for name in args.break_host},
         shutdown_timeout_s=args.shutdown_timeout,
         soft_reboot_timeout_s=args.soft_reboot_timeout,
+        allow_resize_to_same_host=args.allow_resize_to_same_host,
     )
     if args.hypervisor == "qemu":
         options = qemu_cluster_options(options)
@@ -260,7 +261,8 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
             snapshots=snapshot_store(data_dir, config),
         )
     else:
-        service, deps = pipeline_service(args.service)
+        settings = PipelineSettings(allow_resize_to_same_host=args.allow_resize_to_same_host)
+        service, deps = pipeline_service(args.service, settings)
         runner = ServiceRunner(
             log_,
             service,

@@ -146,6 +146,7 @@ class ClusterOptions:
     capacity: HostCapacity = field(default_factory=HostCapacity)
     broken_hosts: dict[str, str] = field(default_factory=dict)
     max_attempts: int = 3
+    allow_resize_to_same_host: bool = False
     host_factory: Callable[[Path, str, int, HostCapacity, str | None], ComputeHost] | None = None
     hypervisor_type: str = "test"
     image_location: str | None = None
@@ -202,7 +203,8 @@ class Cluster:
             self.hosts.append(host)
         member = default_member_name()
         snapshots = snapshot_store(opts.data_dir, opts.log)
-        settings = PipelineSettings(max_attempts=opts.max_attempts)
+        settings = PipelineSettings(max_attempts=opts.max_attempts,
+                                    allow_resize_to_same_host=opts.allow_resize_to_same_host)
         for name in PIPELINE:
             service, deps = pipeline_service(name, settings)
             self.runners.append(

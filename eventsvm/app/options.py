@@ -38,6 +38,12 @@ def add_power_options(parser: argparse.ArgumentParser) -> None:
         default=120.0,
         help="seconds a soft reboot waits for the guest before rebooting hard (wait_soft_reboot_seconds)",
     )
+    parser.add_argument(
+        "--allow-resize-to-same-host",
+        action="store_true",
+        help="let the scheduler keep a resized server on its host (nova's allow_resize_to_same_host, "
+        "off by default as there: a one-host cloud cannot resize without it)",
+    )
 
 
 def add_api_options(parser: argparse.ArgumentParser) -> None:

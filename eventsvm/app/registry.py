@@ -16,6 +16,7 @@ class PipelineSettings:
     """What an operator tunes across the pipeline services."""
 
     max_attempts: int = 3
+    allow_resize_to_same_host: bool = False
 
 
 def _no_deps(_settings: PipelineSettings) -> object:
@@ -39,7 +40,8 @@ SERVICES: dict[str, ServiceEntry] = {
     for entry in (
         ServiceEntry("authenticator", "identity, policy and quota", lambda _h: authenticator.SERVICE),
         ServiceEntry("scheduler", "filters, weighers and claims", lambda _h: scheduler.SERVICE,
-                     lambda s: scheduler.SchedulerSettings(max_attempts=s.max_attempts)),
+                     lambda s: scheduler.SchedulerSettings(
+                         max_attempts=s.max_attempts, allow_resize_to_same_host=s.allow_resize_to_same_host)),
         ServiceEntry("resolver", "image, port + IP + MAC, volumes", lambda _h: resolver.SERVICE),
         ServiceEntry("billing", "the usage ledger", lambda _h: billing.SERVICE),
         ServiceEntry("spawner", "libvirt guests on one compute host", spawner.service_for, per_host=True),

@@ -85,6 +85,10 @@ class EventType(StrEnum):
     # the catalog, see eventsvm.state.volumes)
     INSTANCE_VOLUME_ATTACH_REQUESTED = "instance.volume_attach_requested"
     INSTANCE_VOLUME_DETACH_REQUESTED = "instance.volume_detach_requested"
+    # moves of a server (resize, confirmResize, revertResize, rebuild): the command, each step, a failure
+    INSTANCE_MOVE_REQUESTED = "instance.move_requested"
+    INSTANCE_MOVE_STEP = "instance.move_step"
+    INSTANCE_MOVE_FAILED = "instance.move_failed"
     # compute hosts
     HOST_REGISTERED = "host.registered"
     HOST_UPDATED = "host.updated"
@@ -124,6 +128,8 @@ class EventType(StrEnum):
     # the billing ledger, derived from spawned / deleted by the billing service
     USAGE_OPENED = "billing.usage_opened"
     USAGE_CLOSED = "billing.usage_closed"
+    # a confirmed resize: billed at the new flavor from the confirmation on
+    USAGE_RESIZED = "billing.usage_resized"
 
 
 TOPIC_OF: dict[EventType, Topic] = {
@@ -143,11 +149,16 @@ TOPIC_OF: dict[EventType, Topic] = {
     EventType.INSTANCE_ACTION_FAILED: Topic.ACTION_FAILED,
     EventType.INSTANCE_VOLUME_ATTACH_REQUESTED: Topic.ACTION_REQUESTED,
     EventType.INSTANCE_VOLUME_DETACH_REQUESTED: Topic.ACTION_REQUESTED,
+    # every step of a move is routed to the host that takes the next one, so all ride the host-routed topic
+    EventType.INSTANCE_MOVE_REQUESTED: Topic.ACTION_REQUESTED,
+    EventType.INSTANCE_MOVE_STEP: Topic.ACTION_REQUESTED,
+    EventType.INSTANCE_MOVE_FAILED: Topic.ACTION_REQUESTED,
     EventType.HOST_REGISTERED: Topic.HOSTS,
     EventType.HOST_UPDATED: Topic.HOSTS,
     EventType.DEAD_LETTER_RECORDED: Topic.DEAD_LETTER,
     EventType.USAGE_OPENED: Topic.BILLING,
     EventType.USAGE_CLOSED: Topic.BILLING,
+    EventType.USAGE_RESIZED: Topic.BILLING,
 }
 for _t in EventType:
     if _t.value.startswith("catalog."):

@@ -74,7 +74,8 @@ def ledger_from_log(log_: EventLog, codec: Codec) -> UsageLedger:
 def ledger_from_instance_events(log_: EventLog, codec: Codec) -> UsageLedger:
     """The ledger recomputed from the instance topics, without the billing service."""
     ledger = UsageLedger()
-    read_log(log_, codec, (Topic.SPAWNED, Topic.DELETED), lambda e: fold_instance_event(ledger, e))
+    read_log(log_, codec, (Topic.SPAWNED, Topic.DELETED, Topic.ACTION_REQUESTED),
+             lambda e: fold_instance_event(ledger, e))
     return ledger
 
 
@@ -142,7 +143,9 @@ def tenant_usage(ledger: UsageLedger, start_ms: int, end_ms: int, *, project_id:
         raise ValueError("Invalid start time. The start time cannot occur after the end time.")
     moment = now_ms() if now is None else now
     summaries: dict[str, dict[str, Any]] = {}
-    usages = sorted((u for u in ledger.usages.values() if u.billable and u.project_id is not None),
+    # a resized instance is one entry per flavor it had (nova's has one, at the current flavor)
+    usages = sorted((part for u in ledger.usages.values() if u.billable and u.project_id is not None
+                     for part in u.segments()),
                     key=lambda u: (u.started_at or 0, u.instance_id))
     for usage in usages:
         assert usage.project_id is not None and usage.flavor is not None and usage.started_at is not None

@@ -18,7 +18,13 @@ from eventsvm.log.port import BEGINNING, EventLog, Record
 from eventsvm.projections.readmodel import Models
 from eventsvm.projections.replay import Drain
 from eventsvm.state.instances import ACTION_EVENT_NAMES, EDIT_EVENT_TYPES, action_step_name
+from eventsvm.state.server_moves import MOVE_EVENT_TYPES
 
+# a move's request, its steps and its failure (eventsvm.state.server_moves)
+_MOVE_TYPES = MOVE_EVENT_TYPES
+_MOVE_STEPS = frozenset({EventType.INSTANCE_MOVE_STEP.value, EventType.INSTANCE_MOVE_FAILED.value})
+# the requests that open an action named in their body, and the steps named in theirs
+_NAMED = frozenset({EventType.INSTANCE_ACTION_REQUESTED.value, *(t.value for t in _MOVE_TYPES)})
 # The boot flow in order: the stage that follows an event is the one a failure right after it hit.
 _FLOW = (EventType.INSTANCE_REQUESTED, EventType.INSTANCE_AUTHENTICATED, EventType.INSTANCE_SCHEDULED,
          EventType.INSTANCE_RESOURCES_RESOLVED, EventType.INSTANCE_SPAWNED)
@@ -29,10 +35,14 @@ _RANK = {t.value: i for i, t in enumerate((*_FLOW, EventType.INSTANCE_FAILED,
                                            EventType.INSTANCE_METADATA_CHANGED,
                                            EventType.INSTANCE_ACTION_REQUESTED,
                                            EventType.INSTANCE_ACTION_COMPLETED,
-                                           EventType.INSTANCE_ACTION_FAILED))}
+                                           EventType.INSTANCE_ACTION_FAILED,
+                                           *_MOVE_TYPES))}
 # nova's action names for the requests that open an action (a server action is named in its body)
 _ACTIONS = {EventType.INSTANCE_REQUESTED.value: "create", EventType.INSTANCE_DELETE_REQUESTED.value: "delete"}
 _ACTION_STEPS = frozenset({EventType.INSTANCE_ACTION_COMPLETED.value, EventType.INSTANCE_ACTION_FAILED.value})
+# a failed step: of the boot (INSTANCE_FAILED, first), of a server action, of a move
+_FAILURES = (EventType.INSTANCE_FAILED.value, EventType.INSTANCE_ACTION_FAILED.value,
+             EventType.INSTANCE_MOVE_FAILED.value)
 _Step = tuple[str, int, str, str | None, str | None, bool, str | None]
 
 
@@ -145,6 +155,8 @@ def timeline_lines(stages: Sequence[Stage]) -> list[str]:
                 lines.append(f"        {str(body['details'])[:300]}")
         if e.type == EventType.INSTANCE_ACTION_FAILED:
             lines.append(f"        {body.get('action')} failed: {body.get('reason')}")
+        elif e.type in _MOVE_TYPES:
+            lines.append(f"        {_move_summary(body)}")
         elif e.type == EventType.INSTANCE_ACTION_COMPLETED and body.get("detail"):
             lines.append(f"        {body['detail']}")
         lines.append(f"        stored {stage.topic}:{stage.partition}:{stage.offset} event {e.event_id}")
@@ -152,6 +164,16 @@ def timeline_lines(stages: Sequence[Stage]) -> list[str]:
     span = stages[-1].event.occurred_at - first.occurred_at
     lines.append(f"  {len(stages)} events over {_duration(span)[1:]}")
     return lines
+
+
+def _move_summary(body: dict[str, Any]) -> str:
+    where = " -> ".join(h for h in (body.get("source_host"), body.get("dest_host")) if h)
+    flavors = " -> ".join(f["name"] for f in (body.get("old_flavor"), body.get("flavor")) if f)
+    said = f"{body['step']}: {body['vm_state']}/{body.get('task_state')}"
+    parts = [said, where, flavors if body["action"] in ("resize", "confirmResize", "revertResize") else ""]
+    if body.get("reason"):
+        parts.append(f"failed: {body['reason']}")
+    return "  ".join(p for p in parts if p)
 
 
 def _edit_summary(event: Event) -> str:
@@ -183,15 +205,22 @@ def _steps(models_or_events: Models | Sequence[Event] | Sequence[Stage], instanc
         # the projection keeps the failure's reason, not whether it was final: the fault tells
         final_at = inst.fault["created"] if inst.fault else None
         return ([(kind, at, req, user, host, kind == EventType.INSTANCE_FAILED.value and at == final_at,
-                  detail if kind == EventType.INSTANCE_ACTION_REQUESTED.value else None)
+                  detail if kind in _NAMED else None)
                  for kind, at, req, user, host, detail in inst.actions], inst.project_id)
     events = [s.event if isinstance(s, Stage) else s for s in models_or_events]
     events = [e for e in events if e.aggregate_id == instance_id]
     project = next((e.project_id for e in events if e.type == EventType.INSTANCE_REQUESTED), None)
     return ([(e.type.value, e.occurred_at, e.request_id, e.user_id, e.body.get("host"),
               e.type == EventType.INSTANCE_FAILED and bool(e.body.get("final")),
-              e.body.get("action") if e.type == EventType.INSTANCE_ACTION_REQUESTED else None)
+              _named(e))
              for e in events], project)
+
+
+def _named(event: Event) -> str | None:
+    """The action a request names, or the step a move's step names; None for other events."""
+    if event.type.value in _MOVE_STEPS:
+        return str(event.body["step"])
+    return event.body.get("action") if event.type.value in _NAMED else None
 
 
 def instance_actions(models_or_events: Models | Sequence[Event] | Sequence[Stage],
@@ -212,8 +241,10 @@ def instance_actions(models_or_events: Models | Sequence[Event] | Sequence[Stage
         started, succeeded = opening[1], opening[0]
         for step in group[1:]:
             kind = step[0]
-            failed = kind in (EventType.INSTANCE_FAILED.value, EventType.INSTANCE_ACTION_FAILED.value)
-            if kind in _ACTION_STEPS:
+            failed = kind in _FAILURES
+            if kind in _MOVE_STEPS:
+                name = step[6] or "compute_move_instance"
+            elif kind in _ACTION_STEPS:
                 name = action_step_name(opening[6] or "action")
             elif failed:
                 # nova names a failure after the stage it hit: the one that follows the last success
@@ -236,7 +267,7 @@ def instance_actions(models_or_events: Models | Sequence[Event] | Sequence[Stage
             "instance_uuid": instance_id, "request_id": request_id, "user_id": opening[3],
             "project_id": project_id, "start_time": _nova_time(opening[1]),
             "updated_at": _nova_time(group[-1][1]),
-            "message": "Error" if any(s[5] or s[0] == EventType.INSTANCE_ACTION_FAILED.value for s in group)
+            "message": "Error" if any(s[5] or s[0] in _FAILURES[1:] for s in group)
             else None,
             "events": events,
         })

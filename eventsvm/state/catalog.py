@@ -90,8 +90,9 @@ def evolve_catalog(state: CatalogState, event: Event) -> CatalogState:
     elif kind == EventType.SUBNET_CREATED:
         state.subnets[body["id"]] = body
     elif kind == EventType.VOLUME_CREATED:
-        # a copy: its status and attachments change with later events, the event's body must not
-        state.volumes[body["id"]] = dict(body)
+        # a copy: its status and attachments change with later events, the event's body must not;
+        # the creator (cinder's user_id) is the event's actor
+        state.volumes[body["id"]] = {**body, "user_id": event.user_id}
     elif kind in VOLUME_EVENT_TYPES:
         evolve_volume(state.volumes, state.refused, event)
         return state

@@ -101,6 +101,11 @@ class Instance:
     lock_sequence: int = 0
     # the image the newest shelve snapshotted the server into (unshelve spawns from it)
     shelved_image_id: str | None = None
+    # a resize in flight or awaiting confirmation (eventsvm.state.server_moves): source and
+    # destination, the old flavor and claim; and the sequence of the move event that last set
+    # host, flavor, claim or image, which an older event (a spawned read late) must not undo
+    move: dict[str, Any] | None = None
+    move_sequence: int = 0
     # a delete was requested: the task stays `deleting` until the deletion
     deleting: bool = False
     # the event that set the state fields, and the newest event (the API chains deletes to it)
@@ -241,6 +246,10 @@ def _resources_resolved(inst: Instance, event: Event, body: dict[str, Any]) -> N
 
 
 def _spawned(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    if inst.move_sequence > event.sequence:
+        # a move after the boot already set where the server is and what it runs (read first)
+        inst.launched_at = body["launched_at"]
+        return
     inst.host = body["host"]
     inst.launched_at = body["launched_at"]
     inst.flavor = body["flavor"]
@@ -322,7 +331,8 @@ def _edited(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     _EDITS[event.type](inst, body)
 # -- server actions (DESIGN §7) --------------------------------------------------------------------
 # nova's API status of a (vm_state, task_state) pair, as nova.api.openstack.common._STATE_MAP has it
-_STATUS_OF_VM_STATE = {"active": "ACTIVE", "stopped": "SHUTOFF", "paused": "PAUSED", "suspended": "SUSPENDED",
+_STATUS_OF_VM_STATE = {"resized": "VERIFY_RESIZE",
+                       "active": "ACTIVE", "stopped": "SHUTOFF", "paused": "PAUSED", "suspended": "SUSPENDED",
                        "building": "BUILD", "error": "ERROR", "deleted": "DELETED", "shelved": "SHELVED",
                        "shelved_offloaded": "SHELVED_OFFLOADED"}
 _STATUS_OF_ACTIVE_TASK = {"rebooting": "REBOOT", "reboot_pending": "REBOOT", "reboot_started": "REBOOT",
@@ -331,6 +341,8 @@ _STATUS_OF_ACTIVE_TASK = {"rebooting": "REBOOT", "reboot_pending": "REBOOT", "re
 
 def server_status(vm_state: str, task_state: str | None) -> str:
     """Nova's API status of a vm_state and task_state (REBOOT and HARD_REBOOT only from active)."""
+    if task_state is not None and vm_state in _MOVE_TASK_VM_STATES and task_state in _STATUS_OF_MOVE_TASK:
+        return _STATUS_OF_MOVE_TASK[task_state]
     if vm_state == "active" and task_state is not None:
         return _STATUS_OF_ACTIVE_TASK.get(task_state, "ACTIVE")
     return _STATUS_OF_VM_STATE.get(vm_state, "UNKNOWN")
@@ -377,6 +389,75 @@ def _volume_requested(inst: Instance, event: Event, body: dict[str, Any]) -> Non
     return None
 
 
+# -- moves: resize, confirmResize, revertResize, rebuild (eventsvm.state.server_moves) -------------
+# nova's _STATE_MAP for the move tasks: RESIZE while a resize runs (from active or stopped),
+# REVERT_RESIZE while one is reverted, REBUILD while a rebuild runs (from active, stopped or error)
+_MOVE_TASK_VM_STATES = frozenset({"active", "stopped", "resized", "error"})
+_STATUS_OF_MOVE_TASK = {"resize_prep": "RESIZE", "resize_migrating": "RESIZE", "resize_migrated": "RESIZE",
+                        "resize_finish": "RESIZE", "resize_reverting": "REVERT_RESIZE",
+                        "rebuilding": "REBUILD", "rebuild_spawning": "REBUILD"}
+
+
+def _move_states(body: dict[str, Any]) -> _States:
+    vm_state, task_state = body["vm_state"], body.get("task_state")
+    return server_status(vm_state, task_state), vm_state, task_state
+
+
+def _newest_move(inst: Instance, event: Event) -> bool:
+    """Whether this move event is the newest to set where the server is and what it runs."""
+    if event.sequence < inst.move_sequence:
+        return False
+    inst.move_sequence = event.sequence
+    return True
+
+
+def _move_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    if body["action"] == "rebuild" and _newest_move(inst, event):
+        # nova sets what the rebuild request changes on the instance at once, in the API
+        for attr, key in (("name", "name"), ("access_ipv4", "access_ipv4"), ("access_ipv6", "access_ipv6")):
+            if body.get(key) is not None:
+                setattr(inst, attr, body[key])
+        if body.get("metadata") is not None:
+            inst.metadata = dict(body["metadata"])
+        if body.get("guest"):
+            inst.image_id = body["guest"]["image"]["id"]
+    _advance(inst, (0, event.sequence, event.event_id), _move_states(body))
+
+
+def _move_step(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    # os-instance-actions names the step (compute_finish_resize ...), not the action
+    kind, at, req, user, host, _detail = inst.actions[-1]
+    inst.actions[-1] = (kind, at, req, user, host, body["step"])
+    step = body["step"]
+    # only the steps that move the server or change what it runs are checked against (and set)
+    # the newest such move, so a step read before the boot's spawned does not hold that back
+    if body["vm_state"] == "resized" and body["action"] == "resize" and _newest_move(inst, event):
+        inst.host, inst.flavor = body["dest_host"], body["flavor"]
+        inst.move = {k: body.get(k) for k in ("source_host", "dest_host", "source_slot", "dest_slot",
+                                                "old_flavor", "old_claim", "claim", "flavor", "guest")}
+    elif step == "compute_confirm_resize" and _newest_move(inst, event):
+        inst.claim, inst.move = body.get("claim") or inst.claim, None
+    elif step == "compute_finish_revert_resize" and _newest_move(inst, event):
+        inst.host, inst.flavor = body["source_host"], body.get("old_flavor") or inst.flavor
+        inst.claim, inst.move = body.get("old_claim") or inst.claim, None
+    if _advance(inst, (0, event.sequence, event.event_id), _move_states(body)) and \
+            body.get("power_state") is not None:
+        inst.power_state = body["power_state"]
+
+
+def _move_failed(inst: Instance, event: Event, body: dict[str, Any]) -> None:
+    kind, at, req, user, host, _detail = inst.actions[-1]
+    inst.actions[-1] = (kind, at, req, user, host, body["step"])
+    inst.fault = {"code": body.get("code") or 500, "message": body.get("reason") or "",
+                  "details": "", "created": event.occurred_at}
+    if body["action"] in ("resize", "revertResize") and _newest_move(inst, event):
+        # the server stays (or is put back) where it was before the resize
+        inst.move = None
+    if _advance(inst, (0, event.sequence, event.event_id), _move_states(body)) and \
+            body.get("power_state") is not None:
+        inst.power_state = body["power_state"]
+
+
 _FOLDS: dict[EventType, Callable[[Instance, Event, dict[str, Any]], None]] = {
     EventType.INSTANCE_REQUESTED: _requested,
     EventType.INSTANCE_AUTHENTICATED: _authenticated,
@@ -394,6 +475,9 @@ _FOLDS: dict[EventType, Callable[[Instance, Event, dict[str, Any]], None]] = {
     EventType.INSTANCE_ACTION_FAILED: _action_finished,
     EventType.INSTANCE_VOLUME_ATTACH_REQUESTED: _volume_requested,
     EventType.INSTANCE_VOLUME_DETACH_REQUESTED: _volume_requested,
+    EventType.INSTANCE_MOVE_REQUESTED: _move_requested,
+    EventType.INSTANCE_MOVE_STEP: _move_step,
+    EventType.INSTANCE_MOVE_FAILED: _move_failed,
 }
 # the timeline keeps the type's plain string (reading `.value` off the enum costs a property call)
 _NAMES: dict[EventType, str] = {kind: kind.value for kind in _FOLDS}
@@ -430,4 +514,9 @@ FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
     EventType.INSTANCE_ACTION_FAILED: dict.fromkeys(("action", "host", "vm_state", "power_state", "reason")),
     EventType.INSTANCE_VOLUME_ATTACH_REQUESTED: {"host": None},
     EventType.INSTANCE_VOLUME_DETACH_REQUESTED: {"host": None},
+    **dict.fromkeys(
+        (EventType.INSTANCE_MOVE_REQUESTED, EventType.INSTANCE_MOVE_STEP, EventType.INSTANCE_MOVE_FAILED),
+        dict.fromkeys(("action", "step", "host", "source_host", "dest_host", "source_slot", "dest_slot",
+                       "vm_state", "task_state", "power_state", "flavor", "old_flavor", "claim", "old_claim",
+                       "guest", "name", "metadata", "access_ipv4", "access_ipv6", "reason", "code"))),
 }

@@ -5,6 +5,8 @@ API's usage view and the auditor's recomputation (eventsvm/projections/billing.p
 
 Nova's rules: an instance costs from `launched_at` to `terminated_at`, clipped to the period; one
 still running costs up to now; one that never launched costs nothing; disk is root + ephemeral GB.
+A resized instance costs each flavor it had for the time it had it, the new one from the resize's
+confirmation (nova bills the whole life at the current flavor; see docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eventsvm.events.model import Event, EventType
+from eventsvm.state.server_moves import CONFIRM_RESIZE
 
 MS_PER_HOUR = 3_600_000
 
@@ -29,6 +32,22 @@ class Usage:
     flavor: dict[str, Any] | None = None
     started_at: int | None = None
     ended_at: int | None = None
+    # flavor changes after the launch (confirmed resizes): (from ms, flavor), in the order folded
+    resizes: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+    def segments(self) -> list[Usage]:
+        """The instance's life cut where its flavor changed: one Usage per flavor it had, in time
+        order (itself when it was never resized)."""
+        if not self.resizes or self.started_at is None:
+            return [self]
+        pieces: list[Usage] = []
+        start, flavor = self.started_at, self.flavor
+        for at, new in sorted(self.resizes, key=lambda change: change[0]):
+            end = at if self.ended_at is None else min(at, self.ended_at)
+            pieces.append(replace(self, flavor=flavor, started_at=start, ended_at=end, resizes=[]))
+            start, flavor = at, new
+        pieces.append(replace(self, flavor=flavor, started_at=start, resizes=[]))
+        return pieces
 
     @property
     def billable(self) -> bool:
@@ -78,9 +97,20 @@ class UsageLedger:
         usage.host = usage.host or host
         self.records += 1
 
+    def resized(self, instance_id: str, at: int, flavor: Mapping[str, Any]) -> None:
+        """The instance costs `flavor` from `at` on."""
+        self._usage(instance_id).resizes.append((at, billed_flavor(flavor)))
+        self.records += 1
+
+    def is_resized(self, instance_id: str, at: int) -> bool:
+        """True when the flavor change at `at` is already in the ledger."""
+        usage = self.usages.get(instance_id)
+        return usage is not None and any(when == at for when, _flavor in usage.resizes)
+
     def snapshot(self) -> UsageLedger:
         """A copy another thread may read while this one keeps folding."""
-        return UsageLedger({k: replace(u) for k, u in self.usages.items()}, self.records)
+        return UsageLedger({k: replace(u, resizes=list(u.resizes)) for k, u in self.usages.items()},
+                           self.records)
 
     def is_open(self, instance_id: str) -> bool:
         """True when a usage_opened for the instance is already in the ledger."""
@@ -115,11 +145,24 @@ def _fold(ledger: UsageLedger, event: Event, opening: tuple[EventType, str], clo
 
 def evolve_ledger(ledger: UsageLedger, event: Event) -> UsageLedger:
     """Fold one billing record; other events leave the ledger as it is."""
-    return _fold(ledger, event, (EventType.USAGE_OPENED, "started_at"), (EventType.USAGE_CLOSED, "ended_at"))
+    ledger = _fold(ledger, event, (EventType.USAGE_OPENED, "started_at"),
+                   (EventType.USAGE_CLOSED, "ended_at"))
+    if event.type == EventType.USAGE_RESIZED:
+        ledger.resized(event.aggregate_id, event.body["at"], event.body["flavor"])
+    return ledger
+
+
+def confirmed_resize(event: Event) -> bool:
+    """Whether the event is a resize's confirmation, from which the new flavor is billed."""
+    return event.type == EventType.INSTANCE_MOVE_STEP and event.body["step"] == CONFIRM_RESIZE
 
 
 def fold_instance_event(ledger: UsageLedger, event: Event) -> UsageLedger:
     """The recomputation: fold instance.spawned / instance.deleted straight into a ledger (the
-    spawned event carries the owner's project, inherited from the request)."""
-    return _fold(ledger, event, (EventType.INSTANCE_SPAWNED, "launched_at"),
-                 (EventType.INSTANCE_DELETED, "terminated_at"))
+    spawned event carries the owner's project, inherited from the request), and a confirmed
+    resize's new flavor."""
+    ledger = _fold(ledger, event, (EventType.INSTANCE_SPAWNED, "launched_at"),
+                   (EventType.INSTANCE_DELETED, "terminated_at"))
+    if confirmed_resize(event):
+        ledger.resized(event.aggregate_id, event.occurred_at, event.body["flavor"])
+    return ledger

@@ -187,3 +187,40 @@ def test_server_create_min_max_boots_each_server_and_over_quota_is_novas_403(liv
     assert "Quota exceeded for instances: Requested 11" in over.stderr
     assert name not in [s["Name"] for s in rows(live_cloud, "server", "list")]
     live_cloud.openstack("server", "delete", "--wait", *names)
+
+
+def test_server_resize_confirm_revert_and_rebuild(live_cloud: LiveCloud):
+    name = f"osc-{uuid.uuid4().hex[:6]}"
+    live_cloud.openstack("server", "create", "--image", "cirros", "--flavor", "m1.tiny",
+                         "--network", "private", "--wait", name)
+    server_id = json.loads(live_cloud.openstack("server", "show", name, "-f", "json").stdout)["id"]
+    admin_show = ("server", "show", server_id, "-f", "json")
+    first = json.loads(live_cloud.openstack(*admin_show, cloud="eventsvm-admin").stdout)
+    source, address = first["OS-EXT-SRV-ATTR:host"], first["addresses"]
+    same = live_cloud.openstack("server", "resize", "--flavor", "m1.tiny", name, check=False)
+    assert same.returncode == 1 and "When resizing, instances must change flavor!" in same.stderr
+    live_cloud.openstack("server", "resize", "--flavor", "m1.small", "--wait", name)
+    shown = _status_becomes(live_cloud, name, "VERIFY_RESIZE")
+    assert shown["flavor"].startswith("m1.small") and shown["OS-EXT-STS:vm_state"] == "resized"
+    live_cloud.openstack("server", "resize", "confirm", name)
+    shown = _status_becomes(live_cloud, name, "ACTIVE")
+    moved = json.loads(live_cloud.openstack(*admin_show, cloud="eventsvm-admin").stdout)
+    # `eventsvm up --hosts 2` keeps nova's allow_resize_to_same_host off: the server moved
+    assert moved["OS-EXT-SRV-ATTR:host"] != source and moved["addresses"] == address
+    assert shown["flavor"].startswith("m1.small")
+
+    live_cloud.openstack("server", "resize", "--flavor", "m1.medium", "--wait", name)
+    _status_becomes(live_cloud, name, "VERIFY_RESIZE")
+    live_cloud.openstack("server", "resize", "revert", name)
+    shown = _status_becomes(live_cloud, name, "ACTIVE")
+    assert shown["flavor"].startswith("m1.small")
+    refused = live_cloud.openstack("server", "resize", "confirm", name, check=False)
+    assert refused.returncode == 1 and "ConflictException: 409" in refused.stderr
+    assert "while it is in vm_state active" in refused.stderr
+
+    live_cloud.openstack("server", "rebuild", "--image", "cirros", "--wait", name)
+    shown = _status_becomes(live_cloud, name, "ACTIVE")
+    assert shown["image"].startswith("cirros") and shown["addresses"] == address
+    actions = [e["Action"] for e in rows(live_cloud, "server", "event", "list", name)]
+    assert actions[:5] == ["rebuild", "revertResize", "resize", "confirmResize", "resize"]
+    live_cloud.openstack("server", "delete", "--wait", name)

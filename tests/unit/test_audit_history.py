@@ -21,7 +21,7 @@ from eventsvm.projections.history import (
 )
 from eventsvm.projections.replay import replay
 from eventsvm.state.printable import printable
-from tests.factories import _event, event_records, instance_chain, sqlite_log
+from tests.factories import _event, event_records, instance_chain, move_body, sqlite_log
 
 CODEC = Codec()
 
@@ -124,3 +124,40 @@ def test_the_history_command_escapes_what_the_log_holds_before_it_reaches_a_term
     assert not [c for c in out if c != "\n" and not printable(c)], "raw control characters reached stdout"
     assert "(\\x1b]0;owned\\x07evil\\x1b[31m)" in out
     assert "boom\\x1b[2J\\u202etxt.exe\\x0d" in out
+
+
+def test_a_failed_resize_and_a_rebuild_in_the_history_and_the_instance_actions(log: EventLog) -> None:
+    rng = random.Random(4)
+    chain = instance_chain(rng)
+    iid, spawned = chain[0].aggregate_id, chain[-1]
+    asked = _event(EventType.INSTANCE_MOVE_REQUESTED, iid, move_body(rng), rng, spawned)
+    asked.request_id = "req-resize"
+    placed = _event(EventType.INSTANCE_MOVE_STEP, iid, move_body(
+        rng, step="conductor_migrate_server", host="compute-2", dest_host="compute-2", dest_slot=1,
+        task_state="resize_migrating"), rng, asked)
+    refused = _event(EventType.INSTANCE_MOVE_FAILED, iid, move_body(
+        rng, step="compute_prep_resize", host=None, dest_host="compute-2", task_state=None,
+        reason="Insufficient compute resources: Free memory 1024 MB < requested 4096 MB.", code=500),
+        rng, placed)
+    rebuild = _event(EventType.INSTANCE_MOVE_REQUESTED, iid, move_body(
+        rng, action="rebuild", step="api_rebuild", task_state="rebuilding", name="again"), rng, refused)
+    rebuild.request_id = "req-rebuild"
+    rebuilt = _event(EventType.INSTANCE_MOVE_STEP, iid, move_body(
+        rng, action="rebuild", step="compute_rebuild_instance", host=None, task_state=None), rng, rebuild)
+    events = [*chain, asked, placed, refused, rebuild, rebuilt]
+    append(log, events)
+    text = "\n".join(timeline_lines(instance_stages(log, CODEC, iid)))
+    assert "action=resize host=compute-1" in text
+    assert "compute_prep_resize: active/None  compute-1 -> compute-2  m1.small -> m1.medium  failed: " \
+           "Insufficient compute resources" in text
+    from_events = instance_actions(events, iid)
+    models, _ = replay(log, CODEC)
+    assert instance_actions(models, iid) == from_events
+    rebuilt_action, resize, _create = from_events
+    assert (resize["action"], resize["request_id"], resize["message"]) == ("resize", "req-resize", "Error")
+    assert [(e["event"], e["result"]) for e in resize["events"]] == [
+        ("conductor_migrate_server", "Success"), ("compute_prep_resize", "Error")]
+    assert (rebuilt_action["action"], rebuilt_action["message"]) == ("rebuild", None)
+    assert [(e["event"], e["result"]) for e in rebuilt_action["events"]] == [
+        ("compute_rebuild_instance", "Success")]
+    assert models.instances.instances[iid].name == "again"

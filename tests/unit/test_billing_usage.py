@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from consumers import billing as service
@@ -9,6 +11,7 @@ from eventsvm.events.model import Event, EventType, new_event
 from eventsvm.projections.billing import tenant_usage, usage_rows
 from eventsvm.runtime.service import StepContext
 from eventsvm.state.usage import MS_PER_HOUR, UsageLedger, evolve_ledger, fold_instance_event
+from tests.factories import move_body
 
 T0 = 1_800_000_000_000  # an arbitrary period start, in ms
 H = MS_PER_HOUR
@@ -125,3 +128,35 @@ def test_export_rows_by_flavor_and_by_project_sum_the_instances_and_name_the_pro
     assert [(r["instance_id"], r["instance_name"]) for r in per_instance][:1] == [("a", "web")]
     with pytest.raises(ValueError):
         usage_rows(ledger, T0, T0 + H, by="colour")
+
+
+def confirmed(instance_id: str, at: int, flavor: dict = LARGE) -> Event:
+    body = move_body(random.Random(5), action="confirmResize", step="compute_confirm_resize", host=None,
+                     dest_host="compute-2", flavor=flavor, old_flavor=SMALL, vm_state="active",
+                     task_state=None)
+    return new_event(EventType.INSTANCE_MOVE_STEP, instance_id, body, project_id="p1", sequence=6,
+                     occurred_at=at)
+
+
+def test_a_resized_server_costs_each_flavor_from_its_confirmation() -> None:
+    # m1.small from T0, m1.large from the confirmation at T0 + 2h, deleted at T0 + 5h
+    events = [spawned("vm", T0), confirmed("vm", T0 + 2 * H), deleted("vm", T0 + 5 * H)]
+    for ledger in (ledger_of(*events), ledger_of(*reversed(events))):
+        [usage] = tenant_usage(ledger, T0, T0 + 10 * H, now=T0 + 9 * H)
+        assert [(s["flavor"], s["hours"]) for s in usage["server_usages"]] == [
+            ("m1.small", 2.0), ("m1.large", 3.0)]
+        assert usage["total_vcpus_usage"] == 1 * 2.0 + 4 * 3.0
+        assert usage["total_memory_mb_usage"] == 2048 * 2.0 + 8192 * 3.0
+        assert usage["total_local_gb_usage"] == 20 * 2.0 + 90 * 3.0
+        assert usage["total_hours"] == 5.0
+    # the billing service records the change once, and its ledger bills what the recomputation does
+    ledger = UsageLedger()
+    written = []
+    for event in events + [confirmed("vm", T0 + 2 * H)]:
+        for output in service.decide(ledger, event, CTX):
+            written.append(output.event)
+            evolve_ledger(ledger, output.event)
+    assert [e.type for e in written] == [
+        EventType.USAGE_OPENED, EventType.USAGE_RESIZED, EventType.USAGE_CLOSED]
+    assert tenant_usage(ledger, T0, T0 + 10 * H, now=T0) == tenant_usage(
+        ledger_of(*events), T0, T0 + 10 * H, now=T0)

@@ -93,7 +93,15 @@ def test_attach_and_detach_reach_the_domain_and_cinder_s_view(
         created = client.post(volumes, headers=demo, json={"volume": {"size": 1, "name": "data"}})
         volume_id = created.json()["volume"]["id"]
         volume_url = f"{volumes}/{volume_id}"
+        creator = created.json()["volume"]["user_id"]
+        assert creator and client.get(volume_url, headers=demo).json()["volume"]["user_id"] == creator
         before = disks(cloud, first)
+        # os-server-ips, which tempest reads before it attaches anything
+        ips = client.get(f"{SERVERS}/{first}/ips", headers=demo).json()["addresses"]
+        [address] = ips["private"]
+        assert set(address) == {"version", "addr"} and address["version"] == 4
+        assert client.get(f"{SERVERS}/{first}/ips/private", headers=demo).json() == {"private": [address]}
+        assert client.get(f"{SERVERS}/{first}/ips/nosuch", headers=demo).status_code == 404
         attachments = f"{SERVERS}/{first}/os-volume_attachments"
         for bad, code in (({"volumeAttachment": {}}, 400), ({"volumeAttachment": {"volumeId": "x"}}, 400),
                           ({"volumeAttachment": {"volumeId": volume_id, "color": "red"}}, 400),
