@@ -2,8 +2,8 @@
 
 The table is derived, not listed: a service may write the topics its Service declares as outputs
 (the registry), the API and `eventsvm seed` the topics a user's request writes, everyone the dead
-letters; a compute host's spawner only events about its own host. So an event type another change
-adds to a topic is covered at once, and a new service by its entry in the registry.
+letters; a compute host's spawner only events that name its own host (a move names both ends). So
+an event type another change adds to a topic is covered at once, a new service by its registry entry.
 """
 
 from __future__ import annotations
@@ -50,9 +50,13 @@ def _service_topics() -> dict[str, frozenset[Topic]]:
     return topics
 
 
+# the body fields that name a compute host an event is about: its own, and a move's two ends
+_HOST_FIELDS = ("host", "source_host", "dest_host")
+
+
 def _hosts_of(event: Event) -> set[str]:
     body = event.body or {}
-    hosts = {body["host"]} if isinstance(body.get("host"), str) else set()
+    hosts = {body[f] for f in _HOST_FIELDS if isinstance(body.get(f), str)}
     if event.type in (EventType.HOST_REGISTERED, EventType.HOST_UPDATED):
         hosts.add(str(body.get("name") or event.aggregate_id))
     return {h.lower() for h in hosts}
@@ -68,9 +72,10 @@ def may_write(writer: str, event: Event) -> str | None:
     elif writer.startswith(SPAWNER_PREFIX):
         host = writer[len(SPAWNER_PREFIX):]
         allowed = _service_topics()["spawner"]
-        others = _hosts_of(event) - {host}
-        if topic in allowed and others:
-            return f"is the spawner of {host}, not of {', '.join(sorted(others))}"
+        named = _hosts_of(event)
+        # a spawned guest names one host, its own; a move step hands over to the other end's host
+        if topic in allowed and named and host not in named:
+            return f"is the spawner of {host}, not of {', '.join(sorted(named))}"
     else:
         allowed = _service_topics().get(writer, frozenset())
     if topic not in allowed:

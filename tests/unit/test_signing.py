@@ -126,3 +126,12 @@ def test_the_rotation_command_adds_a_key_and_refuses_a_bad_name(tmp_path: Path) 
     assert sorted(p.name for p in key_dir(tmp_path).iterdir()) == [
         "scheduler.1.pub", "scheduler.2.key", "scheduler.2.pub"]
     assert main(["keys", "rotate-signing", "../x", "--data-dir", str(tmp_path)]) != 0
+
+
+def test_a_move_step_may_come_from_either_end_of_the_move_only() -> None:
+    step = new_event(EventType.INSTANCE_MOVE_STEP, "i-1", {"action": "resize", "step": "prepared",
+                     "host": "compute-2", "source_host": "compute-1", "dest_host": "compute-2"})
+    assert may_write(spawner_writer("compute-1"), step) is None, "the source hands over to the destination"
+    assert may_write(spawner_writer("compute-2"), step) is None
+    assert may_write(spawner_writer("compute-3"), step) is not None
+    assert may_write("scheduler", step) is None, "the scheduler picks the destination"
