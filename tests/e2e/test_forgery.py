@@ -35,6 +35,7 @@ def token(client: TestClient, user: str, password: str, project: str) -> tuple[i
 
 def test_a_forged_role_assignment_is_reported_and_never_applied(make_cloud: CloudFactory) -> None:
     cloud = make_cloud(hosts=1)
+    cloud.forgeries_expected = True
     identity = cloud.readmodel.models.identity
     admin_user, admin_project = identity.user_by_name("admin", "default"), identity.project_by_name(
         "admin", "default")
