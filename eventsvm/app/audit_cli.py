@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from eventsvm.app.options import UsageError, add_log_options, default_data_dir, log_config
-from eventsvm.app.writers import writer_ring
+from eventsvm.app.writers import trusting_codec
 from eventsvm.events.codec import Codec
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog
@@ -51,10 +51,8 @@ def _opened(args: argparse.Namespace) -> Iterator[EventLog]:
 
 
 def _trusting(args: argparse.Namespace) -> Codec:
-    """A codec that trusts only what the cloud's writers signed (their public keys, under the data
-    dir), as the folds do: it writes nothing, so it signs nothing."""
-    data_dir = (args.data_dir or default_data_dir()).absolute()
-    return Codec().keyed(None, writer_ring(data_dir))
+    """The cloud's key ring, from the data dir's signing keys."""
+    return trusting_codec((args.data_dir or default_data_dir()).absolute())
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -88,6 +88,12 @@ def writer_ring(data_dir: Path) -> KeyRing:
     return key_ring(key_dir(data_dir), may_write)
 
 
+def trusting_codec(data_dir: Path) -> Codec:
+    """A codec for a reader that writes nothing (audit, replay, usage): it signs nothing and trusts
+    only what the cloud's writers signed, as the folds do."""
+    return Codec().keyed(None, writer_ring(data_dir))
+
+
 def writer_codec(data_dir: Path, writer: str, base: Codec | None = None,
                  ring: KeyRing | None = None) -> Codec:
     """A codec that signs as `writer` and trusts only what the ring vouches for. `ring` is shared

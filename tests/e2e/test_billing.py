@@ -66,7 +66,8 @@ def run_usage_cli(cloud: Cloud, *extra: str) -> str:
     config = cloud.options.log
     out = cloud.options.data_dir / f"usage-{uuid.uuid4().hex[:6]}.out"
     args = parser.parse_args(["usage", "--log", config.url, "--namespace", config.namespace,
-                              "--partitions", str(config.partitions), "--output", str(out), *extra])
+                              "--partitions", str(config.partitions), "--output", str(out),
+                              "--data-dir", str(cloud.options.data_dir), *extra])  # its writers' keys
     assert args.func(args) == 0
     return out.read_text()
 
