@@ -162,6 +162,7 @@ class Cluster:
 
     def __init__(self, options: ClusterOptions, observer: StepObserver | None = None) -> None:
         self.options = options
+        # neither signs nor checks: each writer's codec is `codec_of(writer)`, built on this one
         self.codec = Codec()
         # one ring for every writer of the process: it remembers what it verified, and each
         # record is read by several folds here

@@ -50,7 +50,8 @@ FLAVORS = [
 
 def start_billing_runner(cloud: Cloud) -> tuple[threading.Event, threading.Thread]:
     """A billing member in this process, in the same group whatever else the cluster runs."""
-    runner = ServiceRunner(cloud.cluster.open_log(), billing_service.SERVICE, cloud.cluster.codec,
+    runner = ServiceRunner(cloud.cluster.open_log(), billing_service.SERVICE,
+                           cloud.cluster.codec_of("billing"),
                            member_name=f"billing-test-{uuid.uuid4().hex[:6]}")
     runner.start()
     stop = threading.Event()
