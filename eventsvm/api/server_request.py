@@ -103,8 +103,6 @@ def build_requested_body(models: Models, request: ServerCreate, caller: Identity
     check_create_schema(request)
     spec = request.server
     count = server_count(spec)
-    if not spec.name.strip():
-        raise BadRequest("Invalid input for field/attribute name: the name must not be blank.")
     catalog = models.catalog
     flavor = catalog.flavor_by_name_or_id(str(spec.flavorRef))
     if flavor is None:
