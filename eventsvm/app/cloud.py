@@ -29,8 +29,8 @@ from eventsvm.app.seed import (
     update_clouds_yaml_url,
     write_clouds_yaml,
 )
+from eventsvm.app.writers import API, SEED, spawner_writer, writer_codec
 from eventsvm.config import LogConfig
-from eventsvm.events.codec import Codec
 from eventsvm.identity.keys import ensure_keys
 from eventsvm.identity.tokens import TokenService
 from eventsvm.log.factory import open_log
@@ -89,7 +89,7 @@ def seed_log(
 ) -> str:
     """`eventsvm seed`: what it did, as one line for the console."""
     log_ = open_log(config)
-    readmodel = ReadModel(log_, Codec())
+    readmodel = ReadModel(log_, writer_codec(data_dir, SEED))
     try:
         readmodel.start(tail=False)
         already = is_seeded(readmodel.models.identity)
@@ -218,7 +218,11 @@ def run_cloud(
 
 def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> int:
     """`eventsvm run SERVICE`: one service, until SIGTERM; the step in hand is committed first."""
-    codec = Codec()
+    per_host = args.service != "api" and SERVICES[args.service].per_host
+    if per_host and not args.host:
+        raise UsageError(f"run {args.service} needs --host NAME")
+    writer = API if args.service == "api" else spawner_writer(args.host) if per_host else args.service
+    codec = writer_codec(data_dir, writer)
     log_ = open_log(config)
     stop = threading.Event()
     if args.service == "api":
@@ -233,9 +237,7 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
             log_.close()
         return 0
     runner: ServiceRunner[Any]
-    if SERVICES[args.service].per_host:
-        if not args.host:
-            raise UsageError(f"run {args.service} needs --host NAME")
+    if per_host:
         capacity = parse_capacity(args.host_capacity)
         state_dir = data_dir / "hosts" / args.host
         if args.libvirt_uri and not is_test_driver(args.libvirt_uri):

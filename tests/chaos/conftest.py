@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from eventsvm.app.seed import choose_passwords, seed_events
+from eventsvm.app.writers import writer_codec
 from eventsvm.config import LogConfig
-from eventsvm.events.codec import Codec
 from eventsvm.log.factory import open_log
 from eventsvm.projections.readmodel import ReadModel
 from tests.e2e.conftest import Cloud
@@ -103,7 +103,7 @@ def process_cloud(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pr
         flags = ["--data-dir", str(tmp_path)]
         config = LogConfig(url=f"sqlite://{(tmp_path / 'log.db').resolve()}", partitions=4)
     log_ = open_log(config)
-    readmodel = ReadModel(log_, Codec())
+    readmodel = ReadModel(log_, writer_codec(tmp_path, "api"))  # the driver is an API: it signs as one
     readmodel.start()
     readmodel.append(seed_events(choose_passwords("admin-pw", "demo-pw")))
     cloud = ProcessCloud(flags, tmp_path,
