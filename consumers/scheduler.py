@@ -17,7 +17,7 @@ from typing import Any
 from eventsvm.events.builders import failed
 from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext
-from eventsvm.scheduler.claims import claim_for, claim_in
+from eventsvm.scheduler.claims import Claim, claim_for, claim_in
 from eventsvm.scheduler.host_state import HostState
 from eventsvm.scheduler.policy import SchedulerPolicy
 from eventsvm.scheduler.request import SchedulingRequest
@@ -52,16 +52,39 @@ class SchedulerState:
     # a resize's destination by instance, while it holds a second claim there
     resizing: dict[str, str] = field(default_factory=dict)
     moves: MoveClaims = field(default_factory=MoveClaims)
+    # claims on hosts whose registration is not folded yet: a rebuild reads the hosts topic and the
+    # instance topics in no fixed order, so a claim may come first; it is applied at registration
+    unregistered: dict[str, dict[str, Claim]] = field(default_factory=dict)
+
+    def hold(self, host: str, key: str, claim: Claim) -> None:
+        """Claim `claim` under `key` on `host`, registered yet or not."""
+        if host in self.hosts:
+            self.hosts[host] = self.hosts[host].claim(key, *claim.as_tuple())
+        else:
+            self.unregistered.setdefault(host, {}).setdefault(key, claim)
+
+    def free(self, host: str, key: str) -> None:
+        """Give back what `key` holds on `host`, registered yet or not."""
+        if host in self.hosts:
+            self.hosts[host] = self.hosts[host].release(key)
+        else:
+            self.unregistered.get(host, {}).pop(key, None)
+
+    def register(self, host: HostState) -> None:
+        """The host as registered, with the claims read before its registration."""
+        for key, claim in self.unregistered.pop(host.name, {}).items():
+            host = host.claim(key, *claim.as_tuple())
+        self.hosts[host.name] = host
 
     def release(self, instance_id: str, resize_too: bool = True) -> None:
         """Drop the instance's claim wherever it is, and a resize's at its destination unless
         `resize_too` is False (a boot step read late must not end a resize)."""
         host = self.placements.pop(instance_id, None)
-        if host is not None and host in self.hosts:
-            self.hosts[host] = self.hosts[host].release(instance_id)
+        if host is not None:
+            self.free(host, instance_id)
         dest = self.resizing.pop(instance_id, None) if resize_too else None
-        if dest is not None and dest in self.hosts:
-            self.hosts[dest] = self.hosts[dest].release(resize_key(instance_id))
+        if dest is not None:
+            self.free(dest, resize_key(instance_id))
         for members in self.group_members.values():
             members.pop(instance_id, None)
 
@@ -88,7 +111,7 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
     """Fold host inventory and claims."""
     kind, body, instance_id = event.type, event.body, event.aggregate_id
     if kind == EventType.HOST_REGISTERED:
-        state.hosts[body["name"]] = _host_from(body, state.hosts.get(body["name"]))
+        state.register(_host_from(body, state.hosts.get(body["name"])))
         state.slots[body["name"]] = body["slot"]
     elif kind == EventType.HOST_UPDATED and body["name"] in state.hosts:
         host = state.hosts[body["name"]]
@@ -99,14 +122,15 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
     elif kind == EventType.INSTANCE_SCHEDULED:
         _answered(state, event)
         if state.moves.moved_since(instance_id, event.sequence):
-            return state  # a boot step read after a resize that moved the instance on
-        state.release(instance_id, resize_too=False)
-        if instance_id in state.gone or body["host"] not in state.hosts:
+            # a boot step read after a resize or an offload that moved the instance on: its claim
+            # is stale, its spec is still what an unshelve places again
+            if instance_id not in state.gone:
+                state.specs.setdefault(instance_id, body["spec"])
             return state
-        claim = claim_in(body)
-        state.hosts[body["host"]] = state.hosts[body["host"]].claim(
-            instance_id, claim.vcpus, claim.ram_mb, claim.disk_gb
-        )
+        state.release(instance_id, resize_too=False)
+        if instance_id in state.gone:
+            return state
+        state.hold(body["host"], instance_id, claim_in(body))
         state.placements[instance_id] = body["host"]
         state.specs[instance_id] = body["spec"]
         group = body["spec"].get("server_group_id")
@@ -124,7 +148,7 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
         state.gone.add(instance_id)
         state.release(instance_id)
     elif kind == EventType.INSTANCE_ACTION_COMPLETED:
-        _offloaded(state, instance_id, body)
+        _offloaded(state, event)
     elif kind in _MOVE_OUTCOMES and instance_id not in state.gone:
         _apply_moves(state, event)
     if instance_id in state.gone:
@@ -145,13 +169,9 @@ def _apply_moves(state: SchedulerState, event: Event) -> None:
     """A resize's claim changes, the same the spawners apply (server_moves.claim_changes)."""
     instance_id = event.aggregate_id
     for change in state.moves.fresh(event):
-        host = state.hosts.get(change.host)
-        if host is None:
-            continue
-        host = host.release(change.key)
+        state.free(change.host, change.key)
         if change.claim is not None:
-            host = host.claim(change.key, *change.claim.as_tuple())
-        state.hosts[change.host] = host
+            state.hold(change.host, change.key, change.claim)
         own = change.key == instance_id
         if own and change.claim is not None:
             state.placements[instance_id] = change.host
@@ -291,9 +311,13 @@ def _reschedule(state: SchedulerState, event: Event, settings: SchedulerSettings
 
 
 # -- shelve / unshelve: an offload frees the claim, an unshelve is placed again ------------------------
-def _offloaded(state: SchedulerState, instance_id: str, body: dict[str, Any]) -> None:
+def _offloaded(state: SchedulerState, event: Event) -> None:
+    instance_id, body = event.aggregate_id, event.body
     # the spec stays: an unshelve places it again
-    if body["action"] in OFFLOADING_ACTIONS and state.placements.get(instance_id) == body["host"]:
+    if body["action"] not in OFFLOADING_ACTIONS:
+        return
+    state.moves.left(instance_id, event.sequence)
+    if state.placements.get(instance_id) == body["host"]:
         state.release(instance_id)
 
 

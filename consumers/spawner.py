@@ -90,6 +90,7 @@ def evolve(state: SpawnerState, event: Event) -> SpawnerState:
         state.answered.add(event.causation_id)
         if kind == EventType.INSTANCE_ACTION_COMPLETED and body.get("action") in OFFLOADING_ACTIONS:
             state.claims.pop(instance_id, None)  # shelved and offloaded: the guest left this host
+            state.moves.left(instance_id, event.sequence)  # its spawned, read late, is stale
     elif kind in _MOVE_OUTCOMES:
         if event.causation_id:
             state.answered.add(event.causation_id)
@@ -111,6 +112,8 @@ _ACTION_OUTCOMES = (EventType.INSTANCE_ACTION_COMPLETED, EventType.INSTANCE_ACTI
 def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Output]:
     """Spawn or destroy on this host; work routed here for another host is not ours."""
     host: ComputeHost = ctx.deps
+    if event.type == EventType.INSTANCE_DELETED:
+        return _leftover(event, host)
     if event.body.get("host") != host.name:
         return []
     try:
@@ -130,6 +133,22 @@ def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Outp
         # says nothing about the instance: decide it again once the hypervisor answers
         raise Transient(f"hypervisor of {host.name} out of reach: {exc}") from exc
     return []
+
+
+def _leftover(event: Event, host: ComputeHost) -> Sequence[Output]:
+    """A deleted server's guest on this host goes too, wherever the delete was routed: a resize
+    in flight or awaiting its confirmation has a guest on each of its two hosts (nova's delete
+    cleans up the migration's other end too). Nothing to say: the deletion is already recorded."""
+    _destroy_or_reject(host, event.aggregate_id, "the guest of deleted instance")
+    return []
+
+
+def _destroy_or_reject(host: ComputeHost, instance_id: str, what: str) -> None:
+    """Destroy a guest no event will answer for; one that cannot go is a dead letter naming it."""
+    try:
+        host.destroy(instance_id)
+    except HypervisorError as exc:
+        raise Rejected(f"{what} {instance_id} is left on {host.name}: {exc}") from exc
 
 
 def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
@@ -363,11 +382,7 @@ def _move(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Outp
     if kind == EventType.INSTANCE_MOVE_FAILED:
         if step == RESIZE_INSTANCE:
             # the source could not hand over: the new guest goes (its claim went with the failure)
-            try:
-                host.destroy(event.aggregate_id)
-            except HypervisorError as exc:
-                raise Rejected(f"the new guest of instance {event.aggregate_id} is left on {host.name}: "
-                               f"{exc}") from exc
+            _destroy_or_reject(host, event.aggregate_id, "the new guest of instance")
         return []
     if step == SCHEDULED:
         return _finish_resize(state, event, host)
@@ -504,7 +519,9 @@ def service_for(host_name: str) -> Service[SpawnerState]:
     """The spawner of one host (its state only counts that host's claims)."""
     return Service(
         name=f"spawner.{host_name}",
-        inputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.ACTION_REQUESTED),
+        # deleted: every partition (eventsvm.app.cluster.spawner_runner), for the guests a delete
+        # routed elsewhere leaves here
+        inputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.ACTION_REQUESTED, Topic.DELETED),
         # the catalog only for the snapshots it fills (its evolve steps over catalog events)
         state_topics=(
             Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED,

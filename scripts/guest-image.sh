@@ -72,7 +72,8 @@ id="$(cat /sys/class/dmi/id/product_serial 2>/dev/null)"
 for arg in $(cat /proc/cmdline); do
   case "$arg" in hostname=*) hostname "${arg#hostname=}" ;; esac
 done
-echo "eventsvm guest ${id:-$(hostname)} is up (kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) vCPU, $(awk '/MemTotal/ {print $2}' /proc/meminfo) kB)"
+# boot_id is new at every boot: a reboot shows on the console as a new line, not the old one again
+echo "eventsvm guest ${id:-$(hostname)} is up (boot $(cat /proc/sys/kernel/random/boot_id), kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) vCPU, $(awk '/MemTotal/ {print $2}' /proc/meminfo) kB)"
 # An ACPI power button is honoured when the kernel exposes one; otherwise destroy ends the guest.
 printf 'PWRF poweroff -f\n' > /etc/acpid.conf
 acpid -c /etc/acpi -a /etc/acpid.conf 2>/dev/null

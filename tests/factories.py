@@ -14,8 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from eventsvm.app.writers import may_write, spawner_writer, writer_codec
 from eventsvm.config import LogConfig
-from eventsvm.events.codec import decode, encode
+from eventsvm.events.codec import Codec, decode, default_codec, encode
 from eventsvm.events.model import Event, EventType, event_hash
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog, OutRecord
@@ -399,6 +400,36 @@ def event_records(events: list[Event], stored_at: int | None = None) -> list[Out
     aggregate, encoded with the current schema (stored at `stored_at` ms, or now)."""
     return [OutRecord(str(e.topic), e.aggregate_id.encode(), encode(e), timestamp_ms=stored_at)
             for e in events]
+
+
+# the writers a signed test log's events come from, first match wins; else the host's spawner
+_WRITERS = ("api", "authenticator", "scheduler", "resolver", "billing")
+
+
+def writer_of(event: Event) -> str:
+    """The cloud's writer that may write `event` (eventsvm.app.writers' policy)."""
+    for writer in _WRITERS:
+        if may_write(writer, event) is None:
+            return writer
+    return spawner_writer(str(event.body.get("host") or event.body.get("name") or event.aggregate_id))
+
+
+def signed_records(data_dir: Path, events: list[Event], stored_at: int | None = None) -> list[OutRecord]:
+    """`events` as `event_records` makes them, but each signed by the writer that may write it, with
+    keys under `data_dir`, and chained to its cause's signed bytes (what the cloud stores)."""
+    codecs: dict[str, Codec] = {}
+    digests: dict[str, str] = {}
+    records = []
+    for event in events:
+        if event.prev_hash is not None and event.causation_id in digests:
+            event.prev_hash = digests[event.causation_id]
+        writer = writer_of(event)
+        if writer not in codecs:
+            codecs[writer] = writer_codec(data_dir, writer, default_codec(), ring=None)
+        data = codecs[writer].encode(event)
+        digests[event.event_id] = event_hash(data)
+        records.append(OutRecord(str(event.topic), event.aggregate_id.encode(), data, timestamp_ms=stored_at))
+    return records
 
 
 @contextmanager

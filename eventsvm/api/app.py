@@ -7,7 +7,7 @@ import logging
 import uuid
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,6 +31,7 @@ from eventsvm.api import (
     server_volumes,
     volume,
 )
+from eventsvm.api.authorization import enforce_route_policy
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import error_body, install_error_handlers, service_of
 from eventsvm.api.openapi import install_openapi
@@ -153,6 +154,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         version="2.1",
         description="Keystone v3, Nova v2.1, Glance v2, Neutron v2.0 and Cinder v3, event-sourced.",
         redoc_url=None,
+        # every route's policy, from one table (eventsvm.api.authorization)
+        dependencies=[Depends(enforce_route_policy)],
     )
     app.state.ctx = ctx
     app.state.public_url = ctx.public_url

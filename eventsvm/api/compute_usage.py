@@ -14,6 +14,7 @@ from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Forbidden, NotFound
 from eventsvm.api.models import QuotaUpdate
 from eventsvm.api.openapi import failures
+from eventsvm.api.policy_check import authorize
 from eventsvm.api.server_groups import project_server_groups
 from eventsvm.api.wire import parse_time, truthy
 from eventsvm.api.writes import caller_event
@@ -59,11 +60,8 @@ def project_usage(models: Models, project_id: str) -> ResourceCount:
     return ResourceCount(instances=instances, cores=cores, ram_mb=ram)
 
 
-def _target_project(caller: Identity, project_id: str | None) -> str:
-    target = project_id or caller.project_id
-    if not policy.can_view_quota(caller.roles, caller.project_id, target):
-        raise Forbidden(policy.denied_message("os_compute_api:os-quota-sets:show"))
-    return target
+# The routes' own rules (quota-sets, simple-tenant-usage, hypervisors) are checked before the
+# handlers run (eventsvm.api.authorization); only what depends on a query parameter is checked here.
 
 
 @router.get(
@@ -76,7 +74,9 @@ def limits(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Quota limits with what is in use, nova's `absolute` block."""
-    target = _target_project(caller, tenant_id)
+    target = tenant_id or caller.project_id
+    if target != caller.project_id:
+        authorize(ctx, caller, "nova", "os_compute_api:limits:other_project", {"project_id": target})
     models = ctx.readmodel.models
     with ctx.readmodel.lock:
         quota, used = quota_for(models.identity, target), project_usage(models, target)
@@ -128,8 +128,7 @@ def show_quota(
     project_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
     """The limits in force for the project (-1 is unlimited)."""
-    target = _target_project(caller, project_id)
-    return {"quota_set": _quota_view(target, quota_for(ctx.readmodel.models.identity, target))}
+    return {"quota_set": _quota_view(project_id, quota_for(ctx.readmodel.models.identity, project_id))}
 
 
 @router.get("/os-quota-sets/{project_id}/defaults", summary="The default quota")
@@ -146,7 +145,7 @@ def quota_detail(
     project_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
     """Each limit with what is in use."""
-    target = _target_project(caller, project_id)
+    target = project_id
     models = ctx.readmodel.models
     with ctx.readmodel.lock:
         quota, used = quota_for(models.identity, target), project_usage(models, target)
@@ -173,8 +172,6 @@ def update_quota(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Append identity.quota_set; a limit below what is already in use is refused, as nova does."""
-    if not policy.can_set_quota(caller.roles):
-        raise Forbidden(policy.denied_message("os_compute_api:os-quota-sets:update"))
     rm = ctx.readmodel
     spec = body.quota_set
     with rm.lock:
@@ -231,8 +228,6 @@ def list_usage(
     request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
     """vCPU-, RAM- and disk-hours per project; `detailed` (True/true/1) adds the servers."""
-    if not policy.is_admin(caller.roles):
-        raise Forbidden(policy.denied_message("os_compute_api:os-simple-tenant-usage:list"))
     return {"tenant_usages": _usages(request, ctx, detailed=truthy(request.query_params.get("detailed")))}
 
 
@@ -247,8 +242,6 @@ def show_usage(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """One project's usage with its servers (empty when it used nothing in the period)."""
-    if not policy.can_view_usage(caller.roles, caller.project_id, tenant_id):
-        raise Forbidden(policy.denied_message("os_compute_api:os-simple-tenant-usage:show"))
     usages = _usages(request, ctx, project_id=tenant_id, detailed=True)
     return {"tenant_usage": usages[0] if usages else {}}
 
@@ -323,8 +316,6 @@ _BRIEF = ("id", "hypervisor_hostname", "state", "status")
 
 
 def _admin_hypervisors(caller: Identity, ctx: ApiContext) -> list[dict[str, Any]]:
-    if not policy.can_view_hypervisors(caller.roles):
-        raise Forbidden(policy.denied_message("os_compute_api:os-hypervisors:list"))
     with ctx.readmodel.lock:
         return _hypervisors(ctx.readmodel.models)
 

@@ -54,6 +54,7 @@ class ConsumerLag(Collector):
             for topic in HOST_ROUTED_TOPICS:
                 partition = slot % self.log.partitions(str(topic))
                 wanted.append((f"eventsvm.spawner.{host}", str(topic), [partition]))
+            wanted.append((f"eventsvm.spawner.{host}", str(Topic.DELETED), None))
         return wanted
 
     def refresh(self) -> None:

@@ -136,6 +136,11 @@ class MoveClaims:
             self.moved[event.aggregate_id] = max(event.sequence, self.moved.get(event.aggregate_id, 0))
         return changes
 
+    def left(self, instance_id: str, sequence: int) -> None:
+        """The instance gave up its own claim at `sequence` (a shelve offload): a boot step older
+        than that, read later on another topic, must not bring the claim back."""
+        self.moved[instance_id] = max(sequence, self.moved.get(instance_id, 0))
+
     def moved_since(self, instance_id: str, sequence: int) -> bool:
         """Whether a move after the event of `sequence` already changed the instance's claims."""
         return self.moved.get(instance_id, -1) > sequence

@@ -10,6 +10,7 @@ Guests are TCG (`<domain type='qemu'>`): KVM does not work on these machines.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
@@ -34,12 +35,22 @@ class QemuSetupError(RuntimeError):
 
 
 def ensure_guest_image(guest_dir: Path = DEFAULT_GUEST_DIR) -> GuestImage:
-    """The guest built in `guest_dir`, building it first (scripts/guest-image.sh) when missing."""
+    """The guest built in `guest_dir`, building it first (scripts/guest-image.sh) when missing or
+    built from an older recipe (its guest would print another boot line)."""
     try:
-        return GuestImage.load(guest_dir)
+        if _built_from_current_recipe(guest_dir):
+            return GuestImage.load(guest_dir)
     except GuestImageMissing:
-        _script("guest-image.sh", str(guest_dir))
+        pass
+    _script("guest-image.sh", str(guest_dir))
     return GuestImage.load(guest_dir)
+
+
+def _built_from_current_recipe(guest_dir: Path) -> bool:
+    # the script stamps its build with the first 16 hex digits of its own SHA-256
+    stamp = guest_dir / ".built"
+    recipe = hashlib.sha256((_SCRIPTS / "guest-image.sh").read_bytes()).hexdigest()[:16]
+    return stamp.is_file() and stamp.read_text().strip() == recipe
 
 
 def ensure_libvirtd(state_dir: Path) -> str:

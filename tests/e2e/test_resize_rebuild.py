@@ -49,12 +49,9 @@ def claims_in_log(cloud: Cloud) -> tuple[dict[str, set[str]], dict[str, set[str]
     """The claim keys on each host as the scheduler and as the spawners rebuild them from the log."""
     sched = scheduler.SERVICE
     state = sched.initial_state()
-    # the hosts first: a claim on a host the fold does not know yet is not counted
-    # (the runner reads all its state topics through one reader; this is about the moves)
-    rest = tuple(t for t in sched.state_topics if t != Topic.HOSTS)
-    for topics in ((Topic.HOSTS,), rest):
-        for event in _events(cloud, topics):
-            state = sched.evolve(state, event)
+    # one reader over all its state topics, as the runner reads them (in no fixed topic order)
+    for event in _events(cloud, sched.state_topics):
+        state = sched.evolve(state, event)
     by_scheduler = {name: set(host.claims) for name, host in state.hosts.items()}
     by_spawners: dict[str, set[str]] = {}
     for host in cloud.cluster.hosts:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import httpx
 import pytest
 
 from eventsvm.virt.compute_host import HostCapacity
-from eventsvm.virt.hypervisor import Hypervisor, SpawnError
+from eventsvm.virt.hypervisor import DomainState, Hypervisor, SpawnError
 from eventsvm.virt.images import GuestImage, ImageBackend
 from eventsvm.virt.qemu import BOOT_LINE, ensure_guest_image, qemu_compute_host, stop_libvirtd
 from tests.processes import stop, wait_until_serving
@@ -35,6 +36,9 @@ pytestmark = [pytest.mark.qemu, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 GUEST_DIR = ROOT / "guest"
 PASSWORD = "demo-" + uuid.uuid4().hex[:12]
+# the guest does not act on an ACPI shutdown (measured: a stop waits the whole timeout): a stop and a soft
+# reboot wait this long before powering off, as nova's shutdown_timeout and wait_soft_reboot_seconds
+SHUTDOWN_TIMEOUT_S = 3
 
 
 def _free_port() -> int:
@@ -94,8 +98,11 @@ def cloud(guest: GuestImage, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     data_dir = tmp_path_factory.mktemp("qemu")
     port = _free_port()
     env = {**os.environ, "EVENTSVM_ADMIN_PASSWORD": "admin-" + PASSWORD, "EVENTSVM_DEMO_PASSWORD": PASSWORD}
+    # short power timeouts: a guest that ignores ACPI costs seconds, not nova's minutes, per stop
     command = [str(Path(sys.executable).parent / "eventsvm"), "up", "--hypervisor", "qemu", "--hosts", "2",
-               "--port", str(port), "--data-dir", str(data_dir)]
+               "--port", str(port), "--data-dir", str(data_dir),
+               "--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S),
+               "--soft-reboot-timeout", str(SHUTDOWN_TIMEOUT_S)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                cwd=ROOT)
     try:
@@ -182,6 +189,86 @@ def test_servers_boot_real_guests_show_their_console_and_leave_nothing_behind(cl
     assert [cloud.call("GET", "compute", f"/servers/{sid}").status_code for sid in created] == [404, 404]
     assert [pid for sid in created for pid in _qemu_processes(sid)] == []
     assert [disk for disk in disks if disk.exists() or disk.parent.exists()] == []
+
+
+def _boot_ids(cloud: RunningCloud, server_id: str) -> list[str]:
+    """The boot ids the guest printed on its console (os-getConsoleOutput), oldest first; none
+    while the server is not ACTIVE (nova's 409: a console only while the guest runs)."""
+    answer = cloud.call("POST", "compute", f"/servers/{server_id}/action", {"os-getConsoleOutput": {}})
+    if answer.status_code == 409:
+        return []
+    assert answer.status_code == 200, answer.text
+    line = re.escape(BOOT_LINE.format(uuid=server_id)) + r" \(boot ([0-9a-f-]{36})"
+    return re.findall(line, answer.json()["output"])
+
+
+def _act_and_see_a_new_boot(cloud: RunningCloud, server_id: str, action: dict[str, Any], seen: set[str],
+                            timeout: float = 90) -> str:
+    """Ask for `action`, then wait for the guest to print a boot line of a boot not seen before
+    and for the server to be ACTIVE again; the new boot's id."""
+    answer = cloud.call("POST", "compute", f"/servers/{server_id}/action", action)
+    assert answer.status_code == 202, answer.text
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fresh = [boot for boot in _boot_ids(cloud, server_id) if boot not in seen]
+        if fresh:
+            _wait_for_status(cloud, [server_id], "ACTIVE", timeout=deadline - time.monotonic())
+            seen.add(fresh[-1])
+            return fresh[-1]
+        time.sleep(0.5)
+    pytest.fail(f"{action}: no new boot line within {timeout} s (boots seen: {sorted(seen)})")
+
+
+def test_a_guest_stopped_started_and_rebooted_soft_and_hard_boots_again_each_time(
+        cloud: RunningCloud) -> None:
+    started = time.monotonic()
+    image = next(i for i in cloud.call("GET", "image", "/v2/images?name=cirros").json()["images"])
+    network = cloud.call("GET", "network", "/v2.0/networks?name=private").json()["networks"][0]
+    body = {"name": "qemu-power", "imageRef": image["id"], "flavorRef": "1",
+            "networks": [{"uuid": network["id"]}]}
+    answer = cloud.call("POST", "compute", "/servers", {"server": body})
+    assert answer.status_code == 202, answer.text
+    server_id = answer.json()["server"]["id"]
+    _wait_for_status(cloud, [server_id], "ACTIVE", timeout=150)
+    seen = set(_boot_ids(cloud, server_id))
+    assert len(seen) == 1, seen
+    uri = f"qemu:///system?socket={cloud.data_dir / 'libvirt' / 'run' / 'libvirt-sock'}"
+
+    answer = cloud.call("POST", "compute", f"/servers/{server_id}/action", {"os-stop": None})
+    assert answer.status_code == 202, answer.text
+    stopped = _wait_for_status(cloud, [server_id], "SHUTOFF", timeout=SHUTDOWN_TIMEOUT_S + 60)[server_id]
+    assert (stopped["OS-EXT-STS:vm_state"], stopped["OS-EXT-STS:power_state"]) == ("stopped", 4)
+    # the domain is shut off but still defined (nova keeps it for the start), no QEMU runs it
+    with Hypervisor(uri) as hypervisor:
+        assert hypervisor.state(server_id) is DomainState.SHUTDOWN
+    assert _qemu_processes(server_id) == []
+
+    boots = [_act_and_see_a_new_boot(cloud, server_id, {"os-start": None}, seen)]
+    assert len(_qemu_processes(server_id)) == 1
+    # SOFT: a clean reboot; a guest that ignores the ACPI request is rebooted HARD after
+    # --soft-reboot-timeout, as nova does; either way the guest boots again
+    boots.append(_act_and_see_a_new_boot(cloud, server_id, {"reboot": {"type": "SOFT"}}, seen,
+                                         timeout=SHUTDOWN_TIMEOUT_S + 90))
+    boots.append(_act_and_see_a_new_boot(cloud, server_id, {"reboot": {"type": "HARD"}}, seen))
+    assert len(set(boots)) == 3 and len(seen) == 4
+    server = cloud.call("GET", "compute", f"/servers/{server_id}").json()["server"]
+    assert (server["OS-EXT-STS:vm_state"], server["OS-EXT-STS:power_state"], server["OS-EXT-STS:task_state"]
+            ) == ("active", 1, None)
+    assert len(_qemu_processes(server_id)) == 1
+    actions = cloud.call("GET", "compute", f"/servers/{server_id}/os-instance-actions").json()
+    actions = actions["instanceActions"]
+    assert [a["action"] for a in sorted(actions, key=lambda a: a["start_time"])] == [
+        "create", "stop", "start", "reboot", "reboot"]
+
+    assert cloud.call("DELETE", "compute", f"/servers/{server_id}").status_code == 204
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and cloud.call("GET", "compute", f"/servers/{server_id}").is_success:
+        time.sleep(0.5)
+    assert cloud.call("GET", "compute", f"/servers/{server_id}").status_code == 404
+    assert _qemu_processes(server_id) == []
+    with Hypervisor(uri) as hypervisor:
+        assert hypervisor.state(server_id) is None
+    print(f"stop, start, soft and hard reboot on QEMU: {time.monotonic() - started:.1f} s")
 
 
 def _resolved(image: dict[str, Any]) -> dict[str, Any]:
