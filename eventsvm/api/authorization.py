@@ -158,6 +158,8 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("POST", "/compute/v2.1/os-server-groups"): _nova("os-server-groups:create"),
     ("GET", "/compute/v2.1/os-server-groups/{group_id}"): _nova("os-server-groups:show", "server_group"),
     ("DELETE", "/compute/v2.1/os-server-groups/{group_id}"): _nova("os-server-groups:delete", "server_group"),
+    ("GET", f"{_S}/ips"): _nova("ips:index", "server"),
+    ("GET", f"{_S}/ips/{{network_label}}"): _nova("ips:show", "server"),
     # nova's image proxy has no policy of its own; glance's applies
     ("GET", "/compute/v2.1/images"): _glance("get_images"),
     ("GET", "/compute/v2.1/images/detail"): _glance("get_images"),
