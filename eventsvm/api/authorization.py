@@ -156,8 +156,8 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("GET", "/compute/v2.1/os-availability-zone/detail"): _nova("os-availability-zone:detail"),
     ("GET", "/compute/v2.1/os-server-groups"): _nova("os-server-groups:index"),
     ("POST", "/compute/v2.1/os-server-groups"): _nova("os-server-groups:create"),
-    ("GET", "/compute/v2.1/os-server-groups/{group_id}"): _nova("os-server-groups:show"),
-    ("DELETE", "/compute/v2.1/os-server-groups/{group_id}"): _nova("os-server-groups:delete"),
+    ("GET", "/compute/v2.1/os-server-groups/{group_id}"): _nova("os-server-groups:show", "server_group"),
+    ("DELETE", "/compute/v2.1/os-server-groups/{group_id}"): _nova("os-server-groups:delete", "server_group"),
     ("GET", f"{_S}/ips"): _nova("ips:index", "server"),
     ("GET", f"{_S}/ips/{{network_label}}"): _nova("ips:show", "server"),
     # nova's image proxy has no policy of its own; glance's applies
@@ -216,6 +216,15 @@ def _server(ctx: ApiContext, caller: Identity, request: Request) -> Target | Non
     if inst.project_id != caller.project_id and not caller.is_admin:
         return None  # nova's 404: another project's server does not exist for this caller
     return {"project_id": inst.project_id, "user_id": inst.user_id}
+
+
+def _server_group(ctx: ApiContext, _caller: Identity, request: Request) -> Target | None:
+    # nova finds a group of any project, then checks the policy on its owner: another project's
+    # group is a 403, an unknown one the handler's 404
+    group = ctx.readmodel.models.catalog.server_groups.get(request.path_params.get("group_id", ""))
+    if group is None:
+        return None
+    return {"project_id": group.get("project_id"), "user_id": group.get("user_id")}
 
 
 def _image(ctx: ApiContext, caller: Identity, request: Request) -> Target | None:
@@ -280,6 +289,7 @@ def _subject_token(ctx: ApiContext, caller: Identity, request: Request) -> Targe
 
 _RESOLVERS: dict[str, Resolver] = {
     "server": _server,
+    "server_group": _server_group,
     "image": _image,
     "network": _network,
     "subnet": _subnet,

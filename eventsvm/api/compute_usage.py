@@ -150,10 +150,12 @@ def quota_detail(
     with ctx.readmodel.lock:
         quota, used = quota_for(models.identity, target), project_usage(models, target)
         groups = project_server_groups(models, target)
+        # key pairs belong to users: nova counts the caller's
+        keypairs = sum(1 for (user, _) in models.catalog.keypairs if user == caller.user_id)
     view = {k: {"limit": v, "in_use": 0, "reserved": 0} for k, v in _quota_view(None, quota).items()}
     # server_group_members is a limit per group, so nova shows no usage for it
     for key, value in (("instances", used.instances), ("cores", used.cores), ("ram", used.ram_mb),
-                       ("server_groups", groups)):
+                       ("server_groups", groups), ("key_pairs", keypairs)):
         view[key]["in_use"] = value
     return {"quota_set": {"id": target, **view}}
 

@@ -68,7 +68,8 @@ _NOVA_RULES: dict[str, str] = {
         "os_compute_api:os-flavor-manage:delete", "os_compute_api:os-quota-sets:update",
         "os_compute_api:os-simple-tenant-usage:list", "os_compute_api:os-hypervisors:list",
         "os_compute_api:os-hypervisors:list-detail", "os_compute_api:os-hypervisors:show",
-        "os_compute_api:limits:other_project", "os_compute_api:os-availability-zone:detail",
+        "os_compute_api:limits:other_project", "os_compute_api:os-server-groups:index:all_projects",
+        "os_compute_api:os-availability-zone:detail",
     ), _NOVA_ADMIN),
     **dict.fromkeys(("os_compute_api:limits", "os_compute_api:os-quota-sets:defaults"), _NOVA_ANY),
     **dict.fromkeys((

@@ -89,7 +89,8 @@ OF_THE_USER = {
 # keystone: any token scoped to the project named, or an admin
 OF_THE_PROJECT = {("GET", "/identity/v3/projects/{project_id}")}
 # path parameters naming something of the demo project: another project's caller is refused
-TARGETED = ("{server_id}", "{image_id}", "{network_id}", "{subnet_id}", "{project_id}", "{tenant_id}")
+TARGETED = ("{server_id}", "{image_id}", "{network_id}", "{subnet_id}", "{project_id}", "{tenant_id}",
+            "{group_id}")
 
 
 def allowed(method: str, path: str, persona: str) -> bool:
@@ -139,7 +140,7 @@ def test_every_server_action_has_a_rule() -> None:
 def _seed_demo_things(cloud: Cloud) -> dict[str, str]:
     """A server, a private image and a volume of the demo project, and alice a reader of hers."""
     ids = cloud.ids
-    image_id, volume_id = str(uuid.uuid4()), str(uuid.uuid4())
+    image_id, volume_id, group_id = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
     image = {**cirros_body(image_id, ids["project:demo"], {}, None), "name": "mine", "visibility": "private"}
     volume = {"id": volume_id, "name": "vol", "size_gb": 1, "owner": ids["project:demo"],
               "status": "available"}
@@ -149,6 +150,9 @@ def _seed_demo_things(cloud: Cloud) -> dict[str, str]:
                   {"user_id": ids["user:alice"], "project_id": ids["project:other"], "role": "reader"}),
         new_event(EventType.IMAGE_CREATED, image_id, image),
         new_event(EventType.VOLUME_CREATED, volume_id, volume),
+        new_event(EventType.SERVER_GROUP_CREATED, group_id, {"id": group_id, "name": "g",
+                                                             "policy": "affinity"},
+                  user_id=ids["user:demo"], project_id=ids["project:demo"]),
     ])
     server = cloud.create_server("vm1")
     cloud.advance(server)
@@ -158,7 +162,7 @@ def _seed_demo_things(cloud: Cloud) -> dict[str, str]:
         "project_id": ids["project:demo"], "tenant_id": ids["project:demo"], "user_id": ids["user:demo"],
         "role_id": "member", "domain_id": "default", "flavor_id": "1", "name": "keypair-1",
         "key": "k", "action_request_id": "req-none", "hypervisor_id": "1", "port_id": "none",
-        "group_id": "none", "network_label": "private",
+        "group_id": group_id, "network_label": "private",
     }
 
 

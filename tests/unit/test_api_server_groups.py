@@ -157,6 +157,10 @@ def test_quota_detail_and_limits_count_the_projects_groups_and_servers(cloud: Cl
     assert quota["server_groups"] == {"limit": SERVER_GROUPS, "in_use": 2, "reserved": 0}
     assert quota["instances"] == {"limit": 10, "in_use": 1, "reserved": 0}
     assert (quota["cores"]["in_use"], quota["ram"]["in_use"]) == (2, 4096)
+    demo = cloud.ids["user:demo"]
+    own_keys = sum(1 for (user, _) in cloud.readmodel.models.catalog.keypairs if user == demo)
+    assert own_keys >= 1  # the seeded keypair-1
+    assert quota["key_pairs"]["in_use"] == own_keys
     absolute = cloud.client.get(f"{COMPUTE}/limits", headers=cloud.headers()).json()["limits"]["absolute"]
     assert (absolute["totalServerGroupsUsed"], absolute["maxServerGroups"]) == (2, SERVER_GROUPS)
     used = (absolute["totalInstancesUsed"], absolute["totalCoresUsed"], absolute["totalRAMUsed"])
