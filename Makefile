@@ -2,10 +2,12 @@
 VENV        := .venv
 PY          := $(VENV)/bin/python
 KAFKA_PORT  ?= 9092
+# BROKERS=3: a three-node KRaft cluster on KAFKA_PORT..+2 (controllers on the next three ports)
+BROKERS     ?= 1
 DATA_DIR    ?= ./data
 PYTEST_ARGS ?=
 
-.PHONY: install run test unit lint kafka kafka-stop bench interop guest-image clean
+.PHONY: install run test unit lint kafka kafka-stop chaos bench interop guest-image clean
 
 install: $(VENV)/.installed
 
@@ -31,10 +33,18 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 kafka: install
-	bash scripts/kafka.sh start $(KAFKA_PORT)
+	bash scripts/kafka.sh start $(KAFKA_PORT) $(BROKERS)
 
 kafka-stop:
-	bash scripts/kafka.sh stop $(KAFKA_PORT)
+	bash scripts/kafka.sh stop $(KAFKA_PORT) $(BROKERS)
+
+# The chaos tests at the issue's sizes, not part of `make test` (which runs the bounded ones):
+# 300 servers under random kills and a broker restart (CHAOS_SERVERS), and a three-broker cluster
+# that loses its busiest broker under 200 creates. Each starts its own brokers and libvirtds.
+CHAOS_SERVERS ?= 300
+chaos: install
+	EVENTSVM_CHAOS_SERVERS=$(CHAOS_SERVERS) $(PY) -m pytest -q -p no:cacheprovider -m "chaos or cluster" \
+		tests/chaos/test_chaos_pipeline.py tests/chaos/test_cluster_loss.py $(PYTEST_ARGS)
 
 bench: install
 	bash scripts/bench.sh

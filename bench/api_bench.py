@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +38,8 @@ CLIENTS = 16
 REQUESTS = 2000
 START_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 60.0
+# a throughput measurement: no create may be refused for the backlog of unfinished builds
+UNBOUNDED_BACKLOG = ("--build-backlog-per-project", "-1", "--build-backlog", "-1")
 
 
 @dataclass
@@ -48,6 +50,8 @@ class Cloud:
     token: str
     compute: str
     server: dict[str, Any]
+    # the `eventsvm up` process, whose memory the burst benchmark reads
+    pid: int = 0
 
 
 def _free_port() -> int:
@@ -98,12 +102,13 @@ def _prepare(url: str, admin_password: str, demo_password: str) -> Cloud:
 
 
 @contextmanager
-def running_cloud(workdir: Path, kafka: str | None) -> Iterator[Cloud]:
-    """`eventsvm up` on a free port with fresh passwords; on Kafka in its own namespace, whose
-    topics are deleted afterwards."""
+def running_cloud(workdir: Path, kafka: str | None,
+                  options: Sequence[str] = UNBOUNDED_BACKLOG) -> Iterator[Cloud]:
+    """`eventsvm up` on a free port with fresh passwords and `options`; on Kafka in its own
+    namespace, whose topics are deleted afterwards."""
     port = _free_port()
     namespace = f"apibench{uuid.uuid4().hex[:8]}."
-    command = [str(EVENTSVM), "up", "--data-dir", str(workdir), "--port", str(port)]
+    command = [str(EVENTSVM), "up", "--data-dir", str(workdir), "--port", str(port), *options]
     if kafka is not None:
         command += ["--kafka", kafka, "--namespace", namespace]
     admin_password, demo_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
@@ -120,7 +125,9 @@ def running_cloud(workdir: Path, kafka: str | None) -> Iterator[Cloud]:
                 tail = "\n".join(output.read_text(errors="replace").splitlines()[-20:])
                 raise RuntimeError(f"eventsvm up did not come up (exit {process.poll()}):\n{tail}")
             time.sleep(0.3)
-        yield _prepare(url, admin_password, demo_password)
+        cloud = _prepare(url, admin_password, demo_password)
+        cloud.pid = process.pid
+        yield cloud
     finally:
         stop(process)
         if kafka is not None:

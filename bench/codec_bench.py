@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import io
 import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 from fastavro import schemaless_reader, schemaless_writer
 
 from bench.suite import Context, benchmark, rate
+from eventsvm.app.writers import may_write, writer_codec, writer_ring
 from eventsvm.events.codec import HEADER_SIZE, Codec, default_codec
 from eventsvm.events.model import Event
 from tests.factories import pipeline_events
@@ -98,3 +102,51 @@ def encode_fastavro(ctx: Context) -> list[float]:
             schemaless_writer(io.BytesIO(), schema, record)
 
     return [rate(len(jobs), run) for _ in range(ctx.repetitions)]
+
+
+def _signed_codecs(directory: Path) -> tuple[Codec, Callable[[], Codec]]:
+    """The API's signing codec, and a maker of readers with a fresh key ring (nothing verified yet)."""
+    base = default_codec()
+    writer = writer_codec(directory, "api", base)
+    return writer, lambda: base.keyed(None, writer_ring(directory))
+
+
+@benchmark("codec.encode.signed")
+def encode_signed(ctx: Context) -> list[float]:
+    """Codec.encode plus the writer's Ed25519 signature (what every append now costs)."""
+    with tempfile.TemporaryDirectory() as directory:
+        writer, _ = _signed_codecs(Path(directory))
+        return _encode_rates(ctx, writer)
+
+
+@benchmark("codec.decode.verified")
+def decode_verified(ctx: Context) -> list[float]:
+    """Codec.decode with the key ring, each signature verified (the first fold of a process to read it)."""
+    with tempfile.TemporaryDirectory() as directory:
+        writer, reader_of = _signed_codecs(Path(directory))
+        payloads = [writer.encode(e) for e in _events(ctx) if may_write("api", e) is None]
+
+        def run() -> None:
+            decode = reader_of().decode
+            for payload in payloads:
+                decode(payload)
+
+        return [rate(len(payloads), run) for _ in range(ctx.repetitions)]
+
+
+@benchmark("codec.decode.verified.again")
+def decode_verified_again(ctx: Context) -> list[float]:
+    """The same read again by another fold of the process: the ring remembers what it verified."""
+    with tempfile.TemporaryDirectory() as directory:
+        writer, reader_of = _signed_codecs(Path(directory))
+        payloads = [writer.encode(e) for e in _events(ctx) if may_write("api", e) is None]
+        reader = reader_of()
+        for payload in payloads:
+            reader.decode(payload)
+        decode = reader.decode
+
+        def run() -> None:
+            for payload in payloads:
+                decode(payload)
+
+        return [rate(len(payloads), run) for _ in range(ctx.repetitions)]

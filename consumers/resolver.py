@@ -34,7 +34,8 @@ from eventsvm.virt.xml import domain_name_for
 
 @dataclass
 class ResolverState:
-    """Catalog, host slots, address allocations, and where each instance's work was routed."""
+    """Catalog, host slots, address allocations, where each instance's work was routed, and the
+    placements (scheduled events) resolved for each live instance."""
 
     catalog: CatalogState = field(default_factory=CatalogState)
     host_slots: dict[str, int] = field(default_factory=dict)
@@ -42,6 +43,7 @@ class ResolverState:
     routed_to: dict[str, str] = field(default_factory=dict)
     deleting: set[str] = field(default_factory=set)
     gone: set[str] = field(default_factory=set)
+    resolved: dict[str, set[str]] = field(default_factory=dict)
 
 
 def evolve(state: ResolverState, event: Event) -> ResolverState:
@@ -51,10 +53,14 @@ def evolve(state: ResolverState, event: Event) -> ResolverState:
         evolve_catalog(state.catalog, event)
     elif kind == EventType.HOST_REGISTERED:
         state.host_slots[body["name"]] = body["slot"]
-    elif kind == EventType.INSTANCE_RESOURCES_RESOLVED:
-        if instance_id not in state.gone:
+    elif kind == EventType.INSTANCE_RESOURCES_RESOLVED and instance_id not in state.gone:
+        placements = state.resolved.setdefault(instance_id, set())
+        # a record the log holds twice, folded again later, must not route the instance back
+        if event.causation_id not in placements:
             state.ipam.record(instance_id, body["ports"])
             state.routed_to[instance_id] = body["host"]
+        if event.causation_id:
+            placements.add(event.causation_id)
     elif kind == EventType.INSTANCE_DELETE_DISPATCHED:
         state.deleting.add(instance_id)
     elif kind == EventType.INSTANCE_DELETED or (kind == EventType.INSTANCE_FAILED and body["final"]):
@@ -62,6 +68,7 @@ def evolve(state: ResolverState, event: Event) -> ResolverState:
         state.deleting.discard(instance_id)
         state.ipam.release(instance_id)
         state.routed_to.pop(instance_id, None)
+        state.resolved.pop(instance_id, None)
     return state
 
 
@@ -73,7 +80,9 @@ def decide(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[Out
     if instance_id in state.gone:
         return []
     if event.type == EventType.INSTANCE_SCHEDULED:
-        if instance_id in state.deleting:
+        # a placement already resolved (a record delivered twice) is not resolved again: that
+        # would route the instance's work, and its delete, back to a host it has left
+        if instance_id in state.deleting or event.event_id in state.resolved.get(instance_id, ()):
             return []
         return _resolve(state, event, ctx)
     if event.type == EventType.INSTANCE_DELETE_REQUESTED:

@@ -46,6 +46,8 @@ class SchedulerState:
     gone: set[str] = field(default_factory=set)
     # each placed instance's request spec, which an unshelve places again
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the ids of the inputs this service answered (the causes of its own outputs), per live instance
+    answered: dict[str, set[str]] = field(default_factory=dict)
     slots: dict[str, int] = field(default_factory=dict)
     # a resize's destination by instance, while it holds a second claim there
     resizing: dict[str, str] = field(default_factory=dict)
@@ -118,6 +120,7 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
                 host, enabled=body["enabled"], disabled_reason=body.get("disabled_reason")
             )
     elif kind == EventType.INSTANCE_SCHEDULED:
+        _answered(state, event)
         if state.moves.moved_since(instance_id, event.sequence):
             # a boot step read after a resize or an offload that moved the instance on: its claim
             # is stale, its spec is still what an unshelve places again
@@ -134,6 +137,8 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
         if group:
             state.group_members.setdefault(group, {})[instance_id] = body["host"]
     elif kind == EventType.INSTANCE_FAILED:
+        if body["stage"] == "schedule":
+            _answered(state, event)
         if body["final"]:
             state.gone.add(instance_id)
             state.release(instance_id)
@@ -148,7 +153,13 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
         _apply_moves(state, event)
     if instance_id in state.gone:
         state.specs.pop(instance_id, None)
+        state.answered.pop(instance_id, None)
     return state
+
+
+def _answered(state: SchedulerState, output: Event) -> None:
+    if output.causation_id:
+        state.answered.setdefault(output.aggregate_id, set()).add(output.causation_id)
 
 
 _MOVE_OUTCOMES = (EventType.INSTANCE_MOVE_STEP, EventType.INSTANCE_MOVE_FAILED)
@@ -216,9 +227,14 @@ def decide(state: SchedulerState, event: Event, ctx: StepContext) -> Sequence[Ou
     settings: SchedulerSettings = ctx.deps or SchedulerSettings()
     if event.aggregate_id in state.gone:
         return []
-    if event.type == EventType.INSTANCE_AUTHENTICATED:
+    # A record delivered twice is answered once: a build is placed once, a failure moved on from
+    # once. Answering again would place the instance twice, its delete routed to one host and its
+    # guest left on the other. (An unshelve is a new command, so a new placement.)
+    answered = state.answered.get(event.aggregate_id, set())
+    if event.type == EventType.INSTANCE_AUTHENTICATED and not answered:
         return _place(state, event, settings)
-    if event.type == EventType.INSTANCE_FAILED and event.body["retryable"] and event.body.get("spec"):
+    if (event.type == EventType.INSTANCE_FAILED and event.body["retryable"] and event.body.get("spec")
+            and event.event_id not in answered):
         return _reschedule(state, event, settings)
     if event.type == EventType.INSTANCE_ACTION_REQUESTED and event.body["action"] == "unshelve":
         return _unshelve(state, event, settings)

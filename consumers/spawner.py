@@ -44,7 +44,8 @@ from eventsvm.virt.xml import InvalidGuestSpec
 
 @dataclass
 class SpawnerState:
-    """The claims on this host, the instances that are gone, and the actions already answered."""
+    """The claims on this host, the instances that are gone, and the builds and actions already
+    answered (the ids of the inputs its outcomes were caused by)."""
 
     host: str = ""
     claims: dict[str, Claim] = field(default_factory=dict)
@@ -65,9 +66,14 @@ class SpawnerState:
 def evolve(state: SpawnerState, event: Event) -> SpawnerState:
     """Fold this host's claims: held from spawned, freed by deleted, failed or an offload."""
     kind, body, instance_id = event.type, event.body, event.aggregate_id
+    # An outcome whose cause is answered already is a record folded twice (the log holds it twice):
+    # it changes no claim, or a claim taken since (the instance built here again) would be lost.
+    again = event.causation_id in state.answered
     if kind == EventType.INSTANCE_SPAWNED and body["host"] == state.host and instance_id not in state.gone \
             and not state.moves.moved_since(instance_id, event.sequence):
-        state.claims[instance_id] = recorded_claim(body.get("claim"), body["flavor"])
+        if not again:
+            state.claims[instance_id] = recorded_claim(body.get("claim"), body["flavor"])
+        _answer(state, event)
     elif kind == EventType.INSTANCE_DELETED:
         state.gone.add(instance_id)
         state.claims.pop(instance_id, None)
@@ -75,7 +81,11 @@ def evolve(state: SpawnerState, event: Event) -> SpawnerState:
     elif kind == EventType.INSTANCE_FAILED and (body["final"] or body.get("host") == state.host):
         if body["final"]:
             state.gone.add(instance_id)
-        state.claims.pop(instance_id, None)
+            state.claims.pop(instance_id, None)
+        elif not again:
+            state.claims.pop(instance_id, None)
+        if body.get("host") == state.host:
+            _answer(state, event)
     elif kind in _ACTION_OUTCOMES and body["host"] == state.host and event.causation_id:
         state.answered.add(event.causation_id)
         if kind == EventType.INSTANCE_ACTION_COMPLETED and body.get("action") in OFFLOADING_ACTIONS:
@@ -87,6 +97,11 @@ def evolve(state: SpawnerState, event: Event) -> SpawnerState:
         if instance_id not in state.gone:
             _apply_moves(state, event)
     return state
+
+
+def _answer(state: SpawnerState, outcome: Event) -> None:
+    if outcome.causation_id:
+        state.answered.add(outcome.causation_id)
 
 
 # what this host answered: an action's outcome, or a volume it attached or detached
@@ -138,8 +153,9 @@ def _destroy_or_reject(host: ComputeHost, instance_id: str, what: str) -> None:
 
 def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
     instance_id, body = event.aggregate_id, event.body
-    if instance_id in state.gone or instance_id in state.claims:
-        # gone, or already spawned here (its `spawned` is folded): a redelivery changes nothing
+    if instance_id in state.gone or instance_id in state.claims or event.event_id in state.answered:
+        # gone, already spawned here (its `spawned` is folded), or a build this host answered
+        # already (a record delivered twice, after the instance moved on): nothing changes
         return []
     flavor = body["spec"]["flavor"]
     if flavor["vcpus"] < 1 or flavor["ram_mb"] < 1 or body["attempt"] < 1:

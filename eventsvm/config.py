@@ -23,8 +23,10 @@ class LogConfig:
     url: str
     namespace: str = ""
     partitions: int = 4
-    replication_factor: int = 1
-    min_insync_replicas: int = 1
+    # None: from the cluster's size when the topic is made (3 and 2 on three brokers or more,
+    # else 1 and 1), so one broker and a production cluster both work with no flag
+    replication_factor: int | None = None
+    min_insync_replicas: int | None = None
     connect_timeout_s: float = 10.0
     # how long a silent group member keeps its partitions (Kafka's session.timeout.ms; the
     # broker's floor is 6 s by default)

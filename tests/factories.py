@@ -14,8 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from eventsvm.app.writers import may_write, spawner_writer, writer_codec
 from eventsvm.config import LogConfig
-from eventsvm.events.codec import decode, encode
+from eventsvm.events.codec import Codec, decode, default_codec, encode
 from eventsvm.events.model import Event, EventType, event_hash
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog, OutRecord
@@ -298,6 +299,7 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
                                     "key_type": "ssh"},
         EventType.KEYPAIR_DELETED: {"name": "ops-key", "user_id": hex_id(rng)},
         EventType.SERVER_GROUP_CREATED: {"id": uid(rng), "name": "db-cluster", "policy": "anti-affinity"},
+        EventType.SERVER_GROUP_DELETED: {"id": uid(rng)},
         EventType.PROJECT_CREATED: {"id": hex_id(rng), "name": "storefront", "domain_id": "default",
                                     "enabled": True, "description": "customer-facing shop"},
         EventType.USER_CREATED: {
@@ -315,7 +317,8 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
         EventType.ROLE_ASSIGNED: {"user_id": hex_id(rng), "project_id": hex_id(rng), "role": "member"},
         EventType.TOKEN_REVOKED: {"audit_id": f"{rng.getrandbits(128):032x}"[:22],
                                   "expires_at": BASE_MS + 3_600_000},
-        EventType.QUOTA_SET: {"project_id": hex_id(rng), "instances": 10, "cores": 20, "ram_mb": 51200},
+        EventType.QUOTA_SET: {"project_id": hex_id(rng), "instances": 10, "cores": 20, "ram_mb": 51200,
+                              "server_groups": 10, "server_group_members": 10},
         EventType.DEAD_LETTER_RECORDED: {
             "source_topic": "eventsvm.instance.scheduled", "source_partition": 2, "source_offset": 41873,
             "group": "resolver", "reason": "image b7a4e2c1 has no location", "error_type": "ImageNotFound",
@@ -397,6 +400,36 @@ def event_records(events: list[Event], stored_at: int | None = None) -> list[Out
     aggregate, encoded with the current schema (stored at `stored_at` ms, or now)."""
     return [OutRecord(str(e.topic), e.aggregate_id.encode(), encode(e), timestamp_ms=stored_at)
             for e in events]
+
+
+# the writers a signed test log's events come from, first match wins; else the host's spawner
+_WRITERS = ("api", "authenticator", "scheduler", "resolver", "billing")
+
+
+def writer_of(event: Event) -> str:
+    """The cloud's writer that may write `event` (eventsvm.app.writers' policy)."""
+    for writer in _WRITERS:
+        if may_write(writer, event) is None:
+            return writer
+    return spawner_writer(str(event.body.get("host") or event.body.get("name") or event.aggregate_id))
+
+
+def signed_records(data_dir: Path, events: list[Event], stored_at: int | None = None) -> list[OutRecord]:
+    """`events` as `event_records` makes them, but each signed by the writer that may write it, with
+    keys under `data_dir`, and chained to its cause's signed bytes (what the cloud stores)."""
+    codecs: dict[str, Codec] = {}
+    digests: dict[str, str] = {}
+    records = []
+    for event in events:
+        if event.prev_hash is not None and event.causation_id in digests:
+            event.prev_hash = digests[event.causation_id]
+        writer = writer_of(event)
+        if writer not in codecs:
+            codecs[writer] = writer_codec(data_dir, writer, default_codec(), ring=None)
+        data = codecs[writer].encode(event)
+        digests[event.event_id] = event_hash(data)
+        records.append(OutRecord(str(event.topic), event.aggregate_id.encode(), data, timestamp_ms=stored_at))
+    return records
 
 
 @contextmanager

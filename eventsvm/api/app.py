@@ -7,7 +7,7 @@ import logging
 import uuid
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,11 +25,13 @@ from eventsvm.api import (
     microversion,
     network,
     server_edits,
+    server_groups,
     server_ips,
     server_metadata,
     server_volumes,
     volume,
 )
+from eventsvm.api.authorization import enforce_route_policy
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import error_body, install_error_handlers, service_of
 from eventsvm.api.openapi import install_openapi
@@ -152,6 +154,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         version="2.1",
         description="Keystone v3, Nova v2.1, Glance v2, Neutron v2.0 and Cinder v3, event-sourced.",
         redoc_url=None,
+        # every route's policy, from one table (eventsvm.api.authorization)
+        dependencies=[Depends(enforce_route_policy)],
     )
     app.state.ctx = ctx
     app.state.public_url = ctx.public_url
@@ -162,5 +166,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
                    identity_domains, server_ips):
         app.include_router(module.router)
     app.include_router(compute_images.router)
+    app.include_router(server_groups.router)
     app.add_middleware(RequestEnvelope, max_body_bytes=ctx.max_body_bytes)
     return app

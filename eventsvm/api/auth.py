@@ -79,8 +79,18 @@ def verify_token(ctx: ApiContext, token: str | None) -> TokenClaims:
     return claims
 
 
+def caller_of(request: Request, ctx: ApiContext, token: str | None) -> Identity:
+    """The caller behind X-Auth-Token, verified once per request (the policy dependency and the
+    handler share it); 401 in keystone's shape when there is none."""
+    caller = getattr(request.state, "caller", None)
+    if not isinstance(caller, Identity):
+        caller = Identity.from_claims(verify_token(ctx, token))
+        request.state.caller = caller
+    return caller
+
+
 def current_identity(
-    token: str | None = Depends(token_header), ctx: ApiContext = Depends(api_context)
+    request: Request, token: str | None = Depends(token_header), ctx: ApiContext = Depends(api_context)
 ) -> Identity:
     """The caller behind X-Auth-Token; 401 in keystone's shape when there is none."""
-    return Identity.from_claims(verify_token(ctx, token))
+    return caller_of(request, ctx, token)

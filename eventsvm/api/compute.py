@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from eventsvm.api import microversion
 from eventsvm.api.auth import Identity, api_context, current_identity
+from eventsvm.api.backlog import BACKLOG_FULL
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import ServerCreate
@@ -238,7 +239,8 @@ def _requested_optional_fields(codec: Codec) -> frozenset[str]:
 
 @router.post(
     "/v2.1/servers", status_code=202, summary="Create a server",
-    response_model=ServerCreatedBody, response_model_exclude_unset=True, responses=failures(400, 403, 409),
+    response_model=ServerCreatedBody, response_model_exclude_unset=True,
+    responses=failures(400, 403, 409, 429) | {503: {"description": BACKLOG_FULL}},
 )
 def create_server(
     body: ServerCreate,
@@ -246,8 +248,9 @@ def create_server(
     caller: Identity = Depends(current_identity),
     ctx: ApiContext = Depends(api_context),
 ) -> JSONResponse:
-    """Validate, check quota, append one instance.requested per server (all at once, partitioned
-    by project) and answer 202 with the first server, or the reservation id when asked."""
+    """Validate, check quota and the backlog of unfinished builds, append one instance.requested per
+    server (all at once, partitioned by project) and answer 202 with the first server, or the
+    reservation id when asked."""
     if not policy.can_create_server(caller.roles, caller.project_id, caller.project_id):
         raise Forbidden(policy.denied_message("os_compute_api:servers:create"))
     spec = body.server
@@ -265,14 +268,16 @@ def create_server(
     if booted_volumes and len(events) > 1:
         # nova's compute API: a volume can belong to one server of a multi-create only
         raise BadRequest("Cannot attach one or more volumes to multiple instances")
-    # the volumes it boots with are its own before it is on the log (a second boot with one is refused)
-    first = events[0].aggregate_id
-    reserved = reserve_boot_volumes(ctx, first, event_body["block_devices"], request, caller)
-    try:
-        rm.append(events, [rm.partition_by(Topic.REQUESTED, caller.project_id)] * len(events))
-    except BaseException:
-        release(ctx, reserved, f"the request for server {first} could not be recorded", request, caller)
-        raise
+    # past the backlog of unfinished builds, 429 / 503 before anything is reserved or appended
+    with ctx.backlog.admit(rm, caller.project_id, len(events)):
+        # the volumes it boots with are its own before it is on the log (a second boot with one is refused)
+        first = events[0].aggregate_id
+        reserved = reserve_boot_volumes(ctx, first, event_body["block_devices"], request, caller)
+        try:
+            rm.append(events, [rm.partition_by(Topic.REQUESTED, caller.project_id)] * len(events))
+        except BaseException:
+            release(ctx, reserved, f"the request for server {first} could not be recorded", request, caller)
+            raise
     if spec.return_reservation_id:
         return JSONResponse({"reservation_id": reservation_id}, status_code=202)
     base = compute_base(request)

@@ -21,7 +21,6 @@ from eventsvm.api.responses import FlavorBody, FlavorDetailList, FlavorList, Key
 from eventsvm.api.wire import iso_z, links, page, parse_limit, wants_detail
 from eventsvm.api.writes import append_delete, caller_event, claim_name
 from eventsvm.events.model import EventType
-from eventsvm.identity import policy
 from eventsvm.state.catalog import Body
 
 router = APIRouter(prefix="/compute/v2.1", tags=["compute"])
@@ -154,8 +153,6 @@ def create_flavor(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Append catalog.flavor_created; 409 when the id or the name is taken."""
-    if not policy.can_manage_flavors(caller.roles):
-        raise Forbidden(policy.denied_message("os_compute_api:os-flavor-manage:create"))
     spec = body.flavor
     if spec.name != spec.name.strip():
         raise BadRequest("Invalid input for field/attribute name: leading or trailing whitespace.")
@@ -195,8 +192,6 @@ def delete_flavor(
     ctx: ApiContext = Depends(api_context),
 ) -> Response:
     """Append catalog.flavor_deleted; servers keep the flavor they were built with."""
-    if not policy.can_manage_flavors(caller.roles):
-        raise Forbidden(policy.denied_message("os_compute_api:os-flavor-manage:delete"))
     return append_delete(ctx, request, caller, EventType.FLAVOR_DELETED, flavor_id,
                          lambda: {"id": _flavor(ctx, flavor_id)["id"]}, 202)
 

@@ -14,6 +14,8 @@ from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Forbidden, NotFound
 from eventsvm.api.models import QuotaUpdate
 from eventsvm.api.openapi import failures
+from eventsvm.api.policy_check import authorize
+from eventsvm.api.server_groups import project_server_groups
 from eventsvm.api.wire import parse_time, truthy
 from eventsvm.api.writes import caller_event
 from eventsvm.events.model import EventType
@@ -34,8 +36,6 @@ _FIXED_QUOTAS = {
     "injected_file_content_bytes": 10240,
     "injected_file_path_bytes": 255,
     "key_pairs": 100,
-    "server_groups": 10,
-    "server_group_members": 10,
     "fixed_ips": -1,
     "floating_ips": -1,
     "security_groups": -1,
@@ -60,11 +60,8 @@ def project_usage(models: Models, project_id: str) -> ResourceCount:
     return ResourceCount(instances=instances, cores=cores, ram_mb=ram)
 
 
-def _target_project(caller: Identity, project_id: str | None) -> str:
-    target = project_id or caller.project_id
-    if not policy.can_view_quota(caller.roles, caller.project_id, target):
-        raise Forbidden(policy.denied_message("os_compute_api:os-quota-sets:show"))
-    return target
+# The routes' own rules (quota-sets, simple-tenant-usage, hypervisors) are checked before the
+# handlers run (eventsvm.api.authorization); only what depends on a query parameter is checked here.
 
 
 @router.get(
@@ -77,10 +74,13 @@ def limits(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Quota limits with what is in use, nova's `absolute` block."""
-    target = _target_project(caller, tenant_id)
+    target = tenant_id or caller.project_id
+    if target != caller.project_id:
+        authorize(ctx, caller, "nova", "os_compute_api:limits:other_project", {"project_id": target})
     models = ctx.readmodel.models
     with ctx.readmodel.lock:
         quota, used = quota_for(models.identity, target), project_usage(models, target)
+        groups = project_server_groups(models, target)
     return {
         "limits": {
             "rate": [],
@@ -91,19 +91,19 @@ def limits(
                 "totalInstancesUsed": used.instances,
                 "totalCoresUsed": used.cores,
                 "totalRAMUsed": used.ram_mb,
-                "maxServerMeta": 128,
+                "maxServerMeta": METADATA_ITEMS,
                 "maxPersonality": 5,
                 "maxPersonalitySize": 10240,
                 "maxImageMeta": 128,
                 "maxTotalKeypairs": 100,
-                "maxServerGroups": 10,
-                "maxServerGroupMembers": 10,
+                "maxServerGroups": quota.server_groups,
+                "maxServerGroupMembers": quota.server_group_members,
                 "maxSecurityGroups": -1,
                 "maxSecurityGroupRules": -1,
                 "maxTotalFloatingIps": -1,
                 "totalFloatingIpsUsed": 0,
                 "totalSecurityGroupsUsed": 0,
-                "totalServerGroupsUsed": 0,
+                "totalServerGroupsUsed": groups,
             },
         }
     }
@@ -114,6 +114,8 @@ def _quota_view(project_id: str | None, quota: QuotaLimits) -> dict[str, Any]:
         "instances": quota.instances,
         "cores": quota.cores,
         "ram": quota.ram_mb,
+        "server_groups": quota.server_groups,
+        "server_group_members": quota.server_group_members,
         **_FIXED_QUOTAS,
     }
     if project_id is not None:
@@ -126,8 +128,7 @@ def show_quota(
     project_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
     """The limits in force for the project (-1 is unlimited)."""
-    target = _target_project(caller, project_id)
-    return {"quota_set": _quota_view(target, quota_for(ctx.readmodel.models.identity, target))}
+    return {"quota_set": _quota_view(project_id, quota_for(ctx.readmodel.models.identity, project_id))}
 
 
 @router.get("/os-quota-sets/{project_id}/defaults", summary="The default quota")
@@ -144,12 +145,15 @@ def quota_detail(
     project_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
     """Each limit with what is in use."""
-    target = _target_project(caller, project_id)
+    target = project_id
     models = ctx.readmodel.models
     with ctx.readmodel.lock:
         quota, used = quota_for(models.identity, target), project_usage(models, target)
+        groups = project_server_groups(models, target)
     view = {k: {"limit": v, "in_use": 0, "reserved": 0} for k, v in _quota_view(None, quota).items()}
-    for key, value in (("instances", used.instances), ("cores", used.cores), ("ram", used.ram_mb)):
+    # server_group_members is a limit per group, so nova shows no usage for it
+    for key, value in (("instances", used.instances), ("cores", used.cores), ("ram", used.ram_mb),
+                       ("server_groups", groups)):
         view[key]["in_use"] = value
     return {"quota_set": {"id": target, **view}}
 
@@ -166,8 +170,6 @@ def update_quota(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Append identity.quota_set; a limit below what is already in use is refused, as nova does."""
-    if not policy.can_set_quota(caller.roles):
-        raise Forbidden(policy.denied_message("os_compute_api:os-quota-sets:update"))
     rm = ctx.readmodel
     spec = body.quota_set
     with rm.lock:
@@ -175,22 +177,28 @@ def update_quota(
         if models.identity.project(project_id) is None:
             raise BadRequest(f"Project ID {project_id} is not a valid project.")
         current, used = quota_for(models.identity, project_id), project_usage(models, project_id)
+        groups = project_server_groups(models, project_id)
         new = QuotaLimits(
             instances=current.instances if spec.instances is None else spec.instances,
             cores=current.cores if spec.cores is None else spec.cores,
             ram_mb=current.ram_mb if spec.ram is None else spec.ram,
+            server_groups=current.server_groups if spec.server_groups is None else spec.server_groups,
+            server_group_members=(current.server_group_members if spec.server_group_members is None
+                                  else spec.server_group_members),
         )
         for name, limit, in_use in (
             ("instances", new.instances, used.instances),
             ("cores", new.cores, used.cores),
             ("ram", new.ram_mb, used.ram_mb),
+            ("server_groups", new.server_groups, groups),
         ):
             if limit != -1 and limit < in_use:
                 raise BadRequest(
                     f"Quota limit {limit} for {name} must be greater than or equal to "
                     f"already used and reserved {in_use}."
                 )
-    quota = {"project_id": project_id, "instances": new.instances, "cores": new.cores, "ram_mb": new.ram_mb}
+    quota = {"project_id": project_id, "instances": new.instances, "cores": new.cores, "ram_mb": new.ram_mb,
+             "server_groups": new.server_groups, "server_group_members": new.server_group_members}
     rm.append([caller_event(EventType.QUOTA_SET, project_id, quota, request, caller)])
     return {"quota_set": _quota_view(None, new)}
 
@@ -218,8 +226,6 @@ def list_usage(
     request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
     """vCPU-, RAM- and disk-hours per project; `detailed` (True/true/1) adds the servers."""
-    if not policy.is_admin(caller.roles):
-        raise Forbidden(policy.denied_message("os_compute_api:os-simple-tenant-usage:list"))
     return {"tenant_usages": _usages(request, ctx, detailed=truthy(request.query_params.get("detailed")))}
 
 
@@ -234,8 +240,6 @@ def show_usage(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """One project's usage with its servers (empty when it used nothing in the period)."""
-    if not policy.can_view_usage(caller.roles, caller.project_id, tenant_id):
-        raise Forbidden(policy.denied_message("os_compute_api:os-simple-tenant-usage:show"))
     usages = _usages(request, ctx, project_id=tenant_id, detailed=True)
     return {"tenant_usage": usages[0] if usages else {}}
 
@@ -310,8 +314,6 @@ _BRIEF = ("id", "hypervisor_hostname", "state", "status")
 
 
 def _admin_hypervisors(caller: Identity, ctx: ApiContext) -> list[dict[str, Any]]:
-    if not policy.can_view_hypervisors(caller.roles):
-        raise Forbidden(policy.denied_message("os_compute_api:os-hypervisors:list"))
     with ctx.readmodel.lock:
         return _hypervisors(ctx.readmodel.models)
 
@@ -355,9 +357,38 @@ def availability_zones(
     _: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
     """The zones the compute hosts are in."""
-    zones = sorted({str(h.get("availability_zone") or "nova") for h in ctx.readmodel.models.hosts.values()})
+    zones = sorted({_zone_of(h) for h in ctx.readmodel.models.hosts.values()})
     return {
         "availabilityZoneInfo": [
             {"zoneName": z, "zoneState": {"available": True}, "hosts": None} for z in zones
+        ]
+    }
+
+
+def _zone_of(host: dict[str, Any]) -> str:
+    return str(host.get("availability_zone") or "nova")
+
+
+@router.get(
+    "/os-availability-zone/detail", summary="Availability zones with their hosts (admin)",
+    responses=failures(403),
+)
+@reads_models
+def availability_zones_detail(
+    caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """Each zone with its compute hosts and their nova-compute service (enabled or not)."""
+    if not policy.is_admin(caller.roles):
+        raise Forbidden(policy.denied_message("os_compute_api:os-availability-zone:detail"))
+    zones: dict[str, dict[str, Any]] = {}
+    for name, host in sorted(ctx.readmodel.models.hosts.items()):
+        enabled = bool(host.get("enabled", True))
+        service = {"available": enabled, "active": enabled, "updated_at": None}
+        zones.setdefault(_zone_of(host), {})[name] = {"nova-compute": service}
+    return {
+        "availabilityZoneInfo": [
+            {"zoneName": zone, "zoneState": {"available": any(
+                s["nova-compute"]["available"] for s in hosts.values())}, "hosts": hosts}
+            for zone, hosts in sorted(zones.items())
         ]
     }

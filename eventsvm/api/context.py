@@ -7,7 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
+from eventsvm.api.backlog import BuildBacklog
 from eventsvm.events.model import now_ms
+from eventsvm.identity.policy_rules import PolicyEnforcers
 from eventsvm.identity.tokens import TokenService
 from eventsvm.projections.billing import LedgerView
 from eventsvm.projections.readmodel import ReadModel
@@ -40,6 +42,10 @@ class ApiContext:
     name_verdict_timeout: float = 10.0
     # nova's [api] enable_instance_password: answer a create with the guest's adminPass
     enable_instance_password: bool = True
+    # the bound on unfinished builds a create must fit in (429 / 503 past it), and their count
+    backlog: BuildBacklog = field(default_factory=BuildBacklog)
+    # each service's oslo.policy rules, with the operator's <service>-policy.yaml overrides
+    policy: PolicyEnforcers = field(default_factory=PolicyEnforcers)
 
     def usage_ledger(self) -> UsageLedger:
         """What os-simple-tenant-usage reports from: the billing ledger, or (where no billing

@@ -91,6 +91,12 @@ class NotImplementedHere(ApiError):
     status = 501
 
 
+class TooManyRequests(ApiError):
+    """429: the caller has too much in flight (nova's overLimit); Retry-After says when to retry."""
+
+    status = 429
+
+
 class ServiceUnavailable(ApiError):
     """503: the answer is not known yet (e.g. the log's verdict on a name); the caller retries."""
 
@@ -138,6 +144,9 @@ def error_response(request: Request, status: int, message: str, kind: str | None
         public_url = getattr(request.app.state, "public_url", None)
         all_headers["WWW-Authenticate"] = f'Keystone uri="{auth_url(request, public_url)}"'
     body = error_body(service_of(request.url.path), status, message, kind)
+    if status in (413, 429) and "Retry-After" in all_headers and "overLimit" in body:
+        # nova's Fault repeats the header in the body of its overLimit answers
+        body["overLimit"]["retryAfter"] = all_headers["Retry-After"]
     return JSONResponse(body, status_code=status, headers=all_headers)
 
 

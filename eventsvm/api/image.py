@@ -13,6 +13,7 @@ from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import ImageCreate
 from eventsvm.api.openapi import failures
+from eventsvm.api.policy_check import authorize, own_target
 from eventsvm.api.responses import Image, ImageList
 from eventsvm.api.wire import base_url, is_uuid, iso_z, page, parse_limit
 from eventsvm.api.writes import append_in_log_order, caller_event, claim_name
@@ -200,8 +201,8 @@ def create_image(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Append catalog.image_created owned by the caller's project; public images are for admins."""
-    if body.visibility == "public" and not caller.is_admin:
-        raise Forbidden("You are not authorized to complete publicize_image action.")
+    if body.visibility == "public":
+        authorize(ctx, caller, "glance", "publicize_image", own_target(caller))
     image_id = body.id or str(uuid.uuid4())
     if not is_uuid(image_id):
         raise BadRequest(f"Invalid image id {image_id}: it must be a UUID.")

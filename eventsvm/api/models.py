@@ -234,6 +234,8 @@ class QuotaSpec(Lenient):
     instances: QuotaValue | None = None
     cores: QuotaValue | None = None
     ram: QuotaValue | None = None
+    server_groups: QuotaValue | None = None
+    server_group_members: QuotaValue | None = None
 
 
 class QuotaUpdate(Lenient):

@@ -11,9 +11,10 @@ from fastapi import APIRouter, Depends, Request
 
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
-from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
+from eventsvm.api.errors import BadRequest, Conflict, NotFound
 from eventsvm.api.models import NetworkCreate, SubnetCreate
 from eventsvm.api.openapi import failures
+from eventsvm.api.policy_check import authorize, own_target
 from eventsvm.api.responses import NetworkBody, NetworkList, PortBody, PortList
 from eventsvm.api.server_request import network_visible
 from eventsvm.api.wire import base_url, iso_z
@@ -132,10 +133,8 @@ def create_network(
     """Append catalog.network_created owned by the caller's project; shared and external need admin."""
     spec = body.network
     for flag, rule in ((spec.shared, "shared"), (spec.external, "router:external")):
-        if flag and not caller.is_admin:
-            raise Forbidden(
-                f"(rule:create_network:{rule}) is disallowed by policy", kind="PolicyNotAuthorized"
-            )
+        if flag:
+            authorize(ctx, caller, "neutron", f"create_network:{rule}", own_target(caller))
     network_id = str(uuid.uuid4())
     network = {
         "id": network_id,
@@ -242,8 +241,9 @@ def create_subnet(
     network = rm.models.catalog.networks.get(spec.network_id)
     if network is None or not network_visible(network, caller):
         raise NotFound(f"Network {spec.network_id} could not be found.", kind="NetworkNotFound")
-    if network.get("owner") != caller.project_id and not caller.is_admin:
-        raise Forbidden("(rule:create_subnet) is disallowed by policy", kind="PolicyNotAuthorized")
+    # neutron's create_subnet: a member of the project that owns the network
+    on_network = {**own_target(caller), "network:project_id": network.get("owner")}
+    authorize(ctx, caller, "neutron", "create_subnet", on_network)
     try:
         cidr = ipaddress.ip_network(spec.cidr, strict=True)
     except ValueError:

@@ -28,6 +28,7 @@ _DESCRIPTIONS = {
     404: "No such resource, or not one the caller may see",
     409: "Conflicts with what exists (a duplicate name, a resource in use)",
     413: "The request body is larger than the API accepts",
+    429: "Too much of the caller's work is in flight (nova's overLimit); retry after Retry-After seconds",
     503: "The event log is unavailable; nothing was recorded. Retry later",
 }
 _WRITES = frozenset({"post", "put", "patch", "delete"})
@@ -51,7 +52,9 @@ _ERROR_SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {"error": {**_FAULT, "required": ["code", "title", "message"],
                                  "properties": {**_FAULT["properties"], "title": {"type": "string"}}}},
     },
-    "NovaFault": {**_FAULT, "description": "nova's and cinder's fault, under its name (itemNotFound...)"},
+    "NovaFault": {**_FAULT, "description": "nova's and cinder's fault, under its name (itemNotFound...); "
+                                           "an overLimit repeats Retry-After as retryAfter",
+                  "properties": {**_FAULT["properties"], "retryAfter": {"type": "string"}}},
     "GlanceError": {**_FAULT, "description": "glance's error body",
                     "properties": {**_FAULT["properties"], "title": {"type": "string"}}},
     "NeutronError": {
@@ -94,7 +97,7 @@ def _error_response(service: str, status: int, description: str) -> dict[str, An
     if status == 401:
         response["headers"] = {"WWW-Authenticate": {
             "description": 'Keystone uri="<identity endpoint>"', "schema": {"type": "string"}}}
-    if status == 503:
+    if status in (429, 503):
         response["headers"] = {"Retry-After": {
             "description": "Seconds to wait before trying again", "schema": {"type": "string"}}}
     return response

@@ -21,7 +21,7 @@ from eventsvm.api.compute_usage import project_usage
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden
 from eventsvm.api.server_edits import BASIC_VIEW
-from eventsvm.api.server_request import guest_password
+from eventsvm.api.server_request import access_ip, guest_password, server_name
 from eventsvm.api.writes import chained_event
 from eventsvm.events.builders import flavor_snapshot
 from eventsvm.events.model import EventType
@@ -185,14 +185,26 @@ def _rebuild_body(models: Models, inst: Instance, args: dict[str, Any], task_sta
     body.update(flavor=inst.flavor, guest=_guest(models, inst, image_id),
                 old_image=image_record(models.catalog.images[inst.image_id])
                 if inst.image_id in models.catalog.images else None,
-                name=_optional_str(args, "name"), metadata=_metadata(args),
-                access_ipv4=_optional_str(args, "accessIPv4"), access_ipv6=_optional_str(args, "accessIPv6"))
+                name=args.get("name"), metadata=_metadata(args),
+                access_ipv4=args.get("accessIPv4"), access_ipv6=args.get("accessIPv6"))
     if body["name"] is not None:
         assert body["guest"] is not None
         body["guest"]["name"] = body["name"]
-    if body["name"] is not None and not body["name"].strip():
-        raise BadRequest("Invalid input for field/attribute name. Value must not be blank.")
     return body
+
+
+def _rebuild_args(args: Any) -> dict[str, Any]:
+    """The rebuild request checked as nova's schema checks it, before any state: the name and the
+    access addresses follow a create's rules (the addresses kept in their canonical form)."""
+    args = _args("rebuild", args, _REBUILD_KEYS, "imageRef")
+    _optional_str(args, "adminPass")
+    checked = dict(args)
+    if "name" in args:
+        checked["name"] = server_name(args["name"])
+    for field, version in (("accessIPv4", 4), ("accessIPv6", 6)):
+        value = args.get(field)
+        checked[field] = None if value is None or value == "" else access_ip(field, value, version)
+    return checked
 
 
 def request_move(
@@ -202,8 +214,7 @@ def request_move(
     if key == "resize":
         args = _args(key, args, _RESIZE_KEYS, "flavorRef")
     elif key == "rebuild":
-        args = _args(key, args, _REBUILD_KEYS, "imageRef")
-        _optional_str(args, "adminPass")
+        args = _rebuild_args(args)
     rm = ctx.readmodel
     with rm.lock:
         models = rm.models

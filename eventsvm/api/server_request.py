@@ -19,8 +19,9 @@ from eventsvm.api.auth import Identity
 from eventsvm.api.compute_usage import project_usage
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden
 from eventsvm.api.models import BlockDeviceMapping, NetworkChoice, ServerCreate, ServerSpec
+from eventsvm.api.server_groups import group_members
 from eventsvm.api.wire import is_uuid
-from eventsvm.identity.quota import QuotaExceeded, ResourceCount, servers_that_fit
+from eventsvm.identity.quota import QuotaExceeded, ResourceCount, servers_that_fit, within
 from eventsvm.projections.readmodel import Models
 from eventsvm.state.catalog import Body
 from eventsvm.state.identity import quota_for
@@ -103,8 +104,6 @@ def build_requested_body(models: Models, request: ServerCreate, caller: Identity
     check_create_schema(request)
     spec = request.server
     count = server_count(spec)
-    if not spec.name.strip():
-        raise BadRequest("Invalid input for field/attribute name: the name must not be blank.")
     catalog = models.catalog
     flavor = catalog.flavor_by_name_or_id(str(spec.flavorRef))
     if flavor is None:
@@ -125,6 +124,9 @@ def build_requested_body(models: Models, request: ServerCreate, caller: Identity
         group = catalog.server_groups.get(group_id)
         if group is None or (group.get("project_id") != caller.project_id and not caller.is_admin):
             raise BadRequest(f"Invalid server group: {group_id} could not be found.")
+        members_limit = quota_for(models.identity, caller.project_id).server_group_members
+        if not within(members_limit, len(group_members(models, group_id)), count.most):
+            raise Forbidden("Quota exceeded, too many servers in group")
     body: dict[str, Any] = {
         "name": spec.name,
         "flavor_id": flavor["id"],

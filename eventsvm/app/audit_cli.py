@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from eventsvm.app.options import UsageError, add_log_options, log_config
+from eventsvm.app.options import UsageError, add_log_options, default_data_dir, log_config
+from eventsvm.app.writers import trusting_codec
 from eventsvm.events.codec import Codec
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog
@@ -49,6 +50,11 @@ def _opened(args: argparse.Namespace) -> Iterator[EventLog]:
         log.close()
 
 
+def _trusting(args: argparse.Namespace) -> Codec:
+    """The cloud's key ring, from the data dir's signing keys."""
+    return trusting_codec((args.data_dir or default_data_dir()).absolute())
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     """Rebuild every read model from the log and report what was read (or print it as JSON)."""
 
@@ -57,7 +63,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             until = parse_until(args.until, log) if args.until else None
         except ValueError as exc:
             raise UsageError(f"--until: {exc}") from None
-        models, report = replay(log, Codec(), until)
+        models, report = replay(log, _trusting(args), until)
     if args.json:
         json.dump(replay_document(models, report), sys.stdout, indent=2, sort_keys=False)
         print()
@@ -108,7 +114,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     with _opened(args) as log:
-        report = verify(log, Codec(), anchor)
+        report = verify(log, _trusting(args), anchor)
     for f in report.findings:
         instance = f" instance {f.instance}" if f.instance else ""
         event = f" event {f.event_id}" if f.event_id else ""

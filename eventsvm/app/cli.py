@@ -24,7 +24,10 @@ from eventsvm.app.options import (
     log_config,
 )
 from eventsvm.app.registry import PROCESSES
+from eventsvm.app.writers import key_dir
 from eventsvm.config import ConfigError, default_data_dir, env_passwords
+from eventsvm.events.signing import SigningError
+from eventsvm.events.signing import rotate as rotate_signing_key
 from eventsvm.identity.keys import ensure_keys, key_indexes, rotate
 from eventsvm.log.port import LogError
 
@@ -61,6 +64,18 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         "the pruned keys no longer validate",
         flush=True,
     )
+    return 0
+
+
+def cmd_keys_rotate_signing(args: argparse.Namespace) -> int:
+    """A new Ed25519 key for one writer; its older public keys stay trusted for what they signed."""
+    data_dir = (args.data_dir or default_data_dir()).absolute()
+    try:
+        index = rotate_signing_key(key_dir(data_dir), args.writer)
+    except SigningError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{args.writer} now signs with key {index} in {key_dir(data_dir)} once restarted; what its "
+          "older keys signed still verifies", flush=True)
     return 0
 
 
@@ -120,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="keys kept, staged and primary included (default 3, keystone's)",
     )
     rotate_parser.set_defaults(func=cmd_keys_rotate)
+    signing = keys_sub.add_parser(
+        "rotate-signing", help="give one writer (api, scheduler, spawner-HOST ...) a new event signing key")
+    signing.add_argument("writer", help="the writer: api, seed, authenticator, scheduler, resolver, billing, "
+                                        "spawner-HOST")
+    signing.add_argument("--data-dir", type=Path, default=None, help="the cloud's data directory")
+    signing.set_defaults(func=cmd_keys_rotate_signing)
 
     run = sub.add_parser("run", help="run one service as its own process")
     run.add_argument(

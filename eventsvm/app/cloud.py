@@ -20,7 +20,7 @@ from eventsvm.app.cluster import (
     snapshot_store,
     spawner_runner,
 )
-from eventsvm.app.options import UsageError, on_sigterm, parse_capacity
+from eventsvm.app.options import UsageError, backlog_limits, on_sigterm, parse_capacity
 from eventsvm.app.registry import SERVICES, PipelineSettings, pipeline_service
 from eventsvm.app.seed import (
     choose_passwords,
@@ -29,16 +29,18 @@ from eventsvm.app.seed import (
     update_clouds_yaml_url,
     write_clouds_yaml,
 )
+from eventsvm.app.writers import API, SEED, spawner_writer, writer_codec
 from eventsvm.config import LogConfig
-from eventsvm.events.codec import Codec
 from eventsvm.identity.keys import ensure_keys
 from eventsvm.identity.tokens import TokenService
 from eventsvm.log.factory import open_log
 from eventsvm.projections.billing import LedgerView
 from eventsvm.projections.readmodel import ReadModel
 from eventsvm.runtime.runner import ServiceRunner
+from eventsvm.state.backlog import BacklogLimits
 from eventsvm.virt.compute_host import ComputeHost
 from eventsvm.virt.hypervisor import Hypervisor
+from eventsvm.virt.node import is_test_driver
 from eventsvm.virt.qemu import BOOT_LINE, ensure_guest_image, qemu_compute_host
 
 if TYPE_CHECKING:
@@ -87,7 +89,7 @@ def seed_log(
 ) -> str:
     """`eventsvm seed`: what it did, as one line for the console."""
     log_ = open_log(config)
-    readmodel = ReadModel(log_, Codec())
+    readmodel = ReadModel(log_, writer_codec(data_dir, SEED))
     try:
         readmodel.start(tail=False)
         already = is_seeded(readmodel.models.identity)
@@ -105,7 +107,7 @@ class ApiServer:
     """uvicorn serving the OpenStack API, /metrics and /dashboard over one read model."""
 
     def __init__(self, readmodel: ReadModel, data_dir: Path, bind: str, port: int,
-                 enable_instance_password: bool = True) -> None:
+                 enable_instance_password: bool = True, backlog: BacklogLimits | None = None) -> None:
         # imported here: uvicorn, FastAPI and pydantic take ~0.5 s to load, which `eventsvm run
         # scheduler` and the other service processes never need
         import uvicorn
@@ -113,7 +115,8 @@ class ApiServer:
         from eventsvm.app.http_limits import BoundedHeadProtocol
 
         app, self.context, self.monitoring = serving_app(
-            readmodel, data_dir, f"http://{bind}:{port}", enable_instance_password=enable_instance_password)
+            readmodel, data_dir, f"http://{bind}:{port}", enable_instance_password=enable_instance_password,
+            backlog=backlog)
 
         config = uvicorn.Config(
             app, host=bind, port=port, log_level="warning", access_log=False, lifespan="off",
@@ -132,11 +135,13 @@ class ApiServer:
 
 def serving_app(readmodel: ReadModel, data_dir: Path, public_url: str, *, stuck_after_s: float = 300.0,
                 lag_interval_s: float = 5.0, enable_instance_password: bool = True,
-                ) -> tuple[FastAPI, ApiContext, Monitoring]:
+                backlog: BacklogLimits | None = None) -> tuple[FastAPI, ApiContext, Monitoring]:
     """The API with the monitoring routes beside it, sharing one read model and one token check."""
     from eventsvm.api.app import create_app
     from eventsvm.api.auth import valid_claims
+    from eventsvm.api.backlog import BuildBacklog
     from eventsvm.api.context import ApiContext
+    from eventsvm.identity.policy_rules import PolicyEnforcers
     from eventsvm.monitoring.router import make_monitoring
 
     key_dir = data_dir / "fernet-keys"
@@ -147,6 +152,9 @@ def serving_app(readmodel: ReadModel, data_dir: Path, public_url: str, *, stuck_
         public_url=public_url,
         ledger=LedgerView(readmodel.log, readmodel.codec),
         enable_instance_password=enable_instance_password,
+        backlog=BuildBacklog(backlog),
+        # the operator's overrides, one file per service as they write them for nova and the rest
+        policy=PolicyEnforcers(data_dir / "policy"),
     )
     app = create_app(context)
     monitoring = make_monitoring(readmodel, stuck_after_s=stuck_after_s, lag_interval_s=lag_interval_s,
@@ -168,6 +176,7 @@ def run_cloud(
     """`eventsvm up`."""
     if args.hosts < 1:
         raise UsageError("--hosts must be at least 1")
+    backlog = backlog_limits(args)
     options = ClusterOptions(
         data_dir=data_dir,
         log=config,
@@ -187,7 +196,7 @@ def run_cloud(
         readmodel, data_dir, auth_url, passwords_env, options.image_location, options.image_properties
     )
     cluster.start_services()
-    server = ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password)
+    server = ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password, backlog)
     server.monitoring.monitor.extra_collectors.append(cluster.supervisor)
     engine = config.url if config.engine == "kafka" else f"embedded log {config.url[len('sqlite://') :]}"
     clouds = (data_dir / "clouds.yaml").resolve()
@@ -209,25 +218,29 @@ def run_cloud(
 
 def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> int:
     """`eventsvm run SERVICE`: one service, until SIGTERM; the step in hand is committed first."""
-    codec = Codec()
+    per_host = args.service != "api" and SERVICES[args.service].per_host
+    if per_host and not args.host:
+        raise UsageError(f"run {args.service} needs --host NAME")
+    writer = API if args.service == "api" else spawner_writer(args.host) if per_host else args.service
+    codec = writer_codec(data_dir, writer)
     log_ = open_log(config)
     stop = threading.Event()
     if args.service == "api":
+        backlog = backlog_limits(args)
         readmodel = ReadModel(log_, codec)
         readmodel.start()
         try:
-            ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password).run()
+            ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password,
+                      backlog).run()
         finally:
             readmodel.close()
             log_.close()
         return 0
     runner: ServiceRunner[Any]
-    if SERVICES[args.service].per_host:
-        if not args.host:
-            raise UsageError(f"run {args.service} needs --host NAME")
+    if per_host:
         capacity = parse_capacity(args.host_capacity)
         state_dir = data_dir / "hosts" / args.host
-        if args.libvirt_uri and not args.libvirt_uri.startswith("test:"):
+        if args.libvirt_uri and not is_test_driver(args.libvirt_uri):
             host = qemu_compute_host(
                 args.host,
                 -1,

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from eventsvm.app.registry import PIPELINE, PipelineSettings, host_service, pipeline_service
+from eventsvm.app.writers import API, spawner_writer, writer_codec, writer_ring
 from eventsvm.config import LogConfig
-from eventsvm.events.codec import Codec
+from eventsvm.events.codec import Codec, CodecError
 from eventsvm.events.model import HOST_ROUTED_TOPICS, EventType, Topic, new_event
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, EventLog, OutRecord
@@ -49,7 +50,10 @@ def register_host(log_: EventLog, codec: Codec, host: ComputeHost, hypervisor_ty
         while True:
             records = reader.poll(1000, timeout=0.05)
             for record in records:
-                event = codec.decode(record.value)
+                try:
+                    event = codec.decode(record.value)
+                except CodecError:
+                    continue  # forged or damaged: the folds letter it, and it registers nothing
                 if event.type == EventType.HOST_REGISTERED:
                     known[event.body["name"]] = event.body
             if not records and reader.at_end():
@@ -160,7 +164,11 @@ class Cluster:
 
     def __init__(self, options: ClusterOptions, observer: StepObserver | None = None) -> None:
         self.options = options
+        # neither signs nor checks: each writer's codec is `codec_of(writer)`, built on this one
         self.codec = Codec()
+        # one ring for every writer of the process: it remembers what it verified, and each
+        # record is read by several folds here
+        self.ring = writer_ring(options.data_dir)
         self.observer = observer
         self.readmodel: ReadModel | None = None
         self.runners: list[ServiceRunner[Any]] = []
@@ -175,9 +183,13 @@ class Cluster:
         self._logs.append(log_)
         return log_
 
+    def codec_of(self, writer: str) -> Codec:
+        """The codec `writer` signs with in this cluster, trusting what the cluster's ring trusts."""
+        return writer_codec(self.options.data_dir, writer, self.codec, self.ring)
+
     def start_readmodel(self) -> ReadModel:
         """Fold the log into the read model and keep it current."""
-        self.readmodel = ReadModel(self.open_log(), self.codec)
+        self.readmodel = ReadModel(self.open_log(), self.codec_of(API))
         self.readmodel.start()
         return self.readmodel
 
@@ -190,7 +202,7 @@ class Cluster:
             host = factory(opts.data_dir, name, index, opts.capacity, opts.broken_hosts.get(name))
             host.shutdown_timeout_s = opts.shutdown_timeout_s
             host.soft_reboot_timeout_s = opts.soft_reboot_timeout_s
-            register_host(self.open_log(), self.codec, host, opts.hypervisor_type)
+            register_host(self.open_log(), self.codec_of(spawner_writer(name)), host, opts.hypervisor_type)
             self.hosts.append(host)
         member = default_member_name()
         snapshots = snapshot_store(opts.data_dir, opts.log)
@@ -202,7 +214,7 @@ class Cluster:
                 ServiceRunner(
                     self.open_log(),
                     service,
-                    self.codec,
+                    self.codec_of(name),
                     member_name=f"{name}.{member}",
                     deps=deps,
                     observer=self.observer,
@@ -211,7 +223,8 @@ class Cluster:
             )
         for host in self.hosts:
             self.runners.append(
-                spawner_runner(self.open_log(), self.codec, host, self.observer, snapshots=snapshots)
+                spawner_runner(self.open_log(), self.codec_of(spawner_writer(host.name)), host, self.observer,
+                               snapshots=snapshots)
             )
         for runner in self.runners:
             runner.start()

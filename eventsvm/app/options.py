@@ -15,6 +15,7 @@ from types import FrameType
 
 from eventsvm.config import LogConfig, default_data_dir, log_config_from_flags
 from eventsvm.log.private_files import private_directory
+from eventsvm.state.backlog import DEFAULT_IN_ALL, DEFAULT_PER_PROJECT, UNBOUNDED, BacklogLimits
 from eventsvm.virt.compute_host import HostCapacity
 
 EXIT_CONFIG = 2
@@ -54,6 +55,31 @@ def add_api_options(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="answer a server create without adminPass (nova's [api] enable_instance_password = false)",
     )
+    parser.add_argument(
+        "--build-backlog-per-project",
+        type=int,
+        default=DEFAULT_PER_PROJECT,
+        metavar="N",
+        help=f"servers one project may have building; a create past it gets 429 with Retry-After "
+        f"(default {DEFAULT_PER_PROJECT}, {UNBOUNDED}: no bound)",
+    )
+    parser.add_argument(
+        "--build-backlog",
+        type=int,
+        default=DEFAULT_IN_ALL,
+        metavar="N",
+        help=f"servers the whole cloud may have building; a create past it gets 503 with Retry-After "
+        f"(default {DEFAULT_IN_ALL}, {UNBOUNDED}: no bound)",
+    )
+
+
+def backlog_limits(args: argparse.Namespace) -> BacklogLimits:
+    """The backlog bounds chosen by add_api_options' flags: each at least 1, or -1 for none."""
+    for flag, value in (("--build-backlog-per-project", args.build_backlog_per_project),
+                        ("--build-backlog", args.build_backlog)):
+        if value < 1 and value != UNBOUNDED:
+            raise UsageError(f"{flag} must be at least 1, or {UNBOUNDED} for no bound")
+    return BacklogLimits(per_project=args.build_backlog_per_project, in_all=args.build_backlog)
 
 
 def add_log_options(parser: argparse.ArgumentParser) -> None:

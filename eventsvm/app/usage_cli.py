@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from eventsvm.app.options import UsageError, add_log_options, log_config
-from eventsvm.events.codec import Codec
+from eventsvm.app.writers import trusting_codec
 from eventsvm.events.model import Event, EventType, Topic, now_ms
 from eventsvm.log.factory import open_log
 from eventsvm.projections.billing import (
@@ -79,8 +79,8 @@ def cmd_usage(args: argparse.Namespace) -> int:
     start = parse_moment(args.start, "--start") if args.start else month_start(end)
     if not start < end:
         raise UsageError("--start must be before --end")
-    _, config = log_config(args)
-    codec = Codec()
+    data_dir, config = log_config(args)
+    codec = trusting_codec(data_dir)  # a forged usage event counts for nothing
     log_ = open_log(config)
     try:
         ledger = ledger_from_instance_events(log_, codec) if args.recompute else ledger_from_log(log_, codec)

@@ -12,6 +12,7 @@ way logical types are not applied: ids stay strings and timestamps integer ms.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -26,6 +27,7 @@ from fastavro.schema import to_parsing_canonical_form
 
 from eventsvm.events.avro_binary import NATIVE, Projection, UnsupportedSchema, compile_reader, compile_writer
 from eventsvm.events.model import Event, EventType
+from eventsvm.events.signing import SIGNED_MARKER, ForgedEvent, KeyRing, Signer, unsigned
 
 MARKER = b"\xc3\x01"
 HEADER_SIZE = 10
@@ -39,6 +41,11 @@ _EVENT_SLOTS = None if hasattr(Event, "__post_init__") else tuple(vars(Event)[f.
 class CodecError(ValueError):
     """A payload that is not a whole, valid event (truncated, bad marker, unknown fingerprint,
     garbage, trailing bytes), or an event that does not fit its schema."""
+
+
+class Forged(CodecError):
+    """A payload a codec with a key ring will not trust (eventsvm.events.signing): every reader that
+    skips or dead-letters an undecodable record does the same with it, and never folds it."""
 
 
 def schemas_dir() -> Path:
@@ -122,10 +129,20 @@ class Codec:
         self._parsed: dict[tuple[EventType, int], ParsedSchema] = {}
         self._encoders: dict[EventType, Callable[[Event], bytes]] = {}
         self._decoders: dict[bytes, Decoder] = {}
+        # who signs what this codec encodes, and whose signatures what it decodes must carry
+        self.signer: Signer | None = None
+        self.ring: KeyRing | None = None
         for header, sv in self._by_header.items():
             self._decoders[header] = self._decoder(sv)
         for event_type in self._versions:
             self._encoders[event_type] = self._encoder(self.current(event_type))
+
+    def keyed(self, signer: Signer | None, ring: KeyRing | None) -> Codec:
+        """This codec (sharing its compiled readers and writers) signing with `signer` and
+        trusting only events signed by a key of `ring` that may write them."""
+        twin = copy.copy(self)
+        twin.signer, twin.ring = signer, ring
+        return twin
 
     def versions(self, event_type: EventType) -> list[int]:
         """The released schema versions of `event_type`, oldest first."""
@@ -152,22 +169,46 @@ class Codec:
     def encode(self, event: Event) -> bytes:
         """The single-object encoding of `event` with the current schema of its type."""
         try:
-            return self._encoders[event.type](event)
+            encoded = self._encoders[event.type](event)
         except CodecError:
             raise
         except Exception as exc:  # the event does not fit the schema; name the field, not values
             raise CodecError(f"cannot encode {event.type} event: {type(exc).__name__}: {exc}") from exc
+        return encoded if self.signer is None else self.signer.frame(encoded)
 
     def decode(self, data: bytes) -> Event:
         """The event in `data`, read into the current schema of its type; CodecError if `data` is
-        not exactly one valid event."""
-        decoder = self._decoders.get(data[:HEADER_SIZE])
+        not exactly one valid event, Forged if the codec has a key ring that does not vouch for it."""
+        return self._trusted(data, self._decoders.get)
+
+    def _trusted(self, data: bytes, get: Callable[[bytes], Decoder | None]) -> Event:
+        # The one place every read checks who wrote the event: the signature before the decode
+        # (nothing of a forged payload is parsed past its frame), the writer's right after it.
+        ring = self.ring
+        writer = None
+        signed = data[:2] == SIGNED_MARKER
+        if ring is not None and signed:
+            try:
+                writer = ring.writer_of(data)
+            except ForgedEvent as exc:
+                raise Forged(str(exc)) from None
+        if signed:
+            data = unsigned(data)
+        decoder = get(data[:HEADER_SIZE])
         if decoder is None:
-            raise self._header_error(data)
+            raise self._header_error(data)  # garbage is undecodable, whoever could have written it
+        if ring is not None and not signed:
+            raise Forged(f"unsigned {self.peek(data)[0]} event: no writer's signature")
         try:
-            return decoder(data)
+            event = decoder(data)
         except Exception as exc:
             raise self._decode_error(data, exc) from exc
+        if ring is not None and writer is not None:
+            try:
+                ring.check(writer, event)
+            except ForgedEvent as exc:
+                raise Forged(str(exc)) from None
+        return event
 
     def _decode_error(self, data: bytes, exc: Exception) -> CodecError:
         if isinstance(exc, IndexError):
@@ -197,20 +238,17 @@ class Codec:
             except UnsupportedSchema:
                 pass  # decoded whole, as `decode` does
         get = decoders.get
+        trusted = self._trusted
 
         def decode(data: bytes) -> Event:
-            decoder = get(data[:HEADER_SIZE])
-            if decoder is None:
-                raise self._header_error(data)
-            try:
-                return decoder(data)
-            except Exception as exc:
-                raise self._decode_error(data, exc) from exc
+            return trusted(data, get)
 
         return decode
 
     def peek(self, data: bytes) -> tuple[EventType, int]:
-        """The event type and schema version of a payload, without decoding it."""
+        """The event type and schema version of a payload, without decoding it (nor checking
+        its signature)."""
+        data = unsigned(data)
         sv = self._by_header.get(data[:HEADER_SIZE])
         if sv is None:
             raise self._header_error(data)

@@ -105,6 +105,7 @@ class EventType(StrEnum):
     KEYPAIR_CREATED = "catalog.keypair_created"
     KEYPAIR_DELETED = "catalog.keypair_deleted"
     SERVER_GROUP_CREATED = "catalog.server_group_created"
+    SERVER_GROUP_DELETED = "catalog.server_group_deleted"
     # a volume's attachments (cinder's reserve, attach, begin_detaching, detach)
     VOLUME_RESERVED = "catalog.volume_reserved"
     VOLUME_ATTACHED = "catalog.volume_attached"

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 UNLIMITED = -1
 # nova's [quota] metadata_items: items one server's metadata may hold (a fixed limit here)
 METADATA_ITEMS = 128
+# nova's [quota] server_groups (per project) and server_group_members (per group) defaults
+SERVER_GROUPS = 10
+SERVER_GROUP_MEMBERS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +19,8 @@ class QuotaLimits:
     instances: int = 10
     cores: int = 20
     ram_mb: int = 51200
+    server_groups: int = SERVER_GROUPS
+    server_group_members: int = SERVER_GROUP_MEMBERS
 
 
 DEFAULT_LIMITS = QuotaLimits()
@@ -32,6 +37,11 @@ class ResourceCount:
 
 # (field, nova's resource name) in nova's order when several are exceeded: sorted by name.
 _RESOURCES = (("cores", "cores"), ("instances", "instances"), ("ram_mb", "ram"))
+
+
+def within(limit: int, used: int, wanted: int = 1) -> bool:
+    """Whether `wanted` more fit beside `used` under one limit (any negative limit is unlimited)."""
+    return limit < 0 or used + wanted <= limit
 
 
 def check_quota(limits: QuotaLimits, usage: ResourceCount, request: ResourceCount) -> str | None:

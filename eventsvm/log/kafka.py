@@ -242,9 +242,10 @@ class KafkaLog(EventLog):
         names = list(dict.fromkeys(topics))
         if not names:
             return
-        settings = {"retention.ms": "-1", "min.insync.replicas": str(self._config.min_insync_replicas)}
+        replicas, insync = self.replication()
+        settings = {"retention.ms": "-1", "min.insync.replicas": str(insync)}
         wanted = [NewTopic(self.physical(t), num_partitions=partitions or self._config.partitions,
-                           replication_factor=self._config.replication_factor, config=settings)
+                           replication_factor=replicas, config=settings)
                   for t in names]
         futures = self._admin.create_topics(wanted, operation_timeout=self.timeout,
                                             request_timeout=self.timeout)
@@ -262,6 +263,17 @@ class KafkaLog(EventLog):
                 raise LogUnavailable(f"creating topic {self.logical(name)!r} took over {self.timeout:g} s") \
                     from None
         self._await_leaders([self.physical(t) for t in names])
+
+    def replication(self) -> tuple[int, int]:
+        """(replication factor, min.insync.replicas) of new topics: the configured ones, else from
+        the cluster's size. On three brokers or more, 3 and 2: with acks=all an append is on two
+        brokers before it is acknowledged, and one broker lost stops nothing. Fewer brokers cannot
+        hold three copies, so 1 and 1 (a second copy on a two-broker cluster would make either
+        broker's loss stop every write with min.insync 2, or risk loss with 1)."""
+        brokers = len(self._metadata().brokers)
+        replicas = self._config.replication_factor or (3 if brokers >= 3 else 1)
+        insync = self._config.min_insync_replicas or (2 if replicas >= 3 else 1)
+        return replicas, insync
 
     def _await_leaders(self, names: list[str]) -> None:
         # A new topic shows in metadata a moment after the controller accepted it, and its leader
@@ -336,6 +348,24 @@ class KafkaLog(EventLog):
                 producer.flush(self.timeout)
                 producer.produce(name, record.value, record.key, part, on_delivery=on_delivery, timestamp=ts)
 
+    def commit(self, producer: Producer) -> None:
+        """commit_transaction, resumed while its outcome is unknown. A retriable error ("timed
+        out, retry call to resume") may come while the coordinator is already committing: an
+        abort then fails ("conflicting commit_transaction call in progress"), the commit goes
+        through anyway, and a caller told "failed" would write it all again (a server created
+        twice by a client retrying the API's 503). Only librdkafka's verdict ends the wait: done,
+        abortable or fatal (or, past six timeouts, the raise the caller treats as a failure)."""
+        deadline = time.monotonic() + 6 * self.timeout
+        while True:
+            try:
+                producer.commit_transaction(self.timeout)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not err.retriable() or err.txn_requires_abort() or time.monotonic() > deadline:
+                    raise
+                _LOG.warning("committing a transaction: %s; resuming the commit", err.str())
+
     def abort(self, producer: Producer, err: KafkaError) -> bool:
         """Abort the open transaction after `err`; False when the producer cannot go on."""
         if err.fatal():
@@ -352,11 +382,20 @@ class KafkaLog(EventLog):
         producer = Producer(self.client_config(**{
             "transactional.id": transactional_id, "transaction.timeout.ms": _TRANSACTION_TIMEOUT_MS,
             "enable.idempotence": True, "acks": "all", "linger.ms": 2}))
-        try:
-            producer.init_transactions(self.timeout)
-        except KafkaException as exc:
-            raise _log_error(exc.args[0], f"starting transactions as {transactional_id!r}") from None
-        return producer
+        # Six times the usual bound: a new cluster makes its transaction log (3 copies) on the
+        # first transactional producer, which a loaded machine takes well over 10 s to do.
+        deadline = time.monotonic() + 6 * self.timeout
+        while True:
+            try:
+                producer.init_transactions(self.timeout)
+                return producer
+            except KafkaException as exc:
+                err = exc.args[0]
+                # On a new cluster the transaction log is still being made and its coordinator
+                # moves ("Not coordinator", "Coordinator load in progress"): a pause, not a failure.
+                if not err.retriable() or time.monotonic() > deadline:
+                    raise _log_error(err, f"starting transactions as {transactional_id!r}") from None
+                time.sleep(0.2)
 
     def append(self, records: Sequence[OutRecord]) -> list[tuple[int, int]]:
         """Append all `records` in one transaction; (partition, offset) of each, in order. Concurrent
@@ -445,7 +484,7 @@ class KafkaLog(EventLog):
             failed = [err for err, _ in self._reports if err is not None]
             if failed:
                 raise KafkaException(failed[0])
-            producer.commit_transaction(self.timeout)
+            self.commit(producer)
         except KafkaException as exc:
             if not self.abort(producer, exc.args[0]):
                 self._appenders.drop(turn)  # its next turn starts a new producer
@@ -797,7 +836,7 @@ class _KafkaMember(GroupMember):
             self._log.produce_all(producer, outputs, placed, self._on_delivery)
             if after:
                 self._send_offsets(producer, after)
-            producer.commit_transaction(self._log.timeout)
+            self._log.commit(producer)
         except KafkaException as exc:
             error = _log_error(exc.args[0], "commit step")
             if not self._log.abort(producer, exc.args[0]):

@@ -1,10 +1,15 @@
-"""Tamper evidence: walk every instance's hash chain and name each gap, reordering or alteration.
+"""Tamper evidence: walk every topic, check who wrote each event, and every aggregate's hash chain;
+name each forgery, gap, reordering or alteration.
 
 Each instance event carries `prev_hash`, the SHA-256 of the stored bytes of its cause when the cause
 belongs to the same instance (docs/decisions.md, "Hash chain"). An event's bytes are therefore
 vouched for by every event that chains to it. The newest event of an instance has no successor, so
 a chain alone cannot vouch for it: an auditor saves the chain heads (`anchor`) somewhere the log's
 writers cannot reach, and a later verification against that anchor covers them too.
+
+Every event of every topic is also checked against the writers' key ring when the codec has one
+(eventsvm.events.signing): unsigned, signed by an unknown key, a signature that does not match, or
+a writer that may not write that event is a forgery, which no fold applies either.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from eventsvm.events.codec import Codec, CodecError
-from eventsvm.events.model import INSTANCE_TOPICS
+from eventsvm.events.codec import Codec, CodecError, Forged
+from eventsvm.events.model import Topic
 from eventsvm.log.port import BEGINNING, EventLog
 from eventsvm.projections.replay import Drain
 
@@ -27,6 +32,12 @@ GAP = "gap"  # a cause or a sequence number missing from the log
 REORDER = "reorder"  # sequence not above its cause's, or stored before its cause in the same topic
 ALTERED = "altered"  # stored bytes that no longer hash to what the chain recorded, or do not decode
 DUPLICATE = "duplicate"  # one event id stored twice
+FORGED = "forged"  # not signed by a writer's key, or by a writer that may not write it
+
+# A fold's dead letter has an id derived from the record it is about, so that the same letter,
+# written again by another replica or after a restart, is one letter (runtime/fold_letters.py):
+# a copy there is expected, not a replay.
+_REWRITTEN_ON_PURPOSE = frozenset({str(Topic.DEAD_LETTER)})
 
 
 @dataclass(frozen=True)
@@ -82,7 +93,7 @@ class AuditReport:
             kinds[finding.kind] = kinds.get(finding.kind, 0) + 1
         found = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no problems"
         anchored = f", {self.anchored} anchored heads" if self.anchored else ""
-        return (f"{self.events} events of {self.instances} instances, {self.links} hash links"
+        return (f"{self.events} events of {self.instances} aggregates, {self.links} hash links"
                 f"{anchored} checked in {self.seconds:.2f}s: {found}")
 
 
@@ -92,11 +103,11 @@ def _loc(s: _Stored) -> str:
 
 def verify(log: EventLog, codec: Codec, anchor: dict[str, str] | None = None,
            topics: Iterable[str] | None = None, stall_s: float = 5.0) -> AuditReport:
-    """Check every link of every instance chain in `topics` (all instance topics by default), and
-    the chain heads saved in `anchor` (event id → hash) if given."""
+    """Check the writer of every event and every link of every chain in `topics` (every topic by
+    default), and the chain heads saved in `anchor` (event id → hash) if given."""
     started = time.perf_counter()
     report = AuditReport()
-    names = [str(t) for t in (topics or INSTANCE_TOPICS)]
+    names = [str(t) for t in (topics or Topic)]
     existing = set(log.list_topics())
     by_id: dict[str, _Stored] = {}
     broken: dict[str, list[str]] = {}  # instance → where its undecodable records are
@@ -112,15 +123,19 @@ def verify(log: EventLog, codec: Codec, anchor: dict[str, str] | None = None,
                 except CodecError as exc:
                     where = f"{record.topic}:{record.partition}:{record.offset}"
                     broken.setdefault(instance, []).append(where)
-                    report.findings.append(Finding(ALTERED, record.topic, record.partition, record.offset,
-                                                   instance, None, f"stored bytes no longer decode: {exc}"))
+                    kind, detail = (FORGED, f"not applied by any fold: {exc}") if isinstance(exc, Forged) \
+                        else (ALTERED, f"stored bytes no longer decode: {exc}")
+                    report.findings.append(Finding(kind, record.topic, record.partition, record.offset,
+                                                   instance, None, detail))
                     continue
                 stored = _Stored(record.topic, record.partition, record.offset, event.aggregate_id,
                                  event.event_id, event.sequence, event.causation_id, event.prev_hash,
                                  hashlib.sha256(record.value).hexdigest())
                 first = by_id.get(event.event_id)
                 if first is not None:
-                    report.findings.append(_finding(DUPLICATE, stored, f"id also stored at {_loc(first)}"))
+                    if record.topic not in _REWRITTEN_ON_PURPOSE:
+                        report.findings.append(
+                            _finding(DUPLICATE, stored, f"id also stored at {_loc(first)}"))
                     continue
                 by_id[event.event_id] = stored
     finally:
@@ -153,7 +168,7 @@ def _check_links(by_id: dict[str, _Stored], broken: dict[str, list[str]],
             continue
         cause = by_id.get(s.causation_id)
         if cause is None:
-            hint = f"; undecodable records of this instance at {', '.join(broken[s.instance])}" \
+            hint = f"; undecodable or forged records of this aggregate at {', '.join(broken[s.instance])}" \
                 if s.instance in broken else ""
             findings.append(_finding(GAP, s, f"its cause {s.causation_id} is not in the log{hint}"))
             continue

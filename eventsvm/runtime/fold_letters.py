@@ -16,7 +16,7 @@ import logging
 import threading
 import uuid
 
-from eventsvm.events.codec import Codec, CodecError
+from eventsvm.events.codec import Codec, CodecError, Forged
 from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.log.port import EventLog, LogError, OutRecord, Record
 
@@ -30,13 +30,18 @@ STATE_ONLY_TOPICS: frozenset[str] = frozenset(
 
 UNDECODABLE = "CodecError"
 UNFOLDABLE = "FoldError"
+# not written by a writer's key that may write it (eventsvm.events.signing): never applied
+FORGED = "Forged"
+# a validly signed event stored a second time at another place: a copy an intruder appended to undo
+# what came after the original (a role unassigned, say), never applied twice
+REPLAYED = "Replayed"
 
 _LETTER_IDS = uuid.UUID("5d0c1f4e-7a53-4d3c-9a57-2f3a8e6c1b90")
 
 
 def letter_id(error_type: str, fold: str, topic: str, partition: int, offset: int) -> str:
     """The one id every writer gives the letter for this record: a fold's failure is the fold's
-    own; an undecodable record is one letter whoever reads it."""
+    own; an undecodable or forged record is one letter whoever reads it."""
     who = fold if error_type == UNFOLDABLE else ""
     return str(uuid.uuid5(_LETTER_IDS, f"{error_type}\x00{who}\x00{topic}\x00{partition}\x00{offset}"))
 
@@ -75,20 +80,35 @@ class FoldLetters:
         self._pending: list[OutRecord] = []
         # positions already lettered (or queued) by this process: a rebuild folds them again
         self._seen: set[tuple[str, int, int]] = set()
+        # where each event of a state-only topic was first read: the same id at another place is
+        # a replayed copy (instance topics are safe from one: their folds go by sequence)
+        self._placed: dict[str, tuple[str, int, int]] = {}
 
     def decoded(self, record: Record) -> Event | None:
-        """The record's event; None when it cannot be decoded, lettered as `undecodable` says."""
+        """The record's event; None when it cannot be decoded or its writer cannot be trusted (the
+        codec's key ring checks that), lettered as `undecodable` says."""
         try:
-            return self.codec.decode(record.value)
+            event = self.codec.decode(record.value)
         except CodecError as exc:
             self.undecodable(record, exc)
             return None
+        if record.topic in STATE_ONLY_TOPICS:
+            where = (record.topic, record.partition, record.offset)
+            first = self._placed.setdefault(event.event_id, where)
+            if first != where:
+                self._add(record, REPLAYED, f"replayed: event {event.event_id} is already stored at "
+                                            f"{first[0]}:{first[1]}:{first[2]}")
+                return None
+        return event
 
     def undecodable(self, record: Record, error: Exception) -> None:
         """A record the fold cannot decode: lettered on a state-only topic (its consumer letters
         any other)."""
         if record.topic in STATE_ONLY_TOPICS:
-            self._add(record, UNDECODABLE, f"undecodable payload: {error}")
+            if isinstance(error, Forged):
+                self._add(record, FORGED, f"forged: {error}")
+            else:
+                self._add(record, UNDECODABLE, f"undecodable payload: {error}")
 
     def unfoldable(self, record: Record, error: Exception) -> None:
         """A record the fold raised on: lettered with the exception as the reason."""

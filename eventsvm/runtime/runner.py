@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from eventsvm.events.codec import Codec, CodecError
+from eventsvm.events.codec import Codec, CodecError, Forged
 from eventsvm.events.model import Event, EventType, Topic, event_hash, new_event
 from eventsvm.log.port import BEGINNING, EventLog, Fenced, GroupMember, LogError, OutRecord, Reader, Record
 from eventsvm.runtime.fold_letters import FoldLetters
@@ -312,6 +312,8 @@ class ServiceRunner(Generic[S]):
     def _handle(self, record: Record, report: StepReport) -> list[OutRecord]:
         try:
             event = self.codec.decode(record.value)
+        except Forged as exc:  # not signed by a writer that may write it: never decided on
+            return [self._dead_letter(record, f"forged: {exc}", "Forged", report)]
         except CodecError as exc:
             return [self._dead_letter(record, f"undecodable payload: {exc}", "CodecError", report)]
         report.inputs.append(event)

@@ -74,6 +74,10 @@ def evolve_catalog(state: CatalogState, event: Event) -> CatalogState:
     elif kind == EventType.IMAGE_CREATED:
         if not claim(state.images, body["id"], body, state.refused, event.event_id):
             return state
+        if "status" not in body:
+            # written before images had a status (schema v1), or by a writer that leaves the default:
+            # the decoder's default, so a live fold and a replay hold the same image
+            state.images[body["id"]] = {**body, "status": "active"}
     elif kind == EventType.IMAGE_UPDATED:
         # a snapshot's upload: only an image still there is filled (a delete may have come first)
         image = state.images.get(body["id"])
@@ -102,7 +106,11 @@ def evolve_catalog(state: CatalogState, event: Event) -> CatalogState:
     elif kind == EventType.KEYPAIR_DELETED:
         state.keypairs.pop((body["user_id"], body["name"]), None)
     elif kind == EventType.SERVER_GROUP_CREATED:
-        state.server_groups[body["id"]] = {**body, "project_id": event.project_id}
+        state.server_groups[body["id"]] = {**body, "project_id": event.project_id, "user_id": event.user_id}
+    elif kind == EventType.SERVER_GROUP_DELETED:
+        state.server_groups.pop(body["id"], None)
+        state.created_at.pop(body["id"], None)
+        return state
     else:
         return state
     state.created_at.setdefault(event.aggregate_id, event.occurred_at)

@@ -338,8 +338,13 @@ class IdentityState:
 
     def _quota_set(self, event: Event) -> None:
         body = event.body
+        before = quota_for(self, body["project_id"])
+        # a v1 event names no server group limits: those the project had stay
+        groups, members = body.get("server_groups"), body.get("server_group_members")
         self.quota_sets[body["project_id"]] = QuotaLimits(
-            instances=body["instances"], cores=body["cores"], ram_mb=body["ram_mb"]
+            instances=body["instances"], cores=body["cores"], ram_mb=body["ram_mb"],
+            server_groups=before.server_groups if groups is None else groups,
+            server_group_members=before.server_group_members if members is None else members,
         )
 
 

@@ -81,10 +81,15 @@ class Instance:
     access_ipv6: str | None = None
     # the r-... id of the POST /servers that asked for it (several servers share one)
     reservation_id: str | None = None
+    # the server group its create named (scheduler hint `group`): a member until it is deleted
+    server_group_id: str | None = None
     # the owner's edits (instance.updated / metadata_changed) in log order, as (type, body): they
     # override what the request set, whichever of the two topics a reader folds first
     edits: list[tuple[EventType, dict[str, Any]]] = field(default_factory=list)
     host: str | None = None
+    # the sequence of the event that set `host`: the newest placement wins in any read order (a
+    # replay folds an unshelve's spawn before the shelve that came first)
+    host_sequence: int = 0
     attempt: int = 1
     ports: list[dict[str, Any]] = field(default_factory=list)
     requested_networks: list[dict[str, Any]] = field(default_factory=list)
@@ -213,6 +218,7 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.access_ipv4 = body.get("access_ipv4")
     inst.access_ipv6 = body.get("access_ipv6")
     inst.reservation_id = body.get("reservation_id")
+    inst.server_group_id = body.get("server_group_id")
     inst.requested_networks = list(body.get("networks") or [])
     inst.created_at = event.occurred_at
     inst.request_id = event.request_id
@@ -227,20 +233,28 @@ def _authenticated(inst: Instance, event: Event, body: dict[str, Any]) -> None:
 
 
 def _take_attempt(inst: Instance, body: dict[str, Any]) -> None:
-    """The host of the latest scheduling attempt (a reschedule's events may arrive out of order)."""
+    """The latest scheduling attempt (a reschedule's events may arrive out of order)."""
     if body["attempt"] >= inst.attempt:
         inst.attempt = body["attempt"]
-        inst.host = body["host"]
+
+
+def _place(inst: Instance, host: str | None, sequence: int) -> None:
+    """Where the instance is, as the newest event that placed (or offloaded) it says."""
+    if sequence >= inst.host_sequence:
+        inst.host_sequence = sequence
+        inst.host = host
 
 
 def _scheduled(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     _take_attempt(inst, body)
+    _place(inst, body["host"], event.sequence)
     inst.claim = body["claim"]
     _advance(inst, (0, event.sequence, event.event_id), _SCHEDULED_STATES)
 
 
 def _resources_resolved(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     _take_attempt(inst, body)
+    _place(inst, body["host"], event.sequence)
     inst.ports = list(body.get("ports") or [])
     _advance(inst, (0, event.sequence, event.event_id), _RESOURCES_RESOLVED_STATES)
 
@@ -250,7 +264,7 @@ def _spawned(inst: Instance, event: Event, body: dict[str, Any]) -> None:
         # a move after the boot already set where the server is and what it runs (read first)
         inst.launched_at = body["launched_at"]
         return
-    inst.host = body["host"]
+    _place(inst, body["host"], event.sequence)
     inst.launched_at = body["launched_at"]
     inst.flavor = body["flavor"]
     inst.claim = body.get("claim") or inst.claim
@@ -379,8 +393,8 @@ def _action_finished(inst: Instance, event: Event, body: dict[str, Any]) -> None
     vm_state = body["vm_state"]
     if _advance(inst, (0, event.sequence, event.event_id), (server_status(vm_state, None), vm_state, None)):
         inst.power_state = body["power_state"]
-        if vm_state == "shelved_offloaded":
-            inst.host = None  # offloaded: no host until an unshelve spawns it somewhere
+    if vm_state == "shelved_offloaded" and event.type == EventType.INSTANCE_ACTION_COMPLETED:
+        _place(inst, None, event.sequence)  # offloaded: no host until an unshelve spawns it somewhere
 
 
 def _volume_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -496,7 +510,7 @@ UNFOLDED_ENVELOPE_FIELDS = ("causation_id", "prev_hash")
 FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
     EventType.INSTANCE_REQUESTED: dict.fromkeys((
         "name", "flavor_id", "image_id", "key_name", "availability_zone", "metadata", "description",
-        "networks", "access_ipv4", "access_ipv6", "reservation_id")),
+        "networks", "access_ipv4", "access_ipv6", "reservation_id", "server_group_id")),
     EventType.INSTANCE_AUTHENTICATED: {"spec": {"flavor": None}},
     EventType.INSTANCE_SCHEDULED: dict.fromkeys(("host", "attempt", "claim")),
     EventType.INSTANCE_RESOURCES_RESOLVED: dict.fromkeys(("host", "attempt", "ports")),

@@ -165,22 +165,22 @@ class ComputeHost:
         """Take the snapshot of createImage: what fills its Glance image (size, formats, location).
 
         On the test driver a guest has no disk, so the snapshot is a record of the guest as it was.
-        With an image backend the root disk is converted into an image file that boots; a running
-        guest is paused meanwhile, so the file holds one moment of the disk (nova's cold snapshot
-        does the same by a managed save)."""
+        With an image backend the root disk is converted into an image file that boots. A guest
+        that runs (or is paused) is saved to disk meanwhile and restored after, nova's cold
+        snapshot: QEMU then holds no lock on the disk and has flushed its qcow2 caches into it."""
         state = self.hypervisor.state(instance_id)
         if state is None:
             raise DomainNotFound(instance_id)
         if self.images is None:
             return {"size_bytes": 0, "disk_format": "qcow2", "container_format": "bare", "location": None}
-        running = state is DomainState.RUNNING
-        if running:
-            self.hypervisor.pause(instance_id)
+        live = state in (DomainState.RUNNING, DomainState.PAUSED)
+        if live:
+            self.hypervisor.suspend(instance_id)
         try:
             path = self.images.snapshot(instance_id, image_id)
         finally:
-            if running:
-                self.hypervisor.unpause(instance_id)
+            if live:
+                self.hypervisor.power_on(instance_id)  # restored from the save, paused if it was
         return {"size_bytes": path.stat().st_size, "disk_format": "qcow2", "container_format": "bare",
                 "location": path.as_uri()}
 

@@ -41,5 +41,11 @@ def test_uri_for(path: str | Path) -> str:
     return "test://" + urllib.parse.quote(str(Path(path).resolve()))
 
 
+def is_test_driver(uri: str) -> bool:
+    """Whether `uri` names libvirt's test driver, in this process (test:///...) or in a libvirtd
+    (test+unix:///default?socket=..., whose guests outlive the process that made them)."""
+    return uri.split(":", 1)[0].split("+", 1)[0] == "test"
+
+
 # Its name starts with "test_"; keep pytest from collecting it where a test module imports it.
 test_uri_for.__test__ = False  # type: ignore[attr-defined]

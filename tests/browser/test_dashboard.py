@@ -187,6 +187,12 @@ def test_the_dashboard_shows_a_new_server_flow_through_without_a_reload(
     assert summary.startswith("1 ×") and "authenticate" in summary, summary
     assert page.evaluate("document.getElementById('view').dataset.view") == "summary"
     assert typo not in page.evaluate("document.body.textContent")
+    # a token the cloud does not accept is dropped, and the page says so
+    page.evaluate("document.getElementById('token').value = 'not-a-token';"
+                  "document.getElementById('use-token').click()")
+    page.wait_for("document.getElementById('error').textContent", lambda v: "token was refused" in v, 10,
+                  "the refused token's notice")
+    assert page.evaluate("document.getElementById('view').dataset.view") == "summary"
     # an admin's token, typed into the page, shows which server failed and why
     page.evaluate(f"document.getElementById('token').value = {json.dumps(admin_token(dashboard_url))};"
                   "document.getElementById('use-token').click()")
@@ -194,6 +200,7 @@ def test_the_dashboard_shows_a_new_server_flow_through_without_a_reload(
     failure = page.wait_for(row, lambda v: v is not None, 10, "the failed server in recent failures")
     assert "could not be found" in failure and "typo" in failure
     assert page.evaluate("document.getElementById('view').dataset.view") == "admin"
+    assert page.evaluate("document.getElementById('error').textContent") == ""
     bar = page.evaluate(
         "document.querySelector('[data-host=\"compute-2\"] [data-resource=\"vcpus\"]').textContent")
     assert bar.startswith("vcpus 5 /"), bar

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,10 @@ class Creator:
     url: str
     token: str
     body: Callable[[str], dict[str, Any]]
+    count: int = SERVERS
+    prefix: str = "chaos"
+    burst: int = 0  # with pause_s: sleep pause_s after every `burst` servers accepted
+    pause_s: float = 0.0
     accepted: dict[str, str] = field(default_factory=dict)  # name -> server id
     unavailable: list[httpx.Response] = field(default_factory=list)
     other: list[httpx.Response] = field(default_factory=list)
@@ -108,13 +113,15 @@ class Creator:
 
     def run(self) -> None:
         with httpx.Client(timeout=120) as client:
-            for i in range(SERVERS):
-                name = f"chaos-{i}"
+            for i in range(self.count):
+                name = f"{self.prefix}-{i}"
                 while name not in self.accepted:
                     answer = client.post(f"{self.url}/compute/v2.1/servers", json=self.body(name),
                                          headers={"X-Auth-Token": self.token})
                     if answer.status_code == 202:
                         self.accepted[name] = answer.json()["server"]["id"]
+                        if self.burst and len(self.accepted) % self.burst == 0:
+                            time.sleep(self.pause_s)
                     elif answer.status_code == 503:
                         self.unavailable.append(answer)
                         time.sleep(min(float(answer.headers.get("Retry-After", 1)), 2.0))
@@ -137,8 +144,17 @@ def token(client: httpx.Client, user: str, password: str) -> tuple[str, str]:
 @pytest.fixture
 def cloud_on(own_broker: Broker, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
     """`eventsvm up --kafka` on `own_broker` with two hosts: (process, API URL, its log file)."""
+    with eventsvm_up(own_broker.bootstrap, tmp_path) as cloud:
+        yield cloud
+
+
+@contextmanager
+def eventsvm_up(bootstrap: str, tmp_path: Path, namespace: str = "") -> Iterator[
+        tuple[subprocess.Popen[bytes], str, Path]]:
+    """`eventsvm up --kafka BOOTSTRAP` with two hosts: (process, API URL, its log file)."""
     port = _free_port()
-    command = [EVENTSVM, "up", "--kafka", own_broker.bootstrap, "--namespace", f"loss{uuid.uuid4().hex[:8]}.",
+    namespace = namespace or f"loss{uuid.uuid4().hex[:8]}."
+    command = [EVENTSVM, "up", "--kafka", bootstrap, "--namespace", namespace,
                "--data-dir", str(tmp_path), "--port", str(port), "--hosts", "2"]
     env = {**os.environ, "EVENTSVM_ADMIN_PASSWORD": ADMIN_PASSWORD, "EVENTSVM_DEMO_PASSWORD": DEMO_PASSWORD}
     log_file = tmp_path / "up.log"
@@ -155,10 +171,9 @@ def cloud_on(own_broker: Broker, tmp_path: Path) -> Iterator[tuple[subprocess.Po
         stop(process, grace=60)
 
 
-def test_a_broker_killed_while_servers_are_created_is_a_pause_and_every_accepted_server_becomes_active(
-    own_broker: Broker, cloud_on: tuple[subprocess.Popen[bytes], str, Path]
-) -> None:
-    process, url, log_file = cloud_on
+def demo_without_quota(url: str) -> tuple[httpx.Client, str, Callable[[str], dict[str, Any]]]:
+    """A client of the API at `url`, demo's token with its quota lifted, and the body of a create
+    (m1.tiny on the private network)."""
     client = httpx.Client(base_url=url, timeout=120)
     admin, _ = token(client, "admin", ADMIN_PASSWORD)
     demo, project = token(client, "demo", DEMO_PASSWORD)
@@ -173,6 +188,14 @@ def test_a_broker_killed_while_servers_are_created_is_a_pause_and_every_accepted
         return {"server": {"name": name, "imageRef": image, "flavorRef": "1",
                            "networks": [{"uuid": network}]}}
 
+    return client, demo, body
+
+
+def test_a_broker_killed_while_servers_are_created_is_a_pause_and_every_accepted_server_becomes_active(
+    own_broker: Broker, cloud_on: tuple[subprocess.Popen[bytes], str, Path]
+) -> None:
+    process, url, log_file = cloud_on
+    client, demo, body = demo_without_quota(url)
     creator = Creator(url, demo, body)
     thread = threading.Thread(target=creator.run, daemon=True)
     thread.start()

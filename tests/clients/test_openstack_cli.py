@@ -170,6 +170,44 @@ def test_project_set_and_delete_and_user_delete(live_cloud: LiveCloud):
     assert renamed not in [p["Name"] for p in rows(live_cloud, "project", "list", as_cloud=admin)]
 
 
+def test_server_image_create_then_shelve_and_unshelve(live_cloud: LiveCloud):
+    name = f"osc-snap-{uuid.uuid4().hex[:6]}"
+    live_cloud.openstack("server", "create", "--image", "cirros", "--flavor", "m1.tiny",
+                         "--network", "private", "--wait", name)
+    image = json.loads(live_cloud.openstack("server", "image", "create", "--name", f"{name}-img",
+                                            "--property", "purpose=backup", "--wait", name,
+                                            "-f", "json").stdout)
+    shown = json.loads(live_cloud.openstack("image", "show", image["id"], "-f", "json").stdout)
+    assert (shown["name"], shown["status"], shown["visibility"]) == (f"{name}-img", "active", "private")
+    properties = shown["properties"]
+    assert properties["purpose"] == "backup" and properties["image_type"] == "snapshot"
+    assert properties["instance_uuid"] == json.loads(
+        live_cloud.openstack("server", "show", name, "-f", "json").stdout)["id"]
+
+    live_cloud.openstack("server", "shelve", "--wait", name)
+    shelved = _status_becomes(live_cloud, name, "SHELVED_OFFLOADED")
+    assert shelved["OS-EXT-STS:vm_state"] == "shelved_offloaded"
+    assert [i["Name"] for i in rows(live_cloud, "image", "list", "--name", f"{name}-shelved")] == [
+        f"{name}-shelved"]
+    # (osc skips a shelve of a shelved server itself; a start reaches the API and is refused)
+    start = live_cloud.openstack("server", "start", name, check=False)
+    assert start.returncode == 1 and "ConflictException: 409" in start.stderr
+    assert "while it is in vm_state shelved_offloaded" in start.stderr
+    live_cloud.openstack("server", "unshelve", "--wait", name)
+    back = _status_becomes(live_cloud, name, "ACTIVE")
+    assert back["OS-EXT-STS:power_state"] == 1
+    actions = [e["Action"] for e in rows(live_cloud, "server", "event", "list", name)]
+    assert actions[:3] == ["unshelve", "shelve", "createImage"]
+    # the shelved image goes once the server runs again; the snapshot stays until deleted
+    deadline = time.monotonic() + 30
+    while rows(live_cloud, "image", "list", "--name", f"{name}-shelved") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert rows(live_cloud, "image", "list", "--name", f"{name}-shelved") == []
+    live_cloud.openstack("image", "delete", image["id"])
+    assert live_cloud.openstack("image", "show", image["id"], check=False).returncode == 1
+    live_cloud.openstack("server", "delete", "--wait", name)
+
+
 def test_server_create_min_max_boots_each_server_and_over_quota_is_novas_403(live_cloud: LiveCloud):
     name = f"osc-multi-{uuid.uuid4().hex[:6]}"
     created = json.loads(live_cloud.openstack(

@@ -19,6 +19,7 @@ from eventsvm.events.model import EventType, Topic, new_event
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, EventLog
 from eventsvm.projections.readmodel import Models, ReadModel
+from eventsvm.runtime.fold_letters import FORGED
 from eventsvm.state.instances import Instance
 from eventsvm.virt.compute_host import HostCapacity
 from tests.factories import plain_request
@@ -32,6 +33,9 @@ class Cloud:
     options: ClusterOptions
     readmodel: ReadModel
     started: list[Cluster] = field(default_factory=list)
+    # a test that appends forgeries on purpose says so; in any other, a forged letter means a writer
+    # the write policy (eventsvm/app/writers.py) refuses something it legitimately writes
+    forgeries_expected: bool = False
 
     @property
     def demo(self) -> tuple[str, str]:
@@ -161,6 +165,10 @@ def make_cloud(engine_url: tuple[str, str], tmp_path: Path) -> Iterator[CloudFac
     yield factory
     for cloud in clouds:
         cloud.cluster.stop()
+    for cloud in clouds:
+        forged = [d.body["reason"] for d in cloud.readmodel.models.dead_letters
+                  if d.body["error_type"] == FORGED]
+        assert cloud.forgeries_expected or not forged, f"the cloud's own writers were refused: {forged}"
 
 
 # The stages every server passes on its way to ACTIVE, in order.

@@ -37,7 +37,7 @@ from eventsvm.projections.billing import (
 )
 from eventsvm.runtime.runner import ServiceRunner
 from tests.e2e.conftest import Cloud, CloudFactory
-from tests.factories import event_records
+from tests.factories import signed_records
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP = "eventsvm.billing"
@@ -50,7 +50,8 @@ FLAVORS = [
 
 def start_billing_runner(cloud: Cloud) -> tuple[threading.Event, threading.Thread]:
     """A billing member in this process, in the same group whatever else the cluster runs."""
-    runner = ServiceRunner(cloud.cluster.open_log(), billing_service.SERVICE, cloud.cluster.codec,
+    runner = ServiceRunner(cloud.cluster.open_log(), billing_service.SERVICE,
+                           cloud.cluster.codec_of("billing"),
                            member_name=f"billing-test-{uuid.uuid4().hex[:6]}")
     runner.start()
     stop = threading.Event()
@@ -66,7 +67,8 @@ def run_usage_cli(cloud: Cloud, *extra: str) -> str:
     config = cloud.options.log
     out = cloud.options.data_dir / f"usage-{uuid.uuid4().hex[:6]}.out"
     args = parser.parse_args(["usage", "--log", config.url, "--namespace", config.namespace,
-                              "--partitions", str(config.partitions), "--output", str(out), *extra])
+                              "--partitions", str(config.partitions), "--output", str(out),
+                              "--data-dir", str(cloud.options.data_dir), *extra])  # its writers' keys
     assert args.func(args) == 0
     return out.read_text()
 
@@ -161,11 +163,12 @@ def committed(log_: EventLog) -> int:
     return sum(sum(log_.committed(GROUP, str(t)).values()) for t in (Topic.SPAWNED, Topic.DELETED))
 
 
-def billing_process(config: LogConfig) -> subprocess.Popen[bytes]:
+def billing_process(config: LogConfig, data_dir: Path) -> subprocess.Popen[bytes]:
     """`eventsvm run billing` as a real process, with a stable member name (a restart fences its old self)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "eventsvm.app.cli", "run", "billing", "--log", config.url, "--namespace",
-               config.namespace, "--partitions", str(config.partitions), "--member", "billing-1"]
+               config.namespace, "--partitions", str(config.partitions), "--member", "billing-1",
+               "--data-dir", str(data_dir)]  # the writers' keys: it trusts only what they signed
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], 60)
@@ -193,7 +196,7 @@ def wait_for_progress(log_: EventLog, since: int, process: subprocess.Popen[byte
 
 
 def test_billing_killed_at_arbitrary_points_still_records_each_usage_exactly_once(
-        engine_url: tuple[str, str]) -> None:
+        engine_url: tuple[str, str], tmp_path: Path) -> None:
     url, namespace = engine_url
     config = LogConfig(url=url, namespace=namespace, partitions=3, session_timeout_s=6.0)
     codec, rng = Codec(), random.Random(7)
@@ -206,7 +209,7 @@ def test_billing_killed_at_arbitrary_points_still_records_each_usage_exactly_onc
     def produce() -> None:
         while producing.is_set():
             batch = spawn_and_delete_events(15, rng)
-            log_.append(event_records(batch))
+            log_.append(signed_records(tmp_path, batch))  # as the spawners sign them
             produced.extend(batch)
             time.sleep(0.1)
 
@@ -216,7 +219,7 @@ def test_billing_killed_at_arbitrary_points_still_records_each_usage_exactly_onc
     done = 0
     try:
         for _ in range(3):
-            process = billing_process(config)
+            process = billing_process(config, tmp_path)
             done = wait_for_progress(log_, done, process, timeout=90)
             time.sleep(rng.uniform(0.0, 0.4))  # somewhere in the middle of a later step
             in_log = len(produced)  # inputs appended before the kill (the producer goes on after it)
@@ -228,7 +231,7 @@ def test_billing_killed_at_arbitrary_points_still_records_each_usage_exactly_onc
     finally:
         producing.clear()
         producer.join(timeout=10)
-    process = billing_process(config)
+    process = billing_process(config, tmp_path)
     try:
         deadline = time.monotonic() + 120
         # records, not offsets: on Kafka transaction markers take offsets no consumer commits past

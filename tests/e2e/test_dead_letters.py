@@ -84,7 +84,10 @@ def test_work_scheduled_onto_an_unknown_host_is_dead_lettered(make_cloud: CloudF
             "claim": {"vcpus": 1, "ram_mb": 512, "disk_gb": 1},
         },
     )
-    cloud.readmodel.append([ghost])
+    # signed as the scheduler signs its decisions: the API's key may not write one
+    scheduler = cloud.cluster.codec_of("scheduler")
+    cloud.readmodel.log.append(
+        [OutRecord(str(Topic.SCHEDULED), ghost.aggregate_id.encode(), scheduler.encode(ghost))])
     assert cloud.readmodel.wait_until(
         lambda m: any(d.aggregate_id == ghost.aggregate_id for d in m.dead_letters), 30
     )

@@ -23,7 +23,7 @@ from eventsvm.log.port import OutRecord
 from eventsvm.projections import readmodel as readmodel_module
 from eventsvm.projections.readmodel import FOLD_NAME, Models
 from tests.e2e.conftest import Cloud, CloudFactory
-from tests.factories import event_records, sample_event
+from tests.factories import sample_event, signed_records
 
 # aggregates every fold of the cloud refuses, standing in for content a fold cannot apply
 POISON: set[str] = set()
@@ -91,7 +91,7 @@ def test_events_no_fold_can_apply_are_dead_lettered_and_every_process_keeps_serv
     revoked = poison(EventType.TOKEN_REVOKED)  # the identity topic (authenticator)
     failed = poison(EventType.INSTANCE_FAILED, final=True, retryable=False)  # an instance topic (all)
     cloud.readmodel.log.append([
-        *event_records([host, revoked, failed]),
+        *signed_records(cloud.options.data_dir, [host, revoked, failed]),  # as their writers sign
         OutRecord(str(Topic.IDENTITY), b"garbage", b"\x00 not avro"),
         OutRecord(str(Topic.CATALOG), b"garbage", b"\x00 not avro"),
     ])

@@ -198,7 +198,7 @@ def test_two_boots_racing_for_one_volume_through_two_api_processes_one_wins(
     make_cloud: CloudFactory, tmp_path: Path
 ) -> None:
     cloud = make_cloud(hosts=2)
-    other_process = ReadModel(cloud.cluster.open_log(), cloud.cluster.codec)
+    other_process = ReadModel(cloud.cluster.open_log(), cloud.cluster.codec_of("api"))  # signs as an API
     other_process.start()
     try:
         with api(cloud, tmp_path / "keys") as one, api(cloud, tmp_path / "keys", other_process) as two:

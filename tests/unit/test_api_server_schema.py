@@ -112,3 +112,14 @@ def test_a_missing_flavor_ref_is_a_400(cloud: Cloud):
     del body["server"]["flavorRef"]
     answer = _create(cloud, body)
     assert answer.status_code == 400 and "badRequest" in answer.json()
+
+
+@pytest.mark.parametrize("name", ["vm\x00", "\x1b[31mred", " lead"])
+def test_a_name_nova_refuses_is_a_400_at_rebuild_before_any_state_check(cloud: Cloud, name: str):
+    # nova checks the rebuild body against its schema first: the server's state (still building
+    # here) does not turn a bad name into a 409
+    server_id = cloud.create_server("vm")
+    before = len(cloud.records())
+    rebuild = {"rebuild": {"imageRef": cloud.ids["image"], "name": name}}
+    answer = cloud.client.post(f"{SERVERS}/{server_id}/action", headers=cloud.headers(), json=rebuild)
+    _refused(cloud, answer, INVALID_NAME, before)

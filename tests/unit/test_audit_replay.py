@@ -14,7 +14,15 @@ from eventsvm.events.codec import Codec
 from eventsvm.events.model import Event, EventType
 from eventsvm.log.port import EventLog, OutRecord
 from eventsvm.projections.replay import Until, model_differences, parse_time, parse_until, replay
-from tests.factories import BASE_MS, _event, event_records, fold_each, instance_chain, sample_event
+from tests.factories import (
+    BASE_MS,
+    _event,
+    event_records,
+    fold_each,
+    instance_chain,
+    sample_event,
+    signed_records,
+)
 
 CODEC = Codec()
 
@@ -91,10 +99,11 @@ def test_undecodable_records_are_counted_and_skipped_like_the_live_model_does(lo
 def test_the_replay_command_prints_every_instance_as_json(log: EventLog, db: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     chain = instance_chain(random.Random(4))
-    append(log, chain)
+    data_dir = db.parent / "data"
+    log.append(signed_records(data_dir, chain))  # the command trusts the cloud's writers only
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["replay", "--log", f"sqlite://{db}", "--json"])
+    args = parser.parse_args(["replay", "--log", f"sqlite://{db}", "--data-dir", str(data_dir), "--json"])
     assert args.func(args) == 0
     document = json.loads(capsys.readouterr().out)
     (server,) = document["instances"]

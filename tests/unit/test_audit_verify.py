@@ -15,7 +15,7 @@ from eventsvm.events.codec import Codec
 from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType
 from eventsvm.log.port import EventLog
 from eventsvm.projections.audit import ALTERED, GAP, REORDER, load_anchor, save_anchor, verify
-from tests.factories import _event, event_records, instance_chain, sqlite_log
+from tests.factories import _event, event_records, instance_chain, signed_records, sqlite_log
 
 CODEC = Codec()
 
@@ -134,13 +134,17 @@ def test_the_newest_event_is_covered_by_a_saved_anchor(log: EventLog, db: Path, 
 def test_the_command_exits_non_zero_naming_the_place(log: EventLog, db: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     chain = instance_chain(random.Random(8))
-    places = append(log, chain)
+    data_dir = db.parent / "data"
+    placed = log.append(signed_records(data_dir, chain))  # signed as the cloud's writers sign
+    places = [(str(e.topic), p, o) for e, (p, o) in zip(chain, placed, strict=True)]
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["audit", "verify", "--log", f"sqlite://{db}"])
+    args = parser.parse_args(["audit", "verify", "--log", f"sqlite://{db}", "--data-dir", str(data_dir)])
     assert args.func(args) == 0
-    assert "5 events of 1 instances, 4 hash links" in capsys.readouterr().out
+    assert "5 events of 1 aggregates, 4 hash links" in capsys.readouterr().out
     tamper(db, *places[0], b"Z", at=-5)
     assert args.func(args) == EXIT_FOUND
     out = capsys.readouterr().out
-    assert f"ALTERED   {places[0][0]}:{places[0][1]}:{places[0][2]} instance {chain[0].aggregate_id}" in out
+    # a changed byte of a signed event breaks its writer's signature before anything else
+    assert f"FORGED    {places[0][0]}:{places[0][1]}:{places[0][2]} instance {chain[0].aggregate_id}" in out
+    assert "the signature of api's key 1 does not match the event's bytes" in out

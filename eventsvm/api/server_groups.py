@@ -1,0 +1,165 @@
+"""Nova's os-server-groups under /compute/v2.1: create, list, show and delete a project's server
+groups. A group is a catalog record (catalog.server_group_created / _deleted); its members are not
+recorded beside it but read from the servers whose create named it (scheduler hint `group`) and
+that are not deleted, so a member joins with its instance.requested and leaves with its delete."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from eventsvm.api.auth import Identity, api_context, current_identity
+from eventsvm.api.context import ApiContext, reads_models
+from eventsvm.api.errors import BadRequest, Forbidden, NotFound
+from eventsvm.api.openapi import failures
+from eventsvm.api.wire import parse_limit, truthy
+from eventsvm.api.writes import append_delete, caller_event
+from eventsvm.events.model import EventType, new_id
+from eventsvm.identity import policy
+from eventsvm.identity.quota import within
+from eventsvm.projections.readmodel import Models
+from eventsvm.scheduler.request import SERVER_GROUP_POLICIES
+from eventsvm.state.catalog import Body
+from eventsvm.state.identity import quota_for
+
+router = APIRouter(prefix="/compute/v2.1", tags=["compute"])
+
+
+class ServerGroupSpec(BaseModel):
+    """The group nova's 2.1 schema takes: a name and a list of exactly one policy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255)
+    policies: list[Any]
+
+
+class ServerGroupCreate(BaseModel):
+    """POST /compute/v2.1/os-server-groups."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    server_group: ServerGroupSpec
+
+
+def group_members(models: Models, group_id: str) -> list[str]:
+    """The ids of the servers in a group: those whose create named it, until they are deleted
+    (ERROR ones included, as nova keeps them), oldest first."""
+    members = [
+        inst for inst in models.instances.instances.values()
+        if inst.server_group_id == group_id and inst.status != "DELETED"
+    ]
+    return [inst.id for inst in sorted(members, key=lambda i: (i.created_at, i.id))]
+
+
+def project_server_groups(models: Models, project_id: str) -> int:
+    """How many server groups a project holds (nova's server_groups quota counts them)."""
+    return sum(1 for g in models.catalog.server_groups.values() if g.get("project_id") == project_id)
+
+
+def _view(models: Models, group: Body) -> dict[str, Any]:
+    # nova's 2.1 view: one policy in a list, no rules, empty metadata (project and user from 2.13)
+    return {
+        "id": group["id"],
+        "name": group["name"],
+        "policies": [group["policy"]],
+        "members": group_members(models, group["id"]),
+        "metadata": {},
+    }
+
+
+def _checked_policy(policies: list[Any]) -> str:
+    """The one policy of a create, refused as nova's schema refuses it (2.1: affinity or
+    anti-affinity; the soft ones come with 2.15, beyond this API's microversions)."""
+    if len(policies) != 1 or policies[0] not in SERVER_GROUP_POLICIES:
+        raise BadRequest(
+            f"Invalid input for field/attribute policies. Value: {policies}. "
+            f"{policies} is not valid under any of the given schemas"
+        )
+    return str(policies[0])
+
+
+@router.post("/os-server-groups", summary="Create a server group", responses=failures(400, 403))
+def create_server_group(
+    body: ServerGroupCreate, request: Request,
+    caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """Append catalog.server_group_created; 403 over the project's server_groups quota."""
+    spec = body.server_group
+    if spec.name != spec.name.strip():
+        raise BadRequest("Invalid input for field/attribute name. Value: "
+                         f"{spec.name}. '{spec.name}' does not match '^(?! )[^\\x00-\\x1f]*(?<! )$'")
+    if not policy.can_create_server(caller.roles, caller.project_id, caller.project_id):
+        raise Forbidden(policy.denied_message("os_compute_api:os-server-groups:create"))
+    group = {"id": new_id(), "name": spec.name, "policy": _checked_policy(spec.policies)}
+    rm = ctx.readmodel
+    with rm.lock:
+        # counted against this process's read model: a race between two API processes may pass
+        # one group over the limit (docs/decisions.md)
+        limit = quota_for(rm.models.identity, caller.project_id).server_groups
+        if not within(limit, project_server_groups(rm.models, caller.project_id)):
+            raise Forbidden("Quota exceeded, too many server groups.")
+    rm.append([caller_event(EventType.SERVER_GROUP_CREATED, group["id"], group, request, caller)])
+    return {"server_group": {"id": group["id"], "name": group["name"], "policies": [group["policy"]],
+                             "members": [], "metadata": {}}}
+
+
+@router.get("/os-server-groups", summary="List server groups (all_projects: admin)", responses=failures(400))
+@reads_models
+def list_server_groups(
+    request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """The caller's project's groups, or every project's for an admin asking all_projects; paged
+    by limit and offset as nova pages them."""
+    query = request.query_params
+    everyone = truthy(query.get("all_projects")) and policy.can_list_all_projects(caller.roles)
+    models = ctx.readmodel.models
+    groups = [g for g in models.catalog.server_groups.values()
+              if everyone or g.get("project_id") == caller.project_id]
+    raw_offset = query.get("offset")
+    if raw_offset is not None and not raw_offset.isdigit():
+        raise BadRequest("offset param must be an integer")
+    offset = int(raw_offset or 0)
+    limit = parse_limit(query.get("limit"), ctx.max_page)
+    return {"server_groups": [_view(models, g) for g in groups[offset:offset + limit]]}
+
+
+def _group(models: Models, caller: Identity, group_id: str, rule: str,
+           may: Callable[[Iterable[str], str, str], bool] = policy.can_view_server) -> Body:
+    """A group the caller may act on by `may` (nova's policy, on the group's project): 404 when
+    there is none, 403 when the policy refuses."""
+    group = models.catalog.server_groups.get(group_id)
+    if group is None:
+        raise NotFound(f"Instance group {group_id} could not be found.")
+    if not may(caller.roles, caller.project_id, str(group.get("project_id") or "")):
+        raise Forbidden(policy.denied_message(f"os_compute_api:os-server-groups:{rule}"))
+    return group
+
+
+@router.get("/os-server-groups/{group_id}", summary="Show a server group", responses=failures(403, 404))
+@reads_models
+def show_server_group(
+    group_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+) -> dict[str, Any]:
+    """One group with its members."""
+    models = ctx.readmodel.models
+    return {"server_group": _view(models, _group(models, caller, group_id, "show"))}
+
+
+@router.delete(
+    "/os-server-groups/{group_id}", status_code=204, summary="Delete a server group",
+    responses=failures(403, 404),
+)
+def delete_server_group(
+    group_id: str, request: Request, caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> Response:
+    """Append catalog.server_group_deleted; its servers stay where they are, in no group."""
+    models = ctx.readmodel.models
+    return append_delete(
+        ctx, request, caller, EventType.SERVER_GROUP_DELETED, group_id,
+        lambda: {"id": _group(models, caller, group_id, "delete", policy.can_delete_server)["id"]}, 204,
+    )

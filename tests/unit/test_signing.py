@@ -1,0 +1,137 @@
+"""Signed events: each writer's key signs what it writes, and a codec with the key ring refuses
+anything else (unsigned, unknown key, altered bytes, a writer that may not write the event)."""
+
+from __future__ import annotations
+
+import random
+import stat
+from pathlib import Path
+
+import pytest
+
+from eventsvm.app.writers import key_dir, may_write, spawner_writer, writer_codec, writer_ring
+from eventsvm.events.codec import Codec, CodecError, Forged
+from eventsvm.events.model import EventType, new_event
+from eventsvm.events.signing import FRAME_SIZE, SigningError, is_signed, rotate, signer
+from eventsvm.log.port import Record
+from eventsvm.runtime.fold_letters import FORGED, REPLAYED, FoldLetters
+from tests.factories import instance_chain
+
+CODEC = Codec()
+
+
+def role_assigned(user: str = "u-demo", project: str = "p-admin") -> object:
+    return new_event(EventType.ROLE_ASSIGNED, f"{user}:{project}",
+                     {"user_id": user, "project_id": project, "role": "admin"})
+
+
+def test_a_writer_signs_and_a_reader_with_the_ring_reads_it(tmp_path: Path) -> None:
+    api = writer_codec(tmp_path, "api", CODEC)
+    event = role_assigned()
+    data = api.encode(event)
+    assert is_signed(data) and data[FRAME_SIZE:] == CODEC.encode(event), "the frame wraps the Avro bytes"
+    reader = CODEC.keyed(None, writer_ring(tmp_path))
+    assert reader.decode(data) == event
+    assert CODEC.decode(data) == event, "a codec without a ring still reads a signed event"
+    assert reader.peek(data) == (EventType.ROLE_ASSIGNED, 1)
+
+
+def test_unsigned_unknown_and_altered_events_are_forged(tmp_path: Path) -> None:
+    api = writer_codec(tmp_path, "api", CODEC)
+    reader = CODEC.keyed(None, writer_ring(tmp_path))
+    event = role_assigned()
+    with pytest.raises(Forged, match="unsigned"):
+        reader.decode(CODEC.encode(event))
+    stranger = writer_codec(tmp_path / "elsewhere", "api", CODEC)  # the right name, not a known key
+    with pytest.raises(Forged, match="not in the key ring"):
+        reader.decode(stranger.encode(event))
+    data = bytearray(api.encode(event))
+    data[-3] ^= 1
+    with pytest.raises(Forged, match="does not match"):
+        reader.decode(bytes(data))
+    assert issubclass(Forged, CodecError), "every reader skips or letters it as it does garbage"
+
+
+def test_only_the_writer_allowed_may_write_an_event(tmp_path: Path) -> None:
+    reader = CODEC.keyed(None, writer_ring(tmp_path))
+    with pytest.raises(Forged, match="scheduler, which may not write identity.role_assigned"):
+        reader.decode(writer_codec(tmp_path, "scheduler", CODEC).encode(role_assigned()))
+    requested, authenticated, scheduled, resolved, spawned = instance_chain(random.Random(3))
+    host = spawned.body["host"]
+    assert may_write("api", requested) is None and may_write("authenticator", authenticated) is None
+    assert may_write("scheduler", scheduled) is None and may_write("resolver", resolved) is None
+    assert may_write(spawner_writer(host), spawned) is None
+    assert may_write("api", spawned) is not None, "the API never reports a guest running"
+    assert "not of" in (may_write(spawner_writer("compute-99"), spawned) or ""), "another host's spawner"
+    own = writer_codec(tmp_path, spawner_writer(host), CODEC).encode(spawned)
+    other = writer_codec(tmp_path, spawner_writer("compute-99"), CODEC).encode(spawned)
+    reader = CODEC.keyed(None, writer_ring(tmp_path))  # a ring loaded before the spawners' keys
+    assert reader.decode(own) == spawned, "a writer that made its key after the ring was loaded"
+    with pytest.raises(Forged, match="spawner of compute-99"):
+        reader.decode(other)
+
+
+def test_a_rotation_keeps_what_older_keys_signed_verifiable(tmp_path: Path) -> None:
+    before = writer_codec(tmp_path, "api", CODEC).encode(role_assigned())
+    assert rotate(key_dir(tmp_path), "api") == 2
+    after = writer_codec(tmp_path, "api", CODEC).encode(role_assigned("u-2"))
+    assert before[2:10] != after[2:10], "a new key signs after the rotation"
+    reader = CODEC.keyed(None, writer_ring(tmp_path))
+    assert reader.decode(before).aggregate_id == "u-demo:p-admin"
+    assert reader.decode(after).aggregate_id == "u-2:p-admin"
+    keys = key_dir(tmp_path)
+    assert sorted(p.name for p in keys.iterdir()) == ["api.1.pub", "api.2.key", "api.2.pub"]
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in keys.iterdir()} == {0o600}, "the public keys too"
+
+
+def test_a_bad_writer_name_or_key_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SigningError):
+        signer(tmp_path, "../api")
+    signer(tmp_path, "api")
+    (tmp_path / "api.1.key").write_text("not a key")
+    with pytest.raises(SigningError, match="api.1.key"):
+        signer(tmp_path, "api")
+
+
+def test_a_fold_letters_a_forged_identity_event_and_never_returns_it(tmp_path: Path) -> None:
+    api = writer_codec(tmp_path, "api", CODEC)
+    letters = FoldLetters("readmodel", api)
+    record = Record("eventsvm.identity", 0, 7, b"k", CODEC.encode(role_assigned()), 0)
+    assert letters.decoded(record) is None
+    (pending,) = letters._pending
+    letter = api.decode(pending.value)  # the letter itself is signed by the fold's writer
+    assert letter.body["error_type"] == FORGED and "unsigned" in letter.body["reason"]
+
+
+def test_a_signed_event_stored_again_elsewhere_is_a_replay_and_a_rebuild_is_not(tmp_path: Path) -> None:
+    api = writer_codec(tmp_path, "api", CODEC)
+    letters = FoldLetters("readmodel", api)
+    data = api.encode(role_assigned())
+    first = Record("eventsvm.identity", 0, 3, b"k", data, 0)
+    assert letters.decoded(first) is not None
+    assert letters.decoded(first) is not None, "the same place read again by a rebuild"
+    assert letters.decoded(first._replace(offset=9)) is None
+    (pending,) = letters._pending
+    letter = api.decode(pending.value)
+    assert letter.body["error_type"] == REPLAYED
+    assert "already stored at eventsvm.identity:0:3" in letter.body["reason"]
+
+
+def test_the_rotation_command_adds_a_key_and_refuses_a_bad_name(tmp_path: Path) -> None:
+    from eventsvm.app.cli import main
+
+    assert main(["keys", "rotate-signing", "scheduler", "--data-dir", str(tmp_path)]) == 0
+    assert main(["keys", "rotate-signing", "scheduler", "--data-dir", str(tmp_path)]) == 0
+    assert sorted(p.name for p in key_dir(tmp_path).iterdir()) == [
+        "scheduler.1.pub", "scheduler.2.key", "scheduler.2.pub"]
+    assert main(["keys", "rotate-signing", "../x", "--data-dir", str(tmp_path)]) != 0
+
+
+def test_a_move_step_may_come_from_either_end_of_the_move_only() -> None:
+    step = new_event(EventType.INSTANCE_MOVE_STEP, "i-1", {"action": "resize", "step": "prepared",
+                     "host": "compute-2", "source_host": "compute-1", "dest_host": "compute-2"})
+    assert may_write(spawner_writer("compute-1"), step) is None, "the source hands over to the destination"
+    assert may_write(spawner_writer("compute-2"), step) is None
+    assert may_write(spawner_writer("compute-3"), step) is not None
+    assert may_write("scheduler", step) is None, "the scheduler picks the destination"
