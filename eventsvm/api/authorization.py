@@ -153,6 +153,13 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("GET", "/compute/v2.1/os-hypervisors/detail"): _nova("os-hypervisors:list-detail"),
     ("GET", "/compute/v2.1/os-hypervisors/{hypervisor_id}"): _nova("os-hypervisors:show"),
     ("GET", "/compute/v2.1/os-availability-zone"): _nova("os-availability-zone:list"),
+    ("GET", "/compute/v2.1/os-availability-zone/detail"): _nova("os-availability-zone:detail"),
+    ("GET", "/compute/v2.1/os-server-groups"): _nova("os-server-groups:index"),
+    ("POST", "/compute/v2.1/os-server-groups"): _nova("os-server-groups:create"),
+    ("GET", "/compute/v2.1/os-server-groups/{group_id}"): _nova("os-server-groups:show"),
+    ("DELETE", "/compute/v2.1/os-server-groups/{group_id}"): _nova("os-server-groups:delete"),
+    ("GET", f"{_S}/ips"): _nova("ips:index", "server"),
+    ("GET", f"{_S}/ips/{{network_label}}"): _nova("ips:show", "server"),
     # nova's image proxy has no policy of its own; glance's applies
     ("GET", "/compute/v2.1/images"): _glance("get_images"),
     ("GET", "/compute/v2.1/images/detail"): _glance("get_images"),

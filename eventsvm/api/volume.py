@@ -189,7 +189,7 @@ def create_volume(
 
 @router.delete(
     "/v3/{project_id}/volumes/{volume_id}", status_code=202, summary="Delete a volume",
-    responses=failures(400, 403, 404),
+    response_class=Response, responses=failures(400, 403, 404),
 )
 def delete_volume(
     project_id: str,

@@ -41,7 +41,8 @@ _NOVA_RULES: dict[str, str] = {
         "os_compute_api:os-volumes-attachments:index", "os_compute_api:os-volumes-attachments:show",
         "os_compute_api:os-flavor-extra-specs:index", "os_compute_api:os-quota-sets:show",
         "os_compute_api:os-quota-sets:detail", "os_compute_api:os-simple-tenant-usage:show",
-        "os_compute_api:os-availability-zone:list",
+        "os_compute_api:os-availability-zone:list", "os_compute_api:os-server-groups:index",
+        "os_compute_api:os-server-groups:show", "os_compute_api:ips:index", "os_compute_api:ips:show",
     ), _NOVA_READER),
     **dict.fromkeys((
         "os_compute_api:servers:create", "os_compute_api:servers:delete", "os_compute_api:servers:update",
@@ -57,7 +58,8 @@ _NOVA_RULES: dict[str, str] = {
         "os_compute_api:server-metadata:create", "os_compute_api:server-metadata:update",
         "os_compute_api:server-metadata:update_all", "os_compute_api:server-metadata:delete",
         "os_compute_api:os-volumes-attachments:create", "os_compute_api:os-volumes-attachments:update",
-        "os_compute_api:os-volumes-attachments:delete",
+        "os_compute_api:os-volumes-attachments:delete", "os_compute_api:os-server-groups:create",
+        "os_compute_api:os-server-groups:delete",
     ), _NOVA_MEMBER),
     **dict.fromkeys((
         "os_compute_api:servers:index:get_all_tenants", "os_compute_api:servers:detail:get_all_tenants",
@@ -66,7 +68,7 @@ _NOVA_RULES: dict[str, str] = {
         "os_compute_api:os-flavor-manage:delete", "os_compute_api:os-quota-sets:update",
         "os_compute_api:os-simple-tenant-usage:list", "os_compute_api:os-hypervisors:list",
         "os_compute_api:os-hypervisors:list-detail", "os_compute_api:os-hypervisors:show",
-        "os_compute_api:limits:other_project",
+        "os_compute_api:limits:other_project", "os_compute_api:os-availability-zone:detail",
     ), _NOVA_ADMIN),
     **dict.fromkeys(("os_compute_api:limits", "os_compute_api:os-quota-sets:defaults"), _NOVA_ANY),
     **dict.fromkeys((

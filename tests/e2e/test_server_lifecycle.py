@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from eventsvm.api.app import create_app
@@ -29,6 +30,23 @@ def login(client: TestClient, user: str, password: str) -> dict[str, str]:
     return {"X-Auth-Token": answer.headers["X-Subject-Token"]}
 
 
+def api_over(cloud: Cloud, key_dir: Path) -> FastAPI:
+    """The API over the cloud's read model, issuing tokens with Fernet keys of its own."""
+    ensure_keys(key_dir)
+    return create_app(ApiContext(readmodel=cloud.readmodel, tokens=TokenService(key_dir)))
+
+
+def boot_active(client: TestClient, headers: dict[str, str], cloud: Cloud, name: str) -> str:
+    """POST a server of flavor 1 on the cloud's network and wait until it is ACTIVE; its id."""
+    answer = client.post(SERVERS, headers=headers, json={"server": {
+        "name": name, "imageRef": cloud.image_id(), "flavorRef": "1",
+        "networks": [{"uuid": cloud.network_id()}]}})
+    assert answer.status_code == 202, answer.text
+    server_id = str(answer.json()["server"]["id"])
+    settled(cloud, server_id, "ACTIVE")
+    return server_id
+
+
 def settled(cloud: Cloud, server_id: str, status: str, timeout: float = 30.0) -> None:
     """Wait until the server shows `status` with no task in hand."""
     def done(models: Any) -> bool:
@@ -45,16 +63,9 @@ def test_power_and_lock_actions_through_the_api_reach_the_domain(
 ) -> None:
     cloud = make_cloud(hosts=1)
     hypervisor = cloud.cluster.hosts[0].hypervisor
-    ensure_keys(tmp_path / "keys")
-    api = create_app(ApiContext(readmodel=cloud.readmodel, tokens=TokenService(tmp_path / "keys")))
-    with TestClient(api) as client:
+    with TestClient(api_over(cloud, tmp_path / "keys")) as client:
         demo, admin = login(client, "demo", "demo-pw"), login(client, "admin", "admin-pw")
-        answer = client.post(SERVERS, headers=demo, json={"server": {
-            "name": "lifecycle", "imageRef": cloud.image_id(), "flavorRef": "1",
-            "networks": [{"uuid": cloud.network_id()}]}})
-        assert answer.status_code == 202, answer.text
-        server_id = answer.json()["server"]["id"]
-        settled(cloud, server_id, "ACTIVE")
+        server_id = boot_active(client, demo, cloud, "lifecycle")
 
         def action(body: dict[str, Any], headers: dict[str, str] = demo) -> Any:
             return client.post(f"{SERVERS}/{server_id}/action", headers=headers, json=body)

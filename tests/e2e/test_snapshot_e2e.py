@@ -6,23 +6,20 @@ os-instance-actions names createImage and the log's history shows every step."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
-from eventsvm.api.app import create_app
-from eventsvm.api.context import ApiContext
 from eventsvm.events.codec import Codec
-from eventsvm.identity.keys import ensure_keys
-from eventsvm.identity.tokens import TokenService
 from eventsvm.log.factory import open_log
 from eventsvm.projections.history import instance_stages, timeline_lines
 from eventsvm.projections.replay import replay
 from eventsvm.virt.hypervisor import DomainState
 from tests.e2e.conftest import Cloud, CloudFactory, wait_quiet
 from tests.e2e.test_replay import beyond_fork_ties
-from tests.e2e.test_server_lifecycle import login, settled
+from tests.e2e.test_server_lifecycle import api_over, boot_active, login, settled
 
 SERVERS = "/compute/v2.1/servers"
 IMAGES = "/compute/v2.1/images"
@@ -45,19 +42,11 @@ def test_create_image_fills_a_glance_image_from_the_host_and_deletes_through_nov
 ) -> None:
     cloud = make_cloud(hosts=1)
     hypervisor = cloud.cluster.hosts[0].hypervisor
-    ensure_keys(tmp_path / "keys")
-    api = create_app(ApiContext(readmodel=cloud.readmodel, tokens=TokenService(tmp_path / "keys")))
+    api = api_over(cloud, tmp_path / "keys")
     with TestClient(api) as client:
         demo = login(client, "demo", "demo-pw")
 
-        def boot(name: str) -> str:
-            answer = client.post(SERVERS, headers=demo, json={"server": {
-                "name": name, "imageRef": cloud.image_id(), "flavorRef": "1",
-                "networks": [{"uuid": cloud.network_id()}]}})
-            assert answer.status_code == 202, answer.text
-            server_id = str(answer.json()["server"]["id"])
-            settled(cloud, server_id, "ACTIVE")
-            return server_id
+        boot = functools.partial(boot_active, client, demo, cloud)
 
         def snapshot(server_id: str, name: str, **metadata: str) -> str:
             answer = client.post(f"{SERVERS}/{server_id}/action", headers=demo,
@@ -113,8 +102,7 @@ def test_shelve_offloads_and_unshelve_spawns_again_through_the_scheduler(
     make_cloud: CloudFactory, tmp_path: Path
 ) -> None:
     cloud = make_cloud(hosts=2)
-    ensure_keys(tmp_path / "keys")
-    api = create_app(ApiContext(readmodel=cloud.readmodel, tokens=TokenService(tmp_path / "keys")))
+    api = api_over(cloud, tmp_path / "keys")
     hypervisors = {h.name: h.hypervisor for h in cloud.cluster.hosts}
 
     def guests(server_id: str) -> dict[str, DomainState | None]:
@@ -123,14 +111,7 @@ def test_shelve_offloads_and_unshelve_spawns_again_through_the_scheduler(
     with TestClient(api) as client:
         demo = login(client, "demo", "demo-pw")
 
-        def boot(name: str) -> str:
-            answer = client.post(SERVERS, headers=demo, json={"server": {
-                "name": name, "imageRef": cloud.image_id(), "flavorRef": "1",
-                "networks": [{"uuid": cloud.network_id()}]}})
-            assert answer.status_code == 202, answer.text
-            server_id = str(answer.json()["server"]["id"])
-            settled(cloud, server_id, "ACTIVE")
-            return server_id
+        boot = functools.partial(boot_active, client, demo, cloud)
 
         def action(server_id: str, body: dict[str, Any]) -> None:
             answer = client.post(f"{SERVERS}/{server_id}/action", headers=demo, json=body)

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
-from test_api_support import Cloud, cloud_fixture  # noqa: F401
+from test_api_support import Cloud, active_fixture, cloud_fixture, shown  # noqa: F401
 
 from eventsvm.events.model import Event, EventType, Topic, now_ms
 
@@ -19,10 +19,6 @@ POWER_STATE = {"stopped": 4, "suspended": 4, "paused": 3, "active": 1}
 
 def post(cloud: Cloud, server_id: str, body: dict[str, Any], user: str = "demo") -> Any:
     return cloud.client.post(f"{SERVERS}/{server_id}/action", json=body, headers=cloud.headers(user))
-
-
-def shown(cloud: Cloud, server_id: str) -> dict[str, Any]:
-    return dict(cloud.client.get(f"{SERVERS}/{server_id}", headers=cloud.headers()).json()["server"])
 
 
 def host_step(cloud: Cloud, server_id: str, failed: bool = False) -> None:
@@ -47,13 +43,6 @@ def act(cloud: Cloud, server_id: str, body: dict[str, Any], user: str = "demo") 
     answer = post(cloud, server_id, body, user)
     assert answer.status_code == 202, answer.text
     host_step(cloud, server_id)
-
-
-@pytest.fixture
-def active(cloud: Cloud) -> str:
-    server_id = cloud.create_server()
-    cloud.advance(server_id, "active")
-    return server_id
 
 
 def test_stop_appends_one_chained_command_on_the_hosts_partition_and_the_outcome_shows(

@@ -363,3 +363,17 @@ def cloud_fixture(tmp_path: Path) -> Iterator[Cloud]:
         yield Cloud(client, readmodel, tokens, ids)
     readmodel.close()
     log.close()
+
+
+@pytest.fixture(name="active")
+def active_fixture(cloud: Cloud) -> str:
+    """A server of demo's, advanced to ACTIVE."""
+    server_id = cloud.create_server()
+    cloud.advance(server_id, "active")
+    return server_id
+
+
+def shown(cloud: Cloud, server_id: str) -> dict[str, Any]:
+    """GET /servers/{id} as demo: the server view."""
+    answer = cloud.client.get(f"/compute/v2.1/servers/{server_id}", headers=cloud.headers())
+    return dict(answer.json()["server"])

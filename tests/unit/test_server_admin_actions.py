@@ -9,22 +9,11 @@ from typing import Any
 
 import pytest
 from test_api_server_actions import host_step, post
-from test_api_support import Cloud, cloud_fixture  # noqa: F401
+from test_api_support import Cloud, active_fixture, cloud_fixture, shown  # noqa: F401
 
 from eventsvm.events.model import EventType
 
 SERVERS = "/compute/v2.1/servers"
-
-
-@pytest.fixture
-def active(cloud: Cloud) -> str:
-    server_id = cloud.create_server()
-    cloud.advance(server_id, "active")
-    return server_id
-
-
-def shown(cloud: Cloud, server_id: str) -> dict[str, Any]:
-    return dict(cloud.client.get(f"{SERVERS}/{server_id}", headers=cloud.headers()).json()["server"])
 
 
 # -- os-resetState ---------------------------------------------------------------------------------

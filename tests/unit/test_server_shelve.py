@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from test_api_server_actions import post
-from test_api_support import Cloud, cloud_fixture  # noqa: F401
+from test_api_support import Cloud, active_fixture, cloud_fixture, shown  # noqa: F401
 from test_deciders import authenticated, folded, host_registered, resolve, schedule, spawn
 from test_server_snapshot import body_of
 
@@ -156,17 +156,6 @@ def test_the_spawner_deletes_the_shelved_image_once_the_server_runs_again(comput
 
 
 # -- the API ---------------------------------------------------------------------------------------
-@pytest.fixture
-def active(cloud: Cloud) -> str:
-    server_id = cloud.create_server()
-    cloud.advance(server_id, "active")
-    return server_id
-
-
-def shown(cloud: Cloud, server_id: str) -> dict[str, Any]:
-    return dict(cloud.client.get(f"{SERVERS}/{server_id}", headers=cloud.headers()).json()["server"])
-
-
 def host_done(cloud: Cloud, server_id: str, vm_state: str) -> None:
     """What the spawner appends for the newest command: the image filled and the outcome."""
     request = cloud.events(EventType.INSTANCE_ACTION_REQUESTED)[-1]

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from test_api_server_actions import host_step, post
-from test_api_support import Cloud, cloud_fixture  # noqa: F401
+from test_api_support import Cloud, active_fixture, cloud_fixture  # noqa: F401
 from test_deciders import folded, resolved_for, spawn
 
 from consumers import spawner
@@ -146,13 +146,6 @@ def test_the_spawner_folds_the_catalog_it_writes_to() -> None:
 
 
 # -- the API ---------------------------------------------------------------------------------------
-@pytest.fixture
-def active(cloud: Cloud) -> str:
-    server_id = cloud.create_server()
-    cloud.advance(server_id, "active")
-    return server_id
-
-
 def create_image(cloud: Cloud, server_id: str, body: dict[str, Any] | None = None, user: str = "demo") -> str:
     body = body or {"name": "snap-1", "metadata": {"image_type": "test"}}
     answer = post(cloud, server_id, {"createImage": body}, user)
