@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 from eventsvm.app.registry import PIPELINE, SERVICES, host_service
+from eventsvm.events.model import HOST_ROUTED_TOPICS
 from tests.chaos.conftest import ProcessCloud
 from tests.e2e.conftest import STAGES, Inputs, fold_log, in_flight, wait_log_quiet
 
@@ -37,7 +38,9 @@ def pipeline_inputs(cloud: ProcessCloud) -> Inputs:
     for host in ("compute-1", "compute-2"):
         slot = int(cloud.driver.readmodel.models.hosts[host]["slot"])
         spawner = host_service("spawner", host)
-        inputs += [(f"eventsvm.{spawner.name}", str(t), [slot % log_.partitions(str(t))])
+        # its slot's partition of the host-routed topics, every partition of the deletions
+        inputs += [(f"eventsvm.{spawner.name}", str(t), [slot % log_.partitions(str(t))]
+                    if t in HOST_ROUTED_TOPICS else list(range(log_.partitions(str(t)))))
                    for t in spawner.inputs]
     return inputs
 
