@@ -252,9 +252,10 @@ def chaos_run(servers: int, flags: list[str], config: LogConfig, data_dir: Path,
 
         client, demo, body = demo_without_quota(url)
         per_client = servers // CLIENTS
-        # Bursts of five per client, spread over about as long as the kills take (~2.5 s each),
-        # so that services hold work whenever the driver looks for a victim.
-        pause = max_kills * 2.5 / max(1, per_client // BURST)
+        # Bursts of five per client, spread over about as long as the kills take (~4 s each: a
+        # look for a victim, the kill, the proof, the restart), so that services hold work whenever
+        # the driver looks for a victim.
+        pause = max_kills * 4.0 / max(1, per_client // BURST)
         creators = [Creator(url, demo, body, count=per_client, prefix=f"c{n}", burst=BURST, pause_s=pause)
                     for n in range(CLIENTS)]
         started = time.monotonic()
@@ -284,7 +285,9 @@ def chaos_run(servers: int, flags: list[str], config: LogConfig, data_dir: Path,
         print(f"chaos: {servers} servers in {elapsed:.0f} s; kills proven mid-flight "
               f"{[label for label, _ in chaos.proven]}, unproven {chaos.unproven}")
         assert broker is None or chaos.broker_restarted, "the broker was never restarted"
-        assert len(chaos.proven) >= max_kills // 2, (chaos.proven, chaos.unproven)
+        kills = len(chaos.proven) + len(chaos.unproven)
+        assert kills >= max_kills // 2, f"the load ended after {kills} kills"
+        assert len(chaos.proven) >= kills // 2, (chaos.proven, chaos.unproven)
 
         # No duplicate still on its way: every service's group past every record of its inputs.
         wait_log_quiet(config, [i for inputs in chaos.inputs.values() for i in inputs], timeout=120)
