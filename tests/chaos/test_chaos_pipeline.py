@@ -271,8 +271,9 @@ def chaos_run(servers: int, flags: list[str], config: LogConfig, data_dir: Path,
         # Bursts of five per client, spread over about as long as the kills take (~4 s each: a
         # look for a victim, the kill, the proof, the restart), so that services hold work whenever
         # the driver looks for a victim.
-        pause = max_kills * 4.0 / max(1, per_client // BURST)
-        creators = [Creator(url, demo, body, count=per_client, prefix=f"c{n}", burst=BURST, pause_s=pause)
+        burst = max(1, min(BURST, per_client // 3))  # at least three bursts per client
+        pause = max_kills * 4.0 / (per_client // burst)
+        creators = [Creator(url, demo, body, count=per_client, prefix=f"c{n}", burst=burst, pause_s=pause)
                     for n in range(CLIENTS)]
         started = time.monotonic()
         threading.Thread(target=chaos.run, daemon=True).start()
