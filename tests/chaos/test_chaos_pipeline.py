@@ -321,7 +321,8 @@ def chaos_run(servers: int, flags: list[str], config: LogConfig, data_dir: Path,
         for instance_id in ids:
             counts = Counter(action[0] for action in instances[instance_id].actions)
             wanted = 1 if instance_id in active else counts["instance.spawned"]
-            assert all(counts[stage] == 1 for stage in STAGES[:-1]) or instance_id in errors, counts
+            assert all(counts[stage] == 1 for stage in STAGES[:-1]) or instance_id in errors, (
+                instance_id, counts, [(a[0], a[4]) for a in instances[instance_id].actions])
             assert counts["instance.spawned"] == wanted <= 1, (instance_id, counts)
 
         # Exactly one running guest per ACTIVE server, on its host, and none for any other.
