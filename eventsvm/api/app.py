@@ -16,6 +16,7 @@ from eventsvm.api import (
     compute_actions,
     compute_catalog,
     compute_images,
+    compute_networks,
     compute_usage,
     identity,
     identity_admin,
@@ -166,6 +167,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
                    identity_domains, server_ips):
         app.include_router(module.router)
     app.include_router(compute_images.router)
+    app.include_router(compute_networks.router)
     app.include_router(server_groups.router)
     app.add_middleware(RequestEnvelope, max_body_bytes=ctx.max_body_bytes)
     return app

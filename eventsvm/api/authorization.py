@@ -154,6 +154,9 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("GET", "/compute/v2.1/os-hypervisors/{hypervisor_id}"): _nova("os-hypervisors:show"),
     ("GET", "/compute/v2.1/os-availability-zone"): _nova("os-availability-zone:list"),
     ("GET", "/compute/v2.1/os-availability-zone/detail"): _nova("os-availability-zone:detail"),
+    # nova's proxy to neutron: its rule is nova's; which networks it shows is neutron's visibility
+    ("GET", "/compute/v2.1/os-networks"): _nova("os-networks:list"),
+    ("GET", "/compute/v2.1/os-networks/{network_id}"): _nova("os-networks:view", "network"),
     ("GET", "/compute/v2.1/os-server-groups"): _nova("os-server-groups:index"),
     ("POST", "/compute/v2.1/os-server-groups"): _nova("os-server-groups:create"),
     ("GET", "/compute/v2.1/os-server-groups/{group_id}"): _nova("os-server-groups:show", "server_group"),

@@ -42,6 +42,7 @@ _NOVA_RULES: dict[str, str] = {
         "os_compute_api:os-flavor-extra-specs:index", "os_compute_api:os-quota-sets:show",
         "os_compute_api:os-quota-sets:detail", "os_compute_api:os-simple-tenant-usage:show",
         "os_compute_api:os-availability-zone:list", "os_compute_api:os-server-groups:index",
+        "os_compute_api:os-networks:list", "os_compute_api:os-networks:view",
         "os_compute_api:os-server-groups:show", "os_compute_api:ips:index", "os_compute_api:ips:show",
     ), _NOVA_READER),
     **dict.fromkeys((

@@ -151,3 +151,23 @@ def test_volumes_create_and_list(cloud: Cloud):
         "absolute"
     ]
     assert (limits["totalVolumesUsed"], limits["totalGigabytesUsed"]) == (1, 2)
+
+
+def test_novas_network_proxy_lists_what_the_project_may_boot_on_by_label(cloud: Cloud):
+    # tempest finds its fixed_network_name through this list (label == name), so its servers name
+    # their network instead of relying on the project seeing exactly one
+    listed = cloud.client.get("/compute/v2.1/os-networks", headers=cloud.headers())
+    assert listed.status_code == 200, listed.text
+    by_label = {n["label"]: n for n in listed.json()["networks"]}
+    private = by_label["private"]
+    assert (private["id"], private["cidr"], private["gateway"]) == (
+        cloud.ids["network:private"], "10.0.0.0/24", "10.0.0.1")
+    # demo's private network is not another project's to see, by list or by id
+    others = cloud.client.get("/compute/v2.1/os-networks", headers=cloud.headers("alice")).json()["networks"]
+    assert "private" not in {n["label"] for n in others}
+    hidden = cloud.client.get(f"/compute/v2.1/os-networks/{cloud.ids['network:private']}",
+                              headers=cloud.headers("alice"))
+    assert hidden.status_code == 404 and hidden.json()["itemNotFound"]["code"] == 404
+    private_path = f"/compute/v2.1/os-networks/{cloud.ids['network:private']}"
+    shown = cloud.client.get(private_path, headers=cloud.headers())
+    assert shown.json()["network"]["label"] == "private"
