@@ -82,6 +82,9 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
         "/network/", "/network", "/network/v2.0/", "/network/v2.0", "/volume/", "/volume",
         "/volume/v3/", "/volume/v3",
     )},
+    # -- monitoring (mounted beside the API by `eventsvm up`): open to a scraper and a browser; what
+    # they show is their own rule (counts only, names and reasons for an admin's token; item 8)
+    **{("GET", path): PUBLIC for path in ("/metrics", "/dashboard", "/dashboard/state")},
     # -- keystone
     ("POST", "/identity/v3/auth/tokens"): PUBLIC,
     ("GET", "/identity/v3/auth/catalog"): ANY_TOKEN,

@@ -52,7 +52,9 @@ PERSONAS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "admin": ("admin", "admin", ("admin",)),
 }
 
-PUBLIC = {("POST", "/identity/v3/auth/tokens")}
+PUBLIC = {("POST", "/identity/v3/auth/tokens"),
+          # monitoring, beside the API: counts for anyone, names only for an admin's token
+          ("GET", "/metrics"), ("GET", "/dashboard"), ("GET", "/dashboard/state")}
 _VERSION_PATH = re.compile(r"^/(identity|compute|image|network|volume)(/(v2|v2\.0|v2\.1|v3))?/?$")
 
 # any valid token: nova has no policy on flavors, key pairs are their user's, keystone lets anyone
@@ -300,5 +302,19 @@ def test_a_policy_file_in_the_data_dir_changes_what_the_api_allows(cloud: Cloud,
         assert client.post("/image/v2/images", json=image, headers=reader).status_code == 403
         server = client.post("/compute/v2.1/servers", json=cloud.server_request(), headers=reader)
         assert server.status_code == 403
+    finally:
+        monitoring.close()
+
+
+def test_monitoring_beside_the_api_answers_without_a_token(cloud: Cloud, tmp_path: Path) -> None:
+    """`eventsvm up` mounts /metrics and the dashboard on the API's app, whose every route runs the
+    policy table: a Prometheus scraper and a browser without a token still get counts."""
+    app, _, monitoring = serving_app(cloud.readmodel, tmp_path / "data", "http://127.0.0.1:1")
+    try:
+        client = TestClient(app)
+        for path in ("/metrics", "/dashboard", "/dashboard/state"):
+            assert client.get(path).status_code == 200, path
+        # and the API beside them still wants a token
+        assert client.get("/compute/v2.1/servers").status_code == 401
     finally:
         monitoring.close()
