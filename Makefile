@@ -7,7 +7,7 @@ BROKERS     ?= 1
 DATA_DIR    ?= ./data
 PYTEST_ARGS ?=
 
-.PHONY: install run test unit lint kafka kafka-stop chaos bench interop guest-image clean
+.PHONY: install run test test-slow chaos-bounded unit lint kafka kafka-stop chaos bench interop guest-image clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,14 @@ run: install
 
 test: install
 	bash scripts/test.sh $(PYTEST_ARGS)
+
+# what `make test` leaves out for time: real QEMU guests and the client tests on Kafka
+test-slow: install
+	TEST_MARKERS="slow and not cluster" bash scripts/test.sh $(PYTEST_ARGS)
+
+# every chaos suite at its bounded size (broker loss, SQLite outages, killed processes): CI runs it
+chaos-bounded: install
+	TEST_MARKERS="chaos and not cluster" bash scripts/test.sh $(PYTEST_ARGS)
 
 unit: install
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)

@@ -25,7 +25,11 @@ if command -v gcc >/dev/null && ! .venv/bin/python -c 'import eventsvm.events._a
 fi
 
 # -m "not cluster": the three-broker cluster test is `make chaos`'s (too heavy for two cores).
-.venv/bin/python -m pytest -q -p no:cacheprovider -m "not cluster" tests "$@"
+# `make test` leaves out what has a target of its own (tests/conftest.py marks them): the chaos
+# suites (`make chaos-bounded`, which CI runs too), QEMU guests and the client tests on Kafka
+# (`make test-slow`), and the three-broker cluster (`make chaos`); keeping it near 20 minutes here.
+.venv/bin/python -m pytest -q -p no:cacheprovider -m "${TEST_MARKERS:-not cluster and not chaos and not slow}" \
+    tests "$@"
 status=$?
 if [[ $status -eq 5 ]]; then
     echo "test.sh: pytest collected no tests" >&2

@@ -85,3 +85,13 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: pytest_timeout.Setting
     item.cancel_timeout = cancel  # what pytest-timeout's cancel hook calls
     timer.start()
     return True
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/chaos/ is a chaos test and every one under tests/qemu/ a slow one, so
+    `make test` can leave them to their own targets (scripts/test.sh) without a marker per file."""
+    for item in items:
+        if item.nodeid.startswith("tests/chaos/"):
+            item.add_marker(pytest.mark.chaos)
+        elif item.nodeid.startswith("tests/qemu/"):
+            item.add_marker(pytest.mark.slow)

@@ -45,7 +45,10 @@ def _write_public_key(path: Path) -> None:
                      + b" clients@eventsvm\n")
 
 
-@pytest.fixture(scope="session", params=["sqlite", pytest.param("kafka", marks=pytest.mark.kafka)])
+# on Kafka the same client tests are `slow` (`make test-slow`): the Kafka engine is proven in
+# `make test` by the contract and e2e suites, and these double the suite's longest part
+@pytest.fixture(scope="session",
+                params=["sqlite", pytest.param("kafka", marks=[pytest.mark.kafka, pytest.mark.slow])])
 def live_cloud(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveCloud]:
