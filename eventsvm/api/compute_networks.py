@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import NotFound
+from eventsvm.api.network import visible_network
 from eventsvm.api.openapi import failures
 from eventsvm.api.server_request import network_visible
 from eventsvm.projections.readmodel import Models
@@ -50,7 +51,7 @@ def show_compute_network(
 ) -> dict[str, Any]:
     """One network the caller may use; nova's 404 for one it may not see or that does not exist."""
     models = ctx.readmodel.models
-    network = models.catalog.networks.get(network_id)
-    if network is None or not network_visible(network, caller):
+    network = visible_network(models, caller, network_id)
+    if network is None:
         raise NotFound("Network could not be found.")
     return {"network": compute_network_view(models, network)}

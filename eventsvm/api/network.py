@@ -60,6 +60,12 @@ def _matches(query: Any, item: dict[str, Any], fields: tuple[str, ...]) -> bool:
     return True
 
 
+def visible_network(models: Models, caller: Identity, network_id: str) -> Body | None:
+    """The network, when it exists and the caller may see it (neutron's and nova's proxy's show)."""
+    network = models.catalog.networks.get(network_id)
+    return network if network is not None and network_visible(network, caller) else None
+
+
 def network_view(models: Models, network: Body) -> dict[str, Any]:
     """A network as neutron shows it."""
     created = iso_z(models.catalog.created_at.get(network["id"]))
@@ -114,8 +120,8 @@ def show_network(
 ) -> dict[str, Any]:
     """One network; a name is not an id and answers 404."""
     models = ctx.readmodel.models
-    network = models.catalog.networks.get(network_id)
-    if network is None or not network_visible(network, caller):
+    network = visible_network(models, caller, network_id)
+    if network is None:
         raise NotFound(f"Network {network_id} could not be found.", kind="NetworkNotFound")
     return {"network": network_view(models, network)}
 
