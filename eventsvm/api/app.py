@@ -32,7 +32,7 @@ from eventsvm.api import (
     server_volumes,
     volume,
 )
-from eventsvm.api.authorization import enforce_route_policy
+from eventsvm.api.authorization import enforce_route_policy, policy_may_refuse
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import error_body, install_error_handlers, service_of
 from eventsvm.api.openapi import install_openapi
@@ -161,7 +161,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     app.state.public_url = ctx.public_url
     install_error_handlers(app)
-    install_openapi(app)
+    install_openapi(app, policy_may_refuse)
     for module in (identity, identity_admin, compute, compute_actions, compute_catalog, compute_usage, image,
                    network, volume, server_edits, server_metadata, server_volumes, identity_changes,
                    identity_domains, server_ips):

@@ -159,7 +159,9 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("GET", "/compute/v2.1/os-availability-zone/detail"): _nova("os-availability-zone:detail"),
     # nova's proxy to neutron: its rule is nova's; which networks it shows is neutron's visibility
     ("GET", "/compute/v2.1/os-networks"): _nova("os-networks:list"),
-    ("GET", "/compute/v2.1/os-networks/{network_id}"): _nova("os-networks:view", "network"),
+    # nova checks its proxy against the caller's own project, not the network's owner: a shared
+    # network another project owns is shown, one the caller may not see is the handler's 404
+    ("GET", "/compute/v2.1/os-networks/{network_id}"): _nova("os-networks:view"),
     ("GET", "/compute/v2.1/os-server-groups"): _nova("os-server-groups:index"),
     ("POST", "/compute/v2.1/os-server-groups"): _nova("os-server-groups:create"),
     ("GET", "/compute/v2.1/os-server-groups/{group_id}"): _nova("os-server-groups:show", "server_group"),
@@ -331,6 +333,15 @@ async def _action_rule(request: Request) -> str:
         if action in ACTION_RULES:
             return f"os_compute_api:{ACTION_RULES[action]}"
     return UNKNOWN_ACTION_RULE
+
+
+def policy_may_refuse(method: str, path: str) -> bool:
+    """Whether enforce_route_policy can answer 403 on the route: a rule is checked there (the
+    server action route's comes from the action), or the table has no line for it at all."""
+    entry = ROUTE_RULES.get((method, path))
+    if entry is None:
+        return True
+    return not entry.public and (entry.rule is not None or entry.service == "nova")
 
 
 def rule_of(request: Request) -> RouteRule | None:

@@ -8,6 +8,8 @@ route is built are added here; the rest a route declares with `failures(...)`:
 - 400 and 413 where a body is read (validation; RequestEnvelope's size limit), and 400 where a
   parameter is more than a string (only then can FastAPI's validation refuse one);
 - 401 on every operation that takes X-Auth-Token;
+- 403 on every operation the policy table gives a rule (`may_refuse`): an operator's policy file
+  may deny any of them, and the route's own rule denies the callers it names;
 - 503 on operations that append to the log (every write but issuing a token), when it is down;
 - 403, 404, 409 and other 400s: `responses=failures(...)` on the route, where the handler raises them.
 """
@@ -109,7 +111,11 @@ def _any_string(schema: dict[str, Any]) -> bool:
     return all(kind in ("string", "null") for kind in kinds)
 
 
-def _error_codes(path: str, method: str, operation: dict[str, Any]) -> set[int]:
+PolicyRefuses = Callable[[str, str], bool]
+"""(HTTP method, route path) → whether a policy rule may refuse the caller there."""
+
+
+def _error_codes(path: str, method: str, operation: dict[str, Any], may_refuse: PolicyRefuses) -> set[int]:
     codes = {int(code) for code in operation["responses"] if code.isdigit() and int(code) >= 400}
     if "requestBody" in operation:
         codes |= {400, 413}
@@ -117,19 +123,27 @@ def _error_codes(path: str, method: str, operation: dict[str, Any]) -> set[int]:
         codes.add(400)
     if operation.get("security"):
         codes.add(401)
+    if may_refuse(method.upper(), path):
+        codes.add(403)
     if method in _WRITES and (method, path) not in _APPENDS_NOTHING:
         codes.add(503)
     return codes
 
 
-def with_real_errors(document: dict[str, Any]) -> dict[str, Any]:
+def _refuses_nothing(method: str, path: str) -> bool:
+    return False
+
+
+def with_real_errors(
+    document: dict[str, Any], may_refuse: PolicyRefuses = _refuses_nothing
+) -> dict[str, Any]:
     """`document` (FastAPI's) without the 422s and with every error code in its service's shape."""
     for path, operations in document.get("paths", {}).items():
         service = service_of(path)
         for method, operation in operations.items():
             responses = operation["responses"]
             responses.pop("422", None)
-            for status in sorted(_error_codes(path, method, operation)):
+            for status in sorted(_error_codes(path, method, operation, may_refuse)):
                 declared = responses.get(str(status), {}).get("description")
                 responses[str(status)] = _error_response(service, status, declared or _DESCRIPTIONS[status])
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
@@ -139,13 +153,13 @@ def with_real_errors(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def install_openapi(app: FastAPI) -> None:
+def install_openapi(app: FastAPI, may_refuse: PolicyRefuses = _refuses_nothing) -> None:
     """Serve `with_real_errors` of FastAPI's document at /openapi.json."""
     generate: Callable[[], dict[str, Any]] = app.openapi
 
     def document() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = with_real_errors(generate())
+            app.openapi_schema = with_real_errors(generate(), may_refuse)
         return app.openapi_schema
 
     app.openapi = document  # type: ignore[method-assign]

@@ -195,6 +195,15 @@ def wait_for_progress(log_: EventLog, since: int, process: subprocess.Popen[byte
     pytest.fail(f"billing made no progress past {since} records in {timeout} s")
 
 
+def wait_for_output(log_: EventLog, codec: Codec, since: int, process: subprocess.Popen[bytes]) -> None:
+    """Wait until billing has written more than `since` records."""
+    deadline = time.monotonic() + 90
+    while read_log(log_, codec, (Topic.BILLING,), lambda _e: None) <= since:
+        assert time.monotonic() < deadline, f"billing wrote nothing past {since} records in 90 s"
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+        time.sleep(0.01)
+
+
 def test_billing_killed_at_arbitrary_points_still_records_each_usage_exactly_once(
         engine_url: tuple[str, str], tmp_path: Path) -> None:
     url, namespace = engine_url
@@ -221,8 +230,15 @@ def test_billing_killed_at_arbitrary_points_still_records_each_usage_exactly_onc
         for _ in range(3):
             process = billing_process(config, tmp_path)
             done = wait_for_progress(log_, done, process, timeout=90)
-            time.sleep(rng.uniform(0.0, 0.4))  # somewhere in the middle of a later step
+            # a burst the process cannot finish at once, and the kill once the log shows it is
+            # part-way in: a steady trickle alone is written as fast as it comes on a quiet machine
+            before_burst = read_log(log_, codec, (Topic.BILLING,), lambda _e: None)
+            burst = spawn_and_delete_events(1500, rng)  # ~2000 inputs: several 500-record steps
+            log_.append(signed_records(tmp_path, burst))
+            produced.extend(burst)
             in_log = len(produced)  # inputs appended before the kill (the producer goes on after it)
+            wait_for_output(log_, codec, before_burst, process)
+            time.sleep(rng.uniform(0.0, 0.05))  # somewhere in the middle of a later step
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
             # one output per input; what was written is final once the process is dead

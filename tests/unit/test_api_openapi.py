@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from test_api_support import PUBLIC_KEY, Cloud, cloud_fixture  # noqa: F401
 
+from eventsvm.api.authorization import policy_may_refuse
 from eventsvm.api.errors import install_error_handlers
 from eventsvm.api.openapi import install_openapi
 
@@ -137,3 +138,16 @@ def test_every_documented_503_names_its_retry_after(document: dict[str, Any]):
     ]
     assert unavailable, "the writes document their 503"
     assert all("Retry-After" in response["headers"] for response in unavailable)
+
+
+def test_every_operation_a_policy_rule_guards_documents_its_403(document: dict[str, Any]):
+    # an operator's policy.yaml may deny any rule-guarded route, so each says what a 403 looks like
+    guarded = {(method, path) for path, operations in document["paths"].items() for method in operations
+               if policy_may_refuse(method.upper(), path)}
+    assert ("get", f"{COMPUTE}/os-networks/{{network_id}}") in guarded
+    assert ("post", f"{COMPUTE}/servers/{{server_id}}/action") in guarded
+    for method, path in guarded:
+        schema = _documented(document, path, method, 403)
+        assert schema["required"], (method, path)
+    token_issue = document["paths"]["/identity/v3/auth/tokens"]["post"]["responses"]
+    assert "403" not in token_issue  # public: no rule to refuse anyone

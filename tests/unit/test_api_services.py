@@ -171,3 +171,8 @@ def test_novas_network_proxy_lists_what_the_project_may_boot_on_by_label(cloud: 
     private_path = f"/compute/v2.1/os-networks/{cloud.ids['network:private']}"
     shown = cloud.client.get(private_path, headers=cloud.headers())
     assert shown.json()["network"]["label"] == "private"
+    # the admin's shared external network is any project's to see through the proxy, as in nova
+    public = cloud.client.get(f"/compute/v2.1/os-networks/{cloud.ids['network:public']}",
+                              headers=cloud.headers("alice"))
+    assert public.status_code == 200, public.text
+    assert public.json()["network"]["label"] == "public"
