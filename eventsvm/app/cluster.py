@@ -91,7 +91,7 @@ def paused_of(runner: ServiceRunner[Any]) -> Callable[[], bool]:
 
 def snapshot_store(data_dir: Path, config: LogConfig) -> SnapshotStore:
     """Where this log's services checkpoint their state (one file per service)."""
-    return SnapshotStore(data_dir / "snapshots", f"{config.url}#{config.namespace}")
+    return SnapshotStore(data_dir / "snapshots", config.identity)
 
 
 def spawner_runner(
