@@ -14,8 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from eventsvm.app.cluster import seal_store
 from eventsvm.app.options import UsageError, add_log_options, default_data_dir, log_config
-from eventsvm.app.writers import key_dir, trusting_codec
+from eventsvm.app.writers import trusting_codec
 from eventsvm.events.codec import Codec
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog
@@ -62,7 +63,7 @@ def _seals(args: argparse.Namespace) -> SealStore | None:
     if args.no_seal:
         return None
     data_dir, config = log_config(args)
-    return SealStore(data_dir, key_dir(data_dir), config.identity)
+    return seal_store(data_dir, config)
 
 
 def _sealed_replay(log: EventLog, codec: Codec, until: Until | None,

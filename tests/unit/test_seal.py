@@ -19,7 +19,7 @@ from eventsvm.events.model import Event, EventType, new_event
 from eventsvm.events.signing import KeyRing, key_ring
 from eventsvm.log.port import EventLog, OutRecord, Record
 from eventsvm.projections.audit import verify
-from eventsvm.projections.readmodel import ALL_TOPICS, Models
+from eventsvm.projections.readmodel import ALL_TOPICS, Models, ReadModel
 from eventsvm.projections.replay import Drain, ReplayReport, model_differences, replay
 from eventsvm.projections.seal import SealBroken, Sealing, SealStore, UntrustedSeal
 from tests.factories import instance_chain, signed_records, sqlite_log
@@ -235,3 +235,35 @@ def test_a_record_removed_inside_the_sealed_range_breaks_the_seal(log: EventLog,
 def test_a_seal_needs_a_reader_that_verifies() -> None:
     with pytest.raises(ValueError, match="key ring"):
         replay(None, CODEC, sealing=Sealing())  # type: ignore[arg-type]
+
+
+def test_the_read_model_starts_under_the_seal_and_rebuilds_verified_when_it_breaks(
+        log: EventLog, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data_dir = tmp_path / "data"
+    events = chains(12)
+    log.append(signed_records(data_dir, events))
+    store = store_of(db, data_dir)
+
+    def started() -> ReadModel:
+        model = ReadModel(log, writer_codec(data_dir, "api", CODEC))
+        model.start(tail=False, seals=store)
+        return model
+
+    first = started()  # no seal yet: every signature verified, then sealed
+    assert store.load(log) is not None
+    calls = []
+    real = KeyRing.writer_of
+    monkeypatch.setattr(KeyRing, "writer_of", lambda self, data: calls.append(1) or real(self, data))
+    second = started()
+    assert calls == [1], "only the seal's own signature is verified"
+    assert model_differences(second.models, first.models) == []
+
+    name = events[0].body["name"].encode()
+    alter_stored(db, "eventsvm.instance.requested", 0, name, name[:-1] + b"X")
+    calls.clear()
+    third = started()
+    assert len(calls) > len(events), "the broken seal was followed by a verification of every record"
+    altered = (name[:-1] + b"X").decode()
+    assert altered not in {i.name for i in third.models.instances.instances.values()}, "never folded"
+    assert model_differences(third.models, replay(log, trusting_codec(data_dir))[0]) == []
+    assert third.models.instances.events_folded == first.models.instances.events_folded - 1
