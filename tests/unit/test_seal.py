@@ -36,6 +36,22 @@ def store_of(db: Path, data_dir: Path) -> SealStore:
     return SealStore(data_dir, key_dir(data_dir), LogConfig(url=f"sqlite://{db}").identity)
 
 
+def admin_grant() -> Event:
+    return new_event(EventType.ROLE_ASSIGNED, "u-demo:p-admin",
+                     {"user_id": "u-demo", "project_id": "p-admin", "role": "admin"})
+
+
+def signed_and_sealed(log: EventLog, db: Path, tmp_path: Path,
+                      events: list[Event]) -> tuple[Codec, SealStore]:
+    """`events` signed by their writers (keys under tmp_path/data) in `log`, sealed by an audit."""
+    data_dir = tmp_path / "data"
+    log.append(signed_records(data_dir, events))
+    codec = trusting_codec(data_dir)
+    store = store_of(db, data_dir)
+    seal_by_audit(log, codec, store)
+    return codec, store
+
+
 def seal_by_audit(log: EventLog, codec: Codec, store: SealStore) -> Sealing:
     sealing = Sealing()
     report = verify(log, codec, sealing=sealing)
@@ -87,12 +103,8 @@ def test_a_sealed_replay_skips_every_verify_and_rebuilds_the_same_models(
 
 def test_a_record_altered_inside_the_sealed_range_breaks_the_seal(log: EventLog, db: Path,
                                                                   tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
     events = chains(10)
-    log.append(signed_records(data_dir, events))
-    codec = trusting_codec(data_dir)
-    store = store_of(db, data_dir)
-    seal_by_audit(log, codec, store)
+    codec, store = signed_and_sealed(log, db, tmp_path, events)
     name = events[0].body["name"].encode()
     part, offset = alter_stored(db, "eventsvm.instance.requested", 0, name, name[:-1] + b"X")
 
@@ -146,13 +158,9 @@ def test_the_replay_command_reports_a_broken_seal_and_replays_verifying_everythi
 def test_events_after_the_seal_are_verified_one_by_one(log: EventLog, db: Path, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = chains(8)
-    log.append(signed_records(data_dir, first))
-    codec = trusting_codec(data_dir)
-    store = store_of(db, data_dir)
-    seal_by_audit(log, codec, store)
+    codec, store = signed_and_sealed(log, db, tmp_path, first)
     later = chains(4, seed=2)
-    grant = new_event(EventType.ROLE_ASSIGNED, "u-demo:p-admin",
-                      {"user_id": "u-demo", "project_id": "p-admin", "role": "admin"})
+    grant = admin_grant()
     stranger = writer_codec(tmp_path / "elsewhere", "api", CODEC)  # the right name, an unknown key
     log.append([*signed_records(data_dir, later),
                 OutRecord("eventsvm.identity", grant.aggregate_id.encode(), stranger.encode(grant))])
@@ -171,8 +179,7 @@ def test_events_after_the_seal_are_verified_one_by_one(log: EventLog, db: Path, 
 
 def test_the_write_policy_is_still_checked_under_a_seal(log: EventLog, db: Path, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    grant = new_event(EventType.ROLE_ASSIGNED, "u-demo:p-admin",
-                      {"user_id": "u-demo", "project_id": "p-admin", "role": "admin"})
+    grant = admin_grant()
     scheduler = writer_codec(data_dir, "scheduler", CODEC)  # a real key, not allowed identity events
     log.append([OutRecord("eventsvm.identity", grant.aggregate_id.encode(), scheduler.encode(grant)),
                 *signed_records(data_dir, chains(2))])
@@ -186,10 +193,7 @@ def test_the_write_policy_is_still_checked_under_a_seal(log: EventLog, db: Path,
 def test_a_seal_signed_by_another_key_is_ignored(log: EventLog, db: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     data_dir = tmp_path / "data"
-    log.append(signed_records(data_dir, chains(3)))
-    codec = trusting_codec(data_dir)
-    store = store_of(db, data_dir)
-    seal_by_audit(log, codec, store)
+    codec, store = signed_and_sealed(log, db, tmp_path, chains(3))
     elsewhere = tmp_path / "elsewhere"
     theirs = store_of(db, elsewhere)  # the same log sealed by another data dir's key
     seal_by_audit(log, codec, theirs)
@@ -220,11 +224,7 @@ def test_a_seal_of_more_records_than_the_log_holds_is_refused(db: Path, tmp_path
 
 def test_a_record_removed_inside_the_sealed_range_breaks_the_seal(log: EventLog, db: Path,
                                                                   tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    log.append(signed_records(data_dir, chains(10)))
-    codec = trusting_codec(data_dir)
-    store = store_of(db, data_dir)
-    seal_by_audit(log, codec, store)
+    codec, store = signed_and_sealed(log, db, tmp_path, chains(10))
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM records WHERE off = 1 AND part = 0 AND topic_id = "
                      "(SELECT id FROM topics WHERE name = 'eventsvm.instance.spawned')")
