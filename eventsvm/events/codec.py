@@ -176,11 +176,15 @@ class Codec:
             raise CodecError(f"cannot encode {event.type} event: {type(exc).__name__}: {exc}") from exc
         return encoded if self.signer is None else self.signer.frame(encoded)
 
-    def decode(self, data: bytes, sealed: bool = False) -> Event:
+    def decode(self, data: bytes) -> Event:
         """The event in `data`, read into the current schema of its type; CodecError if `data` is
-        not exactly one valid event, Forged if the codec has a key ring that does not vouch for it
-        (with `sealed`, for bytes a verified seal vouches for, all but the Ed25519 verify)."""
-        return self._trusted(data, self._decoders.get, sealed)
+        not exactly one valid event, Forged if the codec has a key ring that does not vouch for it."""
+        return self._trusted(data, self._decoders.get)
+
+    def decode_sealed(self, data: bytes) -> Event:
+        """`decode` for bytes a verified seal vouches for (eventsvm.projections.seal): every check
+        but the Ed25519 verify itself (the key the frame names, the write policy)."""
+        return self._trusted(data, self._decoders.get, True)
 
     def _trusted(self, data: bytes, get: Callable[[bytes], Decoder | None], sealed: bool = False) -> Event:
         # The one place every read checks who wrote the event: the signature before the decode
