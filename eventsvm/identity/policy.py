@@ -43,18 +43,14 @@ def _project_role(roles: Iterable[str], role: str, token_project_id: str, target
 
 
 def can_create_server(roles: Iterable[str], token_project_id: str, server_project_id: str) -> bool:
-    """os_compute_api:servers:create: a member of the server's project, or an admin."""
+    """os_compute_api:servers:create: a member of the server's project, or an admin (the
+    authenticator's check against the roles the log holds when it authenticates a request)."""
     return _project_role(roles, MEMBER, token_project_id, server_project_id)
 
 
 def can_view_server(roles: Iterable[str], token_project_id: str, server_project_id: str) -> bool:
     """os_compute_api:servers:show / index: a reader of the server's project, or an admin."""
     return _project_role(roles, READER, token_project_id, server_project_id)
-
-
-def can_delete_server(roles: Iterable[str], token_project_id: str, server_project_id: str) -> bool:
-    """os_compute_api:servers:delete: a member of the server's project, or an admin."""
-    return _project_role(roles, MEMBER, token_project_id, server_project_id)
 
 
 def can_list_all_projects(roles: Iterable[str]) -> bool:
@@ -90,11 +86,6 @@ def can_set_quota(roles: Iterable[str]) -> bool:
 def denied_message(rule: str) -> str:
     """Nova's 403 message for a policy rule, e.g. "os_compute_api:servers:create"."""
     return f"Policy doesn't allow {rule} to be performed."
-
-
-def can_edit_server(roles: Iterable[str], token_project_id: str, server_project_id: str) -> bool:
-    """Nova's servers:update and server-metadata create/update/delete: project member or admin."""
-    return _project_role(roles, MEMBER, token_project_id, server_project_id)
 
 
 # Who may run a server action is the route table's (eventsvm.api.authorization.ACTION_RULES, through

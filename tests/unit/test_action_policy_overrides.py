@@ -100,3 +100,19 @@ def test_admin_only_reads_and_creates_outside_the_action_route_follow_the_file_t
     created = operated.post("/compute/v2.1/os-server-groups", json=group, headers=reader)
     assert created.status_code == 200, created.text
     assert created.json()["server_group"]["name"] == "readers"
+
+
+def test_force_delete_asks_its_own_rule_only(cloud: Cloud, active: str, tmp_path: Path) -> None:
+    """An operator who keeps DELETE /servers for admins still lets members forceDelete (nova's
+    force_delete checks os-deferred-delete:force, never servers:delete), and the reverse."""
+    policy_dir = tmp_path / "strict"
+    policy_dir.mkdir()
+    (policy_dir / "nova-policy.yaml").write_text('"os_compute_api:servers:delete": "rule:context_is_admin"\n')
+    context = ApiContext(readmodel=cloud.readmodel, tokens=cloud.tokens, policy=PolicyEnforcers(policy_dir))
+    member = cloud.headers("demo")
+    with TestClient(create_app(context)) as strict:
+        refused(strict.delete(f"{SERVERS}/{active}", headers=member), "os_compute_api:servers:delete")
+        forced = strict.post(f"{SERVERS}/{active}/action", json={"forceDelete": None}, headers=member)
+        assert forced.status_code == 202, forced.text
+    [delete] = cloud.events(EventType.INSTANCE_DELETE_REQUESTED)
+    assert delete.aggregate_id == active and delete.user_id == cloud.ids["user:demo"]
