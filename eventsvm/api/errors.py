@@ -35,7 +35,8 @@ _NOVA_NAMES = {
 }
 _NEUTRON_TYPES = {
     400: "HTTPBadRequest", 403: "HTTPForbidden", 404: "HTTPNotFound", 405: "HTTPMethodNotAllowed",
-    409: "HTTPConflict", 413: "HTTPRequestEntityTooLarge", 431: "HTTPRequestHeaderFieldsTooLarge",
+    409: "HTTPConflict", 413: "HTTPRequestEntityTooLarge", 414: "HTTPRequestURITooLong",
+    431: "HTTPRequestHeaderFieldsTooLarge",
     503: "HTTPServiceUnavailable",
 }
 

@@ -2,8 +2,9 @@
 httptools protocol does not have: it buffers a header of any size (two 32 MB headers cost the
 process 130 MB).
 
-Past MAX_HEAD_BYTES the request is answered 431 Request Header Fields Too Large with an OpenStack
-error body in the shape of the service its path names, and the connection is closed; a request
+Past MAX_HEAD_BYTES the request is answered 431 Request Header Fields Too Large (414 URI Too Long
+when its request line alone is past it) with an OpenStack error body in the shape of the service
+its path names, and the connection is closed; a request
 the parser cannot read gets its 400 in the same shape rather than uvicorn's plain text. The bytes
 are counted as they arrive, before the parser buffers them, so a refused head never costs more
 than the bound plus one socket read. Bodies are bounded by the API itself (413, RequestEnvelope).
@@ -40,6 +41,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._head_bytes = 0
         self._in_head = True
+        self._request_line_read = False
         self._refused = False
 
     def data_received(self, data: bytes) -> None:
@@ -53,6 +55,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
                 return
             piece, data = data[:room], data[room:]
             self._head_bytes += len(piece)
+            # where the request line ends decides 414 or 431 if the head turns out too large
+            self._request_line_read = self._request_line_read or b"\n" in piece
             super().data_received(piece)
             if self.transport.is_closing():
                 return
@@ -63,7 +67,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._in_head, self._head_bytes = True, 0  # the next request on this connection
+        # the next request on this connection
+        self._in_head, self._head_bytes, self._request_line_read = True, 0, False
 
     def _refuse(self) -> None:
         self._refused = True
@@ -72,6 +77,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         if cycle is not None and not cycle.response_complete:
             # a pipelined request's answer is still being written: no room for ours
             self.transport.close()
+            return
+        if not self._request_line_read:
+            self._answer_and_close(414, f"The request URI is longer than {self.max_head_bytes} bytes.")
             return
         self._answer_and_close(431, f"Request header fields are larger than {self.max_head_bytes} bytes.")
 
