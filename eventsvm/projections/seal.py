@@ -4,13 +4,14 @@ that a later replay reads that prefix without paying Ed25519 per event again.
 A seal holds, per (topic, partition), the offset of the last record it covers, how many records
 that is, a running BLAKE2b digest over their stored bytes in offset order, and the offsets of the
 records in the range that did not verify (they are verified again, in full, whenever read). It is
-written by a reader that verified every one of them (`eventsvm audit verify`, a full replay), signed
-with the data directory's seal key (`signing-keys/seal/`, kept like the writers' keys, but in a
-directory of its own so that the writers' key ring never trusts it for an event), and stored in the
-data directory (`seals/`), not on the log: it is one reader's memory of its own work, trusted by
-readers holding the same keys, as the snapshots beside it are (docs/decisions.md, "Verified seals").
+written by a reader that verified every one of them (`eventsvm audit verify`, a full replay, the
+API's read model at start), signed with the data directory's seal key (`signing-keys/seal/`, kept
+like the writers' keys, but in a directory of its own so that the writers' key ring never trusts it
+for an event), and stored in the data directory (`seals/`), not on the log: it is one reader's
+memory of its own work, trusted by readers holding the same keys, as the snapshots beside it are
+(docs/decisions.md, "Verified seals").
 
-A replay under a seal recomputes the digest as it reads: a record up to the sealed offset is
+A replay (or the read model's start) under a seal recomputes the digest as it reads: a record up to the sealed offset is
 decoded with the key its frame names looked up (an unknown key is still refused) and the writer's
 right to write the event still checked, but its signature is not verified again; at the sealed
 offset the digest must be the one sealed, or the replay stops with `SealBroken` (a record in the
