@@ -30,7 +30,7 @@ from eventsvm.projections.history import (
 )
 from eventsvm.projections.readmodel import Models
 from eventsvm.projections.replay import ReplayReport, Until, parse_until, replay, replay_document
-from eventsvm.projections.seal import SealBroken, Sealing, SealStore, UntrustedSeal
+from eventsvm.projections.seal import Seal, SealBroken, Sealing, SealStore, UntrustedSeal
 from eventsvm.state.printable import escaped
 
 EXIT_FOUND = 1  # `audit verify` found a problem
@@ -86,8 +86,17 @@ def _sealed_replay(log: EventLog, codec: Codec, until: Until | None,
         models, report = replay(log, codec, until)
         return models, report, True
     if seals is not None and sealing is not None and until is None and report.complete:
-        seals.save(sealing)
+        _save(seals, sealing)
     return models, report, False
+
+
+def _save(seals: SealStore, sealing: Sealing) -> Seal | None:
+    """Write the seal; a data dir this user cannot write is said, not fatal (it only costs time)."""
+    try:
+        return seals.save(sealing)
+    except OSError as exc:
+        print(f"could not write the verified seal {seals.path}: {exc}", file=sys.stderr)
+        return None
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -156,10 +165,6 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     sealing = Sealing() if seals is not None else None
     with _opened(args) as log:
         report = verify(log, _trusting(args), anchor, sealing=sealing)
-    if seals is not None and sealing is not None and report.complete:
-        seal = seals.save(sealing)
-        print(f"sealed {seal.records():,} records in {len(seal.partitions)} partitions: a replay reads them "
-              "without verifying their signatures again, as long as their bytes are unchanged")
     for f in report.findings:
         instance = f" instance {f.instance}" if f.instance else ""
         event = f" event {f.event_id}" if f.event_id else ""
@@ -169,6 +174,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         save_anchor(report, args.save_anchor)
         print(f"saved {len(report.heads)} chain heads to {args.save_anchor}: keep it where the log's "
               "writers cannot change it, and verify later with --anchor")
+    seal = _save(seals, sealing) if seals is not None and sealing is not None and report.complete else None
+    if seal is not None:
+        print(f"sealed {seal.records():,} records in {len(seal.partitions)} partitions: a replay reads them "
+              "without verifying their signatures again, as long as their bytes are unchanged")
     return 0 if report.clean else EXIT_FOUND
 
 

@@ -188,7 +188,10 @@ class ReadModel:
             if collecting:
                 gc.enable()
         if seals is not None and sealing is not None:
-            seals.save(sealing)
+            try:
+                seals.save(sealing)
+            except OSError as exc:  # a seal spares the next start time; without one it verifies
+                log.warning("read model: could not write the verified seal %s: %s", seals.path, exc)
         if tail:
             self._thread = threading.Thread(target=self._tail, name="projector", daemon=True)
             self._thread.start()

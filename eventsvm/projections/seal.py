@@ -11,11 +11,12 @@ for an event), and stored in the data directory (`seals/`), not on the log: it i
 memory of its own work, trusted by readers holding the same keys, as the snapshots beside it are
 (docs/decisions.md, "Verified seals").
 
-A replay (or the read model's start) under a seal recomputes the digest as it reads: a record up to the sealed offset is
-decoded with the key its frame names looked up (an unknown key is still refused) and the writer's
-right to write the event still checked, but its signature is not verified again; at the sealed
-offset the digest must be the one sealed, or the replay stops with `SealBroken` (a record in the
-range altered, removed or added). Records after the seal are verified one by one, as without it.
+A replay (or the read model's start) under a seal recomputes the digest as it reads: a record up
+to the sealed offset is decoded with the key its frame names looked up (an unknown key is still
+refused) and the writer's right to write the event still checked, but its signature is not verified
+again; at the sealed offset the digest must be the one sealed, or the replay stops with
+`SealBroken` (a record in the range altered, removed or added). Records after the seal are verified
+one by one, as without it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import hashlib
 import json
 import os
 import struct
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,7 +224,8 @@ class SealStore:
         seal = sealing.seal(self.log_identity)
         key = signer(self.key_dir, SEAL_WRITER)
         private_directory(self.path.parent)
-        temporary = self.path.with_name(f".tmp-{self.path.name}-{os.getpid()}")
+        # unique per writer: two readers may seal at once (the newer file simply wins)
+        temporary = self.path.with_name(f".tmp-{self.path.name}-{os.getpid()}-{threading.get_ident()}")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as out:
