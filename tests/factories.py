@@ -157,6 +157,8 @@ def requested_event(
         "token_chain_audit_id": None,
         "reservation_id": "r-7kq2m9xa",
         "reservation_size": 1,
+        "user_data": None,
+        "launch_index": 0,
     }
     fields.update(body)
     return _event(EventType.INSTANCE_REQUESTED, uid(rng), fields, rng, user_id=hex_id(rng),

@@ -148,8 +148,32 @@ def _addresses(models: Models, inst: Instance) -> dict[str, list[dict[str, Any]]
 _PROGRESS_STATUSES = frozenset({"ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"})
 
 
-def server_view(models: Models, base: str, inst: Instance, caller: Identity) -> dict[str, Any]:
-    """One server as nova 2.1 shows it in GET /servers/{id} and /servers/detail."""
+def _attached_volumes(models: Models, inst: Instance, version: tuple[int, int]) -> list[dict[str, Any]]:
+    """os-extended-volumes: the volumes attached, with delete_on_termination from nova 2.3."""
+    return [{"id": volume["id"]} | ({"delete_on_termination": attachment["delete_on_termination"]}
+                                   if version >= microversion.EXTENDED_ATTRIBUTES else {})
+            for volume, attachment in server_attachments(models.catalog.volumes, inst.id)]
+
+
+def _extended_attributes(models: Models, inst: Instance) -> dict[str, Any]:
+    """The OS-EXT-SRV-ATTR fields nova 2.3 adds for admins; kernel and ramdisk are the image's
+    (nova copies them from the image's properties at create), the root disk is libvirt's vda."""
+    image = models.catalog.images.get(inst.image_id or "") or {}
+    properties = image.get("properties") or {}
+    return {
+        "OS-EXT-SRV-ATTR:reservation_id": inst.reservation_id,
+        "OS-EXT-SRV-ATTR:launch_index": inst.launch_index,
+        "OS-EXT-SRV-ATTR:hostname": inst.hostname,
+        "OS-EXT-SRV-ATTR:kernel_id": properties.get("kernel_id") or "",
+        "OS-EXT-SRV-ATTR:ramdisk_id": properties.get("ramdisk_id") or "",
+        "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda" if inst.host else None,
+        "OS-EXT-SRV-ATTR:user_data": inst.user_data,
+    }
+
+
+def server_view(models: Models, base: str, inst: Instance, caller: Identity,
+                version: tuple[int, int]) -> dict[str, Any]:
+    """One server as nova shows it in GET /servers/{id} and /servers/detail at `version`."""
     host_id = hashlib.sha224(f"{inst.project_id}{inst.host}".encode()).hexdigest() if inst.host else ""
     flavor_id = inst.flavor["id"] if inst.flavor else inst.flavor_ref
     view: dict[str, Any] = {
@@ -179,8 +203,7 @@ def server_view(models: Models, base: str, inst: Instance, caller: Identity) -> 
         "OS-EXT-STS:task_state": inst.task_state,
         "OS-EXT-STS:vm_state": inst.vm_state,
         "OS-EXT-STS:power_state": inst.power_state,
-        "os-extended-volumes:volumes_attached": [
-            {"id": volume["id"]} for volume, _ in server_attachments(models.catalog.volumes, inst.id)],
+        "os-extended-volumes:volumes_attached": _attached_volumes(models, inst, version),
         "security_groups": [{"name": "default"}],
     }
     if inst.status in _PROGRESS_STATUSES:
@@ -189,6 +212,10 @@ def server_view(models: Models, base: str, inst: Instance, caller: Identity) -> 
         view["OS-EXT-SRV-ATTR:host"] = inst.host
         view["OS-EXT-SRV-ATTR:hypervisor_hostname"] = inst.host
         view["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{inst.id[:8]}"
+        if version >= microversion.EXTENDED_ATTRIBUTES:
+            view.update(_extended_attributes(models, inst))
+    if version >= microversion.LOCKED_SHOWN:
+        view["locked"] = inst.locked
     if inst.fault is not None and inst.status == "ERROR":
         fault = {
             "code": inst.fault["code"],
@@ -380,6 +407,8 @@ def _matching(listed: list[_Listed], query: dict[str, str]) -> list[_Listed]:
 
 def _list(request: Request, caller: Identity, ctx: ApiContext, detail: bool) -> dict[str, Any]:
     query = dict(request.query_params)
+    if not caller.is_admin and microversion.served(request) < microversion.IP6_FILTER:
+        query.pop("ip6", None)  # nova drops the filters a non-admin may not use yet
     limit = parse_limit(query.get("limit"), ctx.max_page)
     models = ctx.readmodel.models
     with ctx.readmodel.lock:
@@ -389,7 +418,7 @@ def _list(request: Request, caller: Identity, ctx: ApiContext, detail: bool) -> 
     with ctx.readmodel.lock:
         shown = [models.instances.get(s.id) for s in servers]
         items = [
-            server_view(models, base, i, caller)
+            server_view(models, base, i, caller, microversion.served(request))
             if detail
             else {"id": i.id, "name": i.name, "links": links(base, f"servers/{i.id}")}
             for i in shown
@@ -439,9 +468,8 @@ def show_server(
     models = ctx.readmodel.models
     with ctx.readmodel.lock:
         return {
-            "server": server_view(
-                models, compute_base(request), visible_server(models, caller, server_id), caller
-            )
+            "server": server_view(models, compute_base(request), visible_server(models, caller, server_id),
+                                  caller, microversion.served(request))
         }
 
 

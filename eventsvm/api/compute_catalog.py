@@ -26,8 +26,6 @@ from eventsvm.state.catalog import Body
 router = APIRouter(prefix="/compute/v2.1", tags=["compute"])
 
 MAX_KEYPAIRS = 100  # nova's [quota] key_pairs
-# the microversion that added keypair types (ssh, x509) and 201 / 204 for create / delete
-KEYPAIR_TYPES = (2, 2)
 _KEY_NAME_CHARS = frozenset("_- " + string.digits + string.ascii_letters)
 
 
@@ -203,7 +201,7 @@ def _keypair_view(keypair: Body, version: tuple[int, int], full: bool = False) -
         "public_key": keypair["public_key"],
         "fingerprint": keypair["fingerprint"],
     }
-    if version >= KEYPAIR_TYPES:
+    if version >= microversion.KEYPAIR_TYPES:
         view["type"] = keypair.get("key_type") or "ssh"
     if full:
         view.update(
@@ -250,7 +248,7 @@ def create_keypair(
     whose private key is answered once and never recorded (docs/decisions.md); 201 from 2.2."""
     spec = body.keypair
     version = microversion.served(request)
-    if version < KEYPAIR_TYPES and "type" in spec.model_fields_set:
+    if version < microversion.KEYPAIR_TYPES and "type" in spec.model_fields_set:
         raise BadRequest("Invalid input for field/attribute keypair. Value: {...}. "
                          "Additional properties are not allowed ('type' was unexpected)")
     if not spec.name.strip() or not set(spec.name) <= _KEY_NAME_CHARS:
@@ -282,7 +280,8 @@ def create_keypair(
     answer = {**_keypair_view(keypair, version), "user_id": caller.user_id}
     if private_key is not None:
         answer["private_key"] = private_key
-    return JSONResponse({"keypair": answer}, status_code=201 if version >= KEYPAIR_TYPES else 200)
+    created = 201 if version >= microversion.KEYPAIR_TYPES else 200
+    return JSONResponse({"keypair": answer}, status_code=created)
 
 
 def _keypair(ctx: ApiContext, caller: Identity, name: str) -> Body:
@@ -322,5 +321,5 @@ def delete_keypair(
         ctx, request, caller, EventType.KEYPAIR_DELETED, f"{caller.user_id}:{name}",
         lambda: {"name": _keypair(ctx, caller, name)["name"], "user_id": caller.user_id},
         # nova answers 202 at 2.1 and 204 from 2.2
-        204 if microversion.served(request) >= KEYPAIR_TYPES else 202,
+        204 if microversion.served(request) >= microversion.KEYPAIR_TYPES else 202,
     )

@@ -8,10 +8,15 @@ import re
 
 from fastapi import Request
 
-# the compute API serves microversions 2.1 and 2.2 (keypair types; 201 / 204 for keypair create /
-# delete): everything nova's 2.2 changes, and nothing of 2.3, so 2.2 is the maximum
+# the compute API serves every change of nova's microversions up to the maximum on the APIs it has
+# (docs/decisions.md: the versions that change APIs this cloud lacks change nothing here)
 MIN_VERSION = (2, 1)
-MAX_VERSION = (2, 2)
+MAX_VERSION = (2, 9)
+# where a version changes what this cloud answers
+KEYPAIR_TYPES = (2, 2)  # keypair `type`; 201 / 204 for keypair create / delete
+EXTENDED_ATTRIBUTES = (2, 3)  # OS-EXT-SRV-ATTR for admins, delete_on_termination of attached volumes
+IP6_FILTER = (2, 5)  # ip6 filters the server list for non-admins too
+LOCKED_SHOWN = (2, 9)  # `locked` in the server view
 # where RequestEnvelope leaves the negotiated version for the routes (request.state)
 STATE_KEY = "compute_version"
 _VERSION = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
 
+from eventsvm.api import microversion
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.compute import changeable_server, compute_base, server_view, visible_server
 from eventsvm.api.context import ApiContext
@@ -30,7 +31,9 @@ _UPDATE_FIELDS = ("name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig")
 # config drive, key name, usage times, extended status or attributes, volumes, security groups)
 BASIC_VIEW = frozenset({
     "id", "name", "status", "tenant_id", "user_id", "metadata", "hostId", "image", "flavor", "created",
-    "updated", "addresses", "accessIPv4", "accessIPv6", "links", "OS-DCF:diskConfig", "progress", "fault"})
+    "updated", "addresses", "accessIPv4", "accessIPv6", "links", "OS-DCF:diskConfig", "progress", "fault",
+    # what nova's basic view adds from a microversion on (the full view holds it from that version)
+    "locked"})
 
 
 def wrapped_object(raw: Any, wrapper: str, fields: Collection[str] | None = None) -> dict[str, Any]:
@@ -84,5 +87,5 @@ def update_server(
     rm.append([event])
     with rm.lock:
         inst = visible_server(rm.models, caller, server_id)
-        view = server_view(rm.models, compute_base(request), inst, caller)
+        view = server_view(rm.models, compute_base(request), inst, caller, microversion.served(request))
     return {"server": {k: v for k, v in view.items() if k in BASIC_VIEW}}

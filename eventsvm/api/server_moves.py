@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
+from eventsvm.api import microversion
 from eventsvm.api.auth import Identity
 from eventsvm.api.compute import compute_base, server_view, visible_server
 from eventsvm.api.compute_usage import project_usage
@@ -249,7 +250,7 @@ def _rebuilt_view(models: Models, inst: Instance, body: dict[str, Any], request:
         access_ipv4=body["access_ipv4"] or inst.access_ipv4,
         access_ipv6=body["access_ipv6"] or inst.access_ipv6,
         task_state=body["task_state"], status=server_status(inst.vm_state, body["task_state"]))
-    view = server_view(models, compute_base(request), changed, caller)
+    view = server_view(models, compute_base(request), changed, caller, microversion.served(request))
     shown = {k: v for k, v in view.items() if k in BASIC_VIEW}
     # nova's rebuild shows the addresses without their extensions (extend_address=False)
     shown["addresses"] = {net: [{"version": a["version"], "addr": a["addr"]} for a in addresses]

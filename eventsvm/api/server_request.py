@@ -8,6 +8,8 @@ the authenticator decides it again, authoritatively, for the races between API p
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import secrets
 import string
@@ -70,9 +72,10 @@ def reservation_bodies(body: dict[str, Any], servers: int, reservation_id: str) 
     """One instance.requested body per server of a reservation; several servers are named
     `name-N`, from 1 (nova's multi_instance_display_name_template, '%(name)s-%(count)d')."""
     if servers == 1:
-        return [{**body, "reservation_id": reservation_id, "reservation_size": 1}]
+        return [{**body, "reservation_id": reservation_id, "reservation_size": 1, "launch_index": 0}]
     return [
-        {**body, "name": f"{body['name']}-{n}", "reservation_id": reservation_id, "reservation_size": servers}
+        {**body, "name": f"{body['name']}-{n}", "reservation_id": reservation_id, "reservation_size": servers,
+         "launch_index": n - 1}
         for n in range(1, servers + 1)
     ]
 
@@ -144,6 +147,8 @@ def build_requested_body(models: Models, request: ServerCreate, caller: Identity
         body["description"] = spec.description
     if "tags" in optional_fields:
         body["tags"] = list(dict.fromkeys(spec.tags or []))
+    if "user_data" in optional_fields:
+        body["user_data"] = None if spec.user_data is None else user_data(spec.user_data)
     if "token_chain_audit_id" in optional_fields:
         body["token_chain_audit_id"] = caller.chain_audit_id
     if "access_ipv4" in optional_fields:
@@ -269,6 +274,19 @@ def invalid(path: str, value: Any, message: str) -> BadRequest:
                       f"{message[:160]}")
 
 
+def user_data(value: Any) -> str:
+    """user_data as nova's schema takes it: base64 text of at most 65535 characters."""
+    if not isinstance(value, str):
+        raise invalid("user_data", value, f"{value!r} is not of type 'string'")
+    if len(value) > _USER_DATA_LONGEST:
+        raise invalid("user_data", value, f"{value[:20]!r}... is too long")
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid("user_data", value, f"{value!r} is not a 'base64'") from None
+    return value
+
+
 def access_ip(field: str, value: Any, version: int) -> str:
     """An accessIPv4/accessIPv6 value, which nova's schema requires to be an address of that version,
     in its canonical (for IPv6, compressed) form, as nova's database column stores it."""
@@ -295,6 +313,7 @@ _NOVA_SERVER_FIELDS = frozenset({
 })
 _NAME_REASON = "printable characters. Can not start or end with whitespace."
 FLAVOR_REF_LONGEST = 1024
+_USER_DATA_LONGEST = 65535
 
 
 def unexpected(keys: list[str]) -> str:

@@ -9,6 +9,7 @@ tail that sees events as they happen end in the same model.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,11 @@ class Instance:
     reservation_id: str | None = None
     # the server group its create named (scheduler hint `group`): a member until it is deleted
     server_group_id: str | None = None
+    # nova's extended attributes (2.3): the user_data given at create (base64), the place in its
+    # reservation, and the hostname made from the name it was created with (a rename keeps it)
+    user_data: str | None = None
+    launch_index: int = 0
+    hostname: str = ""
     # the owner's edits (instance.updated / metadata_changed) in log order, as (type, body): they
     # override what the request set, whichever of the two topics a reader folds first
     edits: list[tuple[EventType, dict[str, Any]]] = field(default_factory=list)
@@ -219,12 +225,25 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.access_ipv6 = body.get("access_ipv6")
     inst.reservation_id = body.get("reservation_id")
     inst.server_group_id = body.get("server_group_id")
+    inst.user_data = body.get("user_data")
+    inst.launch_index = body.get("launch_index") or 0
+    inst.hostname = sanitized_hostname(body["name"], event.aggregate_id)
     inst.requested_networks = list(body.get("networks") or [])
     inst.created_at = event.occurred_at
     inst.request_id = event.request_id
     for kind, edit in inst.edits:
         _EDITS[kind](inst, edit)
     _advance(inst, (0, event.sequence, event.event_id), _REQUESTED_STATES)
+
+
+def sanitized_hostname(name: str, instance_id: str) -> str:
+    """The hostname nova gives a new server (utils.sanitize_hostname): its name in lower case,
+    spaces, dots and underscores as dashes, nothing but word characters, dots and dashes, at most
+    63 characters; `Server-<uuid>` when nothing is left."""
+    hostname = name.encode("latin-1", "ignore").decode("latin-1")[:63]
+    hostname = re.sub(r"[ _.]", "-", hostname)
+    hostname = re.sub(r"[^\w.-]+", "", hostname).lower().strip(".-")
+    return hostname or f"Server-{instance_id}"[:63]
 
 
 def _authenticated(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -510,7 +529,8 @@ UNFOLDED_ENVELOPE_FIELDS = ("causation_id", "prev_hash")
 FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
     EventType.INSTANCE_REQUESTED: dict.fromkeys((
         "name", "flavor_id", "image_id", "key_name", "availability_zone", "metadata", "description",
-        "networks", "access_ipv4", "access_ipv6", "reservation_id", "server_group_id")),
+        "networks", "access_ipv4", "access_ipv6", "reservation_id", "server_group_id", "user_data",
+        "launch_index")),
     EventType.INSTANCE_AUTHENTICATED: {"spec": {"flavor": None}},
     EventType.INSTANCE_SCHEDULED: dict.fromkeys(("host", "attempt", "claim")),
     EventType.INSTANCE_RESOURCES_RESOLVED: dict.fromkeys(("host", "attempt", "ports")),

@@ -1,0 +1,125 @@
+"""What each compute microversion above 2.2 changes on the APIs this cloud has, asked for with
+either header nova reads: the standard `OpenStack-API-Version: compute 2.X` and nova's own
+`X-OpenStack-Nova-API-Version: 2.X`. A version below the change keeps the old answer."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from test_api_support import Cloud, active_fixture, cloud_fixture  # noqa: F401
+
+from eventsvm.api import microversion
+
+SERVERS = "/compute/v2.1/servers"
+
+
+def at(cloud: Cloud, version: str, user: str = "demo", legacy: bool = False) -> dict[str, str]:
+    """A user's headers asking for compute `version`, by the standard header or nova's own."""
+    header = {"X-OpenStack-Nova-API-Version": version} if legacy else {
+        "OpenStack-API-Version": f"compute {version}"}
+    return {**cloud.headers(user), **header}
+
+
+def show(cloud: Cloud, server_id: str, version: str, user: str = "demo",
+         legacy: bool = False) -> dict[str, Any]:
+    answer = cloud.client.get(f"{SERVERS}/{server_id}", headers=at(cloud, version, user, legacy))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["openstack-api-version"] == f"compute {version}"
+    return dict(answer.json()["server"])
+
+
+def test_the_maximum_is_advertised_and_served() -> None:
+    assert microversion.negotiate("latest") == (microversion.max_version(), None)
+    assert microversion.negotiate(microversion.max_version())[1] is None
+    over = f"{microversion.MAX_VERSION[0]}.{microversion.MAX_VERSION[1] + 1}"
+    assert microversion.negotiate(over)[1] is not None and microversion.negotiate(over)[1][0] == 406
+
+
+# -- 2.3: OS-EXT-SRV-ATTR extended attributes for admins -----------------------------------------
+EXTENDED = ("OS-EXT-SRV-ATTR:reservation_id", "OS-EXT-SRV-ATTR:launch_index", "OS-EXT-SRV-ATTR:hostname",
+            "OS-EXT-SRV-ATTR:kernel_id", "OS-EXT-SRV-ATTR:ramdisk_id", "OS-EXT-SRV-ATTR:root_device_name",
+            "OS-EXT-SRV-ATTR:user_data")
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_2_3_shows_admins_the_extended_attributes(cloud: Cloud, legacy: bool) -> None:
+    user_data = base64.b64encode(b"#!/bin/sh\necho hello\n").decode()
+    answer = cloud.client.post(SERVERS, json={"server": {**cloud.server_request("Web_Server.1")["server"],
+                                                         "user_data": user_data, "min_count": 2,
+                                                         "max_count": 2}},
+                               headers=cloud.headers())
+    assert answer.status_code == 202, answer.text
+    server_id = answer.json()["server"]["id"]
+    cloud.advance(server_id, "active")
+    old = show(cloud, server_id, "2.2", "admin", legacy)
+    assert not any(k in old for k in EXTENDED)
+    server = show(cloud, server_id, "2.3", "admin", legacy)
+    inst = cloud.instance(server_id)
+    assert {k: server[k] for k in EXTENDED} == {
+        "OS-EXT-SRV-ATTR:reservation_id": inst.reservation_id,
+        "OS-EXT-SRV-ATTR:launch_index": inst.launch_index,
+        "OS-EXT-SRV-ATTR:hostname": f"web-server-1-{inst.launch_index + 1}",
+        "OS-EXT-SRV-ATTR:kernel_id": "", "OS-EXT-SRV-ATTR:ramdisk_id": "",
+        "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda", "OS-EXT-SRV-ATTR:user_data": user_data}
+    assert inst.reservation_id and inst.reservation_id.startswith("r-")
+    indexes = sorted(i.launch_index for i in cloud.readmodel.models.instances.instances.values())
+    assert indexes == [0, 1]
+    # a member of the project sees none of them at any version
+    assert not any(k in show(cloud, server_id, "2.3", "demo", legacy) for k in EXTENDED)
+
+
+def test_2_3_hostname_keeps_the_create_name_and_bad_user_data_is_nova_400(cloud: Cloud) -> None:
+    server_id = cloud.create_server("!!!")
+    hostname = show(cloud, server_id, "2.3", "admin")["OS-EXT-SRV-ATTR:hostname"]
+    assert hostname == f"Server-{server_id}"
+    assert cloud.client.put(f"{SERVERS}/{server_id}", json={"server": {"name": "renamed"}},
+                            headers=cloud.headers()).status_code == 200
+    assert show(cloud, server_id, "2.3", "admin")["OS-EXT-SRV-ATTR:hostname"] == f"Server-{server_id}"
+    for bad in ("not base64!", 12, "QQ="):
+        answer = cloud.client.post(SERVERS, json=cloud.server_request("x", user_data=bad),
+                                   headers=cloud.headers())
+        assert answer.status_code == 400 and "user_data" in answer.text[:300], bad
+
+
+def test_2_3_shows_delete_on_termination_of_attached_volumes(cloud: Cloud) -> None:
+    answer = cloud.client.post(SERVERS, json=cloud.server_request("vol", block_device_mapping_v2=[{
+        "source_type": "blank", "destination_type": "volume", "volume_size": 1, "boot_index": -1,
+        "delete_on_termination": True}]), headers=cloud.headers())
+    assert answer.status_code == 202, answer.text
+    server_id = answer.json()["server"]["id"]
+    cloud.advance(server_id, "active")
+    volumes = show(cloud, server_id, "2.3")["os-extended-volumes:volumes_attached"]
+    old = show(cloud, server_id, "2.2")["os-extended-volumes:volumes_attached"]
+    assert all(set(v) == {"id"} for v in old)
+    assert all(v["delete_on_termination"] is True for v in volumes) and len(volumes) == len(old)
+
+
+# -- 2.5: ip6 filters a non-admin's list -----------------------------------------------------------
+def test_2_5_lets_a_non_admin_filter_by_ip6(cloud: Cloud, active: str) -> None:
+    def listed(version: str, user: str = "demo") -> list[str]:
+        answer = cloud.client.get(SERVERS, params={"ip6": "fd00"}, headers=at(cloud, version, user))
+        assert answer.status_code == 200
+        return [s["id"] for s in answer.json()["servers"]]
+
+    # below 2.5 nova drops the filter for a non-admin: every server is listed
+    assert listed("2.4") == [active]
+    # from 2.5 (and for an admin at any version) it filters: this server has no IPv6 address
+    assert listed("2.5") == []
+    assert listed("2.1", "admin") == []
+
+
+# -- 2.9: `locked` in the server view ------------------------------------------------------------
+@pytest.mark.parametrize("legacy", [False, True])
+def test_2_9_shows_locked(cloud: Cloud, active: str, legacy: bool) -> None:
+    assert "locked" not in show(cloud, active, "2.8", legacy=legacy)
+    assert show(cloud, active, "2.9", legacy=legacy)["locked"] is False
+    lock = cloud.client.post(f"{SERVERS}/{active}/action", json={"lock": None}, headers=cloud.headers())
+    assert lock.status_code == 202
+    assert show(cloud, active, "2.9", legacy=legacy)["locked"] is True
+    detail = cloud.client.get(f"{SERVERS}/detail", headers=at(cloud, "2.9", legacy=legacy)).json()["servers"]
+    assert [s["locked"] for s in detail] == [True]
+    renamed = cloud.client.put(f"{SERVERS}/{active}", json={"server": {"name": "x"}},
+                               headers=at(cloud, "2.9", "admin", legacy))
+    assert renamed.status_code == 200 and renamed.json()["server"]["locked"] is True
