@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import Depends, Request
 
 from eventsvm.api.auth import Identity, api_context, caller_of, token_header
+from eventsvm.api.compute_catalog import keypair_owner
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import Forbidden
 from eventsvm.api.image import visible_image
@@ -140,10 +141,11 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("POST", "/compute/v2.1/flavors"): _nova("os-flavor-manage:create"),
     ("DELETE", "/compute/v2.1/flavors/{flavor_id}"): _nova("os-flavor-manage:delete"),
     # key pairs belong to a user, not a project: nova lets any role manage its own
-    ("GET", "/compute/v2.1/os-keypairs"): _nova("os-keypairs:index"),
+    # from 2.10 an admin names another user in the query (a create's body: the handler checks it)
+    ("GET", "/compute/v2.1/os-keypairs"): _nova("os-keypairs:index", "keypair_user"),
     ("POST", "/compute/v2.1/os-keypairs"): _nova("os-keypairs:create"),
-    ("GET", "/compute/v2.1/os-keypairs/{name}"): _nova("os-keypairs:show"),
-    ("DELETE", "/compute/v2.1/os-keypairs/{name}"): _nova("os-keypairs:delete"),
+    ("GET", "/compute/v2.1/os-keypairs/{name}"): _nova("os-keypairs:show", "keypair_user"),
+    ("DELETE", "/compute/v2.1/os-keypairs/{name}"): _nova("os-keypairs:delete", "keypair_user"),
     ("GET", "/compute/v2.1/limits"): _nova("limits"),
     ("GET", _QUOTA): _nova("os-quota-sets:show", "path_project"),
     ("GET", f"{_QUOTA}/defaults"): _nova("os-quota-sets:defaults", "path_project"),
@@ -295,9 +297,14 @@ def _subject_token(ctx: ApiContext, caller: Identity, request: Request) -> Targe
     return {"target.token.user_id": claims.user_id}
 
 
+def _keypair_user(_ctx: ApiContext, caller: Identity, request: Request) -> Target:
+    return {"user_id": keypair_owner(request, caller)}
+
+
 _RESOLVERS: dict[str, Resolver] = {
     "server": _server,
     "server_group": _server_group,
+    "keypair_user": _keypair_user,
     "image": _image,
     "network": _network,
     "subnet": _subnet,

@@ -11,12 +11,13 @@ from fastapi import Request
 # the compute API serves every change of nova's microversions up to the maximum on the APIs it has
 # (docs/decisions.md: the versions that change APIs this cloud lacks change nothing here)
 MIN_VERSION = (2, 1)
-MAX_VERSION = (2, 9)
+MAX_VERSION = (2, 12)
 # where a version changes what this cloud answers
 KEYPAIR_TYPES = (2, 2)  # keypair `type`; 201 / 204 for keypair create / delete
 EXTENDED_ATTRIBUTES = (2, 3)  # OS-EXT-SRV-ATTR for admins, delete_on_termination of attached volumes
 IP6_FILTER = (2, 5)  # ip6 filters the server list for non-admins too
 LOCKED_SHOWN = (2, 9)  # `locked` in the server view
+KEYPAIR_USERS = (2, 10)  # an admin names the user whose keypairs to list, show, create or delete
 # where RequestEnvelope leaves the negotiated version for the routes (request.state)
 STATE_KEY = "compute_version"
 _VERSION = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")

@@ -219,6 +219,8 @@ class KeypairSpec(Lenient):
     name: Annotated[str, Field(min_length=1, max_length=255)]
     public_key: Annotated[str | None, Field(default=None, max_length=16384)] = None
     type: Literal["ssh", "x509"] = "ssh"
+    # nova 2.10: an admin names the user the keypair is for
+    user_id: Annotated[str | None, Field(default=None, min_length=1, max_length=255)] = None
 
 
 class KeypairCreate(Lenient):

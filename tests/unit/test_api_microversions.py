@@ -123,3 +123,49 @@ def test_2_9_shows_locked(cloud: Cloud, active: str, legacy: bool) -> None:
     renamed = cloud.client.put(f"{SERVERS}/{active}", json={"server": {"name": "x"}},
                                headers=at(cloud, "2.9", "admin", legacy))
     assert renamed.status_code == 200 and renamed.json()["server"]["locked"] is True
+
+
+# -- 2.10: an admin's keypairs of another user ---------------------------------------------------
+KEYPAIRS = "/compute/v2.1/os-keypairs"
+
+
+def test_2_10_lets_an_admin_manage_another_users_keypairs(cloud: Cloud) -> None:
+    demo, admin_2_10 = cloud.ids["user:demo"], at(cloud, "2.10", "admin")
+    made = cloud.client.post(KEYPAIRS, json={"keypair": {"name": "for-demo", "user_id": demo}},
+                             headers=admin_2_10)
+    assert made.status_code == 201, made.text
+    assert made.json()["keypair"]["user_id"] == demo
+    # demo owns it now; the admin's own list does not hold it
+    names = [k["keypair"]["name"]
+             for k in cloud.client.get(KEYPAIRS, headers=cloud.headers()).json()["keypairs"]]
+    assert "for-demo" in names
+    own = cloud.client.get(KEYPAIRS, headers=at(cloud, "2.10", "admin")).json()["keypairs"]
+    assert "for-demo" not in [k["keypair"]["name"] for k in own]
+    listed = cloud.client.get(KEYPAIRS, params={"user_id": demo}, headers=at(cloud, "2.10", "admin"))
+    assert sorted(k["keypair"]["name"] for k in listed.json()["keypairs"]) == sorted(names)
+    shown = cloud.client.get(f"{KEYPAIRS}/for-demo", params={"user_id": demo}, headers=admin_2_10)
+    assert shown.status_code == 200 and shown.json()["keypair"]["user_id"] == demo
+    # below 2.10 the query's user_id is not read: the admin's own keypairs, and no such key
+    assert cloud.client.get(f"{KEYPAIRS}/for-demo", params={"user_id": demo},
+                            headers=at(cloud, "2.9", "admin")).status_code == 404
+    gone = cloud.client.delete(f"{KEYPAIRS}/for-demo", params={"user_id": demo}, headers=admin_2_10)
+    assert gone.status_code == 204
+    assert cloud.client.get(f"{KEYPAIRS}/for-demo", headers=cloud.headers()).status_code == 404
+
+
+def test_2_10_refuses_a_member_naming_another_user_and_user_id_below_2_10(cloud: Cloud) -> None:
+    admin = cloud.ids["user:admin"]
+    for answer in (
+        cloud.client.post(KEYPAIRS, json={"keypair": {"name": "x", "user_id": admin}},
+                          headers=at(cloud, "2.10")),
+        cloud.client.get(KEYPAIRS, params={"user_id": admin}, headers=at(cloud, "2.10")),
+        cloud.client.delete(f"{KEYPAIRS}/k", params={"user_id": admin}, headers=at(cloud, "2.10")),
+    ):
+        assert answer.status_code == 403 and "os-keypairs" in answer.json()["forbidden"]["message"]
+    # naming oneself is allowed
+    mine = cloud.client.post(KEYPAIRS, json={"keypair": {"name": "mine", "user_id": cloud.ids["user:demo"]}},
+                             headers=at(cloud, "2.10"))
+    assert mine.status_code == 201
+    old = cloud.client.post(KEYPAIRS, json={"keypair": {"name": "y", "user_id": admin}},
+                            headers=at(cloud, "2.9", "admin"))
+    assert old.status_code == 400 and "'user_id' was unexpected" in old.json()["badRequest"]["message"]
