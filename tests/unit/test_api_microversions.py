@@ -169,3 +169,35 @@ def test_2_10_refuses_a_member_naming_another_user_and_user_id_below_2_10(cloud:
     old = cloud.client.post(KEYPAIRS, json={"keypair": {"name": "y", "user_id": admin}},
                             headers=at(cloud, "2.9", "admin"))
     assert old.status_code == 400 and "'user_id' was unexpected" in old.json()["badRequest"]["message"]
+
+
+# -- 2.13: project_id and user_id of server groups; 2.15: the soft policies -----------------------
+GROUPS = "/compute/v2.1/os-server-groups"
+
+
+def test_2_13_shows_a_groups_project_and_user(cloud: Cloud) -> None:
+    made = cloud.client.post(GROUPS, json={"server_group": {"name": "g", "policies": ["affinity"]}},
+                             headers=at(cloud, "2.13", legacy=True))
+    assert made.status_code == 200
+    owner = {"project_id": cloud.ids["project:demo"], "user_id": cloud.ids["user:demo"]}
+    group = made.json()["server_group"]
+    assert {k: group[k] for k in owner} == owner
+    shown = cloud.client.get(f"{GROUPS}/{group['id']}", headers=at(cloud, "2.13")).json()["server_group"]
+    listed = cloud.client.get(GROUPS, headers=at(cloud, "2.13")).json()["server_groups"]
+    assert shown == group and listed == [group]
+    old = cloud.client.get(f"{GROUPS}/{group['id']}", headers=at(cloud, "2.12")).json()["server_group"]
+    assert old == {k: v for k, v in group.items() if k not in owner}
+
+
+@pytest.mark.parametrize("policy", ["soft-affinity", "soft-anti-affinity"])
+def test_2_15_takes_the_soft_policies_and_a_boot_in_such_a_group_is_scheduled_with_it(
+        cloud: Cloud, policy: str) -> None:
+    body = {"server_group": {"name": "soft", "policies": [policy]}}
+    assert cloud.client.post(GROUPS, json=body, headers=at(cloud, "2.14")).status_code == 400
+    made = cloud.client.post(GROUPS, json=body, headers=at(cloud, "2.15"))
+    assert made.status_code == 200 and made.json()["server_group"]["policies"] == [policy]
+    group_id = made.json()["server_group"]["id"]
+    hinted = {**cloud.server_request("member"), "os:scheduler_hints": {"group": group_id}}
+    answer = cloud.client.post(SERVERS, json=hinted, headers=cloud.headers())
+    assert answer.status_code == 202, answer.text
+    assert cloud.instance(answer.json()["server"]["id"]).server_group_id == group_id
