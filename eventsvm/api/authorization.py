@@ -211,7 +211,7 @@ ACTION_RULES: dict[str, str] = {
     "rebuild": "servers:rebuild", "shelve": "os-shelve:shelve", "unshelve": "os-shelve:unshelve",
     "shelveOffload": "os-shelve:shelve_offload", "os-resetState": "os-admin-actions:reset_state",
     "forceDelete": "os-deferred-delete:force", "changePassword": "os-admin-password",
-    "os-getConsoleOutput": "os-console-output",
+    "os-getConsoleOutput": "os-console-output", "trigger_crash_dump": "servers:trigger_crash_dump",
 }
 # an action this table does not know still needs a member of the server's project: a reader
 # never reaches a handler that changes something

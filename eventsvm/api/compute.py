@@ -171,6 +171,18 @@ def _extended_attributes(models: Models, inst: Instance) -> dict[str, Any]:
     }
 
 
+def _host_status(models: Models, inst: Instance) -> str:
+    """Nova's host_status (2.16): "" without a host, UNKNOWN for a host this cloud does not know,
+    MAINTENANCE for a disabled one, else UP (a host is up while registered, as os-hypervisors
+    says; liveness beyond that is not tracked)."""
+    if not inst.host:
+        return ""
+    host = models.hosts.get(inst.host)
+    if host is None:
+        return "UNKNOWN"
+    return "UP" if host.get("enabled", True) else "MAINTENANCE"
+
+
 def server_view(models: Models, base: str, inst: Instance, caller: Identity,
                 version: tuple[int, int]) -> dict[str, Any]:
     """One server as nova shows it in GET /servers/{id} and /servers/detail at `version`."""
@@ -214,6 +226,8 @@ def server_view(models: Models, base: str, inst: Instance, caller: Identity,
         view["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{inst.id[:8]}"
         if version >= microversion.EXTENDED_ATTRIBUTES:
             view.update(_extended_attributes(models, inst))
+        if version >= microversion.HOST_STATUS:
+            view["host_status"] = _host_status(models, inst)
     if version >= microversion.LOCKED_SHOWN:
         view["locked"] = inst.locked
     if inst.fault is not None and inst.status == "ERROR":

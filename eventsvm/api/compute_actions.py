@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 
+from eventsvm.api import microversion
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.compute import visible_server
 from eventsvm.api.context import ApiContext
@@ -114,7 +115,7 @@ def server_action(
     ((action, args),) = body.items()
     if action in LIFECYCLE_ACTIONS:
         return LIFECYCLE_ACTIONS[action](server_id, args, request, caller, ctx)
-    if is_server_action(action):
+    if is_server_action(action, microversion.served(request)):
         return request_action(server_id, action, args, request, caller, ctx)
     if is_move_action(action):
         return request_move(server_id, action, args, request, caller, ctx)

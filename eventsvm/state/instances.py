@@ -382,7 +382,8 @@ def server_status(vm_state: str, task_state: str | None) -> str:
 
 
 # the host steps whose nova event name is not compute_<action>_instance
-_STEP_NAMES = {"createImage": "compute_snapshot_instance", "shelveOffload": "compute_shelve_offload_instance"}
+_STEP_NAMES = {"createImage": "compute_snapshot_instance", "shelveOffload": "compute_shelve_offload_instance",
+               "trigger_crash_dump": "compute_trigger_crash_dump"}
 
 
 def action_step_name(action: str) -> str:

@@ -11,6 +11,7 @@ import pytest
 from test_api_support import Cloud, active_fixture, cloud_fixture  # noqa: F401
 
 from eventsvm.api import microversion
+from eventsvm.events.model import EventType, new_event
 
 SERVERS = "/compute/v2.1/servers"
 
@@ -201,3 +202,53 @@ def test_2_15_takes_the_soft_policies_and_a_boot_in_such_a_group_is_scheduled_wi
     answer = cloud.client.post(SERVERS, json=hinted, headers=cloud.headers())
     assert answer.status_code == 202, answer.text
     assert cloud.instance(answer.json()["server"]["id"]).server_group_id == group_id
+
+
+# -- 2.16: host_status for admins; 2.17: trigger_crash_dump ------------------------------------------
+def test_2_16_shows_admins_the_host_status(cloud: Cloud, active: str) -> None:
+    assert "host_status" not in show(cloud, active, "2.15", "admin")
+    assert "host_status" not in show(cloud, active, "2.16")  # nova's rule: admins only
+    assert show(cloud, active, "2.16", "admin")["host_status"] == "UP"
+    detail = cloud.client.get(f"{SERVERS}/detail", params={"all_tenants": "1"},
+                              headers=at(cloud, "2.16", "admin")).json()["servers"]
+    assert [s["host_status"] for s in detail] == ["UP"]
+    disabled = {"name": "host-1", "enabled": False, "disabled_reason": "maintenance"}
+    cloud.readmodel.append([new_event(EventType.HOST_UPDATED, "host-1", disabled)])
+    assert show(cloud, active, "2.16", "admin")["host_status"] == "MAINTENANCE"
+    building = cloud.create_server("building")
+    assert show(cloud, building, "2.16", "admin")["host_status"] == ""
+
+
+def test_2_17_trigger_crash_dump_is_a_host_action(cloud: Cloud, active: str) -> None:
+    def dump(version: str, body: Any = None, user: str = "demo") -> Any:
+        return cloud.client.post(f"{SERVERS}/{active}/action", json={"trigger_crash_dump": body},
+                                 headers=at(cloud, version, user))
+
+    old = dump("2.16")
+    assert old.status_code == 400 and "no such action" in old.json()["badRequest"]["message"]
+    assert dump("2.17", {"x": 1}).status_code == 400
+    assert dump("2.17", user="reader").status_code == 403
+    assert dump("2.17").status_code == 202
+    [event] = cloud.events(EventType.INSTANCE_ACTION_REQUESTED)
+    assert (event.body["action"], event.body["host"], event.body["task_state"]) == (
+        "trigger_crash_dump", "host-1", None)
+    assert show(cloud, active, "2.17")["status"] == "ACTIVE"
+    actions = cloud.client.get(f"{SERVERS}/{active}/os-instance-actions", headers=cloud.headers()).json()
+    assert "trigger_crash_dump" in [a["action"] for a in actions["instanceActions"]]
+    # nor does a locked one (nova's 409)
+    cloud.client.post(f"{SERVERS}/{active}/action", json={"lock": None}, headers=cloud.headers())
+    locked = dump("2.17")
+    assert locked.status_code == 409 and "locked" in locked.text
+
+
+def test_2_17_a_building_or_hostless_server_takes_no_crash_dump(cloud: Cloud) -> None:
+    failed = cloud.create_server("broken")
+    cloud.advance(failed, "error")
+    answer = cloud.client.post(f"{SERVERS}/{failed}/action", json={"trigger_crash_dump": None},
+                               headers=at(cloud, "2.17"))
+    assert answer.status_code == 409 and answer.json()["conflictingRequest"]["message"] == (
+        f"Instance {failed} is not ready")
+    building = cloud.create_server("building")
+    answer = cloud.client.post(f"{SERVERS}/{building}/action", json={"trigger_crash_dump": None},
+                               headers=at(cloud, "2.17"))
+    assert answer.status_code == 409 and "vm_state building" in answer.text
