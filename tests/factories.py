@@ -241,7 +241,7 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
         EventType.INSTANCE_DELETE_DISPATCHED: {"host": host, "domain_name": "instance-0000002a"},
         EventType.INSTANCE_DELETED: {"host": host, "terminated_at": BASE_MS + 3_600_000, "stage": "spawner"},
         EventType.INSTANCE_UPDATED: {"name": "db-01-renamed", "access_ipv4": "203.0.113.7",
-                                     "access_ipv6": None},
+                                     "access_ipv6": None, "description": "primary", "description_set": True},
         EventType.INSTANCE_METADATA_CHANGED: {"set": {"role": "primary", "tier": "db"},
                                               "removed": ["draining"], "replace": False},
         EventType.INSTANCE_ACTION_REQUESTED: {
@@ -253,7 +253,7 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
         EventType.INSTANCE_ACTION_FAILED: {
             "action": "pause", "host": host, "vm_state": "active", "power_state": 4,
             "reason": "pause of instance failed: domain is not running"},
-        EventType.INSTANCE_MOVE_REQUESTED: move_body(rng),
+        EventType.INSTANCE_MOVE_REQUESTED: {**move_body(rng), "description": None, "description_set": False},
         EventType.INSTANCE_MOVE_STEP: move_body(
             rng, step="conductor_migrate_server", host="compute-2", dest_host="compute-2", dest_slot=1,
             task_state="resize_migrating"),

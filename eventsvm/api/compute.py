@@ -27,6 +27,7 @@ from eventsvm.api.responses import ServerBody, ServerCreatedBody, ServerDetailLi
 from eventsvm.api.server_request import (
     admin_password,
     build_requested_body,
+    described,
     new_reservation_id,
     reservation_bodies,
     server_count,
@@ -230,6 +231,8 @@ def server_view(models: Models, base: str, inst: Instance, caller: Identity,
             view["host_status"] = _host_status(models, inst)
     if version >= microversion.LOCKED_SHOWN:
         view["locked"] = inst.locked
+    if version >= microversion.DESCRIPTION:
+        view["description"] = inst.description
     if inst.fault is not None and inst.status == "ERROR":
         fault = {
             "code": inst.fault["code"],
@@ -295,9 +298,13 @@ def create_server(
     if not policy.can_create_server(caller.roles, caller.project_id, caller.project_id):
         raise Forbidden(policy.denied_message("os_compute_api:servers:create"))
     spec = body.server
+    # the model keeps `description` as given; below 2.19 nova's closed schema refuses it
+    description = described(spec.model_dump(include={"description"}, exclude_unset=True),
+                            microversion.served(request))["description"]
     rm = ctx.readmodel
     with rm.lock:
         event_body = build_requested_body(rm.models, body, caller, _requested_optional_fields(rm.codec))
+        event_body["description"] = description
         flavor = rm.models.catalog.flavors[event_body["flavor_id"]]
         servers = servers_admitted(rm.models, caller, flavor, server_count(spec))
     reservation_id = new_reservation_id()

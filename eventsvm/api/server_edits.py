@@ -19,7 +19,7 @@ from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import UpdatedServerBody
-from eventsvm.api.server_request import access_ip, invalid, server_name, unexpected
+from eventsvm.api.server_request import access_ip, described, invalid, server_name, unexpected
 from eventsvm.api.writes import chained_event
 from eventsvm.events.model import EventType
 from eventsvm.identity import policy
@@ -33,7 +33,7 @@ BASIC_VIEW = frozenset({
     "id", "name", "status", "tenant_id", "user_id", "metadata", "hostId", "image", "flavor", "created",
     "updated", "addresses", "accessIPv4", "accessIPv6", "links", "OS-DCF:diskConfig", "progress", "fault",
     # what nova's basic view adds from a microversion on (the full view holds it from that version)
-    "locked"})
+    "locked", "description"})
 
 
 def wrapped_object(raw: Any, wrapper: str, fields: Collection[str] | None = None) -> dict[str, Any]:
@@ -53,9 +53,11 @@ def wrapped_object(raw: Any, wrapper: str, fields: Collection[str] | None = None
     return inner
 
 
-def update_body(raw: Any) -> dict[str, str | None]:
-    """The instance.updated body of a PUT /servers/{id} request body, validated as nova 2.1 does."""
-    server = wrapped_object(raw, "server", _UPDATE_FIELDS)
+def update_body(raw: Any, version: tuple[int, int]) -> dict[str, Any]:
+    """The instance.updated body of a PUT /servers/{id} request body, validated as nova does at
+    `version` (the description from 2.19)."""
+    fields = (*_UPDATE_FIELDS, "description") if version >= microversion.DESCRIPTION else _UPDATE_FIELDS
+    server = wrapped_object(raw, "server", fields)
     disk_config = server.get("OS-DCF:diskConfig")
     if "OS-DCF:diskConfig" in server and disk_config not in ("AUTO", "MANUAL"):
         raise invalid("OS-DCF:diskConfig", disk_config, f"{disk_config!r} is not one of ['AUTO', 'MANUAL']")
@@ -63,6 +65,7 @@ def update_body(raw: Any) -> dict[str, str | None]:
         "name": server_name(server["name"]) if "name" in server else None,
         "access_ipv4": access_ip("accessIPv4", server["accessIPv4"], 4) if "accessIPv4" in server else None,
         "access_ipv6": access_ip("accessIPv6", server["accessIPv6"], 6) if "accessIPv6" in server else None,
+        **described(server, version),
     }
 
 
@@ -78,7 +81,7 @@ def update_server(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Append one instance.updated and answer 200 with the server as nova shows it."""
-    body = update_body(raw)
+    body = update_body(raw, microversion.served(request))
     rm = ctx.readmodel
     with rm.lock:
         inst = changeable_server(rm.models, caller, server_id, policy.can_edit_server,

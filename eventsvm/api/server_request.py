@@ -17,6 +17,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from eventsvm.api import microversion
 from eventsvm.api.auth import Identity
 from eventsvm.api.compute_usage import project_usage
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden
@@ -319,6 +320,30 @@ _USER_DATA_LONGEST = 65535
 def unexpected(keys: list[str]) -> str:
     """Nova's (jsonschema's) words for fields a closed object does not allow."""
     return f"Additional properties are not allowed ({', '.join(map(repr, keys))} was unexpected)"
+
+
+def server_description(value: Any) -> str | None:
+    """A server description as nova's 2.19 schema takes it: null, or at most 255 printable
+    characters (spaces and line breaks allowed by nova's description rule only as spaces)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid("description", value, f"{value!r} is not of type 'string', 'null'")
+    if len(value) > 255:
+        raise invalid("description", value, f"{value[:20]!r}... is too long")
+    if not all(map(printable, value)):
+        raise invalid("description", value, f"{value[:20]!r} does not match the printable characters rule")
+    return value
+
+
+def described(fields: dict[str, Any], version: tuple[int, int]) -> dict[str, Any]:
+    """The description and description_set of an event body from a request's `fields`, nova's
+    400 when it names one below 2.19 (its schemas are closed)."""
+    if "description" not in fields:
+        return {"description": None, "description_set": False}
+    if version < microversion.DESCRIPTION:
+        raise BadRequest(unexpected(["description"]))
+    return {"description": server_description(fields["description"]), "description_set": True}
 
 
 def server_name(value: Any) -> str:

@@ -341,6 +341,8 @@ def _apply_update(inst: Instance, body: dict[str, Any]) -> None:
         inst.access_ipv4 = body["access_ipv4"]
     if body.get("access_ipv6") is not None:
         inst.access_ipv6 = body["access_ipv6"]
+    if body.get("description_set"):
+        inst.description = body["description"]
 
 
 def _apply_metadata_change(inst: Instance, body: dict[str, Any]) -> None:
@@ -453,6 +455,8 @@ def _move_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
                 setattr(inst, attr, body[key])
         if body.get("metadata") is not None:
             inst.metadata = dict(body["metadata"])
+        if body.get("description_set"):
+            inst.description = body["description"]
         if body.get("guest"):
             inst.image_id = body["guest"]["image"]["id"]
     _advance(inst, (0, event.sequence, event.event_id), _move_states(body))
@@ -527,6 +531,9 @@ INSTANCE_EVENT_TYPES: frozenset[EventType] = frozenset(_FOLDS)
 # Reading a field not listed here fails the replay-equals-live tests, which fold whole events.
 # The envelope fields the folds never read come as None in such a decode.
 UNFOLDED_ENVELOPE_FIELDS = ("causation_id", "prev_hash")
+_MOVE_FOLDED = ("action", "step", "host", "source_host", "dest_host", "source_slot", "dest_slot", "vm_state",
+                "task_state", "power_state", "flavor", "old_flavor", "claim", "old_claim", "guest", "name",
+                "metadata", "access_ipv4", "access_ipv6", "reason", "code")
 FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
     EventType.INSTANCE_REQUESTED: dict.fromkeys((
         "name", "flavor_id", "image_id", "key_name", "availability_zone", "metadata", "description",
@@ -541,7 +548,8 @@ FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
     EventType.INSTANCE_DELETE_REQUESTED: {"host": None},
     EventType.INSTANCE_DELETE_DISPATCHED: {"host": None},
     EventType.INSTANCE_DELETED: dict.fromkeys(("host", "terminated_at")),
-    EventType.INSTANCE_UPDATED: dict.fromkeys(("name", "access_ipv4", "access_ipv6")),
+    EventType.INSTANCE_UPDATED: dict.fromkeys(
+        ("name", "access_ipv4", "access_ipv6", "description", "description_set")),
     EventType.INSTANCE_METADATA_CHANGED: dict.fromkeys(("set", "removed", "replace")),
     EventType.INSTANCE_ACTION_REQUESTED: dict.fromkeys(
         ("action", "host", "vm_state", "task_state", "locked_reason", "locked_by", "image_id")),
@@ -551,7 +559,7 @@ FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
     EventType.INSTANCE_VOLUME_DETACH_REQUESTED: {"host": None},
     **dict.fromkeys(
         (EventType.INSTANCE_MOVE_REQUESTED, EventType.INSTANCE_MOVE_STEP, EventType.INSTANCE_MOVE_FAILED),
-        dict.fromkeys(("action", "step", "host", "source_host", "dest_host", "source_slot", "dest_slot",
-                       "vm_state", "task_state", "power_state", "flavor", "old_flavor", "claim", "old_claim",
-                       "guest", "name", "metadata", "access_ipv4", "access_ipv6", "reason", "code"))),
+        dict.fromkeys(_MOVE_FOLDED)),
+    # a rebuild's description (nova 2.19) is on its request only
+    EventType.INSTANCE_MOVE_REQUESTED: dict.fromkeys((*_MOVE_FOLDED, "description", "description_set")),
 }

@@ -12,6 +12,7 @@ from test_api_support import Cloud, active_fixture, cloud_fixture  # noqa: F401
 
 from eventsvm.api import microversion
 from eventsvm.events.model import EventType, new_event
+from eventsvm.state.instances import evolve_projection, initial_projection
 
 SERVERS = "/compute/v2.1/servers"
 
@@ -252,3 +253,41 @@ def test_2_17_a_building_or_hostless_server_takes_no_crash_dump(cloud: Cloud) ->
     answer = cloud.client.post(f"{SERVERS}/{building}/action", json={"trigger_crash_dump": None},
                                headers=at(cloud, "2.17"))
     assert answer.status_code == 409 and "vm_state building" in answer.text
+
+
+# -- 2.19: the server description ------------------------------------------------------------------
+def test_2_19_a_description_on_create_update_and_rebuild_is_kept_and_shown(cloud: Cloud) -> None:
+    request = cloud.server_request("described", description="the web tier")
+    assert cloud.client.post(SERVERS, json=request, headers=at(cloud, "2.18")).status_code == 400
+    made = cloud.client.post(SERVERS, json=request, headers=at(cloud, "2.19", legacy=True))
+    assert made.status_code == 202, made.text
+    server_id = made.json()["server"]["id"]
+    cloud.advance(server_id, "active")
+    assert show(cloud, server_id, "2.19")["description"] == "the web tier"
+    assert "description" not in show(cloud, server_id, "2.18")
+    path = f"{SERVERS}/{server_id}"
+    old = cloud.client.put(path, json={"server": {"description": "x"}}, headers=at(cloud, "2.18"))
+    assert old.status_code == 400
+    bad = cloud.client.put(path, json={"server": {"description": "a\x1bb"}}, headers=at(cloud, "2.19"))
+    assert bad.status_code == 400
+    updated = cloud.client.put(path, json={"server": {"description": "renamed tier"}},
+                               headers=at(cloud, "2.19"))
+    assert updated.status_code == 200 and updated.json()["server"]["description"] == "renamed tier"
+    # a rename alone keeps it; null clears it
+    cloud.client.put(path, json={"server": {"name": "web"}}, headers=at(cloud, "2.19"))
+    assert show(cloud, server_id, "2.19")["description"] == "renamed tier"
+    cleared = cloud.client.put(path, json={"server": {"description": None}}, headers=at(cloud, "2.19"))
+    assert cleared.status_code == 200 and cleared.json()["server"]["description"] is None
+    rebuild = {"rebuild": {"imageRef": cloud.ids["image"], "description": "rebuilt"}}
+    assert cloud.client.post(f"{path}/action", json=rebuild, headers=at(cloud, "2.18")).status_code == 400
+    rebuilt = cloud.client.post(f"{path}/action", json=rebuild, headers=at(cloud, "2.19"))
+    assert rebuilt.status_code == 202 and rebuilt.json()["server"]["description"] == "rebuilt"
+    assert show(cloud, server_id, "2.19")["description"] == "rebuilt"
+    [event] = cloud.events(EventType.INSTANCE_MOVE_REQUESTED)
+    assert (event.body["description"], event.body["description_set"]) == ("rebuilt", True)
+    # the fold from the log alone gives the same description
+    replayed = initial_projection()
+    for record in cloud.records():
+        replayed = evolve_projection(replayed, cloud.readmodel.codec.decode(record.value))
+    inst = replayed.get(server_id)
+    assert inst is not None and inst.description == "rebuilt"
