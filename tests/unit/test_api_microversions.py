@@ -291,3 +291,49 @@ def test_2_19_a_description_on_create_update_and_rebuild_is_kept_and_shown(cloud
         replayed = evolve_projection(replayed, cloud.readmodel.codec.decode(record.value))
     inst = replayed.get(server_id)
     assert inst is not None and inst.description == "rebuilt"
+
+
+# -- 2.20: volumes of a shelved-offloaded server --------------------------------------------------
+def _offloaded(cloud: Cloud, server_id: str) -> None:
+    """Shelve the server through the API and append the host's outcome: offloaded, no host."""
+    assert cloud.client.post(f"{SERVERS}/{server_id}/action", json={"shelve": None},
+                             headers=cloud.headers()).status_code == 202
+    request = cloud.events(EventType.INSTANCE_ACTION_REQUESTED)[-1]
+    done = {"action": "shelve", "host": "host-1", "vm_state": "shelved_offloaded", "power_state": 0,
+            "detail": None}
+    outcome = new_event(EventType.INSTANCE_ACTION_COMPLETED, server_id, done, cause=request)
+    cloud.readmodel.append([outcome])
+    inst = cloud.instance(server_id)
+    assert (inst.vm_state, inst.host) == ("shelved_offloaded", None)
+
+
+def test_2_20_attaches_and_detaches_a_volume_of_a_shelved_offloaded_server(
+        cloud: Cloud, active: str) -> None:
+    _offloaded(cloud, active)
+    project = cloud.ids["project:demo"]
+    cinder = f"/volume/v3/{project}/volumes"
+    volume = cloud.client.post(cinder, json={"volume": {"size": 1}},
+                               headers=cloud.headers()).json()["volume"]["id"]
+    attachments = f"{SERVERS}/{active}/os-volume_attachments"
+    body = {"volumeAttachment": {"volumeId": volume}}
+    old = cloud.client.post(attachments, json=body, headers=at(cloud, "2.19"))
+    assert old.status_code == 409 and "vm_state shelved_offloaded" in old.text
+    made = cloud.client.post(attachments, json=body, headers=at(cloud, "2.20"))
+    assert made.status_code == 200, made.text
+    assert made.json()["volumeAttachment"]["volumeId"] == volume
+    # attached in cinder alone: in-use, on no host, and no host was asked to plug it in
+    shown = cloud.client.get(f"{cinder}/{volume}", headers=cloud.headers()).json()["volume"]
+    assert shown["status"] == "in-use"
+    assert [a["server_id"] for a in shown["attachments"]] == [active]
+    assert cloud.events(EventType.INSTANCE_VOLUME_ATTACH_REQUESTED) == []
+    [attached] = cloud.events(EventType.VOLUME_ATTACHED)
+    assert attached.body["host"] == ""
+    assert cloud.readmodel.models.catalog.volumes[volume]["attachments"][
+        attached.body["attachment_id"]]["host_name"] is None
+    listed = cloud.client.get(attachments, headers=at(cloud, "2.20")).json()["volumeAttachments"]
+    assert [a["volumeId"] for a in listed] == [volume]
+    assert cloud.client.delete(f"{attachments}/{volume}", headers=at(cloud, "2.19")).status_code == 409
+    assert cloud.client.delete(f"{attachments}/{volume}", headers=at(cloud, "2.20")).status_code == 202
+    shown = cloud.client.get(f"{cinder}/{volume}", headers=cloud.headers()).json()["volume"]
+    assert shown["status"] == "available"
+    assert cloud.events(EventType.INSTANCE_VOLUME_DETACH_REQUESTED) == []
