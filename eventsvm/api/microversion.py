@@ -11,7 +11,7 @@ from fastapi import Request
 # the compute API serves every change of nova's microversions up to the maximum on the APIs it has
 # (docs/decisions.md: the versions that change APIs this cloud lacks change nothing here)
 MIN_VERSION = (2, 1)
-MAX_VERSION = (2, 20)
+MAX_VERSION = (2, 25)
 # where a version changes what this cloud answers
 KEYPAIR_TYPES = (2, 2)  # keypair `type`; 201 / 204 for keypair create / delete
 EXTENDED_ATTRIBUTES = (2, 3)  # OS-EXT-SRV-ATTR for admins, delete_on_termination of attached volumes
@@ -24,6 +24,7 @@ HOST_STATUS = (2, 16)  # host_status in the server view, for admins
 CRASH_DUMP = (2, 17)  # the trigger_crash_dump server action
 DESCRIPTION = (2, 19)  # a server's description on create, rebuild and update, and in its view
 SHELVED_VOLUMES = (2, 20)  # volume attach and detach on a shelved-offloaded server
+DELETED_ACTIONS = (2, 21)  # os-instance-actions of a deleted server
 # where RequestEnvelope leaves the negotiated version for the routes (request.state)
 STATE_KEY = "compute_version"
 _VERSION = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")

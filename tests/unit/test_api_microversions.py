@@ -337,3 +337,22 @@ def test_2_20_attaches_and_detaches_a_volume_of_a_shelved_offloaded_server(
     shown = cloud.client.get(f"{cinder}/{volume}", headers=cloud.headers()).json()["volume"]
     assert shown["status"] == "available"
     assert cloud.events(EventType.INSTANCE_VOLUME_DETACH_REQUESTED) == []
+
+
+# -- 2.21: the actions of a deleted server ----------------------------------------------------------
+def test_2_21_shows_the_actions_of_a_deleted_server(cloud: Cloud, active: str) -> None:
+    assert cloud.client.delete(f"{SERVERS}/{active}", headers=cloud.headers()).status_code == 204
+    cloud.advance(active, "deleted")
+    path = f"{SERVERS}/{active}/os-instance-actions"
+    assert cloud.client.get(path, headers=at(cloud, "2.20")).status_code == 404
+    listed = cloud.client.get(path, headers=at(cloud, "2.21", legacy=True))
+    assert listed.status_code == 200
+    actions = listed.json()["instanceActions"]
+    assert [a["action"] for a in actions] == ["delete", "create"]
+    create = next(a for a in actions if a["action"] == "create")
+    one = f"{path}/{create['request_id']}"
+    assert cloud.client.get(one, headers=at(cloud, "2.20")).status_code == 404
+    shown = cloud.client.get(one, headers=at(cloud, "2.21"))
+    assert shown.status_code == 200 and shown.json()["instanceAction"]["action"] == "create"
+    # another project's deleted server stays hidden
+    assert cloud.client.get(path, headers=at(cloud, "2.21", "alice")).status_code == 404
