@@ -242,6 +242,7 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
         EventType.INSTANCE_DELETED: {"host": host, "terminated_at": BASE_MS + 3_600_000, "stage": "spawner"},
         EventType.INSTANCE_UPDATED: {"name": "db-01-renamed", "access_ipv4": "203.0.113.7",
                                      "access_ipv6": None, "description": "primary", "description_set": True},
+        EventType.INSTANCE_TAGS_CHANGED: {"added": ["primary"], "removed": ["draining"], "replace": False},
         EventType.INSTANCE_METADATA_CHANGED: {"set": {"role": "primary", "tier": "db"},
                                               "removed": ["draining"], "replace": False},
         EventType.INSTANCE_ACTION_REQUESTED: {

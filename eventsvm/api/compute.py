@@ -233,6 +233,8 @@ def server_view(models: Models, base: str, inst: Instance, caller: Identity,
         view["locked"] = inst.locked
     if version >= microversion.DESCRIPTION:
         view["description"] = inst.description
+    if version >= microversion.SERVER_TAGS:
+        view["tags"] = list(inst.tags)
     if inst.fault is not None and inst.status == "ERROR":
         fault = {
             "code": inst.fault["code"],
@@ -359,7 +361,23 @@ def _listed(inst: Instance) -> _Listed:
                    tuple(a for a in addresses if ":" in a))
 
 
-def _candidates(models: Models, caller: Identity, query: dict[str, str]) -> list[_Listed]:
+def _tag_filter(query: dict[str, str]) -> Callable[[Instance], bool]:
+    """Nova's four tag filters (2.26), each a comma-separated list: tags (has all), tags-any (has
+    one), not-tags (lacks one at least), not-tags-any (has none)."""
+    def named(key: str) -> set[str] | None:
+        return set(query[key].split(",")) if query.get(key) else None
+
+    every, anyof, not_every, not_any = (named(k) for k in ("tags", "tags-any", "not-tags", "not-tags-any"))
+
+    def passes(inst: Instance) -> bool:
+        tags = set(inst.tags)
+        return ((every is None or every <= tags) and (anyof is None or bool(anyof & tags))
+                and (not_every is None or not not_every <= tags) and (not_any is None or not not_any & tags))
+    return passes
+
+
+def _candidates(models: Models, caller: Identity, query: dict[str, str],
+                version: tuple[int, int]) -> list[_Listed]:
     """Servers passing every filter but the caller's patterns, newest first; under the lock."""
     all_tenants = "all_tenants" in query and query["all_tenants"].lower() not in (
         "0",
@@ -380,6 +398,7 @@ def _candidates(models: Models, caller: Identity, query: dict[str, str]) -> list
             since = parse_time(query["changes-since"])
         except ValueError:
             raise BadRequest("Invalid changes-since value") from None
+    tagged = _tag_filter(query) if version >= microversion.SERVER_TAGS else None
     found = []
     for inst in models.instances.instances.values():
         if inst.project_id is None or inst.status == "DELETED" or (project and inst.project_id != project):
@@ -397,6 +416,8 @@ def _candidates(models: Models, caller: Identity, query: dict[str, str]) -> list
         if "flavor" in query and (inst.flavor["id"] if inst.flavor else inst.flavor_ref) != query["flavor"]:
             continue
         if since is not None and inst.updated_at < since:
+            continue
+        if tagged is not None and not tagged(inst):
             continue
         found.append(inst)
     # nova's default order: newest first
@@ -433,7 +454,7 @@ def _list(request: Request, caller: Identity, ctx: ApiContext, detail: bool) -> 
     limit = parse_limit(query.get("limit"), ctx.max_page)
     models = ctx.readmodel.models
     with ctx.readmodel.lock:
-        candidates = _candidates(models, caller, query)
+        candidates = _candidates(models, caller, query, microversion.served(request))
     servers = page(_matching(candidates, query), lambda s: s.id, limit, query.get("marker"))
     base = compute_base(request)
     with ctx.readmodel.lock:

@@ -33,7 +33,7 @@ BASIC_VIEW = frozenset({
     "id", "name", "status", "tenant_id", "user_id", "metadata", "hostId", "image", "flavor", "created",
     "updated", "addresses", "accessIPv4", "accessIPv6", "links", "OS-DCF:diskConfig", "progress", "fault",
     # what nova's basic view adds from a microversion on (the full view holds it from that version)
-    "locked", "description"})
+    "locked", "description", "tags"})
 
 
 def wrapped_object(raw: Any, wrapper: str, fields: Collection[str] | None = None) -> dict[str, Any]:

@@ -77,6 +77,8 @@ class Instance:
     key_name: str | None = None
     availability_zone: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # nova's server tags (2.26), in the order they were added
+    tags: list[str] = field(default_factory=list)
     description: str | None = None
     access_ipv4: str | None = None
     access_ipv6: str | None = None
@@ -220,6 +222,7 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.key_name = body.get("key_name")
     inst.availability_zone = body.get("availability_zone")
     inst.metadata = dict(body.get("metadata") or {})
+    inst.tags = list(body.get("tags") or [])
     inst.description = body.get("description")
     inst.access_ipv4 = body.get("access_ipv4")
     inst.access_ipv6 = body.get("access_ipv6")
@@ -353,9 +356,16 @@ def _apply_metadata_change(inst: Instance, body: dict[str, Any]) -> None:
     inst.metadata = metadata
 
 
+def _apply_tags_change(inst: Instance, body: dict[str, Any]) -> None:
+    tags = [] if body["replace"] else inst.tags
+    removed = set(body["removed"])
+    inst.tags = [t for t in dict.fromkeys([*tags, *body["added"]]) if t not in removed]
+
+
 _EDITS: dict[EventType, Callable[[Instance, dict[str, Any]], None]] = {
     EventType.INSTANCE_UPDATED: _apply_update,
     EventType.INSTANCE_METADATA_CHANGED: _apply_metadata_change,
+    EventType.INSTANCE_TAGS_CHANGED: _apply_tags_change,
 }
 # what the owner changes on a server without an instance action in nova (os-instance-actions skips them)
 EDIT_EVENT_TYPES: frozenset[EventType] = frozenset(_EDITS)
@@ -508,6 +518,7 @@ _FOLDS: dict[EventType, Callable[[Instance, Event, dict[str, Any]], None]] = {
     EventType.INSTANCE_DELETED: _deleted,
     EventType.INSTANCE_UPDATED: _edited,
     EventType.INSTANCE_METADATA_CHANGED: _edited,
+    EventType.INSTANCE_TAGS_CHANGED: _edited,
     EventType.INSTANCE_ACTION_REQUESTED: _action_requested,
     EventType.INSTANCE_ACTION_COMPLETED: _action_finished,
     EventType.INSTANCE_ACTION_FAILED: _action_finished,
@@ -538,7 +549,7 @@ FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
     EventType.INSTANCE_REQUESTED: dict.fromkeys((
         "name", "flavor_id", "image_id", "key_name", "availability_zone", "metadata", "description",
         "networks", "access_ipv4", "access_ipv6", "reservation_id", "server_group_id", "user_data",
-        "launch_index")),
+        "launch_index", "tags")),
     EventType.INSTANCE_AUTHENTICATED: {"spec": {"flavor": None}},
     EventType.INSTANCE_SCHEDULED: dict.fromkeys(("host", "attempt", "claim")),
     EventType.INSTANCE_RESOURCES_RESOLVED: dict.fromkeys(("host", "attempt", "ports")),
@@ -551,6 +562,7 @@ FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
     EventType.INSTANCE_UPDATED: dict.fromkeys(
         ("name", "access_ipv4", "access_ipv6", "description", "description_set")),
     EventType.INSTANCE_METADATA_CHANGED: dict.fromkeys(("set", "removed", "replace")),
+    EventType.INSTANCE_TAGS_CHANGED: dict.fromkeys(("added", "removed", "replace")),
     EventType.INSTANCE_ACTION_REQUESTED: dict.fromkeys(
         ("action", "host", "vm_state", "task_state", "locked_reason", "locked_by", "image_id")),
     EventType.INSTANCE_ACTION_COMPLETED: dict.fromkeys(("action", "host", "vm_state", "power_state")),

@@ -356,3 +356,86 @@ def test_2_21_shows_the_actions_of_a_deleted_server(cloud: Cloud, active: str) -
     assert shown.status_code == 200 and shown.json()["instanceAction"]["action"] == "create"
     # another project's deleted server stays hidden
     assert cloud.client.get(path, headers=at(cloud, "2.21", "alice")).status_code == 404
+
+
+# -- 2.26: server tags ---------------------------------------------------------------------------------
+def test_2_26_tags_are_added_listed_checked_replaced_and_deleted_as_events(cloud: Cloud, active: str) -> None:
+    tags = f"{SERVERS}/{active}/tags"
+    v226 = at(cloud, "2.26")
+    assert cloud.client.get(tags, headers=at(cloud, "2.25")).status_code == 404
+    assert cloud.client.put(f"{tags}/web", headers=at(cloud, "2.25")).status_code == 404
+    added = cloud.client.put(f"{tags}/web", headers=v226)
+    assert added.status_code == 201 and added.headers["Location"].endswith(f"/servers/{active}/tags/web")
+    assert cloud.client.put(f"{tags}/web", headers=v226).status_code == 204  # had it already
+    assert cloud.client.put(f"{tags}/db", headers=at(cloud, "2.26", legacy=True)).status_code == 201
+    assert cloud.client.get(tags, headers=v226).json() == {"tags": ["web", "db"]}
+    assert cloud.client.get(f"{tags}/db", headers=v226).status_code == 204
+    assert cloud.client.get(f"{tags}/nope", headers=v226).status_code == 404
+    assert show(cloud, active, "2.26")["tags"] == ["web", "db"]
+    assert "tags" not in show(cloud, active, "2.25")
+    replaced = cloud.client.put(tags, json={"tags": ["a", "b", "a"]}, headers=v226)
+    assert replaced.status_code == 200 and replaced.json() == {"tags": ["a", "b"]}
+    assert cloud.client.delete(f"{tags}/a", headers=v226).status_code == 204
+    missing = cloud.client.delete(f"{tags}/a", headers=v226)
+    assert missing.status_code == 404 and "has no tag 'a'" in missing.json()["itemNotFound"]["message"]
+    assert cloud.client.get(tags, headers=v226).json() == {"tags": ["b"]}
+    assert cloud.client.delete(tags, headers=v226).status_code == 204
+    assert cloud.client.get(tags, headers=v226).json() == {"tags": []}
+    changes = cloud.events(EventType.INSTANCE_TAGS_CHANGED)
+    assert [(e.body["added"], e.body["removed"], e.body["replace"]) for e in changes] == [
+        (["web"], [], False), (["db"], [], False), (["a", "b"], [], True), ([], ["a"], False), ([], [], True)]
+    # the tags rebuilt from the log alone
+    cloud.client.put(f"{tags}/kept", headers=v226)
+    replayed = initial_projection()
+    for record in cloud.records():
+        replayed = evolve_projection(replayed, cloud.readmodel.codec.decode(record.value))
+    inst = replayed.get(active)
+    assert inst is not None and inst.tags == ["kept"] == cloud.instance(active).tags
+
+
+def test_2_26_tag_limits_and_rules_are_novas(cloud: Cloud, active: str) -> None:
+    tags = f"{SERVERS}/{active}/tags"
+    v226 = at(cloud, "2.26")
+    for bad in ("a,b", "x" * 61):
+        answer = cloud.client.put(f"{tags}/{bad}", headers=v226)
+        assert answer.status_code == 400 and "is invalid" in answer.json()["badRequest"]["message"], bad
+    for body in ({"tags": ["a/b"]}, {"tags": ["x" * 61]}, {"tags": [f"t{i}" for i in range(51)]},
+                 {"tags": "a"}, {"tag": []}, {"tags": [], "more": 1}, {"tags": [1]}):
+        assert cloud.client.put(tags, json=body, headers=v226).status_code == 400, body
+    full = cloud.client.put(tags, json={"tags": [f"t{i}" for i in range(50)]}, headers=v226)
+    assert full.status_code == 200
+    over = cloud.client.put(f"{tags}/one-more", headers=v226)
+    assert over.status_code == 400
+    assert over.json()["badRequest"]["message"] == "The number of tags exceeded the per-server limit 50"
+    assert cloud.client.put(f"{tags}/t1", headers=v226).status_code == 400  # nova counts first
+    # a reader may look but not change; another project sees no server
+    assert cloud.client.get(tags, headers=at(cloud, "2.26", "reader")).status_code == 200
+    assert cloud.client.put(f"{tags}/x", headers=at(cloud, "2.26", "reader")).status_code == 403
+    assert cloud.client.get(tags, headers=at(cloud, "2.26", "alice")).status_code == 404
+    # a server in the middle of a task takes no tag change (nova's 409)
+    cloud.client.post(f"{SERVERS}/{active}/action", json={"os-stop": None}, headers=cloud.headers())
+    busy = cloud.client.delete(f"{tags}/t1", headers=v226)
+    assert busy.status_code == 409 and "task_state powering-off" in busy.text
+
+
+def test_2_26_lists_servers_by_their_tags(cloud: Cloud) -> None:
+    servers = {name: cloud.create_server(name) for name in ("both", "web", "none")}
+    v226 = at(cloud, "2.26")
+    building = cloud.client.put(f"{SERVERS}/{servers['both']}/tags", json={"tags": ["x"]}, headers=v226)
+    assert building.status_code == 409  # nova changes no tags of a server being built
+    for server_id in servers.values():
+        cloud.advance(server_id, "active")
+    for name, server_tags in (("both", ["web", "db"]), ("web", ["web"])):
+        answer = cloud.client.put(f"{SERVERS}/{servers[name]}/tags", json={"tags": server_tags}, headers=v226)
+        assert answer.status_code == 200
+
+    def names(version: str, **filters: str) -> list[str]:
+        listed = cloud.client.get(SERVERS, params=filters, headers=at(cloud, version)).json()["servers"]
+        return sorted(s["name"] for s in listed)
+
+    assert names("2.26", tags="web,db") == ["both"]
+    assert names("2.26", **{"tags-any": "db,nope"}) == ["both"]
+    assert names("2.26", **{"not-tags": "web,db"}) == ["none", "web"]
+    assert names("2.26", **{"not-tags-any": "db"}) == ["none", "web"]
+    assert names("2.26", tags="web", **{"not-tags-any": "db"}) == ["web"]
+    assert names("2.25", tags="web,db") == ["both", "none", "web"]  # no tag filters before 2.26
