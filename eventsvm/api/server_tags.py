@@ -28,6 +28,8 @@ MAX_TAGS = 50
 MAX_TAG_LENGTH = 60
 # the states nova's server tags controller changes tags in (_check_instance_in_valid_state)
 _EDITABLE_VM_STATES = frozenset({"active", "paused", "suspended", "stopped", "shelved", "shelved_offloaded"})
+# what a change may answer beside its success
+_CHANGES = failures(403, 404, 409)
 
 
 def _served(request: Request) -> None:
@@ -120,8 +122,7 @@ def replace_tags(
     return {"tags": tags}
 
 
-@router.delete("/{server_id}/tags", status_code=204, summary="Delete all tags (2.26)",
-               responses=failures(403, 404, 409))
+@router.delete("/{server_id}/tags", status_code=204, summary="Delete all tags", responses=_CHANGES)
 def delete_tags(
     server_id: str, request: Request, caller: Identity = Depends(current_identity),
     ctx: ApiContext = Depends(api_context),
@@ -165,8 +166,7 @@ def add_tag(
     return Response(status_code=201, headers={"Location": location})
 
 
-@router.delete("/{server_id}/tags/{tag}", status_code=204, summary="Delete a tag (2.26)",
-               responses=failures(403, 404, 409))
+@router.delete("/{server_id}/tags/{tag}", status_code=204, summary="Delete a tag", responses=_CHANGES)
 def delete_tag(
     server_id: str, tag: str, request: Request, caller: Identity = Depends(current_identity),
     ctx: ApiContext = Depends(api_context),
