@@ -10,6 +10,7 @@ over-commit a host (nova's compute-side claim).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -192,7 +193,7 @@ def _request(
 ) -> SchedulingRequest:
     claim = claim_for(spec)
     group = spec.get("server_group_id")
-    group_hosts = {h for i, h in state.group_members.get(group or "", {}).items() if i != instance_id}
+    member_hosts = [h for i, h in state.group_members.get(group or "", {}).items() if i != instance_id]
     return SchedulingRequest(
         instance_id=instance_id,
         vcpus=claim.vcpus,
@@ -201,7 +202,8 @@ def _request(
         availability_zone=spec.get("availability_zone"),
         image_properties=spec.get("image_properties") or {},
         server_group_policy=spec.get("server_group_policy"),
-        group_hosts=frozenset(group_hosts),
+        group_hosts=frozenset(member_hosts),
+        group_member_counts=Counter(member_hosts),
         ignore_hosts=ignore,
         num_alternates=alternates,
     )

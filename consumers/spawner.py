@@ -233,7 +233,7 @@ def _act(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Outpu
                    "power_state": int(found if found is not None else DomainState.NOSTATE),
                    "reason": f"{rule.name} of instance {instance_id} failed: {exc}"}
         return [Output(new_event(EventType.INSTANCE_ACTION_FAILED, instance_id, outcome, cause=event))]
-    done = {"action": rule.name, "host": host.name, "vm_state": rule.vm_state_after,
+    done = {"action": rule.name, "host": host.name, "vm_state": rule.vm_state_after or body["vm_state"],
             "power_state": int(domain.state), "detail": note}
     return [Output(new_event(EventType.INSTANCE_ACTION_COMPLETED, instance_id, done, cause=event))]
 

@@ -157,6 +157,8 @@ def requested_event(
         "token_chain_audit_id": None,
         "reservation_id": "r-7kq2m9xa",
         "reservation_size": 1,
+        "user_data": None,
+        "launch_index": 0,
     }
     fields.update(body)
     return _event(EventType.INSTANCE_REQUESTED, uid(rng), fields, rng, user_id=hex_id(rng),
@@ -241,7 +243,8 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
         EventType.INSTANCE_DELETE_DISPATCHED: {"host": host, "domain_name": "instance-0000002a"},
         EventType.INSTANCE_DELETED: {"host": host, "terminated_at": BASE_MS + 3_600_000, "stage": "spawner"},
         EventType.INSTANCE_UPDATED: {"name": "db-01-renamed", "access_ipv4": "203.0.113.7",
-                                     "access_ipv6": None},
+                                     "access_ipv6": None, "description": "primary", "description_set": True},
+        EventType.INSTANCE_TAGS_CHANGED: {"added": ["primary"], "removed": ["draining"], "replace": False},
         EventType.INSTANCE_METADATA_CHANGED: {"set": {"role": "primary", "tier": "db"},
                                               "removed": ["draining"], "replace": False},
         EventType.INSTANCE_ACTION_REQUESTED: {
@@ -253,7 +256,7 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
         EventType.INSTANCE_ACTION_FAILED: {
             "action": "pause", "host": host, "vm_state": "active", "power_state": 4,
             "reason": "pause of instance failed: domain is not running"},
-        EventType.INSTANCE_MOVE_REQUESTED: move_body(rng),
+        EventType.INSTANCE_MOVE_REQUESTED: {**move_body(rng), "description": None, "description_set": False},
         EventType.INSTANCE_MOVE_STEP: move_body(
             rng, step="conductor_migrate_server", host="compute-2", dest_host="compute-2", dest_slot=1,
             task_state="resize_migrating"),

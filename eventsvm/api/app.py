@@ -29,6 +29,7 @@ from eventsvm.api import (
     server_groups,
     server_ips,
     server_metadata,
+    server_tags,
     server_volumes,
     volume,
 )
@@ -169,5 +170,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(compute_images.router)
     app.include_router(compute_networks.router)
     app.include_router(server_groups.router)
+    app.include_router(server_tags.router)
     app.add_middleware(RequestEnvelope, max_body_bytes=ctx.max_body_bytes)
     return app

@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import Depends, Request
 
 from eventsvm.api.auth import Identity, api_context, caller_of, token_header
+from eventsvm.api.compute_catalog import keypair_owner
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import Forbidden
 from eventsvm.api.image import visible_image
@@ -128,6 +129,12 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("GET", f"{_S}/metadata/{{key}}"): _nova("server-metadata:show", "server"),
     ("PUT", f"{_S}/metadata/{{key}}"): _nova("server-metadata:create", "server"),
     ("DELETE", f"{_S}/metadata/{{key}}"): _nova("server-metadata:delete", "server"),
+    ("GET", f"{_S}/tags"): _nova("os-server-tags:index", "server"),
+    ("PUT", f"{_S}/tags"): _nova("os-server-tags:update_all", "server"),
+    ("DELETE", f"{_S}/tags"): _nova("os-server-tags:delete_all", "server"),
+    ("GET", f"{_S}/tags/{{tag}}"): _nova("os-server-tags:show", "server"),
+    ("PUT", f"{_S}/tags/{{tag}}"): _nova("os-server-tags:update", "server"),
+    ("DELETE", f"{_S}/tags/{{tag}}"): _nova("os-server-tags:delete", "server"),
     ("GET", f"{_S}/os-volume_attachments"): _nova("os-volumes-attachments:index", "server"),
     ("GET", f"{_S}/os-volume_attachments/{{volume_id}}"): _nova("os-volumes-attachments:show", "server"),
     ("POST", f"{_S}/os-volume_attachments"): _nova("os-volumes-attachments:create", "server"),
@@ -140,10 +147,11 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("POST", "/compute/v2.1/flavors"): _nova("os-flavor-manage:create"),
     ("DELETE", "/compute/v2.1/flavors/{flavor_id}"): _nova("os-flavor-manage:delete"),
     # key pairs belong to a user, not a project: nova lets any role manage its own
-    ("GET", "/compute/v2.1/os-keypairs"): _nova("os-keypairs:index"),
+    # from 2.10 an admin names another user in the query (a create's body: the handler checks it)
+    ("GET", "/compute/v2.1/os-keypairs"): _nova("os-keypairs:index", "keypair_user"),
     ("POST", "/compute/v2.1/os-keypairs"): _nova("os-keypairs:create"),
-    ("GET", "/compute/v2.1/os-keypairs/{name}"): _nova("os-keypairs:show"),
-    ("DELETE", "/compute/v2.1/os-keypairs/{name}"): _nova("os-keypairs:delete"),
+    ("GET", "/compute/v2.1/os-keypairs/{name}"): _nova("os-keypairs:show", "keypair_user"),
+    ("DELETE", "/compute/v2.1/os-keypairs/{name}"): _nova("os-keypairs:delete", "keypair_user"),
     ("GET", "/compute/v2.1/limits"): _nova("limits"),
     ("GET", _QUOTA): _nova("os-quota-sets:show", "path_project"),
     ("GET", f"{_QUOTA}/defaults"): _nova("os-quota-sets:defaults", "path_project"),
@@ -209,7 +217,7 @@ ACTION_RULES: dict[str, str] = {
     "rebuild": "servers:rebuild", "shelve": "os-shelve:shelve", "unshelve": "os-shelve:unshelve",
     "shelveOffload": "os-shelve:shelve_offload", "os-resetState": "os-admin-actions:reset_state",
     "forceDelete": "os-deferred-delete:force", "changePassword": "os-admin-password",
-    "os-getConsoleOutput": "os-console-output",
+    "os-getConsoleOutput": "os-console-output", "trigger_crash_dump": "servers:trigger_crash_dump",
 }
 # an action this table does not know still needs a member of the server's project: a reader
 # never reaches a handler that changes something
@@ -295,9 +303,14 @@ def _subject_token(ctx: ApiContext, caller: Identity, request: Request) -> Targe
     return {"target.token.user_id": claims.user_id}
 
 
+def _keypair_user(_ctx: ApiContext, caller: Identity, request: Request) -> Target:
+    return {"user_id": keypair_owner(request, caller)}
+
+
 _RESOLVERS: dict[str, Resolver] = {
     "server": _server,
     "server_group": _server_group,
+    "keypair_user": _keypair_user,
     "image": _image,
     "network": _network,
     "subnet": _subnet,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from eventsvm.api.responses import ServerBody, ServerCreatedBody, ServerDetailLi
 from eventsvm.api.server_request import (
     admin_password,
     build_requested_body,
+    described,
     new_reservation_id,
     reservation_bodies,
     server_count,
@@ -147,8 +149,44 @@ def _addresses(models: Models, inst: Instance) -> dict[str, list[dict[str, Any]]
 _PROGRESS_STATUSES = frozenset({"ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"})
 
 
-def server_view(models: Models, base: str, inst: Instance, caller: Identity) -> dict[str, Any]:
-    """One server as nova 2.1 shows it in GET /servers/{id} and /servers/detail."""
+def _attached_volumes(models: Models, inst: Instance, version: tuple[int, int]) -> list[dict[str, Any]]:
+    """os-extended-volumes: the volumes attached, with delete_on_termination from nova 2.3."""
+    return [{"id": volume["id"]} | ({"delete_on_termination": attachment["delete_on_termination"]}
+                                   if version >= microversion.EXTENDED_ATTRIBUTES else {})
+            for volume, attachment in server_attachments(models.catalog.volumes, inst.id)]
+
+
+def _extended_attributes(models: Models, inst: Instance) -> dict[str, Any]:
+    """The OS-EXT-SRV-ATTR fields nova 2.3 adds for admins; kernel and ramdisk are the image's
+    (nova copies them from the image's properties at create), the root disk is libvirt's vda."""
+    image = models.catalog.images.get(inst.image_id or "") or {}
+    properties = image.get("properties") or {}
+    return {
+        "OS-EXT-SRV-ATTR:reservation_id": inst.reservation_id,
+        "OS-EXT-SRV-ATTR:launch_index": inst.launch_index,
+        "OS-EXT-SRV-ATTR:hostname": inst.hostname,
+        "OS-EXT-SRV-ATTR:kernel_id": properties.get("kernel_id") or "",
+        "OS-EXT-SRV-ATTR:ramdisk_id": properties.get("ramdisk_id") or "",
+        "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda" if inst.host else None,
+        "OS-EXT-SRV-ATTR:user_data": inst.user_data,
+    }
+
+
+def _host_status(models: Models, inst: Instance) -> str:
+    """Nova's host_status (2.16): "" without a host, UNKNOWN for a host this cloud does not know,
+    MAINTENANCE for a disabled one, else UP (a host is up while registered, as os-hypervisors
+    says; liveness beyond that is not tracked)."""
+    if not inst.host:
+        return ""
+    host = models.hosts.get(inst.host)
+    if host is None:
+        return "UNKNOWN"
+    return "UP" if host.get("enabled", True) else "MAINTENANCE"
+
+
+def server_view(models: Models, base: str, inst: Instance, caller: Identity,
+                version: tuple[int, int]) -> dict[str, Any]:
+    """One server as nova shows it in GET /servers/{id} and /servers/detail at `version`."""
     host_id = hashlib.sha224(f"{inst.project_id}{inst.host}".encode()).hexdigest() if inst.host else ""
     flavor_id = inst.flavor["id"] if inst.flavor else inst.flavor_ref
     view: dict[str, Any] = {
@@ -178,8 +216,7 @@ def server_view(models: Models, base: str, inst: Instance, caller: Identity) -> 
         "OS-EXT-STS:task_state": inst.task_state,
         "OS-EXT-STS:vm_state": inst.vm_state,
         "OS-EXT-STS:power_state": inst.power_state,
-        "os-extended-volumes:volumes_attached": [
-            {"id": volume["id"]} for volume, _ in server_attachments(models.catalog.volumes, inst.id)],
+        "os-extended-volumes:volumes_attached": _attached_volumes(models, inst, version),
         "security_groups": [{"name": "default"}],
     }
     if inst.status in _PROGRESS_STATUSES:
@@ -188,6 +225,16 @@ def server_view(models: Models, base: str, inst: Instance, caller: Identity) -> 
         view["OS-EXT-SRV-ATTR:host"] = inst.host
         view["OS-EXT-SRV-ATTR:hypervisor_hostname"] = inst.host
         view["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{inst.id[:8]}"
+        if version >= microversion.EXTENDED_ATTRIBUTES:
+            view.update(_extended_attributes(models, inst))
+        if version >= microversion.HOST_STATUS:
+            view["host_status"] = _host_status(models, inst)
+    if version >= microversion.LOCKED_SHOWN:
+        view["locked"] = inst.locked
+    if version >= microversion.DESCRIPTION:
+        view["description"] = inst.description
+    if version >= microversion.SERVER_TAGS:
+        view["tags"] = list(inst.tags)
     if inst.fault is not None and inst.status == "ERROR":
         fault = {
             "code": inst.fault["code"],
@@ -235,9 +282,13 @@ def create_server(
     server (all at once, partitioned by project) and answer 202 with the first server, or the
     reservation id when asked."""
     spec = body.server
+    # the model keeps `description` as given; below 2.19 nova's closed schema refuses it
+    description = described(spec.model_dump(include={"description"}, exclude_unset=True),
+                            microversion.served(request))["description"]
     rm = ctx.readmodel
     with rm.lock:
         event_body = build_requested_body(rm.models, body, caller, _requested_optional_fields(rm.codec))
+        event_body["description"] = description
         flavor = rm.models.catalog.flavors[event_body["flavor_id"]]
         servers = servers_admitted(rm.models, caller, flavor, server_count(spec))
     reservation_id = new_reservation_id()
@@ -292,7 +343,23 @@ def _listed(inst: Instance) -> _Listed:
                    tuple(a for a in addresses if ":" in a))
 
 
-def _candidates(models: Models, caller: Identity, query: dict[str, str]) -> list[_Listed]:
+def _tag_filter(query: dict[str, str]) -> Callable[[Instance], bool]:
+    """Nova's four tag filters (2.26), each a comma-separated list: tags (has all), tags-any (has
+    one), not-tags (lacks one at least), not-tags-any (has none)."""
+    def named(key: str) -> set[str] | None:
+        return set(query[key].split(",")) if query.get(key) else None
+
+    every, anyof, not_every, not_any = (named(k) for k in ("tags", "tags-any", "not-tags", "not-tags-any"))
+
+    def passes(inst: Instance) -> bool:
+        tags = set(inst.tags)
+        return ((every is None or every <= tags) and (anyof is None or bool(anyof & tags))
+                and (not_every is None or not not_every <= tags) and (not_any is None or not not_any & tags))
+    return passes
+
+
+def _candidates(models: Models, caller: Identity, query: dict[str, str],
+                version: tuple[int, int]) -> list[_Listed]:
     """Servers passing every filter but the caller's patterns, newest first; under the lock."""
     all_tenants = "all_tenants" in query and query["all_tenants"].lower() not in (
         "0",
@@ -313,6 +380,7 @@ def _candidates(models: Models, caller: Identity, query: dict[str, str]) -> list
             since = parse_time(query["changes-since"])
         except ValueError:
             raise BadRequest("Invalid changes-since value") from None
+    tagged = _tag_filter(query) if version >= microversion.SERVER_TAGS else None
     found = []
     for inst in models.instances.instances.values():
         if inst.project_id is None or inst.status == "DELETED" or (project and inst.project_id != project):
@@ -330,6 +398,8 @@ def _candidates(models: Models, caller: Identity, query: dict[str, str]) -> list
         if "flavor" in query and (inst.flavor["id"] if inst.flavor else inst.flavor_ref) != query["flavor"]:
             continue
         if since is not None and inst.updated_at < since:
+            continue
+        if tagged is not None and not tagged(inst):
             continue
         found.append(inst)
     # nova's default order: newest first
@@ -361,16 +431,18 @@ def _matching(listed: list[_Listed], query: dict[str, str]) -> list[_Listed]:
 
 def _list(request: Request, caller: Identity, ctx: ApiContext, detail: bool) -> dict[str, Any]:
     query = dict(request.query_params)
+    if not caller.is_admin and microversion.served(request) < microversion.IP6_FILTER:
+        query.pop("ip6", None)  # nova drops the filters a non-admin may not use yet
     limit = parse_limit(query.get("limit"), ctx.max_page)
     models = ctx.readmodel.models
     with ctx.readmodel.lock:
-        candidates = _candidates(models, caller, query)
+        candidates = _candidates(models, caller, query, microversion.served(request))
     servers = page(_matching(candidates, query), lambda s: s.id, limit, query.get("marker"))
     base = compute_base(request)
     with ctx.readmodel.lock:
         shown = [models.instances.get(s.id) for s in servers]
         items = [
-            server_view(models, base, i, caller)
+            server_view(models, base, i, caller, microversion.served(request))
             if detail
             else {"id": i.id, "name": i.name, "links": links(base, f"servers/{i.id}")}
             for i in shown
@@ -420,9 +492,8 @@ def show_server(
     models = ctx.readmodel.models
     with ctx.readmodel.lock:
         return {
-            "server": server_view(
-                models, compute_base(request), visible_server(models, caller, server_id), caller
-            )
+            "server": server_view(models, compute_base(request), visible_server(models, caller, server_id),
+                                  caller, microversion.served(request))
         }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 
+from eventsvm.api import microversion
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.compute import visible_server
 from eventsvm.api.context import ApiContext
@@ -22,15 +23,17 @@ from eventsvm.virt.hypervisor import DomainNotFound, HypervisorUnavailable
 router = APIRouter(prefix="/compute", tags=["compute"])
 
 
-def _actions(ctx: ApiContext, caller: Identity, server_id: str) -> list[dict[str, Any]]:
+def _actions(ctx: ApiContext, caller: Identity, server_id: str, version: tuple[int, int]
+             ) -> list[dict[str, Any]]:
     """The server's actions, newest first, when the caller may see the server."""
     with ctx.readmodel.lock:
         models = ctx.readmodel.models
         inst = models.instances.get(server_id)
-        # deleted servers keep their history (nova >= 2.21 shows it too)
+        # deleted servers keep their history; nova shows it from 2.21, a 404 before
         if (
             inst is None
             or inst.project_id is None
+            or (inst.status == "DELETED" and version < microversion.DELETED_ACTIONS)
             or not policy.can_view_server(caller.roles, caller.project_id, inst.project_id)
         ):
             raise NotFound(f"Instance {server_id} could not be found.")
@@ -42,10 +45,12 @@ def _actions(ctx: ApiContext, caller: Identity, server_id: str) -> list[dict[str
     responses=failures(404),
 )
 def list_actions(
-    server_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+    server_id: str, request: Request, caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """The requests made on the server (create, delete, the server actions), newest first, from the log."""
-    return {"instanceActions": [_at_2_1(a, with_events=False) for a in _actions(ctx, caller, server_id)]}
+    actions = _actions(ctx, caller, server_id, microversion.served(request))
+    return {"instanceActions": [_at_2_1(a, with_events=False) for a in actions]}
 
 
 # nova shows an action's updated_at from microversion 2.58 and an event's host from 2.62; this API
@@ -69,11 +74,12 @@ def _at_2_1(action: dict[str, Any], with_events: bool) -> dict[str, Any]:
 def show_action(
     server_id: str,
     action_request_id: str,
+    request: Request,
     caller: Identity = Depends(current_identity),
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """One action and the pipeline stages it went through, with their result."""
-    for action in _actions(ctx, caller, server_id):
+    for action in _actions(ctx, caller, server_id, microversion.served(request)):
         if action["request_id"] == action_request_id:
             return {"instanceAction": _at_2_1(action, with_events=True)}
     raise NotFound(f"Action {action_request_id} on instance {server_id} could not be found.")
@@ -114,7 +120,7 @@ def server_action(
     ((action, args),) = body.items()
     if action in LIFECYCLE_ACTIONS:
         return LIFECYCLE_ACTIONS[action](server_id, args, request, caller, ctx)
-    if is_server_action(action):
+    if is_server_action(action, microversion.served(request)):
         return request_action(server_id, action, args, request, caller, ctx)
     if is_move_action(action):
         return request_move(server_id, action, args, request, caller, ctx)

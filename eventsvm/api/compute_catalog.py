@@ -17,6 +17,7 @@ from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.models import FlavorCreate, KeypairCreate
 from eventsvm.api.openapi import failures
+from eventsvm.api.policy_check import authorize
 from eventsvm.api.responses import FlavorBody, FlavorDetailList, FlavorList, KeypairBody, KeypairList
 from eventsvm.api.wire import iso_z, links, page, parse_limit, wants_detail
 from eventsvm.api.writes import append_delete, caller_event, claim_name
@@ -26,8 +27,6 @@ from eventsvm.state.catalog import Body
 router = APIRouter(prefix="/compute/v2.1", tags=["compute"])
 
 MAX_KEYPAIRS = 100  # nova's [quota] key_pairs
-# the microversion that added keypair types (ssh, x509) and 201 / 204 for create / delete
-KEYPAIR_TYPES = (2, 2)
 _KEY_NAME_CHARS = frozenset("_- " + string.digits + string.ascii_letters)
 
 
@@ -203,7 +202,7 @@ def _keypair_view(keypair: Body, version: tuple[int, int], full: bool = False) -
         "public_key": keypair["public_key"],
         "fingerprint": keypair["fingerprint"],
     }
-    if version >= KEYPAIR_TYPES:
+    if version >= microversion.KEYPAIR_TYPES:
         view["type"] = keypair.get("key_type") or "ssh"
     if full:
         view.update(
@@ -228,8 +227,9 @@ def list_keypairs(
     request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
     """The caller's keypairs by name, each wrapped as nova does."""
+    owner = keypair_owner(request, caller)
     mine = sorted(
-        (k for (user, _), k in ctx.readmodel.models.catalog.keypairs.items() if user == caller.user_id),
+        (k for (user, _), k in ctx.readmodel.models.catalog.keypairs.items() if user == owner),
         key=lambda k: k["name"],
     )
     version = microversion.served(request)
@@ -250,20 +250,25 @@ def create_keypair(
     whose private key is answered once and never recorded (docs/decisions.md); 201 from 2.2."""
     spec = body.keypair
     version = microversion.served(request)
-    if version < KEYPAIR_TYPES and "type" in spec.model_fields_set:
-        raise BadRequest("Invalid input for field/attribute keypair. Value: {...}. "
-                         "Additional properties are not allowed ('type' was unexpected)")
+    for field, since in (("type", microversion.KEYPAIR_TYPES), ("user_id", microversion.KEYPAIR_USERS)):
+        if version < since and field in spec.model_fields_set:
+            raise BadRequest("Invalid input for field/attribute keypair. Value: {...}. "
+                             f"Additional properties are not allowed ('{field}' was unexpected)")
+    owner = spec.user_id or caller.user_id
+    if owner != caller.user_id:
+        # nova 2.10's create checks its rule against the user named (an admin's, by default)
+        authorize(ctx, caller, "nova", "os_compute_api:os-keypairs:create", {"user_id": owner})
     if not spec.name.strip() or not set(spec.name) <= _KEY_NAME_CHARS:
         raise BadRequest("Keypair name contains unsafe characters")
     private_key = None
     if spec.public_key is None:
-        public_key, private_key = keypair_keys.generate(spec.type, caller.user_id, caller.project_id)
+        public_key, private_key = keypair_keys.generate(spec.type, owner, caller.project_id)
     else:
         public_key = spec.public_key.strip()
     fingerprint = keypair_keys.fingerprint(spec.type, public_key)
     keypair = {
         "name": spec.name,
-        "user_id": caller.user_id,
+        "user_id": owner,
         "public_key": public_key,
         "fingerprint": fingerprint,
         "key_type": spec.type,
@@ -273,22 +278,31 @@ def create_keypair(
     with rm.lock:
         catalog = rm.models.catalog
         # answered here when this process already knows; otherwise the log decides (claim_name)
-        if catalog.keypair(caller.user_id, spec.name) is not None:
+        if catalog.keypair(owner, spec.name) is not None:
             raise Conflict(taken)
-        if sum(1 for (user, _) in catalog.keypairs if user == caller.user_id) >= MAX_KEYPAIRS:
+        if sum(1 for (user, _) in catalog.keypairs if user == owner) >= MAX_KEYPAIRS:
             raise Forbidden("Quota exceeded, too many key pairs.")
-    event = caller_event(EventType.KEYPAIR_CREATED, f"{caller.user_id}:{spec.name}", keypair, request, caller)
+    event = caller_event(EventType.KEYPAIR_CREATED, f"{owner}:{spec.name}", keypair, request, caller)
     claim_name(ctx, event, taken)
-    answer = {**_keypair_view(keypair, version), "user_id": caller.user_id}
+    answer = {**_keypair_view(keypair, version), "user_id": owner}
     if private_key is not None:
         answer["private_key"] = private_key
-    return JSONResponse({"keypair": answer}, status_code=201 if version >= KEYPAIR_TYPES else 200)
+    created = 201 if version >= microversion.KEYPAIR_TYPES else 200
+    return JSONResponse({"keypair": answer}, status_code=created)
 
 
-def _keypair(ctx: ApiContext, caller: Identity, name: str) -> Body:
-    keypair = ctx.readmodel.models.catalog.keypair(caller.user_id, name)
+def keypair_owner(request: Request, caller: Identity) -> str:
+    """Whose keypairs a request reads or deletes: the caller's, or from 2.10 the user_id the query
+    names (the route's policy lets only an admin name another user)."""
+    if microversion.served(request) >= microversion.KEYPAIR_USERS:
+        return request.query_params.get("user_id") or caller.user_id
+    return caller.user_id
+
+
+def _keypair(ctx: ApiContext, owner: str, name: str) -> Body:
+    keypair = ctx.readmodel.models.catalog.keypair(owner, name)
     if keypair is None:
-        raise NotFound(f"Keypair {name} not found for user {caller.user_id}")
+        raise NotFound(f"Keypair {name} not found for user {owner}")
     return keypair
 
 
@@ -301,8 +315,9 @@ def show_keypair(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """One keypair with its user and creation time."""
-    keypair = _keypair(ctx, caller, name)
-    created = ctx.readmodel.models.catalog.created_at.get(f"{caller.user_id}:{name}")
+    owner = keypair_owner(request, caller)
+    keypair = _keypair(ctx, owner, name)
+    created = ctx.readmodel.models.catalog.created_at.get(f"{owner}:{name}")
     shown = {**keypair, "created_at": created}
     return {"keypair": _keypair_view(shown, microversion.served(request), full=True)}
 
@@ -318,9 +333,10 @@ def delete_keypair(
     ctx: ApiContext = Depends(api_context),
 ) -> Response:
     """Append catalog.keypair_deleted; servers built with the key keep it."""
+    owner = keypair_owner(request, caller)
     return append_delete(
-        ctx, request, caller, EventType.KEYPAIR_DELETED, f"{caller.user_id}:{name}",
-        lambda: {"name": _keypair(ctx, caller, name)["name"], "user_id": caller.user_id},
+        ctx, request, caller, EventType.KEYPAIR_DELETED, f"{owner}:{name}",
+        lambda: {"name": _keypair(ctx, owner, name)["name"], "user_id": owner},
         # nova answers 202 at 2.1 and 204 from 2.2
-        204 if microversion.served(request) >= KEYPAIR_TYPES else 202,
+        204 if microversion.served(request) >= microversion.KEYPAIR_TYPES else 202,
     )

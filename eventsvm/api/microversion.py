@@ -8,10 +8,24 @@ import re
 
 from fastapi import Request
 
-# the compute API serves microversions 2.1 and 2.2 (keypair types; 201 / 204 for keypair create /
-# delete): everything nova's 2.2 changes, and nothing of 2.3, so 2.2 is the maximum
+# the compute API serves every change of nova's microversions up to the maximum on the APIs it has
+# (docs/decisions.md: the versions that change APIs this cloud lacks change nothing here)
 MIN_VERSION = (2, 1)
-MAX_VERSION = (2, 2)
+MAX_VERSION = (2, 26)
+# where a version changes what this cloud answers
+KEYPAIR_TYPES = (2, 2)  # keypair `type`; 201 / 204 for keypair create / delete
+EXTENDED_ATTRIBUTES = (2, 3)  # OS-EXT-SRV-ATTR for admins, delete_on_termination of attached volumes
+IP6_FILTER = (2, 5)  # ip6 filters the server list for non-admins too
+LOCKED_SHOWN = (2, 9)  # `locked` in the server view
+KEYPAIR_USERS = (2, 10)  # an admin names the user whose keypairs to list, show, create or delete
+SERVER_GROUP_OWNERS = (2, 13)  # project_id and user_id in the server group view
+SOFT_AFFINITY = (2, 15)  # soft-affinity and soft-anti-affinity server groups
+HOST_STATUS = (2, 16)  # host_status in the server view, for admins
+CRASH_DUMP = (2, 17)  # the trigger_crash_dump server action
+DESCRIPTION = (2, 19)  # a server's description on create, rebuild and update, and in its view
+SHELVED_VOLUMES = (2, 20)  # volume attach and detach on a shelved-offloaded server
+DELETED_ACTIONS = (2, 21)  # os-instance-actions of a deleted server
+SERVER_TAGS = (2, 26)  # server tags: their routes, `tags` in the view, the tag filters of the list
 # where RequestEnvelope leaves the negotiated version for the routes (request.state)
 STATE_KEY = "compute_version"
 _VERSION = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")

@@ -171,6 +171,8 @@ class ServerSpec(Lenient):
     accessIPv4: Any = None  # noqa: N815 (nova's field name)
     accessIPv6: Any = None  # noqa: N815
     tags: list[Annotated[str, Field(min_length=1, max_length=60)]] | None = Field(default=None, max_length=50)
+    # nova's schema: base64 of at most 65535 characters; server_request checks it with nova's words
+    user_data: Any = None
     return_reservation_id: bool = False
     # nova's admin password for the guest: answered once, never recorded (docs/decisions.md)
     adminPass: Annotated[str, Field(max_length=4096), AfterValidator(_password)] | None = Field(  # noqa: N815
@@ -217,6 +219,8 @@ class KeypairSpec(Lenient):
     name: Annotated[str, Field(min_length=1, max_length=255)]
     public_key: Annotated[str | None, Field(default=None, max_length=16384)] = None
     type: Literal["ssh", "x509"] = "ssh"
+    # nova 2.10: an admin names the user the keypair is for
+    user_id: Annotated[str | None, Field(default=None, min_length=1, max_length=255)] = None
 
 
 class KeypairCreate(Lenient):

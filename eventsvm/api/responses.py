@@ -82,6 +82,7 @@ class ServerCore(Shown):
     progress: int = Field(default=0, description="only while ACTIVE, BUILD, REBUILD, RESIZE, VERIFY_RESIZE "
                                                  "or MIGRATING, as nova shows it")
     fault: Fault | None = Field(default=None, description="only while the server is in ERROR")
+    locked: bool | None = Field(default=None, description="from microversion 2.9")
 
 
 class UpdatedServerBody(Shown):

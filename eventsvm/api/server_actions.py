@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import Request, Response
 
+from eventsvm.api import microversion
 from eventsvm.api.auth import Identity
 from eventsvm.api.compute import visible_server
 from eventsvm.api.context import ApiContext
@@ -29,9 +30,14 @@ _REBOOT_TYPES = ("HARD", "Hard", "hard", "SOFT", "Soft", "soft")
 _MAX_REASON = 255
 
 
-def is_server_action(key: str) -> bool:
-    """Whether a request key of POST /servers/{id}/action is one of the actions run here."""
-    return key in REQUEST_KEYS
+# the actions a microversion added: below it nova knows no such action
+_SINCE = {"trigger_crash_dump": microversion.CRASH_DUMP}
+
+
+def is_server_action(key: str, version: tuple[int, int]) -> bool:
+    """Whether a request key of POST /servers/{id}/action is one of the actions run here, at the
+    microversion serving the request."""
+    return key in REQUEST_KEYS and version >= _SINCE.get(key, microversion.MIN_VERSION)
 
 
 def _reboot_type(args: Any) -> str:
@@ -60,6 +66,9 @@ def request_action(
     action = REQUEST_KEYS[key]
     reboot_type = _reboot_type(args) if action == "reboot" else None
     reason = _locked_reason(args) if action == "lock" else None
+    if action == "trigger_crash_dump" and args is not None:
+        raise BadRequest(f"Invalid input for field/attribute trigger_crash_dump. Value: {str(args)[:40]}. "
+                         f"{str(args)[:40]} is not of type 'null'")
     rm = ctx.readmodel
     with rm.lock:
         # the action's own rule (servers:stop, os-lock-server:lock ...) is the route table's
@@ -71,6 +80,9 @@ def request_action(
             return Response(status_code=202)  # the owner locking what it already locked: nothing to do
         event = chained_event(EventType.INSTANCE_ACTION_REQUESTED, inst, body, request, caller, ctx)
         partition = host_partition(rm, inst)
+        if action == "trigger_crash_dump" and inst.host is None:
+            # a server in ERROR that never reached a host has no guest to signal (nova's 409)
+            raise Conflict(f"Instance {inst.id} is not ready")
     rm.append([event], [partition])
     return Response(status_code=202)
 

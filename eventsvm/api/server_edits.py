@@ -12,13 +12,14 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
 
+from eventsvm.api import microversion
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.compute import compute_base, server_view, visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import UpdatedServerBody
-from eventsvm.api.server_request import access_ip, invalid, server_name, unexpected
+from eventsvm.api.server_request import access_ip, described, invalid, server_name, unexpected
 from eventsvm.api.writes import chained_event
 from eventsvm.events.model import EventType
 
@@ -29,7 +30,9 @@ _UPDATE_FIELDS = ("name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig")
 # config drive, key name, usage times, extended status or attributes, volumes, security groups)
 BASIC_VIEW = frozenset({
     "id", "name", "status", "tenant_id", "user_id", "metadata", "hostId", "image", "flavor", "created",
-    "updated", "addresses", "accessIPv4", "accessIPv6", "links", "OS-DCF:diskConfig", "progress", "fault"})
+    "updated", "addresses", "accessIPv4", "accessIPv6", "links", "OS-DCF:diskConfig", "progress", "fault",
+    # what nova's basic view adds from a microversion on (the full view holds it from that version)
+    "locked", "description", "tags"})
 
 
 def wrapped_object(raw: Any, wrapper: str, fields: Collection[str] | None = None) -> dict[str, Any]:
@@ -49,9 +52,11 @@ def wrapped_object(raw: Any, wrapper: str, fields: Collection[str] | None = None
     return inner
 
 
-def update_body(raw: Any) -> dict[str, str | None]:
-    """The instance.updated body of a PUT /servers/{id} request body, validated as nova 2.1 does."""
-    server = wrapped_object(raw, "server", _UPDATE_FIELDS)
+def update_body(raw: Any, version: tuple[int, int]) -> dict[str, Any]:
+    """The instance.updated body of a PUT /servers/{id} request body, validated as nova does at
+    `version` (the description from 2.19)."""
+    fields = (*_UPDATE_FIELDS, "description") if version >= microversion.DESCRIPTION else _UPDATE_FIELDS
+    server = wrapped_object(raw, "server", fields)
     disk_config = server.get("OS-DCF:diskConfig")
     if "OS-DCF:diskConfig" in server and disk_config not in ("AUTO", "MANUAL"):
         raise invalid("OS-DCF:diskConfig", disk_config, f"{disk_config!r} is not one of ['AUTO', 'MANUAL']")
@@ -59,6 +64,7 @@ def update_body(raw: Any) -> dict[str, str | None]:
         "name": server_name(server["name"]) if "name" in server else None,
         "access_ipv4": access_ip("accessIPv4", server["accessIPv4"], 4) if "accessIPv4" in server else None,
         "access_ipv6": access_ip("accessIPv6", server["accessIPv6"], 6) if "accessIPv6" in server else None,
+        **described(server, version),
     }
 
 
@@ -74,7 +80,7 @@ def update_server(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Append one instance.updated and answer 200 with the server as nova shows it."""
-    body = update_body(raw)
+    body = update_body(raw, microversion.served(request))
     rm = ctx.readmodel
     with rm.lock:
         inst = visible_server(rm.models, caller, server_id)  # servers:update: the route table's
@@ -82,5 +88,5 @@ def update_server(
     rm.append([event])
     with rm.lock:
         inst = visible_server(rm.models, caller, server_id)
-        view = server_view(rm.models, compute_base(request), inst, caller)
+        view = server_view(rm.models, compute_base(request), inst, caller, microversion.served(request))
     return {"server": {k: v for k, v in view.items() if k in BASIC_VIEW}}

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from eventsvm.api import microversion
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Forbidden, NotFound
@@ -59,21 +60,25 @@ def project_server_groups(models: Models, project_id: str) -> int:
     return sum(1 for g in models.catalog.server_groups.values() if g.get("project_id") == project_id)
 
 
-def _view(models: Models, group: Body) -> dict[str, Any]:
-    # nova's 2.1 view: one policy in a list, no rules, empty metadata (project and user from 2.13)
-    return {
+def _view(group: Body, members: list[str], version: tuple[int, int]) -> dict[str, Any]:
+    # nova's view: one policy in a list, no rules, empty metadata; its project and user from 2.13
+    view = {
         "id": group["id"],
         "name": group["name"],
         "policies": [group["policy"]],
-        "members": group_members(models, group["id"]),
+        "members": members,
         "metadata": {},
     }
+    if version >= microversion.SERVER_GROUP_OWNERS:
+        view.update(project_id=group.get("project_id"), user_id=group.get("user_id"))
+    return view
 
 
-def _checked_policy(policies: list[Any]) -> str:
-    """The one policy of a create, refused as nova's schema refuses it (2.1: affinity or
-    anti-affinity; the soft ones come with 2.15, beyond this API's microversions)."""
-    if len(policies) != 1 or policies[0] not in SERVER_GROUP_POLICIES:
+def _checked_policy(policies: list[Any], version: tuple[int, int]) -> str:
+    """The one policy of a create, refused as nova's schema refuses it: affinity or
+    anti-affinity, and from 2.15 soft-affinity or soft-anti-affinity (the scheduler's weighers)."""
+    allowed = SERVER_GROUP_POLICIES if version >= microversion.SOFT_AFFINITY else SERVER_GROUP_POLICIES[:2]
+    if len(policies) != 1 or policies[0] not in allowed:
         raise BadRequest(
             f"Invalid input for field/attribute policies. Value: {policies}. "
             f"{policies} is not valid under any of the given schemas"
@@ -91,7 +96,8 @@ def create_server_group(
     if spec.name != spec.name.strip():
         raise BadRequest("Invalid input for field/attribute name. Value: "
                          f"{spec.name}. '{spec.name}' does not match '^(?! )[^\\x00-\\x1f]*(?<! )$'")
-    group = {"id": new_id(), "name": spec.name, "policy": _checked_policy(spec.policies)}
+    version = microversion.served(request)
+    group = {"id": new_id(), "name": spec.name, "policy": _checked_policy(spec.policies, version)}
     rm = ctx.readmodel
     with rm.lock:
         # counted against this process's read model: a race between two API processes may pass
@@ -100,8 +106,8 @@ def create_server_group(
         if not within(limit, project_server_groups(rm.models, caller.project_id)):
             raise Forbidden("Quota exceeded, too many server groups.")
     rm.append([caller_event(EventType.SERVER_GROUP_CREATED, group["id"], group, request, caller)])
-    return {"server_group": {"id": group["id"], "name": group["name"], "policies": [group["policy"]],
-                             "members": [], "metadata": {}}}
+    owned = {**group, "project_id": caller.project_id, "user_id": caller.user_id}
+    return {"server_group": _view(owned, [], version)}
 
 
 @router.get("/os-server-groups", summary="List server groups (all_projects: admin)", responses=failures(400))
@@ -121,7 +127,9 @@ def list_server_groups(
         raise BadRequest("offset param must be an integer")
     offset = int(raw_offset or 0)
     limit = parse_limit(query.get("limit"), ctx.max_page)
-    return {"server_groups": [_view(models, g) for g in groups[offset:offset + limit]]}
+    version = microversion.served(request)
+    return {"server_groups": [_view(g, group_members(models, g["id"]), version)
+                              for g in groups[offset:offset + limit]]}
 
 
 def _group(models: Models, group_id: str) -> Body:
@@ -136,11 +144,13 @@ def _group(models: Models, group_id: str) -> Body:
 @router.get("/os-server-groups/{group_id}", summary="Show a server group", responses=failures(403, 404))
 @reads_models
 def show_server_group(
-    group_id: str, _: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
+    group_id: str, request: Request, _: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """One group with its members."""
     models = ctx.readmodel.models
-    return {"server_group": _view(models, _group(models, group_id))}
+    group = _group(models, group_id)
+    return {"server_group": _view(group, group_members(models, group_id), microversion.served(request))}
 
 
 @router.delete(

@@ -15,13 +15,14 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
+from eventsvm.api import microversion
 from eventsvm.api.auth import Identity
 from eventsvm.api.compute import compute_base, server_view, visible_server
 from eventsvm.api.compute_usage import project_usage
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden
 from eventsvm.api.server_edits import BASIC_VIEW
-from eventsvm.api.server_request import access_ip, guest_password, server_name
+from eventsvm.api.server_request import access_ip, described, guest_password, server_name
 from eventsvm.api.writes import chained_event
 from eventsvm.events.builders import flavor_snapshot
 from eventsvm.events.model import EventType
@@ -110,7 +111,8 @@ def _base_body(action: str, inst: Instance, task_state: str | None) -> dict[str,
             "task_state": task_state, "power_state": None, "flavor": None, "old_flavor": None, "claim": None,
             "old_claim": None, "guest": None, "old_image": None, "availability_zone": inst.availability_zone,
             "image_properties": {}, "boot_from_volume": False, "name": None, "metadata": None,
-            "access_ipv4": None, "access_ipv6": None, "reason": None, "code": None}
+            "access_ipv4": None, "access_ipv6": None, "reason": None, "code": None,
+            "description": None, "description_set": False}
 
 
 def _guest(models: Models, inst: Instance, image_id: str | None) -> dict[str, Any]:
@@ -182,24 +184,28 @@ def _rebuild_body(models: Models, inst: Instance, args: dict[str, Any], task_sta
                 old_image=image_record(models.catalog.images[inst.image_id])
                 if inst.image_id in models.catalog.images else None,
                 name=args.get("name"), metadata=_metadata(args),
-                access_ipv4=args.get("accessIPv4"), access_ipv6=args.get("accessIPv6"))
+                access_ipv4=args.get("accessIPv4"), access_ipv6=args.get("accessIPv6"),
+                description=args["description"], description_set=args["description_set"])
     if body["name"] is not None:
         assert body["guest"] is not None
         body["guest"]["name"] = body["name"]
     return body
 
 
-def _rebuild_args(args: Any) -> dict[str, Any]:
-    """The rebuild request checked as nova's schema checks it, before any state: the name and the
-    access addresses follow a create's rules (the addresses kept in their canonical form)."""
-    args = _args("rebuild", args, _REBUILD_KEYS, "imageRef")
+def _rebuild_args(args: Any, version: tuple[int, int]) -> dict[str, Any]:
+    """The rebuild request checked as nova's schema checks it at `version`, before any state: the
+    name and the access addresses follow a create's rules (the addresses kept in their canonical
+    form), the description is taken from 2.19."""
+    keys = _REBUILD_KEYS | {"description"} if version >= microversion.DESCRIPTION else _REBUILD_KEYS
+    args = _args("rebuild", args, keys, "imageRef")
     _optional_str(args, "adminPass")
     checked = dict(args)
     if "name" in args:
         checked["name"] = server_name(args["name"])
-    for field, version in (("accessIPv4", 4), ("accessIPv6", 6)):
+    for field, ip_version in (("accessIPv4", 4), ("accessIPv6", 6)):
         value = args.get(field)
-        checked[field] = None if value is None or value == "" else access_ip(field, value, version)
+        checked[field] = None if value is None or value == "" else access_ip(field, value, ip_version)
+    checked.update(described(args, version))
     return checked
 
 
@@ -210,7 +216,7 @@ def request_move(
     if key == "resize":
         args = _args(key, args, _RESIZE_KEYS, "flavorRef")
     elif key == "rebuild":
-        args = _rebuild_args(args)
+        args = _rebuild_args(args, microversion.served(request))
     rm = ctx.readmodel
     with rm.lock:
         models = rm.models
@@ -244,8 +250,9 @@ def _rebuilt_view(models: Models, inst: Instance, body: dict[str, Any], request:
         metadata=body["metadata"] if body["metadata"] is not None else dict(inst.metadata),
         access_ipv4=body["access_ipv4"] or inst.access_ipv4,
         access_ipv6=body["access_ipv6"] or inst.access_ipv6,
+        description=body["description"] if body["description_set"] else inst.description,
         task_state=body["task_state"], status=server_status(inst.vm_state, body["task_state"]))
-    view = server_view(models, compute_base(request), changed, caller)
+    view = server_view(models, compute_base(request), changed, caller, microversion.served(request))
     shown = {k: v for k, v in view.items() if k in BASIC_VIEW}
     # nova's rebuild shows the addresses without their extensions (extend_address=False)
     shown["addresses"] = {net: [{"version": a["version"], "addr": a["addr"]} for a in addresses]

@@ -8,6 +8,8 @@ the authenticator decides it again, authoritatively, for the races between API p
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import secrets
 import string
@@ -15,6 +17,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from eventsvm.api import microversion
 from eventsvm.api.auth import Identity
 from eventsvm.api.compute_usage import project_usage
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden
@@ -70,9 +73,10 @@ def reservation_bodies(body: dict[str, Any], servers: int, reservation_id: str) 
     """One instance.requested body per server of a reservation; several servers are named
     `name-N`, from 1 (nova's multi_instance_display_name_template, '%(name)s-%(count)d')."""
     if servers == 1:
-        return [{**body, "reservation_id": reservation_id, "reservation_size": 1}]
+        return [{**body, "reservation_id": reservation_id, "reservation_size": 1, "launch_index": 0}]
     return [
-        {**body, "name": f"{body['name']}-{n}", "reservation_id": reservation_id, "reservation_size": servers}
+        {**body, "name": f"{body['name']}-{n}", "reservation_id": reservation_id, "reservation_size": servers,
+         "launch_index": n - 1}
         for n in range(1, servers + 1)
     ]
 
@@ -144,6 +148,8 @@ def build_requested_body(models: Models, request: ServerCreate, caller: Identity
         body["description"] = spec.description
     if "tags" in optional_fields:
         body["tags"] = list(dict.fromkeys(spec.tags or []))
+    if "user_data" in optional_fields:
+        body["user_data"] = None if spec.user_data is None else user_data(spec.user_data)
     if "token_chain_audit_id" in optional_fields:
         body["token_chain_audit_id"] = caller.chain_audit_id
     if "access_ipv4" in optional_fields:
@@ -269,6 +275,19 @@ def invalid(path: str, value: Any, message: str) -> BadRequest:
                       f"{message[:160]}")
 
 
+def user_data(value: Any) -> str:
+    """user_data as nova's schema takes it: base64 text of at most 65535 characters."""
+    if not isinstance(value, str):
+        raise invalid("user_data", value, f"{value!r} is not of type 'string'")
+    if len(value) > _USER_DATA_LONGEST:
+        raise invalid("user_data", value, f"{value[:20]!r}... is too long")
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid("user_data", value, f"{value!r} is not a 'base64'") from None
+    return value
+
+
 def access_ip(field: str, value: Any, version: int) -> str:
     """An accessIPv4/accessIPv6 value, which nova's schema requires to be an address of that version,
     in its canonical (for IPv6, compressed) form, as nova's database column stores it."""
@@ -295,11 +314,36 @@ _NOVA_SERVER_FIELDS = frozenset({
 })
 _NAME_REASON = "printable characters. Can not start or end with whitespace."
 FLAVOR_REF_LONGEST = 1024
+_USER_DATA_LONGEST = 65535
 
 
 def unexpected(keys: list[str]) -> str:
     """Nova's (jsonschema's) words for fields a closed object does not allow."""
     return f"Additional properties are not allowed ({', '.join(map(repr, keys))} was unexpected)"
+
+
+def server_description(value: Any) -> str | None:
+    """A server description as nova's 2.19 schema takes it: null, or at most 255 printable
+    characters (spaces and line breaks allowed by nova's description rule only as spaces)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid("description", value, f"{value!r} is not of type 'string', 'null'")
+    if len(value) > 255:
+        raise invalid("description", value, f"{value[:20]!r}... is too long")
+    if not all(map(printable, value)):
+        raise invalid("description", value, f"{value[:20]!r} does not match the printable characters rule")
+    return value
+
+
+def described(fields: dict[str, Any], version: tuple[int, int]) -> dict[str, Any]:
+    """The description and description_set of an event body from a request's `fields`, nova's
+    400 when it names one below 2.19 (its schemas are closed)."""
+    if "description" not in fields:
+        return {"description": None, "description_set": False}
+    if version < microversion.DESCRIPTION:
+        raise BadRequest(unexpected(["description"]))
+    return {"description": server_description(fields["description"]), "description_set": True}
 
 
 def server_name(value: Any) -> str:

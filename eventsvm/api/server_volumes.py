@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 
+from eventsvm.api import microversion
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.compute import visible_server
 from eventsvm.api.context import ApiContext
@@ -36,6 +37,7 @@ from eventsvm.state.volumes import (
     VolumeUnavailable,
     attachment_to,
     detach_refusal,
+    detached_body,
     next_device,
     server_attachments,
     unavailable_reason,
@@ -45,6 +47,7 @@ router = APIRouter(prefix="/compute/v2.1/servers", tags=["compute"])
 
 # nova's attach_volume / detach_volume check_instance_state, reduced to the states eventsvm has
 _VOLUME_VM_STATES = frozenset({"active", "paused", "stopped"})
+SHELVED_OFFLOADED = "shelved_offloaded"
 # nova's parameter_types.device_name for a 2.1 attach
 _DEVICE = re.compile(r"^(/dev/x{0,1}[a-z]{0,1}d{0,1})([a-z]+)[0-9]*$")
 
@@ -90,15 +93,18 @@ def _attachment(models: Models, inst: Instance, volume_id: str) -> dict[str, Any
     return attachment
 
 
-def _acting_on(models: Models, caller: Identity, server_id: str, action: str) -> Instance:
-    """The server, when the caller may attach to or detach from it in the state it is in."""
+def _acting_on(models: Models, caller: Identity, server_id: str, action: str,
+               version: tuple[int, int]) -> Instance:
+    """The server, when the caller may attach to or detach from it in the state it is in (from
+    2.20 a shelved-offloaded one too, which has no host)."""
     # os-volumes-attachments:create / delete are the route table's, checked before the handler;
     # the lock is nova's 409 on the server's state, which no policy rule says
     inst = visible_server(models, caller, server_id)
     if policy.lock_holds(inst.locked, caller.roles):
         raise Conflict(f"Instance {inst.id} is locked")
     refused = f"Cannot '{action}_volume' instance {inst.id} while it is in"
-    if inst.vm_state not in _VOLUME_VM_STATES or inst.host is None:
+    offloaded = inst.vm_state == SHELVED_OFFLOADED and version >= microversion.SHELVED_VOLUMES
+    if not offloaded and (inst.vm_state not in _VOLUME_VM_STATES or inst.host is None):
         raise Conflict(f"{refused} vm_state {inst.vm_state}")
     if inst.task_state is not None:
         raise Conflict(f"{refused} task_state {inst.task_state}")
@@ -135,7 +141,7 @@ def attach_volume(server_id: str, request: Request, raw: Any = Body(None),
     volume_id, asked_device = _attach_request(raw)
     rm = ctx.readmodel
     with rm.lock:
-        inst = _acting_on(rm.models, caller, server_id, "attach")
+        inst = _acting_on(rm.models, caller, server_id, "attach", microversion.served(request))
         volume = rm.models.catalog.volumes.get(volume_id)
         if volume is None or (volume.get("owner") != inst.project_id and not caller.is_admin):
             raise NotFound(f"Volume {volume_id} could not be found.")
@@ -153,6 +159,13 @@ def attach_volume(server_id: str, request: Request, raw: Any = Body(None),
     reserved = reservation(inst.id, volume_id, new_id(), device, False, None, request, caller)
     if not won_on_log(ctx, reserved):
         raise refusal(ctx, volume_id, inst.id)
+    if inst.host is None:
+        # shelved-offloaded (2.20): no guest to plug it into; nova attaches it in cinder alone,
+        # on no host (the event's host is "" then: the field was never nullable)
+        attached = {"volume_id": volume_id, "attachment_id": reserved.body["attachment_id"],
+                    "server_id": inst.id, "host": "", "device": device}
+        rm.append([caller_event(EventType.VOLUME_ATTACHED, volume_id, attached, request, caller)])
+        return {"volumeAttachment": attachment_view(inst.id, volume_id, device)}
     with rm.lock:
         inst = rm.models.instances.get(inst.id) or inst  # its newest event, to chain onto
         asked = {"host": inst.host, "volume_id": volume_id, "attachment_id": reserved.body["attachment_id"],
@@ -174,7 +187,7 @@ def detach_volume(server_id: str, volume_id: str, request: Request,
     """Begin detaching on the log (the first detach wins), then have the host detach it; 202."""
     rm = ctx.readmodel
     with rm.lock:
-        inst = _acting_on(rm.models, caller, server_id, "detach")
+        inst = _acting_on(rm.models, caller, server_id, "detach", microversion.served(request))
         attachment = dict(_attachment(rm.models, inst, volume_id))
         if attachment.get("boot_index") == 0:
             raise BadRequest("Cannot detach a root device volume")
@@ -184,6 +197,11 @@ def detach_volume(server_id: str, volume_id: str, request: Request,
     ends = {"volume_id": volume_id, "attachment_id": attachment["attachment_id"], "server_id": inst.id}
     if not won_on_log(ctx, caller_event(EventType.VOLUME_DETACHING, volume_id, ends, request, caller)):
         raise BadRequest(f"Invalid volume: {DETACH_REFUSED}")
+    if inst.host is None:
+        # shelved-offloaded (2.20): nothing on a host to unplug; cinder's detach alone
+        gone = detached_body(volume_id, attachment, None, None)
+        rm.append([caller_event(EventType.VOLUME_DETACHED, volume_id, gone, request, caller)])
+        return Response(status_code=202)
     with rm.lock:
         inst = rm.models.instances.get(inst.id) or inst  # its newest event, to chain onto
         asked = {"host": inst.host, "volume_id": volume_id, "attachment_id": attachment["attachment_id"],

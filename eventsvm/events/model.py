@@ -77,6 +77,7 @@ class EventType(StrEnum):
     # edits of a server (PUT /servers/{id}, /servers/{id}/metadata): no saga, folded by the read side
     INSTANCE_UPDATED = "instance.updated"
     INSTANCE_METADATA_CHANGED = "instance.metadata_changed"
+    INSTANCE_TAGS_CHANGED = "instance.tags_changed"
     # server actions (stop, start, reboot, pause, suspend, lock ...): command and outcome
     INSTANCE_ACTION_REQUESTED = "instance.action_requested"
     INSTANCE_ACTION_COMPLETED = "instance.action_completed"
@@ -145,6 +146,7 @@ TOPIC_OF: dict[EventType, Topic] = {
     EventType.INSTANCE_DELETED: Topic.DELETED,
     EventType.INSTANCE_UPDATED: Topic.UPDATED,
     EventType.INSTANCE_METADATA_CHANGED: Topic.UPDATED,
+    EventType.INSTANCE_TAGS_CHANGED: Topic.UPDATED,
     EventType.INSTANCE_ACTION_REQUESTED: Topic.ACTION_REQUESTED,
     EventType.INSTANCE_ACTION_COMPLETED: Topic.ACTION_COMPLETED,
     EventType.INSTANCE_ACTION_FAILED: Topic.ACTION_FAILED,

@@ -44,6 +44,7 @@ _NOVA_RULES: dict[str, str] = {
         "os_compute_api:os-availability-zone:list", "os_compute_api:os-server-groups:index",
         "os_compute_api:os-networks:list", "os_compute_api:os-networks:view",
         "os_compute_api:os-server-groups:show", "os_compute_api:ips:index", "os_compute_api:ips:show",
+        "os_compute_api:os-server-tags:index", "os_compute_api:os-server-tags:show",
     ), _NOVA_READER),
     **dict.fromkeys((
         "os_compute_api:servers:create", "os_compute_api:servers:delete", "os_compute_api:servers:update",
@@ -60,7 +61,9 @@ _NOVA_RULES: dict[str, str] = {
         "os_compute_api:server-metadata:update_all", "os_compute_api:server-metadata:delete",
         "os_compute_api:os-volumes-attachments:create", "os_compute_api:os-volumes-attachments:update",
         "os_compute_api:os-volumes-attachments:delete", "os_compute_api:os-server-groups:create",
-        "os_compute_api:os-server-groups:delete",
+        "os_compute_api:os-server-groups:delete", "os_compute_api:servers:trigger_crash_dump",
+        "os_compute_api:os-server-tags:update", "os_compute_api:os-server-tags:update_all",
+        "os_compute_api:os-server-tags:delete", "os_compute_api:os-server-tags:delete_all",
     ), _NOVA_MEMBER),
     **dict.fromkeys((
         "os_compute_api:servers:index:get_all_tenants", "os_compute_api:servers:detail:get_all_tenants",
@@ -70,7 +73,7 @@ _NOVA_RULES: dict[str, str] = {
         "os_compute_api:os-simple-tenant-usage:list", "os_compute_api:os-hypervisors:list",
         "os_compute_api:os-hypervisors:list-detail", "os_compute_api:os-hypervisors:show",
         "os_compute_api:limits:other_project", "os_compute_api:os-server-groups:index:all_projects",
-        "os_compute_api:os-availability-zone:detail",
+        "os_compute_api:os-availability-zone:detail", "os_compute_api:servers:show:host_status",
     ), _NOVA_ADMIN),
     **dict.fromkeys(("os_compute_api:limits", "os_compute_api:os-quota-sets:defaults"), _NOVA_ANY),
     **dict.fromkeys((

@@ -19,8 +19,10 @@ DEFAULT_FILTERS = (
     "ServerGroupAffinityFilter",
 )
 
-# nova's ram/disk/cpu_weight_multiplier all default to 1.0: spread instances over hosts.
-DEFAULT_WEIGHERS = {"RAMWeigher": 1.0, "DiskWeigher": 1.0, "CPUWeigher": 1.0}
+# nova's ram/disk/cpu_weight_multiplier all default to 1.0: spread instances over hosts; its
+# soft_(anti_)affinity_weight_multiplier too (they weigh nothing for a server of no soft group)
+DEFAULT_WEIGHERS = {"RAMWeigher": 1.0, "DiskWeigher": 1.0, "CPUWeigher": 1.0,
+                    "ServerGroupSoftAffinityWeigher": 1.0, "ServerGroupSoftAntiAffinityWeigher": 1.0}
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from eventsvm.scheduler.claims import Claim
 
-SERVER_GROUP_POLICIES = ("affinity", "anti-affinity")
+# the hard policies are filters, the soft ones (nova 2.15) weighers
+SERVER_GROUP_POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,8 @@ class SchedulingRequest:
     """The request spec of one instance (nova's RequestSpec, reduced to what the filters read).
 
     `vcpus`, `ram_mb` and `disk_gb` are the instance's claim (`eventsvm.scheduler.claims`).
-    `group_hosts` are the hosts already holding members of the instance's server group;
+    `group_hosts` are the hosts already holding members of the instance's server group, and
+    `group_member_counts` how many each;
     `ignore_hosts` the hosts already tried for this instance.
     """
 
@@ -27,6 +29,8 @@ class SchedulingRequest:
     image_properties: Mapping[str, str] = field(default_factory=dict)
     server_group_policy: str | None = None
     group_hosts: frozenset[str] = frozenset()
+    # how many members of the group each of those hosts holds (the soft policies' weighers)
+    group_member_counts: Mapping[str, int] = field(default_factory=dict)
     ignore_hosts: frozenset[str] = frozenset()
     num_alternates: int = 2
 
@@ -47,6 +51,7 @@ class SchedulingRequest:
         object.__setattr__(self, "group_hosts", frozenset(self.group_hosts))
         object.__setattr__(self, "ignore_hosts", frozenset(self.ignore_hosts))
         object.__setattr__(self, "image_properties", dict(self.image_properties))
+        object.__setattr__(self, "group_member_counts", dict(self.group_member_counts))
 
     @property
     def claim(self) -> Claim:

@@ -9,6 +9,7 @@ tail that sees events as they happen end in the same model.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +82,8 @@ class Instance:
     key_name: str | None = None
     availability_zone: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # nova's server tags (2.26), in the order they were added
+    tags: list[str] = field(default_factory=list)
     description: str | None = None
     access_ipv4: str | None = None
     access_ipv6: str | None = None
@@ -88,6 +91,11 @@ class Instance:
     reservation_id: str | None = None
     # the server group its create named (scheduler hint `group`): a member until it is deleted
     server_group_id: str | None = None
+    # nova's extended attributes (2.3): the user_data given at create (base64), the place in its
+    # reservation, and the hostname made from the name it was created with (a rename keeps it)
+    user_data: str | None = None
+    launch_index: int = 0
+    hostname: str = ""
     # the owner's edits (instance.updated / metadata_changed) in log order, as (type, body): they
     # override what the request set, whichever of the two topics a reader folds first
     edits: list[tuple[EventType, dict[str, Any]]] = field(default_factory=list)
@@ -219,17 +227,31 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.key_name = body.get("key_name")
     inst.availability_zone = body.get("availability_zone")
     inst.metadata = dict(body.get("metadata") or {})
+    inst.tags = list(body.get("tags") or [])
     inst.description = body.get("description")
     inst.access_ipv4 = body.get("access_ipv4")
     inst.access_ipv6 = body.get("access_ipv6")
     inst.reservation_id = body.get("reservation_id")
     inst.server_group_id = body.get("server_group_id")
+    inst.user_data = body.get("user_data")
+    inst.launch_index = body.get("launch_index") or 0
+    inst.hostname = sanitized_hostname(body["name"], event.aggregate_id)
     inst.requested_networks = list(body.get("networks") or [])
     inst.created_at = event.occurred_at
     inst.request_id = event.request_id
     for kind, edit in inst.edits:
         _EDITS[kind](inst, edit)
     _advance(inst, (0, event.sequence, event.event_id), _REQUESTED_STATES)
+
+
+def sanitized_hostname(name: str, instance_id: str) -> str:
+    """The hostname nova gives a new server (utils.sanitize_hostname): its name in lower case,
+    spaces, dots and underscores as dashes, nothing but word characters, dots and dashes, at most
+    63 characters; `Server-<uuid>` when nothing is left."""
+    hostname = name.encode("latin-1", "ignore").decode("latin-1")[:63]
+    hostname = re.sub(r"[ _.]", "-", hostname)
+    hostname = re.sub(r"[^\w.-]+", "", hostname).lower().strip(".-")
+    return hostname or f"Server-{instance_id}"[:63]
 
 
 def _authenticated(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -337,6 +359,8 @@ def _apply_update(inst: Instance, body: dict[str, Any]) -> None:
         inst.access_ipv4 = body["access_ipv4"]
     if body.get("access_ipv6") is not None:
         inst.access_ipv6 = body["access_ipv6"]
+    if body.get("description_set"):
+        inst.description = body["description"]
 
 
 def _apply_metadata_change(inst: Instance, body: dict[str, Any]) -> None:
@@ -347,9 +371,16 @@ def _apply_metadata_change(inst: Instance, body: dict[str, Any]) -> None:
     inst.metadata = metadata
 
 
+def _apply_tags_change(inst: Instance, body: dict[str, Any]) -> None:
+    tags = [] if body["replace"] else inst.tags
+    removed = set(body["removed"])
+    inst.tags = [t for t in dict.fromkeys([*tags, *body["added"]]) if t not in removed]
+
+
 _EDITS: dict[EventType, Callable[[Instance, dict[str, Any]], None]] = {
     EventType.INSTANCE_UPDATED: _apply_update,
     EventType.INSTANCE_METADATA_CHANGED: _apply_metadata_change,
+    EventType.INSTANCE_TAGS_CHANGED: _apply_tags_change,
 }
 # what the owner changes on a server without an instance action in nova (os-instance-actions skips them)
 EDIT_EVENT_TYPES: frozenset[EventType] = frozenset(_EDITS)
@@ -378,7 +409,8 @@ def server_status(vm_state: str, task_state: str | None) -> str:
 
 
 # the host steps whose nova event name is not compute_<action>_instance
-_STEP_NAMES = {"createImage": "compute_snapshot_instance", "shelveOffload": "compute_shelve_offload_instance"}
+_STEP_NAMES = {"createImage": "compute_snapshot_instance", "shelveOffload": "compute_shelve_offload_instance",
+               "trigger_crash_dump": "compute_trigger_crash_dump"}
 
 
 def action_step_name(action: str) -> str:
@@ -448,6 +480,8 @@ def _move_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
                 setattr(inst, attr, body[key])
         if body.get("metadata") is not None:
             inst.metadata = dict(body["metadata"])
+        if body.get("description_set"):
+            inst.description = body["description"]
         if body.get("guest"):
             inst.image_id = body["guest"]["image"]["id"]
     _advance(inst, (0, event.sequence, event.event_id), _move_states(body))
@@ -499,6 +533,7 @@ _FOLDS: dict[EventType, Callable[[Instance, Event, dict[str, Any]], None]] = {
     EventType.INSTANCE_DELETED: _deleted,
     EventType.INSTANCE_UPDATED: _edited,
     EventType.INSTANCE_METADATA_CHANGED: _edited,
+    EventType.INSTANCE_TAGS_CHANGED: _edited,
     EventType.INSTANCE_ACTION_REQUESTED: _action_requested,
     EventType.INSTANCE_ACTION_COMPLETED: _action_finished,
     EventType.INSTANCE_ACTION_FAILED: _action_finished,
@@ -522,10 +557,14 @@ INSTANCE_EVENT_TYPES: frozenset[EventType] = frozenset(_FOLDS)
 # Reading a field not listed here fails the replay-equals-live tests, which fold whole events.
 # The envelope fields the folds never read come as None in such a decode.
 UNFOLDED_ENVELOPE_FIELDS = ("causation_id", "prev_hash")
+_MOVE_FOLDED = ("action", "step", "host", "source_host", "dest_host", "source_slot", "dest_slot", "vm_state",
+                "task_state", "power_state", "flavor", "old_flavor", "claim", "old_claim", "guest", "name",
+                "metadata", "access_ipv4", "access_ipv6", "reason", "code")
 FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
     EventType.INSTANCE_REQUESTED: dict.fromkeys((
         "name", "flavor_id", "image_id", "key_name", "availability_zone", "metadata", "description",
-        "networks", "access_ipv4", "access_ipv6", "reservation_id", "server_group_id")),
+        "networks", "access_ipv4", "access_ipv6", "reservation_id", "server_group_id", "user_data",
+        "launch_index", "tags")),
     EventType.INSTANCE_AUTHENTICATED: {"spec": {"flavor": None}},
     EventType.INSTANCE_SCHEDULED: {**dict.fromkeys(("host", "attempt", "claim")), "spec": {"unshelve": None}},
     EventType.INSTANCE_RESOURCES_RESOLVED: {**dict.fromkeys(("host", "attempt", "ports")),
@@ -537,8 +576,10 @@ FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
     EventType.INSTANCE_DELETE_REQUESTED: {"host": None},
     EventType.INSTANCE_DELETE_DISPATCHED: {"host": None},
     EventType.INSTANCE_DELETED: dict.fromkeys(("host", "terminated_at")),
-    EventType.INSTANCE_UPDATED: dict.fromkeys(("name", "access_ipv4", "access_ipv6")),
+    EventType.INSTANCE_UPDATED: dict.fromkeys(
+        ("name", "access_ipv4", "access_ipv6", "description", "description_set")),
     EventType.INSTANCE_METADATA_CHANGED: dict.fromkeys(("set", "removed", "replace")),
+    EventType.INSTANCE_TAGS_CHANGED: dict.fromkeys(("added", "removed", "replace")),
     EventType.INSTANCE_ACTION_REQUESTED: dict.fromkeys(
         ("action", "host", "vm_state", "task_state", "locked_reason", "locked_by", "image_id")),
     EventType.INSTANCE_ACTION_COMPLETED: dict.fromkeys(("action", "host", "vm_state", "power_state")),
@@ -547,7 +588,7 @@ FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
     EventType.INSTANCE_VOLUME_DETACH_REQUESTED: {"host": None},
     **dict.fromkeys(
         (EventType.INSTANCE_MOVE_REQUESTED, EventType.INSTANCE_MOVE_STEP, EventType.INSTANCE_MOVE_FAILED),
-        dict.fromkeys(("action", "step", "host", "source_host", "dest_host", "source_slot", "dest_slot",
-                       "vm_state", "task_state", "power_state", "flavor", "old_flavor", "claim", "old_claim",
-                       "guest", "name", "metadata", "access_ipv4", "access_ipv6", "reason", "code"))),
+        dict.fromkeys(_MOVE_FOLDED)),
+    # a rebuild's description (nova 2.19) is on its request only
+    EventType.INSTANCE_MOVE_REQUESTED: dict.fromkeys((*_MOVE_FOLDED, "description", "description_set")),
 }

@@ -140,7 +140,9 @@ def evolve_volume(volumes: dict[str, Body], refused: set[str], event: Event) -> 
         # stays attached (cinder's roll_detaching)
         if attachment is None or attachment["attach_status"] not in (RESERVED, DETACHING):
             return  # detached (or its server deleted) before the host reported: nothing to attach
-        attachment.update(attach_status="attached", host_name=body["host"], attached_at=event.occurred_at,
+        # host "": attached in cinder alone, to a shelved-offloaded server (nova 2.20)
+        attachment.update(attach_status="attached", host_name=body["host"] or None,
+                          attached_at=event.occurred_at,
                           device=body.get("device") or attachment["device"])
         volume["status"] = IN_USE
     elif kind == EventType.VOLUME_DETACHING:

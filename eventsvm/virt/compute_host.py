@@ -158,7 +158,7 @@ class ComputeHost:
         if action == "reboot":
             return self._reboot(instance_id, hard=reboot_type == "HARD")
         steps = {"start": hv.power_on, "pause": hv.pause, "unpause": hv.unpause, "suspend": hv.suspend,
-                 "resume": hv.power_on}
+                 "resume": hv.power_on, "trigger_crash_dump": hv.inject_nmi}
         return steps[action](instance_id), None
 
     def snapshot(self, instance_id: str, image_id: str) -> dict[str, Any]:

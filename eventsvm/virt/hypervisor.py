@@ -251,6 +251,13 @@ class Hypervisor:
                 domain.suspend()
             return _describe(domain)
 
+    def inject_nmi(self, instance_uuid: str) -> DomainInfo:
+        """Send the guest a non-maskable interrupt (nova's trigger_crash_dump through libvirt's
+        virDomainInjectNMI); a guest that is not running refuses it."""
+        with self._domain(instance_uuid, "trigger crash dump of") as domain:
+            domain.injectNMI(0)
+            return _describe(domain)
+
     def unpause(self, instance_uuid: str) -> DomainInfo:
         """Let a paused guest's vCPUs run again."""
         with self._domain(instance_uuid, "unpause") as domain:

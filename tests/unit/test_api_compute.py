@@ -10,22 +10,24 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from test_api_support import Cloud, cloud_fixture  # noqa: F401
 
+from eventsvm.api import microversion
 from eventsvm.events.model import EventType
 from eventsvm.state.instances import Instance
 
 COMPUTE = "/compute/v2.1"
 HOUR = 3_600_000
+MAXIMUM = microversion.max_version()
 
 
-def test_version_document_advertises_microversions_2_1_to_2_2(cloud: Cloud):
+def test_version_document_advertises_microversions_2_1_to_the_maximum(cloud: Cloud):
     version = cloud.client.get(COMPUTE).json()["version"]
-    assert (version["id"], version["version"], version["min_version"]) == ("v2.1", "2.2", "2.1")
+    assert (version["id"], version["version"], version["min_version"]) == ("v2.1", MAXIMUM, "2.1")
 
 
 def test_the_version_list_names_v2_0_first_then_v2_1_as_nova_does(cloud: Cloud):
     listed = cloud.client.get("/compute/").json()["versions"]
     assert [(v["id"], v["status"], v["version"]) for v in listed] == [
-        ("v2.0", "SUPPORTED", ""), ("v2.1", "CURRENT", "2.2")]
+        ("v2.0", "SUPPORTED", ""), ("v2.1", "CURRENT", MAXIMUM)]
     for entry in listed:  # each links to its own document
         href = next(link["href"] for link in entry["links"] if link["rel"] == "self")
         path = href.split("://", 1)[1].split("/", 1)[1]
@@ -37,7 +39,7 @@ def test_the_version_list_names_v2_0_first_then_v2_1_as_nova_does(cloud: Cloud):
     ("asked", "served"),
     [({}, "2.1"), ({"X-OpenStack-Nova-API-Version": "2.1"}, "2.1"),
      ({"OpenStack-API-Version": "compute 2.2"}, "2.2"),
-     ({"OpenStack-API-Version": "volume 3.0, compute latest"}, "2.2")],
+     ({"OpenStack-API-Version": "volume 3.0, compute latest"}, MAXIMUM)],
 )
 def test_every_compute_answer_names_the_microversion_that_served_it(
     cloud: Cloud, asked: dict[str, str], served: str
@@ -55,7 +57,8 @@ def test_every_compute_answer_names_the_microversion_that_served_it(
 
 @pytest.mark.parametrize(
     ("asked", "status"),
-    [("2.3", 406), ("2.95", 406), ("3.0", 406), ("2", 400), ("two.one", 400)],
+    [(f"2.{microversion.MAX_VERSION[1] + 1}", 406), ("2.95", 406), ("3.0", 406), ("2", 400),
+     ("two.one", 400)],
 )
 def test_a_microversion_this_api_does_not_serve_is_refused(cloud: Cloud, asked: str, status: int):
     answer = cloud.client.get(f"{COMPUTE}/flavors",

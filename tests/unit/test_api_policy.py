@@ -164,7 +164,7 @@ def _seed_demo_things(cloud: Cloud) -> dict[str, str]:
         "project_id": ids["project:demo"], "tenant_id": ids["project:demo"], "user_id": ids["user:demo"],
         "role_id": "member", "domain_id": "default", "flavor_id": "1", "name": "keypair-1",
         "key": "k", "action_request_id": "req-none", "hypervisor_id": "1", "port_id": "none",
-        "group_id": group_id, "network_label": "private",
+        "group_id": group_id, "network_label": "private", "tag": "t",
     }
 
 

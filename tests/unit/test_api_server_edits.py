@@ -44,7 +44,8 @@ def test_update_renames_and_sets_access_ips_with_one_chained_event(cloud: Cloud)
     [event] = cloud.events(EventType.INSTANCE_UPDATED)
     assert event.topic == Topic.UPDATED
     assert (event.sequence, event.prev_hash, event.causation_id) == (last[0] + 1, last[1], last[2])
-    assert event.body == {"name": "renamed", "access_ipv4": "203.0.113.7", "access_ipv6": "2001:db8::7"}
+    assert event.body == {"name": "renamed", "access_ipv4": "203.0.113.7", "access_ipv6": "2001:db8::7",
+                          "description": None, "description_set": False}
     assert event.request_id == answer.headers["x-openstack-request-id"]
     # a second update changes only what it names
     cloud.client.put(f"{SERVERS}/{server_id}", headers=cloud.headers(), json={"server": {"name": "again"}})

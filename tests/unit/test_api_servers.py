@@ -41,9 +41,13 @@ def test_create_appends_one_requested_event_and_a_get_right_after_shows_build(cl
 
 
 def test_flavor_by_name_scheduler_group_and_block_devices_reach_the_event(cloud: Cloud):
-    cloud.create_server("vm", flavorRef="m1.small", block_device_mapping_v2=[{
+    request = cloud.server_request("vm", flavorRef="m1.small", block_device_mapping_v2=[{
         "uuid": cloud.ids["image"], "boot_index": 0, "source_type": "image", "destination_type": "local",
         "delete_on_termination": True}], metadata={"role": "web"}, description="a web server")
+    # a description from microversion 2.19
+    answer = cloud.client.post("/compute/v2.1/servers", json=request,
+                               headers={**cloud.headers(), "OpenStack-API-Version": "compute 2.19"})
+    assert answer.status_code == 202, answer.text
     [event] = cloud.events(EventType.INSTANCE_REQUESTED)
     assert event.body["flavor_id"] == "2"
     assert event.body["block_devices"][0]["boot_index"] == 0

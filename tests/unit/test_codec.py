@@ -125,7 +125,7 @@ def test_old_writer_is_read_by_the_current_reader(codec: Codec) -> None:
     event = requested_event()
     record = as_record(event)
     later = ("description", "tags", "access_ipv4", "access_ipv6", "token_chain_audit_id",
-             "reservation_id", "reservation_size")  # v2 to v5
+             "reservation_id", "reservation_size", "user_data", "launch_index")  # v2 to v6
     record["body"] = {k: v for k, v in event.body.items() if k not in later}
     stream = io.BytesIO()
     stream.write(MARKER + old.fingerprint)
@@ -134,7 +134,7 @@ def test_old_writer_is_read_by_the_current_reader(codec: Codec) -> None:
     assert codec.peek(stream.getvalue()) == (EventType.INSTANCE_REQUESTED, 1)
     assert back.body == {**record["body"], "description": None, "tags": [], "access_ipv4": None,
                          "access_ipv6": None, "token_chain_audit_id": None, "reservation_id": None,
-                         "reservation_size": 1}
+                         "reservation_size": 1, "user_data": None, "launch_index": 0}
     assert back.event_id == event.event_id and back.occurred_at == event.occurred_at
     with pytest.raises(CodecError):
         codec.decode(stream.getvalue()[:-1])
@@ -143,12 +143,12 @@ def test_old_writer_is_read_by_the_current_reader(codec: Codec) -> None:
 
 
 def test_versions_and_peek(codec: Codec) -> None:
-    assert codec.versions(EventType.INSTANCE_REQUESTED) == [1, 2, 3, 4, 5]
+    assert codec.versions(EventType.INSTANCE_REQUESTED) == [1, 2, 3, 4, 5, 6]
     assert codec.versions(EventType.INSTANCE_SPAWNED) == [1, 2]
     assert codec.versions(EventType.INSTANCE_SCHEDULED) == [1, 2]
     data = encode(requested_event())
-    assert codec.peek(data) == (EventType.INSTANCE_REQUESTED, 5)
-    assert data[2:HEADER_SIZE] == codec.fingerprint(EventType.INSTANCE_REQUESTED, 5)
+    assert codec.peek(data) == (EventType.INSTANCE_REQUESTED, 6)
+    assert data[2:HEADER_SIZE] == codec.fingerprint(EventType.INSTANCE_REQUESTED, 6)
 
 
 # --- fingerprints, from the Avro specification, independent of fastavro ---------------------------

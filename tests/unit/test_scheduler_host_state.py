@@ -91,7 +91,7 @@ def test_fits_respects_every_limit_and_physical_cpus():
         {"vcpus": 0},
         {"ram_mb": 0},
         {"disk_gb": -1},
-        {"server_group_policy": "soft-affinity"},
+        {"server_group_policy": "sort-of-affinity"},
         {"num_alternates": -1},
     ],
 )

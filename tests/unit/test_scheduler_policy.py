@@ -18,7 +18,9 @@ def test_defaults_name_nova_filters_and_spreading_weighers():
         "ServerGroupAffinityFilter",
         "ServerGroupAntiAffinityFilter",
     } <= set(policy.filters)
-    assert policy.weighers == {"RAMWeigher": 1.0, "DiskWeigher": 1.0, "CPUWeigher": 1.0}
+    assert policy.weighers == {
+        "RAMWeigher": 1.0, "DiskWeigher": 1.0, "CPUWeigher": 1.0,
+        "ServerGroupSoftAffinityWeigher": 1.0, "ServerGroupSoftAntiAffinityWeigher": 1.0}
 
 
 def test_every_registered_class_carries_its_own_name():

@@ -2,7 +2,13 @@
 
 import pytest
 
-from eventsvm.scheduler import HostState, SchedulerPolicy, SchedulingRequest, weigh_hosts
+from eventsvm.scheduler import (
+    HostState,
+    SchedulerPolicy,
+    SchedulingRequest,
+    select_destinations,
+    weigh_hosts,
+)
 from eventsvm.scheduler.weighers import normalize
 
 REQUEST = SchedulingRequest(instance_id="i-1", vcpus=1, ram_mb=512, disk_gb=1)
@@ -75,3 +81,48 @@ def test_ties_break_by_host_name_whatever_the_input_order():
     hosts = [host("rack-b2"), host("rack-a3"), host("rack-c1")]
     assert order(hosts, {"RAMWeigher": 1.0}) == ["rack-a3", "rack-b2", "rack-c1"]
     assert order(list(reversed(hosts)), {}) == ["rack-a3", "rack-b2", "rack-c1"]
+
+
+# -- the soft server group policies (nova 2.15): weighers, never filters ---------------------------
+def _grouped(policy: str, counts: dict[str, int]) -> SchedulingRequest:
+    return SchedulingRequest(instance_id="i-9", vcpus=1, ram_mb=512, disk_gb=1, server_group_policy=policy,
+                             group_hosts=frozenset(counts), group_member_counts=counts)
+
+
+def _soft_order(hosts: list[HostState], request: SchedulingRequest) -> list[str]:
+    return [h.name for h, _ in weigh_hosts(hosts, request, SchedulerPolicy())]
+
+
+def test_soft_affinity_prefers_the_host_with_most_members_and_soft_anti_affinity_the_fewest():
+    hosts = [host("a"), host("b"), host("c")]
+    counts = {"b": 2, "c": 1}
+    assert _soft_order(hosts, _grouped("soft-affinity", counts)) == ["b", "c", "a"]
+    assert _soft_order(hosts, _grouped("soft-anti-affinity", counts)) == ["a", "c", "b"]
+    # no soft policy: the group weighs nothing, the name breaks the tie
+    assert _soft_order(hosts, _grouped("affinity", counts)) == ["a", "b", "c"]
+    assert _soft_order(hosts, REQUEST) == ["a", "b", "c"]
+
+
+def test_a_soft_group_never_fails_a_boot_it_only_ranks():
+    # the only host that fits holds a member: soft-anti-affinity still lands there
+    only = [host("a"), host("b", ram_free=0)]
+    assert select_destinations(only, _grouped("soft-anti-affinity", {"a": 3})).host == "a"
+    # the member's host is full: soft-affinity goes elsewhere instead of failing
+    full = [host("a", ram_free=0), host("b")]
+    assert select_destinations(full, _grouped("soft-affinity", {"a": 1})).host == "b"
+    spread = [host("a"), host("b")]
+    assert select_destinations(spread, _grouped("soft-anti-affinity", {"a": 1})).host == "b"
+    assert select_destinations(spread, _grouped("soft-affinity", {"b": 1})).host == "b"
+
+
+def test_the_scheduler_service_counts_a_groups_members_per_host_for_the_weighers():
+    from consumers.scheduler import SchedulerState, _request
+
+    state = SchedulerState(group_members={"g": {"m-1": "a", "m-2": "a", "m-3": "b", "i-9": "c"}})
+    spec = {"flavor": {"vcpus": 1, "ram_mb": 512, "disk_gb": 1}, "server_group_id": "g",
+            "server_group_policy": "soft-anti-affinity", "block_devices": []}
+    made = _request("i-9", spec, state, 2)
+    # the instance itself is no member to weigh against
+    assert made.group_member_counts == {"a": 2, "b": 1}
+    assert made.group_hosts == frozenset({"a", "b"})
+    assert made.server_group_policy == "soft-anti-affinity"

@@ -319,3 +319,21 @@ def test_history_reads_the_same_actions_from_the_log_and_from_the_model() -> Non
     lines = "\n".join(timeline_lines([Stage(e, "t", 0, i, e.occurred_at, "d") for i, e in enumerate(events)]))
     assert "action=reboot (HARD)" in lines and "rebooted hard" in lines
     assert "pause failed: it broke" in lines
+
+
+def test_trigger_crash_dump_sends_the_guest_an_nmi_and_leaves_its_state(compute: Any) -> None:
+    resolved = resolved_for()
+    spawned = spawn(compute, resolved)[0].event
+    request = action(spawned, "trigger_crash_dump", "active")
+    assert request.body["task_state"] is None  # nova sets no task for it
+    outcome = act(compute, request, [spawned])
+    assert outcome["type"] == EventType.INSTANCE_ACTION_COMPLETED, outcome
+    assert (outcome["vm_state"], outcome["power_state"]) == ("active", int(DomainState.RUNNING))
+    # a guest that is not running cannot take one: the action fails, the server stays as it was
+    compute.hypervisor.power_off(resolved.aggregate_id)
+    again = action(outcome["event"], "trigger_crash_dump", "active")
+    failed = act(compute, again, [spawned, request, outcome["event"]])
+    assert failed["type"] == EventType.INSTANCE_ACTION_FAILED and failed["vm_state"] == "active"
+    assert "trigger crash dump" in failed["reason"]
+    with pytest.raises(ActionRefused):
+        check_state("trigger_crash_dump", "stopped", None)

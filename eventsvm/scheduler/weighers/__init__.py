@@ -6,7 +6,13 @@ from eventsvm.scheduler.weighers.base import HostWeigher, normalize
 from eventsvm.scheduler.weighers.cpu import CPUWeigher
 from eventsvm.scheduler.weighers.disk import DiskWeigher
 from eventsvm.scheduler.weighers.ram import RAMWeigher
+from eventsvm.scheduler.weighers.server_group_soft import (
+    ServerGroupSoftAffinityWeigher,
+    ServerGroupSoftAntiAffinityWeigher,
+)
 
-WEIGHERS: dict[str, type[HostWeigher]] = {cls.name: cls for cls in (RAMWeigher, DiskWeigher, CPUWeigher)}
+WEIGHERS: dict[str, type[HostWeigher]] = {cls.name: cls for cls in (
+    RAMWeigher, DiskWeigher, CPUWeigher, ServerGroupSoftAffinityWeigher, ServerGroupSoftAntiAffinityWeigher)}
 
-__all__ = ["WEIGHERS", "CPUWeigher", "DiskWeigher", "HostWeigher", "RAMWeigher", "normalize"]
+__all__ = ["WEIGHERS", "CPUWeigher", "DiskWeigher", "HostWeigher", "RAMWeigher",
+           "ServerGroupSoftAffinityWeigher", "ServerGroupSoftAntiAffinityWeigher", "normalize"]
