@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from eventsvm.scheduler.weighers.base import HostWeigher, normalize
+from eventsvm.scheduler.weighers.base import HostKeyWeigher, HostWeigher, normalize
 from eventsvm.scheduler.weighers.cpu import CPUWeigher
 from eventsvm.scheduler.weighers.disk import DiskWeigher
 from eventsvm.scheduler.weighers.ram import RAMWeigher
 
 WEIGHERS: dict[str, type[HostWeigher]] = {cls.name: cls for cls in (RAMWeigher, DiskWeigher, CPUWeigher)}
 
-__all__ = ["WEIGHERS", "CPUWeigher", "DiskWeigher", "HostWeigher", "RAMWeigher", "normalize"]
+__all__ = [
+    "WEIGHERS", "CPUWeigher", "DiskWeigher", "HostKeyWeigher", "HostWeigher", "RAMWeigher", "normalize",
+]
