@@ -26,24 +26,52 @@ def host_key_value(host: HostState, key: str) -> float:
     return float(getattr(host, key))
 
 
+# A host's figures in INDEXED_KEYS order: hosts with the same figures weigh the same under any
+# policy of these weighers, so they form one class, ranked among themselves by name.
+Figures = tuple[float, ...]
+
+
+def figures_of(host: HostState) -> Figures:
+    """The host's figures, in INDEXED_KEYS order."""
+    return tuple(host_key_value(host, key) for key in INDEXED_KEYS)
+
+
 @dataclass
 class HostOrder:
-    """Some hosts' names in order, and (figure, name) pairs in ascending order per indexed figure."""
+    """Some hosts: their names in order, the names of each class (hosts of equal figures) in
+    order, and per figure the classes as (figure, class figures) pairs in ascending order.
+
+    Ordering classes rather than hosts keeps the orders short where hosts are alike (one hardware
+    model, a few flavors), and lets a best-first walk settle a tie of many hosts in one step.
+    """
 
     names: list[str] = field(default_factory=list)
-    by_key: dict[str, list[tuple[float, str]]] = field(default_factory=lambda: {k: [] for k in INDEXED_KEYS})
+    classes: dict[Figures, list[str]] = field(default_factory=dict)
+    by_key: dict[str, list[tuple[float, Figures]]] = field(
+        default_factory=lambda: {key: [] for key in INDEXED_KEYS}
+    )
 
-    def add(self, host: HostState) -> None:
-        """Enter the host in every order."""
+    def add(self, host: HostState, figures: Figures) -> None:
+        """Enter the host, whose figures are `figures`, in every order."""
         insort(self.names, host.name)
-        for key, entries in self.by_key.items():
-            insort(entries, (host_key_value(host, key), host.name))
+        members = self.classes.get(figures)
+        if members is not None:
+            insort(members, host.name)
+            return
+        self.classes[figures] = [host.name]
+        for figure, entries in zip(figures, self.by_key.values(), strict=True):
+            insort(entries, (figure, figures))
 
-    def remove(self, host: HostState) -> None:
-        """Take out the entries `host` (as it was entered) holds."""
+    def remove(self, host: HostState, figures: Figures) -> None:
+        """Take out the entries `host` (as it was entered, with `figures`) holds."""
         del self.names[bisect_left(self.names, host.name)]
-        for key, entries in self.by_key.items():
-            del entries[bisect_left(entries, (host_key_value(host, key), host.name))]
+        members = self.classes[figures]
+        del members[bisect_left(members, host.name)]
+        if members:
+            return
+        del self.classes[figures]
+        for figure, entries in zip(figures, self.by_key.values(), strict=True):
+            del entries[bisect_left(entries, (figure, figures))]
 
 
 @dataclass
@@ -55,15 +83,15 @@ class HostIndex:
 
     def put(self, host: HostState, previous: HostState | None) -> None:
         """Record `host` in place of `previous` (its state before, None when it is new)."""
+        figures = figures_of(host)
         if previous is not None:
-            if previous.availability_zone == host.availability_zone and all(
-                host_key_value(previous, key) == host_key_value(host, key) for key in INDEXED_KEYS
-            ):
+            were = figures_of(previous)
+            if previous.availability_zone == host.availability_zone and were == figures:
                 return  # nothing the orders hold changed (an enable, a disable)
-            self.every.remove(previous)
+            self.every.remove(previous, were)
             zone = self.zones[previous.availability_zone]
-            zone.remove(previous)
+            zone.remove(previous, were)
             if not zone.names:
                 del self.zones[previous.availability_zone]
-        self.every.add(host)
-        self.zones.setdefault(host.availability_zone, HostOrder()).add(host)
+        self.every.add(host, figures)
+        self.zones.setdefault(host.availability_zone, HostOrder()).add(host, figures)
