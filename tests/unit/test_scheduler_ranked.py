@@ -173,8 +173,8 @@ def registered(*hosts: tuple[str, int, int, float]) -> SchedulerState:
 
 
 def test_a_tie_at_the_threshold_with_a_smaller_name_behind_the_fronts_is_found() -> None:
-    # totals 1.0 each: a (1, 0), b (0, 1) and c (0.5, 0.5) in (RAM, disk); the walks meet a and b
-    # first, and the threshold at c's figures ties them: c, first by name, must still be found
+    # totals 1.0 each: d-a (1, 0), d-b (0, 1) and c (0.5, 0.5) in (RAM, disk); the walks meet d-a
+    # and d-b first, and the threshold at c's figures ties them: c, first by name, must be found
     state = registered(("c", 12288, 150, 1.0), ("d-a", 16384, 100, 1.0), ("d-b", 8192, 200, 1.0))
     policy = SchedulerPolicy(weighers={"RAMWeigher": 1.0, "DiskWeigher": 1.0})
     request = SchedulingRequest("i-1", 1, 512, 1, num_alternates=0)
@@ -183,8 +183,8 @@ def test_a_tie_at_the_threshold_with_a_smaller_name_behind_the_fronts_is_found()
 
 
 def test_a_tie_a_huge_multiplier_makes_of_a_worse_figure_is_found() -> None:
-    # RAM x 1e20 swallows what disk and CPU add: hosts of equal RAM tie, whatever their disk, so
-    # a host behind the disk walk's front ties the threshold and goes by name
+    # RAM x 1e20 swallows what disk and CPU add: hosts of equal RAM tie whatever their disk, so a
+    # class the disk walk meets late can tie the threshold, and ties go by name
     state = registered(("c-43", 6144, 200, 2.0), ("c-77", 4096, 150, 1.5), ("c-37", 6144, 150, 2.0),
                        ("c-54", 4096, 200, 1.0), ("c-81", 8192, 100, 1.5), ("c-28", 6144, 150, 1.5))
     policy = SchedulerPolicy(weighers={"DiskWeigher": 1.0, "CPUWeigher": 1e-20, "RAMWeigher": 1e20})
