@@ -18,7 +18,8 @@ algorithm:
    exactly 0.0 to every total, so they are left out; with none left the order is the names'.
 
 What it cannot shortcut it hands to select_destinations whole: a weigher that reads the request
-or overrides HostKeyWeigher.raw_weight, and any decision where no host passes (so NoValidHost's
+or overrides HostKeyWeigher.raw_weight (unless it says it weighs every host alike for this
+request, HostWeigher.weighs_all_alike), and any decision where no host passes (so NoValidHost's
 explanation, filter by filter, is the reference's own). An affinity group's hosts or a requested
 zone narrow the walk first, since no host outside them can pass.
 """
@@ -57,7 +58,7 @@ def select_ranked(
     `index` must hold exactly `hosts` as they are (SchedulerState keeps the two together).
     """
     policy = policy if policy is not None else SchedulerPolicy()
-    terms = _indexed_terms(policy, index)
+    terms = _indexed_terms(policy, index, request)
     if terms is None or not hosts:
         return select_destinations(hosts.values(), request, policy)
     host_filters = filters_for(request, policy)
@@ -76,10 +77,13 @@ def select_ranked(
         return select_destinations(hosts.values(), request, policy)
 
 
-def _indexed_terms(policy: SchedulerPolicy, index: HostIndex) -> Terms | None:
-    """The policy's weighers as indexed figures, or None when one of them is not one."""
+def _indexed_terms(policy: SchedulerPolicy, index: HostIndex, request: SchedulingRequest) -> Terms | None:
+    """The policy's weighers as indexed figures, or None when one of them is not one; a weigher
+    that weighs every host alike for this request adds 0.0 to every total and is left out."""
     terms = []
     for weigher, multiplier in policy.host_weighers():
+        if weigher.weighs_all_alike(request):
+            continue
         if not isinstance(weigher, HostKeyWeigher):
             return None
         overridden = type(weigher).raw_weight is not HostKeyWeigher.raw_weight

@@ -230,3 +230,33 @@ def test_a_weigher_the_index_cannot_sort_gets_the_full_scan(
     chosen = select_ranked(state.hosts, state.index, request, policy)
     assert chosen == select_destinations(state.hosts.values(), request, policy)
     assert chosen.host == best
+
+
+class SoftAffinityLikeWeigher(HostWeigher):
+    """Reads the request, but says when it weighs every host alike: outside an affinity group."""
+
+    name: ClassVar[str] = "SoftAffinityLikeWeigher"
+
+    def raw_weight(self, host: HostState, request: SchedulingRequest) -> float:
+        if request.server_group_policy != "affinity":
+            raise AssertionError("weighed although it weighs every host alike for this request")
+        return 1.0 if host.name in request.group_hosts else 0.0
+
+    def weighs_all_alike(self, request: SchedulingRequest) -> bool:
+        return request.server_group_policy != "affinity"
+
+
+def test_a_weigher_that_weighs_every_host_alike_for_the_request_is_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(WEIGHERS, SoftAffinityLikeWeigher.name, SoftAffinityLikeWeigher)
+    state = SchedulerState()
+    for i, name in enumerate(NAMES):
+        state.register(HostState(name=name, vcpus=8, ram_mb=16384, disk_gb=100, ram_mb_used=512 * (i % 5)))
+    policy = SchedulerPolicy(weighers={SoftAffinityLikeWeigher.name: 5.0, "RAMWeigher": 1.0})
+    outside = SchedulingRequest("i-1", 1, 512, 1, num_alternates=2)
+    assert select_ranked(state.hosts, state.index, outside, policy) == Selection(
+        "compute-00", ["compute-05", "compute-10"])
+    # in its group it is weighed, host by host, and agrees with the full scan
+    inside = dataclasses.replace(outside, server_group_policy="affinity", group_hosts={"compute-21"})
+    assert select_ranked(state.hosts, state.index, inside, policy).host == "compute-21"

@@ -20,6 +20,12 @@ class HostWeigher(ABC):
     def raw_weight(self, host: HostState, request: SchedulingRequest) -> float:
         """This host's raw score, before normalisation across the candidate hosts."""
 
+    def weighs_all_alike(self, request: SchedulingRequest) -> bool:
+        """Whether this weigher gives every host the same raw weight for `request` (a soft-affinity
+        weigher for a request in no such group): it then adds 0.0 to every total, and the
+        scheduler's best-first search may leave it out instead of weighing every host."""
+        return False
+
 
 class HostKeyWeigher(HostWeigher):
     """A weigher whose raw weight is one figure of the host alone (`host_key`, a HostState
