@@ -6,6 +6,13 @@ appended once; each repetition then replays it from the beginning. Three metrics
 API's ReadModel does at start: a full decode of every event, then the same fold) and `read` (the
 records alone, read and dropped undecoded: the floor of any replay, and what a restart from a
 snapshot pays per record it steps over).
+
+`replay_signed` replays a log of signed events (each signed by the writer that may write it, as the
+cloud stores them) three ways: `unverified` (a codec without the key ring: the frames are stepped
+over, no signature checked; the floor), `verified` (the writers' key ring, every Ed25519 signature
+verified: a fresh replay without a seal) and `sealed` (under a verified seal of the whole log,
+eventsvm.projections.seal: digests instead of signatures). Each repetition uses a fresh key ring, so
+no signature verified by an earlier one is remembered.
 """
 
 from __future__ import annotations
@@ -16,13 +23,15 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from bench.logs import on_both_engines
-from bench.suite import Context
+from bench.logs import LogOpener, on_both_engines
+from bench.suite import Context, scratch_dir
+from eventsvm.app.writers import key_dir, trusting_codec
 from eventsvm.events.codec import Codec
 from eventsvm.log.port import BEGINNING, EventLog, LogError, OutRecord
 from eventsvm.projections.readmodel import ALL_TOPICS, ReadModel
-from eventsvm.projections.replay import Drain, replay
-from tests.factories import pipeline_events
+from eventsvm.projections.replay import Drain, ReplayReport, replay
+from eventsvm.projections.seal import Sealing, SealStore
+from tests.factories import pipeline_events, signed_records
 
 PARTITIONS = 4
 BATCH = 2000
@@ -32,6 +41,12 @@ def _records(count: int) -> list[OutRecord]:
     codec = Codec()
     events = pipeline_events(count // 5 + 1, random.Random(6))[:count]
     return [OutRecord(str(e.topic), e.aggregate_id.encode(), codec.encode(e)) for e in events]
+
+
+def _timed(count: int, report: ReplayReport, started: float) -> float:
+    if report.events != count:
+        raise LogError(f"replay folded {report.events} of {count} events")
+    return count / (time.perf_counter() - started)
 
 
 def _fill(log: EventLog, records: list[OutRecord]) -> None:
@@ -80,4 +95,41 @@ on_both_engines(
     "replay", _run, [str(t) for t in ALL_TOPICS], PARTITIONS,
     "Full replay of 100k instance events from the SQLite engine into the read models.",
     "Full replay of 100k instance events from the Kafka engine (local broker) into the read models.",
+)
+
+
+def _run_signed(ctx: Context, opener: LogOpener) -> dict[str, list[float]]:
+    count = ctx.size(100_000)
+    out: dict[str, list[float]] = {"unverified": [], "verified": [], "sealed": []}
+    with scratch_dir(ctx, "bench-signed-") as data_dir, opener() as log:
+        records = signed_records(data_dir, pipeline_events(count // 5 + 1, random.Random(6))[:count])
+        _fill(log, records)
+        seals = SealStore(data_dir, key_dir(data_dir), "bench")
+        sealing = Sealing()
+        replay(log, trusting_codec(data_dir), sealing=sealing)  # the full replay that seals
+        seals.save(sealing)
+        for _ in range(ctx.repetitions):
+            gc.collect()
+            started = time.perf_counter()
+            _, report = replay(log, Codec())
+            out["unverified"].append(_timed(count, report, started))
+            gc.collect()
+            started = time.perf_counter()
+            _, report = replay(log, trusting_codec(data_dir))
+            out["verified"].append(_timed(count, report, started))
+            gc.collect()
+            started = time.perf_counter()  # the seal's load and check included
+            _, report = replay(log, trusting_codec(data_dir), sealing=Sealing(seals.load(log)))
+            if report.sealed != count:
+                raise LogError(f"the seal vouched for {report.sealed} of {count} records")
+            out["sealed"].append(_timed(count, report, started))
+    return out
+
+
+on_both_engines(
+    "replay_signed", _run_signed, [str(t) for t in ALL_TOPICS], PARTITIONS,
+    "Full replay of 100k signed instance events from the SQLite engine: signatures stepped over, "
+    "each verified, or under a verified seal.",
+    "Full replay of 100k signed instance events from the Kafka engine (local broker): signatures "
+    "stepped over, each verified, or under a verified seal.",
 )

@@ -348,8 +348,11 @@ def _unshelve(state: SchedulerState, event: Event, settings: SchedulerSettings) 
         raise Rejected(f"unshelve of {instance_id}, whose request spec this scheduler never placed")
     if instance_id in state.placements:
         return []  # placed already: this command was answered
+    # the spec says this placement is an unshelve, so every later stage (and a reschedule) carries
+    # it and the read model shows nova's unshelving / spawning instead of a boot's states
+    spec = {**spec, "unshelve": True}
     if event.body.get("image_id"):
-        spec = {**spec, "image_id": event.body["image_id"]}
+        spec["image_id"] = event.body["image_id"]
     try:
         request = _request(instance_id, spec, state, settings.max_attempts - 1)
         selection = state.select(request, settings)

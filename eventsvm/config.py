@@ -37,6 +37,12 @@ class LogConfig:
         """'kafka' or 'sqlite'."""
         return parse_log_url(self.url)[0]
 
+    @property
+    def identity(self) -> str:
+        """Names this log among the logs one data directory may serve (engine, place and
+        namespace): what a snapshot or a seal was taken of."""
+        return f"{self.url}#{self.namespace}"
+
 
 def parse_log_url(url: str) -> tuple[str, str]:
     """Split a log URL into (engine, location); raise ConfigError for anything else."""

@@ -69,6 +69,11 @@ def provision(url: str, workspace: Path) -> None:
             if persona == "admin":
                 account["types"] = ["admin"]
             accounts.append(account)
+    # tempest's alternate credentials are the first free non-admin account in this file's order:
+    # with each project's reader right after its member, the alternate of tempest-1-member was
+    # tempest-1-reader, in the primary's own project, and tests that need the alternate's project
+    # to be another (test_list_projects_returns_only_authorized_projects) failed by luck of order
+    accounts.sort(key=lambda account: account["roles"] == ["reader"])
     images = [image for image in cloud.image.images() if image.status == "active"]
     if not images:  # the seed registers cirros; without it no server test can run
         sys.exit("interop.py: the cloud has no active image to boot")

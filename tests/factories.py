@@ -176,8 +176,10 @@ def instance_chain(rng: random.Random | None = None, flavor_index: int = 1) -> l
                            {"spec": spec, "roles": ["member", "reader"], "reservation_id": "r-7kq2m9xa",
                             "reservation_size": 1}, rng, requested)
     claim = {k: flavor[k] for k in ("vcpus", "ram_mb", "disk_gb")}
+    # a placement's spec says whether it is an unshelve (scheduled v2, resources_resolved v3)
+    placed = {**spec, "unshelve": False}
     scheduled = _event(EventType.INSTANCE_SCHEDULED, iid,
-                       {"spec": spec, "host": host, "alternates": alternates, "attempt": 1, "claim": claim},
+                       {"spec": placed, "host": host, "alternates": alternates, "attempt": 1, "claim": claim},
                        rng, authenticated)
     port = {
         "port_id": uid(rng),
@@ -190,7 +192,7 @@ def instance_chain(rng: random.Random | None = None, flavor_index: int = 1) -> l
     }
     image = dict(IMAGE)
     resolved = _event(EventType.INSTANCE_RESOURCES_RESOLVED, iid,
-                      {"spec": spec, "host": host, "alternates": alternates, "attempt": 1, "image": image,
+                      {"spec": placed, "host": host, "alternates": alternates, "attempt": 1, "image": image,
                        "ports": [port], "volumes": [], "public_key": PUBLIC_KEY, "claim": claim},
                       rng, scheduled)
     spawned = _event(EventType.INSTANCE_SPAWNED, iid,
@@ -234,7 +236,7 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
         EventType.INSTANCE_FAILED: {
             "stage": "scheduler", "reason": "No valid host was found. There are not enough hosts available.",
             "code": 500, "retryable": False, "final": True, "host": None, "attempt": 1, "details": None,
-            "alternates": [], "spec": spec, "reservation_id": None},
+            "alternates": [], "spec": {**spec, "unshelve": False}, "reservation_id": None},
         EventType.INSTANCE_DELETE_REQUESTED: {"host": host},
         EventType.INSTANCE_DELETE_DISPATCHED: {"host": host, "domain_name": "instance-0000002a"},
         EventType.INSTANCE_DELETED: {"host": host, "terminated_at": BASE_MS + 3_600_000, "stage": "spawner"},

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Request, Response
 
 from eventsvm.api.auth import Identity, api_context, current_identity
-from eventsvm.api.compute import changeable_server, visible_server
+from eventsvm.api.compute import visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from eventsvm.api.openapi import failures
@@ -21,7 +21,6 @@ from eventsvm.api.writes import chained_event
 from eventsvm.events.model import EventType
 from eventsvm.identity import policy
 from eventsvm.identity.quota import METADATA_ITEMS
-from eventsvm.projections.readmodel import Models
 from eventsvm.state.instances import Instance
 
 router = APIRouter(prefix="/compute/v2.1/servers", tags=["compute"])
@@ -49,15 +48,6 @@ def _metadata(raw: Any, wrapper: str, one_item: bool = False) -> dict[str, str]:
     return items
 
 
-def _server(models: Models, caller: Identity, server_id: str, action: str | None = None) -> Instance:
-    """The server, when the caller may see it (and, for a change, may change it)."""
-    if action is None:
-        return visible_server(models, caller, server_id)
-    verb = "delete" if action == "delete metadata" else "update"
-    return changeable_server(models, caller, server_id, policy.can_edit_server,
-                             f"os_compute_api:server-metadata:{verb}")
-
-
 def _check_state(inst: Instance, caller: Identity, action: str) -> None:
     """Nova's compute API changes metadata only of an unlocked server (check_instance_lock) in a
     settled state (check_instance_state)."""
@@ -74,7 +64,9 @@ def _change(request: Request, caller: Identity, ctx: ApiContext, server_id: str,
     """Check the change against the server and the quota, append it, and return the new metadata."""
     rm = ctx.readmodel
     with rm.lock:
-        inst = _server(rm.models, caller, server_id, action)
+        # who may change it is the route table's (server-metadata:create / update / update_all /
+        # delete), checked before the handler; the lock and the state are nova's 409s below
+        inst = visible_server(rm.models, caller, server_id)
         # nova looks the key up before it asks the compute API, which checks the state
         if removed and removed[0] not in inst.metadata:
             raise NotFound("Metadata item was not found")
@@ -96,7 +88,7 @@ def list_metadata(
 ) -> dict[str, Any]:
     """Every metadata item of the server."""
     with ctx.readmodel.lock:
-        return {"metadata": dict(_server(ctx.readmodel.models, caller, server_id).metadata)}
+        return {"metadata": dict(visible_server(ctx.readmodel.models, caller, server_id).metadata)}
 
 
 @router.post("/{server_id}/metadata", summary="Add or change metadata items",
@@ -134,7 +126,7 @@ def show_metadata_item(
 ) -> dict[str, Any]:
     """One item as {"meta": {key: value}}; 404 when the server has no such key."""
     with ctx.readmodel.lock:
-        metadata = _server(ctx.readmodel.models, caller, server_id).metadata
+        metadata = visible_server(ctx.readmodel.models, caller, server_id).metadata
         if key not in metadata:
             raise NotFound("Metadata item was not found")
         return {"meta": {key: metadata[key]}}

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from eventsvm.app.cluster import seal_store
 from eventsvm.app.options import UsageError, add_log_options, default_data_dir, log_config
 from eventsvm.app.writers import trusting_codec
 from eventsvm.events.codec import Codec
@@ -27,7 +28,9 @@ from eventsvm.projections.history import (
     instance_stages,
     timeline_lines,
 )
-from eventsvm.projections.replay import parse_until, replay, replay_document
+from eventsvm.projections.readmodel import Models
+from eventsvm.projections.replay import ReplayReport, Until, parse_until, replay, replay_document
+from eventsvm.projections.seal import Seal, SealBroken, Sealing, SealStore, UntrustedSeal
 from eventsvm.state.printable import escaped
 
 EXIT_FOUND = 1  # `audit verify` found a problem
@@ -55,6 +58,47 @@ def _trusting(args: argparse.Namespace) -> Codec:
     return trusting_codec((args.data_dir or default_data_dir()).absolute())
 
 
+def _seals(args: argparse.Namespace) -> SealStore | None:
+    """The data dir's verified seal of the chosen log, unless --no-seal."""
+    if args.no_seal:
+        return None
+    data_dir, config = log_config(args)
+    return seal_store(data_dir, config)
+
+
+def _sealed_replay(log: EventLog, codec: Codec, until: Until | None,
+                   seals: SealStore | None) -> tuple[Models, ReplayReport, bool]:
+    """A replay under the seal if there is a trusted one, sealing what it verified when it read
+    the whole log; on a broken seal, a replay verifying every signature. The flag: seal broken."""
+    try:
+        old = seals.load(log) if seals is not None else None
+    except UntrustedSeal as exc:
+        print(f"seal ignored, every signature verified: {exc}", file=sys.stderr)
+        old = None
+    sealing = Sealing(old) if seals is not None else None
+    try:
+        models, report = replay(log, codec, until, sealing=sealing)
+    except SealBroken as exc:
+        # what the sealed replay folded is dropped with it: nothing of it is printed
+        print(f"SEAL BROKEN: {exc}", file=sys.stderr)
+        print("replaying again with every signature verified; the seal is kept as evidence until "
+              "`eventsvm audit verify` seals the log as it now is", file=sys.stderr)
+        models, report = replay(log, codec, until)
+        return models, report, True
+    if seals is not None and sealing is not None and until is None and report.complete:
+        _save(seals, sealing)
+    return models, report, False
+
+
+def _save(seals: SealStore, sealing: Sealing) -> Seal | None:
+    """Write the seal; a data dir this user cannot write is said, not fatal (it only costs time)."""
+    try:
+        return seals.save(sealing)
+    except OSError as exc:
+        print(f"could not write the verified seal {seals.path}: {exc}", file=sys.stderr)
+        return None
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     """Rebuild every read model from the log and report what was read (or print it as JSON)."""
 
@@ -63,17 +107,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
             until = parse_until(args.until, log) if args.until else None
         except ValueError as exc:
             raise UsageError(f"--until: {exc}") from None
-        models, report = replay(log, _trusting(args), until)
+        models, report, broken = _sealed_replay(log, _trusting(args), until, _seals(args))
+    exit_code = EXIT_FOUND if broken else 0
     if args.json:
         json.dump(replay_document(models, report), sys.stdout, indent=2, sort_keys=False)
         print()
-        return 0
+        return exit_code
     print(f"replayed up to {until.describe() if until else 'the end of the log'}")
     skipped = f"; {report.undecodable} undecodable records skipped" if report.undecodable else ""
     if report.unfoldable:
         skipped += f"; {report.unfoldable} records the fold cannot apply skipped"
     print(f"{report.events:,} events folded in {report.seconds:.2f}s "
           f"({report.events_per_second:,.0f} events/s){skipped}")
+    if report.sealed:
+        print(f"{report.sealed:,} of {report.records_read:,} records under a verified seal (their signatures "
+              "verified before, their bytes unchanged since); the others verified one by one")
     print("events per topic:")
     for topic, count in report.events_by_topic.items():
         print(f"  {topic:<42} {count:>10,}")
@@ -81,7 +129,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for status, count in report.instances_by_status.items():
         print(f"  {status:<42} {count:>10,}")
     print(f"hosts: {len(models.hosts)}, dead letters: {len(models.dead_letters)}")
-    return 0
+    return exit_code
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -113,8 +161,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         anchor = load_anchor(args.anchor) if args.anchor else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    seals = _seals(args)
+    sealing = Sealing() if seals is not None else None
     with _opened(args) as log:
-        report = verify(log, _trusting(args), anchor)
+        report = verify(log, _trusting(args), anchor, sealing=sealing)
     for f in report.findings:
         instance = f" instance {f.instance}" if f.instance else ""
         event = f" event {f.event_id}" if f.event_id else ""
@@ -124,6 +174,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         save_anchor(report, args.save_anchor)
         print(f"saved {len(report.heads)} chain heads to {args.save_anchor}: keep it where the log's "
               "writers cannot change it, and verify later with --anchor")
+    seal = _save(seals, sealing) if seals is not None and sealing is not None and report.complete else None
+    if seal is not None:
+        print(f"sealed {seal.records():,} records in {len(seal.partitions)} partitions: a replay reads them "
+              "without verifying their signatures again, as long as their bytes are unchanged")
     return 0 if report.clean else EXIT_FOUND
 
 
@@ -139,6 +193,8 @@ def add_commands(subparsers: Any) -> None:
     replay.add_argument("--json", action="store_true",
                         help="print the rebuilt state: every instance with its id, name, status, vm_state, "
                              "host, addresses and project")
+    replay.add_argument("--no-seal", action="store_true",
+                        help="verify every signature, ignoring the data dir's verified seal, and write none")
     replay.set_defaults(func=cmd_replay)
 
     history = subparsers.add_parser(
@@ -163,4 +219,7 @@ def add_commands(subparsers: Any) -> None:
                              "vouches for) to FILE")
     verify.add_argument("--anchor", type=Path, metavar="FILE",
                         help="also check the chain heads saved earlier with --save-anchor")
+    verify.add_argument("--no-seal", action="store_true",
+                        help="write no verified seal of the signatures checked (by default one is written to "
+                             "the data dir, for replays to skip verifying them again)")
     verify.set_defaults(func=cmd_audit_verify)

@@ -16,6 +16,7 @@ from eventsvm.app.cluster import (
     default_member_name,
     qemu_cluster_options,
     register_host,
+    seal_store,
     simulated_host,
     snapshot_store,
     spawner_runner,
@@ -228,7 +229,7 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
     if args.service == "api":
         backlog = backlog_limits(args)
         readmodel = ReadModel(log_, codec)
-        readmodel.start()
+        readmodel.start(seals=seal_store(data_dir, config))
         try:
             ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password,
                       backlog).run()

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from eventsvm.app.registry import PIPELINE, PipelineSettings, host_service, pipeline_service
-from eventsvm.app.writers import API, spawner_writer, writer_codec, writer_ring
+from eventsvm.app.writers import API, key_dir, spawner_writer, writer_codec, writer_ring
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec, CodecError
 from eventsvm.events.model import HOST_ROUTED_TOPICS, EventType, Topic, new_event
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, EventLog, OutRecord
 from eventsvm.projections.readmodel import ReadModel
+from eventsvm.projections.seal import SealStore
 from eventsvm.runtime.runner import ServiceRunner, StepObserver
 from eventsvm.runtime.snapshot import SnapshotStore
 from eventsvm.runtime.supervisor import Supervisor
@@ -114,9 +115,14 @@ def paused_of(runner: ServiceRunner[Any]) -> Callable[[], bool]:
     return lambda: runner.paused
 
 
+def seal_store(data_dir: Path, config: LogConfig) -> SealStore:
+    """Where this log's verified seal lives (what a reader verified, for the next to skip)."""
+    return SealStore(data_dir, key_dir(data_dir), config.identity)
+
+
 def snapshot_store(data_dir: Path, config: LogConfig) -> SnapshotStore:
     """Where this log's services checkpoint their state (one file per service)."""
-    return SnapshotStore(data_dir / "snapshots", f"{config.url}#{config.namespace}")
+    return SnapshotStore(data_dir / "snapshots", config.identity)
 
 
 def spawner_runner(
@@ -215,7 +221,7 @@ class Cluster:
     def start_readmodel(self) -> ReadModel:
         """Fold the log into the read model and keep it current."""
         self.readmodel = ReadModel(self.open_log(), self.codec_of(API))
-        self.readmodel.start()
+        self.readmodel.start(seals=seal_store(self.options.data_dir, self.options.log))
         return self.readmodel
 
     def start_services(self) -> None:

@@ -136,20 +136,13 @@ class KeyRing:
     def writer_of(self, data: bytes) -> str:
         """The writer whose key signed `data` (the Avro bytes after the frame); ForgedEvent when
         it is not signed, or not by a trusted key, or the signature does not verify."""
-        if data[:2] != SIGNED_MARKER:
-            raise ForgedEvent("unsigned: no writer's signature")
-        if len(data) < FRAME_SIZE:
-            raise ForgedEvent(f"signed frame of {len(data)} bytes is shorter than {FRAME_SIZE}")
         # a frame already verified by another fold of this process (the whole frame is the key:
         # a known signature in front of other bytes is a different frame)
         digest = hashlib.blake2b(data, digest_size=16).digest()
         writer = self._verified.get(digest)
         if writer is not None:
             return writer
-        kid = data[2:2 + KEY_ID_SIZE]
-        key = self._key(kid)
-        if key is None:
-            raise ForgedEvent(f"signed by key {kid.hex()}, which is not in the key ring")
+        key = self._named_key(data)
         try:
             key.public.verify(data[2 + KEY_ID_SIZE:FRAME_SIZE], data[FRAME_SIZE:])
         except InvalidSignature:
@@ -160,6 +153,23 @@ class KeyRing:
                 self._verified.clear()
             self._verified[digest] = key.writer
         return key.writer
+
+    def named_writer(self, data: bytes) -> str:
+        """The writer whose trusted key the frame of `data` names, its signature NOT verified: only
+        for a record a verified seal vouches for (eventsvm.projections.seal), whose bytes are the
+        ones a reader verified before. ForgedEvent when unsigned or the key is not in the ring."""
+        return self._named_key(data).writer
+
+    def _named_key(self, data: bytes) -> TrustedKey:
+        if data[:2] != SIGNED_MARKER:
+            raise ForgedEvent("unsigned: no writer's signature")
+        if len(data) < FRAME_SIZE:
+            raise ForgedEvent(f"signed frame of {len(data)} bytes is shorter than {FRAME_SIZE}")
+        kid = data[2:2 + KEY_ID_SIZE]
+        key = self._key(kid)
+        if key is None:
+            raise ForgedEvent(f"signed by key {kid.hex()}, which is not in the key ring")
+        return key
 
     def check(self, writer: str, event: Event) -> None:
         """ForgedEvent when `writer` may not write `event`."""

@@ -41,6 +41,7 @@ from eventsvm.log.port import (
     GroupMember,
     LogError,
     LogUnavailable,
+    MemberDead,
     OutRecord,
     Reader,
     RebalanceCallback,
@@ -754,7 +755,7 @@ class _KafkaMember(GroupMember):
         self._owned: set[TopicPartition] = set()
         self._polled: set[TopicPartition] = set()  # polled since the last commit or rewind
         self._stale: set[TopicPartition] = set()  # revoked while holding polled, uncommitted records
-        self._dead: LogError | None = None  # why this member cannot commit any more
+        self._dead: MemberDead | None = None  # why this member cannot commit any more
         self._closed = False
         self._unannounced = set(manual or ())
         self._manual = manual
@@ -814,6 +815,9 @@ class _KafkaMember(GroupMember):
             tp = (record.topic, record.partition)
             if record.offset >= after.get(tp, 0):
                 after[tp] = record.offset + 1
+        if self._dead is not None:
+            # Not Fenced: the runner would rewind and poll this member again, forever.
+            raise MemberDead(f"{self._dead}; open a new member")
         lost = (after.keys() - self._owned) | (after.keys() & self._stale)
         if self._manual is None and time.monotonic() - self._last_poll > self._session_s:
             # librdkafka has left the group by now; a commit without a generation would pass.
@@ -821,8 +825,6 @@ class _KafkaMember(GroupMember):
         if lost:
             self._stale -= lost
             raise Fenced(f"this member no longer owns {sorted(lost)}")
-        if self._dead is not None:
-            raise type(self._dead)(f"{self._dead}; open a new member")
         if not outputs and not after:
             return
         if not outputs:
@@ -840,9 +842,12 @@ class _KafkaMember(GroupMember):
         except KafkaException as exc:
             error = _log_error(exc.args[0], "commit step")
             if not self._log.abort(producer, exc.args[0]):
-                # fenced stays fenced; any other failure leaves a producer a new member replaces
-                self._dead = error if isinstance(error, Fenced) else LogUnavailable(
-                    f"commit step: the producer cannot go on after {exc.args[0].str()}")
+                # A producer fenced by a newer one with its transactional id stays fenced, and one
+                # that failed fatally or cannot even abort cannot go on: neither can this member.
+                # (A generation error, its partitions moving, is abortable and stays plain Fenced.)
+                self._dead = MemberDead(f"commit step: the producer cannot go on after {exc.args[0].str()}")
+                if isinstance(error, Fenced):
+                    raise self._dead from None
             raise error from None
         self._polled -= after.keys()
         self._log.committed_unseen(self._log.highest(self._log.delivered(self._reports)))
@@ -866,8 +871,8 @@ class _KafkaMember(GroupMember):
         thread.start()
         thread.join(self._log.timeout + _SEND_OFFSETS_GRACE_S)
         if not outcome:
-            self._dead = LogUnavailable("commit step: sending the offsets did not return; the broker is "
-                                        "unreachable")
+            self._dead = MemberDead("commit step: sending the offsets did not return; the broker is "
+                                    "unreachable")
             raise self._dead
         if outcome[0] is not None:
             raise outcome[0]

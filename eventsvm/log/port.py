@@ -27,8 +27,15 @@ class LogUnavailable(LogError):
 
 
 class Fenced(LogError):
-    """This group member lost its partitions (rebalance or a newer incarnation); the step was not
-    committed and must not be retried by this member."""
+    """The step was not committed and must not be retried: this group member's partitions moved to
+    another member (a rebalance, or it fell silent past its session). The member itself lives:
+    rewind it and poll again, and it goes on with whatever partitions it owns then."""
+
+
+class MemberDead(Fenced):
+    """This group member can never commit again: a newer incarnation with its name fenced it (a
+    restart of the same process role), or its engine failed in a way the member cannot get past.
+    Nothing of the step was committed; close the member and open a new one."""
 
 
 class UnknownTopic(LogError):
@@ -94,7 +101,8 @@ class GroupMember(ABC):
 
     @abstractmethod
     def poll(self, max_records: int = 1000, timeout: float = 0.1) -> list[Record]:
-        """Up to `max_records` records from the assigned partitions, after the committed offsets."""
+        """Up to `max_records` records from the assigned partitions, after the committed offsets.
+        Raises MemberDead when it finds this member replaced by a newer incarnation."""
 
     @abstractmethod
     def assignment(self) -> set[TopicPartition]:
@@ -103,7 +111,8 @@ class GroupMember(ABC):
     @abstractmethod
     def commit_step(self, outputs: Sequence[OutRecord], consumed: Sequence[Record]) -> None:
         """Append `outputs` and commit past `consumed` atomically. Raises Fenced if this member
-        no longer owns a consumed partition; then nothing was written."""
+        no longer owns a consumed partition, MemberDead once it can never commit again; either
+        way nothing was written."""
 
     @abstractmethod
     def rewind(self) -> None:

@@ -27,6 +27,7 @@ from eventsvm.log.port import (
     Fenced,
     GroupMember,
     LogUnavailable,
+    MemberDead,
     OutRecord,
     Reader,
     RebalanceCallback,
@@ -446,11 +447,12 @@ class _SqliteMember(GroupMember):
                            " SET generation = generation + 1", (self._group,))
 
     def _check_incarnation(self) -> bool:
-        """False when this member was dropped as dead; Fenced when a newer incarnation replaced it."""
+        """False when this member was dropped for its silence (it registers again at its next poll);
+        MemberDead when a newer incarnation replaced it (this member never takes its name back)."""
         row = self._conn.execute("SELECT incarnation FROM members WHERE grp = ? AND name = ?",
                                  (self._group, self._name)).fetchone()
         if row is not None and row[0] != self._incarnation:
-            raise Fenced(f"member {self._name!r} of group {self._group!r} was replaced by a newer one")
+            raise MemberDead(f"member {self._name!r} of group {self._group!r} was replaced by a newer one")
         return row is not None
 
     def _target(self) -> set[_Tp]:
@@ -562,7 +564,10 @@ class _SqliteMember(GroupMember):
             after[tp] = max(after.get(tp, 0), record.offset + 1)
         with self._store.write(self._conn):
             if not self._check_incarnation():
-                raise Fenced(f"member {self._name!r} of group {self._group!r} was dropped as dead")
+                # As a Kafka member past max.poll.interval: its partitions moved, and its next
+                # poll joins the group again, so it is Fenced, not MemberDead.
+                raise Fenced(f"member {self._name!r} of group {self._group!r} was dropped for its silence; "
+                             "its partitions moved")
             if self._manual is not None:
                 owned = self._manual
             else:

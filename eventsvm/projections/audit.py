@@ -26,6 +26,7 @@ from eventsvm.events.codec import Codec, CodecError, Forged
 from eventsvm.events.model import Topic
 from eventsvm.log.port import BEGINNING, EventLog
 from eventsvm.projections.replay import Drain
+from eventsvm.projections.seal import Sealing, require_ring
 
 # what a finding is about
 GAP = "gap"  # a cause or a sequence number missing from the log
@@ -80,6 +81,8 @@ class AuditReport:
     anchored: int = 0
     seconds: float = 0.0
     heads: dict[str, str] = field(default_factory=dict)
+    # False when the log counted records it did not return (a GAP finding says so)
+    complete: bool = True
 
     @property
     def clean(self) -> bool:
@@ -102,10 +105,15 @@ def _loc(s: _Stored) -> str:
 
 
 def verify(log: EventLog, codec: Codec, anchor: dict[str, str] | None = None,
-           topics: Iterable[str] | None = None, stall_s: float = 5.0) -> AuditReport:
+           topics: Iterable[str] | None = None, stall_s: float = 5.0,
+           sealing: Sealing | None = None) -> AuditReport:
     """Check the writer of every event and every link of every chain in `topics` (every topic by
-    default), and the chain heads saved in `anchor` (event id → hash) if given."""
+    default), and the chain heads saved in `anchor` (event id → hash) if given. Every record read
+    goes into `sealing` (which should hold no old seal: an auditor verifies every signature), for
+    a verified seal of what was read."""
     started = time.perf_counter()
+    if sealing is not None:
+        require_ring(codec)
     report = AuditReport()
     names = [str(t) for t in (topics or Topic)]
     existing = set(log.list_topics())
@@ -118,9 +126,13 @@ def verify(log: EventLog, codec: Codec, anchor: dict[str, str] | None = None,
             for record in records:
                 report.events += 1
                 instance = (record.key or b"").decode("utf-8", "replace")
+                if sealing is not None:
+                    sealing.vouched(record)
                 try:
                     event = codec.decode(record.value)
                 except CodecError as exc:
+                    if sealing is not None:
+                        sealing.refuse(record)
                     where = f"{record.topic}:{record.partition}:{record.offset}"
                     broken.setdefault(instance, []).append(where)
                     kind, detail = (FORGED, f"not applied by any fold: {exc}") if isinstance(exc, Forged) \
@@ -140,6 +152,7 @@ def verify(log: EventLog, codec: Codec, anchor: dict[str, str] | None = None,
                 by_id[event.event_id] = stored
     finally:
         reader.close()
+    report.complete = drain.complete
     if not drain.complete:
         report.findings.append(Finding(GAP, "", -1, -1, "", None, f"the log counts records it did not return "
                                        f"within {stall_s:g}s: a record removed from the store, or an engine "

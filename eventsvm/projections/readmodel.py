@@ -20,6 +20,7 @@ from typing import Any
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType, Topic, event_hash
 from eventsvm.log.port import BEGINNING, EventLog, LogError, OutRecord, Reader, Record, partition_for
+from eventsvm.projections.seal import SealBroken, Sealing, SealStore, UntrustedSeal, require_ring
 from eventsvm.runtime.fold_letters import FoldLetters
 from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.identity import IdentityState
@@ -120,6 +121,19 @@ TAIL_FIRST_PAUSE_S = 0.2
 TAIL_MAX_PAUSE_S = 5.0
 
 
+def _sealing(seals: SealStore | None, log_: EventLog, codec: Codec) -> Sealing | None:
+    """A reading under the data dir's verified seal, if it can be trusted (else one that builds
+    the next seal, every signature verified)."""
+    if seals is None:
+        return None
+    require_ring(codec)
+    try:
+        return Sealing(seals.load(log_))
+    except UntrustedSeal as exc:
+        log.warning("read model: seal ignored, every signature verified: %s", exc)
+        return Sealing()
+
+
 class LockHeldDuringAppend(RuntimeError):
     """`append` was called by a thread holding the read model's lock (a programming error)."""
 
@@ -147,22 +161,49 @@ class ReadModel:
         self.listeners: list[EventListener] = []
         self.fold_letters = FoldLetters(FOLD_NAME, codec)
 
-    def start(self, tail: bool = True) -> None:
-        """Create the topics, fold the whole log, then keep folding in a background thread."""
+    def start(self, tail: bool = True, seals: SealStore | None = None) -> None:
+        """Create the topics, fold the whole log, then keep folding in a background thread.
+
+        With `seals`, records under the data dir's verified seal are folded without verifying their
+        signatures again (eventsvm.projections.seal) and what was read is sealed afterwards. When
+        the log no longer matches the seal, what was folded is dropped (fresh models and dead
+        letters; nothing has read them: no listener is subscribed and nothing served before start
+        returns) and the log is read again with every signature verified."""
         self.log.create_topics([str(t) for t in ALL_TOPICS])
-        self._reader = self.log.reader([str(t) for t in ALL_TOPICS], BEGINNING)
         # Folding the whole log only adds objects, none of them cyclic: the collector would walk
         # the growing models again and again for nothing (see eventsvm.replay).
         collecting = gc.isenabled()
         gc.disable()
         try:
-            self.catch_up(to_end=True)
+            sealing = _sealing(seals, self.log, self.codec)
+            try:
+                self._rebuild(sealing)
+            except SealBroken as exc:
+                log.error("read model: %s; reading the log again, every signature verified", exc)
+                self.models = Models()
+                self.fold_letters = FoldLetters(FOLD_NAME, self.codec)
+                sealing = None
+                self._rebuild(None)
         finally:
             if collecting:
                 gc.enable()
+        if seals is not None and sealing is not None:
+            try:
+                seals.save(sealing)
+            except OSError as exc:  # a seal spares the next start time; without one it verifies
+                log.warning("read model: could not write the verified seal %s: %s", seals.path, exc)
         if tail:
             self._thread = threading.Thread(target=self._tail, name="projector", daemon=True)
             self._thread.start()
+
+    def _rebuild(self, sealing: Sealing | None) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        self._reader = self.log.reader([str(t) for t in ALL_TOPICS], BEGINNING)
+        with self._reading:
+            self._catch_up(self._reader, True, sealing)
+        if sealing is not None:
+            sealing.finish()
 
     def catch_up(self, to_end: bool = False) -> int:
         """Fold what has arrived; with `to_end`, keep going until the end as of now."""
@@ -170,14 +211,14 @@ class ReadModel:
         with self._reading:
             return self._catch_up(self._reader, to_end)
 
-    def _catch_up(self, reader: Reader, to_end: bool) -> int:
+    def _catch_up(self, reader: Reader, to_end: bool, sealing: Sealing | None = None) -> int:
         folded = 0
         while True:
             records = reader.poll(5000, timeout=0.05 if to_end else 0.2)
             if records:
                 with self.lock:
                     for record in records:
-                        folded += self._fold_record(record)
+                        folded += self._fold_record(record, sealing)
                     self._changed.notify_all()
             if to_end:
                 # checked after every batch: once at the end, one more poll would only wait out its timeout
@@ -188,9 +229,12 @@ class ReadModel:
                 self.fold_letters.flush(self.log)
                 return folded
 
-    def _fold_record(self, record: Record) -> int:
-        event = self.fold_letters.decoded(record)
+    def _fold_record(self, record: Record, sealing: Sealing | None = None) -> int:
+        sealed = sealing is not None and sealing.vouched(record)
+        event = self.fold_letters.decoded(record, sealed)
         if event is None:
+            if sealing is not None:
+                sealing.refuse(record)
             return 0
         if event.event_id in self._own:
             self._own.discard(event.event_id)

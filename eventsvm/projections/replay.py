@@ -22,6 +22,7 @@ from typing import Any
 from eventsvm.events.codec import Codec, CodecError
 from eventsvm.log.port import BEGINNING, EventLog, Reader, Record, TopicPartition
 from eventsvm.projections.readmodel import ALL_TOPICS, Models, fold
+from eventsvm.projections.seal import Sealing, require_ring
 from eventsvm.state.instances import (
     FOLDED_BODY_FIELDS,
     INSTANCE_EVENT_TYPES,
@@ -141,6 +142,8 @@ class ReplayReport:
     complete: bool = True
     # records the fold raised on, skipped as the live read model skips them (it dead-letters them)
     unfoldable: int = 0
+    # records a verified seal vouched for, whose signatures were therefore not verified again
+    sealed: int = 0
 
     @property
     def events(self) -> int:
@@ -154,9 +157,15 @@ class ReplayReport:
 
 
 def replay(log: EventLog, codec: Codec, until: Until | None = None, topics: Iterable[str] | None = None,
-           batch: int = 10_000, stall_s: float = 5.0) -> tuple[Models, ReplayReport]:
-    """Fold the log from its beginning into fresh read models (up to `until`)."""
+           batch: int = 10_000, stall_s: float = 5.0,
+           sealing: Sealing | None = None) -> tuple[Models, ReplayReport]:
+    """Fold the log from its beginning into fresh read models (up to `until`). With `sealing`, the
+    records its seal vouches for skip the Ed25519 verify (eventsvm.projections.seal) and every
+    record read goes into the next seal; SealBroken when the log no longer matches the seal, and
+    then nothing of the replay is returned."""
     started = time.perf_counter()
+    if sealing is not None:
+        require_ring(codec)
     names = [str(t) for t in (topics or ALL_TOPICS)]
     existing = set(log.list_topics())
     reader = log.reader([t for t in names if t in existing], BEGINNING)
@@ -165,9 +174,13 @@ def replay(log: EventLog, codec: Codec, until: Until | None = None, topics: Iter
     projection = models.instances
     # instance events come with only the body fields the fold reads (checked whole all the same)
     decode = codec.projected(FOLDED_BODY_FIELDS, UNFOLDED_ENVELOPE_FIELDS)
+    vouched = sealing.vouched if sealing is not None else None
+    decode_sealed = codec.projected(FOLDED_BODY_FIELDS, UNFOLDED_ENVELOPE_FIELDS, sealed=True) \
+        if sealing is not None and sealing.old is not None else decode
     instance_kinds = INSTANCE_EVENT_TYPES
     until_ms = until.ms if until is not None else None
     limits = dict(until.offsets) if until is not None else {}
+    stopping = until_ms is not None or bool(limits)
     # An instance's hash is the one of its newest event's stored bytes: hashing only those, once at
     # the end, spares a SHA-256 for every event that a later one supersedes (most of them).
     newest: dict[str, bytes] = {}
@@ -180,14 +193,18 @@ def replay(log: EventLog, codec: Codec, until: Until | None = None, topics: Iter
     try:
         for records in drain:
             read += len(records)
-            if until_ms is not None or limits:
-                records = [r for r in records if _before(r, until_ms, limits)]
             for record in records:
+                # every record read goes through the seal's digest, those past `until` too
+                sealed = vouched is not None and vouched(record)
+                if stopping and not _before(record, until_ms, limits):
+                    continue
                 data = record.value
                 try:
-                    event = decode(data)
+                    event = decode_sealed(data) if sealed else decode(data)
                 except CodecError:  # the live model skips what it cannot decode; so does a replay
                     undecodable += 1
+                    if sealing is not None:
+                        sealing.refuse(record)
                     continue
                 topic = record.topic
                 try:
@@ -202,6 +219,8 @@ def replay(log: EventLog, codec: Codec, until: Until | None = None, topics: Iter
                     unfoldable += 1
                     logger.warning("replay: skipped %s@%d/%d, which the fold cannot apply: %s: %s",
                                    topic, record.partition, record.offset, type(exc).__name__, exc)
+        if sealing is not None:
+            sealing.finish()
     finally:
         if collecting:
             gc.enable()
@@ -211,7 +230,8 @@ def replay(log: EventLog, codec: Codec, until: Until | None = None, topics: Iter
     for instance_id, data in newest.items():
         instances[instance_id].last_hash = sha256(data).hexdigest()
     report = ReplayReport(dict(sorted(counts.items())), dict(sorted(projection.by_status().items())),
-                          undecodable, read, time.perf_counter() - started, until, drain.complete, unfoldable)
+                          undecodable, read, time.perf_counter() - started, until, drain.complete, unfoldable,
+                          sealing.vouched_count if sealing is not None else 0)
     return models, report
 
 

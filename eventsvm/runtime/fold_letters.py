@@ -84,11 +84,12 @@ class FoldLetters:
         # a replayed copy (instance topics are safe from one: their folds go by sequence)
         self._placed: dict[str, tuple[str, int, int]] = {}
 
-    def decoded(self, record: Record) -> Event | None:
+    def decoded(self, record: Record, sealed: bool = False) -> Event | None:
         """The record's event; None when it cannot be decoded or its writer cannot be trusted (the
-        codec's key ring checks that), lettered as `undecodable` says."""
+        codec's key ring checks that; `sealed`: see `Codec.decode_sealed`), lettered as
+        `undecodable` says."""
         try:
-            event = self.codec.decode(record.value)
+            event = self.codec.decode_sealed(record.value) if sealed else self.codec.decode(record.value)
         except CodecError as exc:
             self.undecodable(record, exc)
             return None

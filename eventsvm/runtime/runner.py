@@ -12,7 +12,9 @@ covers are stepped over undecoded (eventsvm/snapshot.py).
 
 A log that cannot be reached (a broker down, a locked or full SQLite file) is a pause, never the
 end of the thread: `run` drops its member and reader, waits with a growing, jittered backoff and
-starts again, which rebuilds the state and rejoins the group (docs/decisions.md).
+starts again, which rebuilds the state and rejoins the group (docs/decisions.md). A member that can
+never commit again (MemberDead: fenced by a newer incarnation of its name, or failed for good) is
+replaced the same way; one whose partitions merely moved (Fenced) is rewound and polled again.
 """
 
 from __future__ import annotations
@@ -27,7 +29,17 @@ from typing import Generic, TypeVar
 
 from eventsvm.events.codec import Codec, CodecError, Forged
 from eventsvm.events.model import Event, EventType, Topic, event_hash, new_event
-from eventsvm.log.port import BEGINNING, EventLog, Fenced, GroupMember, LogError, OutRecord, Reader, Record
+from eventsvm.log.port import (
+    BEGINNING,
+    EventLog,
+    Fenced,
+    GroupMember,
+    LogError,
+    MemberDead,
+    OutRecord,
+    Reader,
+    Record,
+)
 from eventsvm.runtime.fold_letters import FoldLetters
 from eventsvm.runtime.service import Rejected, Service, StepContext, Transient
 from eventsvm.runtime.snapshot import Snapshot, SnapshotStore, now_ms, state_version
@@ -210,12 +222,13 @@ class ServiceRunner(Generic[S]):
 
     @property
     def paused(self) -> bool:
-        """True while the runner waits for the log to come back."""
+        """True while the runner waits for the log to come back (or to replace a dead member)."""
         return self.outages > 0
 
     def run(self, stop: threading.Event) -> None:
         """Step until `stop` is set; the step in hand is finished and committed first. While the
-        log cannot be reached the runner waits and starts again instead of returning."""
+        log cannot be reached, or once its member can never commit again, the runner waits and
+        starts again (a new member) instead of returning."""
         try:
             while not stop.is_set():
                 try:
@@ -224,10 +237,16 @@ class ServiceRunner(Generic[S]):
                     self.step()
                     self.outages = 0
                 except LogError as exc:
+                    # A dead member counts as an outage too: should two processes run under one
+                    # member name, each fences the other in turn, and the growing pause spaces that.
                     self.outages += 1
                     pause = outage_pause(self.outages)
-                    log.warning("%s: the log is unavailable (%s); starting again in %.1f s",
-                                self.service.name, exc, pause)
+                    if isinstance(exc, MemberDead):
+                        log.warning("%s: member %s can never commit again (%s); replacing it in %.1f s",
+                                    self.service.name, self.member_name, exc, pause)
+                    else:
+                        log.warning("%s: the log is unavailable (%s); starting again in %.1f s",
+                                    self.service.name, exc, pause)
                     self._drop()
                     stop.wait(pause)
         finally:
@@ -287,6 +306,8 @@ class ServiceRunner(Generic[S]):
             try:
                 self._member.commit_step(out_records, records)
                 return
+            except MemberDead:
+                raise  # rewinding it would only meet the same refusal: `run` replaces it
             except Fenced:
                 log.info("%s: partitions moved before commit; rebuilding state", self.service.name)
                 self._abandon()

@@ -140,7 +140,7 @@ class SnapshotStore:
         except _Untrusted as exc:
             snapshot, reason = None, str(exc)
         if snapshot is not None and log_ is not None:
-            reason = _beyond_log(snapshot, log_)
+            reason = beyond_log(snapshot.positions, log_)
         if reason is not None:
             log.warning("snapshot %s ignored (%s); replaying in full", path, reason)
             return None
@@ -177,10 +177,11 @@ class _Untrusted(Exception):
     """Why a snapshot file cannot be used."""
 
 
-def _beyond_log(snapshot: Snapshot, log_: EventLog) -> str | None:
-    """Why the log cannot be the one the snapshot was taken from (it is shorter), or None."""
+def beyond_log(positions: dict[TopicPartition, int], log_: EventLog) -> str | None:
+    """Why the log cannot be the one these positions (next offsets) were read from, because it is
+    shorter (a snapshot's, a seal's), or None."""
     ends: dict[str, dict[int, int]] = {}
-    for (topic, partition), offset in snapshot.positions.items():
+    for (topic, partition), offset in positions.items():
         if topic not in ends:
             try:
                 ends[topic] = log_.end_offsets(topic)

@@ -33,6 +33,11 @@ _DELETED_STATES: _States = ("DELETED", "deleted", None)
 # a failure another attempt will retry, and a final one
 _RETRYING_STATES: _States = ("BUILD", "building", "scheduling")
 _ERROR_STATES: _States = ("ERROR", "error", None)
+# an unshelve runs through the boot's stages (its spec says so) but shows nova's states: the
+# conductor's placement keeps `unshelving`, the host's _unshelve_instance sets `spawning`, and the
+# vm_state stays shelved_offloaded until the guest runs
+_UNSHELVE_SCHEDULED_STATES: _States = ("SHELVED_OFFLOADED", "shelved_offloaded", "unshelving")
+_UNSHELVE_RESOLVED_STATES: _States = ("SHELVED_OFFLOADED", "shelved_offloaded", "spawning")
 
 # nova's instance-action event names, for os-instance-actions
 ACTION_EVENT_NAMES: dict[EventType, str] = {
@@ -245,18 +250,27 @@ def _place(inst: Instance, host: str | None, sequence: int) -> None:
         inst.host = host
 
 
+def _unshelving(body: dict[str, Any]) -> bool:
+    """Whether a boot stage's event carries out an unshelve (its spec says so since scheduled v2,
+    resources_resolved v3 and failed v3; older events read False)."""
+    spec = body.get("spec")
+    return bool(spec and spec.get("unshelve"))
+
+
 def _scheduled(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     _take_attempt(inst, body)
     _place(inst, body["host"], event.sequence)
     inst.claim = body["claim"]
-    _advance(inst, (0, event.sequence, event.event_id), _SCHEDULED_STATES)
+    states = _UNSHELVE_SCHEDULED_STATES if _unshelving(body) else _SCHEDULED_STATES
+    _advance(inst, (0, event.sequence, event.event_id), states)
 
 
 def _resources_resolved(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     _take_attempt(inst, body)
     _place(inst, body["host"], event.sequence)
     inst.ports = list(body.get("ports") or [])
-    _advance(inst, (0, event.sequence, event.event_id), _RESOURCES_RESOLVED_STATES)
+    states = _UNSHELVE_RESOLVED_STATES if _unshelving(body) else _RESOURCES_RESOLVED_STATES
+    _advance(inst, (0, event.sequence, event.event_id), states)
 
 
 def _spawned(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -275,7 +289,8 @@ def _spawned(inst: Instance, event: Event, body: dict[str, Any]) -> None:
 
 def _failed(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     if not body["final"]:
-        _advance(inst, (0, event.sequence, event.event_id), _RETRYING_STATES)
+        states = _UNSHELVE_SCHEDULED_STATES if _unshelving(body) else _RETRYING_STATES
+        _advance(inst, (0, event.sequence, event.event_id), states)
         return
     # the fault is the final failure's even when a deletion outranks it
     inst.fault = {
@@ -512,11 +527,13 @@ FOLDED_BODY_FIELDS: dict[EventType, dict[str, Any]] = {
         "name", "flavor_id", "image_id", "key_name", "availability_zone", "metadata", "description",
         "networks", "access_ipv4", "access_ipv6", "reservation_id", "server_group_id")),
     EventType.INSTANCE_AUTHENTICATED: {"spec": {"flavor": None}},
-    EventType.INSTANCE_SCHEDULED: dict.fromkeys(("host", "attempt", "claim")),
-    EventType.INSTANCE_RESOURCES_RESOLVED: dict.fromkeys(("host", "attempt", "ports")),
+    EventType.INSTANCE_SCHEDULED: {**dict.fromkeys(("host", "attempt", "claim")), "spec": {"unshelve": None}},
+    EventType.INSTANCE_RESOURCES_RESOLVED: {**dict.fromkeys(("host", "attempt", "ports")),
+                                            "spec": {"unshelve": None}},
     EventType.INSTANCE_SPAWNED: dict.fromkeys(
         ("host", "launched_at", "flavor", "addresses", "power_state", "claim")),
-    EventType.INSTANCE_FAILED: dict.fromkeys(("host", "reason", "final", "code", "details")),
+    EventType.INSTANCE_FAILED: {**dict.fromkeys(("host", "reason", "final", "code", "details")),
+                                "spec": {"unshelve": None}},
     EventType.INSTANCE_DELETE_REQUESTED: {"host": None},
     EventType.INSTANCE_DELETE_DISPATCHED: {"host": None},
     EventType.INSTANCE_DELETED: dict.fromkeys(("host", "terminated_at")),

@@ -106,6 +106,10 @@ class Creator:
     prefix: str = "chaos"
     burst: int = 0  # with pause_s: sleep pause_s after every `burst` servers accepted
     pause_s: float = 0.0
+    # with hold_at: wait for `resume` once hold_at servers are accepted (the test breaks something
+    # meanwhile, so the next request is sure to meet it however fast the first ones went)
+    hold_at: int = 0
+    resume: threading.Event = field(default_factory=threading.Event)
     accepted: dict[str, str] = field(default_factory=dict)  # name -> server id
     unavailable: list[httpx.Response] = field(default_factory=list)
     other: list[httpx.Response] = field(default_factory=list)
@@ -115,6 +119,8 @@ class Creator:
         with httpx.Client(timeout=120) as client:
             for i in range(self.count):
                 name = f"{self.prefix}-{i}"
+                if self.hold_at and i == self.hold_at:
+                    self.resume.wait()
                 while name not in self.accepted:
                     answer = client.post(f"{self.url}/compute/v2.1/servers", json=self.body(name),
                                          headers={"X-Auth-Token": self.token})
@@ -196,11 +202,12 @@ def test_a_broker_killed_while_servers_are_created_is_a_pause_and_every_accepted
 ) -> None:
     process, url, log_file = cloud_on
     client, demo, body = demo_without_quota(url)
-    creator = Creator(url, demo, body)
+    creator = Creator(url, demo, body, hold_at=20)
     thread = threading.Thread(target=creator.run, daemon=True)
     thread.start()
     wait_for(lambda: len(creator.accepted) >= 20, 120, "20 servers accepted before the kill")
     own_broker.kill()
+    creator.resume.set()  # the rest are created into the outage
     time.sleep(DOWN_S)  # the outage itself
     assert process.poll() is None, log_file.read_text()[-3000:]
     own_broker.start()

@@ -47,9 +47,9 @@ def test_a_projected_event_has_the_kept_body_fields_and_the_whole_envelope() -> 
         assert part.body == kept(whole.body, FOLDED_BODY_FIELDS[event.type])
         assert [getattr(part, f) for f in Event.__slots__ if f != "body"] == \
             [getattr(whole, f) for f in Event.__slots__ if f != "body"]
-    # what a scheduled event repeats of the request is not built at all
+    # of what a scheduled event repeats of the request only whether it is an unshelve is built
     scheduled = next(e for e in every_instance_event() if e.type == EventType.INSTANCE_SCHEDULED)
-    assert "spec" not in decode(codec.encode(scheduled)).body
+    assert decode(codec.encode(scheduled)).body["spec"] == {"unshelve": False}
 
 
 @pytest.mark.parametrize("native", [pytest.param(True, marks=native_only), False], ids=["c", "python"])

@@ -145,7 +145,7 @@ def test_old_writer_is_read_by_the_current_reader(codec: Codec) -> None:
 def test_versions_and_peek(codec: Codec) -> None:
     assert codec.versions(EventType.INSTANCE_REQUESTED) == [1, 2, 3, 4, 5]
     assert codec.versions(EventType.INSTANCE_SPAWNED) == [1, 2]
-    assert codec.versions(EventType.INSTANCE_SCHEDULED) == [1]
+    assert codec.versions(EventType.INSTANCE_SCHEDULED) == [1, 2]
     data = encode(requested_event())
     assert codec.peek(data) == (EventType.INSTANCE_REQUESTED, 5)
     assert data[2:HEADER_SIZE] == codec.fingerprint(EventType.INSTANCE_REQUESTED, 5)

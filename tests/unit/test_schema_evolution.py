@@ -15,7 +15,7 @@ import pytest
 from fastavro import schemaless_reader, schemaless_writer
 
 from eventsvm.events.codec import MARKER, Codec, default_codec
-from eventsvm.events.model import EventType
+from eventsvm.events.model import EventType, new_event
 from eventsvm.scheduler.claims import Claim, claim_in
 from tests.factories import instance_chain, random_datum
 
@@ -222,10 +222,51 @@ def test_a_v1_reader_reads_v2_events_and_steps_over_the_claim(event_type: EventT
     [event] = [e for e in instance_chain(random.Random(7)) if e.type == event_type]
     assert event.body["claim"] is not None
     data = CODEC.encode(event)
-    assert CODEC.peek(data) == (event_type, 2)
-    v1, v2 = (CODEC.parsed_schema(CODEC.schema(event_type, v)) for v in (1, 2))
+    written = CODEC.peek(data)[1]
+    assert written >= 2
+    v1, current = (CODEC.parsed_schema(CODEC.schema(event_type, v)) for v in (1, written))
     stream = io.BytesIO(data[len(MARKER) + 8:])
-    old = schemaless_reader(stream, v2.parsed, v1.parsed)
+    old = schemaless_reader(stream, current.parsed, v1.parsed)
     assert "claim" not in old["body"]
-    assert old["body"] == {k: v for k, v in event.body.items() if k != "claim"}
+    expected = {k: v for k, v in event.body.items() if k != "claim"}
+    if "spec" in expected:  # resources_resolved v3's spec also says whether it is an unshelve
+        expected["spec"] = {k: v for k, v in expected["spec"].items() if k != "unshelve"}
+    assert old["body"] == expected
     assert old["event_id"] == event.event_id
+
+
+# scheduled v2, resources_resolved v3 and failed v3 add `unshelve` to the request spec they carry
+_UNSHELVE_SPEC = [(EventType.INSTANCE_SCHEDULED, 1), (EventType.INSTANCE_RESOURCES_RESOLVED, 2),
+                  (EventType.INSTANCE_FAILED, 2)]
+
+
+@pytest.mark.parametrize(("event_type", "before"), _UNSHELVE_SPEC)
+def test_events_written_before_the_unshelve_flag_read_as_a_boot(event_type: EventType, before: int) -> None:
+    old = CODEC.parsed_schema(CODEC.schema(event_type, before))
+    record = random_datum(old.parsed, old.names, random.Random(11))
+    if record["body"].get("spec") is None:  # failed's spec may be null; an unshelve's never is
+        [scheduled] = [e for e in instance_chain(random.Random(8)) if e.type == EventType.INSTANCE_SCHEDULED]
+        record["body"]["spec"] = scheduled.body["spec"]
+    event = CODEC.decode(_encode_with(CODEC, event_type, before, record))
+    assert event.body["spec"]["unshelve"] is False
+
+
+@pytest.mark.parametrize(("event_type", "before"), _UNSHELVE_SPEC)
+def test_a_reader_without_the_flag_reads_an_unshelve_placement(event_type: EventType, before: int) -> None:
+    """A service not yet upgraded still reads an unshelve's events, as the boot steps they are."""
+    [sample] = [e for e in instance_chain(random.Random(9)) if e.type == EventType.INSTANCE_SCHEDULED]
+    body = {**sample.body, "spec": {**sample.body["spec"], "unshelve": True}}
+    if event_type == EventType.INSTANCE_FAILED:
+        body = {"stage": "spawn", "reason": "libvirt said no", "code": 500, "retryable": True, "final": False,
+                "host": "h1", "attempt": 1, "details": None, "alternates": ["h2"], "spec": body["spec"],
+                "reservation_id": None}
+    elif event_type == EventType.INSTANCE_RESOURCES_RESOLVED:
+        [resolved] = [e for e in instance_chain(random.Random(9)) if e.type == event_type]
+        body = {**resolved.body, "spec": body["spec"]}
+    event = new_event(event_type, sample.aggregate_id, body)
+    data = CODEC.encode(event)
+    assert CODEC.decode(data).body["spec"]["unshelve"] is True
+    old, current = (CODEC.parsed_schema(CODEC.schema(event_type, v)) for v in (before, CODEC.peek(data)[1]))
+    read = schemaless_reader(io.BytesIO(data[len(MARKER) + 8:]), current.parsed, old.parsed)
+    assert "unshelve" not in read["body"]["spec"]
+    assert read["body"]["spec"]["image_id"] == body["spec"]["image_id"]
