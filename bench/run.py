@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--scale", type=float, default=1.0, help="size factor; 0.1 for a smoke run")
     parser.add_argument("--no-save", action="store_true", help="print only, write no result files")
+    parser.add_argument("--results", metavar="NAME",
+                        help="write bench/results/NAME.json only (a partial run: latest.md stays)")
     args = parser.parse_args(argv)
     info = machine()
     with tempfile.TemporaryDirectory(prefix="eventsvm-bench-") as workdir:
@@ -127,10 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         record = {"when": now.isoformat(timespec="seconds"), "machine": info,
                   "repetitions": args.repetitions, "scale": args.scale,
                   "results": [r.summary() for r in results]}
-        path = RESULTS / f"{now:%Y-%m-%d}-{info['hostname']}.json"
+        stem = args.results or f"{now:%Y-%m-%d}-{info['hostname']}"
+        path = RESULTS / f"{stem}.json"
         path.write_text(json.dumps(record, indent=2) + "\n")
-        (RESULTS / "latest.md").write_text(text)
-        print(f"wrote {path.relative_to(RESULTS.parent.parent)} and bench/results/latest.md", file=sys.stderr)
+        if args.results is None:
+            (RESULTS / "latest.md").write_text(text)
+        print(f"wrote {path.relative_to(RESULTS.parent.parent)}", file=sys.stderr)
     return 0
 
 

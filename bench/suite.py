@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 # Modules whose import registers benchmarks, in the order they run.
-MODULES = ["bench.codec_bench", "bench.log_bench", "bench.replay", "bench.api_bench", "bench.burst_bench"]
+MODULES = [
+    "bench.codec_bench", "bench.log_bench", "bench.replay", "bench.scheduler_bench", "bench.api_bench",
+    "bench.burst_bench",
+]
 
 
 class Skip(Exception):

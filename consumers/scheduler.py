@@ -19,10 +19,12 @@ from eventsvm.events.builders import failed
 from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext
 from eventsvm.scheduler.claims import Claim, claim_for, claim_in
+from eventsvm.scheduler.host_index import HostIndex
 from eventsvm.scheduler.host_state import HostState
 from eventsvm.scheduler.policy import SchedulerPolicy
+from eventsvm.scheduler.ranked import select_ranked
 from eventsvm.scheduler.request import SchedulingRequest
-from eventsvm.scheduler.select import NoValidHost, select_destinations
+from eventsvm.scheduler.select import NoValidHost, Selection, select_destinations
 from eventsvm.state.server_actions import OFFLOADING_ACTIONS
 from eventsvm.state.server_moves import SCHEDULED, MoveClaims, resize_key
 
@@ -35,6 +37,9 @@ class SchedulerSettings:
     max_attempts: int = 3
     # nova's allow_resize_to_same_host, False by default as there
     allow_resize_to_same_host: bool = False
+    # False: filter and weigh every host on each decision (select_destinations, the reference the
+    # indexed path must equal); for the benchmark's before/after, and a way out if one ever differs
+    indexed_selection: bool = True
 
 
 @dataclass
@@ -56,18 +61,32 @@ class SchedulerState:
     # claims on hosts whose registration is not folded yet: a rebuild reads the hosts topic and the
     # instance topics in no fixed order, so a claim may come first; it is applied at registration
     unregistered: dict[str, dict[str, Claim]] = field(default_factory=dict)
+    # `hosts` in order by name and by each weigher's figure; every change to `hosts` goes through
+    # `put`, which keeps the two equal
+    index: HostIndex = field(default_factory=HostIndex)
+
+    def put(self, host: HostState) -> None:
+        """Record the host's new state, in `hosts` and in the index."""
+        self.index.put(host, self.hosts.get(host.name))
+        self.hosts[host.name] = host
+
+    def select(self, request: SchedulingRequest, settings: SchedulerSettings) -> Selection:
+        """The host and alternates nova's filters and weighers choose among the registered hosts."""
+        if settings.indexed_selection:
+            return select_ranked(self.hosts, self.index, request, settings.policy)
+        return select_destinations(self.hosts.values(), request, settings.policy)
 
     def hold(self, host: str, key: str, claim: Claim) -> None:
         """Claim `claim` under `key` on `host`, registered yet or not."""
         if host in self.hosts:
-            self.hosts[host] = self.hosts[host].claim(key, *claim.as_tuple())
+            self.put(self.hosts[host].claim(key, *claim.as_tuple()))
         else:
             self.unregistered.setdefault(host, {}).setdefault(key, claim)
 
     def free(self, host: str, key: str) -> None:
         """Give back what `key` holds on `host`, registered yet or not."""
         if host in self.hosts:
-            self.hosts[host] = self.hosts[host].release(key)
+            self.put(self.hosts[host].release(key))
         else:
             self.unregistered.get(host, {}).pop(key, None)
 
@@ -75,7 +94,7 @@ class SchedulerState:
         """The host as registered, with the claims read before its registration."""
         for key, claim in self.unregistered.pop(host.name, {}).items():
             host = host.claim(key, *claim.as_tuple())
-        self.hosts[host.name] = host
+        self.put(host)
 
     def release(self, instance_id: str, resize_too: bool = True) -> None:
         """Drop the instance's claim wherever it is, and a resize's at its destination unless
@@ -117,9 +136,7 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
     elif kind == EventType.HOST_UPDATED and body["name"] in state.hosts:
         host = state.hosts[body["name"]]
         if body.get("enabled") is not None:
-            state.hosts[body["name"]] = replace(
-                host, enabled=body["enabled"], disabled_reason=body.get("disabled_reason")
-            )
+            state.put(replace(host, enabled=body["enabled"], disabled_reason=body.get("disabled_reason")))
     elif kind == EventType.INSTANCE_SCHEDULED:
         _answered(state, event)
         if state.moves.moved_since(instance_id, event.sequence):
@@ -259,7 +276,7 @@ def _place_resize(state: SchedulerState, event: Event, settings: SchedulerSettin
     ignore = frozenset() if settings.allow_resize_to_same_host else frozenset({source})
     try:
         request = _request(instance_id, spec, state, 0, ignore)
-        selection = select_destinations(state.hosts.values(), request, settings.policy)
+        selection = state.select(request, settings)
     except NoValidHost as exc:
         failure = {**body, "step": SCHEDULED, "host": None, "vm_state": body["vm_state"], "task_state": None,
                    "reason": str(exc), "code": 500}
@@ -276,7 +293,7 @@ def _place(state: SchedulerState, event: Event, settings: SchedulerSettings) -> 
     spec = event.body["spec"]
     try:
         request = _request(event.aggregate_id, spec, state, settings.max_attempts - 1)
-        selection = select_destinations(state.hosts.values(), request, settings.policy)
+        selection = state.select(request, settings)
     except NoValidHost as exc:
         return [Output(failed(event, "schedule", str(exc), code=500, details=exc.explanation))]
     except ValueError as exc:
@@ -340,7 +357,7 @@ def _unshelve(state: SchedulerState, event: Event, settings: SchedulerSettings) 
         spec["image_id"] = event.body["image_id"]
     try:
         request = _request(instance_id, spec, state, settings.max_attempts - 1)
-        selection = select_destinations(state.hosts.values(), request, settings.policy)
+        selection = state.select(request, settings)
     except NoValidHost as exc:
         refused = {"action": "unshelve", "host": "", "vm_state": event.body["vm_state"], "power_state": 0,
                    "reason": f"{exc}: {exc.explanation}"}

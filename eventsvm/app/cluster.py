@@ -44,7 +44,34 @@ def register_host(log_: EventLog, codec: Codec, host: ComputeHost, hypervisor_ty
 
     A host keeps the slot it was first given, so its partition never moves under its spawner.
     """
+    register_hosts(log_, [(host, codec)], hypervisor_type)
+    return host.slot
+
+
+def register_hosts(log_: EventLog, hosts: list[tuple[ComputeHost, Codec]], hypervisor_type: str) -> None:
+    """register_host for many hosts (each with the codec its spawner signs with), reading the hosts
+    topic once: read per host, ten thousand registrations read fifty million records."""
     log_.create_topics([str(Topic.HOSTS)])
+    known = _registered(log_, codec=hosts[0][1]) if hosts else {}
+    records = []
+    for host, codec in hosts:
+        first = host.slot if host.slot >= 0 else len(known)
+        slot = known[host.name]["slot"] if host.name in known else first
+        body = _registration(host, slot, hypervisor_type)
+        if known.get(host.name) != body:
+            event = new_event(EventType.HOST_REGISTERED, host.name, body)
+            records.append(OutRecord(str(Topic.HOSTS), host.name.encode(), codec.encode(event)))
+            known[host.name] = body
+        host.slot = slot
+    for start in range(0, len(records), _REGISTRATION_BATCH):
+        log_.append(records[start : start + _REGISTRATION_BATCH])
+
+
+_REGISTRATION_BATCH = 1000
+
+
+def _registered(log_: EventLog, codec: Codec) -> dict[str, dict[str, Any]]:
+    """Each registered host's latest registration, by name."""
     reader = log_.reader([str(Topic.HOSTS)], BEGINNING)
     known: dict[str, dict[str, Any]] = {}
     try:
@@ -61,9 +88,12 @@ def register_host(log_: EventLog, codec: Codec, host: ComputeHost, hypervisor_ty
                 break
     finally:
         reader.close()
-    slot = known[host.name]["slot"] if host.name in known else (host.slot if host.slot >= 0 else len(known))
+    return known
+
+
+def _registration(host: ComputeHost, slot: int, hypervisor_type: str) -> dict[str, Any]:
     cap = host.capacity
-    body = {
+    return {
         "name": host.name,
         "slot": slot,
         "vcpus": cap.vcpus,
@@ -78,11 +108,6 @@ def register_host(log_: EventLog, codec: Codec, host: ComputeHost, hypervisor_ty
         "hypervisor_uri": host.hypervisor.uri,
         "cpu_arch": "x86_64",
     }
-    if known.get(host.name) != body:
-        event = new_event(EventType.HOST_REGISTERED, host.name, body)
-        log_.append([OutRecord(str(Topic.HOSTS), host.name.encode(), codec.encode(event))])
-    host.slot = slot
-    return slot
 
 
 def paused_of(runner: ServiceRunner[Any]) -> Callable[[], bool]:
@@ -208,8 +233,9 @@ class Cluster:
             host = factory(opts.data_dir, name, index, opts.capacity, opts.broken_hosts.get(name))
             host.shutdown_timeout_s = opts.shutdown_timeout_s
             host.soft_reboot_timeout_s = opts.soft_reboot_timeout_s
-            register_host(self.open_log(), self.codec_of(spawner_writer(name)), host, opts.hypervisor_type)
             self.hosts.append(host)
+        signing = [(host, self.codec_of(spawner_writer(host.name))) for host in self.hosts]
+        register_hosts(self.open_log(), signing, opts.hypervisor_type)
         member = default_member_name()
         snapshots = snapshot_store(opts.data_dir, opts.log)
         settings = PipelineSettings(max_attempts=opts.max_attempts,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -111,24 +110,28 @@ class HostState:
         """
         if instance_id in self.claims:
             return self
-        return dataclasses.replace(
-            self,
-            vcpus_used=self.vcpus_used + vcpus,
-            ram_mb_used=self.ram_mb_used + ram_mb,
-            disk_gb_used=self.disk_gb_used + disk_gb,
-            claims={**self.claims, instance_id: Claim(vcpus=vcpus, ram_mb=ram_mb, disk_gb=disk_gb)},
-        )
+        claims = dict(self.claims)
+        claims[instance_id] = Claim(vcpus=vcpus, ram_mb=ram_mb, disk_gb=disk_gb)
+        return self._with_usage(vcpus, ram_mb, disk_gb, claims)
 
     def release(self, instance_id: str) -> HostState:
         """Return the host with the instance's claim given back; an unknown instance changes nothing."""
         held = self.claims.get(instance_id)
         if held is None:
             return self
-        remaining = {iid: c for iid, c in self.claims.items() if iid != instance_id}
-        return dataclasses.replace(
-            self,
-            vcpus_used=self.vcpus_used - held.vcpus,
-            ram_mb_used=self.ram_mb_used - held.ram_mb,
-            disk_gb_used=self.disk_gb_used - held.disk_gb,
-            claims=remaining,
-        )
+        remaining = dict(self.claims)
+        del remaining[instance_id]
+        return self._with_usage(-held.vcpus, -held.ram_mb, -held.disk_gb, remaining)
+
+    def _with_usage(self, vcpus: int, ram_mb: int, disk_gb: int, claims: dict[str, Claim]) -> HostState:
+        """A copy with usage moved by the given amounts and `claims` as its claims. It skips
+        __post_init__: usage and claims move by the same claim, so the invariant the check guards
+        still holds, and re-summing every claim on each claim made a busy host's claim O(claims)."""
+        changed = object.__new__(HostState)
+        fields = changed.__dict__
+        fields.update(self.__dict__)
+        fields["vcpus_used"] = self.vcpus_used + vcpus
+        fields["ram_mb_used"] = self.ram_mb_used + ram_mb
+        fields["disk_gb_used"] = self.disk_gb_used + disk_gb
+        fields["claims"] = claims
+        return changed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eventsvm.scheduler.weighers.base import HostWeigher, normalize
+from eventsvm.scheduler.weighers.base import HostKeyWeigher, HostWeigher, normalize
 from eventsvm.scheduler.weighers.cpu import CPUWeigher
 from eventsvm.scheduler.weighers.disk import DiskWeigher
 from eventsvm.scheduler.weighers.ram import RAMWeigher
@@ -14,5 +14,7 @@ from eventsvm.scheduler.weighers.server_group_soft import (
 WEIGHERS: dict[str, type[HostWeigher]] = {cls.name: cls for cls in (
     RAMWeigher, DiskWeigher, CPUWeigher, ServerGroupSoftAffinityWeigher, ServerGroupSoftAntiAffinityWeigher)}
 
-__all__ = ["WEIGHERS", "CPUWeigher", "DiskWeigher", "HostWeigher", "RAMWeigher",
-           "ServerGroupSoftAffinityWeigher", "ServerGroupSoftAntiAffinityWeigher", "normalize"]
+__all__ = [
+    "WEIGHERS", "CPUWeigher", "DiskWeigher", "HostKeyWeigher", "HostWeigher", "RAMWeigher",
+    "ServerGroupSoftAffinityWeigher", "ServerGroupSoftAntiAffinityWeigher", "normalize",
+]

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from eventsvm.scheduler.host_state import HostState
-from eventsvm.scheduler.request import SchedulingRequest
-from eventsvm.scheduler.weighers.base import HostWeigher
+from eventsvm.scheduler.weighers.base import HostKeyWeigher
 
 
-class CPUWeigher(HostWeigher):
+class CPUWeigher(HostKeyWeigher):
     """Weighs a host by the vCPUs it has left under its CPU allocation ratio."""
 
     name = "CPUWeigher"
-
-    def raw_weight(self, host: HostState, request: SchedulingRequest) -> float:
-        """Free vCPUs, overcommit included."""
-        return host.free_vcpus
+    host_key = "free_vcpus"

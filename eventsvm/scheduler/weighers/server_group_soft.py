@@ -24,6 +24,11 @@ class _SoftGroupWeigher(HostWeigher):
             return 0.0
         return self.sign * request.group_member_counts.get(host.name, 0)
 
+    def weighs_all_alike(self, request: SchedulingRequest) -> bool:
+        """Outside a group of its policy every host weighs 0.0, so the best-first search of the
+        other weighers' orders stands; inside one, the scheduler weighs every host (full scan)."""
+        return request.server_group_policy != self.policy
+
 
 class ServerGroupSoftAffinityWeigher(_SoftGroupWeigher):
     """nova's ServerGroupSoftAffinityWeigher (soft_affinity_weight_multiplier)."""
