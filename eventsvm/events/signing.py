@@ -18,11 +18,13 @@ verify. The public keys are the key ring every reader loads (docs/decisions.md, 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,6 +218,19 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     os.replace(temporary, path)
 
 
+@contextlib.contextmanager
+def _key_dir_locked(key_dir: Path) -> Iterator[None]:
+    """Hold the key directory's lock: two processes starting at once (two API processes on one
+    data dir) must not both make a writer's first key, or the one whose public key is replaced
+    signs what no reader can verify (its events dead-lettered as forged)."""
+    fd = os.open(key_dir, os.O_RDONLY)  # the directory itself: no lock file among the keys
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def _new_key(key_dir: Path, writer: str, index: int) -> None:
     private = Ed25519PrivateKey.generate()
     raw_public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -229,13 +244,15 @@ def signer(key_dir: Path | str, writer: str) -> Signer:
     _check_writer(writer)
     directory = Path(key_dir)
     _ensure_dir(directory)
-    indexes = _indexes(directory, writer, "key")
-    if not indexes:
-        _new_key(directory, writer, max(_indexes(directory, writer, "pub"), default=0) + 1)
+    with _key_dir_locked(directory):
         indexes = _indexes(directory, writer, "key")
-    path = directory / f"{writer}.{indexes[-1]}.key"
+        if not indexes:
+            _new_key(directory, writer, max(_indexes(directory, writer, "pub"), default=0) + 1)
+            indexes = _indexes(directory, writer, "key")
+        path = directory / f"{writer}.{indexes[-1]}.key"
+        text = path.read_text().strip()
     try:
-        return Signer(writer, Ed25519PrivateKey.from_private_bytes(bytes.fromhex(path.read_text().strip())))
+        return Signer(writer, Ed25519PrivateKey.from_private_bytes(bytes.fromhex(text)))
     except ValueError:
         # name the file, never its content: it is a secret even when malformed
         raise SigningError(f"{path} is not an Ed25519 private key") from None
@@ -248,11 +265,12 @@ def rotate(key_dir: Path | str, writer: str) -> int:
     _check_writer(writer)
     directory = Path(key_dir)
     _ensure_dir(directory)
-    index = max(_indexes(directory, writer, "pub") + _indexes(directory, writer, "key"), default=0) + 1
-    _new_key(directory, writer, index)
-    for old in _indexes(directory, writer, "key"):
-        if old < index:
-            (directory / f"{writer}.{old}.key").unlink(missing_ok=True)
+    with _key_dir_locked(directory):
+        index = max(_indexes(directory, writer, "pub") + _indexes(directory, writer, "key"), default=0) + 1
+        _new_key(directory, writer, index)
+        for old in _indexes(directory, writer, "key"):
+            if old < index:
+                (directory / f"{writer}.{old}.key").unlink(missing_ok=True)
     return index
 
 

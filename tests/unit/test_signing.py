@@ -3,6 +3,7 @@ anything else (unsigned, unknown key, altered bytes, a writer that may not write
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import stat
 from pathlib import Path
@@ -135,3 +136,29 @@ def test_a_move_step_may_come_from_either_end_of_the_move_only() -> None:
     assert may_write(spawner_writer("compute-2"), step) is None
     assert may_write(spawner_writer("compute-3"), step) is not None
     assert may_write("scheduler", step) is None, "the scheduler picks the destination"
+
+
+def _sign_one(directory: str, start: object, out: object) -> None:
+    """A process starting as a writer: its signer (made with its first key if there is none), and
+    what it signs, put on `out`."""
+    start.wait()  # type: ignore[attr-defined]
+    codec = writer_codec(Path(directory), "api", CODEC)
+    out.put(codec.encode(role_assigned()))  # type: ignore[attr-defined]
+
+
+def test_two_processes_starting_as_one_writer_at_once_share_one_key(tmp_path: Path) -> None:
+    # two API processes on one data dir start together: both find no key; one makes it, and what
+    # the other signs must verify too (before, the second key replaced the first's public half)
+    context = multiprocessing.get_context("spawn")
+    for attempt in range(4):
+        directory = tmp_path / f"keys-{attempt}"
+        start, out = context.Barrier(3), context.Queue()
+        processes = [context.Process(target=_sign_one, args=(str(directory), start, out)) for _ in range(3)]
+        for process in processes:
+            process.start()
+        signed = [out.get(timeout=60) for _ in processes]
+        for process in processes:
+            process.join(timeout=60)
+        reader = CODEC.keyed(None, writer_ring(directory))
+        assert [reader.decode(data).type for data in signed] == [EventType.ROLE_ASSIGNED] * 3
+        assert sorted(p.name for p in key_dir(directory).iterdir()) == ["api.1.key", "api.1.pub"]
