@@ -29,6 +29,7 @@ from eventsvm.api.server_request import (
     build_requested_body,
     described,
     new_reservation_id,
+    refuse_create_tags,
     reservation_bodies,
     server_count,
     servers_admitted,
@@ -282,9 +283,11 @@ def create_server(
     server (all at once, partitioned by project) and answer 202 with the first server, or the
     reservation id when asked."""
     spec = body.server
+    version = microversion.served(request)
+    refuse_create_tags(body, version)
     # the model keeps `description` as given; below 2.19 nova's closed schema refuses it
     description = described(spec.model_dump(include={"description"}, exclude_unset=True),
-                            microversion.served(request))["description"]
+                            version)["description"]
     rm = ctx.readmodel
     with rm.lock:
         event_body = build_requested_body(rm.models, body, caller, _requested_optional_fields(rm.codec))

@@ -336,6 +336,13 @@ def server_description(value: Any) -> str | None:
     return value
 
 
+def refuse_create_tags(request: ServerCreate, version: tuple[int, int]) -> None:
+    """Nova's 400 for `tags` in a create body below 2.52 (its earlier schemas do not name them)."""
+    spec = request.server
+    if "tags" in spec.model_fields_set and version < microversion.CREATE_TAGS:
+        raise invalid("server", spec.model_dump(exclude_unset=True), unexpected(["tags"]))
+
+
 def described(fields: dict[str, Any], version: tuple[int, int]) -> dict[str, Any]:
     """The description and description_set of an event body from a request's `fields`, nova's
     400 when it names one below 2.19 (its schemas are closed)."""

@@ -439,3 +439,15 @@ def test_2_26_lists_servers_by_their_tags(cloud: Cloud) -> None:
     assert names("2.26", **{"not-tags-any": "db"}) == ["none", "web"]
     assert names("2.26", tags="web", **{"not-tags-any": "db"}) == ["web"]
     assert names("2.25", tags="web,db") == ["both", "none", "web"]  # no tag filters before 2.26
+
+
+def test_tags_in_a_create_body_are_refused_below_2_52_as_novas_closed_schema_does(cloud: Cloud) -> None:
+    # tags on create are 2.52's; this API's maximum is below it, so nova's earlier schemas answer
+    for version in ("2.1", "2.26"):
+        refused = cloud.client.post(SERVERS, json=cloud.server_request("tagged", tags=["web"]),
+                                    headers=at(cloud, version))
+        assert refused.status_code == 400, refused.text
+        assert "Additional properties are not allowed ('tags' was unexpected)" in \
+            refused.json()["badRequest"]["message"]
+    listed = cloud.client.get(SERVERS, headers=cloud.headers()).json()["servers"]
+    assert "tagged" not in {s["name"] for s in listed}
