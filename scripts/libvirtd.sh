@@ -2,7 +2,7 @@
 # A libvirtd the project configures itself, private to one state directory, for real QEMU guests.
 #
 # Usage: scripts/libvirtd.sh install|start|stop|status|uri DIR
-#   install  the Debian packages (QEMU, qemu-img, libvirtd), only when missing
+#   install  the Debian packages (QEMU, qemu-img, libvirtd, genisoimage for config drives), only when missing
 #   start    start the daemon for DIR unless it already answers; prints its URI
 #   stop     stop the daemon for DIR and every guest it still runs
 #   uri      the libvirt URI of DIR's daemon: qemu:///system?socket=DIR/run/libvirt-sock
@@ -23,7 +23,7 @@ dir="${2:-}"
 sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
 install_packages() {
-  local want=(qemu-system-x86 qemu-utils libvirt-daemon) missing=() p
+  local want=(qemu-system-x86 qemu-utils libvirt-daemon genisoimage) missing=() p
   for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
@@ -136,6 +136,22 @@ while True:
       sleep 0.1
     done
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && $sudo kill -KILL "$pid" 2>/dev/null || true
+    # a guest's tap leaves its bridge when its QEMU exits; then the bridges no guest uses go too
+    for _ in $(seq 1 50); do
+      alive=0
+      for g in "${guests[@]}"; do kill -0 "$g" 2>/dev/null && alive=1; done
+      [ "$alive" = 0 ] && break
+      sleep 0.1
+    done
+    # (this project's bridges only, by their alias; under eventsvm/virt/bridges.py's lock)
+    (
+      flock 9
+      for b in /sys/class/net/brq*; do
+        [ -d "$b/brif" ] || continue
+        case "$(cat "$b/ifalias" 2>/dev/null)" in "eventsvm network "*) ;; *) continue ;; esac
+        [ -z "$(ls -A "$b/brif")" ] && $sudo ip link del "${b##*/}"
+      done
+    ) 9>>"${TMPDIR:-/tmp}/eventsvm-bridges.lock" || true
     rm -f "$pidfile" "$sock"
     echo "libvirtd for $dir stopped" ;;
   *) echo "usage: $0 install|start|stop|status|uri DIR" >&2; exit 2 ;;
