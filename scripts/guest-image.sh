@@ -56,10 +56,10 @@ busybox_deb="$(download busybox-static)"
 # the SSH server and the two libraries of its package that a Debian host does not have already
 ssh_debs=("$(download dropbear-bin)" "$(download libtomcrypt1)" "$(download libtommath1)")
 
-# the guest's virtio NIC and disks and the config drive's filesystem are modules in Debian's kernel;
-# listed in load order (each after what it needs)
-modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover
-         virtio_net virtio_blk cdrom isofs)
+# the guest's virtio NIC, disks and RNG and the config drive's filesystem are modules in Debian's
+# kernel; listed in load order (each after what it needs)
+modules=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio-rng failover
+         net_failover virtio_net virtio_blk cdrom isofs)
 dpkg-deb --fsys-tarfile "$kernel_deb" | tar -x -C "$work" --wildcards './boot/vmlinuz-*' \
   $(printf "./lib/modules/*/%s.ko " "${modules[@]/#/*/}")
 dpkg-deb -x "$busybox_deb" "$work/bb"
@@ -187,10 +187,11 @@ if [ -f "$md/meta_data.json" ]; then
   done
   umount /mnt/config
 fi
-# SSH: root logs in with the key pair's key only (-s: no passwords); the host key is made at boot
+# SSH: root logs in with the key pair's key only (-s: no passwords); the host key is made on the
+# first connection (-R), not here: it needs the kernel's random pool ready, which under TCG can take
+# seconds after boot even with the virtio RNG
 mkdir -p /etc/dropbear
-dropbearkey -t ed25519 -f /etc/dropbear/dropbear_ed25519_host_key >/dev/null 2>&1
-dropbear -s -r /etc/dropbear/dropbear_ed25519_host_key -p 22
+dropbear -s -R -p 22
 # boot_id is new at every boot: a reboot shows on the console as a new line, not the old one again
 echo "eventsvm guest ${id:-$(hostname)} is up (boot $(cat /proc/sys/kernel/random/boot_id), kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) vCPU, $(awk '/MemTotal/ {print $2}' /proc/meminfo) kB)"
 # An ACPI power button is honoured when the kernel exposes one; otherwise destroy ends the guest.

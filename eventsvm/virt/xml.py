@@ -276,6 +276,10 @@ def _devices(spec: GuestSpec) -> ET.Element:
     if spec.domain_type != "test":
         balloon = ET.SubElement(devices, "memballoon", model="virtio")
         ET.SubElement(balloon, "stats", period="10")
+        # nova's hw_rng: the guest's random pool is ready at once (SSH host keys need it), where
+        # an emulated guest alone gathers entropy for seconds
+        rng = ET.SubElement(devices, "rng", model="virtio")
+        _text(rng, "backend", "/dev/urandom", model="random")
     return devices
 
 
