@@ -136,20 +136,19 @@ while True:
       sleep 0.1
     done
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && $sudo kill -KILL "$pid" 2>/dev/null || true
-    # a guest's tap leaves its bridge when its QEMU exits; then the bridges no guest uses go too
+    # the network bridges of this daemon's guests (eventsvm/virt/bridges.py: their alias names
+    # this socket) go with them, once the guests' taps have left them; under that module's lock
     for _ in $(seq 1 50); do
       alive=0
       for g in "${guests[@]}"; do kill -0 "$g" 2>/dev/null && alive=1; done
       [ "$alive" = 0 ] && break
       sleep 0.1
     done
-    # (this project's bridges only, by their alias; under eventsvm/virt/bridges.py's lock)
     (
       flock 9
       for b in /sys/class/net/brq*; do
         [ -d "$b/brif" ] || continue
-        case "$(cat "$b/ifalias" 2>/dev/null)" in "eventsvm network "*) ;; *) continue ;; esac
-        [ -z "$(ls -A "$b/brif")" ] && $sudo ip link del "${b##*/}"
+        case "$(cat "$b/ifalias" 2>/dev/null)" in "eventsvm network "*" of $sock") $sudo ip link del "${b##*/}" ;; esac
       done
     ) 9>>"${TMPDIR:-/tmp}/eventsvm-bridges.lock" || true
     rm -f "$pidfile" "$sock"

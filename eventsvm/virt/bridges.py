@@ -6,9 +6,12 @@ gateway address sits on the bridge, so this host, where the API and tempest run,
 IP of the network directly (tempest's `[validation] connect_method = fixed`), the way a router's
 port on the network would. There is no DHCP server: guests read their address from the config drive.
 
-Bridges are shared by every simulated host of this machine, so creating one (and plugging a guest
-into it) and removing an idle one happen under one file lock. A bridge is marked by its alias as
-this project's; only such bridges, and only when no guest is plugged in, are ever removed.
+A bridge lives as long as the cloud's libvirtd: a stopped guest's tap leaves it, and its start
+plugs into it again. Its alias names the network and the libvirtd socket it serves;
+`scripts/libvirtd.sh stop` removes the bridges of its socket once the guests are gone, and a bridge
+whose socket is gone (a cloud that ended without that) is removed when another one needs its
+range. Bridges are machine-wide, so creating one and plugging a guest into it, and removing a stale
+one, happen under one file lock.
 """
 
 from __future__ import annotations
@@ -45,29 +48,18 @@ def bridges_locked() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_bridge(network_id: str, cidr: str | None, gateway_ip: str | None) -> str:
-    """The network's bridge, up and holding the gateway address; created when missing. Call under
-    bridges_locked(). SpawnError when the bridge cannot be made (not root, no bridge support)."""
+def ensure_bridge(network_id: str, cidr: str | None, gateway_ip: str | None, owner: str) -> str:
+    """The network's bridge, up and holding the gateway address; created when missing. `owner` is
+    the socket of the libvirtd whose guests plug in ('' for a system daemon: never stale). Call
+    under bridges_locked(). SpawnError when the bridge cannot be made (not root, no bridge support)."""
     name = bridge_name(network_id)
     if not Path("/sys/class/net", name).exists():
         _ip("link", "add", name, "type", "bridge")
-        _ip("link", "set", name, "alias", _ALIAS + network_id)
+        _ip("link", "set", name, "alias", f"{_ALIAS}{network_id} of {owner}")
     _ip("link", "set", name, "up")
     if cidr and gateway_ip:
         _hold_gateway(name, ipaddress.ip_network(cidr, strict=False), ipaddress.ip_address(gateway_ip))
     return name
-
-
-def remove_idle_bridges() -> list[str]:
-    """Remove this project's bridges no guest is plugged into (guests gone, cloud stopped); their
-    names. Call under bridges_locked()."""
-    removed = []
-    for link in _links():
-        name = str(link.get("ifname", ""))
-        if str(link.get("ifalias", "")).startswith(_ALIAS) and _is_idle(name):
-            _ip("link", "del", name)
-            removed.append(name)
-    return removed
 
 
 def _hold_gateway(name: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network,
@@ -79,8 +71,8 @@ def _hold_gateway(name: str, network: ipaddress.IPv4Network | ipaddress.IPv6Netw
                 continue
             if device == name:
                 return
-            if str(link.get("ifalias", "")).startswith(_ALIAS) and _is_idle(device):
-                # a bridge a stopped cloud left behind for a network of the same range
+            if _is_stale(str(link.get("ifalias", ""))):
+                # a bridge a cloud that is gone left behind, for a network of the same range
                 _ip("link", "del", device)
                 continue
             # the host has this range already (its own LAN, another cloud's network with guests):
@@ -91,9 +83,12 @@ def _hold_gateway(name: str, network: ipaddress.IPv4Network | ipaddress.IPv6Netw
     _ip("addr", "add", f"{gateway}/{network.prefixlen}", "dev", name)
 
 
-def _is_idle(name: str) -> bool:
-    ports = Path("/sys/class/net", name, "brif")
-    return ports.is_dir() and not any(ports.iterdir())
+def _is_stale(alias: str) -> bool:
+    """A bridge of this project whose libvirtd is gone (its socket with it)."""
+    if not alias.startswith(_ALIAS) or " of " not in alias:
+        return False
+    owner = alias.split(" of ", 1)[1]
+    return bool(owner) and not Path(owner).exists()
 
 
 def _links() -> list[dict[str, Any]]:

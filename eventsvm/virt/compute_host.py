@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from eventsvm.virt.bridges import bridges_locked, ensure_bridge, remove_idle_bridges
+from eventsvm.virt.bridges import bridges_locked, ensure_bridge
 from eventsvm.virt.config_drive import InstanceMetadata, write_config_drive
 from eventsvm.virt.hypervisor import DomainInfo, DomainNotFound, DomainState, Hypervisor, SpawnError
 from eventsvm.virt.images import ImageBackend
@@ -60,7 +60,8 @@ class ComputeHost:
     a root disk from its image and boots its kernel (real hypervisors); without, it is diskless
     (the test driver). `domain_type` overrides the hypervisor's (`kvm` where /dev/kvm works);
     `vif_type` 'user' gives guests QEMU's user-mode network instead of a tap device; 'bridge' plugs
-    each into its network's Linux bridge on this machine (eventsvm.virt.bridges), made on demand.
+    each into its network's Linux bridge on this machine (eventsvm.virt.bridges), made on demand and
+    kept while the libvirtd runs.
     With `config_drive` (and `images`), each guest gets nova's config drive (forced, as nova's
     force_config_drive): its name, hostname, key pair's public key and fixed IPs.
     With `boot_line` (may contain `{uuid}`), a spawn succeeds only once the guest printed it on its
@@ -149,7 +150,8 @@ class ComputeHost:
             # the bridges must exist from their creation until the guest's taps are in them
             with bridges_locked():
                 for port in guest.ports:
-                    ensure_bridge(port.network_id or "", port.cidr, port.gateway_ip)
+                    ensure_bridge(port.network_id or "", port.cidr, port.gateway_ip,
+                                  self.hypervisor.socket_path)
                 domain = self.hypervisor.spawn(build_domain_xml(guest), instance_id)
         else:
             domain = self.hypervisor.spawn(build_domain_xml(guest), instance_id)
@@ -162,9 +164,6 @@ class ComputeHost:
         existed = self.hypervisor.destroy(instance_id)
         if self.images is not None:
             self.images.remove(instance_id)
-        if self.vif_type == "bridge":
-            with bridges_locked():
-                remove_idle_bridges()
         return existed
 
     def _metadata(self, guest: GuestSpec, resolved: dict[str, Any], project_id: str, hostname: str
