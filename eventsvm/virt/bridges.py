@@ -20,6 +20,7 @@ import fcntl
 import ipaddress
 import json
 import logging
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -97,8 +98,10 @@ def _links() -> list[dict[str, Any]]:
 
 
 def _ip(*args: str) -> str:
+    # changing links needs root, as scripts/libvirtd.sh does: through sudo when not root already
+    sudo = ["sudo", "-n"] if os.geteuid() != 0 and args[0] != "-j" else []
     try:
-        done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=_IP_TIMEOUT_S,
+        done = subprocess.run([*sudo, "ip", *args], capture_output=True, text=True, timeout=_IP_TIMEOUT_S,
                               check=True)
     except FileNotFoundError as exc:
         raise SpawnError("the ip command (iproute2) is not installed on this host", retryable=False) from exc
