@@ -21,6 +21,7 @@ from eventsvm.events.builders import deleted, failed, flavor_snapshot
 from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext, Transient
 from eventsvm.scheduler.claims import Claim, claim_in, recorded_claim
+from eventsvm.state.instances import sanitized_hostname
 from eventsvm.state.names import IMAGES
 from eventsvm.state.server_actions import OFFLOADING_ACTIONS, SERVER_ACTIONS
 from eventsvm.state.server_moves import (
@@ -188,7 +189,8 @@ def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Out
     if host.broken:
         return failure("spawn", f"Build of instance {instance_id} aborted on {host.name}: {host.broken}")
     try:
-        domain = host.spawn(instance_id, body, event.user_id or "", event.project_id or "", event.occurred_at)
+        domain = host.spawn(instance_id, body, event.user_id or "", event.project_id or "", event.occurred_at,
+                            hostname=sanitized_hostname(body["spec"]["name"], instance_id))
         volumes = _boot_volumes(event, host)
     except HypervisorError as exc:
         host.destroy(instance_id)
@@ -398,7 +400,8 @@ def _spawn_guest(event: Event, host: ComputeHost, flavor: dict[str, object], sto
     stopped server's guest is powered off again, as nova leaves it."""
     resolved = spawn_body(event.body["guest"], flavor)
     domain = host.spawn(event.aggregate_id, resolved, event.user_id or "", event.project_id or "",
-                        event.occurred_at)
+                        event.occurred_at,
+                        hostname=sanitized_hostname(resolved["spec"]["name"], event.aggregate_id))
     if stopped:
         domain = host.hypervisor.power_off(event.aggregate_id)
     return int(domain.state)
