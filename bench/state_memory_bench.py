@@ -8,9 +8,10 @@ dispatched, deleted). Python's own allocator tracer (tracemalloc) counts what th
 - `per_live_b`: bytes per live instance at the peak of each wave (the target: ≤ 2 KB);
 - `kept_b`: bytes still held per instance ever deleted, after the last wave (what a long-lived
   process leaks per server it has ever run: ~0 when memory is flat across waves). After each
-  wave's deletions the state settles, as the runner lets it once caught up with the log: the
-  services forget an instance an hour (log time) after it went, and the factories spread each
-  wave's events over one day, so what stays is what the last hour's deletions hold.
+  wave's deletions the state settles, as the runner (and the read model's tail) lets it once
+  caught up with the log: the services forget an instance an hour (log time) after it went, the
+  read model a deleted server a day after (its retention). The waves come a day apart, each
+  spread over its day, so what stays is what the last hour's (a day's) deletions hold.
 Measured on the states alone: a process's resident memory adds the interpreter, libraries and the
 allocator's free lists, which do not grow with the instances.
 """
@@ -32,13 +33,10 @@ from tests.factories import deletion_chain, instance_chain
 WAVES = 10
 PER_WAVE = 10_000
 HOST = "compute-1"
+DAY_MS = 86_400_000
 
 Fold = Callable[[Event], None]
 Settle = Callable[[], None]
-
-
-def _nothing_to_settle() -> None:
-    return None
 
 
 def _folders() -> dict[str, tuple[Any, Fold, Settle]]:
@@ -65,7 +63,7 @@ def _folders() -> dict[str, tuple[Any, Fold, Settle]]:
     def fold_models(event: Event) -> None:
         fold(models, event, None, str(event.topic))
 
-    out["api.readmodel"] = (models, fold_models, _nothing_to_settle)
+    out["api.readmodel"] = (models, fold_models, models.settle)
     return out
 
 
@@ -92,11 +90,14 @@ def _measure(fold_one: Fold, settle: Settle, waves: int, per_wave: int) -> tuple
     tracemalloc.start()
     try:
         start = _traced()
-        for _ in range(waves):
+        for wave in range(waves):
             before = _traced()
             chains = _boots(rng, per_wave)
             with_boots = _traced()
             deletes = [event for chain in chains for event in deletion_chain(chain[-1], rng)]
+            # a wave a day: the factories spread one wave's events over one day of log time
+            for event in (*(e for chain in chains for e in chain), *deletes):
+                event.occurred_at += wave * DAY_MS
             # the deletions wait in memory for their turn: what they take is not the state's
             deletes_size = _traced() - with_boots
             for chain in chains:

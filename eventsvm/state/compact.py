@@ -38,7 +38,7 @@ class Shared:
     change them. Bounded: past `limit` distinct values a new one is handed back as it is and not
     remembered, so a stream of values that never repeat cannot grow the table."""
 
-    def __init__(self, limit: int = 4096) -> None:
+    def __init__(self, limit: int = 16_384) -> None:
         self.limit = limit
         self._table: dict[Hashable, Any] = {}
 

@@ -1,7 +1,8 @@
-"""What the pipeline services keep per instance (issue 15 item 7): shared values instead of copies,
-and nothing of a deleted instance once its deletion is older than the horizon, dropped only when
-the state settles (every state topic folded to its end), so a record read late in a rebuild still
-finds the instance gone. Pure evolve / settle over the factories' events, no log."""
+"""What the pipeline services and the API's read model keep per instance (issue 15 item 7): shared
+values instead of copies, and nothing of a deleted instance once its deletion is older than the
+horizon (a deleted server: its retention), dropped only when the state settles (every state topic
+folded to its end), so a record read late in a rebuild still finds the instance gone. Pure evolve /
+settle over the factories' events, no log."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 
 from consumers import authenticator, resolver, scheduler
 from eventsvm.events.model import Event
+from eventsvm.projections.readmodel import Models, fold
 from eventsvm.runtime.service import Service
 from eventsvm.state.compact import FORGET_AFTER_MS, CompactRecord, Departures, Shared, remember_answer
+from eventsvm.state.instances import DELETED_RETENTION_MS
 from tests.factories import deletion_chain, instance_chain
 
 
@@ -101,3 +104,35 @@ def test_the_scheduler_keeps_each_placed_spec_as_it_was_scheduled() -> None:
     state = _fold(scheduler.SERVICE, chain)
     assert state.specs[chain[0].aggregate_id].as_dict() == chain[2].body["spec"]
     assert state.answered[chain[0].aggregate_id] == (chain[1].event_id,)
+
+
+def test_the_read_model_keeps_a_deleted_server_for_its_retention_then_forgets_it() -> None:
+    rng = random.Random(11)
+    models = Models()
+    live, deleted_one = instance_chain(rng), instance_chain(rng)
+    deletion = deletion_chain(deleted_one[-1], rng)
+    for event in [*live, *deleted_one, *deletion]:
+        fold(models, event, None, str(event.topic))
+    models.settle()
+    kept = models.instances.get(deleted_one[0].aggregate_id)
+    assert kept is not None and kept.status == "DELETED"
+    assert [a[0] for a in kept.actions][-1] == "instance.deleted"
+    # a day (log time) later, caught up with the log: the deleted server leaves, the live one stays
+    later = _later(instance_chain(rng)[0], DELETED_RETENTION_MS + deletion[-1].occurred_at + 60_000)
+    fold(models, later, None, str(later.topic))
+    models.settle()
+    assert models.instances.get(deleted_one[0].aggregate_id) is None
+    assert models.instances.get(live[0].aggregate_id) is not None
+
+
+def test_a_read_model_without_retention_keeps_deleted_servers_for_good() -> None:
+    rng = random.Random(13)
+    models = Models()
+    models.instances.deleted_retention_ms = None
+    chain = instance_chain(rng)
+    for event in [*chain, *deletion_chain(chain[-1], rng)]:
+        fold(models, event, None, str(event.topic))
+    later = _later(instance_chain(rng)[0], 10 * DELETED_RETENTION_MS)
+    fold(models, later, None, str(later.topic))
+    models.settle()
+    assert models.instances.get(chain[0].aggregate_id) is not None
