@@ -19,6 +19,7 @@ allocator's free lists, which do not grow with the instances.
 from __future__ import annotations
 
 import gc
+import pickle
 import random
 import tracemalloc
 from collections.abc import Callable
@@ -93,12 +94,18 @@ def _measure(fold_one: Fold, settle: Settle, waves: int, per_wave: int) -> tuple
         for wave in range(waves):
             before = _traced()
             chains = _boots(rng, per_wave)
+            # a wave a day: the factories spread one wave's events over one day of log time (the
+            # deletions follow their spawned event)
+            for chain in chains:
+                for event in chain:
+                    event.occurred_at += wave * DAY_MS
             with_boots = _traced()
-            deletes = [event for chain in chains for event in deletion_chain(chain[-1], rng)]
-            # a wave a day: the factories spread one wave's events over one day of log time
-            for event in (*(e for chain in chains for e in chain), *deletes):
-                event.occurred_at += wave * DAY_MS
-            # the deletions wait in memory for their turn: what they take is not the state's
+            # the deletions wait in memory for their turn: what they take is not the state's. Built
+            # from a copy of each spawned event (pickled and back: strings of its own), so the
+            # request ids, users and projects they name count as theirs, not as held by a state
+            # that keeps nothing of the boots (before: ~490 B "per live instance" for billing)
+            deletes = [event for chain in chains
+                       for event in deletion_chain(pickle.loads(pickle.dumps(chain[-1])), rng)]
             deletes_size = _traced() - with_boots
             for chain in chains:
                 for event in chain:
