@@ -21,6 +21,7 @@ from eventsvm.identity.policy import can_create_server
 from eventsvm.identity.quota import ResourceCount, check_quota
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext
 from eventsvm.state.catalog import CatalogState, evolve_catalog
+from eventsvm.state.compact import SHARED, Departures
 from eventsvm.state.identity import IdentityState, quota_for
 from eventsvm.state.identity import evolve as evolve_identity
 
@@ -59,8 +60,9 @@ class AuthenticatorState:
 
     identity: IdentityState = field(default_factory=IdentityState)
     catalog: CatalogState = field(default_factory=CatalogState)
+    # per project, what each live instance holds: (vCPUs, RAM MB), one shared tuple per flavor size
     usage: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
-    gone: set[str] = field(default_factory=set)
+    gone: Departures = field(default_factory=Departures)
     reservations: dict[str, Reservation] = field(default_factory=dict)
 
     def project_usage(self, project_id: str, at_ms: int = 0) -> ResourceCount:
@@ -114,15 +116,25 @@ def evolve(state: AuthenticatorState, event: Event) -> AuthenticatorState:
         _answered(state, event, None)
         if event.aggregate_id not in state.gone:
             flavor = event.body["spec"]["flavor"]
-            state.usage.setdefault(event.project_id or "", {})[event.aggregate_id] = (
-                flavor["vcpus"],
-                flavor["ram_mb"],
-            )
+            state.usage.setdefault(event.project_id or "", {})[event.aggregate_id] = SHARED(
+                (flavor["vcpus"], flavor["ram_mb"]))
     elif kind == EventType.INSTANCE_DELETED or (kind == EventType.INSTANCE_FAILED and event.body["final"]):
         if kind == EventType.INSTANCE_FAILED and event.body.get("stage") == "authenticate":
             _answered(state, event, event.body["reason"], event.body["code"])
-        state.gone.add(event.aggregate_id)
-        state.usage.get(event.project_id or "", {}).pop(event.aggregate_id, None)
+        state.gone.add(event.aggregate_id, event.occurred_at)
+        held = state.usage.get(event.project_id or "")
+        if held is not None:
+            held.pop(event.aggregate_id, None)
+            if not held:  # a project with no live instance holds nothing: its entry goes too
+                del state.usage[event.project_id or ""]
+    state.gone.saw(event.occurred_at)
+    return state
+
+
+def settle(state: AuthenticatorState) -> AuthenticatorState:
+    """Forget the instances gone an hour (log time) ago: a request of theirs still waiting would
+    have been answered long since (Service.settle: every state topic is folded to its end)."""
+    state.gone.forget()
     return state
 
 
@@ -215,4 +227,5 @@ SERVICE: Service[AuthenticatorState] = Service(
     evolve=evolve,
     decide=decide,
     description="identity still valid, policy allows it, quota fits",
+    settle=settle,
 )

@@ -20,6 +20,7 @@ from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext
 from eventsvm.scheduler.claims import claim_in
 from eventsvm.state.catalog import CatalogState, evolve_catalog
+from eventsvm.state.compact import SHARED, Departures, remember_answer
 from eventsvm.state.ipam import IpAllocations, NoMoreAddresses
 from eventsvm.state.server_moves import image_record
 from eventsvm.state.volumes import (
@@ -42,8 +43,9 @@ class ResolverState:
     ipam: IpAllocations = field(default_factory=IpAllocations)
     routed_to: dict[str, str] = field(default_factory=dict)
     deleting: set[str] = field(default_factory=set)
-    gone: set[str] = field(default_factory=set)
-    resolved: dict[str, set[str]] = field(default_factory=dict)
+    gone: Departures = field(default_factory=Departures)
+    # per live instance, the ids of the placements (scheduled events) resolved
+    resolved: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def evolve(state: ResolverState, event: Event) -> ResolverState:
@@ -54,21 +56,28 @@ def evolve(state: ResolverState, event: Event) -> ResolverState:
     elif kind == EventType.HOST_REGISTERED:
         state.host_slots[body["name"]] = body["slot"]
     elif kind == EventType.INSTANCE_RESOURCES_RESOLVED and instance_id not in state.gone:
-        placements = state.resolved.setdefault(instance_id, set())
         # a record the log holds twice, folded again later, must not route the instance back
-        if event.causation_id not in placements:
+        if event.causation_id not in state.resolved.get(instance_id, ()):
             state.ipam.record(instance_id, body["ports"])
-            state.routed_to[instance_id] = body["host"]
+            state.routed_to[instance_id] = SHARED(body["host"])
         if event.causation_id:
-            placements.add(event.causation_id)
+            remember_answer(state.resolved, instance_id, event.causation_id)
     elif kind == EventType.INSTANCE_DELETE_DISPATCHED:
         state.deleting.add(instance_id)
     elif kind == EventType.INSTANCE_DELETED or (kind == EventType.INSTANCE_FAILED and body["final"]):
-        state.gone.add(instance_id)
+        state.gone.add(instance_id, event.occurred_at)
         state.deleting.discard(instance_id)
         state.ipam.release(instance_id)
         state.routed_to.pop(instance_id, None)
         state.resolved.pop(instance_id, None)
+    state.gone.saw(event.occurred_at)
+    return state
+
+
+def settle(state: ResolverState) -> ResolverState:
+    """Forget the instances gone an hour (log time) ago: no placement or delete of theirs is
+    still in flight (Service.settle: every state topic is folded to its end)."""
+    state.gone.forget()
     return state
 
 
@@ -229,4 +238,5 @@ SERVICE: Service[ResolverState] = Service(
     evolve=evolve,
     decide=decide,
     description="image, port with fixed IP and MAC, volumes; routes host work",
+    settle=settle,
 )
