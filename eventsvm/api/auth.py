@@ -13,7 +13,7 @@ from fastapi.security import APIKeyHeader
 
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import Unauthorized
-from eventsvm.identity import policy
+from eventsvm.identity.policy_rules import PolicyEnforcers
 from eventsvm.identity.tokens import TokenClaims, TokenInvalid, TokenService
 from eventsvm.projections.readmodel import ReadModel
 
@@ -33,15 +33,23 @@ class Identity:
     issued_at_ms: int
     expires_at_ms: int
     chain_audit_id: str | None = None
+    # the services whose admin rule the caller meets (eventsvm.identity.policy_rules.ADMIN_RULES)
+    admin_in: frozenset[str] = frozenset()
 
-    @property
-    def is_admin(self) -> bool:
-        """True for a cloud administrator."""
-        return policy.is_admin(self.roles)
+    def admin_of(self, service: str) -> bool:
+        """Whether `service` treats the caller as an administrator, who sees every project's
+        resources: its context_is_admin rule (keystone's admin_required), as the operator's
+        policy file sets it. What else the caller may do is the route's rule."""
+        return service in self.admin_in
+
+    def sees(self, service: str, project_id: str | None) -> bool:
+        """Whether a resource of `project_id` exists for the caller in `service`: the services
+        scope their database reads to the token's project unless the context is an admin's."""
+        return project_id == self.project_id or self.admin_of(service)
 
     @classmethod
-    def from_claims(cls, claims: TokenClaims) -> Identity:
-        """The identity a token's claims describe."""
+    def from_claims(cls, claims: TokenClaims, policies: PolicyEnforcers) -> Identity:
+        """The identity a token's claims describe, with the services it is an admin of."""
         return cls(
             claims.user_id,
             claims.project_id,
@@ -50,6 +58,7 @@ class Identity:
             claims.issued_at_ms,
             claims.expires_at_ms,
             claims.chain_audit_id,
+            policies.admin_services(claims.user_id, claims.project_id, claims.roles),
         )
 
 
@@ -84,7 +93,7 @@ def caller_of(request: Request, ctx: ApiContext, token: str | None) -> Identity:
     handler share it); 401 in keystone's shape when there is none."""
     caller = getattr(request.state, "caller", None)
     if not isinstance(caller, Identity):
-        caller = Identity.from_claims(verify_token(ctx, token))
+        caller = Identity.from_claims(verify_token(ctx, token), ctx.policy)
         request.state.caller = caller
     return caller
 
