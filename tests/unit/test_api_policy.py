@@ -362,3 +362,24 @@ def test_every_list_asking_for_every_project_with_every_role(cloud: Cloud, perso
         # quietly the caller's own project: the demo thing for demo's reader and member only
         assert answer.status_code == 200, (persona, path, answer.text)
         assert (fill[thing] in _listed_ids(answer)) == (project == "demo"), (persona, path)
+
+
+# the fields an admin rule shows (nova's os-extended-server-attributes, cinder's
+# volume_tenant_attribute, neutron's get_port:binding:host_id): (path, list key or None, field)
+_ADMIN_FIELDS = (
+    ("/compute/v2.1/servers/{server_id}", None, "OS-EXT-SRV-ATTR:host"),
+    ("/volume/v3/{project_id}/volumes/{volume_id}", None, "os-vol-tenant-attr:tenant_id"),
+    ("/network/v2.0/ports?device_id={server_id}", "ports", "binding:host_id"),
+)
+
+
+@pytest.mark.parametrize("persona", ["reader", "member", "admin"])
+def test_admin_only_fields_with_every_role_that_sees_the_thing(cloud: Cloud, persona: str) -> None:
+    fill = _seed_demo_things(cloud)
+    headers = {"X-Auth-Token": _token(cloud, persona)}
+    for path, listed, field in _ADMIN_FIELDS:
+        answer = cloud.client.get(path.format(**fill), headers=headers)
+        assert answer.status_code == 200, (path, answer.text)
+        body = answer.json()
+        [shown] = body[listed] if listed else body.values()
+        assert (field in shown) == (persona == "admin"), (persona, path, shown)
