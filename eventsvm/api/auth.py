@@ -6,7 +6,9 @@ still stands behind it (user and project enabled, roles still assigned, audit id
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
@@ -33,14 +35,15 @@ class Identity:
     issued_at_ms: int
     expires_at_ms: int
     chain_audit_id: str | None = None
-    # the services whose admin rule the caller meets (eventsvm.identity.policy_rules.ADMIN_RULES)
-    admin_in: frozenset[str] = frozenset()
+    # a service's admin rule (eventsvm.identity.policy_rules.ADMIN_RULES) for this caller, asked
+    # of the policy at most once per service and request: most requests need one service's
+    admin_rule: Callable[[str], bool] = field(default=lambda _service: False, compare=False, repr=False)
 
     def admin_of(self, service: str) -> bool:
         """Whether `service` treats the caller as an administrator, who sees every project's
         resources: its context_is_admin rule (keystone's admin_required), as the operator's
         policy file sets it. What else the caller may do is the route's rule."""
-        return service in self.admin_in
+        return self.admin_rule(service)
 
     def sees(self, service: str, project_id: str | None) -> bool:
         """Whether a resource of `project_id` exists for the caller in `service`: the services
@@ -58,7 +61,8 @@ class Identity:
             claims.issued_at_ms,
             claims.expires_at_ms,
             claims.chain_audit_id,
-            policies.admin_services(claims.user_id, claims.project_id, claims.roles),
+            functools.cache(functools.partial(policies.admin_of, claims.user_id, claims.project_id,
+                                              claims.roles)),
         )
 
 

@@ -228,10 +228,9 @@ class PolicyEnforcers:
         enforcer = self._enforcers[service]
         return bool(enforcer.authorize(rule, dict(target), dict(creds)))
 
-    def admin_services(self, user_id: str, project_id: str, roles: Iterable[str]) -> frozenset[str]:
-        """The services whose admin rule (ADMIN_RULES) the caller meets: where its request context
-        is an admin's, which sees and acts on every project's resources, as each service's
-        RequestContext sets is_admin from its policy once per request."""
+    def admin_of(self, user_id: str, project_id: str, roles: Iterable[str], service: str) -> bool:
+        """Whether the caller meets `service`'s admin rule (ADMIN_RULES): its request context is
+        then an admin's, which sees and acts on every project's resources, as each service's
+        RequestContext sets is_admin from its policy."""
         creds = credentials(user_id, project_id, roles, is_admin=False)
-        return frozenset(service for service, rule in ADMIN_RULES.items()
-                         if self.allows(service, rule, {}, creds))
+        return self.allows(service, ADMIN_RULES[service], {}, creds)
