@@ -26,6 +26,7 @@ from eventsvm.state.volumes import (
     attachments_of,
     boot_device,
     detached_body,
+    reconnected_volumes,
     server_attachments,
     unavailable_reason,
 )
@@ -114,18 +115,15 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
     image = state.catalog.images.get(spec["image_id"])
     if image is None:
         return refuse(f"Image {spec['image_id']} could not be found.")
-    volumes: list[dict[str, Any]] = []
-    for index, bdm in enumerate(spec.get("block_devices") or []):
-        if bdm.get("source_type") == "volume":
-            volume = state.catalog.volumes.get(bdm.get("uuid") or "")
-            if volume is None:
-                return refuse(f"Volume {bdm.get('uuid')} could not be found.")
-            if attachments_of(volume) and all(a["server_id"] != event.aggregate_id
-                                              for a in attachments_of(volume).values()):
-                # reserved for another server: the API's reservation lost, or was never made
-                return refuse(f"Invalid volume: {unavailable_reason(volume)}")
-            volumes.append(
-                {"volume_id": volume["id"], "size_gb": volume["size_gb"], "device": boot_device(index)})
+    if spec.get("unshelve"):
+        # an unshelve connects what the server holds now, not what it booted with: volumes
+        # attached since stay attached while it is offloaded, and one detached since is not its own
+        volumes = reconnected_volumes(state.catalog.volumes, event.aggregate_id)
+    else:
+        try:
+            volumes = _boot_volumes(state, event.aggregate_id, spec)
+        except LookupError as exc:
+            return refuse(str(exc))
     ports = state.ipam.ports_by_instance.get(event.aggregate_id)
     if ports is None:
         try:
@@ -155,6 +153,23 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
             route=state.host_slots.get(body["host"], 0),
         )
     ]
+
+
+def _boot_volumes(state: ResolverState, instance_id: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The volumes of a boot's block device mapping, each reserved for this server by the API."""
+    volumes: list[dict[str, Any]] = []
+    for index, bdm in enumerate(spec.get("block_devices") or []):
+        if bdm.get("source_type") == "volume":
+            volume = state.catalog.volumes.get(bdm.get("uuid") or "")
+            if volume is None:
+                raise LookupError(f"Volume {bdm.get('uuid')} could not be found.")
+            if attachments_of(volume) and all(a["server_id"] != instance_id
+                                              for a in attachments_of(volume).values()):
+                # reserved for another server: the API's reservation lost, or was never made
+                raise LookupError(f"Invalid volume: {unavailable_reason(volume)}")
+            volumes.append(
+                {"volume_id": volume["id"], "size_gb": volume["size_gb"], "device": boot_device(index)})
+    return volumes
 
 
 def _release_volumes(state: ResolverState, event: Event) -> Sequence[Output]:
