@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsvm.events.builders import deleted, failed
+from eventsvm.events.builders import deleted, placement_failed
 from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext
 from eventsvm.scheduler.claims import claim_in
@@ -108,7 +108,8 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
     attempt = body["attempt"]
 
     def refuse(reason: str, code: int = 400) -> Sequence[Output]:
-        return [Output(failed(event, "resolve", reason, code=code, host=body["host"], attempt=attempt))]
+        return [Output(placement_failed(event, "resolve", reason, spec=spec, code=code, host=body["host"],
+                                        attempt=attempt))]
 
     if body["host"] not in state.host_slots:
         raise Rejected(f"scheduled onto {body['host']!r}, which no host.registered event names")
@@ -238,8 +239,11 @@ SERVICE: Service[ResolverState] = Service(
         Topic.DELETE_DISPATCHED,
         Topic.DELETED,
         Topic.FAILED,
+        Topic.ACTION_FAILED,
     ),
-    outputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.DELETED, Topic.FAILED, Topic.CATALOG),
+    # action-failed: an unshelve this resolver cannot carry out fails as the unshelve, not the server
+    outputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.DELETED, Topic.FAILED, Topic.CATALOG,
+             Topic.ACTION_FAILED),
     initial_state=ResolverState,
     evolve=evolve,
     decide=decide,

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsvm.events.builders import deleted, failed, flavor_snapshot
+from eventsvm.events.builders import deleted, failed, flavor_snapshot, unshelve_failed
 from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext, Transient
 from eventsvm.scheduler.claims import Claim, claim_in, recorded_claim
@@ -164,6 +164,8 @@ def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Out
         )
 
     def failure(stage: str, reason: str, retryable: bool = True) -> Sequence[Output]:
+        if not retryable and body["spec"].get("unshelve"):
+            return [Output(unshelve_failed(event, host.name, reason))]  # it stays offloaded
         # the spec and the alternates travel with it, so the scheduler can place it elsewhere
         return [
             Output(
