@@ -42,12 +42,6 @@ def _project_role(roles: Iterable[str], role: str, token_project_id: str, target
     return ADMIN in granted or (role in granted and token_project_id == target_project_id)
 
 
-def can_create_server(roles: Iterable[str], token_project_id: str, server_project_id: str) -> bool:
-    """os_compute_api:servers:create: a member of the server's project, or an admin (the
-    authenticator's check against the roles the log holds when it authenticates a request)."""
-    return _project_role(roles, MEMBER, token_project_id, server_project_id)
-
-
 def can_view_server(roles: Iterable[str], token_project_id: str, server_project_id: str) -> bool:
     """os_compute_api:servers:show / index: a reader of the server's project, or an admin."""
     return _project_role(roles, READER, token_project_id, server_project_id)

@@ -3,7 +3,6 @@
 import pytest
 
 from eventsvm.identity.policy import (
-    can_create_server,
     can_list_all_projects,
     can_manage_flavors,
     can_set_quota,
@@ -28,14 +27,6 @@ def test_only_the_admin_role_is_admin():
     assert is_admin(["admin"]) and is_admin(["reader", "Admin"])
     assert not is_admin(["member", "reader", "custom"])
     assert not is_admin([])
-
-
-def test_members_create_in_their_own_project_only():
-    assert can_create_server(["member"], "p1", "p1")
-    assert not can_create_server(["member"], "p1", "p2")
-    assert not can_create_server(["reader"], "p1", "p1")
-    assert not can_create_server([], "p1", "p1")
-    assert can_create_server(["admin"], "p-admin", "p1")
 
 
 def test_readers_see_their_projects_servers_and_admins_see_all():
