@@ -16,7 +16,7 @@ from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType
 from eventsvm.state.instances import evolve_projection, initial_projection
 from eventsvm.virt.compute_host import HostCapacity
 from eventsvm.virt.hypervisor import DomainState
-from tests.e2e.conftest import CloudFactory
+from tests.e2e.conftest import Cloud, CloudFactory
 from tests.e2e.test_delete_mid_action import held
 from tests.e2e.test_resize_rebuild import _events
 from tests.e2e.test_server_lifecycle import SERVERS, api_over, boot_active, login, settled
@@ -31,6 +31,14 @@ def act(client: TestClient, headers: dict[str, str], server_id: str, body: dict[
     assert answer.status_code == 202, (body, answer.text)
 
 
+def offloaded(client: TestClient, headers: dict[str, str], cloud: Cloud, name: str) -> str:
+    """A server booted ACTIVE and shelved (offloaded at once, as with nova's shelved_offload_time 0)."""
+    server_id = boot_active(client, headers, cloud, name)
+    act(client, headers, server_id, {"shelve": None})
+    settled(cloud, server_id, "SHELVED_OFFLOADED")
+    return server_id
+
+
 def since(events: list[Event], request: Event) -> list[EventType]:
     """The types of the events that followed `request`, in the instance's order."""
     return [e.type for e in sorted(events, key=lambda e: e.sequence) if e.sequence > request.sequence]
@@ -43,9 +51,7 @@ def test_an_unshelve_shows_unshelving_and_spawning_not_build(
     hosts = cloud.cluster.hosts
     with TestClient(api_over(cloud, tmp_path / "keys")) as client:
         demo = login(client, "demo", "demo-pw")
-        server_id = boot_active(client, demo, cloud, "sleeper")
-        act(client, demo, server_id, {"shelve": None})
-        settled(cloud, server_id, "SHELVED_OFFLOADED")
+        server_id = offloaded(client, demo, cloud, "sleeper")
 
         def server() -> dict[str, Any]:
             return dict(client.get(f"{SERVERS}/{server_id}", headers=demo).json()["server"])
@@ -89,9 +95,7 @@ def test_an_unshelve_with_no_valid_host_stays_shelved_offloaded(
     cloud = make_cloud(hosts=1, capacity=HostCapacity(vcpus=4, ram_mb=512, disk_gb=20))
     with TestClient(api_over(cloud, tmp_path / "keys")) as client:
         demo = login(client, "demo", "demo-pw")
-        shelved = boot_active(client, demo, cloud, "shelved")
-        act(client, demo, shelved, {"shelve": None})
-        settled(cloud, shelved, "SHELVED_OFFLOADED")
+        shelved = offloaded(client, demo, cloud, "shelved")
         # the offload freed the host's room, and another server takes it
         squatter = boot_active(client, demo, cloud, "squatter")
         act(client, demo, shelved, {"unshelve": None})
@@ -129,9 +133,7 @@ def test_an_unshelve_whose_spawn_fails_everywhere_stays_shelved_offloaded(
     hosts = cloud.cluster.hosts
     with TestClient(api_over(cloud, tmp_path / "keys")) as client:
         demo = login(client, "demo", "demo-pw")
-        server_id = boot_active(client, demo, cloud, "unlucky")
-        act(client, demo, server_id, {"shelve": None})
-        settled(cloud, server_id, "SHELVED_OFFLOADED")
+        server_id = offloaded(client, demo, cloud, "unlucky")
 
         def usage() -> dict[str, int]:
             absolute = client.get("/compute/v2.1/limits", headers=demo).json()["limits"]["absolute"]
