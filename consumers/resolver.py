@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsvm.events.builders import deleted, failed
+from eventsvm.events.builders import deleted, placement_failed
 from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext
 from eventsvm.scheduler.claims import claim_in
@@ -27,6 +27,7 @@ from eventsvm.state.volumes import (
     attachments_of,
     boot_device,
     detached_body,
+    reconnected_volumes,
     server_attachments,
     unavailable_reason,
 )
@@ -116,25 +117,23 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
     attempt = body["attempt"]
 
     def refuse(reason: str, code: int = 400) -> Sequence[Output]:
-        return [Output(failed(event, "resolve", reason, code=code, host=body["host"], attempt=attempt))]
+        return [Output(placement_failed(event, "resolve", reason, spec=spec, code=code, host=body["host"],
+                                        attempt=attempt))]
 
     if body["host"] not in state.host_slots:
         raise Rejected(f"scheduled onto {body['host']!r}, which no host.registered event names")
     image = state.catalog.images.get(spec["image_id"])
     if image is None:
         return refuse(f"Image {spec['image_id']} could not be found.")
-    volumes: list[dict[str, Any]] = []
-    for index, bdm in enumerate(spec.get("block_devices") or []):
-        if bdm.get("source_type") == "volume":
-            volume = state.catalog.volumes.get(bdm.get("uuid") or "")
-            if volume is None:
-                return refuse(f"Volume {bdm.get('uuid')} could not be found.")
-            if attachments_of(volume) and all(a["server_id"] != event.aggregate_id
-                                              for a in attachments_of(volume).values()):
-                # reserved for another server: the API's reservation lost, or was never made
-                return refuse(f"Invalid volume: {unavailable_reason(volume)}")
-            volumes.append(
-                {"volume_id": volume["id"], "size_gb": volume["size_gb"], "device": boot_device(index)})
+    if spec.get("unshelve"):
+        # an unshelve connects what the server holds now, not what it booted with: volumes
+        # attached since stay attached while it is offloaded, and one detached since is not its own
+        volumes = reconnected_volumes(state.catalog.volumes, event.aggregate_id)
+    else:
+        try:
+            volumes = _boot_volumes(state, event.aggregate_id, spec)
+        except LookupError as exc:
+            return refuse(str(exc))
     ports = state.ipam.ports_by_instance.get(event.aggregate_id)
     if ports is None:
         try:
@@ -164,6 +163,23 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
             route=state.host_slots.get(body["host"], 0),
         )
     ]
+
+
+def _boot_volumes(state: ResolverState, instance_id: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The volumes of a boot's block device mapping, each reserved for this server by the API."""
+    volumes: list[dict[str, Any]] = []
+    for index, bdm in enumerate(spec.get("block_devices") or []):
+        if bdm.get("source_type") == "volume":
+            volume = state.catalog.volumes.get(bdm.get("uuid") or "")
+            if volume is None:
+                raise LookupError(f"Volume {bdm.get('uuid')} could not be found.")
+            if attachments_of(volume) and all(a["server_id"] != instance_id
+                                              for a in attachments_of(volume).values()):
+                # reserved for another server: the API's reservation lost, or was never made
+                raise LookupError(f"Invalid volume: {unavailable_reason(volume)}")
+            volumes.append(
+                {"volume_id": volume["id"], "size_gb": volume["size_gb"], "device": boot_device(index)})
+    return volumes
 
 
 def _release_volumes(state: ResolverState, event: Event) -> Sequence[Output]:
@@ -232,8 +248,11 @@ SERVICE: Service[ResolverState] = Service(
         Topic.DELETE_DISPATCHED,
         Topic.DELETED,
         Topic.FAILED,
+        Topic.ACTION_FAILED,
     ),
-    outputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.DELETED, Topic.FAILED, Topic.CATALOG),
+    # action-failed: an unshelve this resolver cannot carry out fails as the unshelve, not the server
+    outputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.DELETED, Topic.FAILED, Topic.CATALOG,
+             Topic.ACTION_FAILED),
     initial_state=ResolverState,
     evolve=evolve,
     decide=decide,

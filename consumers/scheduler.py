@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from eventsvm.events.builders import failed
+from eventsvm.events.builders import failed, placement_failed, unshelve_failed
 from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext
 from eventsvm.scheduler.claims import Claim, claim_for, claim_in
@@ -170,6 +170,8 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
         state.release(instance_id)
     elif kind == EventType.INSTANCE_ACTION_COMPLETED:
         _offloaded(state, event)
+    elif kind == EventType.INSTANCE_ACTION_FAILED and body["action"] == "unshelve":
+        _unshelve_failed(state, event)
     elif kind in _MOVE_OUTCOMES and instance_id not in state.gone:
         _apply_moves(state, event)
     if instance_id in state.gone:
@@ -325,9 +327,8 @@ def _reschedule(state: SchedulerState, event: Event, settings: SchedulerSettings
     def give_up(why: str = "") -> Sequence[Output]:
         details = f"last failure on {tried}: {body['reason']}{why}"
         return [
-            Output(
-                failed(event, "schedule", exhausted, code=500, host=tried, attempt=attempt, details=details)
-            )
+            Output(placement_failed(event, "schedule", exhausted, spec=spec, code=500, host=tried,
+                                    attempt=attempt, details=details))
         ]
 
     if attempt >= settings.max_attempts or not candidates:
@@ -351,6 +352,15 @@ def _offloaded(state: SchedulerState, event: Event) -> None:
         state.release(instance_id)
 
 
+def _unshelve_failed(state: SchedulerState, event: Event) -> None:
+    """A failed unshelve gives up the placement it was given, and a boot step of it read late
+    must not claim again (nova's compute deletes the unshelve's allocations when the spawn fails)."""
+    _answered(state, event)
+    state.moves.left(event.aggregate_id, event.sequence)
+    if state.placements.get(event.aggregate_id) == (event.body["host"] or None):
+        state.release(event.aggregate_id)
+
+
 def _unshelve(state: SchedulerState, event: Event, settings: SchedulerSettings) -> Sequence[Output]:
     """Place an unshelved server as a new build of the same spec, from its shelved image (nova's
     conductor unshelve_instance): a new claim, wherever the filters and weighers say. With no
@@ -359,8 +369,8 @@ def _unshelve(state: SchedulerState, event: Event, settings: SchedulerSettings) 
     placed = state.specs.get(instance_id)
     if placed is None:
         raise Rejected(f"unshelve of {instance_id}, whose request spec this scheduler never placed")
-    if instance_id in state.placements:
-        return []  # placed already: this command was answered
+    if instance_id in state.placements or event.event_id in state.answered.get(instance_id, ()):
+        return []  # placed already, or refused: this command was answered
     # the spec says this placement is an unshelve, so every later stage (and a reschedule) carries
     # it and the read model shows nova's unshelving / spawning instead of a boot's states
     spec = {**placed.as_dict(), "unshelve": True}
@@ -370,9 +380,7 @@ def _unshelve(state: SchedulerState, event: Event, settings: SchedulerSettings) 
         request = _request(instance_id, spec, state, settings.max_attempts - 1)
         selection = state.select(request, settings)
     except NoValidHost as exc:
-        refused = {"action": "unshelve", "host": "", "vm_state": event.body["vm_state"], "power_state": 0,
-                   "reason": f"{exc}: {exc.explanation}"}
-        return [Output(new_event(EventType.INSTANCE_ACTION_FAILED, instance_id, refused, cause=event))]
+        return [Output(unshelve_failed(event, None, f"{exc}: {exc.explanation}"))]
     return [_scheduled(event, spec, request, selection.host, selection.alternates, 1)]
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsvm.events.builders import deleted, failed, flavor_snapshot
+from eventsvm.events.builders import deleted, failed, flavor_snapshot, unshelve_failed
 from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext, Transient
 from eventsvm.scheduler.claims import Claim, claim_in, recorded_claim
@@ -165,6 +165,8 @@ def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Out
         )
 
     def failure(stage: str, reason: str, retryable: bool = True) -> Sequence[Output]:
+        if not retryable and body["spec"].get("unshelve"):
+            return [Output(unshelve_failed(event, host.name, reason))]  # it stays offloaded
         # the spec and the alternates travel with it, so the scheduler can place it elsewhere
         return [
             Output(
@@ -278,13 +280,16 @@ def _volume_step(state: SpawnerState, event: Event, host: ComputeHost) -> Sequen
 
 
 def _boot_volumes(event: Event, host: ComputeHost) -> list[Output]:
-    """Attach the volumes a spawned server booted with (the API reserved them); each is in-use."""
+    """Attach the volumes a spawned server booted with (the API reserved them), or those an unshelved
+    one holds; each is in-use on this host."""
     outputs: list[Output] = []
     instance_id = event.aggregate_id
     for volume in event.body.get("volumes") or []:
         attach_volume(host, instance_id, volume["volume_id"], volume["device"], volume["size_gb"])
         attached = {"volume_id": volume["volume_id"], "server_id": instance_id, "host": host.name,
-                    "attachment_id": boot_attachment_id(instance_id, volume["volume_id"]),
+                    # an unshelve reconnects the attachment the server holds; a boot's derives
+                    "attachment_id": volume.get("attachment_id")
+                    or boot_attachment_id(instance_id, volume["volume_id"]),
                     "device": volume["device"]}
         event_ = new_event(EventType.VOLUME_ATTACHED, volume["volume_id"], attached, cause=event)
         outputs.append(Output(event_))

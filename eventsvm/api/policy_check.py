@@ -10,20 +10,9 @@ from typing import Any
 from eventsvm.api.auth import Identity
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import Forbidden
-from eventsvm.identity.policy_rules import credentials
+from eventsvm.identity.policy_rules import credentials, denial_message
 
 Target = dict[str, Any]
-
-
-def denial_message(service: str, rule: str) -> str:
-    """The 403 message each service writes for a rule its policy refused."""
-    if service == "neutron":
-        return f"(rule:{rule}) is disallowed by policy"
-    if service == "glance":
-        return f"You are not authorized to complete {rule} action."
-    if service == "keystone":
-        return f"You are not authorized to perform the requested action: {rule}."
-    return f"Policy doesn't allow {rule} to be performed."
 
 
 def authorize(ctx: ApiContext, caller: Identity, service: str, rule: str, target: Mapping[str, Any]) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from eventsvm.app.registry import PIPELINE, PipelineSettings, host_service, pipeline_service
+from eventsvm.app.registry import PIPELINE, PipelineSettings, host_service, pipeline_service, policy_dir
 from eventsvm.app.writers import API, key_dir, spawner_writer, writer_codec, writer_ring
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec, CodecError
@@ -239,7 +239,8 @@ class Cluster:
         member = default_member_name()
         snapshots = snapshot_store(opts.data_dir, opts.log)
         settings = PipelineSettings(max_attempts=opts.max_attempts,
-                                    allow_resize_to_same_host=opts.allow_resize_to_same_host)
+                                    allow_resize_to_same_host=opts.allow_resize_to_same_host,
+                                    policy_dir=policy_dir(opts.data_dir))
         for name in PIPELINE:
             service, deps = pipeline_service(name, settings)
             self.runners.append(

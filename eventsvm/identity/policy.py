@@ -37,17 +37,6 @@ def is_admin(roles: Iterable[str]) -> bool:
     return ADMIN in effective_roles(roles)
 
 
-def _project_role(roles: Iterable[str], role: str, token_project_id: str, target_project_id: str) -> bool:
-    granted = effective_roles(roles)
-    return ADMIN in granted or (role in granted and token_project_id == target_project_id)
-
-
-def can_create_server(roles: Iterable[str], token_project_id: str, server_project_id: str) -> bool:
-    """os_compute_api:servers:create: a member of the server's project, or an admin (the
-    authenticator's check against the roles the log holds when it authenticates a request)."""
-    return _project_role(roles, MEMBER, token_project_id, server_project_id)
-
-
 # Who may run a server action is the route table's (eventsvm.api.authorization.ACTION_RULES, through
 # oslo.policy), so an operator's policy.yaml decides it; the lock is a state, not a rule:
 def lock_holds(locked: bool, admin: bool) -> bool:

@@ -234,3 +234,14 @@ class PolicyEnforcers:
         RequestContext sets is_admin from its policy."""
         creds = credentials(user_id, project_id, roles, is_admin=False)
         return self.allows(service, ADMIN_RULES[service], {}, creds)
+
+
+def denial_message(service: str, rule: str) -> str:
+    """The 403 message each service writes for a rule its policy refused."""
+    if service == "neutron":
+        return f"(rule:{rule}) is disallowed by policy"
+    if service == "glance":
+        return f"You are not authorized to complete {rule} action."
+    if service == "keystone":
+        return f"You are not authorized to perform the requested action: {rule}."
+    return f"Policy doesn't allow {rule} to be performed."

@@ -496,8 +496,13 @@ def _action_finished(inst: Instance, event: Event, body: dict[str, Any]) -> None
     vm_state = body["vm_state"]
     if _advance(inst, (0, event.sequence, event.event_id), (server_status(vm_state, None), vm_state, None)):
         inst.power_state = body["power_state"]
-    if vm_state == "shelved_offloaded" and event.type == EventType.INSTANCE_ACTION_COMPLETED:
-        _place(inst, None, event.sequence)  # offloaded: no host until an unshelve spawns it somewhere
+    if vm_state == "shelved_offloaded":
+        # offloaded, or an unshelve that failed: no host until an unshelve spawns it somewhere
+        _place(inst, None, event.sequence)
+    if event.type == EventType.INSTANCE_ACTION_FAILED and body.get("host"):
+        # a host's failure is the instance's fault, as nova's wrap_instance_fault records it (shown
+        # only while the server is in ERROR, as nova shows it)
+        inst.fault = {"code": 500, "message": body["reason"], "details": "", "created": event.occurred_at}
 
 
 def _volume_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
