@@ -25,6 +25,7 @@ from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.compact import SHARED, Departures
 from eventsvm.state.identity import IdentityState, quota_for
 from eventsvm.state.identity import evolve as evolve_identity
+from eventsvm.state.server_moves import volume_backed_image
 
 # nova's rule for POST /servers, the one the API checks too (eventsvm.api.authorization); no create
 # sub-rule (forced host, attach volume, attach network...) is checked there, so none is here
@@ -175,7 +176,8 @@ def decide(state: AuthenticatorState, event: Event, ctx: StepContext) -> Sequenc
     flavor = state.catalog.flavor_by_name_or_id(body["flavor_id"])
     if flavor is None:
         return refuse(f"Flavor {body['flavor_id']} could not be found.", 400)
-    image = state.catalog.images.get(body["image_id"])
+    # no image only for a boot from a volume (the API takes no imageRef for nothing else)
+    image = state.catalog.images.get(body["image_id"]) if body["image_id"] else volume_backed_image()
     if image is None:
         return refuse(f"Image {body['image_id']} could not be found.", 400)
     if reservation is None:

@@ -22,7 +22,7 @@ from eventsvm.scheduler.claims import claim_in
 from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.compact import SHARED, Departures, remember_answer
 from eventsvm.state.ipam import IpAllocations, NoMoreAddresses
-from eventsvm.state.server_moves import image_record
+from eventsvm.state.server_moves import image_record, volume_backed_image
 from eventsvm.state.volumes import (
     attachments_of,
     boot_device,
@@ -122,9 +122,14 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
 
     if body["host"] not in state.host_slots:
         raise Rejected(f"scheduled onto {body['host']!r}, which no host.registered event names")
-    image = state.catalog.images.get(spec["image_id"])
-    if image is None:
-        return refuse(f"Image {spec['image_id']} could not be found.")
+    if spec["image_id"]:
+        image = state.catalog.images.get(spec["image_id"])
+        if image is None:
+            return refuse(f"Image {spec['image_id']} could not be found.")
+        booted_image = image_record(image)
+    else:
+        # the API takes no imageRef only for a boot from a volume (boot_index 0): the root is the volume
+        booted_image = volume_backed_image()
     if spec.get("unshelve"):
         # an unshelve connects what the server holds now, not what it booted with: volumes
         # attached since stay attached while it is offloaded, and one detached since is not its own
@@ -151,7 +156,7 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
         "host": body["host"],
         "alternates": body["alternates"],
         "attempt": attempt,
-        "image": image_record(image),
+        "image": booted_image,
         "ports": ports,
         "volumes": volumes,
         "public_key": public_key,
