@@ -186,6 +186,8 @@ class ServiceRunner(Generic[S]):
                 folded += self._fold_record(record)
             if not records and (not to_end or self._reader.at_end()):
                 self.fold_letters.flush(self.log)
+                if self.service.settle is not None and self._reader.at_end():
+                    self.state = self.service.settle(self.state)
                 return folded
 
     def _fold_record(self, record: Record) -> int:
