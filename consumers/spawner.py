@@ -152,6 +152,8 @@ def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Outp
     host: ComputeHost = ctx.deps
     if event.type == EventType.INSTANCE_DELETED:
         return _leftover(event, host)
+    if event.type == EventType.IMAGE_DELETED:
+        return _snapshot_dropped(event, host)
     if event.body.get("host") != host.name:
         return []
     try:
@@ -178,6 +180,17 @@ def _leftover(event: Event, host: ComputeHost) -> Sequence[Output]:
     in flight or awaiting its confirmation has a guest on each of its two hosts (nova's delete
     cleans up the migration's other end too). Nothing to say: the deletion is already recorded."""
     _destroy_or_reject(host, event.aggregate_id, "the guest of deleted instance")
+    return []
+
+
+def _snapshot_dropped(event: Event, host: ComputeHost) -> Sequence[Output]:
+    """A deleted image's snapshot file on this host goes with it (glance deletes the image's
+    data); a server booted from it keeps its own link (eventsvm.virt.images). Nothing to say."""
+    try:
+        host.drop_snapshot(event.aggregate_id)
+    except OSError as exc:
+        left = f"the file of deleted image {event.aggregate_id} is left on {host.name}: {exc}"
+        raise Rejected(left) from exc
     return []
 
 
@@ -558,9 +571,11 @@ def service_for(host_name: str) -> Service[SpawnerState]:
     return Service(
         name=f"spawner.{host_name}",
         # deleted: every partition (eventsvm.app.cluster.spawner_runner), for the guests a delete
-        # routed elsewhere leaves here
-        inputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.ACTION_REQUESTED, Topic.DELETED),
-        # the catalog only for the snapshots it fills (its evolve steps over catalog events)
+        # routed elsewhere leaves here; the catalog: the images' partition, for the snapshot files
+        # a deleted image leaves here
+        inputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.ACTION_REQUESTED, Topic.DELETED,
+                Topic.CATALOG),
+        # the catalog for the snapshots it fills (its evolve steps over catalog events)
         state_topics=(
             Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED,
             Topic.CATALOG, Topic.ACTION_REQUESTED),

@@ -21,12 +21,13 @@ from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec, CodecError
 from eventsvm.events.model import HOST_ROUTED_TOPICS, EventType, Topic, new_event
 from eventsvm.log.factory import open_log
-from eventsvm.log.port import BEGINNING, EventLog, OutRecord
+from eventsvm.log.port import BEGINNING, EventLog, OutRecord, partition_for
 from eventsvm.projections.readmodel import ReadModel
 from eventsvm.projections.seal import SealStore
 from eventsvm.runtime.runner import ServiceRunner, StepObserver
 from eventsvm.runtime.snapshot import SnapshotStore
 from eventsvm.runtime.supervisor import Supervisor
+from eventsvm.state.names import IMAGES
 from eventsvm.virt import qemu
 from eventsvm.virt.compute_host import ComputeHost, HostCapacity
 from eventsvm.virt.hypervisor import Hypervisor
@@ -133,12 +134,15 @@ def spawner_runner(
     member_name: str | None = None,
     snapshots: SnapshotStore | None = None,
 ) -> ServiceRunner[Any]:
-    """The spawner of `host`, reading exactly its slot's partition of the host-routed topics, and
-    every deletion (a server's guest may be on a host no delete was routed to: a resize's other end)."""
+    """The spawner of `host`, reading exactly its slot's partition of the host-routed topics, every
+    deletion (a server's guest may be on a host no delete was routed to: a resize's other end), and
+    the catalog's partition of images (a deleted snapshot's file goes from the host that made it)."""
     # a spawner may be the first process on a new log: its partitions need the topics to exist
-    log_.create_topics([str(t) for t in (*HOST_ROUTED_TOPICS, Topic.DELETED)])
+    log_.create_topics([str(t) for t in (*HOST_ROUTED_TOPICS, Topic.DELETED, Topic.CATALOG)])
     partitions = [(str(t), host.slot % log_.partitions(str(t))) for t in HOST_ROUTED_TOPICS]
     partitions += [(str(Topic.DELETED), p) for p in range(log_.partitions(str(Topic.DELETED)))]
+    images = partition_for(IMAGES.encode(), log_.partitions(str(Topic.CATALOG)))
+    partitions.append((str(Topic.CATALOG), images))
     return ServiceRunner(
         log_,
         host_service("spawner", host.name),
