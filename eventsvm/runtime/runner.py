@@ -36,6 +36,8 @@ from eventsvm.log.port import (
     GroupMember,
     LogError,
     MemberDead,
+    MemberNameHold,
+    MemberNameTaken,
     OutRecord,
     Reader,
     Record,
@@ -111,6 +113,8 @@ class ServiceRunner(Generic[S]):
         self._pending: set[str] = set()
         self._reader: Reader | None = None
         self._member: GroupMember | None = None
+        # the member name, held while this runner lives (its members come and go under it)
+        self._name_hold: MemberNameHold | None = None
         self._reassigned = False
         self._partition_counts: dict[str, int] = {}
         self._transient_failures = 0
@@ -131,7 +135,10 @@ class ServiceRunner(Generic[S]):
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        """Create the topics, rebuild the state from the log, and join the group."""
+        """Hold the member name, create the topics, rebuild the state from the log, and join the
+        group. MemberNameTaken when another live process runs under the same member name."""
+        if self._name_hold is None:
+            self._name_hold = self.log.hold_member_name(self.group, self.member_name)
         topics = {*self.service.inputs, *self.service.state_topics, *self.service.outputs, Topic.DEAD_LETTER}
         self.log.create_topics(sorted(topics))
         self.rebuild()
@@ -214,7 +221,13 @@ class ServiceRunner(Generic[S]):
         self._reassigned = True
 
     def close(self) -> None:
-        """Leave the group and release the readers."""
+        """Leave the group, release the readers and give the member name up."""
+        self._leave()
+        hold, self._name_hold = self._name_hold, None
+        if hold is not None:
+            hold.release()
+
+    def _leave(self) -> None:
         member, reader = self._member, self._reader
         self._member = self._reader = None
         if member is not None:
@@ -238,9 +251,11 @@ class ServiceRunner(Generic[S]):
                         self.start()
                     self.step()
                     self.outages = 0
+                except MemberNameTaken:
+                    raise  # not an outage: another process runs as this member, and keeps it
                 except LogError as exc:
-                    # A dead member counts as an outage too: should two processes run under one
-                    # member name, each fences the other in turn, and the growing pause spaces that.
+                    # A dead member counts as an outage too: a process that held no member name (an
+                    # older version) may fence this one in turn, and the growing pause spaces that.
                     self.outages += 1
                     pause = outage_pause(self.outages)
                     if isinstance(exc, MemberDead):
@@ -258,7 +273,7 @@ class ServiceRunner(Generic[S]):
         # What the member held is uncommitted or gone with the broker; `start` rebuilds the state
         # and joins afresh. Closing may fail too while the log is down: nothing is left to save.
         try:
-            self.close()
+            self._leave()  # the member name stays held: this process comes back as that member
         except Exception as exc:
             log.info("%s: closing after the outage failed: %s", self.service.name, exc)
 
