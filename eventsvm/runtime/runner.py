@@ -42,7 +42,7 @@ from eventsvm.log.port import (
     Reader,
     Record,
 )
-from eventsvm.runtime.fold_letters import FoldLetters
+from eventsvm.runtime.fold_letters import STATE_ONLY_TOPICS, FoldLetters
 from eventsvm.runtime.service import Rejected, Service, StepContext, Transient
 from eventsvm.runtime.snapshot import Snapshot, SnapshotStore, now_ms, state_version
 
@@ -120,6 +120,7 @@ class ServiceRunner(Generic[S]):
         self._transient_failures = 0
         self._stale = False
         self.fold_letters = FoldLetters(self.group, codec)
+        self._folded_topics = {str(t) for t in service.state_topics}
         # consecutive failures to reach the log; while it is above 0 the runner is paused
         self.outages = 0
         # snapshots: where the state reader is, what a loaded snapshot already covers, and how
@@ -351,9 +352,9 @@ class ServiceRunner(Generic[S]):
         try:
             event = self.codec.decode(record.value)
         except Forged as exc:  # not signed by a writer that may write it: never decided on
-            return [self._dead_letter(record, f"forged: {exc}", "Forged", report)]
+            return self._undecodable(record, f"forged: {exc}", "Forged", report)
         except CodecError as exc:
-            return [self._dead_letter(record, f"undecodable payload: {exc}", "CodecError", report)]
+            return self._undecodable(record, f"undecodable payload: {exc}", "CodecError", report)
         report.inputs.append(event)
         ctx = StepContext(record.topic, record.partition, self._partitions_of(record.topic), self.deps)
         try:
@@ -397,6 +398,14 @@ class ServiceRunner(Generic[S]):
         # it will come back through the state reader; fold it only once
         self._pending.add(out.event_id)
         return OutRecord(topic, out.aggregate_id.encode(), data, partition)
+
+    def _undecodable(self, record: Record, reason: str, error_type: str,
+                     report: StepReport) -> list[OutRecord]:
+        if record.topic in STATE_ONLY_TOPICS and record.topic in self._folded_topics:
+            # a topic only watched here (the spawner's images of the catalog): its folds letter such a
+            # record once, under an id every reader shares, where each watcher would add its own
+            return []
+        return [self._dead_letter(record, reason, error_type, report)]
 
     def _dead_letter(
         self, record: Record, reason: str, error_type: str, report: StepReport, event: Event | None = None

@@ -5,14 +5,13 @@ request's over-long request line is 414 and its over-long headers 431, after the
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 import uvicorn
 
 from eventsvm.app.http_limits import MAX_HEAD_BYTES, BoundedHeadProtocol
+from tests.http_wire import send_and_read, served
 
 
 async def _echo(scope: dict[str, object], receive: object, send: object) -> None:
@@ -36,33 +35,14 @@ def address() -> Iterator[tuple[str, int]]:
         port = int(probe.getsockname()[1])
     config = uvicorn.Config(_echo, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
                             access_log=False, http=BoundedHeadProtocol)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield "127.0.0.1", port
-    server.should_exit = True
-    thread.join(10)
+    with served(config):
+        yield "127.0.0.1", port
 
 
 def _exchange(address: tuple[str, int], requests: bytes) -> list[bytes]:
     """Send `requests` in one write and read every answer until the server closes (after a
     refusal, or the request saying `Connection: close`); the answers' status lines and bodies."""
-    answer = b""
-    with socket.create_connection(address, timeout=10) as conn:
-        try:
-            conn.sendall(requests)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # refused before it was all sent
-        try:
-            while chunk := conn.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass
-    return _split(answer)
+    return _split(send_and_read(address, requests, timeout=10))
 
 
 def _split(stream: bytes) -> list[bytes]:
