@@ -126,6 +126,19 @@ def snapshot_store(data_dir: Path, config: LogConfig) -> SnapshotStore:
     return SnapshotStore(data_dir / "snapshots", config.identity)
 
 
+def spawner_partitions(log_: EventLog, slot: int) -> list[tuple[str, int]]:
+    """What the spawner of the host in `slot` reads: its slot's partition of the host-routed topics,
+    every deletion (a server's guest may be on a host no delete was routed to: a resize's other
+    end), and the catalog's partition of images (a deleted snapshot's file goes from the host that
+    made it). A spawner may be the first process on a new log: the topics are created first."""
+    log_.create_topics([str(t) for t in (*HOST_ROUTED_TOPICS, Topic.DELETED, Topic.CATALOG)])
+    partitions = [(str(t), slot % log_.partitions(str(t))) for t in HOST_ROUTED_TOPICS]
+    partitions += [(str(Topic.DELETED), p) for p in range(log_.partitions(str(Topic.DELETED)))]
+    images = partition_for(IMAGES.encode(), log_.partitions(str(Topic.CATALOG)))
+    partitions.append((str(Topic.CATALOG), images))
+    return partitions
+
+
 def spawner_runner(
     log_: EventLog,
     codec: Codec,
@@ -134,21 +147,13 @@ def spawner_runner(
     member_name: str | None = None,
     snapshots: SnapshotStore | None = None,
 ) -> ServiceRunner[Any]:
-    """The spawner of `host`, reading exactly its slot's partition of the host-routed topics, every
-    deletion (a server's guest may be on a host no delete was routed to: a resize's other end), and
-    the catalog's partition of images (a deleted snapshot's file goes from the host that made it)."""
-    # a spawner may be the first process on a new log: its partitions need the topics to exist
-    log_.create_topics([str(t) for t in (*HOST_ROUTED_TOPICS, Topic.DELETED, Topic.CATALOG)])
-    partitions = [(str(t), host.slot % log_.partitions(str(t))) for t in HOST_ROUTED_TOPICS]
-    partitions += [(str(Topic.DELETED), p) for p in range(log_.partitions(str(Topic.DELETED)))]
-    images = partition_for(IMAGES.encode(), log_.partitions(str(Topic.CATALOG)))
-    partitions.append((str(Topic.CATALOG), images))
+    """The spawner of `host`, reading what `spawner_partitions` names."""
     return ServiceRunner(
         log_,
         host_service("spawner", host.name),
         codec,
         member_name=member_name or host.name,
-        partitions=partitions,
+        partitions=spawner_partitions(log_, host.slot),
         deps=host,
         observer=observer,
         snapshots=snapshots,
