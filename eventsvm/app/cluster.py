@@ -19,15 +19,15 @@ from eventsvm.app.registry import PIPELINE, PipelineSettings, host_service, pipe
 from eventsvm.app.writers import API, key_dir, spawner_writer, writer_codec, writer_ring
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec, CodecError
-from eventsvm.events.model import HOST_ROUTED_TOPICS, EventType, Topic, new_event
+from eventsvm.events.model import EventType, Topic, new_event
 from eventsvm.log.factory import open_log
-from eventsvm.log.port import BEGINNING, EventLog, OutRecord, partition_for
+from eventsvm.log.port import BEGINNING, EventLog, OutRecord
 from eventsvm.projections.readmodel import ReadModel
 from eventsvm.projections.seal import SealStore
+from eventsvm.runtime.host_routing import SPAWNER_TOPICS, spawner_partitions
 from eventsvm.runtime.runner import ServiceRunner, StepObserver
 from eventsvm.runtime.snapshot import SnapshotStore
 from eventsvm.runtime.supervisor import Supervisor
-from eventsvm.state.names import IMAGES
 from eventsvm.virt import qemu
 from eventsvm.virt.compute_host import ComputeHost, HostCapacity
 from eventsvm.virt.hypervisor import Hypervisor
@@ -126,19 +126,6 @@ def snapshot_store(data_dir: Path, config: LogConfig) -> SnapshotStore:
     return SnapshotStore(data_dir / "snapshots", config.identity)
 
 
-def spawner_partitions(log_: EventLog, slot: int) -> list[tuple[str, int]]:
-    """What the spawner of the host in `slot` reads: its slot's partition of the host-routed topics,
-    every deletion (a server's guest may be on a host no delete was routed to: a resize's other
-    end), and the catalog's partition of images (a deleted snapshot's file goes from the host that
-    made it). A spawner may be the first process on a new log: the topics are created first."""
-    log_.create_topics([str(t) for t in (*HOST_ROUTED_TOPICS, Topic.DELETED, Topic.CATALOG)])
-    partitions = [(str(t), slot % log_.partitions(str(t))) for t in HOST_ROUTED_TOPICS]
-    partitions += [(str(Topic.DELETED), p) for p in range(log_.partitions(str(Topic.DELETED)))]
-    images = partition_for(IMAGES.encode(), log_.partitions(str(Topic.CATALOG)))
-    partitions.append((str(Topic.CATALOG), images))
-    return partitions
-
-
 def spawner_runner(
     log_: EventLog,
     codec: Codec,
@@ -148,12 +135,14 @@ def spawner_runner(
     snapshots: SnapshotStore | None = None,
 ) -> ServiceRunner[Any]:
     """The spawner of `host`, reading what `spawner_partitions` names."""
+    # a spawner may be the first process on a new log: its partitions need the topics to exist
+    log_.create_topics([str(t) for t in SPAWNER_TOPICS])
     return ServiceRunner(
         log_,
         host_service("spawner", host.name),
         codec,
         member_name=member_name or host.name,
-        partitions=spawner_partitions(log_, host.slot),
+        partitions=spawner_partitions(log_.partitions, host.slot),
         deps=host,
         observer=observer,
         snapshots=snapshots,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from eventsvm.app.cluster import Cluster, ClusterOptions, spawner_partitions
+from eventsvm.app.cluster import Cluster, ClusterOptions
 from eventsvm.app.registry import host_service
 from eventsvm.app.seed import choose_passwords, seed_events
 from eventsvm.config import LogConfig
@@ -21,6 +21,7 @@ from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, EventLog
 from eventsvm.projections.readmodel import Models, ReadModel
 from eventsvm.runtime.fold_letters import FORGED
+from eventsvm.runtime.host_routing import spawner_partitions
 from eventsvm.state.instances import Instance
 from eventsvm.virt.compute_host import HostCapacity
 from tests.factories import plain_request
@@ -246,7 +247,8 @@ def reading(group: str, partitions: list[tuple[str, int]]) -> Inputs:
 
 def spawner_reading(log_: EventLog, host: str, slot: int) -> Inputs:
     """What the spawner of `host` (in `slot`) reads, as eventsvm.app.cluster.spawner_runner has it."""
-    return reading(f"eventsvm.{host_service('spawner', host).name}", spawner_partitions(log_, slot))
+    group = f"eventsvm.{host_service('spawner', host).name}"
+    return reading(group, spawner_partitions(log_.partitions, slot))
 
 
 def runner_inputs(cloud: Cloud) -> Inputs:
