@@ -570,7 +570,7 @@ def service_for(host_name: str) -> Service[SpawnerState]:
     """The spawner of one host (its state only counts that host's claims)."""
     return Service(
         name=f"spawner.{host_name}",
-        # deleted: every partition (eventsvm.app.cluster.spawner_runner), for the guests a delete
+        # deleted: every partition (eventsvm.runtime.host_routing), for the guests a delete
         # routed elsewhere leaves here; the catalog: the images' partition, for the snapshot files
         # a deleted image leaves here
         inputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.ACTION_REQUESTED, Topic.DELETED,
