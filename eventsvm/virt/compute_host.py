@@ -215,6 +215,10 @@ class ComputeHost:
         return {"size_bytes": path.stat().st_size, "disk_format": "qcow2", "container_format": "bare",
                 "location": path.as_uri()}
 
+    def drop_snapshot(self, image_id: str) -> bool:
+        """Remove the file of a deleted snapshot image from this host; False when it had none."""
+        return self.images is not None and self.images.drop_snapshot(image_id)
+
     def _reboot(self, instance_id: str, hard: bool) -> tuple[DomainInfo, str | None]:
         note = None
         if not hard:
