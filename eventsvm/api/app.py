@@ -37,6 +37,7 @@ from eventsvm.api.authorization import enforce_route_policy, policy_may_refuse
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import error_body, install_error_handlers, service_of
 from eventsvm.api.openapi import install_openapi
+from eventsvm.api.peers import CatchUpOnMiss
 
 log = logging.getLogger(__name__)
 
@@ -171,5 +172,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(compute_networks.router)
     app.include_router(server_groups.router)
     app.include_router(server_tags.router)
+    # inside the envelope (added first), which has read the body it replays on a second run
+    app.add_middleware(CatchUpOnMiss, readmodel=ctx.readmodel, peers=ctx.peers)
     app.add_middleware(RequestEnvelope, max_body_bytes=ctx.max_body_bytes)
     return app
