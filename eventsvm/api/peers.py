@@ -43,59 +43,34 @@ def catch_up(readmodel: ReadModel, timeout_s: float = CATCH_UP_S,
     return False
 
 
-class CatchUpOnMiss:
-    """ASGI middleware: a 404 or 401 is answered only once the read model has caught up with the
-    log (the request is run again after catching up); with `peers`, writes catch up first.
+async def answer_caught_up(app: ASGIApp, scope: Scope, body: bytes, receive: Receive, send: Send,
+                           readmodel: ReadModel, peers: bool = False, timeout_s: float = CATCH_UP_S) -> None:
+    """Run `app` on a request whose whole `body` was read already, so that a 404 or 401 is answered
+    only once the read model has caught up with the log (the request runs again after catching up);
+    with `peers`, a write catches up before it runs. Running a write again after its 404 or 401 is
+    safe: the handlers refuse before they append anything."""
+    if peers and scope.get("method") not in SAFE_METHODS:
+        await run_in_threadpool(catch_up, readmodel, timeout_s)
+    held: list[Message] = []
 
-    Sits inside RequestEnvelope, which has read the whole body already: the body is replayed to the
-    second run. Running a write again after its 404 or 401 is safe: the handlers refuse before they
-    append anything."""
-
-    def __init__(self, app: ASGIApp, readmodel: ReadModel, peers: bool = False,
-                 timeout_s: float = CATCH_UP_S) -> None:
-        self.app = app
-        self.readmodel = readmodel
-        self.peers = peers
-        self.timeout_s = timeout_s
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        body = await _whole_body(receive)
-        if self.peers and scope.get("method") not in SAFE_METHODS:
-            await run_in_threadpool(catch_up, self.readmodel, self.timeout_s)
-        held: list[Message] = []
-
-        async def hold_a_miss(message: Message) -> None:
-            if held or (message["type"] == "http.response.start" and message["status"] in MISSES):
-                held.append(message)
-            else:
-                await send(message)
-
-        await self.app(scope, _replay(body, receive), hold_a_miss)
-        if not held:
-            return
-        if await run_in_threadpool(catch_up, self.readmodel, self.timeout_s):
-            await self.app(scope, _replay(body, receive), send)
-            return
-        for message in held:
+    async def hold_a_miss(message: Message) -> None:
+        if held or (message["type"] == "http.response.start" and message["status"] in MISSES):
+            held.append(message)
+        else:
             await send(message)
 
-
-async def _whole_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+    await app(scope, replayed(body, receive), hold_a_miss)
+    if not held:
+        return
+    if await run_in_threadpool(catch_up, readmodel, timeout_s):
+        await app(scope, replayed(body, receive), send)
+        return
+    for message in held:
+        await send(message)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replayed(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that delivers `body` whole, then whatever `receive` brings (a disconnect)."""
     delivered = False
 
     async def replay() -> Message:
