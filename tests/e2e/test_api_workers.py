@@ -34,13 +34,17 @@ class Workers:
     other: str  # certainly another process than whichever answered on `shared`
 
 
-@pytest.fixture(scope="module")
-def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("kafka", marks=pytest.mark.kafka)])
+def workers(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
     tmp_path = tmp_path_factory.mktemp("workers")
-    cloud = start_up(tmp_path, "--api-workers", "2", "--hosts", "1")
+    engine: list[str] = []
+    if request.param == "kafka":
+        engine = ["--kafka", request.getfixturevalue("kafka_bootstrap"),
+                  "--namespace", f"workers{uuid.uuid4().hex[:8]}."]
+    cloud = start_up(tmp_path, "--api-workers", "2", "--hosts", "1", *engine)
     port = free_port()
     command = [EVENTSVM, "run", "api", "--shared-port", "--data-dir", str(cloud.data_dir),
-               "--port", str(port)]
+               "--port", str(port), *engine]
     with (tmp_path / "other.log").open("wb") as out:
         other = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                  env={**os.environ, **PASSWORDS})
