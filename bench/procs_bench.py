@@ -10,6 +10,7 @@ batches stay small enough that every repetition of a run finds addresses.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 
@@ -28,11 +29,16 @@ HOSTS = ("--hosts", "8", "--host-capacity", "vcpus=4096,ram=4194304,disk=65536")
 ACTIVE_TIMEOUT_S = 600.0
 
 
-def _count(cloud: Cloud, status: str) -> int:
-    reply = httpx.get(f"{cloud.compute}/servers", params={"status": status, "limit": 1000},
+def _servers(cloud: Cloud, status: str) -> list[dict[str, Any]]:
+    reply = httpx.get(f"{cloud.compute}/servers/detail", params={"status": status, "limit": 1000},
                       headers={"X-Auth-Token": cloud.token}, timeout=REQUEST_TIMEOUT_S)
     reply.raise_for_status()
-    return len(reply.json()["servers"])
+    servers: list[dict[str, Any]] = reply.json()["servers"]
+    return servers
+
+
+def _count(cloud: Cloud, status: str) -> int:
+    return len(_servers(cloud, status))
 
 
 def _post_to_active(cloud: Cloud, batch: int) -> float:
@@ -43,8 +49,8 @@ def _post_to_active(cloud: Cloud, batch: int) -> float:
     _fire(cloud, batch, CLIENTS)
     deadline = time.monotonic() + ACTIVE_TIMEOUT_S
     while (active := _count(cloud, "ACTIVE") - before) < batch:
-        if _count(cloud, "ERROR"):
-            raise RuntimeError("a server went to ERROR")
+        if failed := _servers(cloud, "ERROR"):
+            raise RuntimeError(f"{len(failed)} servers went to ERROR: {failed[0].get('fault')}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {active} of {batch} ACTIVE after {ACTIVE_TIMEOUT_S:g} s")
         time.sleep(0.1)
