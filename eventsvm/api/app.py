@@ -37,6 +37,8 @@ from eventsvm.api.authorization import enforce_route_policy, policy_may_refuse
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import error_body, install_error_handlers, service_of
 from eventsvm.api.openapi import install_openapi
+from eventsvm.api.peers import answer_caught_up, replayed
+from eventsvm.projections.readmodel import ReadModel
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +65,13 @@ class RequestEnvelope:
     """Gives every answer its request id, refuses oversized bodies before anything parses them,
     and turns an unexpected exception into OpenStack's 500 body rather than a bare text page."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, readmodel: ReadModel | None = None,
+                 peers: bool = False) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # with a read model, a miss is answered only once caught up with the log (eventsvm.api.peers)
+        self.readmodel = readmodel
+        self.peers = peers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,17 +107,12 @@ class RequestEnvelope:
         if refusal is not None:
             await reply(*refusal)
             return
-        delivered = False
-
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
         try:
-            await self.app(scope, replay, send_with_id)
+            if self.readmodel is None:
+                await self.app(scope, replayed(body, receive), send_with_id)
+            else:
+                await answer_caught_up(self.app, scope, body, receive, send_with_id, self.readmodel,
+                                       self.peers)
         except Exception:
             log.exception("unexpected error answering %s %s", scope.get("method"), scope.get("path"))
             if not started:
@@ -171,5 +172,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(compute_networks.router)
     app.include_router(server_groups.router)
     app.include_router(server_tags.router)
-    app.add_middleware(RequestEnvelope, max_body_bytes=ctx.max_body_bytes)
+    app.add_middleware(RequestEnvelope, max_body_bytes=ctx.max_body_bytes, readmodel=ctx.readmodel,
+                       peers=ctx.peers)
     return app

@@ -15,6 +15,8 @@ from fastapi.security import APIKeyHeader
 
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import Unauthorized
+from eventsvm.api.peers import catch_up
+from eventsvm.events.model import Topic
 from eventsvm.identity.policy_rules import PolicyEnforcers
 from eventsvm.identity.tokens import TokenClaims, TokenInvalid, TokenService
 from eventsvm.projections.readmodel import ReadModel
@@ -85,7 +87,13 @@ def valid_claims(tokens: TokenService, readmodel: ReadModel, token: str) -> Toke
 
 
 def verify_token(ctx: ApiContext, token: str | None) -> TokenClaims:
-    """The claims of a valid token (see valid_claims); 401 in keystone's shape otherwise."""
+    """The claims of a valid token (see valid_claims); 401 in keystone's shape otherwise.
+
+    The token's decryption is cached (TokenService.validate); its revocation is not: with peers,
+    the identity topic is caught up first, so a token revoked through any worker is refused by
+    every worker from the moment the revocation was answered."""
+    if ctx.peers and token:
+        catch_up(ctx.readmodel, topics=(Topic.IDENTITY,))  # revocations, disabled users, roles
     claims = valid_claims(ctx.tokens, ctx.readmodel, token) if token else None
     if claims is None:
         raise Unauthorized()

@@ -46,6 +46,9 @@ class ApiContext:
     backlog: BuildBacklog = field(default_factory=BuildBacklog)
     # each service's oslo.policy rules, with the operator's <service>-policy.yaml overrides
     policy: PolicyEnforcers = field(default_factory=PolicyEnforcers)
+    # other API processes write the same log (`eventsvm up --api-workers N`): writes and token
+    # checks catch up with the log first (eventsvm.api.peers)
+    peers: bool = False
 
     def usage_ledger(self) -> UsageLedger:
         """What os-simple-tenant-usage reports from: the billing ledger, or (where no billing

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,6 +80,22 @@ def cmd_keys_rotate_signing(args: argparse.Namespace) -> int:
     return 0
 
 
+def env_flag(name: str) -> bool:
+    """A boolean setting from the environment: 1, true, yes or on."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_int(name: str, default: int) -> int:
+    """An integer setting from the environment; a value that is no integer is a usage error."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{name} must be an integer, not {value!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     parser = argparse.ArgumentParser(prog="eventsvm", description=__doc__.splitlines()[0])
@@ -108,6 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="make every spawn on this host fail (drills, and tests of rescheduling)",
+    )
+    up.add_argument(
+        "--processes",
+        action="store_true",
+        default=env_flag("EVENTSVM_PROCESSES"),
+        help="run the API and every service as supervised child processes (the ones `eventsvm run` "
+        "starts) instead of threads of this one (env EVENTSVM_PROCESSES=1)",
+    )
+    up.add_argument(
+        "--api-workers",
+        type=int,
+        default=env_int("EVENTSVM_API_WORKERS", 1),
+        metavar="N",
+        help="API processes sharing the port (SO_REUSEPORT); above 1 implies --processes "
+        "(default 1, env EVENTSVM_API_WORKERS)",
     )
     add_power_options(up)
     add_api_options(up)
@@ -168,6 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "under the same name refuses to start)")
     run.add_argument("--port", type=int, default=8080, help="API port, for `run api`")
     run.add_argument("--bind", default="127.0.0.1")
+    run.add_argument(
+        "--shared-port",
+        action="store_true",
+        help="`run api` beside other API processes on the same port (SO_REUSEPORT): each catches up "
+        "with the log before a write or a token check, as the others write it",
+    )
+    run.add_argument("--supervisor-state", type=Path, default=None,
+                     help="`run api`: export the services' state `up --processes` writes to this file")
+    run.add_argument("--broken", default=None, metavar="REASON",
+                     help="make every spawn on this spawner's host fail (drills, tests of rescheduling)")
     add_api_options(run)
     run.set_defaults(func=cmd_run)
 
@@ -178,7 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `eventsvm` console script."""
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except UsageError as exc:  # a setting from the environment that cannot work
+        print(f"eventsvm: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import socket
 import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eventsvm.app.children import die_with_parent, run_children
 from eventsvm.app.cluster import (
     Cluster,
     ClusterOptions,
@@ -38,6 +40,7 @@ from eventsvm.log.factory import open_log
 from eventsvm.projections.billing import LedgerView
 from eventsvm.projections.readmodel import ReadModel
 from eventsvm.runtime.runner import ServiceRunner
+from eventsvm.runtime.supervisor import StateFileCollector
 from eventsvm.state.backlog import BacklogLimits
 from eventsvm.virt.compute_host import ComputeHost
 from eventsvm.virt.hypervisor import Hypervisor
@@ -108,7 +111,8 @@ class ApiServer:
     """uvicorn serving the OpenStack API, /metrics and /dashboard over one read model."""
 
     def __init__(self, readmodel: ReadModel, data_dir: Path, bind: str, port: int,
-                 enable_instance_password: bool = True, backlog: BacklogLimits | None = None) -> None:
+                 enable_instance_password: bool = True, backlog: BacklogLimits | None = None,
+                 shared_port: bool = False) -> None:
         # imported here: uvicorn, FastAPI and pydantic take ~0.5 s to load, which `eventsvm run
         # scheduler` and the other service processes never need
         import uvicorn
@@ -117,7 +121,10 @@ class ApiServer:
 
         app, self.context, self.monitoring = serving_app(
             readmodel, data_dir, f"http://{bind}:{port}", enable_instance_password=enable_instance_password,
-            backlog=backlog)
+            backlog=backlog, peers=shared_port)
+        # several API processes on one port: each binds its own socket with SO_REUSEPORT and the
+        # kernel spreads new connections across them (docs/decisions.md, "API workers")
+        self.sockets = [reuse_port_socket(bind, port)] if shared_port else None
 
         config = uvicorn.Config(
             app, host=bind, port=port, log_level="warning", access_log=False, lifespan="off",
@@ -128,15 +135,31 @@ class ApiServer:
     def run(self) -> None:
         """Serve until SIGTERM / SIGINT (uvicorn's own handlers), then release what it holds."""
         try:
-            self.server.run()
+            self.server.run(sockets=self.sockets)
         finally:
             self.monitoring.close()
             self.context.consoles.close()
 
 
+def reuse_port_socket(bind: str, port: int) -> socket.socket:
+    """A listening socket on bind:port that other processes may bind as well (SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((bind, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {bind}:{port}: {exc.strerror}") from None
+    return sock
+
+
 def serving_app(readmodel: ReadModel, data_dir: Path, public_url: str, *, stuck_after_s: float = 300.0,
                 lag_interval_s: float = 5.0, enable_instance_password: bool = True,
-                backlog: BacklogLimits | None = None) -> tuple[FastAPI, ApiContext, Monitoring]:
+                backlog: BacklogLimits | None = None, peers: bool = False
+                ) -> tuple[FastAPI, ApiContext, Monitoring]:
     """The API with the monitoring routes beside it, sharing one read model and one token check."""
     from eventsvm.api.app import create_app
     from eventsvm.api.auth import valid_claims
@@ -156,6 +179,7 @@ def serving_app(readmodel: ReadModel, data_dir: Path, public_url: str, *, stuck_
         backlog=BuildBacklog(backlog),
         # the operator's overrides, one file per service as they write them for nova and the rest
         policy=PolicyEnforcers(policy_dir(data_dir)),
+        peers=peers,
     )
     app = create_app(context)
     monitoring = make_monitoring(readmodel, stuck_after_s=stuck_after_s, lag_interval_s=lag_interval_s,
@@ -171,13 +195,43 @@ def openstack_command() -> str:
     return str(beside) if beside.exists() else "openstack"
 
 
+def announce_up(args: argparse.Namespace, data_dir: Path, config: LogConfig, notice: str | None) -> None:
+    """What `eventsvm up` prints once the cloud runs: where, on what, and the first command."""
+    engine = config.url if config.engine == "kafka" else f"embedded log {config.url[len('sqlite://') :]}"
+    clouds = (data_dir / "clouds.yaml").resolve()
+    how = (f"{args.api_workers} API process(es) and a process per service"
+           if args.processes or args.api_workers > 1 else "one process")
+    print(
+        f"eventsvm is up: API on http://{args.bind}:{args.port} ({engine}, {args.hosts} compute host(s), "
+        f"{how})",
+        flush=True,
+    )
+    print(f"clouds.yaml: {clouds}", flush=True)
+    if notice:
+        print(notice, flush=True)
+    print(f"next: OS_CLIENT_CONFIG_FILE={clouds} {openstack_command()} --os-cloud eventsvm server list",
+          flush=True)
+
+
 def run_cloud(
     args: argparse.Namespace, data_dir: Path, config: LogConfig, passwords_env: tuple[str | None, str | None]
 ) -> int:
-    """`eventsvm up`."""
+    """`eventsvm up`: in this process's threads, or with `--processes` (or more than one API
+    worker) as supervised child processes (eventsvm.app.children)."""
     if args.hosts < 1:
         raise UsageError("--hosts must be at least 1")
+    if args.api_workers < 1:
+        raise UsageError("--api-workers must be at least 1")
     backlog = backlog_limits(args)
+    auth_url = f"http://{args.bind}:{args.port}/identity/v3"
+    if args.processes or args.api_workers > 1:
+        if args.hypervisor != "test":
+            raise UsageError("--processes runs the test driver's hosts only; use --hypervisor test, or "
+                             "`eventsvm run spawner --libvirt-uri ...` beside it")
+        return run_children(
+            args, data_dir, config,
+            seed=lambda readmodel: seed_once(readmodel, data_dir, auth_url, passwords_env),
+            announce=functools.partial(announce_up, args, data_dir, config))
     options = ClusterOptions(
         data_dir=data_dir,
         log=config,
@@ -192,24 +246,13 @@ def run_cloud(
         options = qemu_cluster_options(options)
     cluster = Cluster(options)
     readmodel = cluster.start_readmodel()
-    auth_url = f"http://{args.bind}:{args.port}/identity/v3"
     notice = seed_once(
         readmodel, data_dir, auth_url, passwords_env, options.image_location, options.image_properties
     )
     cluster.start_services()
     server = ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password, backlog)
     server.monitoring.monitor.extra_collectors.append(cluster.supervisor)
-    engine = config.url if config.engine == "kafka" else f"embedded log {config.url[len('sqlite://') :]}"
-    clouds = (data_dir / "clouds.yaml").resolve()
-    print(
-        f"eventsvm is up: API on http://{args.bind}:{args.port} ({engine}, {args.hosts} compute host(s))",
-        flush=True,
-    )
-    print(f"clouds.yaml: {clouds}", flush=True)
-    if notice:
-        print(notice, flush=True)
-    print(f"next: OS_CLIENT_CONFIG_FILE={clouds} {openstack_command()} --os-cloud eventsvm server list",
-          flush=True)
+    announce_up(args, data_dir, config, notice)
     try:
         server.run()  # returns on SIGTERM / SIGINT (uvicorn's own handlers)
     finally:
@@ -219,6 +262,7 @@ def run_cloud(
 
 def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> int:
     """`eventsvm run SERVICE`: one service, until SIGTERM; the step in hand is committed first."""
+    die_with_parent()  # a child of `up --processes` ends with it, however it ends
     per_host = args.service != "api" and SERVICES[args.service].per_host
     if per_host and not args.host:
         raise UsageError(f"run {args.service} needs --host NAME")
@@ -231,8 +275,11 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
         readmodel = ReadModel(log_, codec)
         readmodel.start(seals=seal_store(data_dir, config))
         try:
-            ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password,
-                      backlog).run()
+            server = ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password,
+                               backlog, shared_port=args.shared_port)
+            if args.supervisor_state:
+                server.monitoring.monitor.extra_collectors.append(StateFileCollector(args.supervisor_state))
+            server.run()
         finally:
             readmodel.close()
             log_.close()
@@ -262,7 +309,7 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
                 state_dir=state_dir,
             )
         else:
-            host = simulated_host(data_dir, args.host, -1, capacity)
+            host = simulated_host(data_dir, args.host, -1, capacity, broken=args.broken)
         host.shutdown_timeout_s, host.soft_reboot_timeout_s = args.shutdown_timeout, args.soft_reboot_timeout
         register_host(log_, codec, host, "test" if host.hypervisor.domain_type == "test" else "QEMU")
         runner = spawner_runner(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +26,10 @@ from eventsvm.identity.keys import key_indexes, load
 PAYLOAD_VERSION = 1
 # Real tokens are ~300 characters; refuse absurd input before spending cycles on it.
 MAX_TOKEN_LENGTH = 4096
+# How long a validated token's claims are kept (keystonemiddleware's token_cache_time is 300 s),
+# and how many: only the cryptography is cached, the identity model is asked on every use.
+TOKEN_CACHE_S = 300.0
+TOKEN_CACHE_SIZE = 10_000
 
 
 class TokenInvalid(Exception):
@@ -117,6 +123,9 @@ class TokenService:
         self._ttl = timedelta(seconds=ttl_seconds)
         self._clock = clock
         self._keys: tuple[tuple[int, ...], MultiFernet] | None = None
+        # token -> (claims, the key indexes then, when it was validated)
+        self._validated: dict[str, tuple[TokenClaims, tuple[int, ...], float]] = {}
+        self._validated_lock = threading.Lock()
         self._fernet()  # fail at start-up, not on the first request, when the repository is empty
 
     def issue(
@@ -163,8 +172,28 @@ class TokenService:
         """The claims of a genuine, unexpired token; raises TokenInvalid or TokenExpired otherwise.
 
         Only the cryptography and the clock are checked here; whether the user, project, role and
-        audit id are still good is IdentityState.check_token_still_valid's question.
+        audit id are still good is IdentityState.check_token_still_valid's question, asked on
+        every use. A token's decryption is done once and cached (as keystonemiddleware caches
+        validations) for TOKEN_CACHE_S, until the keys change (a rotation may prune the key it
+        was made with) or it expires.
         """
+        keys_at = tuple(key_indexes(self._key_dir))  # every rotation adds a new highest index
+        now = time.monotonic()
+        hit = self._validated.get(token) if isinstance(token, str) else None
+        if hit is not None and hit[1] == keys_at and now - hit[2] < TOKEN_CACHE_S:
+            claims = hit[0]
+        else:
+            claims = self._decrypt(token)
+            with self._validated_lock:
+                if len(self._validated) >= TOKEN_CACHE_SIZE:
+                    # the oldest first: dicts keep insertion order
+                    del self._validated[next(iter(self._validated))]
+                self._validated[token] = (claims, keys_at, now)
+        if self._clock() >= claims.expires_at:
+            raise TokenExpired("The token has expired.")
+        return claims
+
+    def _decrypt(self, token: str) -> TokenClaims:
         plaintext: bytes | None = None
         if isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_LENGTH:
             try:
@@ -177,8 +206,6 @@ class TokenService:
         claims = _parse_claims(plaintext)
         if claims is None:
             raise TokenInvalid("The token is not valid.")
-        if self._clock() >= claims.expires_at:
-            raise TokenExpired("The token has expired.")
         return claims
 
     def _fernet(self) -> MultiFernet:

@@ -655,6 +655,12 @@ class KafkaLog(EventLog):
         ends = self.list_offsets([(topic, p) for p in range(self.partitions(topic))], OffsetSpec.latest())
         return {p: offset for (_, p), offset in ends.items()}
 
+    def ends(self, topics: Iterable[str]) -> dict[TopicPartition, int]:
+        """`end_offsets` of several topics in one ListOffsets request."""
+        self.settle()
+        return self.list_offsets([(t, p) for t in topics for p in range(self.partitions(t))],
+                                 OffsetSpec.latest())
+
     def committed(self, group: str, topic: str) -> dict[int, int]:
         """Per partition, the offset `group` committed on `topic` (absent when none)."""
         # Asked through a consumer of the group that never joins it, not the admin client's
@@ -747,6 +753,10 @@ class _KafkaReader(Reader):
     def at_end(self) -> bool:
         """True once every partition was read up to the end it had at the last poll."""
         return all(self._positions[tp] >= self._ends[tp] for tp in self._tps)
+
+    def positions(self) -> dict[TopicPartition, int]:
+        """Per partition, the offset after the last record delivered or marker stepped over."""
+        return dict(self._positions)
 
     def close(self) -> None:
         """Release the consumer (it never joined a group, so nothing else changes)."""

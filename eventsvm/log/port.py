@@ -92,6 +92,12 @@ class Reader(ABC):
     def at_end(self) -> bool:
         """True once every assigned partition has been read up to the end it had when last polled."""
 
+    def positions(self) -> dict[TopicPartition, int]:
+        """Per partition, the offset after what this reader has delivered (transaction markers
+        stepped over): once it reaches a partition's `EventLog.end_offsets`, everything appended
+        there before that end was delivered. Asked by the thread that polls."""
+        raise NotImplementedError(f"{type(self).__name__} does not report its positions")
+
     @abstractmethod
     def close(self) -> None:
         """Release the reader."""
@@ -193,6 +199,10 @@ class EventLog(ABC):
     @abstractmethod
     def end_offsets(self, topic: str) -> dict[int, int]:
         """Per partition, the offset the next appended record will get (committed data only)."""
+
+    def ends(self, topics: Iterable[str]) -> dict[TopicPartition, int]:
+        """`end_offsets` of several topics, by (topic, partition); engines ask for all at once."""
+        return {(t, p): end for t in topics for p, end in self.end_offsets(t).items()}
 
     @abstractmethod
     def committed(self, group: str, topic: str) -> dict[int, int]:

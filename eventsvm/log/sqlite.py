@@ -254,9 +254,13 @@ class _Store:
     def heads(self, conn: sqlite3.Connection, tps: Iterable[_Tp]) -> dict[_Tp, int]:
         """The next offset of each partition in `tps`."""
         wanted = set(tps)
-        ids = sorted({t for t, _ in wanted})
+        return {tp: n for tp, n in self.heads_of(conn, {t for t, _ in wanted}).items() if tp in wanted}
+
+    def heads_of(self, conn: sqlite3.Connection, topic_ids: Iterable[int]) -> dict[_Tp, int]:
+        """The next offset of every partition of the topics `topic_ids`."""
+        ids = sorted(set(topic_ids))
         sql = f"SELECT topic_id, part, next_offset FROM heads WHERE topic_id IN ({','.join('?' * len(ids))})"
-        return {(t, p): n for t, p, n in conn.execute(sql, ids) if (t, p) in wanted}
+        return {(t, p): n for t, p, n in conn.execute(sql, ids)}
 
     def logical(self, tps: Iterable[_Tp]) -> set[TopicPartition]:
         """Internal partition names as the port's (topic, partition)."""
@@ -335,6 +339,13 @@ class SqliteLog(EventLog):
             topic_id, _ = self._store.topic(self._conn, topic)
             rows = self._conn.execute("SELECT part, next_offset FROM heads WHERE topic_id = ?", (topic_id,))
             return dict(rows.fetchall())
+
+    def ends(self, topics: Iterable[str]) -> dict[TopicPartition, int]:
+        """`end_offsets` of several topics in one query."""
+        with self._lock, self._store.read(self._conn):
+            ids = [self._store.topic(self._conn, t)[0] for t in topics]
+            return {(self._store._names[t], p): end
+                    for (t, p), end in self._store.heads_of(self._conn, ids).items()}
 
     def committed(self, group: str, topic: str) -> dict[int, int]:
         """Per partition, the offset `group` committed on `topic`."""
@@ -441,6 +452,11 @@ class _SqliteReader(Reader):
     def at_end(self) -> bool:
         """True once every partition was read up to the end it had at the last poll."""
         return all(self._positions[tp] >= self._ends[tp] for tp in self._order)
+
+    def positions(self) -> dict[TopicPartition, int]:
+        """Per partition, the offset after the last record delivered."""
+        names = self._store._names  # filled when the reader resolved its partitions
+        return {(names[t], p): offset for (t, p), offset in self._positions.items()}
 
     def close(self) -> None:
         """Release the reader's connection."""

@@ -165,6 +165,8 @@ class ReadModel:
         self._changed = threading.Condition(self.lock)
         self.listeners: list[EventListener] = []
         self.fold_letters = FoldLetters(FOLD_NAME, codec)
+        # per partition, the offset after what has been folded (None: the reader cannot say)
+        self._folded: dict[tuple[str, int], int] | None = {}
 
     def start(self, tail: bool = True, seals: SealStore | None = None) -> None:
         """Create the topics, fold the whole log, then keep folding in a background thread.
@@ -220,10 +222,13 @@ class ReadModel:
         folded = 0
         while True:
             records = reader.poll(5000, timeout=0.05 if to_end else 0.2)
-            if records:
+            positions = self._positions_of(reader)
+            if records or positions:
                 with self.lock:
                     for record in records:
                         folded += self._fold_record(record, sealing)
+                    if positions:
+                        self._folded = positions
                     self._changed.notify_all()
             if to_end:
                 # checked after every batch: once at the end, one more poll would only wait out its timeout
@@ -240,6 +245,26 @@ class ReadModel:
     def _settle(self) -> None:
         with self.lock:
             self.models.settle()
+
+    def _positions_of(self, reader: Reader) -> dict[tuple[str, int], int] | None:
+        # what the reader has delivered, changed or not: an empty poll may step over markers
+        if self._folded is None:
+            return None
+        try:
+            return reader.positions()
+        except NotImplementedError:
+            self._folded = None
+            return None
+
+    def sync(self, timeout: float, topics: Sequence[Topic] = ALL_TOPICS) -> bool:
+        """Wait until everything appended to `topics` before this call is folded, by any process
+        (read-your-writes across API processes: a write on one, a read on another); False after
+        `timeout` seconds. Costs one end-offsets query, and no wait when already there."""
+        ends = list(self.log.ends([str(t) for t in topics]).items())
+        if self._thread is None:  # no tail (a one-shot model): fold up to the end here
+            self.catch_up(to_end=True)
+        return self.wait_until(lambda _models: self._folded is None or all(
+            self._folded.get(tp, 0) >= end for tp, end in ends), timeout)
 
     def _fold_record(self, record: Record, sealing: Sealing | None = None) -> int:
         sealed = sealing is not None and sealing.vouched(record)

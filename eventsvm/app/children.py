@@ -1,0 +1,144 @@
+"""`eventsvm up --processes`: the API and every service as supervised child processes, each the
+very process `eventsvm run SERVICE` starts, so both cores work.
+
+The parent seeds the log and registers the hosts (so each spawner keeps the slot it is given),
+then starts one child per pipeline service, one spawner per host and `--api-workers` API
+processes sharing the port (SO_REUSEPORT). A child that ends is started again after a growing
+pause (eventsvm.runtime.supervisor, counted in eventsvm_service_restarts_total); SIGTERM or SIGINT
+to the parent stops every child with SIGTERM (each commits the step in hand); and a parent that
+is SIGKILLed takes its children with it: each asks the kernel for SIGTERM when its parent dies
+(prctl PR_SET_PDEATHSIG, die_with_parent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from eventsvm.app.cluster import register_hosts, simulated_host
+from eventsvm.app.options import on_sigterm, parse_capacity, wait_forever
+from eventsvm.app.registry import PIPELINE
+from eventsvm.app.writers import SEED, spawner_writer, writer_codec
+from eventsvm.config import LogConfig
+from eventsvm.log.factory import open_log
+from eventsvm.projections.readmodel import ReadModel
+from eventsvm.runtime.supervisor import Supervisor
+
+# set in each child's environment: the pid of the `up` that started it
+PARENT_ENV = "EVENTSVM_PARENT_PID"
+_PR_SET_PDEATHSIG = 1
+# how long the children have to stop on SIGTERM before they are killed
+STOP_GRACE_S = 30.0
+
+
+def die_with_parent() -> None:
+    """In a child of `up --processes`: SIGTERM this process when its parent dies, however it dies.
+
+    The kernel sends it when the thread that forked this process ends; the parent forks from its
+    main thread and its supervisor's watcher, both of which live as long as the parent."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != int(parent):  # the parent died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _log_flags(data_dir: Path, config: LogConfig) -> list[str]:
+    return ["--data-dir", str(data_dir), "--log", config.url, "--namespace", config.namespace,
+            "--partitions", str(config.partitions)]
+
+
+def child_commands(args: argparse.Namespace, data_dir: Path, config: LogConfig,
+                   host_names: list[str]) -> dict[str, list[str]]:
+    """Each child's name and `eventsvm run` arguments, from `up`'s own."""
+    common = _log_flags(data_dir, config)
+    power = ["--shutdown-timeout", str(args.shutdown_timeout),
+             "--soft-reboot-timeout", str(args.soft_reboot_timeout)]
+    if args.allow_resize_to_same_host:
+        power.append("--allow-resize-to-same-host")
+    # a stable member name per child: a restarted child fences its dead self at once instead of
+    # waiting out its session before its partitions move
+    member = f"up-{os.getpid()}"
+    commands: dict[str, list[str]] = {}
+    for name in PIPELINE:
+        commands[name] = ["run", name, *common, *power, "--member", f"{name}.{member}"]
+    for host in host_names:
+        command = ["run", "spawner", "--host", host, *common, *power, "--member", f"{host}.{member}"]
+        if args.host_capacity:
+            command += ["--host-capacity", args.host_capacity]
+        if host in args.break_host:
+            command += ["--broken", "host marked broken by --break-host"]
+        commands[host] = command
+    api = ["run", "api", *common, *power, "--port", str(args.port), "--bind", args.bind,
+           "--build-backlog-per-project", str(args.build_backlog_per_project),
+           "--build-backlog", str(args.build_backlog),
+           "--supervisor-state", str(state_file(data_dir))]
+    if not args.enable_instance_password:
+        api.append("--no-instance-password")
+    if args.api_workers > 1:
+        api.append("--shared-port")
+    for worker in range(args.api_workers):
+        commands[f"api-{worker}" if args.api_workers > 1 else "api"] = api
+    return commands
+
+
+def state_file(data_dir: Path) -> Path:
+    """Where the parent writes its children's state for the API's /metrics."""
+    return data_dir / "supervisor.json"
+
+
+def spawner_of(argv: list[str]) -> Callable[[], subprocess.Popen[Any]]:
+    """A function starting `eventsvm <argv>` as a child of this process, tied to its life."""
+    command = [sys.executable, "-m", "eventsvm.app.cli", *argv]
+    environment = {**os.environ, PARENT_ENV: str(os.getpid())}
+
+    def spawn() -> subprocess.Popen[Any]:
+        # stdout to the parent's: the children print little (their start line, warnings)
+        return subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL)
+
+    return spawn
+
+
+def run_children(args: argparse.Namespace, data_dir: Path, config: LogConfig,
+                 seed: Callable[[ReadModel], str | None], announce: Callable[[str | None], None]) -> int:
+    """`eventsvm up --processes`: seed, register the hosts, start and supervise every child until
+    SIGTERM / SIGINT, then stop them all. `seed(readmodel)` seeds the log and returns a notice for
+    the console, `announce(notice)` says the cloud is up."""
+    log_ = open_log(config)
+    readmodel = ReadModel(log_, writer_codec(data_dir, SEED))
+    try:
+        readmodel.start(tail=False)
+        notice = seed(readmodel)
+        capacity = parse_capacity(args.host_capacity)
+        hosts = [simulated_host(data_dir, f"compute-{n + 1}", n, capacity) for n in range(args.hosts)]
+        register_hosts(log_, [(h, writer_codec(data_dir, spawner_writer(h.name))) for h in hosts], "test")
+    finally:
+        readmodel.close()
+        log_.close()
+    for host in hosts:
+        host.hypervisor.close()
+    stop = threading.Event()
+    on_sigterm(stop.set)
+    supervisor = Supervisor(stop, state_file=state_file(data_dir))
+    try:
+        for name, argv in child_commands(args, data_dir, config, [h.name for h in hosts]).items():
+            supervisor.add_process(name, spawner_of(argv))
+        supervisor.start()
+        announce(notice)
+        print(f"children: {' '.join(f'{n}={p}' for n, p in supervisor.pids().items())}", flush=True)
+        wait_forever(stop)
+    finally:
+        stop.set()
+        supervisor.join(STOP_GRACE_S)
+    return 0
