@@ -6,7 +6,9 @@ the demo project are appended to its log, which the API folds as it tails it. Th
 is the client: one keep-alive HTTP connection walks the whole list in pages of 1,000 with nova's
 `marker`, as the demo user (their project's servers) and as the admin (`all_tenants`, the admin's
 extra attributes). Each repetition is one walk; its sample is the median page's milliseconds (and
-the slowest page's), so the table's min–max is the spread of whole walks.
+the slowest page's), so the table's min–max is the spread of whole walks. The machine is shared, so
+each walk also records the API process's own CPU time a page (`cpu`, from /proc: what the page
+costs the server however busy the other processes keep the cores; its idle tailing included).
 """
 
 from __future__ import annotations
@@ -85,8 +87,14 @@ def walk(http: httpx.Client, url: str, token: str, query: str) -> list[float]:
     return took
 
 
+def cpu_ms(pid: int) -> float:
+    """The user and system CPU milliseconds process `pid` has used, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def api_over_servers(workdir: Path, count: int) -> Iterator[tuple[str, list[Reader]]]:
+def api_over_servers(workdir: Path, count: int) -> Iterator[tuple[str, list[Reader], int]]:
     """A seeded data dir whose API process folded `count` ACTIVE demo servers; the compute URL
     and the two readers."""
     port = _free_port()
@@ -115,7 +123,7 @@ def api_over_servers(workdir: Path, count: int) -> Iterator[tuple[str, list[Read
                     if time.monotonic() > deadline or process.poll() is not None:
                         raise
                     time.sleep(1)
-        yield compute, readers
+        yield compute, readers, process.pid
     finally:
         stop(process)
 
@@ -127,14 +135,17 @@ def servers_detail(ctx: Context) -> dict[str, list[float]]:
     From another process, as the project's user and as the admin with all_tenants."""
     out: dict[str, list[float]] = {}
     with (scratch_dir(ctx, "read-bench-") as workdir,
-          api_over_servers(workdir, SERVERS) as (compute, readers),
+          api_over_servers(workdir, SERVERS) as (compute, readers, pid),
           httpx.Client(timeout=REQUEST_TIMEOUT_S) as http):
         for path in ("servers/detail", "servers"):
             walk(http, f"{compute}/{path}", readers[0].token, "")  # warm up
         for _ in range(ctx.repetitions):
             for reader in readers:
                 for path, name in (("servers/detail", "detail"), ("servers", "list")):
+                    used = cpu_ms(pid)
                     took = walk(http, f"{compute}/{path}", reader.token, reader.query)
+                    used = cpu_ms(pid) - used
                     out.setdefault(f"{name}.{reader.name}.median", []).append(statistics.median(took))
+                    out.setdefault(f"{name}.{reader.name}.cpu", []).append(used / len(took))
                     out.setdefault(f"{name}.{reader.name}.slowest", []).append(max(took))
     return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +52,7 @@ from eventsvm.events.codec import Codec
 from eventsvm.events.model import EventType, Topic
 from eventsvm.identity import policy
 from eventsvm.projections.readmodel import Models
-from eventsvm.state.instances import Instance
+from eventsvm.state.instances import Instance, InstanceProjection
 from eventsvm.state.volumes import attachments_by_server, server_attachments
 
 router = APIRouter(prefix="/compute", tags=["compute"])
@@ -374,6 +375,22 @@ def _newest_first(inst: Instance) -> tuple[int, str]:
     return inst.created_at, inst.id
 
 
+# Every instance in nova's default order (newest first), with the projection it was sorted from and
+# that projection's fold count then: a list's marker paging reads it instead of sorting ten thousand
+# servers a page. Any change to an instance is a folded instance event (events_folded grows) and the
+# fold removes none, so an unchanged count means an unchanged order. Read and written under the lock.
+_order: tuple[weakref.ref[InstanceProjection], int, list[Instance]] | None = None
+
+
+def _in_order(projection: InstanceProjection) -> list[Instance]:
+    global _order
+    order = _order  # one read: another read model's list (tests run several) may replace it
+    if order is None or order[0]() is not projection or order[1] != projection.events_folded:
+        ordered = sorted(projection.instances.values(), key=_newest_first, reverse=True)
+        order = _order = (weakref.ref(projection), projection.events_folded, ordered)
+    return order[2]
+
+
 def _candidates(models: Models, caller: Identity, query: dict[str, str],
                 version: tuple[int, int]) -> list[Instance]:
     """Servers passing every filter but the caller's patterns, newest first; under the lock."""
@@ -400,7 +417,7 @@ def _candidates(models: Models, caller: Identity, query: dict[str, str],
     # the policy's answer depends on the server's project only: asked once a project, not once a server
     viewable: dict[str, bool] = {}
     found = []
-    for inst in models.instances.instances.values():
+    for inst in _in_order(models.instances):  # nova's default order: newest first
         if inst.project_id is None or inst.status == "DELETED" or (project and inst.project_id != project):
             continue
         may_view = viewable.get(inst.project_id)
@@ -424,8 +441,6 @@ def _candidates(models: Models, caller: Identity, query: dict[str, str],
         if tagged is not None and not tagged(inst):
             continue
         found.append(inst)
-    # nova's default order: newest first
-    found.sort(key=_newest_first, reverse=True)
     return found
 
 
