@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,10 @@ class Cloud:
     server: dict[str, Any]
     # the `eventsvm up` process, whose memory the burst benchmark reads
     pid: int = 0
+    # service type → public endpoint, from the demo token's catalog
+    endpoints: dict[str, str] = field(default_factory=dict)
+    # where the cloud's log is, for benchmarks that read its events
+    log_config: LogConfig = field(default_factory=lambda: LogConfig(url=""))
 
 
 def _free_port() -> int:
@@ -98,7 +102,8 @@ def _prepare(url: str, admin_password: str, demo_password: str) -> Cloud:
                          timeout=REQUEST_TIMEOUT_S).json()["networks"]
     server = {"flavorRef": next(f["id"] for f in flavors if f["name"] == "m1.tiny"),
               "imageRef": images[0]["id"], "networks": [{"uuid": networks[0]["id"]}]}
-    return Cloud(url, demo, compute, server)
+    endpoints = {service["type"]: _endpoint(demo_body, service["type"]) for service in demo_body["catalog"]}
+    return Cloud(url, demo, compute, server, endpoints=endpoints)
 
 
 @contextmanager
@@ -127,6 +132,8 @@ def running_cloud(workdir: Path, kafka: str | None,
             time.sleep(0.3)
         cloud = _prepare(url, admin_password, demo_password)
         cloud.pid = process.pid
+        cloud.log_config = (LogConfig(url=f"kafka://{kafka}", namespace=namespace) if kafka is not None
+                            else LogConfig(url=f"sqlite://{(workdir / 'log.db').resolve()}"))
         yield cloud
     finally:
         stop(process)

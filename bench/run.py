@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.results is None:
             (RESULTS / "latest.md").write_text(text)
         print(f"wrote {path.relative_to(RESULTS.parent.parent)}", file=sys.stderr)
+        if any(r.name.startswith("pipeline.") and r.skipped is None for r in results):
+            from bench.plot import DEFAULT_OUT, plot
+
+            print(f"wrote {plot(record, DEFAULT_OUT).relative_to(RESULTS.parent.parent)}", file=sys.stderr)
     return 0
 
 

@@ -14,15 +14,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
 from eventsvm.events.builders import failed, flavor_snapshot
 from eventsvm.events.model import Event, EventType, Topic, new_event
-from eventsvm.identity.policy import can_create_server
+from eventsvm.identity.policy_rules import PolicyEnforcers, credentials, denial_message
 from eventsvm.identity.quota import ResourceCount, check_quota
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext
 from eventsvm.state.catalog import CatalogState, evolve_catalog
+from eventsvm.state.compact import SHARED, Departures
 from eventsvm.state.identity import IdentityState, quota_for
 from eventsvm.state.identity import evolve as evolve_identity
+from eventsvm.state.server_moves import volume_backed_image
+
+# nova's rule for POST /servers, the one the API checks too (eventsvm.api.authorization); no create
+# sub-rule (forced host, attach volume, attach network...) is checked there, so none is here
+CREATE_SERVER = "os_compute_api:servers:create"
 
 # How long (log time, ms) an admitted reservation holds the share of its servers not yet answered.
 # They were appended together and are answered within moments; a server deleted before it was
@@ -59,8 +66,9 @@ class AuthenticatorState:
 
     identity: IdentityState = field(default_factory=IdentityState)
     catalog: CatalogState = field(default_factory=CatalogState)
+    # per project, what each live instance holds: (vCPUs, RAM MB), one shared tuple per flavor size
     usage: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
-    gone: set[str] = field(default_factory=set)
+    gone: Departures = field(default_factory=Departures)
     reservations: dict[str, Reservation] = field(default_factory=dict)
 
     def project_usage(self, project_id: str, at_ms: int = 0) -> ResourceCount:
@@ -114,15 +122,25 @@ def evolve(state: AuthenticatorState, event: Event) -> AuthenticatorState:
         _answered(state, event, None)
         if event.aggregate_id not in state.gone:
             flavor = event.body["spec"]["flavor"]
-            state.usage.setdefault(event.project_id or "", {})[event.aggregate_id] = (
-                flavor["vcpus"],
-                flavor["ram_mb"],
-            )
+            state.usage.setdefault(event.project_id or "", {})[event.aggregate_id] = SHARED(
+                (flavor["vcpus"], flavor["ram_mb"]))
     elif kind == EventType.INSTANCE_DELETED or (kind == EventType.INSTANCE_FAILED and event.body["final"]):
         if kind == EventType.INSTANCE_FAILED and event.body.get("stage") == "authenticate":
             _answered(state, event, event.body["reason"], event.body["code"])
-        state.gone.add(event.aggregate_id)
-        state.usage.get(event.project_id or "", {}).pop(event.aggregate_id, None)
+        state.gone.add(event.aggregate_id, event.occurred_at)
+        held = state.usage.get(event.project_id or "")
+        if held is not None:
+            held.pop(event.aggregate_id, None)
+            if not held:  # a project with no live instance holds nothing: its entry goes too
+                del state.usage[event.project_id or ""]
+    state.gone.saw(event.occurred_at)
+    return state
+
+
+def settle(state: AuthenticatorState) -> AuthenticatorState:
+    """Forget the instances gone an hour (log time) ago: a request of theirs still waiting would
+    have been answered long since (Service.settle: every state topic is folded to its end)."""
+    state.gone.forget()
     return state
 
 
@@ -150,12 +168,16 @@ def decide(state: AuthenticatorState, event: Event, ctx: StepContext) -> Sequenc
     if refusal is not None:
         return refuse(f"Authentication failed: {refusal}.", 401)
     roles = state.identity.roles_of(user_id, project_id)
-    if not can_create_server(roles, project_id, project_id):
-        return refuse("Policy doesn't allow os_compute_api:servers:create to be performed.", 403)
+    # the operator's nova-policy.yaml as the API reads it, against the roles the log holds now
+    target = {"project_id": project_id, "user_id": user_id,
+              "availability_zone": body.get("availability_zone")}
+    if not _policy(ctx).allows("nova", CREATE_SERVER, target, credentials(user_id, project_id, roles)):
+        return refuse(denial_message("nova", CREATE_SERVER), 403)
     flavor = state.catalog.flavor_by_name_or_id(body["flavor_id"])
     if flavor is None:
         return refuse(f"Flavor {body['flavor_id']} could not be found.", 400)
-    image = state.catalog.images.get(body["image_id"])
+    # no image only for a boot from a volume (the API takes no imageRef for nothing else)
+    image = state.catalog.images.get(body["image_id"]) if body["image_id"] else volume_backed_image()
     if image is None:
         return refuse(f"Image {body['image_id']} could not be found.", 400)
     if reservation is None:
@@ -199,6 +221,17 @@ def decide(state: AuthenticatorState, event: Event, ctx: StepContext) -> Sequenc
     ]
 
 
+@cache
+def _default_policy() -> PolicyEnforcers:
+    return PolicyEnforcers()
+
+
+def _policy(ctx: StepContext) -> PolicyEnforcers:
+    """The cloud's policy (its enforcers read DATA_DIR/policy), or nova's defaults when the
+    authenticator runs with none (a unit test's decider)."""
+    return ctx.deps if isinstance(ctx.deps, PolicyEnforcers) else _default_policy()
+
+
 def _is_uuid(text: str) -> bool:
     try:
         return str(uuid.UUID(text)) == text.lower()
@@ -215,4 +248,5 @@ SERVICE: Service[AuthenticatorState] = Service(
     evolve=evolve,
     decide=decide,
     description="identity still valid, policy allows it, quota fits",
+    settle=settle,
 )

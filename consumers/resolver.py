@@ -15,17 +15,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsvm.events.builders import deleted, failed
+from eventsvm.events.builders import deleted, placement_failed
 from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext
 from eventsvm.scheduler.claims import claim_in
 from eventsvm.state.catalog import CatalogState, evolve_catalog
+from eventsvm.state.compact import SHARED, Departures, remember_answer
 from eventsvm.state.ipam import IpAllocations, NoMoreAddresses
-from eventsvm.state.server_moves import image_record
+from eventsvm.state.server_moves import image_record, volume_backed_image
 from eventsvm.state.volumes import (
     attachments_of,
     boot_device,
     detached_body,
+    reconnected_volumes,
     server_attachments,
     unavailable_reason,
 )
@@ -42,8 +44,9 @@ class ResolverState:
     ipam: IpAllocations = field(default_factory=IpAllocations)
     routed_to: dict[str, str] = field(default_factory=dict)
     deleting: set[str] = field(default_factory=set)
-    gone: set[str] = field(default_factory=set)
-    resolved: dict[str, set[str]] = field(default_factory=dict)
+    gone: Departures = field(default_factory=Departures)
+    # per live instance, the ids of the placements (scheduled events) resolved
+    resolved: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def evolve(state: ResolverState, event: Event) -> ResolverState:
@@ -54,21 +57,28 @@ def evolve(state: ResolverState, event: Event) -> ResolverState:
     elif kind == EventType.HOST_REGISTERED:
         state.host_slots[body["name"]] = body["slot"]
     elif kind == EventType.INSTANCE_RESOURCES_RESOLVED and instance_id not in state.gone:
-        placements = state.resolved.setdefault(instance_id, set())
         # a record the log holds twice, folded again later, must not route the instance back
-        if event.causation_id not in placements:
+        if event.causation_id not in state.resolved.get(instance_id, ()):
             state.ipam.record(instance_id, body["ports"])
-            state.routed_to[instance_id] = body["host"]
+            state.routed_to[instance_id] = SHARED(body["host"])
         if event.causation_id:
-            placements.add(event.causation_id)
+            remember_answer(state.resolved, instance_id, event.causation_id)
     elif kind == EventType.INSTANCE_DELETE_DISPATCHED:
         state.deleting.add(instance_id)
     elif kind == EventType.INSTANCE_DELETED or (kind == EventType.INSTANCE_FAILED and body["final"]):
-        state.gone.add(instance_id)
+        state.gone.add(instance_id, event.occurred_at)
         state.deleting.discard(instance_id)
         state.ipam.release(instance_id)
         state.routed_to.pop(instance_id, None)
         state.resolved.pop(instance_id, None)
+    state.gone.saw(event.occurred_at)
+    return state
+
+
+def settle(state: ResolverState) -> ResolverState:
+    """Forget the instances gone an hour (log time) ago: no placement or delete of theirs is
+    still in flight (Service.settle: every state topic is folded to its end)."""
+    state.gone.forget()
     return state
 
 
@@ -107,25 +117,28 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
     attempt = body["attempt"]
 
     def refuse(reason: str, code: int = 400) -> Sequence[Output]:
-        return [Output(failed(event, "resolve", reason, code=code, host=body["host"], attempt=attempt))]
+        return [Output(placement_failed(event, "resolve", reason, spec=spec, code=code, host=body["host"],
+                                        attempt=attempt))]
 
     if body["host"] not in state.host_slots:
         raise Rejected(f"scheduled onto {body['host']!r}, which no host.registered event names")
-    image = state.catalog.images.get(spec["image_id"])
-    if image is None:
-        return refuse(f"Image {spec['image_id']} could not be found.")
-    volumes: list[dict[str, Any]] = []
-    for index, bdm in enumerate(spec.get("block_devices") or []):
-        if bdm.get("source_type") == "volume":
-            volume = state.catalog.volumes.get(bdm.get("uuid") or "")
-            if volume is None:
-                return refuse(f"Volume {bdm.get('uuid')} could not be found.")
-            if attachments_of(volume) and all(a["server_id"] != event.aggregate_id
-                                              for a in attachments_of(volume).values()):
-                # reserved for another server: the API's reservation lost, or was never made
-                return refuse(f"Invalid volume: {unavailable_reason(volume)}")
-            volumes.append(
-                {"volume_id": volume["id"], "size_gb": volume["size_gb"], "device": boot_device(index)})
+    if spec["image_id"]:
+        image = state.catalog.images.get(spec["image_id"])
+        if image is None:
+            return refuse(f"Image {spec['image_id']} could not be found.")
+        booted_image = image_record(image)
+    else:
+        # the API takes no imageRef only for a boot from a volume (boot_index 0): the root is the volume
+        booted_image = volume_backed_image()
+    if spec.get("unshelve"):
+        # an unshelve connects what the server holds now, not what it booted with: volumes
+        # attached since stay attached while it is offloaded, and one detached since is not its own
+        volumes = reconnected_volumes(state.catalog.volumes, event.aggregate_id)
+    else:
+        try:
+            volumes = _boot_volumes(state, event.aggregate_id, spec)
+        except LookupError as exc:
+            return refuse(str(exc))
     ports = state.ipam.ports_by_instance.get(event.aggregate_id)
     if ports is None:
         try:
@@ -143,7 +156,7 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
         "host": body["host"],
         "alternates": body["alternates"],
         "attempt": attempt,
-        "image": image_record(image),
+        "image": booted_image,
         "ports": ports,
         "volumes": volumes,
         "public_key": public_key,
@@ -155,6 +168,23 @@ def _resolve(state: ResolverState, event: Event, ctx: StepContext) -> Sequence[O
             route=state.host_slots.get(body["host"], 0),
         )
     ]
+
+
+def _boot_volumes(state: ResolverState, instance_id: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The volumes of a boot's block device mapping, each reserved for this server by the API."""
+    volumes: list[dict[str, Any]] = []
+    for index, bdm in enumerate(spec.get("block_devices") or []):
+        if bdm.get("source_type") == "volume":
+            volume = state.catalog.volumes.get(bdm.get("uuid") or "")
+            if volume is None:
+                raise LookupError(f"Volume {bdm.get('uuid')} could not be found.")
+            if attachments_of(volume) and all(a["server_id"] != instance_id
+                                              for a in attachments_of(volume).values()):
+                # reserved for another server: the API's reservation lost, or was never made
+                raise LookupError(f"Invalid volume: {unavailable_reason(volume)}")
+            volumes.append(
+                {"volume_id": volume["id"], "size_gb": volume["size_gb"], "device": boot_device(index)})
+    return volumes
 
 
 def _release_volumes(state: ResolverState, event: Event) -> Sequence[Output]:
@@ -223,10 +253,14 @@ SERVICE: Service[ResolverState] = Service(
         Topic.DELETE_DISPATCHED,
         Topic.DELETED,
         Topic.FAILED,
+        Topic.ACTION_FAILED,
     ),
-    outputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.DELETED, Topic.FAILED, Topic.CATALOG),
+    # action-failed: an unshelve this resolver cannot carry out fails as the unshelve, not the server
+    outputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.DELETED, Topic.FAILED, Topic.CATALOG,
+             Topic.ACTION_FAILED),
     initial_state=ResolverState,
     evolve=evolve,
     decide=decide,
     description="image, port with fixed IP and MAC, volumes; routes host work",
+    settle=settle,
 )

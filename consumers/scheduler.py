@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from eventsvm.events.builders import failed
+from eventsvm.events.builders import failed, placement_failed, unshelve_failed
 from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext
 from eventsvm.scheduler.claims import Claim, claim_for, claim_in
@@ -25,6 +25,7 @@ from eventsvm.scheduler.policy import SchedulerPolicy
 from eventsvm.scheduler.ranked import select_ranked
 from eventsvm.scheduler.request import SchedulingRequest
 from eventsvm.scheduler.select import NoValidHost, Selection, select_destinations
+from eventsvm.state.compact import SHARED, CompactRecord, Departures, remember_answer
 from eventsvm.state.server_actions import OFFLOADING_ACTIONS
 from eventsvm.state.server_moves import SCHEDULED, MoveClaims, resize_key
 
@@ -49,11 +50,12 @@ class SchedulerState:
     hosts: dict[str, HostState] = field(default_factory=dict)
     placements: dict[str, str] = field(default_factory=dict)
     group_members: dict[str, dict[str, str]] = field(default_factory=dict)
-    gone: set[str] = field(default_factory=set)
-    # each placed instance's request spec, which an unshelve places again
-    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    gone: Departures = field(default_factory=Departures)
+    # each placed instance's request spec, which an unshelve places again: compact, its flavor,
+    # networks and the like shared with every other instance's equal ones
+    specs: dict[str, CompactRecord] = field(default_factory=dict)
     # the ids of the inputs this service answered (the causes of its own outputs), per live instance
-    answered: dict[str, set[str]] = field(default_factory=dict)
+    answered: dict[str, tuple[str, ...]] = field(default_factory=dict)
     slots: dict[str, int] = field(default_factory=dict)
     # a resize's destination by instance, while it holds a second claim there
     resizing: dict[str, str] = field(default_factory=dict)
@@ -143,41 +145,52 @@ def evolve(state: SchedulerState, event: Event) -> SchedulerState:
             # a boot step read after a resize or an offload that moved the instance on: its claim
             # is stale, its spec is still what an unshelve places again
             if instance_id not in state.gone:
-                state.specs.setdefault(instance_id, body["spec"])
+                state.specs.setdefault(instance_id, CompactRecord.of(body["spec"]))
             return state
         state.release(instance_id, resize_too=False)
         if instance_id in state.gone:
             return state
-        state.hold(body["host"], instance_id, claim_in(body))
-        state.placements[instance_id] = body["host"]
-        state.specs[instance_id] = body["spec"]
+        host = SHARED(body["host"])
+        state.hold(host, instance_id, claim_in(body))
+        state.placements[instance_id] = host
+        state.specs[instance_id] = CompactRecord.of(body["spec"])
         group = body["spec"].get("server_group_id")
         if group:
-            state.group_members.setdefault(group, {})[instance_id] = body["host"]
+            state.group_members.setdefault(group, {})[instance_id] = host
     elif kind == EventType.INSTANCE_FAILED:
         if body["stage"] == "schedule":
             _answered(state, event)
         if body["final"]:
-            state.gone.add(instance_id)
+            state.gone.add(instance_id, event.occurred_at)
             state.release(instance_id)
         elif body.get("host") and state.placements.get(instance_id) == body["host"]:
             state.release(instance_id)
     elif kind == EventType.INSTANCE_DELETED:
-        state.gone.add(instance_id)
+        state.gone.add(instance_id, event.occurred_at)
         state.release(instance_id)
     elif kind == EventType.INSTANCE_ACTION_COMPLETED:
         _offloaded(state, event)
+    elif kind == EventType.INSTANCE_ACTION_FAILED and body["action"] == "unshelve":
+        _unshelve_failed(state, event)
     elif kind in _MOVE_OUTCOMES and instance_id not in state.gone:
         _apply_moves(state, event)
     if instance_id in state.gone:
         state.specs.pop(instance_id, None)
         state.answered.pop(instance_id, None)
+    state.gone.saw(event.occurred_at)
+    return state
+
+
+def settle(state: SchedulerState) -> SchedulerState:
+    """Forget the instances gone an hour (log time) ago: no input of theirs is still in flight
+    (Service.settle: every state topic is folded to its end, so none is read late)."""
+    state.gone.forget()
     return state
 
 
 def _answered(state: SchedulerState, output: Event) -> None:
     if output.causation_id:
-        state.answered.setdefault(output.aggregate_id, set()).add(output.causation_id)
+        remember_answer(state.answered, output.aggregate_id, output.causation_id)
 
 
 _MOVE_OUTCOMES = (EventType.INSTANCE_MOVE_STEP, EventType.INSTANCE_MOVE_FAILED)
@@ -249,7 +262,7 @@ def decide(state: SchedulerState, event: Event, ctx: StepContext) -> Sequence[Ou
     # A record delivered twice is answered once: a build is placed once, a failure moved on from
     # once. Answering again would place the instance twice, its delete routed to one host and its
     # guest left on the other. (An unshelve is a new command, so a new placement.)
-    answered = state.answered.get(event.aggregate_id, set())
+    answered = state.answered.get(event.aggregate_id, ())
     if event.type == EventType.INSTANCE_AUTHENTICATED and not answered:
         return _place(state, event, settings)
     if (event.type == EventType.INSTANCE_FAILED and event.body["retryable"] and event.body.get("spec")
@@ -314,9 +327,8 @@ def _reschedule(state: SchedulerState, event: Event, settings: SchedulerSettings
     def give_up(why: str = "") -> Sequence[Output]:
         details = f"last failure on {tried}: {body['reason']}{why}"
         return [
-            Output(
-                failed(event, "schedule", exhausted, code=500, host=tried, attempt=attempt, details=details)
-            )
+            Output(placement_failed(event, "schedule", exhausted, spec=spec, code=500, host=tried,
+                                    attempt=attempt, details=details))
         ]
 
     if attempt >= settings.max_attempts or not candidates:
@@ -340,28 +352,35 @@ def _offloaded(state: SchedulerState, event: Event) -> None:
         state.release(instance_id)
 
 
+def _unshelve_failed(state: SchedulerState, event: Event) -> None:
+    """A failed unshelve gives up the placement it was given, and a boot step of it read late
+    must not claim again (nova's compute deletes the unshelve's allocations when the spawn fails)."""
+    _answered(state, event)
+    state.moves.left(event.aggregate_id, event.sequence)
+    if state.placements.get(event.aggregate_id) == (event.body["host"] or None):
+        state.release(event.aggregate_id)
+
+
 def _unshelve(state: SchedulerState, event: Event, settings: SchedulerSettings) -> Sequence[Output]:
     """Place an unshelved server as a new build of the same spec, from its shelved image (nova's
     conductor unshelve_instance): a new claim, wherever the filters and weighers say. With no
     valid host the action fails and the server stays SHELVED_OFFLOADED, as in nova."""
     instance_id = event.aggregate_id
-    spec = state.specs.get(instance_id)
-    if spec is None:
+    placed = state.specs.get(instance_id)
+    if placed is None:
         raise Rejected(f"unshelve of {instance_id}, whose request spec this scheduler never placed")
-    if instance_id in state.placements:
-        return []  # placed already: this command was answered
+    if instance_id in state.placements or event.event_id in state.answered.get(instance_id, ()):
+        return []  # placed already, or refused: this command was answered
     # the spec says this placement is an unshelve, so every later stage (and a reschedule) carries
     # it and the read model shows nova's unshelving / spawning instead of a boot's states
-    spec = {**spec, "unshelve": True}
+    spec = {**placed.as_dict(), "unshelve": True}
     if event.body.get("image_id"):
         spec["image_id"] = event.body["image_id"]
     try:
         request = _request(instance_id, spec, state, settings.max_attempts - 1)
         selection = state.select(request, settings)
     except NoValidHost as exc:
-        refused = {"action": "unshelve", "host": "", "vm_state": event.body["vm_state"], "power_state": 0,
-                   "reason": f"{exc}: {exc.explanation}"}
-        return [Output(new_event(EventType.INSTANCE_ACTION_FAILED, instance_id, refused, cause=event))]
+        return [Output(unshelve_failed(event, None, f"{exc}: {exc.explanation}"))]
     return [_scheduled(event, spec, request, selection.host, selection.alternates, 1)]
 
 
@@ -377,4 +396,5 @@ SERVICE: Service[SchedulerState] = Service(
     evolve=evolve,
     decide=decide,
     description="nova filters and weighers choose a host and alternates",
+    settle=settle,
 )

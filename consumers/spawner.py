@@ -7,7 +7,8 @@ checks the claim the scheduler computed (carried in resources-resolved), never o
 Redelivery never makes a second guest: the hypervisor's spawn is idempotent on the UUID.
 It also carries out the host side of server actions (stop, start, reboot, pause, suspend ...) and
 of moves (rebuild, resize, confirm, revert), and appends what happened; an action it already
-answered is not carried out twice.
+answered is not carried out twice. What it answered for a deleted instance is forgotten an hour
+(of log time) after the deletion, so its memory is bounded by the recent deletions.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsvm.events.builders import deleted, failed, flavor_snapshot
+from eventsvm.events.builders import deleted, failed, flavor_snapshot, unshelve_failed
 from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext, Transient
 from eventsvm.scheduler.claims import Claim, claim_in, recorded_claim
+from eventsvm.state.instances import sanitized_hostname
 from eventsvm.state.names import IMAGES
 from eventsvm.state.server_actions import OFFLOADING_ACTIONS, SERVER_ACTIONS
 from eventsvm.state.server_moves import (
@@ -41,17 +43,30 @@ from eventsvm.virt.hypervisor import DomainNotFound, DomainState, HypervisorErro
 from eventsvm.virt.volumes import attach_volume, detach_volume
 from eventsvm.virt.xml import InvalidGuestSpec
 
+# How long (log time) a deleted instance is remembered: past it no input for the instance is still
+# in flight (docs/decisions.md, "The spawner forgets deleted instances").
+FORGET_AFTER_MS = 3_600_000
+
 
 @dataclass
 class SpawnerState:
-    """The claims on this host, the instances that are gone, and the builds and actions already
-    answered (the ids of the inputs its outcomes were caused by)."""
+    """The claims on this host, the instances that are gone (with when they went, in log time), and
+    the builds and actions already answered, per instance (the ids of the inputs its outcomes were
+    caused by). A deleted instance's entries are dropped `forget_after_ms` after its deletion, as
+    the log's time goes on, so a long-running host remembers what is recent, not all it answered."""
 
     host: str = ""
     claims: dict[str, Claim] = field(default_factory=dict)
-    gone: set[str] = field(default_factory=set)
-    answered: set[str] = field(default_factory=set)
+    gone: dict[str, int] = field(default_factory=dict)
+    answered: dict[str, set[str]] = field(default_factory=dict)
     moves: MoveClaims = field(default_factory=MoveClaims)
+    forget_after_ms: int = FORGET_AFTER_MS
+    # the newest log time folded: the clock the forgetting follows
+    log_time_ms: int = 0
+
+    def was_answered(self, event: Event) -> bool:
+        """This host appended an outcome caused by `event` (an input for its instance)."""
+        return event.event_id in self.answered.get(event.aggregate_id, ())
 
     def used(self, leaving_out: str = "") -> tuple[int, int, int]:
         """vCPUs, RAM MB and disk GB claimed on this host (but the claim under `leaving_out`)."""
@@ -68,45 +83,69 @@ def evolve(state: SpawnerState, event: Event) -> SpawnerState:
     kind, body, instance_id = event.type, event.body, event.aggregate_id
     # An outcome whose cause is answered already is a record folded twice (the log holds it twice):
     # it changes no claim, or a claim taken since (the instance built here again) would be lost.
-    again = event.causation_id in state.answered
+    again = event.causation_id in state.answered.get(instance_id, ())
     if kind == EventType.INSTANCE_SPAWNED and body["host"] == state.host and instance_id not in state.gone \
             and not state.moves.moved_since(instance_id, event.sequence):
         if not again:
             state.claims[instance_id] = recorded_claim(body.get("claim"), body["flavor"])
         _answer(state, event)
     elif kind == EventType.INSTANCE_DELETED:
-        state.gone.add(instance_id)
+        _gone(state, event)
         state.claims.pop(instance_id, None)
         state.claims.pop(resize_key(instance_id), None)
     elif kind == EventType.INSTANCE_FAILED and (body["final"] or body.get("host") == state.host):
         if body["final"]:
-            state.gone.add(instance_id)
+            _gone(state, event)
             state.claims.pop(instance_id, None)
         elif not again:
             state.claims.pop(instance_id, None)
         if body.get("host") == state.host:
             _answer(state, event)
     elif kind in _ACTION_OUTCOMES and body["host"] == state.host and event.causation_id:
-        state.answered.add(event.causation_id)
+        # a volume's outcome is keyed by the volume; its input, by the server
+        _answer(state, event, body["server_id"] if kind in _VOLUME_OUTCOMES else instance_id)
         if kind == EventType.INSTANCE_ACTION_COMPLETED and body.get("action") in OFFLOADING_ACTIONS:
             state.claims.pop(instance_id, None)  # shelved and offloaded: the guest left this host
             state.moves.left(instance_id, event.sequence)  # its spawned, read late, is stale
     elif kind in _MOVE_OUTCOMES:
-        if event.causation_id:
-            state.answered.add(event.causation_id)
+        _answer(state, event)
         if instance_id not in state.gone:
             _apply_moves(state, event)
+    state.log_time_ms = max(state.log_time_ms, event.occurred_at)
     return state
 
 
-def _answer(state: SpawnerState, outcome: Event) -> None:
+def _answer(state: SpawnerState, outcome: Event, instance_id: str | None = None) -> None:
     if outcome.causation_id:
-        state.answered.add(outcome.causation_id)
+        state.answered.setdefault(instance_id or outcome.aggregate_id, set()).add(outcome.causation_id)
+
+
+def _gone(state: SpawnerState, event: Event) -> None:
+    # kept where it first went: a deletion folded twice does not make it recent again
+    state.gone.setdefault(event.aggregate_id, event.occurred_at)
+
+
+def forget_the_long_gone(state: SpawnerState) -> SpawnerState:
+    """Drop the instances deleted `forget_after_ms` before the newest log time folded, and what was
+    answered for them. Their inputs were decided long since: a redelivery comes within a step's
+    retry, a record the log holds twice is appended by the same step, and a build routed here
+    after its deletion comes from a service that had not folded the deletion yet, within moments.
+    Called by the runner only once the state topics are folded to their end (Service.settle), so
+    a record of the instance that a replay reads late (its `spawned` after its `deleted`) still
+    finds it gone. `gone` is in fold order, deletion order but for clock skew: oldest first."""
+    horizon = state.log_time_ms - state.forget_after_ms
+    while state.gone:
+        instance_id, deleted_at = next(iter(state.gone.items()))
+        if deleted_at > horizon:
+            break
+        del state.gone[instance_id]
+        state.answered.pop(instance_id, None)
+    return state
 
 
 # what this host answered: an action's outcome, or a volume it attached or detached
-_ACTION_OUTCOMES = (EventType.INSTANCE_ACTION_COMPLETED, EventType.INSTANCE_ACTION_FAILED,
-                    EventType.VOLUME_ATTACHED, EventType.VOLUME_DETACHED)
+_VOLUME_OUTCOMES = (EventType.VOLUME_ATTACHED, EventType.VOLUME_DETACHED)
+_ACTION_OUTCOMES = (EventType.INSTANCE_ACTION_COMPLETED, EventType.INSTANCE_ACTION_FAILED, *_VOLUME_OUTCOMES)
 
 
 def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Output]:
@@ -114,6 +153,8 @@ def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Outp
     host: ComputeHost = ctx.deps
     if event.type == EventType.INSTANCE_DELETED:
         return _leftover(event, host)
+    if event.type == EventType.IMAGE_DELETED:
+        return _snapshot_dropped(event, host)
     if event.body.get("host") != host.name:
         return []
     try:
@@ -126,7 +167,7 @@ def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Outp
             return _act(state, event, host)
         if event.type in _VOLUME_REQUESTS:
             return _volume_step(state, event, host)
-        if event.type in _MOVE_INPUTS and event.event_id not in state.answered \
+        if event.type in _MOVE_INPUTS and not state.was_answered(event) \
                 and event.aggregate_id not in state.gone:
             return _move(state, event, host)
     except HypervisorUnavailable as exc:
@@ -143,6 +184,17 @@ def _leftover(event: Event, host: ComputeHost) -> Sequence[Output]:
     return []
 
 
+def _snapshot_dropped(event: Event, host: ComputeHost) -> Sequence[Output]:
+    """A deleted image's snapshot file on this host goes with it (glance deletes the image's
+    data); a server booted from it keeps its own link (eventsvm.virt.images). Nothing to say."""
+    try:
+        host.drop_snapshot(event.aggregate_id)
+    except OSError as exc:
+        left = f"the file of deleted image {event.aggregate_id} is left on {host.name}: {exc}"
+        raise Rejected(left) from exc
+    return []
+
+
 def _destroy_or_reject(host: ComputeHost, instance_id: str, what: str) -> None:
     """Destroy a guest no event will answer for; one that cannot go is a dead letter naming it."""
     try:
@@ -153,7 +205,7 @@ def _destroy_or_reject(host: ComputeHost, instance_id: str, what: str) -> None:
 
 def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Output]:
     instance_id, body = event.aggregate_id, event.body
-    if instance_id in state.gone or instance_id in state.claims or event.event_id in state.answered:
+    if instance_id in state.gone or instance_id in state.claims or state.was_answered(event):
         # gone, already spawned here (its `spawned` is folded), or a build this host answered
         # already (a record delivered twice, after the instance moved on): nothing changes
         return []
@@ -164,6 +216,8 @@ def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Out
         )
 
     def failure(stage: str, reason: str, retryable: bool = True) -> Sequence[Output]:
+        if not retryable and body["spec"].get("unshelve"):
+            return [Output(unshelve_failed(event, host.name, reason))]  # it stays offloaded
         # the spec and the alternates travel with it, so the scheduler can place it elsewhere
         return [
             Output(
@@ -188,7 +242,8 @@ def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Out
     if host.broken:
         return failure("spawn", f"Build of instance {instance_id} aborted on {host.name}: {host.broken}")
     try:
-        domain = host.spawn(instance_id, body, event.user_id or "", event.project_id or "", event.occurred_at)
+        domain = host.spawn(instance_id, body, event.user_id or "", event.project_id or "", event.occurred_at,
+                            hostname=sanitized_hostname(body["spec"]["name"], instance_id))
         volumes = _boot_volumes(event, host)
     except HypervisorError as exc:
         host.destroy(instance_id)
@@ -219,7 +274,7 @@ def _act(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Outpu
     server stays in the vm_state it had, as nova reverts the task_state of a failed action)."""
     instance_id, body = event.aggregate_id, event.body
     rule = SERVER_ACTIONS.get(body["action"])
-    if rule is None or not rule.on_host or event.event_id in state.answered:
+    if rule is None or not rule.on_host or state.was_answered(event):
         return []
     if rule.name in _IMAGING_ACTIONS:
         return _imaging(state, event, host)
@@ -252,7 +307,7 @@ def _volume_step(state: SpawnerState, event: Event, host: ComputeHost) -> Sequen
     volume's partition (keyed by its id): attached (in-use), or detached (available again) when
     the attach failed; a detach that failed leaves it attached (cinder's roll_detaching)."""
     instance_id, body = event.aggregate_id, event.body
-    if instance_id in state.gone or event.event_id in state.answered:
+    if instance_id in state.gone or state.was_answered(event):
         return []
     volume_id, ends = body["volume_id"], _volume_ends(event)
     if event.type == EventType.INSTANCE_VOLUME_ATTACH_REQUESTED:
@@ -276,13 +331,16 @@ def _volume_step(state: SpawnerState, event: Event, host: ComputeHost) -> Sequen
 
 
 def _boot_volumes(event: Event, host: ComputeHost) -> list[Output]:
-    """Attach the volumes a spawned server booted with (the API reserved them); each is in-use."""
+    """Attach the volumes a spawned server booted with (the API reserved them), or those an unshelved
+    one holds; each is in-use on this host."""
     outputs: list[Output] = []
     instance_id = event.aggregate_id
     for volume in event.body.get("volumes") or []:
         attach_volume(host, instance_id, volume["volume_id"], volume["device"], volume["size_gb"])
         attached = {"volume_id": volume["volume_id"], "server_id": instance_id, "host": host.name,
-                    "attachment_id": boot_attachment_id(instance_id, volume["volume_id"]),
+                    # an unshelve reconnects the attachment the server holds; a boot's derives
+                    "attachment_id": volume.get("attachment_id")
+                    or boot_attachment_id(instance_id, volume["volume_id"]),
                     "device": volume["device"]}
         event_ = new_event(EventType.VOLUME_ATTACHED, volume["volume_id"], attached, cause=event)
         outputs.append(Output(event_))
@@ -398,7 +456,8 @@ def _spawn_guest(event: Event, host: ComputeHost, flavor: dict[str, object], sto
     stopped server's guest is powered off again, as nova leaves it."""
     resolved = spawn_body(event.body["guest"], flavor)
     domain = host.spawn(event.aggregate_id, resolved, event.user_id or "", event.project_id or "",
-                        event.occurred_at)
+                        event.occurred_at,
+                        hostname=sanitized_hostname(resolved["spec"]["name"], event.aggregate_id))
     if stopped:
         domain = host.hypervisor.power_off(event.aggregate_id)
     return int(domain.state)
@@ -519,10 +578,12 @@ def service_for(host_name: str) -> Service[SpawnerState]:
     """The spawner of one host (its state only counts that host's claims)."""
     return Service(
         name=f"spawner.{host_name}",
-        # deleted: every partition (eventsvm.app.cluster.spawner_runner), for the guests a delete
-        # routed elsewhere leaves here
-        inputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.ACTION_REQUESTED, Topic.DELETED),
-        # the catalog only for the snapshots it fills (its evolve steps over catalog events)
+        # deleted: every partition (eventsvm.runtime.host_routing), for the guests a delete
+        # routed elsewhere leaves here; the catalog: the images' partition, for the snapshot files
+        # a deleted image leaves here
+        inputs=(Topic.RESOURCES_RESOLVED, Topic.DELETE_DISPATCHED, Topic.ACTION_REQUESTED, Topic.DELETED,
+                Topic.CATALOG),
+        # the catalog for the snapshots it fills (its evolve steps over catalog events)
         state_topics=(
             Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED,
             Topic.CATALOG, Topic.ACTION_REQUESTED),
@@ -531,5 +592,6 @@ def service_for(host_name: str) -> Service[SpawnerState]:
         initial_state=lambda: SpawnerState(host=host_name),
         evolve=evolve,
         decide=decide,
+        settle=forget_the_long_gone,
         description=f"libvirt guests on {host_name}",
     )

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the project needs: libvirt-dev + pkg-config to build libvirt-python (PyPI ships
-# no wheel), chromium for the dashboard's browser test. Installed only when missing.
+# no wheel), chromium for the dashboard's browser test, genisoimage for config drives (its unit test
+# builds one). Installed only when missing.
 set -euo pipefail
-want=(libvirt-dev pkg-config chromium)
+want=(libvirt-dev pkg-config chromium genisoimage)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -2,7 +2,7 @@
 # A libvirtd the project configures itself, private to one state directory, for real QEMU guests.
 #
 # Usage: scripts/libvirtd.sh install|start|stop|status|uri DIR
-#   install  the Debian packages (QEMU, qemu-img, libvirtd), only when missing
+#   install  the Debian packages (QEMU, qemu-img, libvirtd, genisoimage for config drives), only when missing
 #   start    start the daemon for DIR unless it already answers; prints its URI
 #   stop     stop the daemon for DIR and every guest it still runs
 #   uri      the libvirt URI of DIR's daemon: qemu:///system?socket=DIR/run/libvirt-sock
@@ -23,7 +23,7 @@ dir="${2:-}"
 sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
 install_packages() {
-  local want=(qemu-system-x86 qemu-utils libvirt-daemon) missing=() p
+  local want=(qemu-system-x86 qemu-utils libvirt-daemon genisoimage) missing=() p
   for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
@@ -136,6 +136,21 @@ while True:
       sleep 0.1
     done
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && $sudo kill -KILL "$pid" 2>/dev/null || true
+    # the network bridges of this daemon's guests (eventsvm/virt/bridges.py: their alias names
+    # this socket) go with them, once the guests' taps have left them; under that module's lock
+    for _ in $(seq 1 50); do
+      alive=0
+      for g in "${guests[@]}"; do kill -0 "$g" 2>/dev/null && alive=1; done
+      [ "$alive" = 0 ] && break
+      sleep 0.1
+    done
+    (
+      flock 9
+      for b in /sys/class/net/brq*; do
+        [ -d "$b/brif" ] || continue
+        case "$(cat "$b/ifalias" 2>/dev/null)" in "eventsvm network "*" of $sock") $sudo ip link del "${b##*/}" ;; esac
+      done
+    ) 9>>"${TMPDIR:-/tmp}/eventsvm-bridges.lock" || true
     rm -f "$pidfile" "$sock"
     echo "libvirtd for $dir stopped" ;;
   *) echo "usage: $0 install|start|stop|status|uri DIR" >&2; exit 2 ;;

@@ -204,6 +204,20 @@ def instance_chain(rng: random.Random | None = None, flavor_index: int = 1) -> l
     return [requested, authenticated, scheduled, resolved, spawned]
 
 
+def deletion_chain(spawned: Event, rng: random.Random | None = None) -> list[Event]:
+    """The deletion of the instance `spawned` booted: delete requested, dispatched to its host,
+    deleted there, each answering (and hash-chained to) the one before."""
+    rng = rng or _RNG
+    host, iid = spawned.body["host"], spawned.aggregate_id
+    requested = _event(EventType.INSTANCE_DELETE_REQUESTED, iid, {"host": host}, rng, spawned)
+    dispatched = _event(EventType.INSTANCE_DELETE_DISPATCHED, iid,
+                        {"host": host, "domain_name": spawned.body["domain_name"]}, rng, requested)
+    deleted = _event(EventType.INSTANCE_DELETED, iid,
+                     {"host": host, "terminated_at": dispatched.occurred_at + 50, "stage": "spawner"},
+                     rng, dispatched)
+    return [requested, dispatched, deleted]
+
+
 def pipeline_events(n_instances: int, rng: random.Random | None = None) -> list[Event]:
     """`n_instances` instance chains (5 events each), instance after instance."""
     rng = rng or _RNG

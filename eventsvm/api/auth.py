@@ -6,14 +6,16 @@ still stands behind it (user and project enabled, roles still assigned, audit id
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import Unauthorized
-from eventsvm.identity import policy
+from eventsvm.identity.policy_rules import PolicyEnforcers
 from eventsvm.identity.tokens import TokenClaims, TokenInvalid, TokenService
 from eventsvm.projections.readmodel import ReadModel
 
@@ -33,15 +35,24 @@ class Identity:
     issued_at_ms: int
     expires_at_ms: int
     chain_audit_id: str | None = None
+    # a service's admin rule (eventsvm.identity.policy_rules.ADMIN_RULES) for this caller, asked
+    # of the policy at most once per service and request: most requests need one service's
+    admin_rule: Callable[[str], bool] = field(default=lambda _service: False, compare=False, repr=False)
 
-    @property
-    def is_admin(self) -> bool:
-        """True for a cloud administrator."""
-        return policy.is_admin(self.roles)
+    def admin_of(self, service: str) -> bool:
+        """Whether `service` treats the caller as an administrator, who sees every project's
+        resources: its context_is_admin rule (keystone's admin_required), as the operator's
+        policy file sets it. What else the caller may do is the route's rule."""
+        return self.admin_rule(service)
+
+    def sees(self, service: str, project_id: str | None) -> bool:
+        """Whether a resource of `project_id` exists for the caller in `service`: the services
+        scope their database reads to the token's project unless the context is an admin's."""
+        return project_id == self.project_id or self.admin_of(service)
 
     @classmethod
-    def from_claims(cls, claims: TokenClaims) -> Identity:
-        """The identity a token's claims describe."""
+    def from_claims(cls, claims: TokenClaims, policies: PolicyEnforcers) -> Identity:
+        """The identity a token's claims describe, with the services it is an admin of."""
         return cls(
             claims.user_id,
             claims.project_id,
@@ -50,6 +61,8 @@ class Identity:
             claims.issued_at_ms,
             claims.expires_at_ms,
             claims.chain_audit_id,
+            functools.cache(functools.partial(policies.admin_of, claims.user_id, claims.project_id,
+                                              claims.roles)),
         )
 
 
@@ -84,7 +97,7 @@ def caller_of(request: Request, ctx: ApiContext, token: str | None) -> Identity:
     handler share it); 401 in keystone's shape when there is none."""
     caller = getattr(request.state, "caller", None)
     if not isinstance(caller, Identity):
-        caller = Identity.from_claims(verify_token(ctx, token))
+        caller = Identity.from_claims(verify_token(ctx, token), ctx.policy)
         request.state.caller = caller
     return caller
 

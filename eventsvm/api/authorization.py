@@ -92,8 +92,8 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("GET", "/identity/v3/auth/tokens"): _keystone("validate_token", "subject_token"),
     ("HEAD", "/identity/v3/auth/tokens"): _keystone("check_token", "subject_token"),
     ("DELETE", "/identity/v3/auth/tokens"): _keystone("revoke_token", "subject_token"),
-    # the caller's own projects for a non-admin (the handler filters), every project for an admin
-    ("GET", "/identity/v3/projects"): ANY_TOKEN,
+    # every project: keystone's list_projects (an admin's); a user's own are /v3/auth/projects
+    ("GET", "/identity/v3/projects"): _keystone("list_projects"),
     ("GET", "/identity/v3/auth/projects"): ANY_TOKEN,
     ("GET", "/identity/v3/users/{user_id}/projects"): _keystone("list_user_projects", "path_user"),
     ("GET", "/identity/v3/projects/{project_id}"): _keystone("get_project", "path_project_keystone"),
@@ -229,7 +229,7 @@ def _server(ctx: ApiContext, caller: Identity, request: Request) -> Target | Non
     inst = ctx.readmodel.models.instances.get(request.path_params.get("server_id", ""))
     if inst is None or inst.project_id is None:
         return None
-    if inst.project_id != caller.project_id and not caller.is_admin:
+    if not caller.sees("nova", inst.project_id):
         return None  # nova's 404: another project's server does not exist for this caller
     return {"project_id": inst.project_id, "user_id": inst.user_id}
 

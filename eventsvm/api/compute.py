@@ -20,10 +20,11 @@ from eventsvm.api import microversion
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.backlog import BACKLOG_FULL
 from eventsvm.api.context import ApiContext
-from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound
+from eventsvm.api.errors import BadRequest, Conflict, NotFound
 from eventsvm.api.models import ServerCreate
 from eventsvm.api.openapi import failures
 from eventsvm.api.patterns import user_pattern
+from eventsvm.api.policy_check import authorize, own_target, permits
 from eventsvm.api.responses import ServerBody, ServerCreatedBody, ServerDetailList, ServerList
 from eventsvm.api.server_request import (
     admin_password,
@@ -188,7 +189,27 @@ def _host_status(models: Models, inst: Instance) -> str:
     return "UP" if host.get("enabled", True) else "MAINTENANCE"
 
 
-def server_view(models: Models, base: str, inst: Instance, caller: Identity, version: tuple[int, int],
+@dataclass(frozen=True, slots=True)
+class ServerFields:
+    """What nova's policy shows the caller of a server beyond what its project sees."""
+
+    extended: bool  # OS-EXT-SRV-ATTR:*: os_compute_api:os-extended-server-attributes
+    host_status: bool  # os_compute_api:servers:show:host_status
+    fault_details: bool  # a fault's details: nova's context.is_admin
+
+
+def server_fields(ctx: ApiContext, caller: Identity) -> ServerFields:
+    """The caller's ServerFields, checked once per request against its own project (nova checks
+    them quietly: a refusal leaves the fields out, never a 403)."""
+    own = own_target(caller)
+    return ServerFields(
+        extended=permits(ctx, caller, "nova", "os_compute_api:os-extended-server-attributes", own),
+        host_status=permits(ctx, caller, "nova", "os_compute_api:servers:show:host_status", own),
+        fault_details=caller.admin_of("nova"),
+    )
+
+
+def server_view(models: Models, base: str, inst: Instance, fields: ServerFields, version: tuple[int, int],
                 attachments: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] | None = None
                 ) -> dict[str, Any]:
     """One server as nova shows it in GET /servers/{id} and /servers/detail at `version`; a list
@@ -229,14 +250,14 @@ def server_view(models: Models, base: str, inst: Instance, caller: Identity, ver
     }
     if inst.status in _PROGRESS_STATUSES:
         view["progress"] = 0
-    if caller.is_admin:
+    if fields.extended:
         view["OS-EXT-SRV-ATTR:host"] = inst.host
         view["OS-EXT-SRV-ATTR:hypervisor_hostname"] = inst.host
         view["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{inst.id[:8]}"
         if version >= microversion.EXTENDED_ATTRIBUTES:
             view.update(_extended_attributes(models, inst))
-        if version >= microversion.HOST_STATUS:
-            view["host_status"] = _host_status(models, inst)
+    if fields.host_status and version >= microversion.HOST_STATUS:
+        view["host_status"] = _host_status(models, inst)
     if version >= microversion.LOCKED_SHOWN:
         view["locked"] = inst.locked
     if version >= microversion.DESCRIPTION:
@@ -249,7 +270,7 @@ def server_view(models: Models, base: str, inst: Instance, caller: Identity, ver
             "message": inst.fault["message"],
             "created": iso_z(inst.fault["created"]),
         }
-        if caller.is_admin and inst.fault.get("details"):
+        if fields.fault_details and inst.fault.get("details"):
             fault["details"] = inst.fault["details"]
         view["fault"] = fault
     return view
@@ -262,7 +283,7 @@ def visible_server(models: Models, caller: Identity, server_id: str) -> Instance
         inst is None
         or inst.status == "DELETED"
         or inst.project_id is None
-        or not policy.can_view_server(caller.roles, caller.project_id, inst.project_id)
+        or not caller.sees("nova", inst.project_id)
     ):
         raise NotFound(f"Instance {server_id} could not be found.")
     return inst
@@ -391,22 +412,24 @@ def _in_order(projection: InstanceProjection) -> list[Instance]:
     return order[2]
 
 
+def _all_tenants(ctx: ApiContext, caller: Identity, query: dict[str, str], detail: bool) -> bool:
+    """Whether the list asks for every project (all_tenants, nova's truthy values); nova's 403 when
+    its get_all_tenants rule refuses the caller (not a quiet fall back to its own project)."""
+    asked = "all_tenants" in query and query["all_tenants"].lower() not in ("0", "false", "f", "no", "off")
+    if asked:
+        rule = f"os_compute_api:servers:{'detail' if detail else 'index'}:get_all_tenants"
+        authorize(ctx, caller, "nova", rule, own_target(caller))
+    return asked
+
+
 def _candidates(models: Models, caller: Identity, query: dict[str, str],
-                version: tuple[int, int]) -> list[Instance]:
-    """Servers passing every filter but the caller's patterns, newest first; under the lock."""
-    all_tenants = "all_tenants" in query and query["all_tenants"].lower() not in (
-        "0",
-        "false",
-        "f",
-        "no",
-        "off",
-    )
-    if all_tenants and not policy.can_list_all_projects(caller.roles):
-        raise Forbidden(policy.denied_message("os_compute_api:servers:detail:get_all_tenants"))
+                version: tuple[int, int], all_tenants: bool) -> list[Instance]:
+    """Servers passing every filter but the caller's patterns, newest first; under the lock.
+    `query` holds only the filters the caller may use (_list drops the others)."""
     # all projects (or the one named) with all_tenants, else the caller's own, as nova does
     project = (query.get("project_id") or query.get("tenant_id")) if all_tenants else caller.project_id
     status = query.get("status", "").upper()
-    host = query.get("host") if caller.is_admin else None
+    host = query.get("host")
     since = None
     if query.get("changes-since"):
         try:
@@ -414,17 +437,9 @@ def _candidates(models: Models, caller: Identity, query: dict[str, str],
         except ValueError:
             raise BadRequest("Invalid changes-since value") from None
     tagged = _tag_filter(query) if version >= microversion.SERVER_TAGS else None
-    # the policy's answer depends on the server's project only: asked once a project, not once a server
-    viewable: dict[str, bool] = {}
     found = []
     for inst in _in_order(models.instances):  # nova's default order: newest first
         if inst.project_id is None or inst.status == "DELETED" or (project and inst.project_id != project):
-            continue
-        may_view = viewable.get(inst.project_id)
-        if may_view is None:
-            may_view = viewable[inst.project_id] = policy.can_view_server(
-                caller.roles, caller.project_id, inst.project_id)
-        if not may_view:
             continue
         if status and inst.status != status:
             continue
@@ -467,13 +482,18 @@ def _matching(listed: list[_Listed], query: dict[str, str]) -> list[str]:
 def _list(request: Request, caller: Identity, ctx: ApiContext, detail: bool) -> Response:
     query = dict(request.query_params)
     version = microversion.served(request)
-    if not caller.is_admin and version < microversion.IP6_FILTER:
-        query.pop("ip6", None)  # nova drops the filters a non-admin may not use yet
+    all_tenants = _all_tenants(ctx, caller, query, detail)
+    if not permits(ctx, caller, "nova", "os_compute_api:servers:allow_all_filters", own_target(caller)):
+        # nova drops quietly the filters only its allow_all_filters rule opens
+        query.pop("host", None)
+        if version < microversion.IP6_FILTER:
+            query.pop("ip6", None)
     limit = parse_limit(query.get("limit"), ctx.max_page)
+    fields = server_fields(ctx, caller)
     patterned = any(query.get(k) is not None for k in _PATTERNS)
     models = ctx.readmodel.models
     with ctx.readmodel.lock:
-        found = _candidates(models, caller, query, version)
+        found = _candidates(models, caller, query, version, all_tenants)
         # only a pattern reads more of a server than its id: copy that much out, for outside the lock
         listed = [_listed(i) for i in found] if patterned else None
         ids = [i.id for i in found] if listed is None else []
@@ -485,7 +505,7 @@ def _list(request: Request, caller: Identity, ctx: ApiContext, detail: bool) -> 
         shown = [models.instances.get(s) for s in servers]
         attachments = attachments_by_server(models.catalog.volumes) if detail else None
         items = [
-            server_view(models, base, i, caller, version, attachments)
+            server_view(models, base, i, fields, version, attachments)
             if detail
             else {"id": i.id, "name": i.name, "links": links(base, f"servers/{i.id}")}
             for i in shown
@@ -535,10 +555,11 @@ def show_server(
 ) -> dict[str, Any]:
     """One server; 404 once it is deleted or when it belongs to another project."""
     models = ctx.readmodel.models
+    fields = server_fields(ctx, caller)
     with ctx.readmodel.lock:
         return {
             "server": server_view(models, compute_base(request), visible_server(models, caller, server_id),
-                                  caller, microversion.served(request))
+                                  fields, microversion.served(request))
         }
 
 
@@ -560,7 +581,7 @@ def delete_server(
         inst = visible_server(rm.models, caller, server_id)
         if inst.task_state == "deleting":
             return Response(status_code=204)  # already on its way out; a second request changes nothing
-        if inst.locked and not policy.is_admin(caller.roles):
+        if policy.lock_holds(inst.locked, caller.admin_of("nova")):
             raise Conflict(f"Instance {inst.id} is locked")  # nova's check_instance_lock
         event = chained_event(EventType.INSTANCE_DELETE_REQUESTED, inst, {"host": inst.host},
                               request, caller, ctx)

@@ -16,7 +16,6 @@ from eventsvm.api.openapi import failures
 from eventsvm.api.server_actions import is_server_action, request_action
 from eventsvm.api.server_lifecycle import LIFECYCLE_ACTIONS
 from eventsvm.api.server_moves import is_move_action, request_move
-from eventsvm.identity import policy
 from eventsvm.projections.history import instance_actions
 from eventsvm.virt.hypervisor import DomainNotFound, HypervisorUnavailable
 
@@ -34,7 +33,7 @@ def _actions(ctx: ApiContext, caller: Identity, server_id: str, version: tuple[i
             inst is None
             or inst.project_id is None
             or (inst.status == "DELETED" and version < microversion.DELETED_ACTIONS)
-            or not policy.can_view_server(caller.roles, caller.project_id, inst.project_id)
+            or not caller.sees("nova", inst.project_id)
         ):
             raise NotFound(f"Instance {server_id} could not be found.")
         return instance_actions(models, inst.id)

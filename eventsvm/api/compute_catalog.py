@@ -59,11 +59,11 @@ def _is_public_filter(raw: str | None, caller: Identity) -> bool | None:
         return True
     value = raw.strip().lower()
     if value == "none":
-        return None if caller.is_admin else True
+        return None if caller.admin_of("nova") else True
     if value in ("1", "true", "t", "yes", "y", "on"):
         return True
     if value in ("0", "false", "f", "no", "n", "off"):
-        return False if caller.is_admin else True
+        return False if caller.admin_of("nova") else True
     raise BadRequest(f"Invalid is_public filter [{raw}]")
 
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from eventsvm.api.auth import Identity, api_context, current_identity, verify_token
 from eventsvm.api.context import ApiContext
-from eventsvm.api.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from eventsvm.api.errors import BadRequest, NotFound, Unauthorized
 from eventsvm.api.models import AuthRequest
 from eventsvm.api.openapi import failures
 from eventsvm.api.responses import TokenBody
@@ -23,7 +23,6 @@ from eventsvm.state.identity import Project, User
 
 router = APIRouter(prefix="/identity", tags=["identity"])
 
-_FORBIDDEN = "You are not authorized to perform the requested action: {}."
 _DOMAIN = {"id": "default", "name": "Default"}
 
 
@@ -195,8 +194,6 @@ def _subject(ctx: ApiContext, caller: Identity, subject_token: str | None) -> To
         raise NotFound("Could not find token.") from None
     if ctx.readmodel.models.identity.check_token_still_valid(claims) is not None:
         raise NotFound("Could not find token.")
-    if claims.user_id != caller.user_id and not caller.is_admin:
-        raise Forbidden(_FORBIDDEN.format("identity:validate_token"))
     return claims
 
 

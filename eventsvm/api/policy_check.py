@@ -10,28 +10,23 @@ from typing import Any
 from eventsvm.api.auth import Identity
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import Forbidden
-from eventsvm.identity.policy_rules import credentials
+from eventsvm.identity.policy_rules import credentials, denial_message
 
 Target = dict[str, Any]
 
 
-def denial_message(service: str, rule: str) -> str:
-    """The 403 message each service writes for a rule its policy refused."""
-    if service == "neutron":
-        return f"(rule:{rule}) is disallowed by policy"
-    if service == "glance":
-        return f"You are not authorized to complete {rule} action."
-    if service == "keystone":
-        return f"You are not authorized to perform the requested action: {rule}."
-    return f"Policy doesn't allow {rule} to be performed."
-
-
 def authorize(ctx: ApiContext, caller: Identity, service: str, rule: str, target: Mapping[str, Any]) -> None:
     """403 in the shape of the request's service unless `service`'s policy allows `rule` on `target`."""
-    creds = credentials(caller.user_id, caller.project_id, caller.roles)
-    if not ctx.policy.allows(service, rule, target, creds):
+    if not permits(ctx, caller, service, rule, target):
         kind = "PolicyNotAuthorized" if service == "neutron" else None
         raise Forbidden(denial_message(service, rule), kind=kind)
+
+
+def permits(ctx: ApiContext, caller: Identity, service: str, rule: str, target: Mapping[str, Any]) -> bool:
+    """Whether `service`'s policy allows `rule` on `target`, for the checks a service makes without
+    refusing (an admin-only filter dropped, an admin-only field left out of a view)."""
+    creds = credentials(caller.user_id, caller.project_id, caller.roles, caller.admin_of(service))
+    return ctx.policy.allows(service, rule, target, creds)
 
 
 def own_target(caller: Identity) -> Target:

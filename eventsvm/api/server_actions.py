@@ -102,7 +102,7 @@ def host_action_body(
     state the action may not start from)."""
     # nova checks the lock before the state (check_instance_lock wraps check_instance_state). Not a
     # policy rule: nova's 409 for a locked server, decided by the server's state, not the table
-    if policy.lock_holds(inst.locked, caller.roles):
+    if policy.lock_holds(inst.locked, caller.admin_of("nova")):
         raise Conflict(f"Instance {inst.id} is locked")
     try:
         task_state = check_state(action, inst.vm_state, inst.task_state, reboot_type)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Body, Depends, Request
 
 from eventsvm.api import microversion
 from eventsvm.api.auth import Identity, api_context, current_identity
-from eventsvm.api.compute import compute_base, server_view, visible_server
+from eventsvm.api.compute import compute_base, server_fields, server_view, visible_server
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest
 from eventsvm.api.openapi import failures
@@ -86,7 +86,8 @@ def update_server(
         inst = visible_server(rm.models, caller, server_id)  # servers:update: the route table's
         event = chained_event(EventType.INSTANCE_UPDATED, inst, body, request, caller, ctx)
     rm.append([event])
+    fields = server_fields(ctx, caller)
     with rm.lock:
         inst = visible_server(rm.models, caller, server_id)
-        view = server_view(rm.models, compute_base(request), inst, caller, microversion.served(request))
+        view = server_view(rm.models, compute_base(request), inst, fields, microversion.served(request))
     return {"server": {k: v for k, v in view.items() if k in BASIC_VIEW}}

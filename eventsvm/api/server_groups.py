@@ -15,10 +15,10 @@ from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Forbidden, NotFound
 from eventsvm.api.openapi import failures
+from eventsvm.api.policy_check import own_target, permits
 from eventsvm.api.wire import parse_limit, truthy
 from eventsvm.api.writes import append_delete, caller_event
 from eventsvm.events.model import EventType, new_id
-from eventsvm.identity import policy
 from eventsvm.identity.quota import within
 from eventsvm.projections.readmodel import Models
 from eventsvm.scheduler.request import SERVER_GROUP_POLICIES
@@ -118,7 +118,9 @@ def list_server_groups(
     """The caller's project's groups, or every project's for an admin asking all_projects; paged
     by limit and offset as nova pages them."""
     query = request.query_params
-    everyone = truthy(query.get("all_projects")) and policy.can_list_all_projects(caller.roles)
+    # nova checks index:all_projects quietly: a refused caller sees its own project's groups
+    everyone = truthy(query.get("all_projects")) and permits(
+        ctx, caller, "nova", "os_compute_api:os-server-groups:index:all_projects", own_target(caller))
     models = ctx.readmodel.models
     groups = [g for g in models.catalog.server_groups.values()
               if everyone or g.get("project_id") == caller.project_id]

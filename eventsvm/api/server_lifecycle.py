@@ -121,7 +121,7 @@ def change_password(
     with ctx.readmodel.lock:
         # os-admin-password is the route table's rule; the lock is nova's 409 on the server's state
         inst = visible_server(ctx.readmodel.models, caller, server_id)
-        if policy.lock_holds(inst.locked, caller.roles):
+        if policy.lock_holds(inst.locked, caller.admin_of("nova")):
             raise Conflict(f"Instance {inst.id} is locked")
         for attr, value, allowed in (("vm_state", inst.vm_state, CHANGE_PASSWORD_STATES),
                                      ("task_state", inst.task_state, {None})):

@@ -51,7 +51,7 @@ def _metadata(raw: Any, wrapper: str, one_item: bool = False) -> dict[str, str]:
 def _check_state(inst: Instance, caller: Identity, action: str) -> None:
     """Nova's compute API changes metadata only of an unlocked server (check_instance_lock) in a
     settled state (check_instance_state)."""
-    if policy.lock_holds(inst.locked, caller.roles):
+    if policy.lock_holds(inst.locked, caller.admin_of("nova")):
         raise Conflict(f"Instance {inst.id} is locked")
     if inst.vm_state not in _EDITABLE_VM_STATES:
         raise Conflict(f"Cannot '{action}' instance {inst.id} while it is in vm_state {inst.vm_state}")

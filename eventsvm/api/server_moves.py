@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from eventsvm.api import microversion
 from eventsvm.api.auth import Identity
-from eventsvm.api.compute import compute_base, server_view, visible_server
+from eventsvm.api.compute import ServerFields, compute_base, server_fields, server_view, visible_server
 from eventsvm.api.compute_usage import project_usage
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden
@@ -96,7 +96,7 @@ def _slot(models: Models, host: str | None) -> int | None:
 def _check(inst: Instance, caller: Identity, action: str) -> str | None:
     # the action's rule (servers:resize ...) is the route table's, checked before the handler;
     # the lock is nova's 409 on the server's state, which no policy rule says
-    if policy.lock_holds(inst.locked, caller.roles):
+    if policy.lock_holds(inst.locked, caller.admin_of("nova")):
         raise Conflict(f"Instance {inst.id} is locked")
     try:
         return check_move_state(action, inst.vm_state, inst.task_state)
@@ -217,6 +217,7 @@ def request_move(
         args = _args(key, args, _RESIZE_KEYS, "flavorRef")
     elif key == "rebuild":
         args = _rebuild_args(args, microversion.served(request))
+    fields = server_fields(ctx, caller)
     rm = ctx.readmodel
     with rm.lock:
         models = rm.models
@@ -230,7 +231,7 @@ def request_move(
             body = _finish_body(models, inst, key, task_state)
         event = chained_event(EventType.INSTANCE_MOVE_REQUESTED, inst, body, request, caller, ctx)
         slot = _slot(models, body["host"])
-        shown = _rebuilt_view(models, inst, body, request, caller) if key == "rebuild" else None
+        shown = _rebuilt_view(models, inst, body, request, fields) if key == "rebuild" else None
     # the host's partition, which its spawner reads (the scheduler reads them all)
     rm.append([event], [None if slot is None else slot % rm.log.partitions(str(event.topic))])
     if shown is None:
@@ -243,7 +244,7 @@ def request_move(
 
 
 def _rebuilt_view(models: Models, inst: Instance, body: dict[str, Any], request: Request,
-                  caller: Identity) -> dict[str, Any]:
+                  fields: ServerFields) -> dict[str, Any]:
     """The server as nova answers a rebuild: with what the request changed, in REBUILD."""
     changed = dataclasses.replace(
         inst, image_id=body["guest"]["image"]["id"], name=body["name"] or inst.name,
@@ -252,7 +253,7 @@ def _rebuilt_view(models: Models, inst: Instance, body: dict[str, Any], request:
         access_ipv6=body["access_ipv6"] or inst.access_ipv6,
         description=body["description"] if body["description_set"] else inst.description,
         task_state=body["task_state"], status=server_status(inst.vm_state, body["task_state"]))
-    view = server_view(models, compute_base(request), changed, caller, microversion.served(request))
+    view = server_view(models, compute_base(request), changed, fields, microversion.served(request))
     shown = {k: v for k, v in view.items() if k in BASIC_VIEW}
     # nova's rebuild shows the addresses without their extensions (extend_address=False)
     shown["addresses"] = {net: [{"version": a["version"], "addr": a["addr"]} for a in addresses]

@@ -126,7 +126,7 @@ def build_requested_body(models: Models, request: ServerCreate, caller: Identity
     group_id = request.scheduler_hints.group if request.scheduler_hints else None
     if group_id is not None:
         group = catalog.server_groups.get(group_id)
-        if group is None or (group.get("project_id") != caller.project_id and not caller.is_admin):
+        if group is None or not caller.sees("nova", group.get("project_id")):
             raise BadRequest(f"Invalid server group: {group_id} could not be found.")
         members_limit = quota_for(models.identity, caller.project_id).server_group_members
         if not within(members_limit, len(group_members(models, group_id)), count.most):
@@ -182,20 +182,17 @@ def _image_id(models: Models, image_ref: str, block_devices: list[dict[str, Any]
 
 
 def _image_visible(image: Body, caller: Identity) -> bool:
-    return (
-        caller.is_admin
-        or image.get("visibility") in ("public", "community")
-        or image.get("owner") == caller.project_id
-    )
+    # nova asks glance with the caller's token: glance's visibility
+    return image.get("visibility") in ("public", "community") or caller.sees("glance", image.get("owner"))
 
 
 def network_visible(network: Body, caller: Identity) -> bool:
     """Whether the caller's project may attach to or see a network (neutron's default policy)."""
     return (
-        caller.is_admin
-        or bool(network.get("shared"))
+        bool(network.get("shared"))
         or bool(network.get("external"))
-        or network.get("owner") in (None, caller.project_id)
+        or network.get("owner") is None
+        or caller.sees("neutron", network.get("owner"))
     )
 
 
@@ -252,7 +249,8 @@ def _block_device(models: Models, bdm: BlockDeviceMapping, caller: Identity) -> 
                 raise BadRequest(f"Image {bdm.uuid} could not be found.")
         elif bdm.source_type == "volume":
             volume = models.catalog.volumes.get(bdm.uuid)
-            if volume is None or (volume.get("owner") != caller.project_id and not caller.is_admin):
+            # nova asks cinder with the caller's token: cinder's visibility
+            if volume is None or not caller.sees("cinder", volume.get("owner")):
                 raise BadRequest(f"Block Device Mapping is Invalid: failed to get volume {bdm.uuid}.")
         else:
             raise BadRequest("Block Device Mapping is Invalid: snapshots are not supported by this cloud.")

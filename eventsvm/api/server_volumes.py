@@ -100,7 +100,7 @@ def _acting_on(models: Models, caller: Identity, server_id: str, action: str,
     # os-volumes-attachments:create / delete are the route table's, checked before the handler;
     # the lock is nova's 409 on the server's state, which no policy rule says
     inst = visible_server(models, caller, server_id)
-    if policy.lock_holds(inst.locked, caller.roles):
+    if policy.lock_holds(inst.locked, caller.admin_of("nova")):
         raise Conflict(f"Instance {inst.id} is locked")
     refused = f"Cannot '{action}_volume' instance {inst.id} while it is in"
     offloaded = inst.vm_state == SHELVED_OFFLOADED and version >= microversion.SHELVED_VOLUMES
@@ -143,7 +143,7 @@ def attach_volume(server_id: str, request: Request, raw: Any = Body(None),
     with rm.lock:
         inst = _acting_on(rm.models, caller, server_id, "attach", microversion.served(request))
         volume = rm.models.catalog.volumes.get(volume_id)
-        if volume is None or (volume.get("owner") != inst.project_id and not caller.is_admin):
+        if volume is None or (volume.get("owner") != inst.project_id and not caller.admin_of("cinder")):
             raise NotFound(f"Volume {volume_id} could not be found.")
         reason = unavailable_reason(volume, inst.id)
         if reason is not None:

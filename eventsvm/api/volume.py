@@ -14,9 +14,10 @@ from fastapi.responses import JSONResponse
 
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
-from eventsvm.api.errors import BadRequest, Forbidden, NotFound
+from eventsvm.api.errors import BadRequest, NotFound
 from eventsvm.api.models import VolumeCreate
 from eventsvm.api.openapi import failures
+from eventsvm.api.policy_check import own_target, permits
 from eventsvm.api.responses import VolumeBody, VolumeList
 from eventsvm.api.wire import base_url, iso_micro, page, parse_limit, truthy, wants_detail
 from eventsvm.api.writes import caller_event, won_on_log
@@ -50,14 +51,8 @@ def version(request: Request) -> dict[str, Any]:
     return _versions(request)
 
 
-def _check_project(caller: Identity, project_id: str) -> None:
-    if project_id != caller.project_id and not caller.is_admin:
-        raise Forbidden(f"Policy doesn't allow volume access to project {project_id}.")
-
-
-def volume_view(
-    models: Models, base: str, volume: Body, caller: Identity, detail: bool = True
-) -> dict[str, Any]:
+def volume_view(models: Models, base: str, volume: Body, tenant_shown: bool, detail: bool = True
+                ) -> dict[str, Any]:
     """A volume as cinder v3 shows it."""
     owner = volume.get("owner")
     path = f"{base}/volume/v3/{owner}/volumes/{volume['id']}"
@@ -89,9 +84,14 @@ def volume_view(
                 "consistencygroup_id": None,
             }
         )
-        if caller.is_admin:
+        if tenant_shown:
             view["os-vol-tenant-attr:tenant_id"] = owner
     return view
+
+
+def _tenant_shown(ctx: ApiContext, caller: Identity) -> bool:
+    """Whether cinder's volume_tenant_attribute rule shows the caller os-vol-tenant-attr:tenant_id."""
+    return permits(ctx, caller, "cinder", "volume_extension:volume_tenant_attribute", own_target(caller))
 
 
 def _attachments(volume: Body) -> list[dict[str, Any]]:
@@ -121,9 +121,9 @@ def list_volumes(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """The project's volumes: id, name and links, or in full at /detail."""
-    _check_project(caller, project_id)
     query = request.query_params
-    everyone = caller.is_admin and truthy(query.get("all_tenants"))
+    # cinder's get_all: every project's for an admin context asking all_tenants, else quietly its own
+    everyone = caller.admin_of("cinder") and truthy(query.get("all_tenants"))
     models = ctx.readmodel.models
     chosen = [
         v
@@ -136,7 +136,8 @@ def list_volumes(
         chosen, lambda v: str(v["id"]), parse_limit(query.get("limit"), ctx.max_page), query.get("marker")
     )
     base, detail = base_url(request), wants_detail(request)
-    return {"volumes": [volume_view(models, base, v, caller, detail) for v in shown]}
+    tenant_shown = _tenant_shown(ctx, caller)
+    return {"volumes": [volume_view(models, base, v, tenant_shown, detail) for v in shown]}
 
 
 @router.get(
@@ -151,12 +152,11 @@ def show_volume(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """One volume of the project."""
-    _check_project(caller, project_id)
     models = ctx.readmodel.models
     volume = models.catalog.volumes.get(volume_id)
-    if volume is None or (volume.get("owner") != caller.project_id and not caller.is_admin):
+    if volume is None or not caller.sees("cinder", volume.get("owner")):
         raise NotFound(f"Volume {volume_id} could not be found.")
-    return {"volume": volume_view(models, base_url(request), volume, caller)}
+    return {"volume": volume_view(models, base_url(request), volume, _tenant_shown(ctx, caller))}
 
 
 @router.post(
@@ -171,7 +171,6 @@ def create_volume(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Append catalog.volume_created; the volume is available at once (there is no backend to wait for)."""
-    _check_project(caller, project_id)
     volume_id = str(uuid.uuid4())
     volume = {
         "id": volume_id,
@@ -184,7 +183,7 @@ def create_volume(
     rm.append([caller_event(EventType.VOLUME_CREATED, volume_id, volume, request, caller)])
     # the creator is the event's actor, which the catalog keeps beside the body
     shown = {**volume, "user_id": caller.user_id}
-    return {"volume": volume_view(rm.models, base_url(request), shown, caller)}
+    return {"volume": volume_view(rm.models, base_url(request), shown, _tenant_shown(ctx, caller))}
 
 
 @router.delete(
@@ -200,11 +199,10 @@ def delete_volume(
 ) -> Response:
     """Append catalog.volume_deleted and wait for the log's verdict: a volume reserved or attached
     (perhaps by an attach that reached the volume's partition first) is not deleted, cinder's 400."""
-    _check_project(caller, project_id)
     rm = ctx.readmodel
     with rm.lock:
         volume = rm.models.catalog.volumes.get(volume_id)
-        if volume is None or (volume.get("owner") != caller.project_id and not caller.is_admin):
+        if volume is None or not caller.sees("cinder", volume.get("owner")):
             raise NotFound(f"Volume {volume_id} could not be found.")
         busy = unavailable_reason(volume) is not None
     event = caller_event(EventType.VOLUME_DELETED, volume_id, {"volume_id": volume_id}, request, caller)
@@ -219,7 +217,6 @@ def volume_limits(
     project_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
 ) -> dict[str, Any]:
     """Cinder's absolute limits (its default quotas) with what the project's volumes use."""
-    _check_project(caller, project_id)
     mine = [v for v in ctx.readmodel.models.catalog.volumes.values() if v.get("owner") == project_id]
     return {
         "limits": {

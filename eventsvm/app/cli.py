@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a guest has to print its boot line; 0 = ACTIVE once the domain runs",
     )
     add_power_options(run)
-    run.add_argument("--member", default=None, help="stable member name (a restart then fences its old self)")
+    run.add_argument("--member", default=None,
+                     help="stable member name (a restart then fences its old self; a second live process "
+                          "under the same name refuses to start)")
     run.add_argument("--port", type=int, default=8080, help="API port, for `run api`")
     run.add_argument("--bind", default="127.0.0.1")
     add_api_options(run)

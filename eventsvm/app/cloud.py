@@ -22,7 +22,7 @@ from eventsvm.app.cluster import (
     spawner_runner,
 )
 from eventsvm.app.options import UsageError, backlog_limits, on_sigterm, parse_capacity
-from eventsvm.app.registry import SERVICES, PipelineSettings, pipeline_service
+from eventsvm.app.registry import SERVICES, PipelineSettings, pipeline_service, policy_dir
 from eventsvm.app.seed import (
     choose_passwords,
     is_seeded,
@@ -155,7 +155,7 @@ def serving_app(readmodel: ReadModel, data_dir: Path, public_url: str, *, stuck_
         enable_instance_password=enable_instance_password,
         backlog=BuildBacklog(backlog),
         # the operator's overrides, one file per service as they write them for nova and the rest
-        policy=PolicyEnforcers(data_dir / "policy"),
+        policy=PolicyEnforcers(policy_dir(data_dir)),
     )
     app = create_app(context)
     monitoring = make_monitoring(readmodel, stuck_after_s=stuck_after_s, lag_interval_s=lag_interval_s,
@@ -273,7 +273,8 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
             snapshots=snapshot_store(data_dir, config),
         )
     else:
-        settings = PipelineSettings(allow_resize_to_same_host=args.allow_resize_to_same_host)
+        settings = PipelineSettings(allow_resize_to_same_host=args.allow_resize_to_same_host,
+                                    policy_dir=policy_dir(data_dir))
         service, deps = pipeline_service(args.service, settings)
         runner = ServiceRunner(
             log_,

@@ -15,15 +15,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from eventsvm.app.registry import PIPELINE, PipelineSettings, host_service, pipeline_service
+from eventsvm.app.registry import PIPELINE, PipelineSettings, host_service, pipeline_service, policy_dir
 from eventsvm.app.writers import API, key_dir, spawner_writer, writer_codec, writer_ring
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec, CodecError
-from eventsvm.events.model import HOST_ROUTED_TOPICS, EventType, Topic, new_event
+from eventsvm.events.model import EventType, Topic, new_event
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, EventLog, OutRecord
 from eventsvm.projections.readmodel import ReadModel
 from eventsvm.projections.seal import SealStore
+from eventsvm.runtime.host_routing import SPAWNER_TOPICS, spawner_partitions
 from eventsvm.runtime.runner import ServiceRunner, StepObserver
 from eventsvm.runtime.snapshot import SnapshotStore
 from eventsvm.runtime.supervisor import Supervisor
@@ -133,18 +134,15 @@ def spawner_runner(
     member_name: str | None = None,
     snapshots: SnapshotStore | None = None,
 ) -> ServiceRunner[Any]:
-    """The spawner of `host`, reading exactly its slot's partition of the host-routed topics, and
-    every deletion (a server's guest may be on a host no delete was routed to: a resize's other end)."""
+    """The spawner of `host`, reading what `spawner_partitions` names."""
     # a spawner may be the first process on a new log: its partitions need the topics to exist
-    log_.create_topics([str(t) for t in (*HOST_ROUTED_TOPICS, Topic.DELETED)])
-    partitions = [(str(t), host.slot % log_.partitions(str(t))) for t in HOST_ROUTED_TOPICS]
-    partitions += [(str(Topic.DELETED), p) for p in range(log_.partitions(str(Topic.DELETED)))]
+    log_.create_topics([str(t) for t in SPAWNER_TOPICS])
     return ServiceRunner(
         log_,
         host_service("spawner", host.name),
         codec,
         member_name=member_name or host.name,
-        partitions=partitions,
+        partitions=spawner_partitions(log_.partitions, host.slot),
         deps=host,
         observer=observer,
         snapshots=snapshots,
@@ -239,7 +237,8 @@ class Cluster:
         member = default_member_name()
         snapshots = snapshot_store(opts.data_dir, opts.log)
         settings = PipelineSettings(max_attempts=opts.max_attempts,
-                                    allow_resize_to_same_host=opts.allow_resize_to_same_host)
+                                    allow_resize_to_same_host=opts.allow_resize_to_same_host,
+                                    policy_dir=policy_dir(opts.data_dir))
         for name in PIPELINE:
             service, deps = pipeline_service(name, settings)
             self.runners.append(

@@ -4,7 +4,8 @@ process 130 MB).
 
 Past MAX_HEAD_BYTES the request is answered 431 Request Header Fields Too Large (414 URI Too Long
 when its request line alone is past it) with an OpenStack error body in the shape of the service
-its path names, and the connection is closed; a request
+its path names, and the connection is closed; each request of several pipelined on one connection
+is measured from its own first byte, and its refusal follows the answers to those before it. A request
 the parser cannot read gets its 400 in the same shape rather than uvicorn's plain text. The bytes
 are counted as they arrive, before the parser buffers them, so a refused head never costs more
 than the bound plus one socket read. Bodies are bounded by the API itself (413, RequestEnvelope).
@@ -33,7 +34,11 @@ _LINGER_S = 2.0
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, refusing a request whose head is larger than MAX_HEAD_BYTES."""
+    """uvicorn's httptools protocol, refusing a request whose head is larger than MAX_HEAD_BYTES.
+
+    The bytes are fed to the parser in pieces that end where a request can end (a line end in a
+    head, the last byte of a Content-Length body or of a chunk), so every request's head is
+    counted from its own first byte, also the second of two pipelined in one socket read."""
 
     max_head_bytes = MAX_HEAD_BYTES
 
@@ -42,46 +47,67 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._in_head = True
         self._request_line_read = False
+        self._head_begun = False  # a byte of this request other than the blank lines before it
+        self._body: _BodyFraming | None = None
         self._refused = False
+        # the refusal of a pipelined head, held until the answers before it are written
+        self._held: tuple[int, str] | None = None
 
     def data_received(self, data: bytes) -> None:
         while data and not self._refused:
-            if not self._in_head:
-                super().data_received(data)
-                return
-            room = self.max_head_bytes - self._head_bytes
-            if room <= 0:
-                self._refuse()
-                return
-            piece, data = data[:room], data[room:]
-            self._head_bytes += len(piece)
-            # where the request line ends decides 414 or 431 if the head turns out too large
-            self._request_line_read = self._request_line_read or b"\n" in piece
+            if self._in_head:
+                room = self.max_head_bytes - self._head_bytes
+                if room <= 0:
+                    self._refuse()
+                    return
+                line_end = data.find(b"\n", 0, room)
+                size = line_end + 1 if line_end >= 0 else min(room, len(data))
+            else:
+                size = self._body.next_piece(data) if self._body is not None else len(data)
+            piece, data = data[:size], data[size:]
+            if self._in_head:
+                self._head_bytes += len(piece)
+                # a line end (but a blank line before the request) decides 414 or 431 if the head
+                # turns out too large
+                self._head_begun = self._head_begun or bool(piece.strip())
+                if self._head_begun and piece.endswith(b"\n"):
+                    self._request_line_read = True
             super().data_received(piece)
             if self.transport.is_closing():
                 return
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._body = _BodyFraming.of(self.headers)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        # the next request on this connection
-        self._in_head, self._head_bytes, self._request_line_read = True, 0, False
+        # the next request on this connection begins with the next byte
+        self._in_head, self._head_bytes, self._body = True, 0, None
+        self._head_begun = self._request_line_read = False
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        answered = self.cycle is None or self.cycle.response_complete
+        if self._held is not None and answered and not self.pipeline:
+            status, message = self._held
+            self._answer_and_close(status, message)
 
     def _refuse(self) -> None:
         self._refused = True
         log.info("refused a request head of more than %d bytes from %s", self.max_head_bytes, self.client)
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            # a pipelined request's answer is still being written: no room for ours
-            self.transport.close()
-            return
         if not self._request_line_read:
-            self._answer_and_close(414, f"The request URI is longer than {self.max_head_bytes} bytes.")
+            refusal = (414, f"The request URI is longer than {self.max_head_bytes} bytes.")
+        else:
+            refusal = (431, f"Request header fields are larger than {self.max_head_bytes} bytes.")
+        cycle = self.cycle
+        if (cycle is not None and not cycle.response_complete) or self.pipeline:
+            # requests before it are still being answered: ours follows theirs, in order
+            self._held = refusal
+            self.flow.pause_reading()
             return
-        self._answer_and_close(431, f"Request header fields are larger than {self.max_head_bytes} bytes.")
+        self._answer_and_close(*refusal)
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request it cannot parse, in OpenStack's shape instead of plain text."""
@@ -101,3 +127,55 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self.loop.call_later(_LINGER_S, self.transport.close)
         else:
             self.transport.close()
+
+
+# enough of a chunk-size line for any size a body can have; the parser refuses longer ones
+_FRAMING_LINE_BYTES = 64
+
+
+class _BodyFraming:
+    """Where the body of a request ends, so the bytes after it are counted as the next head: a
+    Content-Length body by its length, a chunked one by its chunk sizes (the parser itself refuses
+    a malformed one; this only has to cut the bytes at the same places)."""
+
+    def __init__(self, length: int | None) -> None:
+        self._left = length or 0  # bytes of the body (or of the current chunk and its CRLF) to come
+        self._chunked = length is None
+        self._trailers = False  # past the last chunk: header lines up to a blank one
+        self._line = b""  # the start of a framing line that a socket read cut (its first bytes)
+
+    @classmethod
+    def of(cls, headers: list[tuple[bytes, bytes]]) -> _BodyFraming:
+        """The framing the request's headers announce."""
+        found = dict(headers)
+        if b"chunked" in found.get(b"transfer-encoding", b"").lower():
+            return cls(None)
+        try:
+            return cls(int(found.get(b"content-length", b"0")))
+        except ValueError:
+            return cls(0)  # the parser answers it 400
+
+    def next_piece(self, data: bytes) -> int:
+        """How many of `data`'s bytes to feed next (at least one)."""
+        if self._left > 0:
+            size = min(self._left, len(data))
+            self._left -= size
+            return size
+        if not self._chunked:
+            return len(data)  # no body: the parser ends the request where its head ends
+        line_end = data.find(b"\n")
+        if line_end < 0:
+            self._line = (self._line + data)[:_FRAMING_LINE_BYTES]
+            return len(data)
+        line, self._line = (self._line + data[:line_end]).strip(), b""
+        if self._trailers:
+            return line_end + 1
+        try:
+            chunk = int(line.split(b";", 1)[0], 16)
+        except ValueError:
+            return line_end + 1  # a malformed size: the parser refuses it
+        if chunk == 0:
+            self._trailers = True
+        else:
+            self._left = chunk + 2
+        return line_end + 1

@@ -5,18 +5,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from consumers import authenticator, billing, resolver, scheduler, spawner
+from eventsvm.identity.policy_rules import PolicyEnforcers
 from eventsvm.runtime.service import Service
 
 
 @dataclass(frozen=True)
 class PipelineSettings:
-    """What an operator tunes across the pipeline services."""
+    """What an operator tunes across the pipeline services. `policy_dir`: where the operator's
+    `<service>-policy.yaml` overrides live (None: the services' defaults alone)."""
 
     max_attempts: int = 3
     allow_resize_to_same_host: bool = False
+    policy_dir: Path | None = None
+
+
+def policy_dir(data_dir: Path) -> Path:
+    """The cloud's policy directory, read by the API and the authenticator alike."""
+    return data_dir / "policy"
 
 
 def _no_deps(_settings: PipelineSettings) -> object:
@@ -38,7 +47,8 @@ class ServiceEntry:
 SERVICES: dict[str, ServiceEntry] = {
     entry.name: entry
     for entry in (
-        ServiceEntry("authenticator", "identity, policy and quota", lambda _h: authenticator.SERVICE),
+        ServiceEntry("authenticator", "identity, policy and quota", lambda _h: authenticator.SERVICE,
+                     lambda s: PolicyEnforcers(s.policy_dir)),
         ServiceEntry("scheduler", "filters, weighers and claims", lambda _h: scheduler.SERVICE,
                      lambda s: scheduler.SchedulerSettings(
                          max_attempts=s.max_attempts, allow_resize_to_same_host=s.allow_resize_to_same_host)),

@@ -43,6 +43,34 @@ def failed(
     )
 
 
+def unshelve_failed(cause: Event, host: str | None, reason: str) -> Event:
+    """The failure of an unshelve: the server stays SHELVED_OFFLOADED with no task and no host, the
+    reason on its unshelve action (nova's conductor on NoValidHost, and compute's unshelve_instance
+    whose reverts_task_state leaves the vm_state as it was when the spawn raised)."""
+    body = {"action": "unshelve", "host": host or "", "vm_state": "shelved_offloaded", "power_state": 0,
+            "reason": reason}
+    return new_event(EventType.INSTANCE_ACTION_FAILED, cause.aggregate_id, body, cause=cause)
+
+
+def placement_failed(
+    cause: Event,
+    stage: str,
+    reason: str,
+    *,
+    spec: dict[str, Any] | None,
+    code: int = 500,
+    host: str | None = None,
+    attempt: int = 1,
+    details: str | None = None,
+) -> Event:
+    """The final failure of a placement: a boot's instance.failed (the server in ERROR), or, when
+    the placement carries out an unshelve, the unshelve's failure (the server stays offloaded and
+    keeps what it holds: its quota, its ports, its volumes)."""
+    if spec and spec.get("unshelve"):
+        return unshelve_failed(cause, host, f"{reason}: {details}" if details else reason)
+    return failed(cause, stage, reason, code=code, host=host, attempt=attempt, details=details)
+
+
 def deleted(cause: Event, host: str | None, stage: str) -> Event:
     """An instance.deleted answering `cause`: the instance is gone and frees what it held."""
     return new_event(

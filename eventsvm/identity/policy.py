@@ -37,59 +37,9 @@ def is_admin(roles: Iterable[str]) -> bool:
     return ADMIN in effective_roles(roles)
 
 
-def _project_role(roles: Iterable[str], role: str, token_project_id: str, target_project_id: str) -> bool:
-    granted = effective_roles(roles)
-    return ADMIN in granted or (role in granted and token_project_id == target_project_id)
-
-
-def can_create_server(roles: Iterable[str], token_project_id: str, server_project_id: str) -> bool:
-    """os_compute_api:servers:create: a member of the server's project, or an admin (the
-    authenticator's check against the roles the log holds when it authenticates a request)."""
-    return _project_role(roles, MEMBER, token_project_id, server_project_id)
-
-
-def can_view_server(roles: Iterable[str], token_project_id: str, server_project_id: str) -> bool:
-    """os_compute_api:servers:show / index: a reader of the server's project, or an admin."""
-    return _project_role(roles, READER, token_project_id, server_project_id)
-
-
-def can_list_all_projects(roles: Iterable[str]) -> bool:
-    """os_compute_api:servers:index:get_all_tenants (`all_tenants=1`): admin only."""
-    return is_admin(roles)
-
-
-def can_manage_flavors(roles: Iterable[str]) -> bool:
-    """os_compute_api:os-flavor-manage:create / delete: admin only (everyone may list flavors)."""
-    return is_admin(roles)
-
-
-def can_view_hypervisors(roles: Iterable[str]) -> bool:
-    """os_compute_api:os-hypervisors: admin only, since it shows the cloud's hosts."""
-    return is_admin(roles)
-
-
-def can_view_usage(roles: Iterable[str], token_project_id: str, target_project_id: str) -> bool:
-    """os_compute_api:os-simple-tenant-usage:show: a reader of that project, or an admin."""
-    return _project_role(roles, READER, token_project_id, target_project_id)
-
-
-def can_view_quota(roles: Iterable[str], token_project_id: str, target_project_id: str) -> bool:
-    """os_compute_api:os-quota-sets:show: a reader of that project, or an admin."""
-    return _project_role(roles, READER, token_project_id, target_project_id)
-
-
-def can_set_quota(roles: Iterable[str]) -> bool:
-    """os_compute_api:os-quota-sets:update: admin only."""
-    return is_admin(roles)
-
-
-def denied_message(rule: str) -> str:
-    """Nova's 403 message for a policy rule, e.g. "os_compute_api:servers:create"."""
-    return f"Policy doesn't allow {rule} to be performed."
-
-
 # Who may run a server action is the route table's (eventsvm.api.authorization.ACTION_RULES, through
 # oslo.policy), so an operator's policy.yaml decides it; the lock is a state, not a rule:
-def lock_holds(locked: bool, roles: Iterable[str]) -> bool:
-    """nova's check_instance_lock: a locked server refuses a change from anyone but an admin."""
-    return locked and not is_admin(roles)
+def lock_holds(locked: bool, admin: bool) -> bool:
+    """nova's check_instance_lock: a locked server refuses a change from anyone but an admin (nova's
+    context.is_admin: its context_is_admin rule, eventsvm.api.auth.Identity.admin_of)."""
+    return locked and not admin

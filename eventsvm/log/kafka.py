@@ -42,6 +42,8 @@ from eventsvm.log.port import (
     LogError,
     LogUnavailable,
     MemberDead,
+    MemberNameHold,
+    MemberNameTaken,
     OutRecord,
     Reader,
     RebalanceCallback,
@@ -627,6 +629,15 @@ class KafkaLog(EventLog):
         self._open.append(reader)
         return reader
 
+    def hold_member_name(self, group: str, member_name: str) -> MemberNameHold:
+        """The one partition of the member-names topic, held in a consumer group of the name's own
+        (cooperative-sticky, so a holder keeps it): a second live process joins and is given
+        nothing. A holder that died leaves the group when its session expires, so its restart
+        gets the name within the session timeout."""
+        self.create_topics([_MEMBER_NAMES], partitions=1)
+        return _GroupHold(self, f"{self._prefix}{group}.member-name.{member_name}",
+                          f"member {member_name!r} of group {group!r}")
+
     def member(self, group: str, topics: Iterable[str], *, member_name: str,
                partitions: Iterable[TopicPartition] | None = None,
                on_assign: RebalanceCallback | None = None,
@@ -739,6 +750,54 @@ class _KafkaReader(Reader):
 
     def close(self) -> None:
         """Release the consumer (it never joined a group, so nothing else changes)."""
+        self._consumer.close()
+
+
+# The topic whose one partition a member name's holder is assigned; nothing is ever written to it.
+_MEMBER_NAMES = "member-names"
+# How often a holder polls its name's group: far inside max.poll.interval, so it never leaves it.
+_HOLD_POLL_S = 0.5
+
+
+class _GroupHold(MemberNameHold):
+    """A member name held as the one partition of a consumer group named after it."""
+
+    def __init__(self, log: KafkaLog, group: str, what: str) -> None:
+        session_ms = int(log.session_timeout_s * 1000)
+        self._consumer = log.consumer(group, **{
+            "partition.assignment.strategy": "cooperative-sticky", "session.timeout.ms": session_ms,
+            "heartbeat.interval.ms": min(1000, session_ms // 3)})
+        rounds: list[int] = []  # assignments met, each with how many partitions came
+        self._consumer.subscribe([log.physical(_MEMBER_NAMES)],
+                                 on_assign=lambda _c, tps: rounds.append(len(tps)))
+        # an older holder that died stays in the group until its session expires: wait that long
+        deadline = time.monotonic() + log.session_timeout_s * 2 + log.timeout
+        while not self._consumer.assignment() and time.monotonic() < deadline:
+            self._consumer.poll(0.2)
+        if not self._consumer.assignment():
+            self._consumer.close()
+            if not rounds:
+                raise LogUnavailable(f"joining the group of {what} did not complete; is the broker up?")
+            raise MemberNameTaken(f"{what} is held by a live process: two processes may not run under "
+                                  "one member name; give this one another --member")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name="eventsvm-member-name", daemon=True)
+        self._thread.start()
+
+    def _keep(self) -> None:
+        # polling is what keeps a consumer in its group (and its partition with it)
+        while not self._stop.wait(_HOLD_POLL_S):
+            try:
+                self._consumer.poll(0)
+            except KafkaException as exc:
+                _LOG.warning("holding a member name: %s", exc)
+
+    def release(self) -> None:
+        """Leave the name's group: a process started next takes the name at once."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join()
         self._consumer.close()
 
 

@@ -38,6 +38,11 @@ class MemberDead(Fenced):
     Nothing of the step was committed; close the member and open a new one."""
 
 
+class MemberNameTaken(LogError):
+    """Another live process holds this member name (two processes started with one `--member`):
+    the later one refuses to start rather than fence the other, each fence a rebuild, in turn."""
+
+
 class UnknownTopic(LogError):
     """A topic was used that does not exist and could not be created."""
 
@@ -127,6 +132,14 @@ class GroupMember(ABC):
 RebalanceCallback = Callable[[set[TopicPartition]], None]
 
 
+class MemberNameHold(ABC):
+    """A member name of a group, held by this process while it lives (or until released)."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Give the name up (idempotent); a process that dies gives it up too."""
+
+
 class EventLog(ABC):
     """The log: topics of partitions of records, appended atomically, read by groups or replay."""
 
@@ -170,6 +183,12 @@ class EventLog(ABC):
         """Join `group` on `topics`. `member_name` is stable across restarts of the same process
         role (it names the transactional producer, so a restarted member fences its old self).
         With `partitions` the member takes exactly those partitions instead of a share."""
+
+    @abstractmethod
+    def hold_member_name(self, group: str, member_name: str) -> MemberNameHold:
+        """Hold `member_name` in `group` for this process, or raise MemberNameTaken when another
+        live process holds it. A process that died holds nothing: its restart takes the name
+        (and fences what is left of its old self)."""
 
     @abstractmethod
     def end_offsets(self, topic: str) -> dict[int, int]:

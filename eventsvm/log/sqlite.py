@@ -7,6 +7,7 @@ that append outputs and commit offsets in one SQLite transaction, fenced by part
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import sqlite3
@@ -28,6 +29,8 @@ from eventsvm.log.port import (
     GroupMember,
     LogUnavailable,
     MemberDead,
+    MemberNameHold,
+    MemberNameTaken,
     OutRecord,
     Reader,
     RebalanceCallback,
@@ -37,7 +40,7 @@ from eventsvm.log.port import (
     UnknownTopic,
     partition_for,
 )
-from eventsvm.log.private_files import private_file, tighten
+from eventsvm.log.private_files import private_directory, private_file, tighten
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
@@ -341,11 +344,46 @@ class SqliteLog(EventLog):
                                       (self._store.namespace + group, topic_id))
             return dict(rows.fetchall())
 
+    def hold_member_name(self, group: str, member_name: str) -> MemberNameHold:
+        """An exclusive flock on a file named after the member, beside the log: every process on
+        the log's machine sees it, and the kernel gives it up the moment its holder dies."""
+        directory = private_directory(self._store.path.with_name(self._store.path.name + ".members"))
+        return _FileHold(directory / _hold_file_name(self._store.namespace + group, member_name),
+                         f"member {member_name!r} of group {group!r}")
+
     def close(self) -> None:
         """Close every reader and member this log opened (members leave their groups), then the file."""
         while self._open:
             self._open.pop().close()
         self._conn.close()
+
+
+def _hold_file_name(group: str, member_name: str) -> str:
+    # readable where the names are tame; any other byte is escaped, so no two names share a file
+    return "".join(c if c.isalnum() or c in "-_." else f"%{ord(c):02x}" for c in f"{group}/{member_name}")
+
+
+class _FileHold(MemberNameHold):
+    """A member name held by an open file carrying an exclusive flock."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            self._fd = None
+            holder = path.read_text().strip() or "another process"
+            raise MemberNameTaken(f"{what} is held by a live process ({holder}): two processes may not "
+                                  "run under one member name; give this one another --member") from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"pid {os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        """Close the file, which gives up its lock."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class _SqliteReader(Reader):

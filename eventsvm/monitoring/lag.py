@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from eventsvm.events.model import HOST_ROUTED_TOPICS, Topic
+from eventsvm.events.model import Topic
 from eventsvm.log.port import EventLog, LogError
+from eventsvm.runtime.host_routing import spawner_partitions
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,11 @@ class ConsumerLag(Collector):
     def _partitions(self) -> list[tuple[str, str, list[int] | None]]:
         wanted: list[tuple[str, str, list[int] | None]] = [
             (group, str(topic), None) for group, topics in self.groups.items() for topic in topics]
-        # a spawner owns only its host's partition of the host-routed topics
+        # a spawner owns only its host's partition of the host-routed topics (and of the catalog)
         for host, slot in sorted(self.host_slots().items()):
-            for topic in HOST_ROUTED_TOPICS:
-                partition = slot % self.log.partitions(str(topic))
-                wanted.append((f"eventsvm.spawner.{host}", str(topic), [partition]))
-            wanted.append((f"eventsvm.spawner.{host}", str(Topic.DELETED), None))
+            read = spawner_partitions(self.log.partitions, slot)
+            for topic in sorted({t for t, _ in read}):
+                wanted.append((f"eventsvm.spawner.{host}", topic, [p for t, p in read if t == topic]))
         return wanted
 
     def refresh(self) -> None:

@@ -51,6 +51,11 @@ class Models:
     events_by_topic: dict[str, int] = field(default_factory=dict)
     dead_letter_ids: set[str] = field(default_factory=set)
 
+    def settle(self) -> None:
+        """Forget what is past its retention (deleted servers); call only with every topic folded
+        to its end, so nothing a reader meets later belongs to what was forgotten."""
+        self.instances.forget_deleted()
+
 
 # The read model's name on the dead letters it writes for what it cannot fold.
 FOLD_NAME = "eventsvm.readmodel"
@@ -224,10 +229,17 @@ class ReadModel:
                 # checked after every batch: once at the end, one more poll would only wait out its timeout
                 if reader.at_end():
                     self.fold_letters.flush(self.log)
+                    self._settle()
                     return folded
             elif not records:
                 self.fold_letters.flush(self.log)
+                if reader.at_end():
+                    self._settle()
                 return folded
+
+    def _settle(self) -> None:
+        with self.lock:
+            self.models.settle()
 
     def _fold_record(self, record: Record, sealing: Sealing | None = None) -> int:
         sealed = sealing is not None and sealing.vouched(record)

@@ -264,10 +264,10 @@ def model_differences(a: Models, b: Models) -> list[str]:
             continue
         for name in x.__dataclass_fields__:
             mine, theirs = getattr(x, name), getattr(y, name)
-            if name == "actions":
+            if name == "timeline":
                 # the timeline is kept in arrival order, which differs between a live tail and a
                 # replay that reads topic after topic; it is the same timeline when the same events
-                mine, theirs = sorted(mine, key=repr), sorted(theirs, key=repr)
+                mine, theirs = sorted(x.actions, key=repr), sorted(y.actions, key=repr)
             if mine != theirs:
                 out.append(f"instance {instance_id}.{name}: {getattr(x, name)!r} != {getattr(y, name)!r}")
     for name in ("catalog", "identity", "hosts", "dead_letters", "events_by_topic"):

@@ -36,11 +36,13 @@ from eventsvm.log.port import (
     GroupMember,
     LogError,
     MemberDead,
+    MemberNameHold,
+    MemberNameTaken,
     OutRecord,
     Reader,
     Record,
 )
-from eventsvm.runtime.fold_letters import FoldLetters
+from eventsvm.runtime.fold_letters import STATE_ONLY_TOPICS, FoldLetters
 from eventsvm.runtime.service import Rejected, Service, StepContext, Transient
 from eventsvm.runtime.snapshot import Snapshot, SnapshotStore, now_ms, state_version
 
@@ -111,11 +113,14 @@ class ServiceRunner(Generic[S]):
         self._pending: set[str] = set()
         self._reader: Reader | None = None
         self._member: GroupMember | None = None
+        # the member name, held while this runner lives (its members come and go under it)
+        self._name_hold: MemberNameHold | None = None
         self._reassigned = False
         self._partition_counts: dict[str, int] = {}
         self._transient_failures = 0
         self._stale = False
         self.fold_letters = FoldLetters(self.group, codec)
+        self._folded_topics = {str(t) for t in service.state_topics}
         # consecutive failures to reach the log; while it is above 0 the runner is paused
         self.outages = 0
         # snapshots: where the state reader is, what a loaded snapshot already covers, and how
@@ -131,7 +136,10 @@ class ServiceRunner(Generic[S]):
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        """Create the topics, rebuild the state from the log, and join the group."""
+        """Hold the member name, create the topics, rebuild the state from the log, and join the
+        group. MemberNameTaken when another live process runs under the same member name."""
+        if self._name_hold is None:
+            self._name_hold = self.log.hold_member_name(self.group, self.member_name)
         topics = {*self.service.inputs, *self.service.state_topics, *self.service.outputs, Topic.DEAD_LETTER}
         self.log.create_topics(sorted(topics))
         self.rebuild()
@@ -186,6 +194,8 @@ class ServiceRunner(Generic[S]):
                 folded += self._fold_record(record)
             if not records and (not to_end or self._reader.at_end()):
                 self.fold_letters.flush(self.log)
+                if self.service.settle is not None and self._reader.at_end():
+                    self.state = self.service.settle(self.state)
                 return folded
 
     def _fold_record(self, record: Record) -> int:
@@ -212,7 +222,13 @@ class ServiceRunner(Generic[S]):
         self._reassigned = True
 
     def close(self) -> None:
-        """Leave the group and release the readers."""
+        """Leave the group, release the readers and give the member name up."""
+        self._leave()
+        hold, self._name_hold = self._name_hold, None
+        if hold is not None:
+            hold.release()
+
+    def _leave(self) -> None:
         member, reader = self._member, self._reader
         self._member = self._reader = None
         if member is not None:
@@ -236,9 +252,11 @@ class ServiceRunner(Generic[S]):
                         self.start()
                     self.step()
                     self.outages = 0
+                except MemberNameTaken:
+                    raise  # not an outage: another process runs as this member, and keeps it
                 except LogError as exc:
-                    # A dead member counts as an outage too: should two processes run under one
-                    # member name, each fences the other in turn, and the growing pause spaces that.
+                    # A dead member counts as an outage too: a process that held no member name (an
+                    # older version) may fence this one in turn, and the growing pause spaces that.
                     self.outages += 1
                     pause = outage_pause(self.outages)
                     if isinstance(exc, MemberDead):
@@ -256,7 +274,7 @@ class ServiceRunner(Generic[S]):
         # What the member held is uncommitted or gone with the broker; `start` rebuilds the state
         # and joins afresh. Closing may fail too while the log is down: nothing is left to save.
         try:
-            self.close()
+            self._leave()  # the member name stays held: this process comes back as that member
         except Exception as exc:
             log.info("%s: closing after the outage failed: %s", self.service.name, exc)
 
@@ -334,9 +352,9 @@ class ServiceRunner(Generic[S]):
         try:
             event = self.codec.decode(record.value)
         except Forged as exc:  # not signed by a writer that may write it: never decided on
-            return [self._dead_letter(record, f"forged: {exc}", "Forged", report)]
+            return self._undecodable(record, f"forged: {exc}", "Forged", report)
         except CodecError as exc:
-            return [self._dead_letter(record, f"undecodable payload: {exc}", "CodecError", report)]
+            return self._undecodable(record, f"undecodable payload: {exc}", "CodecError", report)
         report.inputs.append(event)
         ctx = StepContext(record.topic, record.partition, self._partitions_of(record.topic), self.deps)
         try:
@@ -380,6 +398,14 @@ class ServiceRunner(Generic[S]):
         # it will come back through the state reader; fold it only once
         self._pending.add(out.event_id)
         return OutRecord(topic, out.aggregate_id.encode(), data, partition)
+
+    def _undecodable(self, record: Record, reason: str, error_type: str,
+                     report: StepReport) -> list[OutRecord]:
+        if record.topic in STATE_ONLY_TOPICS and record.topic in self._folded_topics:
+            # a topic only watched here (the spawner's images of the catalog): its folds letter such a
+            # record once, under an id every reader shares, where each watcher would add its own
+            return []
+        return [self._dead_letter(record, reason, error_type, report)]
 
     def _dead_letter(
         self, record: Record, reason: str, error_type: str, report: StepReport, event: Event | None = None

@@ -53,6 +53,9 @@ Decide = Callable[[S, Event, StepContext], Sequence[Output]]
 Evolve = Callable[[S, Event], S]
 # A fresh, empty state.
 InitialState = Callable[[], S]
+# Drop from the state what no input can need any more; called only with every state topic folded
+# to its end, so no record read late across topics can need what it drops.
+Settle = Callable[[S], S]
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Service(Generic[S]):
     decide: Decide[S]
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    settle: Settle[S] | None = None
 
     def __post_init__(self) -> None:
         # The runner folds each output into the state the moment it is decided; a rebuild folds

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventsvm.events.model import Event, EventType
+from eventsvm.state.compact import SHARED, LogClock
 
 # nova power states
 NOSTATE, RUNNING, SHUTDOWN = 0, 1, 4
@@ -61,6 +62,11 @@ ACTION_EVENT_NAMES: dict[EventType, str] = {
 }
 
 
+# one event of a server's timeline: (event type, occurred_at ms, request id, user id, host, detail)
+Action = tuple[str, int, str, str | None, str | None, str | None]
+ACTION_FIELDS = 6
+
+
 @dataclass(slots=True)
 class Instance:
     """One instance as the API shows it. Slots: a replay makes one per instance and sets its
@@ -98,7 +104,7 @@ class Instance:
     hostname: str = ""
     # the owner's edits (instance.updated / metadata_changed) in log order, as (type, body): they
     # override what the request set, whichever of the two topics a reader folds first
-    edits: list[tuple[EventType, dict[str, Any]]] = field(default_factory=list)
+    edits: tuple[tuple[EventType, dict[str, Any]], ...] = ()
     host: str | None = None
     # the sequence of the event that set `host`: the newest placement wins in any read order (a
     # replay folds an unshelve's spawn before the shelve that came first)
@@ -131,16 +137,57 @@ class Instance:
     last_event_id: str | None = None
     last_sequence: int = 0
     last_hash: str | None = None
-    # the timeline, compact: (event type, occurred_at ms, request id, user id, host, detail)
-    actions: list[tuple[str, int, str, str | None, str | None, str | None]] = field(default_factory=list)
+    # the timeline, flat: ACTION_FIELDS values per event (event type, occurred_at ms, request id,
+    # user id, host, detail) one after the other; one list instead of a tuple per event, which is
+    # most of what a server costs the model (`actions` gives the tuples)
+    timeline: list[Any] = field(default_factory=list)
+
+    @property
+    def actions(self) -> list[Action]:
+        """The timeline, one (event type, occurred_at ms, request id, user id, host, detail) per event."""
+        flat = self.timeline
+        return [tuple(flat[i:i + ACTION_FIELDS]) for i in range(0, len(flat), ACTION_FIELDS)]  # type: ignore[misc]
+
+    def record(self, action: Action) -> None:
+        """Add one event to the timeline."""
+        self.timeline.extend(action)
+
+    def name_last_step(self, detail: str) -> None:
+        """The detail of the newest event of the timeline (a move's step)."""
+        self.timeline[-1] = detail
+
+
+# How long (log time) a deleted server stays in the read model: listed by `GET /servers?deleted=true`
+# and `changes-since`, its os-instance-actions shown, its name in a usage report. Its events stay in
+# the log (`eventsvm history`, a replay); past it, the model forgets it as a nightly nova-manage
+# `archive_deleted_rows --before` would (docs/decisions.md, "State memory per instance").
+DELETED_RETENTION_MS = 86_400_000
 
 
 @dataclass
 class InstanceProjection:
-    """Every instance by id."""
+    """Every instance by id, deleted ones until `deleted_retention_ms` (log time) after their
+    deletion; None keeps them for good (nova's soft-deleted rows, never archived)."""
 
     instances: dict[str, Instance] = field(default_factory=dict)
     events_folded: int = 0
+    deleted_retention_ms: int | None = DELETED_RETENTION_MS
+    clock: LogClock = field(default_factory=LogClock)
+
+    def forget_deleted(self) -> list[str]:
+        """Drop the servers deleted, and not changed since, `deleted_retention_ms` before the newest
+        log time folded; their ids. Only with every topic folded to its end (ReadModel's catch-up):
+        an event of the server a replay reads late must not bring back a partial one."""
+        if self.deleted_retention_ms is None:
+            return []
+        horizon = self.clock.sweep(self.deleted_retention_ms)
+        if horizon is None:
+            return []
+        forgotten = [instance_id for instance_id, inst in self.instances.items()
+                     if inst.state_rank[0] == _DELETION_LEVEL and inst.updated_at <= horizon]
+        for instance_id in forgotten:
+            del self.instances[instance_id]
+        return forgotten
 
     def get(self, instance_id: str) -> Instance | None:
         """An instance by id, deleted ones included."""
@@ -183,10 +230,11 @@ def fold_instance_event(state: InstanceProjection, event: Event) -> Instance | N
     body = event.body
     occurred_at = event.occurred_at
     # detail: a failure's reason, else the server action's name (None for the boot's steps)
-    inst.actions.append((_NAMES[event.type], occurred_at, event.request_id, event.user_id,
-                         body.get("host"), body.get("reason") or body.get("action")))
+    inst.record((_NAMES[event.type], occurred_at, event.request_id, event.user_id,
+                 SHARED(body.get("host")), body.get("reason") or body.get("action")))
     if occurred_at > inst.updated_at:
         inst.updated_at = occurred_at
+    state.clock.saw(occurred_at)
     owned(inst, event, body)
     # ties (a delete forks the chain: two events share a sequence) go to the larger event id, so
     # a replay and a live tail that read the fork in different orders agree
@@ -222,12 +270,14 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.name = body["name"]
     inst.project_id = event.project_id
     inst.user_id = event.user_id
-    inst.flavor_ref = body["flavor_id"]
-    inst.image_id = body["image_id"]
-    inst.key_name = body.get("key_name")
-    inst.availability_zone = body.get("availability_zone")
-    inst.metadata = dict(body.get("metadata") or {})
-    inst.tags = list(body.get("tags") or [])
+    # values many servers hold alike are shared (eventsvm.state.compact), never changed in place
+    inst.flavor_ref = SHARED(body["flavor_id"])
+    inst.image_id = SHARED(body["image_id"])
+    inst.key_name = SHARED(body.get("key_name"))
+    inst.availability_zone = SHARED(body.get("availability_zone"))
+    # shared with every server created with the same ones: an edit makes a new dict or list
+    inst.metadata = SHARED(dict(body.get("metadata") or {}))
+    inst.tags = SHARED(list(body.get("tags") or []))
     inst.description = body.get("description")
     inst.access_ipv4 = body.get("access_ipv4")
     inst.access_ipv6 = body.get("access_ipv6")
@@ -235,8 +285,9 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.server_group_id = body.get("server_group_id")
     inst.user_data = body.get("user_data")
     inst.launch_index = body.get("launch_index") or 0
-    inst.hostname = sanitized_hostname(body["name"], event.aggregate_id)
-    inst.requested_networks = list(body.get("networks") or [])
+    hostname = sanitized_hostname(body["name"], event.aggregate_id)
+    inst.hostname = inst.name if hostname == inst.name else hostname  # most often one string for both
+    inst.requested_networks = SHARED(list(body.get("networks") or []))
     inst.created_at = event.occurred_at
     inst.request_id = event.request_id
     for kind, edit in inst.edits:
@@ -260,7 +311,7 @@ def sanitized_hostname(name: str, instance_id: str) -> str:
 
 
 def _authenticated(inst: Instance, event: Event, body: dict[str, Any]) -> None:
-    inst.flavor = body["spec"]["flavor"]
+    inst.flavor = SHARED(body["spec"]["flavor"])
     _advance(inst, (0, event.sequence, event.event_id), _AUTHENTICATED_STATES)
 
 
@@ -274,7 +325,7 @@ def _place(inst: Instance, host: str | None, sequence: int) -> None:
     """Where the instance is, as the newest event that placed (or offloaded) it says."""
     if sequence >= inst.host_sequence:
         inst.host_sequence = sequence
-        inst.host = host
+        inst.host = SHARED(host)
 
 
 def _unshelving(body: dict[str, Any]) -> bool:
@@ -287,7 +338,7 @@ def _unshelving(body: dict[str, Any]) -> bool:
 def _scheduled(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     _take_attempt(inst, body)
     _place(inst, body["host"], event.sequence)
-    inst.claim = body["claim"]
+    inst.claim = SHARED(body["claim"])
     states = _UNSHELVE_SCHEDULED_STATES if _unshelving(body) else _SCHEDULED_STATES
     _advance(inst, (0, event.sequence, event.event_id), states)
 
@@ -295,7 +346,7 @@ def _scheduled(inst: Instance, event: Event, body: dict[str, Any]) -> None:
 def _resources_resolved(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     _take_attempt(inst, body)
     _place(inst, body["host"], event.sequence)
-    inst.ports = list(body.get("ports") or [])
+    inst.ports = body.get("ports") or []
     states = _UNSHELVE_RESOLVED_STATES if _unshelving(body) else _RESOURCES_RESOLVED_STATES
     _advance(inst, (0, event.sequence, event.event_id), states)
 
@@ -307,9 +358,9 @@ def _spawned(inst: Instance, event: Event, body: dict[str, Any]) -> None:
         return
     _place(inst, body["host"], event.sequence)
     inst.launched_at = body["launched_at"]
-    inst.flavor = body["flavor"]
-    inst.claim = body.get("claim") or inst.claim
-    inst.ports = list(body.get("addresses") or inst.ports)
+    inst.flavor = SHARED(body["flavor"])
+    inst.claim = SHARED(body.get("claim")) or inst.claim
+    inst.ports = body.get("addresses") or inst.ports
     if _advance(inst, (0, event.sequence, event.event_id), _SPAWNED_STATES):
         inst.power_state = body["power_state"]
 
@@ -347,10 +398,14 @@ def _mark_deleting(inst: Instance) -> None:
         inst.task_state = "deleting"
 
 
+# the terminal level (state_rank[0]) of a deletion: it outranks every other event
+_DELETION_LEVEL = 2
+
+
 def _deleted(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.terminated_at = body["terminated_at"]
     # a deletion is terminal: it outranks every other event, a final failure included
-    if _advance(inst, (2, event.sequence, event.event_id), _DELETED_STATES):
+    if _advance(inst, (_DELETION_LEVEL, event.sequence, event.event_id), _DELETED_STATES):
         inst.power_state = NOSTATE
 
 
@@ -369,7 +424,8 @@ def _apply_update(inst: Instance, body: dict[str, Any]) -> None:
 
 
 def _apply_metadata_change(inst: Instance, body: dict[str, Any]) -> None:
-    metadata = {} if body["replace"] else inst.metadata
+    # a new dict: the one a server was created with may be shared with others (SHARED)
+    metadata = {} if body["replace"] else dict(inst.metadata)
     metadata.update(body["set"])
     for key in body["removed"]:
         metadata.pop(key, None)
@@ -392,7 +448,7 @@ EDIT_EVENT_TYPES: frozenset[EventType] = frozenset(_EDITS)
 
 
 def _edited(inst: Instance, event: Event, body: dict[str, Any]) -> None:
-    inst.edits.append((event.type, body))
+    inst.edits = (*inst.edits, (event.type, body))
     _EDITS[event.type](inst, body)
 # -- server actions (DESIGN §7) --------------------------------------------------------------------
 # nova's API status of a (vm_state, task_state) pair, as nova.api.openstack.common._STATE_MAP has it
@@ -445,8 +501,13 @@ def _action_finished(inst: Instance, event: Event, body: dict[str, Any]) -> None
     vm_state = body["vm_state"]
     if _advance(inst, (0, event.sequence, event.event_id), (server_status(vm_state, None), vm_state, None)):
         inst.power_state = body["power_state"]
-    if vm_state == "shelved_offloaded" and event.type == EventType.INSTANCE_ACTION_COMPLETED:
-        _place(inst, None, event.sequence)  # offloaded: no host until an unshelve spawns it somewhere
+    if vm_state == "shelved_offloaded":
+        # offloaded, or an unshelve that failed: no host until an unshelve spawns it somewhere
+        _place(inst, None, event.sequence)
+    if event.type == EventType.INSTANCE_ACTION_FAILED and body.get("host"):
+        # a host's failure is the instance's fault, as nova's wrap_instance_fault records it (shown
+        # only while the server is in ERROR, as nova shows it)
+        inst.fault = {"code": 500, "message": body["reason"], "details": "", "created": event.occurred_at}
 
 
 def _volume_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -494,8 +555,7 @@ def _move_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
 
 def _move_step(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     # os-instance-actions names the step (compute_finish_resize ...), not the action
-    kind, at, req, user, host, _detail = inst.actions[-1]
-    inst.actions[-1] = (kind, at, req, user, host, body["step"])
+    inst.name_last_step(body["step"])
     step = body["step"]
     # only the steps that move the server or change what it runs are checked against (and set)
     # the newest such move, so a step read before the boot's spawned does not hold that back
@@ -514,8 +574,7 @@ def _move_step(inst: Instance, event: Event, body: dict[str, Any]) -> None:
 
 
 def _move_failed(inst: Instance, event: Event, body: dict[str, Any]) -> None:
-    kind, at, req, user, host, _detail = inst.actions[-1]
-    inst.actions[-1] = (kind, at, req, user, host, body["step"])
+    inst.name_last_step(body["step"])
     inst.fault = {"code": body.get("code") or 500, "message": body.get("reason") or "",
                   "details": "", "created": event.occurred_at}
     if body["action"] in ("resize", "revertResize") and _newest_move(inst, event):

@@ -157,6 +157,13 @@ def spawn_body(guest: Mapping[str, Any], flavor: Mapping[str, Any]) -> dict[str,
             "ports": guest["ports"]}
 
 
+def volume_backed_image() -> dict[str, Any]:
+    """The Image record of a server booted from a volume with no image (a boot_index 0 volume and
+    no imageRef): nova's instance then has no image_ref, shows "image": "" and boots the volume."""
+    return {"id": "", "name": "", "disk_format": "raw", "container_format": "bare", "size_bytes": 0,
+            "properties": {}, "location": None}
+
+
 def image_record(image: Mapping[str, Any]) -> dict[str, Any]:
     """A catalog image as the events carry it to a host (the Image record of the schemas)."""
     return {"id": image["id"], "name": image["name"], "disk_format": image["disk_format"],

@@ -24,6 +24,7 @@ AVAILABLE = "available"
 RESERVED = "reserved"
 IN_USE = "in-use"
 DETACHING = "detaching"
+ATTACHED = "attached"  # an attachment's attach_status once a host (or cinder alone) connected it
 
 # The guest's disk names: vda is the root disk, volumes follow (nova's libvirt get_disk_info).
 _DISK_LETTERS = "bcdefghijklmnopqrstuvwxyz"
@@ -137,8 +138,9 @@ def evolve_volume(volumes: dict[str, Body], refused: set[str], event: Event) -> 
         volume["status"] = RESERVED
     elif kind == EventType.VOLUME_ATTACHED:
         # from reserved: the host attached it; from detaching: the host could not detach it and it
-        # stays attached (cinder's roll_detaching)
-        if attachment is None or attachment["attach_status"] not in (RESERVED, DETACHING):
+        # stays attached (cinder's roll_detaching); from attached: an unshelve connected it on the
+        # server's new host (cinder's attachment_update with the new host's connector)
+        if attachment is None or attachment["attach_status"] not in (RESERVED, DETACHING, ATTACHED):
             return  # detached (or its server deleted) before the host reported: nothing to attach
         # host "": attached in cinder alone, to a shelved-offloaded server (nova 2.20)
         attachment.update(attach_status="attached", host_name=body["host"] or None,
@@ -177,6 +179,17 @@ def attachments_by_server(volumes: Mapping[str, Body]) -> dict[str, list[tuple[B
                 servers.add(attachment["server_id"])
                 found.setdefault(attachment["server_id"], []).append((volume, attachment))
     return found
+
+
+def reconnected_volumes(volumes: Mapping[str, Body], server_id: str) -> list[Body]:
+    """The volumes an unshelve connects on the server's new host: every attachment the server
+    holds now (nova's block device mappings: those it booted with, those attached since, also
+    while it was shelved), with its device and attachment id, in device order."""
+    held = [(volume, attachment) for volume, attachment in server_attachments(volumes, server_id)
+            if attachment["attach_status"] == ATTACHED]
+    return [{"volume_id": volume["id"], "size_gb": volume["size_gb"], "device": attachment["device"],
+             "attachment_id": attachment["attachment_id"]}
+            for volume, attachment in sorted(held, key=lambda held: str(held[1]["device"]))]
 
 
 def detached_body(volume_id: str, attachment: Mapping[str, Any], host: str | None, reason: str | None,

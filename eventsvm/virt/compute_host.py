@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from eventsvm.virt.bridges import bridges_locked, ensure_bridge
+from eventsvm.virt.config_drive import InstanceMetadata, write_config_drive
 from eventsvm.virt.hypervisor import DomainInfo, DomainNotFound, DomainState, Hypervisor, SpawnError
 from eventsvm.virt.images import ImageBackend
 from eventsvm.virt.xml import FlavorMeta, GuestPort, GuestSpec, OwnerMeta, build_domain_xml
@@ -57,7 +59,11 @@ class ComputeHost:
     to drain a host in a drill and tests use to prove rescheduling. With `images`, each guest gets
     a root disk from its image and boots its kernel (real hypervisors); without, it is diskless
     (the test driver). `domain_type` overrides the hypervisor's (`kvm` where /dev/kvm works);
-    `vif_type` 'user' gives guests QEMU's user-mode network instead of a tap device.
+    `vif_type` 'user' gives guests QEMU's user-mode network instead of a tap device; 'bridge' plugs
+    each into its network's Linux bridge on this machine (eventsvm.virt.bridges), made on demand and
+    kept while the libvirtd runs.
+    With `config_drive` (and `images`), each guest gets nova's config drive (forced, as nova's
+    force_config_drive): its name, hostname, key pair's public key and fixed IPs.
     With `boot_line` (may contain `{uuid}`), a spawn succeeds only once the guest printed it on its
     serial console within `boot_timeout_s`. A stop waits `shutdown_timeout_s` for the guest to shut
     down cleanly before pulling the plug (nova's shutdown_timeout), a soft reboot waits
@@ -77,6 +83,7 @@ class ComputeHost:
     boot_line: str | None = None
     boot_timeout_s: float = 60.0
     vif_type: str = "ethernet"
+    config_drive: bool = False
     shutdown_timeout_s: float = 60.0
     soft_reboot_timeout_s: float = 120.0
 
@@ -111,7 +118,8 @@ class ComputeHost:
             image_id=resolved["image"]["id"],
             ports=tuple(
                 GuestPort(
-                    port_id=p["port_id"], mac=p["mac_address"], ip=p["ip_address"], network_id=p["network_id"]
+                    port_id=p["port_id"], mac=p["mac_address"], ip=p["ip_address"],
+                    network_id=p["network_id"], cidr=p.get("cidr"), gateway_ip=p.get("gateway_ip"),
                 )
                 for p in resolved["ports"]
             ),
@@ -121,18 +129,32 @@ class ComputeHost:
         if self.images is None:
             return guest
         boot = self.images.boot_source(instance_id, resolved["image"])
+        drive = self.images.instance_dir(instance_id) / "disk.config" if self.config_drive else None
         return replace(guest, disk_path=str(boot.disk_path), disk_cache=boot.disk_cache,
                        console_log_path=str(boot.console_log_path), kernel=boot.kernel, initrd=boot.ramdisk,
-                       cmdline=boot.cmdline)
+                       cmdline=boot.cmdline, config_drive_path=str(drive) if drive else None)
 
     def spawn(
-        self, instance_id: str, resolved: dict[str, Any], user_id: str, project_id: str, created_ms: int
+        self, instance_id: str, resolved: dict[str, Any], user_id: str, project_id: str, created_ms: int,
+        hostname: str | None = None,
     ) -> DomainInfo:
-        """Define and start the guest (and await its boot line); a running guest is returned as it is."""
+        """Define and start the guest (and await its boot line); a running guest is returned as it is.
+        `hostname` is the one nova made from the server's name, for the config drive."""
         guest = self.guest_spec(instance_id, resolved, user_id, project_id, created_ms)
         if self.images is not None:
             self.images.create_disk(instance_id, resolved["image"], guest.root_gb)
-        domain = self.hypervisor.spawn(build_domain_xml(guest), instance_id)
+        if guest.config_drive_path:
+            write_config_drive(Path(guest.config_drive_path),
+                               self._metadata(guest, resolved, project_id, hostname or guest.name))
+        if self.vif_type == "bridge":
+            # the bridges must exist from their creation until the guest's taps are in them
+            with bridges_locked():
+                for port in guest.ports:
+                    ensure_bridge(port.network_id or "", port.cidr, port.gateway_ip,
+                                  self.hypervisor.socket_path)
+                domain = self.hypervisor.spawn(build_domain_xml(guest), instance_id)
+        else:
+            domain = self.hypervisor.spawn(build_domain_xml(guest), instance_id)
         if self.boot_line is not None:
             self._await_boot(instance_id, self.boot_line.replace("{uuid}", guest.instance_uuid))
         return domain
@@ -143,6 +165,15 @@ class ComputeHost:
         if self.images is not None:
             self.images.remove(instance_id)
         return existed
+
+    def _metadata(self, guest: GuestSpec, resolved: dict[str, Any], project_id: str, hostname: str
+                  ) -> InstanceMetadata:
+        key_name = resolved["spec"].get("key_name")
+        public_key = resolved.get("public_key")
+        return InstanceMetadata(
+            uuid=guest.instance_uuid, name=guest.name, hostname=hostname, project_id=project_id,
+            availability_zone=self.availability_zone,
+            public_keys={key_name: public_key} if key_name and public_key else {}, ports=guest.ports)
 
     # -- server actions (nova's ComputeManager stop / start / reboot / pause / suspend ...) ---------
     def act(
@@ -183,6 +214,10 @@ class ComputeHost:
                 self.hypervisor.power_on(instance_id)  # restored from the save, paused if it was
         return {"size_bytes": path.stat().st_size, "disk_format": "qcow2", "container_format": "bare",
                 "location": path.as_uri()}
+
+    def drop_snapshot(self, image_id: str) -> bool:
+        """Remove the file of a deleted snapshot image from this host; False when it had none."""
+        return self.images is not None and self.images.drop_snapshot(image_id)
 
     def _reboot(self, instance_id: str, hard: bool) -> tuple[DomainInfo, str | None]:
         note = None

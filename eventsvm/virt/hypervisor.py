@@ -118,6 +118,11 @@ class Hypervisor:
         return self._uri
 
     @property
+    def socket_path(self) -> str:
+        """The daemon's socket when the URI names one (the project's own libvirtd), else ''."""
+        return socket_of(self._uri)
+
+    @property
     def domain_type(self) -> str:
         """The `<domain type>` this hypervisor runs: 'test' for the test driver, else 'qemu'."""
         with self._translated("ask the driver type"):
@@ -498,6 +503,11 @@ def _canonical_uuid(value: str) -> str:
         return str(uuidlib.UUID(value))
     except (ValueError, AttributeError, TypeError) as exc:
         raise HypervisorError(f"{value!r} is not an instance UUID", retryable=False) from exc
+
+
+def socket_of(uri: str) -> str:
+    """The unix socket a libvirt URI names (`?socket=`), else ''."""
+    return urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query).get("socket", [""])[0]
 
 
 def _message(exc: libvirt.libvirtError) -> str:

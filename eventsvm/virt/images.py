@@ -4,6 +4,11 @@ Nova boots AMI-style images from three Glance images: a kernel (`aki`), a ramdis
 machine image whose `kernel_id` / `ramdisk_id` properties name the other two. Its Qcow2 image
 backend gives every instance a copy-on-write overlay of the image as its root disk, in the
 instance's own directory, removed with the instance. Both are reproduced here with qemu-img.
+
+A snapshot's image file goes with its Glance image, while servers booted from it keep running (nova
+backs their overlays onto the compute host's cached copy, not onto Glance's): here the overlay of
+a server booted from a snapshot backs onto a hard link to the file in the instance's directory, so
+the data lasts exactly as long as the image or the last server on it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ _IMAGE_ID_NAMESPACE = uuid.UUID("5b0c3f0e-7d7a-4b8e-9a55-0e2f5c1d9e71")
 # Nova's default kernel command line for AMI images, reduced to the serial console the guest uses.
 DEFAULT_CMDLINE = "console=ttyS0"
 _QEMU_IMG_TIMEOUT_S = 60
+# the directory name of every host's snapshot files: what is in one goes when its image is deleted
+_SNAPSHOTS = "snapshots"
 
 
 class GuestImageMissing(FileNotFoundError):
@@ -144,6 +151,9 @@ class ImageBackend:
         if not base.is_file():
             raise SpawnError(f"image {image.get('id')} is not on this host ({base})", retryable=True)
         disk.parent.mkdir(parents=True, exist_ok=True)
+        if base.parent.name == _SNAPSHOTS:
+            # a snapshot (of any host here): deleted with its image, so the server keeps its own name
+            base = self._host_copy(base, disk.parent / "image")
         backing_format = "raw" if image.get("disk_format") == "raw" else "qcow2"
         command = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", backing_format,
                    str(disk.with_suffix(".part"))]
@@ -158,7 +168,7 @@ class ImageBackend:
         """Convert the instance's overlay (with its backing chain) into a standalone qcow2 image
         file, as nova's libvirt snapshot does before its upload; the file's path. A file already
         there (a redelivered snapshot) is kept."""
-        target = self.snapshots_dir / f"{uuid.UUID(image_id)}.qcow2"
+        target = self._snapshot_file(image_id)
         if target.exists():
             return target
         disk = self.instance_dir(instance_id) / "disk"
@@ -175,11 +185,44 @@ class ImageBackend:
         part.rename(target)
         return target
 
+    def _host_copy(self, snapshot: Path, copy: Path) -> Path:
+        """The instance's own name for a snapshot's file (nova's image cache): a hard link, or a
+        copy where the two directories are on different file systems."""
+        if copy.exists():
+            return copy
+        part = copy.with_suffix(".part")
+        part.unlink(missing_ok=True)
+        try:
+            os.link(snapshot, part)
+        except FileNotFoundError as exc:
+            gone = f"image file {snapshot} is gone (its image was deleted)"
+            raise SpawnError(gone, retryable=False) from exc
+        except OSError:
+            shutil.copyfile(snapshot, part)
+        part.rename(copy)
+        return copy
+
+    def drop_snapshot(self, image_id: str) -> bool:
+        """Remove the file of a deleted snapshot image; False when there was none. Servers booted
+        from it keep their own link to it (`_host_copy`)."""
+        try:
+            target = self._snapshot_file(image_id)
+        except ValueError:
+            return False  # not an id this host ever named a snapshot by
+        target.with_suffix(".part").unlink(missing_ok=True)
+        if not target.exists():
+            return False
+        target.unlink(missing_ok=True)
+        return True
+
     @property
     def snapshots_dir(self) -> Path:
         """Where this host keeps the image files of its snapshots (nova uploads them to Glance;
         here Glance's location points at them, and every host of this machine reads them)."""
-        return self.instances_dir.parent / "snapshots"
+        return self.instances_dir.parent / _SNAPSHOTS
+
+    def _snapshot_file(self, image_id: str) -> Path:
+        return self.snapshots_dir / f"{uuid.UUID(image_id)}.qcow2"
 
     def remove(self, instance_id: str) -> bool:
         """Remove the instance's directory (disk, console log); False when there was none."""

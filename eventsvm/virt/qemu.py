@@ -72,11 +72,13 @@ def qemu_compute_host(name: str, slot: int, capacity: HostCapacity, uri: str, st
                       boot_line: str | None = BOOT_LINE,
                       boot_timeout_s: float = DEFAULT_BOOT_TIMEOUT_S) -> ComputeHost:
     """A compute host whose guests boot for real: a qcow2 root disk per instance under
-    `state_dir/instances`, the guest's kernel and ramdisk, QEMU's user-mode network."""
+    `state_dir/instances`, the guest's kernel and ramdisk, a config drive, and each NIC on its
+    network's Linux bridge, which holds the subnet's gateway address (the host reaches fixed IPs)."""
     images = ImageBackend(state_dir / "instances", guest.store())
     return ComputeHost(name=name, slot=slot, capacity=capacity, hypervisor=Hypervisor(uri),
                        state_dir=state_dir, broken=broken, images=images, domain_type=domain_type,
-                       boot_line=boot_line, boot_timeout_s=boot_timeout_s, vif_type="user")
+                       boot_line=boot_line, boot_timeout_s=boot_timeout_s, vif_type="bridge",
+                       config_drive=True)
 
 
 def _script(name: str, *args: str) -> str:

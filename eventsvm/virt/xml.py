@@ -19,13 +19,15 @@ from eventsvm import __version__
 NOVA_NS = "http://openstack.org/xmlns/libvirt/nova/1.1"
 DOMAIN_TYPES = ("test", "qemu", "kvm")
 DISK_FORMATS = ("qcow2", "raw")
-VIF_TYPES = ("ethernet", "user")
+VIF_TYPES = ("ethernet", "user", "bridge")
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 # Characters XML 1.0 cannot carry at all, escaped or not; etree would write them through raw.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-# Linux caps interface names at 15 bytes; nova's "tap" + 11 characters of the port id fits.
+# Linux caps interface names at 15 bytes; nova's "tap" + 11 characters of the port id fits, as
+# does neutron's linuxbridge "brq" + 11 characters of the network id.
 _TAP_ID_CHARS = 11
+_BRIDGE_ID_CHARS = 11
 
 ET.register_namespace("nova", NOVA_NS)
 
@@ -46,17 +48,30 @@ def domain_name_for(instance_uuid: str) -> str:
 
 @dataclass(frozen=True)
 class GuestPort:
-    """One network port plugged into the guest: neutron's port id, MAC and fixed IP."""
+    """One network port plugged into the guest: neutron's port id, MAC and fixed IP, and its
+    subnet's range and gateway (what the guest configures from its config drive)."""
 
     port_id: str
     mac: str
     ip: str | None = None
     network_id: str | None = None
+    cidr: str | None = None
+    gateway_ip: str | None = None
 
     @property
     def tap_name(self) -> str:
         """Host-side tap device name, nova's `tap<port id[:11]>`."""
         return "tap" + self.port_id[:_TAP_ID_CHARS]
+
+    @property
+    def bridge_name(self) -> str:
+        """The network's Linux bridge on the host, neutron linuxbridge's `brq<network id[:11]>`."""
+        return bridge_name(self.network_id or "")
+
+
+def bridge_name(network_id: str) -> str:
+    """A network's Linux bridge, neutron linuxbridge's `brq<network id[:11]>`."""
+    return "brq" + network_id[:_BRIDGE_ID_CHARS]
 
 
 @dataclass(frozen=True)
@@ -111,6 +126,8 @@ class GuestSpec:
     initrd: str | None = None
     cmdline: str | None = None
     console_log_path: str | None = None
+    # nova's disk.config: the config drive, a read-only second disk
+    config_drive_path: str | None = None
     arch: str = "x86_64"
 
     def __post_init__(self) -> None:
@@ -133,6 +150,8 @@ class GuestSpec:
         for port in self.ports:
             if not _MAC.match(port.mac):
                 raise InvalidGuestSpec(f"port {port.port_id} has no valid MAC address: {port.mac!r}")
+            if self.vif_type == "bridge" and not port.network_id:
+                raise InvalidGuestSpec(f"port {port.port_id} names no network to bridge it to")
 
 
 def build_domain_xml(spec: GuestSpec) -> str:
@@ -233,11 +252,20 @@ def _devices(spec: GuestSpec) -> ET.Element:
         ET.SubElement(disk, "driver", name="qemu", type=spec.disk_format, cache=spec.disk_cache)
         ET.SubElement(disk, "source", file=spec.disk_path)
         ET.SubElement(disk, "target", dev="vda", bus="virtio")
+    if spec.config_drive_path:
+        # a virtio disk rather than nova's IDE cdrom: the guest finds it by its label either way
+        drive = ET.SubElement(devices, "disk", type="file", device="disk")
+        ET.SubElement(drive, "driver", name="qemu", type="raw", cache=spec.disk_cache)
+        ET.SubElement(drive, "source", file=spec.config_drive_path)
+        ET.SubElement(drive, "target", dev="vdb" if spec.disk_path else "vda", bus="virtio")
+        ET.SubElement(drive, "readonly")
     for port in spec.ports:
         interface = ET.SubElement(devices, "interface", type=spec.vif_type)
         ET.SubElement(interface, "mac", address=port.mac)
+        if spec.vif_type == "bridge":
+            ET.SubElement(interface, "source", bridge=port.bridge_name)
         ET.SubElement(interface, "model", type="virtio")
-        if spec.vif_type == "ethernet":
+        if spec.vif_type in ("ethernet", "bridge"):
             ET.SubElement(interface, "target", dev=port.tap_name)
     serial = ET.SubElement(devices, "serial", type="pty")
     if spec.console_log_path:
@@ -248,6 +276,10 @@ def _devices(spec: GuestSpec) -> ET.Element:
     if spec.domain_type != "test":
         balloon = ET.SubElement(devices, "memballoon", model="virtio")
         ET.SubElement(balloon, "stats", period="10")
+        # nova's hw_rng: the guest's random pool is ready at once (SSH host keys need it), where
+        # an emulated guest alone gathers entropy for seconds
+        rng = ET.SubElement(devices, "rng", model="virtio")
+        _text(rng, "backend", "/dev/urandom", model="random")
     return devices
 
 

@@ -17,7 +17,6 @@ import re
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from eventsvm.app.seed import choose_passwords, seed_events
 from eventsvm.config import LogConfig
 from eventsvm.virt.compute_host import HostCapacity
 from tests.e2e.conftest import Cloud
+from tests.http_wire import served
 
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -69,16 +69,8 @@ def dashboard_url(cloud: Cloud, tmp_path: Path) -> Iterator[str]:
     app, _, monitoring = serving_app(cloud.readmodel, tmp_path, f"http://127.0.0.1:{port}",
                                      stuck_after_s=60, lag_interval_s=1.0)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/dashboard"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(config):
+        yield f"http://127.0.0.1:{port}/dashboard"
     monitoring.close()
 
 

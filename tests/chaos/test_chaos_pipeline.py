@@ -41,7 +41,7 @@ import httpx
 import libvirt
 import pytest
 
-from eventsvm.app.registry import PIPELINE, SERVICES, host_service
+from eventsvm.app.registry import PIPELINE, SERVICES
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.events.model import now_ms
@@ -58,7 +58,7 @@ from tests.chaos.test_broker_loss import (
     demo_without_quota,
 )
 from tests.conftest import ROOT, _free_port, _kafka_sh
-from tests.e2e.conftest import STAGES, Inputs, _pending_inputs, fold_log, wait_log_quiet
+from tests.e2e.conftest import STAGES, Inputs, _pending_inputs, fold_log, spawner_reading, wait_log_quiet
 from tests.processes import stop, wait_for, wait_until_serving
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1800)]
@@ -211,9 +211,8 @@ def service_inputs(config: LogConfig, models: Models) -> dict[str, Inputs]:
     """What each process label reads: (group, topic, partitions)."""
     log_ = open_log(config)
     try:
-        def of(service: Any, partitions: Any = None) -> Inputs:
-            return [(f"eventsvm.{service.name}", str(t),
-                     partitions(t) if partitions else list(range(log_.partitions(str(t)))))
+        def of(service: Any) -> Inputs:
+            return [(f"eventsvm.{service.name}", str(t), list(range(log_.partitions(str(t)))))
                     for t in service.inputs]
 
         found: dict[str, Inputs] = {}
@@ -222,9 +221,7 @@ def service_inputs(config: LogConfig, models: Models) -> dict[str, Inputs]:
             for label in labels:
                 found[label] = of(SERVICES[name].service(""))
         for host in HOSTS:
-            slot = int(models.hosts[host]["slot"])
-            found[host] = of(host_service("spawner", host),
-                             lambda t, slot=slot: [slot % log_.partitions(str(t))])
+            found[host] = spawner_reading(log_, host, int(models.hosts[host]["slot"]))
         return found
     finally:
         log_.close()

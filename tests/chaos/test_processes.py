@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from eventsvm.app.registry import PIPELINE, SERVICES, host_service
-from eventsvm.events.model import HOST_ROUTED_TOPICS
+from eventsvm.app.registry import PIPELINE, SERVICES
 from tests.chaos.conftest import ProcessCloud
-from tests.e2e.conftest import STAGES, Inputs, fold_log, in_flight, wait_log_quiet
+from tests.e2e.conftest import STAGES, Inputs, fold_log, in_flight, spawner_reading, wait_log_quiet
 
 SMALL_HOST = "vcpus=2,ram=4096,disk=100"
 
@@ -36,12 +35,7 @@ def pipeline_inputs(cloud: ProcessCloud) -> Inputs:
             inputs += [(f"eventsvm.{service.name}", str(t), list(range(log_.partitions(str(t)))))
                        for t in service.inputs]
     for host in ("compute-1", "compute-2"):
-        slot = int(cloud.driver.readmodel.models.hosts[host]["slot"])
-        spawner = host_service("spawner", host)
-        # its slot's partition of the host-routed topics, every partition of the deletions
-        inputs += [(f"eventsvm.{spawner.name}", str(t), [slot % log_.partitions(str(t))]
-                    if t in HOST_ROUTED_TOPICS else list(range(log_.partitions(str(t)))))
-                   for t in spawner.inputs]
+        inputs += spawner_reading(log_, host, int(cloud.driver.readmodel.models.hosts[host]["slot"]))
     return inputs
 
 

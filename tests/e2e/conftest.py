@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from eventsvm.app.cluster import Cluster, ClusterOptions
+from eventsvm.app.registry import host_service
 from eventsvm.app.seed import choose_passwords, seed_events
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
@@ -20,6 +21,7 @@ from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, EventLog
 from eventsvm.projections.readmodel import Models, ReadModel
 from eventsvm.runtime.fold_letters import FORGED
+from eventsvm.runtime.host_routing import spawner_partitions
 from eventsvm.state.instances import Instance
 from eventsvm.virt.compute_host import HostCapacity
 from tests.factories import plain_request
@@ -237,6 +239,18 @@ def _pending_inputs(log_: EventLog, group: str, topic: str, partitions: list[int
 Inputs = list[tuple[str, str, list[int]]]
 
 
+def reading(group: str, partitions: list[tuple[str, int]]) -> Inputs:
+    """What `group` reads when it reads `partitions`, a topic at a time."""
+    topics = sorted({t for t, _ in partitions})
+    return [(group, topic, [p for t, p in partitions if t == topic]) for topic in topics]
+
+
+def spawner_reading(log_: EventLog, host: str, slot: int) -> Inputs:
+    """What the spawner of `host` (in `slot`) reads, as eventsvm.app.cluster.spawner_runner has it."""
+    group = f"eventsvm.{host_service('spawner', host).name}"
+    return reading(group, spawner_partitions(log_.partitions, slot))
+
+
 def runner_inputs(cloud: Cloud) -> Inputs:
     """What every service of the cloud's cluster reads."""
     log_ = cloud.readmodel.log
@@ -244,8 +258,7 @@ def runner_inputs(cloud: Cloud) -> Inputs:
     for runner in cloud.cluster.runners:
         wanted = runner.partitions or [
             (str(t), p) for t in runner.service.inputs for p in range(log_.partitions(str(t)))]
-        for topic in sorted({t for t, _ in wanted}):
-            inputs.append((runner.group, topic, [p for t, p in wanted if t == topic]))
+        inputs += reading(runner.group, wanted)
     return inputs
 
 

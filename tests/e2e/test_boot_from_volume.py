@@ -53,3 +53,16 @@ def test_a_server_booting_from_a_volume_needs_no_local_root_disk(make_cloud: Clo
     message = server.fault["message"] + " " + server.fault["details"]
     assert "No valid host was found" in message and "DiskFilter: 2 -> 0" in message
     assert "needs 40 GB disk" in message
+
+
+def test_a_server_booting_from_a_volume_needs_no_image(make_cloud: CloudFactory) -> None:
+    # what `openstack server create --volume root` sends: a boot_index 0 volume and no imageRef
+    cloud = make_cloud(hosts=1, capacity=SMALL_DISK)
+    root = volume(cloud)
+    server_id = cloud.submit("volume-only", flavor=MEDIUM, image_id="",
+                             block_devices=[boot_device("volume", root)])
+    server = cloud.wait_for([server_id], {"ACTIVE", "ERROR"})[server_id]
+    assert server.status == "ACTIVE", server.fault
+    with cloud.readmodel.lock:
+        inst = cloud.readmodel.models.instances.get(server_id)
+        assert inst is not None and inst.image_id == ""

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from eventsvm.app.http_limits import MAX_HEAD_BYTES
+from tests.http_wire import send_and_read
 from tests.processes import stop, wait_until_serving
 
 EVENTSVM = str(Path(sys.executable).parent / "eventsvm")
@@ -142,17 +143,7 @@ def test_a_request_line_past_the_bound_is_414_and_the_connection_after_it_is_ser
     # a URI longer than the whole head's bound: nothing of it is a header, so 414 rather than 431
     host, port = up.url.removeprefix("http://").split(":")
     long_path = "/compute/v2.1/servers?name=" + "a" * (MAX_HEAD_BYTES + 10)
-    answer = b""
-    with socket.create_connection((host, int(port)), timeout=30) as conn:
-        try:
-            conn.sendall(f"GET {long_path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # refused before it was all sent
-        try:
-            while chunk := conn.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass
+    answer = send_and_read((host, int(port)), f"GET {long_path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
     assert answer.startswith(b"HTTP/1.1 414 Request-URI Too Long\r\n"), answer[:200]
     assert answer.endswith(b'{"computeFault": {"code": 414, "message": "The request URI is longer than '
                            b'65536 bytes."}}')

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -317,3 +318,54 @@ def test_each_root_disk_is_a_qcow2_overlay_of_the_image_sized_by_the_flavor(gues
     assert (boot.disk_path, boot.kernel, boot.ramdisk) == (disk, str(guest.kernel), str(guest.ramdisk))
     assert backend.remove(instance_id)
     assert not disk.parent.exists()
+
+
+def _ssh(private_key: Path, address: str, command: str, timeout: float) -> str:
+    """`command`'s output over SSH as root with the key pair's private key, retried until the guest's
+    SSH server answers (it starts just before the boot line) or `timeout` passes."""
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        pytest.skip("no ssh client on this machine (Debian's openssh-client)")
+    argv = [ssh, "-i", str(private_key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
+            f"root@{address}", command]
+    deadline = time.monotonic() + timeout
+    while True:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        if done.returncode == 0:
+            return done.stdout
+        if time.monotonic() >= deadline:
+            pytest.fail(f"ssh root@{address} {command!r}: {done.returncode} {done.stderr.strip()}")
+        time.sleep(1)
+
+
+def test_a_guest_is_reached_over_ssh_with_its_key_pair_and_knows_its_name_and_vcpus(
+        cloud: RunningCloud, tmp_path: Path) -> None:
+    """What tempest's run_validation checks (test_host_name_is_same_as_server_name and
+    test_verify_created_server_vcpus): the host reaches the fixed IP on the network's bridge, the
+    key pair's key logs in as root, the hostname is the server's name as nova sanitizes it and the
+    guest has the flavor's vCPUs; the private key is in no event."""
+    answer = cloud.call("POST", "compute", "/os-keypairs", {"keypair": {"name": "guest-ssh-key"}})
+    assert answer.status_code in (200, 201), answer.text
+    private_key = tmp_path / "id_rsa"
+    private_key.write_text(answer.json()["keypair"]["private_key"])
+    private_key.chmod(0o600)
+    image = next(i for i in cloud.call("GET", "image", "/v2/images?name=cirros").json()["images"])
+    network = cloud.call("GET", "network", "/v2.0/networks?name=private").json()["networks"][0]
+    flavor = cloud.call("GET", "compute", "/flavors/3").json()["flavor"]  # m1.medium: 2 vCPUs
+    answer = cloud.call("POST", "compute", "/servers", {"server": {
+        "name": "Guest_SSH.Test", "imageRef": image["id"], "flavorRef": flavor["id"],
+        "key_name": "guest-ssh-key", "networks": [{"uuid": network["id"]}]}})
+    assert answer.status_code == 202, answer.text
+    server_id = answer.json()["server"]["id"]
+    try:
+        server = _wait_for_status(cloud, [server_id], "ACTIVE", timeout=150)[server_id]
+        address = server["addresses"]["private"][0]["addr"]
+        output = _ssh(private_key, address, "hostname; grep -c ^processor /proc/cpuinfo", timeout=60)
+        assert output.split() == ["guest-ssh-test", str(flavor["vcpus"])]
+        # only the public half ever reached the host: on its config drive, not in any event
+        secret = "".join(private_key.read_text().splitlines()[1:-1])[:64]
+        assert secret and not any(secret.encode() in path.read_bytes()
+                                  for path in cloud.data_dir.rglob("*") if path.is_file())
+    finally:
+        assert cloud.call("DELETE", "compute", f"/servers/{server_id}").status_code == 204

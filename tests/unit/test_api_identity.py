@@ -146,7 +146,10 @@ def test_a_member_may_not_create_projects_or_list_users(cloud: Cloud):
 
 
 def test_projects_and_role_assignments(cloud: Cloud):
-    mine = cloud.client.get("/identity/v3/projects", headers=cloud.headers()).json()["projects"]
+    # keystone's list_projects is an admin's: a user lists its own at /v3/auth/projects
+    refused = cloud.client.get("/identity/v3/projects", headers=cloud.headers())
+    assert refused.status_code == 403
+    mine = cloud.client.get("/identity/v3/auth/projects", headers=cloud.headers()).json()["projects"]
     assert [p["name"] for p in mine] == ["demo"]
     everyone = cloud.client.get("/identity/v3/projects", headers=cloud.headers("admin")).json()["projects"]
     assert {p["name"] for p in everyone} == {"admin", "demo", "other"}

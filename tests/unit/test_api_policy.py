@@ -58,15 +58,15 @@ PUBLIC = {("POST", "/identity/v3/auth/tokens"),
 _VERSION_PATH = re.compile(r"^/(identity|compute|image|network|volume)(/(v2|v2\.0|v2\.1|v3))?/?$")
 
 # any valid token: nova has no policy on flavors, key pairs are their user's, keystone lets anyone
-# list roles and show the domain of their project; /v3/projects lists only the caller's own
+# list roles and show the domain of their project; a user's own projects are /v3/auth/projects
 ANY_TOKEN = {
     ("GET", "/compute/v2.1/flavors"), ("GET", "/compute/v2.1/flavors/detail"),
     ("GET", "/compute/v2.1/flavors/{flavor_id}"), ("GET", "/compute/v2.1/os-keypairs"),
     ("POST", "/compute/v2.1/os-keypairs"), ("GET", "/compute/v2.1/os-keypairs/{name}"),
     ("DELETE", "/compute/v2.1/os-keypairs/{name}"), ("GET", "/compute/v2.1/limits"),
     ("GET", "/compute/v2.1/os-quota-sets/{project_id}/defaults"),
-    ("GET", "/identity/v3/auth/catalog"), ("GET", "/identity/v3/projects"),
-    ("GET", "/identity/v3/auth/projects"), ("GET", "/identity/v3/roles"),
+    ("GET", "/identity/v3/auth/catalog"), ("GET", "/identity/v3/auth/projects"),
+    ("GET", "/identity/v3/roles"),
     ("GET", "/identity/v3/roles/{role_id}"), ("GET", "/identity/v3/domains/{domain_id}"),
 }
 _GRANT = "/identity/v3/projects/{project_id}/users/{user_id}/roles/{role_id}"
@@ -76,6 +76,8 @@ ADMIN_ONLY = {
     ("GET", "/compute/v2.1/os-hypervisors"), ("GET", "/compute/v2.1/os-hypervisors/detail"),
     ("GET", "/compute/v2.1/os-hypervisors/{hypervisor_id}"),
     ("GET", "/compute/v2.1/os-availability-zone/detail"),
+    # keystone's list_projects: every project, an admin's (a domain reader's, with domain tokens)
+    ("GET", "/identity/v3/projects"),
     ("POST", "/identity/v3/projects"), ("PATCH", "/identity/v3/projects/{project_id}"),
     ("DELETE", "/identity/v3/projects/{project_id}"), ("GET", "/identity/v3/users"),
     ("POST", "/identity/v3/users"), ("PATCH", "/identity/v3/users/{user_id}"),
@@ -318,3 +320,66 @@ def test_monitoring_beside_the_api_answers_without_a_token(cloud: Cloud, tmp_pat
         assert client.get("/compute/v2.1/servers").status_code == 401
     finally:
         monitoring.close()
+
+
+# -- lists asking for every project, with every role ----------------------------------------------
+# (route, query): how each service answers a caller its admin rule does not name. Nova refuses
+# all_tenants with its get_all_tenants rule's 403; cinder's volume list and nova's server-group list
+# fall back quietly to the caller's own project, as their APIs do.
+_EVERY_PROJECT = (  # (path, the flag, nova's rule refusing it or None, the demo thing it lists)
+    ("/compute/v2.1/servers", "all_tenants", "os_compute_api:servers:index:get_all_tenants", "server_id"),
+    ("/compute/v2.1/servers/detail", "all_tenants", "os_compute_api:servers:detail:get_all_tenants",
+     "server_id"),
+    ("/volume/v3/{project_id}/volumes/detail", "all_tenants", None, "volume_id"),
+    ("/compute/v2.1/os-server-groups", "all_projects", None, "group_id"),
+)
+
+
+def _listed_ids(answer: Any) -> set[str]:
+    items = next(v for k, v in answer.json().items() if not k.endswith("_links"))
+    return {item["id"] for item in items}
+
+
+@pytest.mark.parametrize("persona", sorted(PERSONAS))
+def test_every_list_asking_for_every_project_with_every_role(cloud: Cloud, persona: str) -> None:
+    fill = _seed_demo_things(cloud)
+    _, project, roles = PERSONAS[persona]
+    headers = {"X-Auth-Token": _token(cloud, persona)}
+    for path, flag, nova_rule, thing in _EVERY_PROJECT:
+        url = path.format(project_id=cloud.ids[f"project:{project}"])
+        answer = cloud.client.get(url, params={flag: "1"}, headers=headers)
+        if persona == "admin":  # the admin of another project sees the demo project's
+            assert answer.status_code == 200, (path, answer.text)
+            assert fill[thing] in _listed_ids(answer), path
+            continue
+        if not roles or nova_rule is not None:
+            # no role: the route's own rule; a reader or member: nova's get_all_tenants
+            assert answer.status_code == 403, (persona, path, answer.text)
+            if nova_rule is not None and roles:
+                message = f"Policy doesn't allow {nova_rule} to be performed."
+                assert answer.json() == {"forbidden": {"code": 403, "message": message}}
+            continue
+        # quietly the caller's own project: the demo thing for demo's reader and member only
+        assert answer.status_code == 200, (persona, path, answer.text)
+        assert (fill[thing] in _listed_ids(answer)) == (project == "demo"), (persona, path)
+
+
+# the fields an admin rule shows (nova's os-extended-server-attributes, cinder's
+# volume_tenant_attribute, neutron's get_port:binding:host_id): (path, list key or None, field)
+_ADMIN_FIELDS = (
+    ("/compute/v2.1/servers/{server_id}", None, "OS-EXT-SRV-ATTR:host"),
+    ("/volume/v3/{project_id}/volumes/{volume_id}", None, "os-vol-tenant-attr:tenant_id"),
+    ("/network/v2.0/ports?device_id={server_id}", "ports", "binding:host_id"),
+)
+
+
+@pytest.mark.parametrize("persona", ["reader", "member", "admin"])
+def test_admin_only_fields_with_every_role_that_sees_the_thing(cloud: Cloud, persona: str) -> None:
+    fill = _seed_demo_things(cloud)
+    headers = {"X-Auth-Token": _token(cloud, persona)}
+    for path, listed, field in _ADMIN_FIELDS:
+        answer = cloud.client.get(path.format(**fill), headers=headers)
+        assert answer.status_code == 200, (path, answer.text)
+        body = answer.json()
+        [shown] = body[listed] if listed else body.values()
+        assert (field in shown) == (persona == "admin"), (persona, path, shown)

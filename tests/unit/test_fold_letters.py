@@ -171,9 +171,28 @@ def test_an_output_on_a_topic_the_service_does_not_fold_dead_letters_its_input(l
     runner.close()
 
 
-def test_no_service_is_fed_a_state_only_topic() -> None:
+def test_a_service_fed_a_state_only_topic_folds_it_too() -> None:
+    # only the spawner watches one (the catalog, for the snapshot files of deleted images), and it
+    # folds it: its fold letters what cannot be decoded there, once, as every fold of it does
     services = [pipeline_service(name)[0] for name in PIPELINE] + [host_service("spawner", "h")]
-    assert {str(t) for s in services for t in s.inputs} & STATE_ONLY_TOPICS == set()
+    watched = {(s.name, str(t)) for s in services for t in s.inputs if str(t) in STATE_ONLY_TOPICS}
+    assert watched == {("spawner.h", str(Topic.CATALOG))}
+    assert all(Topic.CATALOG in s.state_topics for s in services if s.name == "spawner.h")
+
+
+def test_garbage_on_a_watched_state_only_topic_is_lettered_once_by_the_fold(log: EventLog) -> None:
+    codec = Codec()
+    watching = dataclasses.replace(TOY, inputs=(Topic.REQUESTED, Topic.IDENTITY))
+    runner = ServiceRunner(log, watching, codec, member_name="toy-1", poll_timeout=0.05)
+    runner.start()
+    log.append([OutRecord(str(Topic.IDENTITY), b"k", b"\x00garbage")])
+    for _ in range(100):
+        if runner.step():
+            break
+    [letter] = events_of(log, codec, Topic.DEAD_LETTER)
+    assert letter.body["source_topic"] == str(Topic.IDENTITY) and letter.body["group"] == "eventsvm.toy"
+    assert letter.event_id == letter_id("CodecError", "eventsvm.toy", str(Topic.IDENTITY), 0, 0)
+    runner.close()
 
 
 # -- the read model and a replay ----------------------------------------------------------------

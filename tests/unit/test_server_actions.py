@@ -173,8 +173,8 @@ def test_the_spawner_remembers_only_its_own_hosts_answers() -> None:
     cause = new_event(EventType.INSTANCE_ACTION_REQUESTED, "i-1", {"action": "stop"})
     mine = new_event(EventType.INSTANCE_ACTION_COMPLETED, "i-1", {"host": "h0"}, cause=cause)
     other = new_event(EventType.INSTANCE_ACTION_FAILED, "i-1", {"host": "h1"}, cause=cause)
-    assert folded(spawner.service_for("h0"), [mine]).answered == {cause.event_id}
-    assert folded(spawner.service_for("h0"), [other]).answered == set()
+    assert folded(spawner.service_for("h0"), [mine]).answered == {"i-1": {cause.event_id}}
+    assert folded(spawner.service_for("h0"), [other]).answered == {}
 
 
 # -- the fold ------------------------------------------------------------------------------------------

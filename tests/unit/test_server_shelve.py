@@ -72,7 +72,7 @@ def test_shelving_stops_snapshots_and_offloads_the_guest_and_frees_its_claim(com
     assert (done["action"], done["vm_state"], done["power_state"]) == ("shelve", "shelved_offloaded", 0)
     assert compute.hypervisor.state(spawned.aggregate_id) is None  # offloaded: no guest here any more
     state = folded(spawner.service_for("h0"), [spawned, *(o.event for o in outputs)])
-    assert state.claims == {} and shelve.event_id in state.answered
+    assert state.claims == {} and state.was_answered(shelve)
 
 
 def test_a_volume_backed_shelve_has_no_image_and_a_failed_one_keeps_the_state(compute: Any) -> None:

@@ -142,7 +142,7 @@ def test_the_spawner_folds_the_catalog_it_writes_to() -> None:
     service = spawner.service_for("h0")
     assert Topic.CATALOG in service.outputs and Topic.CATALOG in service.state_topics
     state = folded(service, [new_event(EventType.IMAGE_UPDATED, "img", {"id": "img", "status": "active"})])
-    assert state.claims == {} and state.answered == set()
+    assert state.claims == {} and state.answered == {}
 
 
 # -- the API ---------------------------------------------------------------------------------------

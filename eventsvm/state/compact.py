@@ -1,0 +1,151 @@
+"""What the services keep per instance, kept small: issue 15 wants ≤ 2 KB per live instance in each
+state, and nothing per instance once it is deleted and no input for it can still be in flight.
+
+- `Shared`: one object per distinct value that many instances hold alike (a flavor, an image's
+  properties, a network request), so a state keeps a reference instead of its own copy.
+- `CompactRecord`: a request spec as two tuples (its shared key names, its values) instead of a dict.
+- `remember_answer`: the ids of the inputs a service answered, per instance, as a small tuple.
+- `Departures`: the instances deleted (or failed for good) with when, in log time, forgotten once
+  no record of theirs can still be in flight (docs/decisions.md, "State memory per instance").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+# How long (log time, ms) a departed instance is remembered: past it, no input for it is still in
+# flight (a redelivery comes within a step's retry, a build or a failure within moments).
+FORGET_AFTER_MS = 3_600_000
+
+
+def frozen(value: Any) -> Hashable:
+    """A hashable form of a JSON-like value: equal values give equal forms, a list and a tuple
+    of the same items differ (a shared value must be what its holder was given)."""
+    if isinstance(value, dict):
+        return (dict, tuple((k, frozen(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return (list, tuple(frozen(v) for v in value))
+    if isinstance(value, tuple):
+        return (tuple, tuple(frozen(v) for v in value))
+    return value
+
+
+class Shared:
+    """One object per distinct value: `shared(value)` is the first value equal to it that was
+    shared, else `value` itself. The values handed out are shared by every holder, so none may
+    change them. Bounded: past `limit` distinct values a new one is handed back as it is and not
+    remembered, so a stream of values that never repeat cannot grow the table."""
+
+    def __init__(self, limit: int = 16_384) -> None:
+        self.limit = limit
+        self._table: dict[Hashable, Any] = {}
+
+    def __call__(self, value: Any) -> Any:
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        key = frozen(value)
+        known = self._table.get(key)
+        if known is not None:
+            return known
+        if len(self._table) < self.limit:
+            self._table[key] = value
+        return value
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+# the values every state of one process shares: flavors, image properties, network requests, host
+# and project ids repeat across instances and services
+SHARED = Shared()
+
+
+@dataclass(frozen=True, slots=True)
+class CompactRecord:
+    """A dict (a request spec) as its key names, shared by every record of the same shape, and its
+    values, each shared when another record holds an equal one (a tuple of a dozen references
+    instead of a dict and its own copies of the flavor, the networks, the metadata)."""
+
+    keys: tuple[str, ...]
+    values: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, record: dict[str, Any], shared: Shared = SHARED) -> CompactRecord:
+        return cls(shared(tuple(record)), tuple(shared(v) for v in record.values()))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as a new dict; its values are shared: copy one before changing it."""
+        return dict(zip(self.keys, self.values, strict=True))
+
+
+def remember_answer(answered: dict[str, tuple[str, ...]], instance_id: str, cause_id: str) -> None:
+    """Record that the input `cause_id` of `instance_id` was answered (once, in answer order)."""
+    known = answered.get(instance_id, ())
+    if cause_id not in known:
+        answered[instance_id] = (*known, cause_id)
+
+
+@dataclass
+class LogClock:
+    """The newest log time a state folded, and when (in log time) it next looks for what it may
+    forget: a look goes through every entry, as the fold order is not the order in time (a
+    rebuild reads partition after partition), so it is taken once per `1/60` of the horizon."""
+
+    log_time_ms: int = 0
+    next_sweep_ms: int = 0
+
+    def saw(self, at_ms: int) -> None:
+        """A record of log time `at_ms` was folded."""
+        if at_ms > self.log_time_ms:
+            self.log_time_ms = at_ms
+
+    def sweep(self, after_ms: int) -> int | None:
+        """The log time before which what went `after_ms` ago may be forgotten, when a look is due
+        (else None)."""
+        if self.log_time_ms < self.next_sweep_ms:
+            return None
+        self.next_sweep_ms = self.log_time_ms + max(after_ms // 60, 1)
+        return self.log_time_ms - after_ms
+
+
+@dataclass
+class Departures:
+    """The instances that are gone (deleted, or failed for good), each with when it went in log
+    time, and the clock `forget` follows."""
+
+    since: dict[str, int] = field(default_factory=dict)
+    clock: LogClock = field(default_factory=LogClock)
+
+    def __contains__(self, instance_id: object) -> bool:
+        return instance_id in self.since
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.since)
+
+    def __len__(self) -> int:
+        return len(self.since)
+
+    def add(self, instance_id: str, at_ms: int) -> None:
+        """`instance_id` went at `at_ms`; kept where it first went (a deletion folded twice does
+        not make it recent again)."""
+        self.since.setdefault(instance_id, at_ms)
+        self.clock.saw(at_ms)
+
+    def saw(self, at_ms: int) -> None:
+        """A record of log time `at_ms` was folded."""
+        self.clock.saw(at_ms)
+
+    def forget(self, after_ms: int = FORGET_AFTER_MS) -> list[str]:
+        """Drop the instances gone `after_ms` before the newest log time folded; their ids. Only
+        once every state topic is folded to its end (Service.settle): a record of the instance a
+        rebuild reads late from another topic (its `authenticated` after its `deleted`) must
+        still find it gone."""
+        horizon = self.clock.sweep(after_ms)
+        if horizon is None:
+            return []
+        forgotten = [instance_id for instance_id, at_ms in self.since.items() if at_ms <= horizon]
+        for instance_id in forgotten:
+            del self.since[instance_id]
+        return forgotten

@@ -1,0 +1,138 @@
+"""What the pipeline services and the API's read model keep per instance (issue 15 item 7): shared
+values instead of copies, and nothing of a deleted instance once its deletion is older than the
+horizon (a deleted server: its retention), dropped only when the state settles (every state topic
+folded to its end), so a record read late in a rebuild still finds the instance gone. Pure evolve /
+settle over the factories' events, no log."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from consumers import authenticator, resolver, scheduler
+from eventsvm.events.model import Event
+from eventsvm.projections.readmodel import Models, fold
+from eventsvm.runtime.service import Service
+from eventsvm.state.compact import FORGET_AFTER_MS, CompactRecord, Departures, Shared, remember_answer
+from eventsvm.state.instances import DELETED_RETENTION_MS
+from tests.factories import deletion_chain, instance_chain
+
+
+def _fold(service: Service[Any], events: list[Event], state: Any = None) -> Any:
+    topics = {str(t) for t in service.state_topics}
+    state = service.initial_state() if state is None else state
+    for event in events:
+        if str(event.topic) in topics:
+            state = service.evolve(state, event)
+    return state
+
+
+def _later(event: Event, ms: int) -> Event:
+    """`event` as if it had been written `ms` later (the log's clock moved on)."""
+    event.occurred_at += ms
+    return event
+
+
+def test_shared_gives_one_object_per_distinct_value_and_stays_bounded() -> None:
+    shared = Shared(limit=2)
+    a, b = {"vcpus": 1, "ram_mb": 512}, {"vcpus": 1, "ram_mb": 512}
+    assert shared(a) is a and shared(b) is a
+    assert shared([1, 2]) == [1, 2] and shared((1, 2)) == (1, 2)  # a list and a tuple are not one
+    assert shared((1, 2)) is not shared([1, 2])
+    third = {"other": True}
+    assert shared(third) is third and len(shared) == 2  # full: handed back, not remembered
+
+
+def test_a_compact_record_gives_the_dict_back_sharing_equal_values() -> None:
+    rng = random.Random(3)
+    specs = [chain[2].body["spec"] for chain in (instance_chain(rng), instance_chain(rng))]
+    first, second = (CompactRecord.of(spec) for spec in specs)
+    assert first.as_dict() == specs[0] and second.as_dict() == specs[1]
+    assert first.keys is second.keys
+    assert first.as_dict()["flavor"] is second.as_dict()["flavor"]
+
+
+def test_answers_are_remembered_once_in_order() -> None:
+    answered: dict[str, tuple[str, ...]] = {}
+    for cause in ("a", "b", "a"):
+        remember_answer(answered, "i", cause)
+    assert answered == {"i": ("a", "b")}
+
+
+def test_departures_forget_only_what_went_before_the_horizon_in_any_fold_order() -> None:
+    gone = Departures()
+    gone.add("late", 10 * FORGET_AFTER_MS)
+    gone.add("early", 1_000)
+    gone.saw(10 * FORGET_AFTER_MS + 5_000)
+    assert gone.forget() == ["early"]
+    assert "late" in gone and "early" not in gone
+
+
+def test_the_authenticator_counts_no_usage_for_an_instance_whose_deletion_it_read_first() -> None:
+    rng = random.Random(5)
+    chain = instance_chain(rng)
+    deletion = deletion_chain(chain[-1], rng)
+    # a rebuild that reads the deleted topic before the authenticated one
+    state = _fold(authenticator.SERVICE, [*deletion, *chain])
+    assert state.project_usage(chain[0].project_id or "").instances == 0
+    assert state.usage == {}  # the project's entry left with its last instance
+
+
+def test_each_service_forgets_a_deleted_instance_once_settled_past_the_horizon() -> None:
+    rng = random.Random(7)
+    chain = instance_chain(rng)
+    deletion = deletion_chain(chain[-1], rng)
+    instance_id = chain[0].aggregate_id
+    another = instance_chain(rng)
+    for service in (authenticator.SERVICE, scheduler.SERVICE, resolver.SERVICE):
+        assert service.settle is not None
+        state = _fold(service, [*chain, *deletion])
+        state = service.settle(state)
+        assert instance_id in state.gone, f"{service.name} forgot a deletion within the horizon"
+        # the log goes on: an hour later another instance is built
+        moved_on = [_later(e, FORGET_AFTER_MS + 60_000 + deletion[-1].occurred_at - e.occurred_at)
+                    for e in another]
+        state = service.settle(_fold(service, moved_on, state))
+        assert instance_id not in state.gone, f"{service.name} still remembers a long-deleted instance"
+    sched = _fold(scheduler.SERVICE, [*chain, *deletion])
+    assert instance_id not in sched.specs and instance_id not in sched.answered
+
+
+def test_the_scheduler_keeps_each_placed_spec_as_it_was_scheduled() -> None:
+    rng = random.Random(9)
+    chain = instance_chain(rng)
+    state = _fold(scheduler.SERVICE, chain)
+    assert state.specs[chain[0].aggregate_id].as_dict() == chain[2].body["spec"]
+    assert state.answered[chain[0].aggregate_id] == (chain[1].event_id,)
+
+
+def test_the_read_model_keeps_a_deleted_server_for_its_retention_then_forgets_it() -> None:
+    rng = random.Random(11)
+    models = Models()
+    live, deleted_one = instance_chain(rng), instance_chain(rng)
+    deletion = deletion_chain(deleted_one[-1], rng)
+    for event in [*live, *deleted_one, *deletion]:
+        fold(models, event, None, str(event.topic))
+    models.settle()
+    kept = models.instances.get(deleted_one[0].aggregate_id)
+    assert kept is not None and kept.status == "DELETED"
+    assert [a[0] for a in kept.actions][-1] == "instance.deleted"
+    # a day (log time) later, caught up with the log: the deleted server leaves, the live one stays
+    later = _later(instance_chain(rng)[0], DELETED_RETENTION_MS + deletion[-1].occurred_at + 60_000)
+    fold(models, later, None, str(later.topic))
+    models.settle()
+    assert models.instances.get(deleted_one[0].aggregate_id) is None
+    assert models.instances.get(live[0].aggregate_id) is not None
+
+
+def test_a_read_model_without_retention_keeps_deleted_servers_for_good() -> None:
+    rng = random.Random(13)
+    models = Models()
+    models.instances.deleted_retention_ms = None
+    chain = instance_chain(rng)
+    for event in [*chain, *deletion_chain(chain[-1], rng)]:
+        fold(models, event, None, str(event.topic))
+    later = _later(instance_chain(rng)[0], 10 * DELETED_RETENTION_MS)
+    fold(models, later, None, str(later.topic))
+    models.settle()
+    assert models.instances.get(chain[0].aggregate_id) is not None
