@@ -3,6 +3,7 @@ request id every event carries."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -10,11 +11,21 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic_core import to_json
 
 from eventsvm.api.auth import api_context
 from eventsvm.api.errors import BadRequest
 
 T = TypeVar("T")
+
+
+class FastJSONResponse(JSONResponse):
+    """A JSON answer serialised by pydantic-core's encoder (Rust, ~5x json.dumps on a big list):
+    the same JSON (UTF-8, not ASCII-escaped, like JSONResponse), for the long lists."""
+
+    def render(self, content: Any) -> bytes:
+        return to_json(content)
 
 
 def request_id(request: Request) -> str:
@@ -32,14 +43,15 @@ def iso_z(ms: int | None) -> str | None:
     """Nova/keystone's `2026-11-26T09:29:43Z` form of a millisecond timestamp."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # time.gmtime, not datetime: a page of a server list formats three of these a server
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms // 1000))
 
 
 def iso_micro(ms: int | None, zulu: bool = False) -> str | None:
     """`2026-11-26T09:29:43.348000` (nova's launched_at, usage times); keystone adds a Z."""
     if ms is None:
         return None
-    text = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    text = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(ms // 1000)) + f"{ms % 1000 * 1000:06d}"
     return text + "Z" if zulu else text
 
 

@@ -27,7 +27,7 @@ from fastavro.schema import to_parsing_canonical_form
 
 from eventsvm.events.avro_binary import NATIVE, Projection, UnsupportedSchema, compile_reader, compile_writer
 from eventsvm.events.model import Event, EventType
-from eventsvm.events.signing import SIGNED_MARKER, ForgedEvent, KeyRing, Signer, unsigned
+from eventsvm.events.signing import FRAME_SIZE, SIGNED_MARKER, ForgedEvent, KeyRing, Signer, unsigned
 
 MARKER = b"\xc3\x01"
 HEADER_SIZE = 10
@@ -200,7 +200,7 @@ class Codec:
             except ForgedEvent as exc:
                 raise Forged(str(exc)) from None
         if signed:
-            data = unsigned(data)
+            data = data[FRAME_SIZE:]  # unsigned(data), its marker already known
         decoder = get(data[:HEADER_SIZE])
         if decoder is None:
             raise self._header_error(data)  # garbage is undecodable, whoever could have written it

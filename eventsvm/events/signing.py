@@ -160,7 +160,10 @@ class KeyRing:
         """The writer whose trusted key the frame of `data` names, its signature NOT verified: only
         for a record a verified seal vouches for (eventsvm.projections.seal), whose bytes are the
         ones a reader verified before. ForgedEvent when unsigned or the key is not in the ring."""
-        return self._named_key(data).writer
+        # once an event of a sealed replay: a known key is one lookup, the rest as _named_key
+        framed = data[:2] == SIGNED_MARKER and len(data) >= FRAME_SIZE
+        key = self._keys.get(data[2:2 + KEY_ID_SIZE]) if framed else None
+        return (self._named_key(data) if key is None else key).writer
 
     def _named_key(self, data: bytes) -> TrustedKey:
         if data[:2] != SIGNED_MARKER:

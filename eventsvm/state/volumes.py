@@ -165,11 +165,19 @@ def evolve_volume(volumes: dict[str, Body], refused: set[str], event: Event) -> 
 
 def server_attachments(volumes: Mapping[str, Body], server_id: str) -> list[tuple[Body, Body]]:
     """(volume, attachment) of every volume reserved for or attached to `server_id`."""
-    found = []
+    return attachments_by_server(volumes).get(server_id, [])
+
+
+def attachments_by_server(volumes: Mapping[str, Body]) -> dict[str, list[tuple[Body, Body]]]:
+    """server_attachments of every server, from one pass over the volumes (a page of a server
+    list shows a thousand servers: one pass, not one a server)."""
+    found: dict[str, list[tuple[Body, Body]]] = {}
     for volume in volumes.values():
-        attachment = attachment_to(volume, server_id)
-        if attachment is not None:
-            found.append((volume, attachment))
+        servers = set()
+        for attachment in attachments_of(volume).values():
+            if attachment["server_id"] not in servers:  # the first one, as attachment_to
+                servers.add(attachment["server_id"])
+                found.setdefault(attachment["server_id"], []).append((volume, attachment))
     return found
 
 

@@ -96,6 +96,12 @@ def test_2_3_shows_delete_on_termination_of_attached_volumes(cloud: Cloud) -> No
     old = show(cloud, server_id, "2.2")["os-extended-volumes:volumes_attached"]
     assert all(set(v) == {"id"} for v in old)
     assert all(v["delete_on_termination"] is True for v in volumes) and len(volumes) == len(old)
+    # a page of the detail list indexes the volumes once for all its servers: the same answer
+    plain = cloud.create_server("plain")
+    listed = cloud.client.get(f"{SERVERS}/detail", headers=cloud.headers() | {
+        "X-OpenStack-Nova-API-Version": "2.3"}).json()["servers"]
+    attached = {s["id"]: s["os-extended-volumes:volumes_attached"] for s in listed}
+    assert attached == {server_id: volumes, plain: []}
 
 
 # -- 2.5: ip6 filters a non-admin's list -----------------------------------------------------------

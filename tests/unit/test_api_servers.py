@@ -215,6 +215,21 @@ def test_paging_with_limit_and_marker(cloud: Cloud):
     assert cloud.client.get(SERVERS, params={"limit": "-1"}, headers=cloud.headers()).status_code == 400
 
 
+def test_a_list_is_newest_first_and_a_new_server_heads_the_next_one(cloud: Cloud):
+    def listed(**params: str) -> list[str]:
+        answer = cloud.client.get(SERVERS, params=params, headers=cloud.headers())
+        assert answer.status_code == 200, answer.text
+        return [s["id"] for s in answer.json()["servers"]]
+
+    first, second = cloud.create_server("vm1"), cloud.create_server("vm2")
+    assert listed() == [second, first]
+    third = cloud.create_server("vm3")
+    cloud.advance(first, "active")  # a later event changes no place in the order
+    assert listed() == [third, second, first]
+    assert listed(limit="1", marker=third) == [second]
+    assert listed(marker=second) == [first]
+
+
 def test_filters_name_regex_and_status(cloud: Cloud):
     web, _ = cloud.create_server("web-1"), cloud.create_server("db-1")
     cloud.advance(web, "active")
