@@ -23,7 +23,13 @@ from eventsvm.app.cluster import (
     snapshot_store,
     spawner_runner,
 )
-from eventsvm.app.options import UsageError, backlog_limits, on_sigterm, parse_capacity
+from eventsvm.app.options import (
+    UsageError,
+    backlog_limits,
+    deleted_retention_ms,
+    on_sigterm,
+    parse_capacity,
+)
 from eventsvm.app.registry import SERVICES, PipelineSettings, pipeline_service, policy_dir
 from eventsvm.app.seed import (
     choose_passwords,
@@ -245,7 +251,7 @@ def run_cloud(
     if args.hypervisor == "qemu":
         options = qemu_cluster_options(options)
     cluster = Cluster(options)
-    readmodel = cluster.start_readmodel()
+    readmodel = cluster.start_readmodel(deleted_retention_ms(args))
     notice = seed_once(
         readmodel, data_dir, auth_url, passwords_env, options.image_location, options.image_properties
     )
@@ -273,6 +279,7 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
     if args.service == "api":
         backlog = backlog_limits(args)
         readmodel = ReadModel(log_, codec)
+        readmodel.models.instances.deleted_retention_ms = deleted_retention_ms(args)
         readmodel.start(seals=seal_store(data_dir, config))
         try:
             server = ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password,

@@ -28,6 +28,7 @@ from eventsvm.runtime.host_routing import SPAWNER_TOPICS, spawner_partitions
 from eventsvm.runtime.runner import ServiceRunner, StepObserver
 from eventsvm.runtime.snapshot import SnapshotStore
 from eventsvm.runtime.supervisor import Supervisor
+from eventsvm.state.instances import DELETED_RETENTION_MS
 from eventsvm.virt import qemu
 from eventsvm.virt.compute_host import ComputeHost, HostCapacity
 from eventsvm.virt.hypervisor import Hypervisor
@@ -216,9 +217,11 @@ class Cluster:
         """The codec `writer` signs with in this cluster, trusting what the cluster's ring trusts."""
         return writer_codec(self.options.data_dir, writer, self.codec, self.ring)
 
-    def start_readmodel(self) -> ReadModel:
-        """Fold the log into the read model and keep it current."""
+    def start_readmodel(self, deleted_retention_ms: int | None = DELETED_RETENTION_MS) -> ReadModel:
+        """Fold the log into the read model and keep it current; deleted servers leave it
+        `deleted_retention_ms` (log time) after their deletion, or never for None."""
         self.readmodel = ReadModel(self.open_log(), self.codec_of(API))
+        self.readmodel.models.instances.deleted_retention_ms = deleted_retention_ms
         self.readmodel.start(seals=seal_store(self.options.data_dir, self.options.log))
         return self.readmodel
 

@@ -16,6 +16,7 @@ from types import FrameType
 from eventsvm.config import LogConfig, default_data_dir, log_config_from_flags
 from eventsvm.log.private_files import private_directory
 from eventsvm.state.backlog import DEFAULT_IN_ALL, DEFAULT_PER_PROJECT, UNBOUNDED, BacklogLimits
+from eventsvm.state.instances import DELETED_RETENTION_MS
 from eventsvm.virt.compute_host import HostCapacity
 
 EXIT_CONFIG = 2
@@ -64,6 +65,15 @@ def add_api_options(parser: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_PER_PROJECT}, {UNBOUNDED}: no bound)",
     )
     parser.add_argument(
+        "--deleted-retention-hours",
+        type=float,
+        default=DELETED_RETENTION_MS / 3_600_000,
+        metavar="H",
+        help="hours (of log time) a deleted server stays listed (deleted=true, changes-since), its "
+        "actions and its name in usage reports, as nova's rows until archive_deleted_rows; its "
+        f"history stays in the log (default {DELETED_RETENTION_MS // 3_600_000}, {UNBOUNDED}: for good)",
+    )
+    parser.add_argument(
         "--build-backlog",
         type=int,
         default=DEFAULT_IN_ALL,
@@ -71,6 +81,14 @@ def add_api_options(parser: argparse.ArgumentParser) -> None:
         help=f"servers the whole cloud may have building; a create past it gets 503 with Retry-After "
         f"(default {DEFAULT_IN_ALL}, {UNBOUNDED}: no bound)",
     )
+
+
+def deleted_retention_ms(args: argparse.Namespace) -> int | None:
+    """--deleted-retention-hours in ms; None keeps deleted servers in the read model for good."""
+    hours = args.deleted_retention_hours
+    if hours < 0 and hours != UNBOUNDED:
+        raise UsageError(f"--deleted-retention-hours must be at least 0, or {UNBOUNDED} to keep them")
+    return None if hours == UNBOUNDED else int(hours * 3_600_000)
 
 
 def backlog_limits(args: argparse.Namespace) -> BacklogLimits:

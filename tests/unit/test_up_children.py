@@ -74,3 +74,15 @@ def test_a_child_that_exits_is_started_again_and_exported_through_the_state_file
                for m in StateFileCollector(path).collect() for s in m.samples}
     assert samples[("eventsvm_service_restarts_total", "brief")] >= 1
     assert samples[("eventsvm_service_up", "brief")] == 0
+
+
+def test_the_deleted_servers_retention_is_a_setting_each_api_worker_gets() -> None:
+    from eventsvm.app.options import UsageError, deleted_retention_ms
+
+    found = commands("--processes", "--deleted-retention-hours", "720")
+    worker = build_parser().parse_args(found["api"])
+    assert deleted_retention_ms(worker) == 720 * 3_600_000
+    assert deleted_retention_ms(build_parser().parse_args(["up", "--deleted-retention-hours", "-1"])) is None
+    assert deleted_retention_ms(build_parser().parse_args(["up"])) == 24 * 3_600_000
+    with pytest.raises(UsageError):
+        deleted_retention_ms(build_parser().parse_args(["up", "--deleted-retention-hours", "-2"]))
