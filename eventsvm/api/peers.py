@@ -46,27 +46,47 @@ def catch_up(readmodel: ReadModel, timeout_s: float = CATCH_UP_S,
 async def answer_caught_up(app: ASGIApp, scope: Scope, body: bytes, receive: Receive, send: Send,
                            readmodel: ReadModel, peers: bool = False, timeout_s: float = CATCH_UP_S) -> None:
     """Run `app` on a request whose whole `body` was read already, so that a 404 or 401 is answered
-    only once the read model has caught up with the log (the request runs again after catching up);
-    with `peers`, a write catches up before it runs. Running a write again after its 404 or 401 is
-    safe: the handlers refuse before they append anything."""
-    if peers and scope.get("method") not in SAFE_METHODS:
+    only once the read model has caught up with the log (the request runs again after catching up).
+    With `peers`, a write catches up before it runs, and its answer waits until what it appended is
+    readable by the other workers (on Kafka the commit returns a moment before its records are).
+    Running a write again after its 404 or 401 is safe: the handlers refuse before they append."""
+    write = peers and scope.get("method") not in SAFE_METHODS
+    if write:
         await run_in_threadpool(catch_up, readmodel, timeout_s)
+    held = await _run_holding(app, scope, body, receive, send, readmodel, hold_all=write)
+    if not held:
+        return
+    if held[0]["type"] == "http.response.start" and held[0]["status"] in MISSES \
+            and await run_in_threadpool(catch_up, readmodel, timeout_s):
+        held = await _run_holding(app, scope, body, receive, send, readmodel, hold_all=write, misses=False)
+    for message in held:
+        await send(message)
+
+
+async def _run_holding(app: ASGIApp, scope: Scope, body: bytes, receive: Receive, send: Send,
+                       readmodel: ReadModel, hold_all: bool, misses: bool = True) -> list[Message]:
+    """Run `app`; what it answered and was held back: everything with `hold_all` (released once
+    what it appended is readable everywhere), else a 404 or 401 when `misses` (nothing otherwise)."""
     held: list[Message] = []
 
-    async def hold_a_miss(message: Message) -> None:
-        if held or (message["type"] == "http.response.start" and message["status"] in MISSES):
+    async def hold(message: Message) -> None:
+        if hold_all or held or (misses and message["type"] == "http.response.start"
+                                and message["status"] in MISSES):
             held.append(message)
         else:
             await send(message)
 
-    await app(scope, replayed(body, receive), hold_a_miss)
-    if not held:
-        return
-    if await run_in_threadpool(catch_up, readmodel, timeout_s):
-        await app(scope, replayed(body, receive), send)
-        return
-    for message in held:
-        await send(message)
+    await app(scope, replayed(body, receive), hold)
+    if hold_all:
+        await run_in_threadpool(_settle, readmodel)
+    return held
+
+
+def _settle(readmodel: ReadModel) -> None:
+    try:
+        readmodel.log.settle()
+    except LogError as exc:
+        log.warning("could not confirm a write is readable by the other workers: %s", exc)
 
 
 def replayed(body: bytes, receive: Receive) -> Receive:

@@ -162,6 +162,11 @@ class EventLog(ABC):
     def list_topics(self) -> list[str]:
         """Every topic in this log (within its namespace), sorted."""
 
+    def settle(self) -> None:
+        """Wait (bounded) until what this object appended is readable by every reader of the log, in
+        any process. An engine whose commit is readable the moment it returns has nothing to wait for."""
+        return None
+
     @abstractmethod
     def append(self, records: Sequence[OutRecord]) -> list[tuple[int, int]]:
         """Append all `records` atomically and durably; (partition, offset) of each, in order."""
