@@ -29,7 +29,7 @@ fi
 # suites (`make chaos-bounded`, which CI runs too), QEMU guests and the client tests on Kafka
 # (`make test-slow`), and the three-broker cluster (`make chaos`); keeping it near 20 minutes here.
 .venv/bin/python -m pytest -q -p no:cacheprovider -m "${TEST_MARKERS:-not cluster and not chaos and not slow}" \
-    tests "$@"
+    --durations=15 tests "$@"
 status=$?
 if [[ $status -eq 5 ]]; then
     echo "test.sh: pytest collected no tests" >&2
