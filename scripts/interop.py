@@ -14,9 +14,11 @@
                                        --update rewrites the list from this run
 
 Runs in the project's venv (openstacksdk talks to the cloud as its admin); tempest runs in its own.
-Tempest's dynamic credentials need keystone's domain and delete calls, so it gets pre-provisioned
-accounts: one project and member user per concurrent test worker and the alternate user tempest
-asks for, created through the public API like any operator would.
+Tempest gets pre-provisioned accounts: one project and member user per concurrent test worker and
+the alternate user tempest asks for, created through the public API like any operator would. Its
+dynamic credentials work too (a project and users made per test class and deleted afterwards,
+with `create_isolated_networks = false`: this cloud has no neutron routers to isolate networks
+with); the fixed accounts keep the run's projects the same from one run to the next.
 """
 
 from __future__ import annotations
