@@ -22,6 +22,7 @@ from eventsvm.events.builders import deleted, failed, flavor_snapshot, unshelve_
 from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext, Transient
 from eventsvm.scheduler.claims import Claim, claim_in, recorded_claim
+from eventsvm.state.compact import FORGET_AFTER_MS, Departures
 from eventsvm.state.instances import sanitized_hostname
 from eventsvm.state.names import IMAGES
 from eventsvm.state.server_actions import OFFLOADING_ACTIONS, SERVER_ACTIONS
@@ -43,10 +44,6 @@ from eventsvm.virt.hypervisor import DomainNotFound, DomainState, HypervisorErro
 from eventsvm.virt.volumes import attach_volume, detach_volume
 from eventsvm.virt.xml import InvalidGuestSpec
 
-# How long (log time) a deleted instance is remembered: past it no input for the instance is still
-# in flight (docs/decisions.md, "The spawner forgets deleted instances").
-FORGET_AFTER_MS = 3_600_000
-
 
 @dataclass
 class SpawnerState:
@@ -57,12 +54,12 @@ class SpawnerState:
 
     host: str = ""
     claims: dict[str, Claim] = field(default_factory=dict)
-    gone: dict[str, int] = field(default_factory=dict)
+    gone: Departures = field(default_factory=Departures)
     answered: dict[str, set[str]] = field(default_factory=dict)
     moves: MoveClaims = field(default_factory=MoveClaims)
+    # how long (log time) a deleted instance is remembered: past it no input for it is in flight
+    # (docs/decisions.md, "The spawner forgets deleted instances")
     forget_after_ms: int = FORGET_AFTER_MS
-    # the newest log time folded: the clock the forgetting follows
-    log_time_ms: int = 0
 
     def was_answered(self, event: Event) -> bool:
         """This host appended an outcome caused by `event` (an input for its instance)."""
@@ -111,7 +108,7 @@ def evolve(state: SpawnerState, event: Event) -> SpawnerState:
         _answer(state, event)
         if instance_id not in state.gone:
             _apply_moves(state, event)
-    state.log_time_ms = max(state.log_time_ms, event.occurred_at)
+    state.gone.saw(event.occurred_at)
     return state
 
 
@@ -121,8 +118,7 @@ def _answer(state: SpawnerState, outcome: Event, instance_id: str | None = None)
 
 
 def _gone(state: SpawnerState, event: Event) -> None:
-    # kept where it first went: a deletion folded twice does not make it recent again
-    state.gone.setdefault(event.aggregate_id, event.occurred_at)
+    state.gone.add(event.aggregate_id, event.occurred_at)
 
 
 def forget_the_long_gone(state: SpawnerState) -> SpawnerState:
@@ -132,13 +128,8 @@ def forget_the_long_gone(state: SpawnerState) -> SpawnerState:
     after its deletion comes from a service that had not folded the deletion yet, within moments.
     Called by the runner only once the state topics are folded to their end (Service.settle), so
     a record of the instance that a replay reads late (its `spawned` after its `deleted`) still
-    finds it gone. `gone` is in fold order, deletion order but for clock skew: oldest first."""
-    horizon = state.log_time_ms - state.forget_after_ms
-    while state.gone:
-        instance_id, deleted_at = next(iter(state.gone.items()))
-        if deleted_at > horizon:
-            break
-        del state.gone[instance_id]
+    finds it gone."""
+    for instance_id in state.gone.forget(state.forget_after_ms):
         state.answered.pop(instance_id, None)
     return state
 
