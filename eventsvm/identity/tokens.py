@@ -177,13 +177,13 @@ class TokenService:
         validations) for TOKEN_CACHE_S, until the keys change (a rotation may prune the key it
         was made with) or it expires.
         """
-        keys_at = tuple(key_indexes(self._key_dir))  # every rotation adds a new highest index
+        keys_at, fernet = self._current_keys()
         now = time.monotonic()
         hit = self._validated.get(token) if isinstance(token, str) else None
         if hit is not None and hit[1] == keys_at and now - hit[2] < TOKEN_CACHE_S:
             claims = hit[0]
         else:
-            claims = self._decrypt(token)
+            claims = _decrypt(fernet, token)
             with self._validated_lock:
                 if len(self._validated) >= TOKEN_CACHE_SIZE:
                     # the oldest first: dicts keep insertion order
@@ -193,30 +193,36 @@ class TokenService:
             raise TokenExpired("The token has expired.")
         return claims
 
-    def _decrypt(self, token: str) -> TokenClaims:
-        plaintext: bytes | None = None
-        if isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_LENGTH:
-            try:
-                plaintext = self._fernet().decrypt(token)
-            except InvalidToken:
-                pass
-        # Raised outside the except block so no chained exception can carry anything derived from it.
-        if plaintext is None:
-            raise TokenInvalid("The token is not valid.")
-        claims = _parse_claims(plaintext)
-        if claims is None:
-            raise TokenInvalid("The token is not valid.")
-        return claims
-
     def _fernet(self) -> MultiFernet:
-        # Every rotation adds a new highest index, so the list of file names changes exactly when
-        # the keys do; a directory listing is much cheaper than re-reading the keys per request.
+        return self._current_keys()[1]
+
+    def _current_keys(self) -> tuple[tuple[int, ...], MultiFernet]:
+        """The key files' indexes and the keys. Every rotation adds a new highest index, so the list
+        of file names changes exactly when the keys do; a directory listing is much cheaper than
+        re-reading the keys per request."""
         indexes = tuple(key_indexes(self._key_dir))
         cached = self._keys
         if cached is None or cached[0] != indexes:
             cached = (indexes, load(self._key_dir))
             self._keys = cached
-        return cached[1]
+        return cached
+
+
+def _decrypt(fernet: MultiFernet, token: str) -> TokenClaims:
+    """The claims inside a genuine token; TokenInvalid otherwise (its expiry is not checked here)."""
+    plaintext: bytes | None = None
+    if isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_LENGTH:
+        try:
+            plaintext = fernet.decrypt(token)
+        except InvalidToken:
+            pass
+    # Raised outside the except block so no chained exception can carry anything derived from it.
+    if plaintext is None:
+        raise TokenInvalid("The token is not valid.")
+    claims = _parse_claims(plaintext)
+    if claims is None:
+        raise TokenInvalid("The token is not valid.")
+    return claims
 
 
 def _parse_claims(plaintext: bytes) -> TokenClaims | None:

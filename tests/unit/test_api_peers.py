@@ -97,13 +97,13 @@ def test_a_token_is_decrypted_once_while_cached(tmp_path: Path, monkeypatch: pyt
     service = TokenService(tmp_path)
     token = service.issue("user-1", "project-1", ["member"]).token
     decrypted: list[str] = []
-    real = TokenService._decrypt
+    real = tokens_module._decrypt
 
-    def counting(self: TokenService, value: str) -> object:
+    def counting(fernet: object, value: str) -> object:
         decrypted.append(value)
-        return real(self, value)
+        return real(fernet, value)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(TokenService, "_decrypt", counting)
+    monkeypatch.setattr(tokens_module, "_decrypt", counting)
     for _ in range(5):
         assert service.validate(token).user_id == "user-1"
     assert len(decrypted) == 1
