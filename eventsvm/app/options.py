@@ -7,6 +7,7 @@ can use them without importing the CLI that imports them.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -153,11 +154,27 @@ def parse_capacity(text: str) -> HostCapacity:
 
 
 def on_sigterm(stop: Callable[[], None]) -> None:
-    """Let SIGTERM and SIGINT finish the step in hand and exit cleanly."""
+    """Let SIGTERM and SIGINT finish the step in hand and exit cleanly.
 
-    def handler(_signum: int, _frame: FrameType | None) -> None:
+    The handler only writes a byte to a pipe; a thread reading it calls `stop`. Calling `stop`
+    (an Event's set) in the handler itself deadlocks: the handler runs in the main thread between
+    two bytecodes, possibly while that thread holds the Event's lock (in `wait`, or in a first
+    handler's `set` when a second signal lands: a restarted child of `up --processes` gets two
+    SIGTERMs, the supervisor's and PR_SET_PDEATHSIG's when the thread that started it ends)."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+
+    def relay() -> None:
+        os.read(read_end, 1)
         stop()
 
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        try:
+            os.write(write_end, b"\0")
+        except BlockingIOError:  # a full pipe already carries a stop
+            pass
+
+    threading.Thread(target=relay, name="stop-on-signal", daemon=True).start()
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
 

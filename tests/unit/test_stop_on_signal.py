@@ -1,0 +1,52 @@
+"""A burst of SIGTERMs stops a service process cleanly: the handler never takes a lock the main
+thread may hold (a restarted child of `up --processes` gets two SIGTERMs at once, and hung on the
+second one until it was SIGKILLed)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+# The main thread waits on the Event in short steps, as the runner's loop does, so a signal
+# landing while it holds the Event's lock is likely within a burst.
+CHILD = """
+import sys, threading
+from eventsvm.app.options import on_sigterm
+stop = threading.Event()
+on_sigterm(stop.set)
+print("ready", flush=True)
+while not stop.wait(0.0001):
+    pass
+print("stopped", flush=True)
+"""
+
+
+def test_a_burst_of_sigterms_stops_the_process_every_time() -> None:
+    for _ in range(5):
+        child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout is not None and child.stdout.readline() == "ready\n"
+            for _ in range(200):
+                child.send_signal(signal.SIGTERM)
+            out, _ = child.communicate(timeout=10)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        assert child.returncode == 0 and out == "stopped\n"
+
+
+def test_sigint_stops_it_as_sigterm_does() -> None:
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        started = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, _ = child.communicate(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0 and out == "stopped\n" and time.monotonic() - started < 5
