@@ -9,8 +9,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from osc_forkserver import ClientForkServer
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
+# every `openstack` of the session forks from one warm interpreter (osc_forkserver.py says why)
+CLIENTS = ClientForkServer()
 
 
 @dataclass
@@ -35,8 +39,7 @@ class LiveCloud:
     def openstack(self, *args: str, cloud: str = "eventsvm", timeout: float = 180,
                   check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run the `openstack` command against this cloud."""
-        done = subprocess.run([str(BIN / "openstack"), "--os-cloud", cloud, *args], env=self.env,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        done = CLIENTS.run(["--os-cloud", cloud, *args], self.env, timeout)
         if check and done.returncode != 0:
             raise AssertionError(f"openstack {' '.join(args)} failed ({done.returncode}):\n{done.stderr}\n"
                                  f"--- server log ---\n{self.log_tail()}")

@@ -12,13 +12,15 @@ import time
 # The main thread waits on the Event in short steps, as the runner's loop does, so a signal
 # landing while it holds the Event's lock is likely within a burst.
 CHILD = """
-import sys, threading
+import signal, sys, threading
 from eventsvm.app.options import on_sigterm
 stop = threading.Event()
 on_sigterm(stop.set)
 print("ready", flush=True)
 while not stop.wait(0.0001):
     pass
+# the rest of the burst may still be on its way: stopping is decided, let it not end the process
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
 print("stopped", flush=True)
 """
 
