@@ -26,7 +26,8 @@ fi
 
 # -m "not cluster": the three-broker cluster test is `make chaos`'s (too heavy for two cores).
 # `make test` leaves out what has a target of its own (tests/conftest.py marks them): the chaos
-# suites (`make chaos-bounded`, which CI runs too), QEMU guests and the client tests on Kafka
+# suites and the process-kill tests on Kafka (`make chaos-bounded`, which CI runs too; the list is
+# KILLS_ON_KAFKA in tests/conftest.py), QEMU guests and the client tests on Kafka
 # (`make test-slow`), and the three-broker cluster (`make chaos`); keeping it near 20 minutes here.
 .venv/bin/python -m pytest -q -p no:cacheprovider -m "${TEST_MARKERS:-not cluster and not chaos and not slow}" \
     --durations=15 tests "$@"

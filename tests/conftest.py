@@ -87,11 +87,30 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: pytest_timeout.Setting
     return True
 
 
+# Tests that SIGKILL a process over and over: on the embedded engine they stay in `make test`; on
+# Kafka (a group to rejoin after each kill, 25-40 s each) they run with the chaos suites in
+# `make chaos-bounded`, which CI runs too, to keep `make test` inside its time.
+KILLS_ON_KAFKA = frozenset({
+    "test_billing_killed_at_arbitrary_points_still_records_each_usage_exactly_once",
+    "test_restarting_every_service_mid_flight_loses_and_duplicates_nothing",
+    "test_every_input_gives_exactly_one_output_although_the_worker_is_killed",
+    "test_a_member_name_is_held_by_one_holder_until_it_lets_go",
+})
+
+
+def _on_kafka(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and any(str(v) == "kafka" or getattr(v, "value", None) == "kafka"
+                                        for v in callspec.params.values())
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test under tests/chaos/ is a chaos test and every one under tests/qemu/ a slow one, so
     `make test` can leave them to their own targets (scripts/test.sh) without a marker per file."""
     for item in items:
         if item.nodeid.startswith("tests/chaos/"):
+            item.add_marker(pytest.mark.chaos)
+        elif getattr(item, "originalname", "") in KILLS_ON_KAFKA and _on_kafka(item):
             item.add_marker(pytest.mark.chaos)
         elif item.nodeid.startswith("tests/qemu/"):
             item.add_marker(pytest.mark.slow)
