@@ -19,7 +19,6 @@ allocator's free lists, which do not grow with the instances.
 from __future__ import annotations
 
 import gc
-import pickle
 import random
 import tracemalloc
 from collections.abc import Callable
@@ -27,7 +26,8 @@ from typing import Any
 
 from bench.suite import Context, benchmark
 from eventsvm.app.registry import SERVICES
-from eventsvm.events.model import Event
+from eventsvm.events.codec import decode, encode
+from eventsvm.events.model import Event, event_hash
 from eventsvm.projections.readmodel import Models, fold
 from tests.factories import deletion_chain, instance_chain
 
@@ -62,20 +62,27 @@ def _folders() -> dict[str, tuple[Any, Fold, Settle]]:
     models = Models()
 
     def fold_models(event: Event) -> None:
-        fold(models, event, None, str(event.topic))
+        # the read model keeps the stored hash of each server's newest event (deletes chain to it)
+        fold(models, event, event_hash(encode(event)), str(event.topic))
 
     out["api.readmodel"] = (models, fold_models, models.settle)
     return out
 
 
+def _as_read(events: list[Event]) -> list[Event]:
+    """The events as a reader of the log gets them: decoded from their bytes, each with strings of
+    its own (built in memory, the events of one instance would share their ids and names)."""
+    return [decode(encode(event)) for event in events]
+
+
 def _boots(rng: random.Random, count: int) -> list[list[Event]]:
-    """`count` instances' boot events (five each), all placed on HOST."""
+    """`count` instances' boot events (five each), all placed on HOST, as read from the log."""
     chains = []
     for i in range(count):
         chain = instance_chain(rng, flavor_index=i % 4)
         for event in chain[2:]:
             event.body["host"] = HOST
-        chains.append(chain)
+        chains.append(_as_read(chain))
     return chains
 
 
@@ -100,12 +107,9 @@ def _measure(fold_one: Fold, settle: Settle, waves: int, per_wave: int) -> tuple
                 for event in chain:
                     event.occurred_at += wave * DAY_MS
             with_boots = _traced()
-            # the deletions wait in memory for their turn: what they take is not the state's. Built
-            # from a copy of each spawned event (pickled and back: strings of its own), so the
-            # request ids, users and projects they name count as theirs, not as held by a state
-            # that keeps nothing of the boots (before: ~490 B "per live instance" for billing)
-            deletes = [event for chain in chains
-                       for event in deletion_chain(pickle.loads(pickle.dumps(chain[-1])), rng)]
+            # the deletions wait in memory for their turn: what they take is not the state's (read
+            # from the log too, their ids and names are strings of their own)
+            deletes = [event for chain in chains for event in _as_read(deletion_chain(chain[-1], rng))]
             deletes_size = _traced() - with_boots
             for chain in chains:
                 for event in chain:

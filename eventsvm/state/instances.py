@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventsvm.events.model import Event, EventType
-from eventsvm.state.compact import SHARED, LogClock
+from eventsvm.state.compact import SHARED, LogClock, shared_ports
 
 # nova power states
 NOSTATE, RUNNING, SHUTDOWN = 0, 1, 4
@@ -229,8 +229,15 @@ def fold_instance_event(state: InstanceProjection, event: Event) -> Instance | N
     state.events_folded += 1
     body = event.body
     occurred_at = event.occurred_at
+    # One string per id the instance's events repeat: each event read from the log brings its own
+    # copy of the request id (its previous event's, most often) and of the user id (shared: a
+    # cloud has far fewer users than servers); five copies of each were a third of a server's bytes.
+    request_id = event.request_id
+    timeline = inst.timeline
+    if timeline and timeline[-4] == request_id:
+        request_id = timeline[-4]
     # detail: a failure's reason, else the server action's name (None for the boot's steps)
-    inst.record((_NAMES[event.type], occurred_at, event.request_id, event.user_id,
+    inst.record((_NAMES[event.type], occurred_at, request_id, SHARED(event.user_id),
                  SHARED(body.get("host")), body.get("reason") or body.get("action")))
     if occurred_at > inst.updated_at:
         inst.updated_at = occurred_at
@@ -268,8 +275,8 @@ def _advance(inst: Instance, rank: tuple[int, int, str], states: _States) -> boo
 
 def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.name = body["name"]
-    inst.project_id = event.project_id
-    inst.user_id = event.user_id
+    inst.project_id = SHARED(event.project_id)
+    inst.user_id = SHARED(event.user_id)
     # values many servers hold alike are shared (eventsvm.state.compact), never changed in place
     inst.flavor_ref = SHARED(body["flavor_id"])
     inst.image_id = SHARED(body["image_id"])
@@ -289,7 +296,7 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.hostname = inst.name if hostname == inst.name else hostname  # most often one string for both
     inst.requested_networks = SHARED(list(body.get("networks") or []))
     inst.created_at = event.occurred_at
-    inst.request_id = event.request_id
+    inst.request_id = inst.timeline[-4] if inst.timeline else event.request_id  # the timeline's copy
     for kind, edit in inst.edits:
         _EDITS[kind](inst, edit)
     _advance(inst, (0, event.sequence, event.event_id), _REQUESTED_STATES)
@@ -346,9 +353,15 @@ def _scheduled(inst: Instance, event: Event, body: dict[str, Any]) -> None:
 def _resources_resolved(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     _take_attempt(inst, body)
     _place(inst, body["host"], event.sequence)
-    inst.ports = body.get("ports") or []
+    inst.ports = _kept_ports(body.get("ports") or [], inst.ports)
     states = _UNSHELVE_RESOLVED_STATES if _unshelving(body) else _RESOURCES_RESOLVED_STATES
     _advance(inst, (0, event.sequence, event.event_id), states)
+
+
+def _kept_ports(ports: list[dict[str, Any]], held: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ports as the model keeps them: the ones it holds when equal (a spawn reports the ports
+    its resolution chose), else copies sharing what many ports repeat."""
+    return held if ports is held or ports == held else shared_ports(ports)
 
 
 def _spawned(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -360,7 +373,7 @@ def _spawned(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.launched_at = body["launched_at"]
     inst.flavor = SHARED(body["flavor"])
     inst.claim = SHARED(body.get("claim")) or inst.claim
-    inst.ports = body.get("addresses") or inst.ports
+    inst.ports = _kept_ports(body.get("addresses") or inst.ports, inst.ports)
     if _advance(inst, (0, event.sequence, event.event_id), _SPAWNED_STATES):
         inst.power_state = body["power_state"]
 

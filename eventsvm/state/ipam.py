@@ -13,6 +13,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventsvm.state.compact import shared_ports
+
 Port = dict[str, Any]
 
 
@@ -30,7 +32,7 @@ class IpAllocations:
     def record(self, instance_id: str, ports: list[Port]) -> None:
         """Remember the ports an instance holds (idempotent for the same ports)."""
         self.release(instance_id)
-        self.ports_by_instance[instance_id] = ports
+        ports = self.ports_by_instance[instance_id] = shared_ports(ports)
         for port in ports:
             self.used.setdefault(port["subnet_id"], set()).add(port["ip_address"])
 

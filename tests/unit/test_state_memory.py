@@ -10,11 +10,12 @@ import random
 from typing import Any
 
 from consumers import authenticator, resolver, scheduler
+from eventsvm.events.codec import decode, encode
 from eventsvm.events.model import Event
 from eventsvm.projections.readmodel import Models, fold
 from eventsvm.runtime.service import Service
 from eventsvm.state.compact import FORGET_AFTER_MS, CompactRecord, Departures, Shared, remember_answer
-from eventsvm.state.instances import DELETED_RETENTION_MS
+from eventsvm.state.instances import ACTION_FIELDS, DELETED_RETENTION_MS
 from tests.factories import deletion_chain, instance_chain
 
 
@@ -136,3 +137,21 @@ def test_a_read_model_without_retention_keeps_deleted_servers_for_good() -> None
     fold(models, later, None, str(later.topic))
     models.settle()
     assert models.instances.get(chain[0].aggregate_id) is not None
+
+
+def test_the_read_model_keeps_one_copy_of_what_a_servers_events_repeat() -> None:
+    # as read from the log: every event decoded from its own bytes, with its own strings
+    first, second = ([decode(encode(e)) for e in instance_chain(random.Random(seed))] for seed in (1, 2))
+    models = Models()
+    for event in [*first, *second]:
+        fold(models, event, None, str(event.topic))
+    one, other = (models.instances.instances[chain[0].aggregate_id] for chain in (first, second))
+    entries = [one.timeline[i:i + ACTION_FIELDS] for i in range(0, len(one.timeline), ACTION_FIELDS)]
+    assert len(entries) == 5 and len({id(request_id) for _, _, request_id, *_ in entries}) == 1
+    assert all(request_id is one.request_id for _, _, request_id, *_ in entries)
+    assert all(user_id is one.user_id for _, _, _, user_id, *_ in entries)
+    assert one.ports == first[3].body["ports"]  # the same values, the network's strings shared:
+    assert one.ports[0]["network_id"] is other.ports[0]["network_id"]
+    assert one.ports[0]["gateway_ip"] is other.ports[0]["gateway_ip"]
+    assert one.ports[0]["ip_address"] is not other.ports[0]["ip_address"]
+    assert [dict(p) for p in one.ports] == first[4].body["addresses"]  # the spawn's, kept from before
