@@ -36,6 +36,10 @@ class Sent:
     server_id: str = ""
 
 
+# a kept-alive connection idle longer than this is closed, not reused: below uvicorn's 5 s
+IDLE_LIMIT_S = 3.0
+
+
 @dataclass
 class Pool:
     """Keep-alive connections to the API; a request takes an idle one or opens a new one, up to
@@ -44,7 +48,8 @@ class Pool:
     host: str
     port: int
     limit: int
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = field(default_factory=list)
+    # (reader, writer, when it was given back)
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = field(default_factory=list)
     opened: int = 0
     freed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -52,8 +57,14 @@ class Pool:
         async with self.freed:
             while not self.idle and self.opened >= self.limit:
                 await self.freed.wait()
-            if self.idle:
-                return self.idle.pop()
+            while self.idle:
+                reader, writer, since = self.idle.pop()
+                if time.monotonic() - since < IDLE_LIMIT_S:
+                    return reader, writer
+                # the server may be closing it (uvicorn's keep-alive is 5 s): a request sent on it
+                # then reads nothing back, and a POST cannot be sent again
+                writer.close()
+                self.opened -= 1
             self.opened += 1
         return await asyncio.open_connection(self.host, self.port)
 
@@ -62,7 +73,7 @@ class Pool:
             if conn is None:
                 self.opened -= 1
             else:
-                self.idle.append(conn)
+                self.idle.append((*conn, time.monotonic()))
             self.freed.notify()
 
 
@@ -126,8 +137,8 @@ async def generate(url: str, token: str, body: dict[str, Any], rate: float, coun
         records.append(sent)
         tasks.append(asyncio.create_task(_one(pool, target, token, body, sent)))
     await asyncio.gather(*tasks)
-    for reader_writer in pool.idle:
-        reader_writer[1].close()
+    for _, writer, _ in pool.idle:
+        writer.close()
     return records
 
 
