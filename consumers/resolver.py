@@ -234,7 +234,7 @@ def _allocate_ports(
             )
     finally:
         for subnet_id, ip in taken:
-            state.ipam.used[subnet_id].discard(ip)
+            state.ipam.free(subnet_id, ip)
     return ports
 
 

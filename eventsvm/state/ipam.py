@@ -40,8 +40,28 @@ class IpAllocations:
         """Free every address the instance holds; nothing happens for an unknown instance."""
         ports = self.ports_by_instance.pop(instance_id, [])
         for port in ports:
-            self.used.get(port["subnet_id"], set()).discard(port["ip_address"])
+            self.free(port["subnet_id"], port["ip_address"])
         return ports
+
+    def free(self, subnet_id: str, ip: str) -> None:
+        """`ip` of the subnet is no longer in use (a search for a free address sees it again)."""
+        self.used.get(subnet_id, set()).discard(ip)
+        value = int(ipaddress.ip_address(ip))
+        hints = self._hints()
+        for key, lowest in hints.items():
+            subnet, first, step = key
+            if subnet == subnet_id and first <= value < lowest and (value - first) % step == 0:
+                hints[key] = value
+
+    def _hints(self) -> dict[tuple[str, int, int], int]:
+        # Per (subnet, first address, step) of a stripe: every address of it below the value is in
+        # use, so a search starts there instead of at the subnet's start (each allocation read
+        # every address in use before it, a fifth of the resolver's time at 150 creates/s).
+        # Created on first use: a snapshot written before it existed has none.
+        hints: dict[tuple[str, int, int], int] | None = self.__dict__.get("_lowest_free")
+        if hints is None:
+            hints = self.__dict__["_lowest_free"] = {}
+        return hints
 
     def allocate(self, subnet: dict[str, Any], stripe: int, stripes: int) -> tuple[str, str]:
         """The lowest free (ip, mac) of `subnet` in this stripe; raises NoMoreAddresses."""
@@ -49,10 +69,15 @@ class IpAllocations:
         end = int(ipaddress.ip_address(subnet["allocation_end"]))
         used = self.used.get(subnet["id"], set())
         first = start + ((stripe - start) % stripes) if stripes > 1 else start
-        for value in range(first, end + 1, max(stripes, 1)):
+        step = max(stripes, 1)
+        key = (subnet["id"], first, step)
+        hints = self._hints()
+        for value in range(max(first, hints.get(key, first)), end + 1, step):
             ip = str(ipaddress.ip_address(value))
             if ip not in used:
+                hints[key] = value  # not past it: the caller may not record this one
                 return ip, mac_for(subnet["network_id"], value)
+        hints[key] = end + 1
         raise NoMoreAddresses(
             f"No more IP addresses available on network {subnet['network_id']} "
             f"(subnet {subnet['cidr']}, partition {stripe} of {stripes})"
