@@ -230,14 +230,18 @@ def fold_instance_event(state: InstanceProjection, event: Event) -> Instance | N
     body = event.body
     occurred_at = event.occurred_at
     # One string per id the instance's events repeat: each event read from the log brings its own
-    # copy of the request id (its previous event's, most often) and of the user id (shared: a
-    # cloud has far fewer users than servers); five copies of each were a third of a server's bytes.
-    request_id = event.request_id
+    # copy of the request id and the user id (most often its previous event's); five copies of
+    # each were a third of a server's bytes. (Not the process-wide SHARED table: user ids are as
+    # many as a cloud's users, and would crowd out the flavors and networks it is bounded for.)
+    request_id, user_id = event.request_id, event.user_id
     timeline = inst.timeline
-    if timeline and timeline[-4] == request_id:
-        request_id = timeline[-4]
+    if timeline:
+        if timeline[-4] == request_id:
+            request_id = timeline[-4]
+        if timeline[-3] == user_id:
+            user_id = timeline[-3]
     # detail: a failure's reason, else the server action's name (None for the boot's steps)
-    inst.record((_NAMES[event.type], occurred_at, request_id, SHARED(event.user_id),
+    inst.record((_NAMES[event.type], occurred_at, request_id, user_id,
                  SHARED(body.get("host")), body.get("reason") or body.get("action")))
     if occurred_at > inst.updated_at:
         inst.updated_at = occurred_at
@@ -275,8 +279,8 @@ def _advance(inst: Instance, rank: tuple[int, int, str], states: _States) -> boo
 
 def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.name = body["name"]
-    inst.project_id = SHARED(event.project_id)
-    inst.user_id = SHARED(event.user_id)
+    inst.project_id = event.project_id
+    inst.user_id = inst.timeline[-3]  # the timeline's copy (recorded just before)
     # values many servers hold alike are shared (eventsvm.state.compact), never changed in place
     inst.flavor_ref = SHARED(body["flavor_id"])
     inst.image_id = SHARED(body["image_id"])
