@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,16 +46,10 @@ def _write_public_key(path: Path) -> None:
                      + b" clients@eventsvm\n")
 
 
-# on Kafka the same client tests are `slow` (`make test-slow`): the Kafka engine is proven in
-# `make test` by the contract and e2e suites, and these double the suite's longest part
-@pytest.fixture(scope="session",
-                params=["sqlite", pytest.param("kafka", marks=[pytest.mark.kafka, pytest.mark.slow])])
-def live_cloud(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveCloud]:
-    """`eventsvm up` with two compute hosts, seeded, answering on its identity endpoint."""
-    engine = request.param
-    data_dir = tmp_path_factory.mktemp(f"cloud-{engine}")
+@contextmanager
+def _running_cloud(engine: str, data_dir: Path, request: pytest.FixtureRequest) -> Iterator[LiveCloud]:
+    """`eventsvm up` with two compute hosts in `data_dir`, seeded, answering on its identity
+    endpoint, with the key pair keypair-1; stopped afterwards."""
     port = _free_port()
     command = [str(BIN / "eventsvm"), "up", "--data-dir", str(data_dir), "--port", str(port), "--hosts", "2"]
     if engine == "kafka":
@@ -90,3 +85,25 @@ def live_cloud(
         yield cloud
     finally:
         stop(process)
+
+
+ENGINES = ["sqlite", pytest.param("kafka", marks=[pytest.mark.kafka, pytest.mark.slow])]
+
+
+# on Kafka the same client tests are `slow` (`make test-slow`): the Kafka engine is proven in
+# `make test` by the contract and e2e suites, and these double the suite's longest part
+@pytest.fixture(scope="session", params=ENGINES)
+def live_cloud(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCloud]:
+    """The cloud the client tests share, one per engine."""
+    with _running_cloud(request.param, tmp_path_factory.mktemp(f"cloud-{request.param}"), request) as cloud:
+        yield cloud
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def fuzzed_cloud(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCloud]:
+    """A cloud of its own for schemathesis: what it creates (a network named "private", the
+    document's example) must not become a second match for the other tests' lookups by name."""
+    with _running_cloud(request.param, tmp_path_factory.mktemp(f"fuzzed-{request.param}"), request) as cloud:
+        yield cloud
