@@ -98,19 +98,13 @@ KILLS_ON_KAFKA = frozenset({
 })
 
 
-def _on_kafka(item: pytest.Item) -> bool:
-    callspec = getattr(item, "callspec", None)
-    return callspec is not None and any(str(v) == "kafka" or getattr(v, "value", None) == "kafka"
-                                        for v in callspec.params.values())
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test under tests/chaos/ is a chaos test and every one under tests/qemu/ a slow one, so
     `make test` can leave them to their own targets (scripts/test.sh) without a marker per file."""
     for item in items:
         if item.nodeid.startswith("tests/chaos/"):
             item.add_marker(pytest.mark.chaos)
-        elif getattr(item, "originalname", "") in KILLS_ON_KAFKA and _on_kafka(item):
+        elif getattr(item, "originalname", "") in KILLS_ON_KAFKA and item.get_closest_marker("kafka"):
             item.add_marker(pytest.mark.chaos)
         elif item.nodeid.startswith("tests/qemu/"):
             item.add_marker(pytest.mark.slow)

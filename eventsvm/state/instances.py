@@ -300,7 +300,7 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.hostname = inst.name if hostname == inst.name else hostname  # most often one string for both
     inst.requested_networks = SHARED(list(body.get("networks") or []))
     inst.created_at = event.occurred_at
-    inst.request_id = inst.timeline[-4] if inst.timeline else event.request_id  # the timeline's copy
+    inst.request_id = inst.timeline[-4]  # the timeline's copy (recorded just before)
     for kind, edit in inst.edits:
         _EDITS[kind](inst, edit)
     _advance(inst, (0, event.sequence, event.event_id), _REQUESTED_STATES)
