@@ -1,7 +1,7 @@
-"""spawner: one per compute host; turns resolved instances into running libvirt guests.
+"""spawner: turns resolved instances into running libvirt guests, for one compute host or a pool.
 
-It reads only its host's partition of the host-routed topics, and it is the single writer of
-claims on its host: a claim that no longer fits (two schedulers chose this host at once) is
+It reads only its hosts' partition of the host-routed topics, and it is the single writer of
+claims on its hosts: a claim that no longer fits (two schedulers chose a host at once) is
 refused as a retryable failure, so the scheduler moves the instance to its next alternate. It
 checks the claim the scheduler computed (carried in resources-resolved), never one of its own.
 Redelivery never makes a second guest: the hypervisor's spawn is idempotent on the UUID.
@@ -9,12 +9,16 @@ It also carries out the host side of server actions (stop, start, reboot, pause,
 of moves (rebuild, resize, confirm, revert), and appends what happened; an action it already
 answered is not carried out twice. What it answered for a deleted instance is forgotten an hour
 (of log time) after the deletion, so its memory is bounded by the recent deletions.
+
+A pool is every host whose work lands on the same partitions (`eventsvm.runtime.host_routing`),
+served by one reader: ten thousand simulated hosts are a handful of readers, each folding the
+shared topics once rather than once per host. A spawner of one host is a pool of one.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,13 +51,17 @@ from eventsvm.virt.xml import InvalidGuestSpec
 
 @dataclass
 class SpawnerState:
-    """The claims on this host, the instances that are gone (with when they went, in log time), and
-    the builds and actions already answered, per instance (the ids of the inputs its outcomes were
+    """The claims on these hosts (keyed by instance, or by a resize's destination key) and the host
+    each is placed on, the instances that are gone (with when they went, in log time), and the
+    builds and actions already answered, per instance (the ids of the inputs its outcomes were
     caused by). A deleted instance's entries are dropped `forget_after_ms` after its deletion, as
     the log's time goes on, so a long-running host remembers what is recent, not all it answered."""
 
-    host: str = ""
+    hosts: frozenset[str] = frozenset()
     claims: dict[str, Claim] = field(default_factory=dict)
+    # where each claim key was last placed; kept past a deletion (until it is forgotten) so that
+    # a pool knows which of its hosts may still hold a deleted instance's guest
+    placed: dict[str, str] = field(default_factory=dict)
     gone: Departures = field(default_factory=Departures)
     answered: dict[str, set[str]] = field(default_factory=dict)
     moves: MoveClaims = field(default_factory=MoveClaims)
@@ -65,44 +73,61 @@ class SpawnerState:
         """This host appended an outcome caused by `event` (an input for its instance)."""
         return event.event_id in self.answered.get(event.aggregate_id, ())
 
-    def used(self, leaving_out: str = "") -> tuple[int, int, int]:
-        """vCPUs, RAM MB and disk GB claimed on this host (but the claim under `leaving_out`)."""
-        held = [c for key, c in self.claims.items() if key != leaving_out]
+    def used(self, host: str, leaving_out: str = "") -> tuple[int, int, int]:
+        """vCPUs, RAM MB and disk GB claimed on `host` (but the claim under `leaving_out`)."""
+        placed = self.placed
+        held = [c for key, c in self.claims.items() if key != leaving_out and placed.get(key) == host]
         return (
             sum(c.vcpus for c in held),
             sum(c.ram_mb for c in held),
             sum(c.disk_gb for c in held),
         )
 
+    def hold(self, host: str, key: str, claim: Claim) -> None:
+        """`claim` is held under `key` on `host`."""
+        self.claims[key] = claim
+        self.placed[key] = host
+
+    def free(self, key: str, host: str | None = None) -> None:
+        """What `key` holds goes (only if it is held on `host`, when named)."""
+        if host is None or self.placed.get(key) == host:
+            self.claims.pop(key, None)
+
+    def guest_hosts(self, instance_id: str) -> set[str]:
+        """The hosts of this pool the instance's guests were last placed on (either end of a resize)."""
+        return {h for h in (self.placed.get(instance_id), self.placed.get(resize_key(instance_id))) if h}
+
 
 def evolve(state: SpawnerState, event: Event) -> SpawnerState:
-    """Fold this host's claims: held from spawned, freed by deleted, failed or an offload."""
+    """Fold these hosts' claims: held from spawned, freed by deleted, failed or an offload."""
     kind, body, instance_id = event.type, event.body, event.aggregate_id
     # An outcome whose cause is answered already is a record folded twice (the log holds it twice):
     # it changes no claim, or a claim taken since (the instance built here again) would be lost.
     again = event.causation_id in state.answered.get(instance_id, ())
-    if kind == EventType.INSTANCE_SPAWNED and body["host"] == state.host and instance_id not in state.gone \
+    host = body.get("host")
+    ours = host in state.hosts
+    if kind == EventType.INSTANCE_SPAWNED and ours and instance_id not in state.gone \
             and not state.moves.moved_since(instance_id, event.sequence):
         if not again:
-            state.claims[instance_id] = recorded_claim(body.get("claim"), body["flavor"])
+            state.hold(body["host"], instance_id, recorded_claim(body.get("claim"), body["flavor"]))
         _answer(state, event)
     elif kind == EventType.INSTANCE_DELETED:
         _gone(state, event)
-        state.claims.pop(instance_id, None)
-        state.claims.pop(resize_key(instance_id), None)
-    elif kind == EventType.INSTANCE_FAILED and (body["final"] or body.get("host") == state.host):
+        state.free(instance_id)
+        state.free(resize_key(instance_id))
+    elif kind == EventType.INSTANCE_FAILED and (body["final"] or ours):
         if body["final"]:
             _gone(state, event)
-            state.claims.pop(instance_id, None)
+            state.free(instance_id)
         elif not again:
-            state.claims.pop(instance_id, None)
-        if body.get("host") == state.host:
+            state.free(instance_id, host)
+        if ours:
             _answer(state, event)
-    elif kind in _ACTION_OUTCOMES and body["host"] == state.host and event.causation_id:
+    elif kind in _ACTION_OUTCOMES and ours and event.causation_id:
         # a volume's outcome is keyed by the volume; its input, by the server
         _answer(state, event, body["server_id"] if kind in _VOLUME_OUTCOMES else instance_id)
         if kind == EventType.INSTANCE_ACTION_COMPLETED and body.get("action") in OFFLOADING_ACTIONS:
-            state.claims.pop(instance_id, None)  # shelved and offloaded: the guest left this host
+            state.free(instance_id, host)  # shelved and offloaded: the guest left this host
             state.moves.left(instance_id, event.sequence)  # its spawned, read late, is stale
     elif kind in _MOVE_OUTCOMES:
         _answer(state, event)
@@ -131,6 +156,8 @@ def forget_the_long_gone(state: SpawnerState) -> SpawnerState:
     finds it gone."""
     for instance_id in state.gone.forget(state.forget_after_ms):
         state.answered.pop(instance_id, None)
+        state.placed.pop(instance_id, None)
+        state.placed.pop(resize_key(instance_id), None)
     return state
 
 
@@ -140,13 +167,15 @@ _ACTION_OUTCOMES = (EventType.INSTANCE_ACTION_COMPLETED, EventType.INSTANCE_ACTI
 
 
 def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Output]:
-    """Spawn or destroy on this host; work routed here for another host is not ours."""
-    host: ComputeHost = ctx.deps
+    """Spawn or destroy on the host the work is for; work routed here for another host is not ours."""
+    pool = host_pool(ctx.deps)
     if event.type == EventType.INSTANCE_DELETED:
-        return _leftover(event, host)
+        return _leftover(state, event, pool)
     if event.type == EventType.IMAGE_DELETED:
-        return _snapshot_dropped(event, host)
-    if event.body.get("host") != host.name:
+        return _snapshot_dropped(event, pool)
+    named = event.body.get("host")
+    host = pool.get(named) if isinstance(named, str) else None
+    if host is None:
         return []
     try:
         if event.type == EventType.INSTANCE_DELETE_DISPATCHED:
@@ -167,22 +196,37 @@ def decide(state: SpawnerState, event: Event, ctx: StepContext) -> Sequence[Outp
     return []
 
 
-def _leftover(event: Event, host: ComputeHost) -> Sequence[Output]:
-    """A deleted server's guest on this host goes too, wherever the delete was routed: a resize
+# A pool up to this size looks for a deleted instance's guest on every host it serves (a lookup by
+# UUID each), so a guest whose `spawned` was never appended (its spawner died first) goes too; a
+# larger pool (thousands of simulated hosts) looks only where its claims placed the instance.
+SEARCHED_POOL = 8
+
+
+def host_pool(deps: ComputeHost | Mapping[str, ComputeHost]) -> Mapping[str, ComputeHost]:
+    """The hosts a spawner serves, by name: its collaborators are one host or a pool of them."""
+    return {deps.name: deps} if isinstance(deps, ComputeHost) else deps
+
+
+def _leftover(state: SpawnerState, event: Event, pool: Mapping[str, ComputeHost]) -> Sequence[Output]:
+    """A deleted server's guest on these hosts goes too, wherever the delete was routed: a resize
     in flight or awaiting its confirmation has a guest on each of its two hosts (nova's delete
     cleans up the migration's other end too). Nothing to say: the deletion is already recorded."""
-    _destroy_or_reject(host, event.aggregate_id, "the guest of deleted instance")
+    instance_id = event.aggregate_id
+    names = pool.keys() if len(pool) <= SEARCHED_POOL else state.guest_hosts(instance_id) & pool.keys()
+    for name in sorted(names):
+        _destroy_or_reject(pool[name], instance_id, "the guest of deleted instance")
     return []
 
 
-def _snapshot_dropped(event: Event, host: ComputeHost) -> Sequence[Output]:
-    """A deleted image's snapshot file on this host goes with it (glance deletes the image's
+def _snapshot_dropped(event: Event, pool: Mapping[str, ComputeHost]) -> Sequence[Output]:
+    """A deleted image's snapshot file on these hosts goes with it (glance deletes the image's
     data); a server booted from it keeps its own link (eventsvm.virt.images). Nothing to say."""
-    try:
-        host.drop_snapshot(event.aggregate_id)
-    except OSError as exc:
-        left = f"the file of deleted image {event.aggregate_id} is left on {host.name}: {exc}"
-        raise Rejected(left) from exc
+    for host in pool.values():
+        try:
+            host.drop_snapshot(event.aggregate_id)
+        except OSError as exc:
+            left = f"the file of deleted image {event.aggregate_id} is left on {host.name}: {exc}"
+            raise Rejected(left) from exc
     return []
 
 
@@ -227,7 +271,7 @@ def _spawn(state: SpawnerState, event: Event, host: ComputeHost) -> Sequence[Out
         ]
 
     claim = claim_in(body)
-    refusal = host.capacity.fits(state.used(), claim.as_tuple())
+    refusal = host.capacity.fits(state.used(host.name), claim.as_tuple())
     if refusal is not None:
         return failure("claim", refusal)
     if host.broken:
@@ -397,11 +441,11 @@ _MOVE_INPUTS = (EventType.INSTANCE_MOVE_REQUESTED, *_MOVE_OUTCOMES)
 def _apply_moves(state: SpawnerState, event: Event) -> None:
     """This host's part of a resize's claim changes, the same the scheduler applies."""
     for change in state.moves.fresh(event):
-        if change.host != state.host:
+        if change.host not in state.hosts:
             continue
-        state.claims.pop(change.key, None)
+        state.free(change.key, change.host)
         if change.claim is not None:
-            state.claims[change.key] = change.claim
+            state.hold(change.host, change.key, change.claim)
 
 
 def _step(event: Event, step: str, host: str | None, route: int | None, **changes: object) -> Output:
@@ -464,7 +508,8 @@ def _finish_resize(state: SpawnerState, event: Event, host: ComputeHost) -> Sequ
     guest with the new flavor; on the source's own host, the old guest is replaced in place."""
     body, instance_id = event.body, event.aggregate_id
     claim = Claim.from_record(body["claim"])
-    refusal = host.capacity.fits(state.used(leaving_out=resize_key(instance_id)), claim.as_tuple())
+    refusal = host.capacity.fits(state.used(host.name, leaving_out=resize_key(instance_id)),
+                                    claim.as_tuple())
     if refusal is not None:
         return [_failure(event, "compute_prep_resize", refusal, body["vm_state"])]
     same_host, stopped = body["source_host"] == host.name, _was_stopped(body)
@@ -567,8 +612,17 @@ def _rebuild(event: Event, host: ComputeHost) -> Sequence[Output]:
 
 def service_for(host_name: str) -> Service[SpawnerState]:
     """The spawner of one host (its state only counts that host's claims)."""
+    return pool_service(host_name, [host_name])
+
+
+def pool_service(name: str, host_names: Sequence[str]) -> Service[SpawnerState]:
+    """One spawner for the hosts `host_names`, named `spawner.<name>` (its state counts their claims)."""
+    hosts = frozenset(host_names)
+    if not hosts:
+        raise ValueError("a spawner serves at least one host")
+    served = host_names[0] if len(hosts) == 1 else f"{len(hosts)} hosts ({', '.join(sorted(hosts)[:3])}, ...)"
     return Service(
-        name=f"spawner.{host_name}",
+        name=f"spawner.{name}",
         # deleted: every partition (eventsvm.runtime.host_routing), for the guests a delete
         # routed elsewhere leaves here; the catalog: the images' partition, for the snapshot files
         # a deleted image leaves here
@@ -580,9 +634,9 @@ def service_for(host_name: str) -> Service[SpawnerState]:
             Topic.CATALOG, Topic.ACTION_REQUESTED),
         outputs=(Topic.SPAWNED, Topic.DELETED, Topic.FAILED, Topic.ACTION_COMPLETED, Topic.ACTION_FAILED,
                  Topic.CATALOG, Topic.ACTION_REQUESTED),
-        initial_state=lambda: SpawnerState(host=host_name),
+        initial_state=lambda: SpawnerState(hosts=hosts),
         evolve=evolve,
         decide=decide,
         settle=forget_the_long_gone,
-        description=f"libvirt guests on {host_name}",
+        description=f"libvirt guests on {served}",
     )

@@ -26,10 +26,11 @@ from typing import Any
 from eventsvm.app.cluster import register_hosts, simulated_host
 from eventsvm.app.options import on_sigterm, parse_capacity, wait_forever
 from eventsvm.app.registry import PIPELINE
-from eventsvm.app.writers import SEED, spawner_writer, writer_codec
+from eventsvm.app.writers import SEED, pool_codec, writer_codec
 from eventsvm.config import LogConfig
 from eventsvm.log.factory import open_log
 from eventsvm.projections.readmodel import ReadModel
+from eventsvm.runtime.host_routing import SPAWNER_TOPICS, spawner_pools
 from eventsvm.runtime.supervisor import Supervisor
 
 # set in each child's environment: the pid of the `up` that started it
@@ -60,8 +61,10 @@ def _log_flags(data_dir: Path, config: LogConfig) -> list[str]:
 
 
 def child_commands(args: argparse.Namespace, data_dir: Path, config: LogConfig,
-                   host_names: list[str]) -> dict[str, list[str]]:
-    """Each child's name and `eventsvm run` arguments, from `up`'s own."""
+                   pools: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Each child's name and `eventsvm run` arguments, from `up`'s own; a spawner child serves a
+    pool of hosts (`spawner_pools`), its broken hosts apart from the others (`--broken` marks
+    every host of a child)."""
     common = _log_flags(data_dir, config)
     power = ["--shutdown-timeout", str(args.shutdown_timeout),
              "--soft-reboot-timeout", str(args.soft_reboot_timeout)]
@@ -73,13 +76,19 @@ def child_commands(args: argparse.Namespace, data_dir: Path, config: LogConfig,
     commands: dict[str, list[str]] = {}
     for name in PIPELINE:
         commands[name] = ["run", name, *common, *power, "--member", f"{name}.{member}"]
-    for host in host_names:
-        command = ["run", "spawner", "--host", host, *common, *power, "--member", f"{host}.{member}"]
-        if args.host_capacity:
-            command += ["--host-capacity", args.host_capacity]
-        if host in args.break_host:
-            command += ["--broken", "host marked broken by --break-host"]
-        commands[host] = command
+    for pool, names in pools.items():
+        broken = [n for n in names if n in args.break_host]
+        for child, hosts in ((pool, [n for n in names if n not in broken]), (f"{pool}-broken", broken)):
+            if not hosts:
+                continue
+            name = hosts[0] if len(hosts) == 1 else child
+            command = ["run", "spawner", *(f"--host={h}" for h in hosts), *common, *power,
+                       "--member", f"{name}.{member}"]
+            if args.host_capacity:
+                command += ["--host-capacity", args.host_capacity]
+            if hosts is broken:
+                command += ["--broken", "host marked broken by --break-host"]
+            commands[name] = command
     api = ["run", "api", *common, *power, "--port", str(args.port), "--bind", args.bind,
            "--build-backlog-per-project", str(args.build_backlog_per_project),
            "--build-backlog", str(args.build_backlog),
@@ -123,7 +132,11 @@ def run_children(args: argparse.Namespace, data_dir: Path, config: LogConfig,
         notice = seed(readmodel)
         capacity = parse_capacity(args.host_capacity)
         hosts = [simulated_host(data_dir, f"compute-{n + 1}", n, capacity) for n in range(args.hosts)]
-        register_hosts(log_, [(h, writer_codec(data_dir, spawner_writer(h.name))) for h in hosts], "test")
+        signing = pool_codec(data_dir, [h.name for h in hosts])  # one read of the key directory
+        register_hosts(log_, [(h, signing) for h in hosts], "test")
+        # the pools are the hosts sharing partitions, as the spawners will read them
+        log_.create_topics([str(t) for t in SPAWNER_TOPICS])
+        partitions = {str(t): log_.partitions(str(t)) for t in SPAWNER_TOPICS}
     finally:
         readmodel.close()
         log_.close()
@@ -133,7 +146,8 @@ def run_children(args: argparse.Namespace, data_dir: Path, config: LogConfig,
     on_sigterm(stop.set)
     supervisor = Supervisor(stop, state_file=state_file(data_dir))
     try:
-        for name, argv in child_commands(args, data_dir, config, [h.name for h in hosts]).items():
+        pools = spawner_pools({h.name: h.slot for h in hosts}, partitions.__getitem__)
+        for name, argv in child_commands(args, data_dir, config, pools).items():
             supervisor.add_process(name, spawner_of(argv))
         supervisor.start()
         announce(notice)

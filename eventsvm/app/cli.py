@@ -179,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
         "service", choices=PROCESSES
     )
     add_log_options(run)
-    run.add_argument("--host", help="the compute host a spawner serves")
+    run.add_argument("--host", action="append", default=None,
+                     help="the compute host a spawner serves; repeated, one process serves several "
+                          "simulated hosts whose work shares partitions (as `up` pools them)")
     run.add_argument("--host-capacity", default="", metavar="vcpus=N,ram=MB,disk=GB")
     run.add_argument("--libvirt-uri", default=None, help="hypervisor of a spawner (default: test driver)")
     run.add_argument(

@@ -16,12 +16,12 @@ from eventsvm.app.cluster import (
     Cluster,
     ClusterOptions,
     default_member_name,
+    pool_runner,
     qemu_cluster_options,
-    register_host,
+    register_hosts,
     seal_store,
     simulated_host,
     snapshot_store,
-    spawner_runner,
 )
 from eventsvm.app.options import (
     UsageError,
@@ -38,13 +38,14 @@ from eventsvm.app.seed import (
     update_clouds_yaml_url,
     write_clouds_yaml,
 )
-from eventsvm.app.writers import API, SEED, spawner_writer, writer_codec
+from eventsvm.app.writers import API, SEED, pool_codec, spawner_writer, writer_codec
 from eventsvm.config import LogConfig
 from eventsvm.identity.keys import ensure_keys
 from eventsvm.identity.tokens import TokenService
 from eventsvm.log.factory import open_log
 from eventsvm.projections.billing import LedgerView
 from eventsvm.projections.readmodel import ReadModel
+from eventsvm.runtime.host_routing import spawner_pools
 from eventsvm.runtime.runner import ServiceRunner
 from eventsvm.runtime.supervisor import StateFileCollector
 from eventsvm.state.backlog import BacklogLimits
@@ -266,14 +267,49 @@ def run_cloud(
     return 0
 
 
+def _compute_host(args: argparse.Namespace, data_dir: Path, name: str) -> ComputeHost:
+    """The compute host `name` a `run spawner` serves, on the hypervisor its flags name."""
+    capacity = parse_capacity(args.host_capacity)
+    state_dir = data_dir / "hosts" / name
+    if args.libvirt_uri and not is_test_driver(args.libvirt_uri):
+        host = qemu_compute_host(
+            name,
+            -1,
+            capacity,
+            args.libvirt_uri,
+            state_dir,
+            ensure_guest_image(),
+            domain_type=args.domain_type,
+            boot_line=None if args.boot_timeout == 0 else BOOT_LINE,
+            boot_timeout_s=args.boot_timeout or 60.0,
+        )
+    elif args.libvirt_uri:
+        host = ComputeHost(
+            name=name,
+            slot=-1,
+            capacity=capacity,
+            hypervisor=Hypervisor(args.libvirt_uri),
+            state_dir=state_dir,
+        )
+    else:
+        host = simulated_host(data_dir, name, -1, capacity, broken=args.broken)
+    host.shutdown_timeout_s, host.soft_reboot_timeout_s = args.shutdown_timeout, args.soft_reboot_timeout
+    return host
+
+
 def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> int:
     """`eventsvm run SERVICE`: one service, until SIGTERM; the step in hand is committed first."""
     die_with_parent()  # a child of `up --processes` ends with it, however it ends
     per_host = args.service != "api" and SERVICES[args.service].per_host
-    if per_host and not args.host:
+    hosts: list[str] = args.host or []
+    if per_host and not hosts:
         raise UsageError(f"run {args.service} needs --host NAME")
-    writer = API if args.service == "api" else spawner_writer(args.host) if per_host else args.service
-    codec = writer_codec(data_dir, writer)
+    if len(hosts) > 1 and args.libvirt_uri:
+        raise UsageError("several --host are simulated hosts (the test driver); run a spawner per real host")
+    if len(set(hosts)) != len(hosts):
+        raise UsageError("a --host is named twice")
+    writer = API if args.service == "api" else spawner_writer(hosts[0]) if per_host else args.service
+    codec = pool_codec(data_dir, hosts) if per_host else writer_codec(data_dir, writer)
     log_ = open_log(config)
     stop = threading.Event()
     if args.service == "api":
@@ -293,37 +329,20 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
         return 0
     runner: ServiceRunner[Any]
     if per_host:
-        capacity = parse_capacity(args.host_capacity)
-        state_dir = data_dir / "hosts" / args.host
-        if args.libvirt_uri and not is_test_driver(args.libvirt_uri):
-            host = qemu_compute_host(
-                args.host,
-                -1,
-                capacity,
-                args.libvirt_uri,
-                state_dir,
-                ensure_guest_image(),
-                domain_type=args.domain_type,
-                boot_line=None if args.boot_timeout == 0 else BOOT_LINE,
-                boot_timeout_s=args.boot_timeout or 60.0,
-            )
-        elif args.libvirt_uri:
-            host = ComputeHost(
-                name=args.host,
-                slot=-1,
-                capacity=capacity,
-                hypervisor=Hypervisor(args.libvirt_uri),
-                state_dir=state_dir,
-            )
-        else:
-            host = simulated_host(data_dir, args.host, -1, capacity, broken=args.broken)
-        host.shutdown_timeout_s, host.soft_reboot_timeout_s = args.shutdown_timeout, args.soft_reboot_timeout
-        register_host(log_, codec, host, "test" if host.hypervisor.domain_type == "test" else "QEMU")
-        runner = spawner_runner(
+        computes = [_compute_host(args, data_dir, name) for name in hosts]
+        register_hosts(log_, [(host, codec) for host in computes],
+                       "test" if computes[0].hypervisor.domain_type == "test" else "QEMU")
+        pools = spawner_pools({host.name: host.slot for host in computes}, log_.partitions)
+        if len(pools) > 1:
+            raise UsageError(f"the hosts {', '.join(hosts)} read different partitions (their slots); one "
+                             "process serves only hosts that share them")
+        [(pool, _names)] = pools.items()
+        runner = pool_runner(
             log_,
             codec,
-            host,
-            member_name=args.member or args.host,
+            pool,
+            computes,
+            member_name=args.member or pool,
             snapshots=snapshot_store(data_dir, config),
         )
     else:

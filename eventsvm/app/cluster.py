@@ -15,8 +15,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from eventsvm.app.registry import PIPELINE, PipelineSettings, host_service, pipeline_service, policy_dir
-from eventsvm.app.writers import API, key_dir, spawner_writer, writer_codec, writer_ring
+from eventsvm.app.registry import (
+    PIPELINE,
+    PipelineSettings,
+    host_pool_service,
+    host_service,
+    pipeline_service,
+    policy_dir,
+)
+from eventsvm.app.writers import API, key_dir, pool_codec, writer_codec, writer_ring
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec, CodecError
 from eventsvm.events.model import EventType, Topic, new_event
@@ -24,7 +31,7 @@ from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, EventLog, OutRecord
 from eventsvm.projections.readmodel import ReadModel
 from eventsvm.projections.seal import SealStore
-from eventsvm.runtime.host_routing import SPAWNER_TOPICS, spawner_partitions
+from eventsvm.runtime.host_routing import SPAWNER_TOPICS, spawner_partitions, spawner_pools
 from eventsvm.runtime.runner import ServiceRunner, StepObserver
 from eventsvm.runtime.snapshot import SnapshotStore
 from eventsvm.runtime.supervisor import Supervisor
@@ -136,15 +143,34 @@ def spawner_runner(
     snapshots: SnapshotStore | None = None,
 ) -> ServiceRunner[Any]:
     """The spawner of `host`, reading what `spawner_partitions` names."""
+    return pool_runner(log_, codec, host.name, [host], observer, member_name, snapshots)
+
+
+def pool_runner(
+    log_: EventLog,
+    codec: Codec,
+    name: str,
+    hosts: list[ComputeHost],
+    observer: StepObserver | None = None,
+    member_name: str | None = None,
+    snapshots: SnapshotStore | None = None,
+) -> ServiceRunner[Any]:
+    """One spawner serving `hosts`, which read the same partitions (`spawner_pools`); `codec`
+    signs as each host (`pool_codec`). A pool of one is that host's own spawner."""
     # a spawner may be the first process on a new log: its partitions need the topics to exist
     log_.create_topics([str(t) for t in SPAWNER_TOPICS])
+    read = {tuple(spawner_partitions(log_.partitions, h.slot)) for h in hosts}
+    if len(read) != 1:
+        raise ValueError(f"the hosts of pool {name} read different partitions; spawner_pools groups them")
+    single = len(hosts) == 1
     return ServiceRunner(
         log_,
-        host_service("spawner", host.name),
+        host_service("spawner", hosts[0].name) if single
+        else host_pool_service("spawner", name, [h.name for h in hosts]),
         codec,
-        member_name=member_name or host.name,
-        partitions=spawner_partitions(log_.partitions, host.slot),
-        deps=host,
+        member_name=member_name or name,
+        partitions=spawner_partitions(log_.partitions, hosts[0].slot),
+        deps=hosts[0] if single else {h.name: h for h in hosts},
         observer=observer,
         snapshots=snapshots,
     )
@@ -235,8 +261,11 @@ class Cluster:
             host.shutdown_timeout_s = opts.shutdown_timeout_s
             host.soft_reboot_timeout_s = opts.soft_reboot_timeout_s
             self.hosts.append(host)
-        signing = [(host, self.codec_of(spawner_writer(host.name))) for host in self.hosts]
-        register_hosts(self.open_log(), signing, opts.hypervisor_type)
+        # one codec signing as every host: a codec per host would read the key directory per host
+        signing = pool_codec(opts.data_dir, [host.name for host in self.hosts], self.codec, self.ring)
+        registry = self.open_log()
+        register_hosts(registry, [(host, signing) for host in self.hosts], opts.hypervisor_type)
+        pools = spawner_pools({host.name: host.slot for host in self.hosts}, registry.partitions)
         member = default_member_name()
         snapshots = snapshot_store(opts.data_dir, opts.log)
         settings = PipelineSettings(max_attempts=opts.max_attempts,
@@ -255,11 +284,11 @@ class Cluster:
                     snapshots=snapshots,
                 )
             )
-        for host in self.hosts:
-            self.runners.append(
-                spawner_runner(self.open_log(), self.codec_of(spawner_writer(host.name)), host, self.observer,
-                               snapshots=snapshots)
-            )
+        by_name = {host.name: host for host in self.hosts}
+        for pool, names in pools.items():
+            codec = pool_codec(opts.data_dir, names, self.codec, self.ring)
+            self.runners.append(pool_runner(self.open_log(), codec, pool, [by_name[n] for n in names],
+                                            self.observer, snapshots=snapshots))
         for runner in self.runners:
             runner.start()
         for runner in self.runners:

@@ -3,7 +3,7 @@ the snapshot versions all read this table, so a new consumer is added here and n
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,8 @@ class ServiceEntry:
     service: Callable[[str], Service[Any]]
     deps: Callable[[PipelineSettings], object] = _no_deps
     per_host: bool = False
+    # a per-host service serving several hosts from one reader: (its name, the hosts) -> service
+    pooled: Callable[[str, Sequence[str]], Service[Any]] | None = None
 
 
 SERVICES: dict[str, ServiceEntry] = {
@@ -54,7 +56,8 @@ SERVICES: dict[str, ServiceEntry] = {
                          max_attempts=s.max_attempts, allow_resize_to_same_host=s.allow_resize_to_same_host)),
         ServiceEntry("resolver", "image, port + IP + MAC, volumes", lambda _h: resolver.SERVICE),
         ServiceEntry("billing", "the usage ledger", lambda _h: billing.SERVICE),
-        ServiceEntry("spawner", "libvirt guests on one compute host", spawner.service_for, per_host=True),
+        ServiceEntry("spawner", "libvirt guests on one compute host (or a pool of them)", spawner.service_for,
+                     per_host=True, pooled=spawner.pool_service),
     )
 }
 
@@ -78,3 +81,11 @@ def host_service(name: str, host_name: str) -> Service[Any]:
     if not entry.per_host:
         raise ValueError(f"{name!r} is not a per-host service")
     return entry.service(host_name)
+
+
+def host_pool_service(name: str, pool: str, host_names: Sequence[str]) -> Service[Any]:
+    """A per-host service serving the hosts `host_names` as the pool `pool` (one host: its own)."""
+    entry = SERVICES[name]
+    if entry.pooled is None:
+        raise ValueError(f"{name!r} does not serve a pool of hosts")
+    return entry.pooled(pool, host_names)

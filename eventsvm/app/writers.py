@@ -14,7 +14,7 @@ from pathlib import Path
 from eventsvm.app.registry import SERVICES
 from eventsvm.events.codec import Codec, default_codec
 from eventsvm.events.model import Event, EventType, Topic
-from eventsvm.events.signing import KeyRing, key_ring, signer
+from eventsvm.events.signing import KeyRing, Signer, key_ring, signer, signers
 
 API = "api"
 SEED = "seed"
@@ -86,6 +86,31 @@ def may_write(writer: str, event: Event) -> str | None:
         if named and host not in named:
             return f"is the spawner of {host}, not of {', '.join(sorted(named))}"
     return None
+
+
+def pool_codec(data_dir: Path, hosts: list[str], base: Codec | None = None,
+               ring: KeyRing | None = None) -> Codec:
+    """A codec for one process serving the spawners of `hosts`: each event is signed by the
+    spawner of a host it names (its own, a move's end, a registration's) that the process serves,
+    so every host's events carry that host's key as if its spawner ran alone; an event naming no
+    host (a dead letter, a snapshot's image) by the first host's. Its keys are read at once: a
+    codec per host lists the key directory once a host."""
+    if not hosts:
+        raise ValueError("a pool serves at least one host")
+    if len(hosts) == 1:
+        return writer_codec(data_dir, spawner_writer(hosts[0]), base, ring)
+    keys = signers(key_dir(data_dir), [spawner_writer(h) for h in hosts])
+    by_host = {host[len(SPAWNER_PREFIX):]: key for host, key in keys.items()}
+    first = keys[spawner_writer(hosts[0])]
+
+    def signer_of(event: Event) -> Signer:
+        for named in _hosts_of(event):
+            key = by_host.get(named)
+            if key is not None:
+                return key
+        return first
+
+    return (base or Codec()).keyed_per_event(signer_of, ring or writer_ring(data_dir))
 
 
 def writer_ring(data_dir: Path) -> KeyRing:

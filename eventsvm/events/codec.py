@@ -131,6 +131,8 @@ class Codec:
         self._decoders: dict[bytes, Decoder] = {}
         # who signs what this codec encodes, and whose signatures what it decodes must carry
         self.signer: Signer | None = None
+        # or, for a process writing as several writers (a pool of compute hosts), each event's
+        self.signer_of: Callable[[Event], Signer] | None = None
         self.ring: KeyRing | None = None
         for header, sv in self._by_header.items():
             self._decoders[header] = self._decoder(sv)
@@ -141,7 +143,14 @@ class Codec:
         """This codec (sharing its compiled readers and writers) signing with `signer` and
         trusting only events signed by a key of `ring` that may write them."""
         twin = copy.copy(self)
-        twin.signer, twin.ring = signer, ring
+        twin.signer, twin.signer_of, twin.ring = signer, None, ring
+        return twin
+
+    def keyed_per_event(self, signer_of: Callable[[Event], Signer], ring: KeyRing | None) -> Codec:
+        """This codec signing each event with the signer `signer_of` picks for it (one process
+        writing as several writers), trusting what `ring` vouches for."""
+        twin = copy.copy(self)
+        twin.signer, twin.signer_of, twin.ring = None, signer_of, ring
         return twin
 
     def versions(self, event_type: EventType) -> list[int]:
@@ -174,6 +183,8 @@ class Codec:
             raise
         except Exception as exc:  # the event does not fit the schema; name the field, not values
             raise CodecError(f"cannot encode {event.type} event: {type(exc).__name__}: {exc}") from exc
+        if self.signer_of is not None:
+            return self.signer_of(event).frame(encoded)
         return encoded if self.signer is None else self.signer.frame(encoded)
 
     def decode(self, data: bytes) -> Event:

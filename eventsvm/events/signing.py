@@ -24,7 +24,7 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,21 +244,47 @@ def _new_key(key_dir: Path, writer: str, index: int) -> None:
 
 def signer(key_dir: Path | str, writer: str) -> Signer:
     """`writer`'s signer, from its newest key; the first key is made when it has none."""
-    _check_writer(writer)
+    return signers(key_dir, [writer])[writer]
+
+
+def signers(key_dir: Path | str, writers: Iterable[str]) -> dict[str, Signer]:
+    """Each of `writers`' signers, as `signer` gives them, reading the key directory once (a pool
+    of ten thousand hosts' spawners would otherwise list it once a host)."""
+    wanted = list(dict.fromkeys(writers))
+    for writer in wanted:
+        _check_writer(writer)
     directory = Path(key_dir)
     _ensure_dir(directory)
     with _key_dir_locked(directory):
-        indexes = _indexes(directory, writer, "key")
-        if not indexes:
-            _new_key(directory, writer, max(_indexes(directory, writer, "pub"), default=0) + 1)
-            indexes = _indexes(directory, writer, "key")
-        path = directory / f"{writer}.{indexes[-1]}.key"
-        text = path.read_text().strip()
+        held = _all_indexes(directory)
+        for writer in wanted:
+            if not held.get((writer, "key")):
+                _new_key(directory, writer, max(held.get((writer, "pub"), []), default=0) + 1)
+        held = _all_indexes(directory)
+        paths = {writer: directory / f"{writer}.{max(held[(writer, 'key')])}.key" for writer in wanted}
+        texts = {writer: path.read_text().strip() for writer, path in paths.items()}
+    found = {}
+    for writer, text in texts.items():
+        try:
+            found[writer] = Signer(writer, Ed25519PrivateKey.from_private_bytes(bytes.fromhex(text)))
+        except ValueError:
+            # name the file, never its content: it is a secret even when malformed
+            raise SigningError(f"{paths[writer]} is not an Ed25519 private key") from None
+    return found
+
+
+def _all_indexes(key_dir: Path) -> dict[tuple[str, str], list[int]]:
+    """Every key file's index, by (writer, kind)."""
+    found: dict[tuple[str, str], list[int]] = {}
     try:
-        return Signer(writer, Ed25519PrivateKey.from_private_bytes(bytes.fromhex(text)))
-    except ValueError:
-        # name the file, never its content: it is a secret even when malformed
-        raise SigningError(f"{path} is not an Ed25519 private key") from None
+        names = os.listdir(key_dir)
+    except FileNotFoundError:
+        return found
+    for name in names:
+        match = _KEY_FILE.match(name)
+        if match:
+            found.setdefault((match["writer"], match["kind"]), []).append(int(match["index"]))
+    return found
 
 
 def rotate(key_dir: Path | str, writer: str) -> int:

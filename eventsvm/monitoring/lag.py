@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from eventsvm.events.model import Topic
 from eventsvm.log.port import EventLog, LogError
-from eventsvm.runtime.host_routing import spawner_partitions
+from eventsvm.runtime.host_routing import spawner_partitions, spawner_pools
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,9 @@ PIPELINE_GROUPS: dict[str, tuple[Topic, ...]] = {
     "eventsvm.resolver": (Topic.SCHEDULED, Topic.DELETE_REQUESTED),
     "eventsvm.billing": (Topic.SPAWNED, Topic.DELETED),
 }
+
+# the most hosts sharing partitions whose own spawners' groups are asked for too
+ASKED_ONE_BY_ONE = 8
 
 LagRow = tuple[str, str, int, int]  # group, topic, partition, lag
 
@@ -50,11 +53,21 @@ class ConsumerLag(Collector):
     def _partitions(self) -> list[tuple[str, str, list[int] | None]]:
         wanted: list[tuple[str, str, list[int] | None]] = [
             (group, str(topic), None) for group, topics in self.groups.items() for topic in topics]
-        # a spawner owns only its host's partition of the host-routed topics (and of the catalog)
-        for host, slot in sorted(self.host_slots().items()):
+        # a spawner owns only its host's partition of the host-routed topics (and of the catalog); a
+        # pool (`eventsvm up` with more hosts than partitions) owns its hosts' shared partitions.
+        # Both names are asked for in a small cloud, whose hosts' spawners an operator may run one
+        # by one (a group that never committed is not shown); a large pool's hosts only by the pool,
+        # or each refresh would ask the log about ten thousand groups.
+        slots = self.host_slots()
+        readers: dict[str, int] = {}
+        for pool, hosts in spawner_pools(slots, self.log.partitions).items():
+            readers[pool] = slots[hosts[0]]
+            if 1 < len(hosts) <= ASKED_ONE_BY_ONE:
+                readers.update((host, slots[host]) for host in hosts)
+        for reader, slot in sorted(readers.items()):
             read = spawner_partitions(self.log.partitions, slot)
             for topic in sorted({t for t, _ in read}):
-                wanted.append((f"eventsvm.spawner.{host}", topic, [p for t, p in read if t == topic]))
+                wanted.append((f"eventsvm.spawner.{reader}", topic, [p for t, p in read if t == topic]))
         return wanted
 
     def refresh(self) -> None:

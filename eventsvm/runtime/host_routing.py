@@ -3,7 +3,7 @@ that wait for it: the partitions of the log it is fed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from eventsvm.events.model import HOST_ROUTED_TOPICS, Topic
 from eventsvm.log.port import TopicPartition, partition_for
@@ -22,3 +22,24 @@ def spawner_partitions(partitions_of: Callable[[str], int], slot: int) -> list[T
     read += [(str(Topic.DELETED), p) for p in range(partitions_of(str(Topic.DELETED)))]
     read.append((str(Topic.CATALOG), partition_for(IMAGES.encode(), partitions_of(str(Topic.CATALOG)))))
     return read
+
+
+def spawner_pools(slots: Mapping[str, int], partitions_of: Callable[[str], int]) -> dict[str, list[str]]:
+    """The hosts one reader serves, by the pool's name, for hosts in `slots` (name: slot): every
+    host whose spawner reads the same partitions shares one pool, so ten thousand simulated hosts
+    on four partitions are four readers, not ten thousand. A host alone on its partitions is a
+    pool of one named after it, exactly the spawner `eventsvm run spawner --host` starts."""
+    shared: dict[tuple[TopicPartition, ...], list[str]] = {}
+    for host, slot in slots.items():
+        shared.setdefault(tuple(spawner_partitions(partitions_of, slot)), []).append(host)
+    pools: dict[str, list[str]] = {}
+    for read, hosts in shared.items():
+        if len(hosts) == 1:
+            pools[hosts[0]] = hosts
+        else:
+            routed = sorted({p for t, p in read if t in _ROUTED_NAMES})
+            pools[f"pool-{'-'.join(map(str, routed))}"] = hosts
+    return pools
+
+
+_ROUTED_NAMES = frozenset(str(t) for t in HOST_ROUTED_TOPICS)

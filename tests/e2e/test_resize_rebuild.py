@@ -63,9 +63,12 @@ def claims_in_log(cloud: Cloud) -> tuple[dict[str, set[str]], dict[str, set[str]
     return by_scheduler, by_spawners
 
 
-@pytest.fixture
-def client(make_cloud: CloudFactory, tmp_path: Path) -> Iterator[tuple[Cloud, TestClient]]:
-    cloud = make_cloud(hosts=2)
+@pytest.fixture(params=[2, 1], ids=["a-spawner-a-host", "one-pool-of-both-hosts"])
+def client(make_cloud: CloudFactory, tmp_path: Path, request: pytest.FixtureRequest
+           ) -> Iterator[tuple[Cloud, TestClient]]:
+    # on one partition both hosts are served by one spawner (a pool): each end of a move is
+    # still decided, claimed and signed as its own host
+    cloud = make_cloud(hosts=2, partitions=request.param)
     ensure_keys(tmp_path / "keys")
     # os-simple-tenant-usage from the billing service's ledger, as `eventsvm up` serves it
     ledger = LedgerView(open_log(cloud.options.log), Codec())

@@ -204,8 +204,9 @@ def assert_invariants(cloud: Cloud, servers: list[str]) -> None:
     claimed = Counter(i for p in spawners for i in p.state.claims)
     assert all(n == 1 for n in claimed.values()), f"a server is claimed twice: {claimed}"
     for p in spawners:
-        used = p.state.used()
-        assert CAPACITY.fits((0, 0, 0), used) is None, f"{p.name} holds {used}, beyond {CAPACITY}"
+        for host in p.state.hosts:
+            used = p.state.used(host)
+            assert CAPACITY.fits((0, 0, 0), used) is None, f"{host} holds {used}, beyond {CAPACITY}"
     # a server keeps the ports it was first given; no two live servers share an address
     ports: dict[str, list[Any]] = {}
     for event in cloud.events(EventType.INSTANCE_RESOURCES_RESOLVED):

@@ -375,8 +375,8 @@ def test_the_spawner_holds_exactly_the_claim_the_scheduler_made(compute: Any) ->
     attached = body_of(EventType.VOLUME_ATTACHED, outputs[1:])
     assert (attached["volume_id"], attached["device"]) == (VOLUME["id"], "/dev/vdb")
     assert "vdb" in compute.hypervisor.disk_targets(event.aggregate_id)
-    state = folded(spawner.service_for("h0"), [spawn(compute, event)[0].event])
-    assert state.used() == (1, 512, 0)
+    state = folded(spawner.service_for(compute.name), [spawn(compute, event)[0].event])
+    assert state.used(compute.name) == (1, 512, 0)
 
 
 def test_a_resolved_event_without_a_claim_is_checked_against_its_spec(compute: Any) -> None:

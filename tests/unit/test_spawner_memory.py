@@ -36,7 +36,8 @@ def cloud(tmp_path: Path) -> Iterator[tuple[EventLog, Codec, ComputeHost, Servic
     register_host(log, codec, host, "test")
     runner = spawner_runner(log, codec, host)
     runner.service = dataclasses.replace(
-        runner.service, initial_state=lambda: spawner.SpawnerState(host="h0", forget_after_ms=HORIZON_MS))
+        runner.service,
+        initial_state=lambda: spawner.SpawnerState(hosts=frozenset({"h0"}), forget_after_ms=HORIZON_MS))
     runner.start()
     yield log, codec, host, runner
     runner.close()

@@ -19,9 +19,15 @@ from eventsvm.runtime.supervisor import StateFileCollector, Supervisor
 CONFIG = LogConfig(url="sqlite:///tmp/d/log.db", partitions=4, namespace="")
 
 
-def commands(*flags: str) -> dict[str, list[str]]:
+def commands(*flags: str, pools: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
     args = build_parser().parse_args(["up", *flags])
-    return child_commands(args, Path("/tmp/d"), CONFIG, ["compute-1", "compute-2"])
+    pools = pools or {"compute-1": ["compute-1"], "compute-2": ["compute-2"]}
+    return child_commands(args, Path("/tmp/d"), CONFIG, pools)
+
+
+def served(argv: list[str]) -> list[str]:
+    """The hosts a `run spawner` command serves, as `run` parses them."""
+    return list(build_parser().parse_args(argv).host)
 
 
 def test_one_child_per_service_per_host_and_per_api_worker() -> None:
@@ -34,6 +40,18 @@ def test_one_child_per_service_per_host_and_per_api_worker() -> None:
     assert "--broken" not in found["compute-1"]
     members = [argv[argv.index("--member") + 1] for name, argv in found.items() if not name.startswith("api")]
     assert len(set(members)) == len(members)  # each child fences only its own dead self
+
+
+def test_hosts_sharing_partitions_are_one_child_and_a_broken_host_a_child_apart() -> None:
+    pools = {"pool-0": ["compute-1", "compute-3", "compute-5"], "pool-1": ["compute-2", "compute-4"]}
+    found = commands("--processes", "--break-host", "compute-3", pools=pools)
+    spawners = {name: argv for name, argv in found.items() if "spawner" in argv}
+    assert {name: served(argv) for name, argv in spawners.items()} == {
+        "pool-0": ["compute-1", "compute-5"], "compute-3": ["compute-3"],
+        "pool-1": ["compute-2", "compute-4"]}
+    assert "--broken" in spawners["compute-3"] and "--broken" not in spawners["pool-0"]
+    members = [argv[argv.index("--member") + 1] for argv in spawners.values()]
+    assert len(set(members)) == 3
 
 
 def test_one_api_worker_binds_the_port_alone() -> None:
