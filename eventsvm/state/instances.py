@@ -68,9 +68,45 @@ ACTION_FIELDS = 6
 
 
 @dataclass(slots=True)
+class InstanceExtras:
+    """What few servers ever hold (an IPv6 access address, a server group, user data, a lock, a
+    fault, a move, the owner's edits): one object, made the first time one of them is set, rather
+    than a slot each on every Instance (issue 15: ≤ 2 KB a server)."""
+
+    access_ipv6: str | None = None
+    # the server group its create named (scheduler hint `group`): a member until it is deleted
+    server_group_id: str | None = None
+    # nova's extended attributes (2.3): the user_data given at create (base64), the place in its
+    # reservation
+    user_data: str | None = None
+    launch_index: int = 0
+    # the owner's edits (instance.updated / metadata_changed) in log order, as (type, body): they
+    # override what the request set, whichever of the two topics a reader folds first
+    edits: tuple[tuple[EventType, dict[str, Any]], ...] = ()
+    fault: dict[str, Any] | None = None
+    # lock / unlock (fold-only): the sequence of the lock event that set them
+    locked: bool = False
+    locked_reason: str | None = None
+    locked_by: str | None = None
+    lock_sequence: int = 0
+    # the image the newest shelve snapshotted the server into (unshelve spawns from it)
+    shelved_image_id: str | None = None
+    # a resize in flight or awaiting confirmation (eventsvm.state.server_moves): source and
+    # destination, the old flavor and claim; and the sequence of the move event that last set
+    # host, flavor, claim or image, which an older event (a spawned read late) must not undo
+    move: dict[str, Any] | None = None
+    move_sequence: int = 0
+
+
+# shared by every Instance without extras: what its properties read (never changed)
+_NO_EXTRAS = InstanceExtras()
+
+
+@dataclass(slots=True)
 class Instance:
     """One instance as the API shows it. Slots: a replay makes one per instance and sets its
-    fields once per event, and both are faster without a __dict__."""
+    fields once per event, and both are faster without a __dict__. What few servers hold is in
+    `extras`, read through the properties of the same names."""
 
     id: str
     name: str = ""
@@ -92,19 +128,10 @@ class Instance:
     tags: list[str] = field(default_factory=list)
     description: str | None = None
     access_ipv4: str | None = None
-    access_ipv6: str | None = None
     # the r-... id of the POST /servers that asked for it (several servers share one)
     reservation_id: str | None = None
-    # the server group its create named (scheduler hint `group`): a member until it is deleted
-    server_group_id: str | None = None
-    # nova's extended attributes (2.3): the user_data given at create (base64), the place in its
-    # reservation, and the hostname made from the name it was created with (a rename keeps it)
-    user_data: str | None = None
-    launch_index: int = 0
+    # the hostname made from the name it was created with (nova 2.3; a rename keeps it)
     hostname: str = ""
-    # the owner's edits (instance.updated / metadata_changed) in log order, as (type, body): they
-    # override what the request set, whichever of the two topics a reader folds first
-    edits: tuple[tuple[EventType, dict[str, Any]], ...] = ()
     host: str | None = None
     # the sequence of the event that set `host`: the newest placement wins in any read order (a
     # replay folds an unshelve's spawn before the shelve that came first)
@@ -112,35 +139,95 @@ class Instance:
     attempt: int = 1
     ports: list[dict[str, Any]] = field(default_factory=list)
     requested_networks: list[dict[str, Any]] = field(default_factory=list)
-    fault: dict[str, Any] | None = None
     created_at: int = 0
     updated_at: int = 0
     launched_at: int | None = None
     terminated_at: int | None = None
     request_id: str = ""
-    # lock / unlock (fold-only): the sequence of the lock event that set them
-    locked: bool = False
-    locked_reason: str | None = None
-    locked_by: str | None = None
-    lock_sequence: int = 0
-    # the image the newest shelve snapshotted the server into (unshelve spawns from it)
-    shelved_image_id: str | None = None
-    # a resize in flight or awaiting confirmation (eventsvm.state.server_moves): source and
-    # destination, the old flavor and claim; and the sequence of the move event that last set
-    # host, flavor, claim or image, which an older event (a spawned read late) must not undo
-    move: dict[str, Any] | None = None
-    move_sequence: int = 0
     # a delete was requested: the task stays `deleting` until the deletion
     deleting: bool = False
     # the event that set the state fields, and the newest event (the API chains deletes to it)
     state_rank: tuple[int, int, str] = (-1, -1, "")
     last_event_id: str | None = None
     last_sequence: int = 0
-    last_hash: str | None = None
+    # SHA-256 of the newest event's stored bytes, raw (`last_hash` gives it in hex, as events carry it)
+    last_digest: bytes | None = None
     # the timeline, flat: ACTION_FIELDS values per event (event type, occurred_at ms, request id,
     # user id, host, detail) one after the other; one list instead of a tuple per event, which is
     # most of what a server costs the model (`actions` gives the tuples)
     timeline: list[Any] = field(default_factory=list)
+    extras: InstanceExtras | None = None
+
+    @property
+    def last_hash(self) -> str | None:
+        """The chain hash of the newest event (a new event's prev_hash), in hex."""
+        return None if self.last_digest is None else self.last_digest.hex()
+
+    def more(self) -> InstanceExtras:
+        """The extras to change, made on first use."""
+        if self.extras is None:
+            self.extras = InstanceExtras()
+        return self.extras
+
+    @property
+    def access_ipv6(self) -> str | None:
+        """The IPv6 access address the owner set (nova's accessIPv6)."""
+        return (self.extras or _NO_EXTRAS).access_ipv6
+
+    @property
+    def server_group_id(self) -> str | None:
+        """The server group its create named."""
+        return (self.extras or _NO_EXTRAS).server_group_id
+
+    @property
+    def user_data(self) -> str | None:
+        """The user_data given at create (base64)."""
+        return (self.extras or _NO_EXTRAS).user_data
+
+    @property
+    def launch_index(self) -> int:
+        """Its place in its reservation."""
+        return (self.extras or _NO_EXTRAS).launch_index
+
+    @property
+    def edits(self) -> tuple[tuple[EventType, dict[str, Any]], ...]:
+        """The owner's edits in log order, as (type, body)."""
+        return (self.extras or _NO_EXTRAS).edits
+
+    @property
+    def fault(self) -> dict[str, Any] | None:
+        """Why it failed (nova's instance fault), if it did."""
+        return (self.extras or _NO_EXTRAS).fault
+
+    @property
+    def locked(self) -> bool:
+        """Whether it is locked."""
+        return (self.extras or _NO_EXTRAS).locked
+
+    @property
+    def locked_reason(self) -> str | None:
+        """Why it is locked."""
+        return (self.extras or _NO_EXTRAS).locked_reason
+
+    @property
+    def locked_by(self) -> str | None:
+        """Who locked it: owner or admin."""
+        return (self.extras or _NO_EXTRAS).locked_by
+
+    @property
+    def shelved_image_id(self) -> str | None:
+        """The image the newest shelve snapshotted it into."""
+        return (self.extras or _NO_EXTRAS).shelved_image_id
+
+    @property
+    def move(self) -> dict[str, Any] | None:
+        """The resize in flight or awaiting confirmation."""
+        return (self.extras or _NO_EXTRAS).move
+
+    @property
+    def move_sequence(self) -> int:
+        """The sequence of the move event that last set host, flavor, claim or image."""
+        return (self.extras or _NO_EXTRAS).move_sequence
 
     @property
     def actions(self) -> list[Action]:
@@ -207,18 +294,19 @@ def initial_projection() -> InstanceProjection:
 
 
 def evolve_projection(
-    state: InstanceProjection, event: Event, stored_hash: str | None = None
+    state: InstanceProjection, event: Event, stored_digest: bytes | None = None
 ) -> InstanceProjection:
-    """Fold one event; non-instance events leave the model as it is."""
+    """Fold one event (`stored_digest`: event_digest of its stored bytes); non-instance events
+    leave the model as it is."""
     inst = fold_instance_event(state, event)
     if inst is not None:
-        inst.last_hash = stored_hash
+        inst.last_digest = stored_digest
     return state
 
 
 def fold_instance_event(state: InstanceProjection, event: Event) -> Instance | None:
     """Fold one event but its hash: the instance when the event is now its newest (the caller
-    then owes it `last_hash`), else None, also for non-instance events."""
+    then owes it `last_digest`), else None, also for non-instance events."""
     owned = _FOLDS.get(event.type)
     if owned is None:
         return None
@@ -291,11 +379,12 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.tags = SHARED(list(body.get("tags") or []))
     inst.description = body.get("description")
     inst.access_ipv4 = body.get("access_ipv4")
-    inst.access_ipv6 = body.get("access_ipv6")
     inst.reservation_id = body.get("reservation_id")
-    inst.server_group_id = body.get("server_group_id")
-    inst.user_data = body.get("user_data")
-    inst.launch_index = body.get("launch_index") or 0
+    rare = (body.get("access_ipv6"), body.get("server_group_id"), body.get("user_data"),
+            body.get("launch_index") or 0)
+    if inst.extras is not None or rare != (None, None, None, 0):
+        extras = inst.more()
+        extras.access_ipv6, extras.server_group_id, extras.user_data, extras.launch_index = rare
     hostname = sanitized_hostname(body["name"], event.aggregate_id)
     inst.hostname = inst.name if hostname == inst.name else hostname  # most often one string for both
     inst.requested_networks = SHARED(list(body.get("networks") or []))
@@ -388,7 +477,7 @@ def _failed(inst: Instance, event: Event, body: dict[str, Any]) -> None:
         _advance(inst, (0, event.sequence, event.event_id), states)
         return
     # the fault is the final failure's even when a deletion outranks it
-    inst.fault = {
+    inst.more().fault = {
         "code": body["code"],
         "message": body["reason"],
         "details": body.get("details") or "",
@@ -435,7 +524,7 @@ def _apply_update(inst: Instance, body: dict[str, Any]) -> None:
     if body.get("access_ipv4") is not None:
         inst.access_ipv4 = body["access_ipv4"]
     if body.get("access_ipv6") is not None:
-        inst.access_ipv6 = body["access_ipv6"]
+        inst.more().access_ipv6 = body["access_ipv6"]
     if body.get("description_set"):
         inst.description = body["description"]
 
@@ -465,7 +554,8 @@ EDIT_EVENT_TYPES: frozenset[EventType] = frozenset(_EDITS)
 
 
 def _edited(inst: Instance, event: Event, body: dict[str, Any]) -> None:
-    inst.edits = (*inst.edits, (event.type, body))
+    extras = inst.more()
+    extras.edits = (*extras.edits, (event.type, body))
     _EDITS[event.type](inst, body)
 # -- server actions (DESIGN §7) --------------------------------------------------------------------
 # nova's API status of a (vm_state, task_state) pair, as nova.api.openstack.common._STATE_MAP has it
@@ -500,17 +590,18 @@ def _action_requested(inst: Instance, event: Event, body: dict[str, Any]) -> Non
     action = body["action"]
     if action in ("lock", "unlock"):
         # no host step: the lock is in place once it is on the log; the newest lock event wins
-        if event.sequence >= inst.lock_sequence:
-            inst.lock_sequence = event.sequence
-            inst.locked = action == "lock"
-            inst.locked_reason = body.get("locked_reason") if inst.locked else None
-            inst.locked_by = body.get("locked_by") if inst.locked else None
+        extras = inst.more()
+        if event.sequence >= extras.lock_sequence:
+            extras.lock_sequence = event.sequence
+            extras.locked = action == "lock"
+            extras.locked_reason = body.get("locked_reason") if extras.locked else None
+            extras.locked_by = body.get("locked_by") if extras.locked else None
         return
     vm_state, task_state = body["vm_state"], body.get("task_state")
     states = (server_status(vm_state, task_state), vm_state, task_state)
     _advance(inst, (0, event.sequence, event.event_id), states)
     if action == "shelve":
-        inst.shelved_image_id = body.get("image_id")
+        inst.more().shelved_image_id = body.get("image_id")
 
 
 def _action_finished(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -524,7 +615,8 @@ def _action_finished(inst: Instance, event: Event, body: dict[str, Any]) -> None
     if event.type == EventType.INSTANCE_ACTION_FAILED and body.get("host"):
         # a host's failure is the instance's fault, as nova's wrap_instance_fault records it (shown
         # only while the server is in ERROR, as nova shows it)
-        inst.fault = {"code": 500, "message": body["reason"], "details": "", "created": event.occurred_at}
+        inst.more().fault = {"code": 500, "message": body["reason"], "details": "",
+                             "created": event.occurred_at}
 
 
 def _volume_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -549,18 +641,22 @@ def _move_states(body: dict[str, Any]) -> _States:
 
 def _newest_move(inst: Instance, event: Event) -> bool:
     """Whether this move event is the newest to set where the server is and what it runs."""
-    if event.sequence < inst.move_sequence:
+    extras = inst.more()
+    if event.sequence < extras.move_sequence:
         return False
-    inst.move_sequence = event.sequence
+    extras.move_sequence = event.sequence
     return True
 
 
 def _move_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     if body["action"] == "rebuild" and _newest_move(inst, event):
         # nova sets what the rebuild request changes on the instance at once, in the API
-        for attr, key in (("name", "name"), ("access_ipv4", "access_ipv4"), ("access_ipv6", "access_ipv6")):
-            if body.get(key) is not None:
-                setattr(inst, attr, body[key])
+        if body.get("name") is not None:
+            inst.name = body["name"]
+        if body.get("access_ipv4") is not None:
+            inst.access_ipv4 = body["access_ipv4"]
+        if body.get("access_ipv6") is not None:
+            inst.more().access_ipv6 = body["access_ipv6"]
         if body.get("metadata") is not None:
             inst.metadata = dict(body["metadata"])
         if body.get("description_set"):
@@ -578,13 +674,13 @@ def _move_step(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     # the newest such move, so a step read before the boot's spawned does not hold that back
     if body["vm_state"] == "resized" and body["action"] == "resize" and _newest_move(inst, event):
         inst.host, inst.flavor = body["dest_host"], body["flavor"]
-        inst.move = {k: body.get(k) for k in ("source_host", "dest_host", "source_slot", "dest_slot",
+        inst.more().move = {k: body.get(k) for k in ("source_host", "dest_host", "source_slot", "dest_slot",
                                                 "old_flavor", "old_claim", "claim", "flavor", "guest")}
     elif step == "compute_confirm_resize" and _newest_move(inst, event):
-        inst.claim, inst.move = body.get("claim") or inst.claim, None
+        inst.claim, inst.more().move = body.get("claim") or inst.claim, None
     elif step == "compute_finish_revert_resize" and _newest_move(inst, event):
         inst.host, inst.flavor = body["source_host"], body.get("old_flavor") or inst.flavor
-        inst.claim, inst.move = body.get("old_claim") or inst.claim, None
+        inst.claim, inst.more().move = body.get("old_claim") or inst.claim, None
     if _advance(inst, (0, event.sequence, event.event_id), _move_states(body)) and \
             body.get("power_state") is not None:
         inst.power_state = body["power_state"]
@@ -592,11 +688,11 @@ def _move_step(inst: Instance, event: Event, body: dict[str, Any]) -> None:
 
 def _move_failed(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.name_last_step(body["step"])
-    inst.fault = {"code": body.get("code") or 500, "message": body.get("reason") or "",
+    inst.more().fault = {"code": body.get("code") or 500, "message": body.get("reason") or "",
                   "details": "", "created": event.occurred_at}
     if body["action"] in ("resize", "revertResize") and _newest_move(inst, event):
         # the server stays (or is put back) where it was before the resize
-        inst.move = None
+        inst.more().move = None
     if _advance(inst, (0, event.sequence, event.event_id), _move_states(body)) and \
             body.get("power_state") is not None:
         inst.power_state = body["power_state"]
