@@ -3,6 +3,7 @@ state, and nothing per instance once it is deleted and no input for it can still
 
 - `Shared`: one object per distinct value that many instances hold alike (a flavor, an image's
   properties, a network request), so a state keeps a reference instead of its own copy.
+- `FrozenRecord`: a read-only dict (a port) as shared key names and a tuple of values.
 - `CompactRecord`: a request spec as two tuples (its shared key names, its values) instead of a dict.
 - `remember_answer`: the ids of the inputs a service answered, per instance, as a small tuple.
 - `Departures`: the instances deleted (or failed for good) with when, in log time, forgotten once
@@ -11,7 +12,7 @@ state, and nothing per instance once it is deleted and no input for it can still
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,39 @@ def shared_ports(ports: list[dict[str, Any]], shared: Shared = SHARED) -> list[d
                 port[key] = shared(port[key])
         kept.append(port)
     return kept
+
+
+class FrozenRecord(Mapping[str, Any]):
+    """A read-only dict kept as its key names, one tuple shared by every record of the same shape,
+    and a tuple of its values: ~140 bytes for a port where a dict of its own takes 270."""
+
+    __slots__ = ("_keys", "_values")
+
+    def __init__(self, keys: tuple[str, ...], values: tuple[Any, ...]) -> None:
+        self._keys = keys
+        self._values = values
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._values[self._keys.index(key)]
+        except ValueError:
+            raise KeyError(key) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+def frozen_ports(ports: Iterable[Mapping[str, Any]], shared: Shared = SHARED) -> tuple[FrozenRecord, ...]:
+    """`shared_ports` as read-only records, for a state that never changes a port it holds."""
+    return tuple(FrozenRecord(shared(tuple(port)), tuple(shared(v) if k in _SHARED_PORT_FIELDS else v
+                                                         for k, v in port.items()))
+                 for port in ports)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,12 @@ tail that sees events as they happen end in the same model.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from eventsvm.events.model import Event, EventType
-from eventsvm.state.compact import SHARED, LogClock, shared_ports
+from eventsvm.state.compact import SHARED, FrozenRecord, LogClock, frozen_ports
 
 # nova power states
 NOSTATE, RUNNING, SHUTDOWN = 0, 1, 4
@@ -61,6 +61,9 @@ ACTION_EVENT_NAMES: dict[EventType, str] = {
     EventType.INSTANCE_VOLUME_DETACH_REQUESTED: "detach_volume",
 }
 
+
+# an instance's ports (neutron's), each a read-only record
+Ports = tuple[FrozenRecord, ...]
 
 # one event of a server's timeline: (event type, occurred_at ms, request id, user id, host, detail)
 Action = tuple[str, int, str, str | None, str | None, str | None]
@@ -137,7 +140,8 @@ class Instance:
     # replay folds an unshelve's spawn before the shelve that came first)
     host_sequence: int = 0
     attempt: int = 1
-    ports: list[dict[str, Any]] = field(default_factory=list)
+    # read-only: a port's record, shared with nothing else, is never changed in place
+    ports: Ports = ()
     requested_networks: list[dict[str, Any]] = field(default_factory=list)
     created_at: int = 0
     updated_at: int = 0
@@ -451,10 +455,12 @@ def _resources_resolved(inst: Instance, event: Event, body: dict[str, Any]) -> N
     _advance(inst, (0, event.sequence, event.event_id), states)
 
 
-def _kept_ports(ports: list[dict[str, Any]], held: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _kept_ports(ports: Sequence[Mapping[str, Any]], held: Ports) -> Ports:
     """The ports as the model keeps them: the ones it holds when equal (a spawn reports the ports
-    its resolution chose), else copies sharing what many ports repeat."""
-    return held if ports is held or ports == held else shared_ports(ports)
+    its resolution chose), else compact copies sharing what many ports repeat."""
+    if ports is held or (len(ports) == len(held) and all(a == b for a, b in zip(ports, held, strict=True))):
+        return held
+    return frozen_ports(ports)
 
 
 def _spawned(inst: Instance, event: Event, body: dict[str, Any]) -> None:

@@ -9,12 +9,21 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+
 from consumers import authenticator, resolver, scheduler
 from eventsvm.events.codec import decode, encode
 from eventsvm.events.model import Event
 from eventsvm.projections.readmodel import Models, fold
 from eventsvm.runtime.service import Service
-from eventsvm.state.compact import FORGET_AFTER_MS, CompactRecord, Departures, Shared, remember_answer
+from eventsvm.state.compact import (
+    FORGET_AFTER_MS,
+    CompactRecord,
+    Departures,
+    Shared,
+    frozen_ports,
+    remember_answer,
+)
 from eventsvm.state.instances import ACTION_FIELDS, DELETED_RETENTION_MS
 from tests.factories import deletion_chain, instance_chain
 
@@ -51,6 +60,18 @@ def test_a_compact_record_gives_the_dict_back_sharing_equal_values() -> None:
     assert first.as_dict() == specs[0] and second.as_dict() == specs[1]
     assert first.keys is second.keys
     assert first.as_dict()["flavor"] is second.as_dict()["flavor"]
+
+
+def test_frozen_ports_read_as_the_dicts_they_were_and_share_the_networks_strings() -> None:
+    rng = random.Random(4)
+    ports = [instance_chain(rng)[3].body["ports"][0] for _ in range(2)]
+    first, second = (frozen_ports([port])[0] for port in ports)
+    assert first == ports[0] and dict(first) == ports[0] and list(first) == list(ports[0])
+    assert first != second and len(first) == len(ports[0])
+    assert first["ip_address"] == ports[0]["ip_address"] and first.get("nosuch") is None
+    with pytest.raises(KeyError):
+        first["nosuch"]
+    assert first["network_id"] is second["network_id"] and first["subnet_id"] is second["subnet_id"]
 
 
 def test_answers_are_remembered_once_in_order() -> None:
@@ -150,7 +171,7 @@ def test_the_read_model_keeps_one_copy_of_what_a_servers_events_repeat() -> None
     assert len(entries) == 5 and len({id(request_id) for _, _, request_id, *_ in entries}) == 1
     assert all(request_id is one.request_id for _, _, request_id, *_ in entries)
     assert all(user_id is one.user_id for _, _, _, user_id, *_ in entries)
-    assert one.ports == first[3].body["ports"]  # the same values, the network's strings shared:
+    assert list(one.ports) == first[3].body["ports"]  # the same values, the network's strings shared:
     assert one.ports[0]["network_id"] is other.ports[0]["network_id"]
     assert one.ports[0]["gateway_ip"] is other.ports[0]["gateway_ip"]
     assert one.ports[0]["ip_address"] is not other.ports[0]["ip_address"]
