@@ -151,7 +151,10 @@ class Instance:
     # a delete was requested: the task stays `deleting` until the deletion
     deleting: bool = False
     # the event that set the state fields, and the newest event (the API chains deletes to it)
-    state_rank: tuple[int, int, str] = (-1, -1, "")
+    # its rank (terminal level, sequence, event id) as three slots: a tuple of them is 64 bytes more
+    state_level: int = -1
+    state_sequence: int = -1
+    state_event_id: str = ""
     last_event_id: str | None = None
     last_sequence: int = 0
     # SHA-256 of the newest event's stored bytes, raw (`last_hash` gives it in hex, as events carry it)
@@ -159,8 +162,14 @@ class Instance:
     # the timeline, flat: ACTION_FIELDS values per event (event type, occurred_at ms, request id,
     # user id, host, detail) one after the other; one list instead of a tuple per event, which is
     # most of what a server costs the model (`actions` gives the tuples)
-    timeline: list[Any] = field(default_factory=list)
+    # (a tuple grown by one event at a time: a list's spare room and header cost ~60 bytes more)
+    timeline: tuple[Any, ...] = ()
     extras: InstanceExtras | None = None
+
+    @property
+    def state_rank(self) -> tuple[int, int, str]:
+        """The rank of the event that set the state fields: (terminal level, sequence, event id)."""
+        return self.state_level, self.state_sequence, self.state_event_id
 
     @property
     def last_hash(self) -> str | None:
@@ -241,11 +250,11 @@ class Instance:
 
     def record(self, action: Action) -> None:
         """Add one event to the timeline."""
-        self.timeline.extend(action)
+        self.timeline += action
 
     def name_last_step(self, detail: str) -> None:
         """The detail of the newest event of the timeline (a move's step)."""
-        self.timeline[-1] = detail
+        self.timeline = (*self.timeline[:-1], detail)
 
 
 # How long (log time) a deleted server stays in the read model: listed by `GET /servers?deleted=true`
@@ -275,7 +284,7 @@ class InstanceProjection:
         if horizon is None:
             return []
         forgotten = [instance_id for instance_id, inst in self.instances.items()
-                     if inst.state_rank[0] == _DELETION_LEVEL and inst.updated_at <= horizon]
+                     if inst.state_level == _DELETION_LEVEL and inst.updated_at <= horizon]
         for instance_id in forgotten:
             del self.instances[instance_id]
         return forgotten
@@ -354,17 +363,18 @@ def fold_instance_event(state: InstanceProjection, event: Event) -> Instance | N
 # One function per instance event type: the fields it owns, then the state fields it sets when
 # it is the newest state-bearing event (see _advance). Dispatch by type keeps the fold to one
 # dict lookup per event, which a full replay pays a hundred thousand times.
-def _advance(inst: Instance, rank: tuple[int, int, str], states: _States) -> bool:
+def _advance(inst: Instance, level: int, event: Event, states: _States) -> bool:
     """Take the state fields of `states` unless a higher-ranked event already set them. Rank is
     (terminal level, sequence, event id): the id settles a fork (two events answering one event,
     e.g. a delete requested while a build is in flight) the same way in every read order."""
-    if rank < inst.state_rank:
+    sequence, event_id = event.sequence, event.event_id
+    if (level, sequence, event_id) < (inst.state_level, inst.state_sequence, inst.state_event_id):
         return False
-    inst.state_rank = rank
+    inst.state_level, inst.state_sequence, inst.state_event_id = level, sequence, event_id
     status, vm_state, inst.task_state = states
     if status:
         inst.status, inst.vm_state = status, vm_state
-    if inst.deleting and rank[0] == 0:
+    if inst.deleting and level == 0:
         inst.task_state = "deleting"
     return True
 
@@ -396,7 +406,7 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.request_id = inst.timeline[-4]  # the timeline's copy (recorded just before)
     for kind, edit in inst.edits:
         _EDITS[kind](inst, edit)
-    _advance(inst, (0, event.sequence, event.event_id), _REQUESTED_STATES)
+    _advance(inst, 0, event, _REQUESTED_STATES)
 
 
 # compiled once: a replay names every server it folds (re.sub would look the pattern up each time)
@@ -416,7 +426,7 @@ def sanitized_hostname(name: str, instance_id: str) -> str:
 
 def _authenticated(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.flavor = SHARED(body["spec"]["flavor"])
-    _advance(inst, (0, event.sequence, event.event_id), _AUTHENTICATED_STATES)
+    _advance(inst, 0, event, _AUTHENTICATED_STATES)
 
 
 def _take_attempt(inst: Instance, body: dict[str, Any]) -> None:
@@ -444,7 +454,7 @@ def _scheduled(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     _place(inst, body["host"], event.sequence)
     inst.claim = SHARED(body["claim"])
     states = _UNSHELVE_SCHEDULED_STATES if _unshelving(body) else _SCHEDULED_STATES
-    _advance(inst, (0, event.sequence, event.event_id), states)
+    _advance(inst, 0, event, states)
 
 
 def _resources_resolved(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -452,7 +462,7 @@ def _resources_resolved(inst: Instance, event: Event, body: dict[str, Any]) -> N
     _place(inst, body["host"], event.sequence)
     inst.ports = _kept_ports(body.get("ports") or [], inst.ports)
     states = _UNSHELVE_RESOLVED_STATES if _unshelving(body) else _RESOURCES_RESOLVED_STATES
-    _advance(inst, (0, event.sequence, event.event_id), states)
+    _advance(inst, 0, event, states)
 
 
 def _kept_ports(ports: Sequence[Mapping[str, Any]], held: Ports) -> Ports:
@@ -473,14 +483,14 @@ def _spawned(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.flavor = SHARED(body["flavor"])
     inst.claim = SHARED(body.get("claim")) or inst.claim
     inst.ports = _kept_ports(body.get("addresses") or inst.ports, inst.ports)
-    if _advance(inst, (0, event.sequence, event.event_id), _SPAWNED_STATES):
+    if _advance(inst, 0, event, _SPAWNED_STATES):
         inst.power_state = body["power_state"]
 
 
 def _failed(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     if not body["final"]:
         states = _UNSHELVE_SCHEDULED_STATES if _unshelving(body) else _RETRYING_STATES
-        _advance(inst, (0, event.sequence, event.event_id), states)
+        _advance(inst, 0, event, states)
         return
     # the fault is the final failure's even when a deletion outranks it
     inst.more().fault = {
@@ -489,35 +499,35 @@ def _failed(inst: Instance, event: Event, body: dict[str, Any]) -> None:
         "details": body.get("details") or "",
         "created": event.occurred_at,
     }
-    _advance(inst, (1, event.sequence, event.event_id), _ERROR_STATES)
+    _advance(inst, 1, event, _ERROR_STATES)
 
 
 def _delete_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     _mark_deleting(inst)
-    _advance(inst, (0, event.sequence, event.event_id), _DELETE_REQUESTED_STATES)
+    _advance(inst, 0, event, _DELETE_REQUESTED_STATES)
 
 
 def _delete_dispatched(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     _mark_deleting(inst)
-    _advance(inst, (0, event.sequence, event.event_id), _DELETE_DISPATCHED_STATES)
+    _advance(inst, 0, event, _DELETE_DISPATCHED_STATES)
 
 
 def _mark_deleting(inst: Instance) -> None:
     # Once a delete is asked for, the task is deleting until the deletion (or a final failure),
     # whatever event of the same sequence (an action's outcome, a build step) wins the fork.
     inst.deleting = True
-    if inst.state_rank[0] == 0:
+    if inst.state_level == 0:
         inst.task_state = "deleting"
 
 
-# the terminal level (state_rank[0]) of a deletion: it outranks every other event
+# the terminal level (state_level) of a deletion: it outranks every other event
 _DELETION_LEVEL = 2
 
 
 def _deleted(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.terminated_at = body["terminated_at"]
     # a deletion is terminal: it outranks every other event, a final failure included
-    if _advance(inst, (_DELETION_LEVEL, event.sequence, event.event_id), _DELETED_STATES):
+    if _advance(inst, _DELETION_LEVEL, event, _DELETED_STATES):
         inst.power_state = NOSTATE
 
 
@@ -605,7 +615,7 @@ def _action_requested(inst: Instance, event: Event, body: dict[str, Any]) -> Non
         return
     vm_state, task_state = body["vm_state"], body.get("task_state")
     states = (server_status(vm_state, task_state), vm_state, task_state)
-    _advance(inst, (0, event.sequence, event.event_id), states)
+    _advance(inst, 0, event, states)
     if action == "shelve":
         inst.more().shelved_image_id = body.get("image_id")
 
@@ -613,7 +623,7 @@ def _action_requested(inst: Instance, event: Event, body: dict[str, Any]) -> Non
 def _action_finished(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     # completed and failed both end the task; the body says where the server is now
     vm_state = body["vm_state"]
-    if _advance(inst, (0, event.sequence, event.event_id), (server_status(vm_state, None), vm_state, None)):
+    if _advance(inst, 0, event, (server_status(vm_state, None), vm_state, None)):
         inst.power_state = body["power_state"]
     if vm_state == "shelved_offloaded":
         # offloaded, or an unshelve that failed: no host until an unshelve spawns it somewhere
@@ -669,7 +679,7 @@ def _move_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
             inst.description = body["description"]
         if body.get("guest"):
             inst.image_id = body["guest"]["image"]["id"]
-    _advance(inst, (0, event.sequence, event.event_id), _move_states(body))
+    _advance(inst, 0, event, _move_states(body))
 
 
 def _move_step(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -687,7 +697,7 @@ def _move_step(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     elif step == "compute_finish_revert_resize" and _newest_move(inst, event):
         inst.host, inst.flavor = body["source_host"], body.get("old_flavor") or inst.flavor
         inst.claim, inst.more().move = body.get("old_claim") or inst.claim, None
-    if _advance(inst, (0, event.sequence, event.event_id), _move_states(body)) and \
+    if _advance(inst, 0, event, _move_states(body)) and \
             body.get("power_state") is not None:
         inst.power_state = body["power_state"]
 
@@ -699,7 +709,7 @@ def _move_failed(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     if body["action"] in ("resize", "revertResize") and _newest_move(inst, event):
         # the server stays (or is put back) where it was before the resize
         inst.more().move = None
-    if _advance(inst, (0, event.sequence, event.event_id), _move_states(body)) and \
+    if _advance(inst, 0, event, _move_states(body)) and \
             body.get("power_state") is not None:
         inst.power_state = body["power_state"]
 
