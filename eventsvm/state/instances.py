@@ -67,7 +67,6 @@ Ports = tuple[FrozenRecord, ...]
 
 # one event of a server's timeline: (event type, occurred_at ms, request id, user id, host, detail)
 Action = tuple[str, int, str, str | None, str | None, str | None]
-ACTION_FIELDS = 6
 
 
 @dataclass(slots=True)
@@ -159,10 +158,9 @@ class Instance:
     last_sequence: int = 0
     # SHA-256 of the newest event's stored bytes, raw (`last_hash` gives it in hex, as events carry it)
     last_digest: bytes | None = None
-    # the timeline, flat: ACTION_FIELDS values per event (event type, occurred_at ms, request id,
-    # user id, host, detail) one after the other; one list instead of a tuple per event, which is
-    # most of what a server costs the model (`actions` gives the tuples)
-    # (a tuple grown by one event at a time: a list's spare room and header cost ~60 bytes more)
+    # the timeline, flat: one row of _ROW values per event one after the other (`actions` gives
+    # each as a tuple), in one tuple grown an event at a time: a tuple per event, or a list with
+    # its spare room, was most of what a server cost the model
     timeline: tuple[Any, ...] = ()
     extras: InstanceExtras | None = None
 
@@ -246,15 +244,40 @@ class Instance:
     def actions(self) -> list[Action]:
         """The timeline, one (event type, occurred_at ms, request id, user id, host, detail) per event."""
         flat = self.timeline
-        return [tuple(flat[i:i + ACTION_FIELDS]) for i in range(0, len(flat), ACTION_FIELDS)]  # type: ignore[misc]
+        return [(kind, at, request_id, user_id, host, detail)
+                for (kind, host, detail), at, request_id, user_id
+                in (flat[i:i + _ROW] for i in range(0, len(flat), _ROW))]
 
-    def record(self, action: Action) -> None:
+    def record(self, kind: str, at: int, request_id: str, user_id: str | None, host: str | None,
+               detail: str | None) -> None:
         """Add one event to the timeline."""
-        self.timeline += action
+        self.timeline += (_step(kind, host, detail), at, request_id, user_id)
 
     def name_last_step(self, detail: str) -> None:
         """The detail of the newest event of the timeline (a move's step)."""
-        self.timeline = (*self.timeline[:-1], detail)
+        flat = self.timeline
+        kind, host, _ = flat[-_ROW]
+        self.timeline = (*flat[:-_ROW], _step(kind, host, detail), *flat[1 - _ROW:])
+
+
+# A timeline row: (step, occurred_at ms, request id, user id), the step being (event type, host,
+# detail), one tuple for all the events that have the same (every `scheduled` on compute-1): two
+# references fewer per event than a row of six. Bounded as Shared is: past the limit (a host
+# fleet larger than it, failures' reasons), a step is kept as it comes and not remembered.
+_ROW = 4
+_STEP_LIMIT = 65_536
+_Step = tuple[str, str | None, str | None]
+_STEPS: dict[_Step, _Step] = {}
+
+
+def _step(kind: str, host: str | None, detail: str | None) -> _Step:
+    step = (kind, host, detail)
+    known = _STEPS.get(step)
+    if known is not None:
+        return known
+    if len(_STEPS) < _STEP_LIMIT:
+        _STEPS[step] = step
+    return step
 
 
 # How long (log time) a deleted server stays in the read model: listed by `GET /servers?deleted=true`
@@ -337,13 +360,13 @@ def fold_instance_event(state: InstanceProjection, event: Event) -> Instance | N
     request_id, user_id = event.request_id, event.user_id
     timeline = inst.timeline
     if timeline:
-        if timeline[-4] == request_id:
-            request_id = timeline[-4]
-        if timeline[-3] == user_id:
-            user_id = timeline[-3]
+        if timeline[-2] == request_id:
+            request_id = timeline[-2]
+        if timeline[-1] == user_id:
+            user_id = timeline[-1]
     # detail: a failure's reason, else the server action's name (None for the boot's steps)
-    inst.record((_NAMES[event.type], occurred_at, request_id, user_id,
-                 SHARED(body.get("host")), body.get("reason") or body.get("action")))
+    inst.record(_NAMES[event.type], occurred_at, request_id, user_id, body.get("host"),
+                body.get("reason") or body.get("action"))
     if occurred_at > inst.updated_at:
         inst.updated_at = occurred_at
     state.clock.saw(occurred_at)
@@ -382,7 +405,7 @@ def _advance(inst: Instance, level: int, event: Event, states: _States) -> bool:
 def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.name = body["name"]
     inst.project_id = event.project_id
-    inst.user_id = inst.timeline[-3]  # the timeline's copy (recorded just before)
+    inst.user_id = inst.timeline[-1]  # the timeline's copy (recorded just before)
     # values many servers hold alike are shared (eventsvm.state.compact), never changed in place
     inst.flavor_ref = SHARED(body["flavor_id"])
     inst.image_id = SHARED(body["image_id"])
@@ -403,7 +426,7 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.hostname = inst.name if hostname == inst.name else hostname  # most often one string for both
     inst.requested_networks = SHARED(list(body.get("networks") or []))
     inst.created_at = event.occurred_at
-    inst.request_id = inst.timeline[-4]  # the timeline's copy (recorded just before)
+    inst.request_id = inst.timeline[-2]  # the timeline's copy (recorded just before)
     for kind, edit in inst.edits:
         _EDITS[kind](inst, edit)
     _advance(inst, 0, event, _REQUESTED_STATES)
