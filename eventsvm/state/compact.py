@@ -21,15 +21,22 @@ from typing import Any
 FORGET_AFTER_MS = 3_600_000
 
 
+# values that are their own hashable form (checked by exact type first: a replay freezes a dozen
+# values an event, most of them strings and numbers inside a flavor or a port)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def frozen(value: Any) -> Hashable:
     """A hashable form of a JSON-like value: equal values give equal forms, a list and a tuple
     of the same items differ (a shared value must be what its holder was given)."""
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, dict):
-        return (dict, tuple((k, frozen(v)) for k, v in value.items()))
+        return (dict, tuple([(k, frozen(v)) for k, v in value.items()]))
     if isinstance(value, list):
-        return (list, tuple(frozen(v) for v in value))
+        return (list, tuple([frozen(v) for v in value]))
     if isinstance(value, tuple):
-        return (tuple, tuple(frozen(v) for v in value))
+        return (tuple, tuple([frozen(v) for v in value]))
     return value
 
 
@@ -44,9 +51,12 @@ class Shared:
         self._table: dict[Hashable, Any] = {}
 
     def __call__(self, value: Any) -> Any:
-        if value is None or isinstance(value, (bool, int, float)):
+        if type(value) is str:  # the most common value, its own key
+            key: Hashable = value
+        elif value is None or isinstance(value, (bool, int, float)):
             return value
-        key = frozen(value)
+        else:
+            key = frozen(value)
         known = self._table.get(key)
         if known is not None:
             return known
@@ -90,6 +100,15 @@ class FrozenRecord(Mapping[str, Any]):
         self._keys = keys
         self._values = values
 
+    def __eq__(self, other: object) -> bool:
+        # a dict of the same keys in the same order (a port as an event carries it) compares as
+        # two tuples; anything else as a mapping
+        if isinstance(other, dict) and len(other) == len(self._keys) and tuple(other) == self._keys:
+            return tuple(other.values()) == self._values
+        if isinstance(other, FrozenRecord) and other._keys == self._keys:
+            return other._values == self._values
+        return super().__eq__(other)
+
     def __getitem__(self, key: str) -> Any:
         try:
             return self._values[self._keys.index(key)]
@@ -108,9 +127,15 @@ class FrozenRecord(Mapping[str, Any]):
 
 def frozen_ports(ports: Iterable[Mapping[str, Any]], shared: Shared = SHARED) -> tuple[FrozenRecord, ...]:
     """`shared_ports` as read-only records, for a state that never changes a port it holds."""
-    return tuple(FrozenRecord(shared(tuple(port)), tuple(shared(v) if k in _SHARED_PORT_FIELDS else v
-                                                         for k, v in port.items()))
-                 for port in ports)
+    kept = []
+    for port in ports:
+        values = list(port.values())
+        keys = tuple(port)
+        for i, key in enumerate(keys):
+            if key in _SHARED_PORT_FIELDS:
+                values[i] = shared(values[i])
+        kept.append(FrozenRecord(shared(keys), tuple(values)))
+    return tuple(kept)
 
 
 @dataclass(frozen=True, slots=True)

@@ -503,8 +503,13 @@ def _spawned(inst: Instance, event: Event, body: dict[str, Any]) -> None:
         return
     _place(inst, body["host"], event.sequence)
     inst.launched_at = body["launched_at"]
-    inst.flavor = SHARED(body["flavor"])
-    inst.claim = SHARED(body.get("claim")) or inst.claim
+    # most often the flavor and claim the instance already holds (shared): an equal dict is kept,
+    # which is cheaper to compare than to share again
+    flavor, claim = body["flavor"], body.get("claim")
+    if flavor != inst.flavor:
+        inst.flavor = SHARED(flavor)
+    if claim and claim != inst.claim:
+        inst.claim = SHARED(claim)
     inst.ports = _kept_ports(body.get("addresses") or inst.ports, inst.ports)
     if _advance(inst, 0, event, _SPAWNED_STATES):
         inst.power_state = body["power_state"]
