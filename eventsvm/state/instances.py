@@ -251,13 +251,15 @@ class Instance:
     def record(self, kind: str, at: int, request_id: str, user_id: str | None, host: str | None,
                detail: str | None) -> None:
         """Add one event to the timeline."""
-        self.timeline += (_step(kind, host, detail), at, request_id, user_id)
+        step = (kind, host, detail)
+        self.timeline += (_STEPS.get(step) or _new_step(step), at, request_id, user_id)
 
     def name_last_step(self, detail: str) -> None:
         """The detail of the newest event of the timeline (a move's step)."""
         flat = self.timeline
         kind, host, _ = flat[-_ROW]
-        self.timeline = (*flat[:-_ROW], _step(kind, host, detail), *flat[1 - _ROW:])
+        step = (kind, host, detail)
+        self.timeline = (*flat[:-_ROW], _STEPS.get(step) or _new_step(step), *flat[1 - _ROW:])
 
 
 # A timeline row: (step, occurred_at ms, request id, user id), the step being (event type, host,
@@ -270,11 +272,8 @@ _Step = tuple[str, str | None, str | None]
 _STEPS: dict[_Step, _Step] = {}
 
 
-def _step(kind: str, host: str | None, detail: str | None) -> _Step:
-    step = (kind, host, detail)
-    known = _STEPS.get(step)
-    if known is not None:
-        return known
+def _new_step(step: _Step) -> _Step:
+    """A step not in the table (`_STEPS.get(step) or _new_step(step)`): remembered while there is room."""
     if len(_STEPS) < _STEP_LIMIT:
         _STEPS[step] = step
     return step
@@ -364,12 +363,15 @@ def fold_instance_event(state: InstanceProjection, event: Event) -> Instance | N
             request_id = timeline[-2]
         if timeline[-1] == user_id:
             user_id = timeline[-1]
-    # detail: a failure's reason, else the server action's name (None for the boot's steps)
-    inst.record(_NAMES[event.type], occurred_at, request_id, user_id, body.get("host"),
-                body.get("reason") or body.get("action"))
+    # detail: a failure's reason, else the server action's name (None for the boot's steps);
+    # Instance.record and LogClock.saw written out, as a replay pays each call for every event
+    step = (_NAMES[event.type], body.get("host"), body.get("reason") or body.get("action"))
+    inst.timeline += (_STEPS.get(step) or _new_step(step), occurred_at, request_id, user_id)
     if occurred_at > inst.updated_at:
         inst.updated_at = occurred_at
-    state.clock.saw(occurred_at)
+    clock = state.clock
+    if occurred_at > clock.log_time_ms:
+        clock.log_time_ms = occurred_at
     owned(inst, event, body)
     # ties (a delete forks the chain: two events share a sequence) go to the larger event id, so
     # a replay and a live tail that read the fork in different orders agree
@@ -391,7 +393,10 @@ def _advance(inst: Instance, level: int, event: Event, states: _States) -> bool:
     (terminal level, sequence, event id): the id settles a fork (two events answering one event,
     e.g. a delete requested while a build is in flight) the same way in every read order."""
     sequence, event_id = event.sequence, event.event_id
-    if (level, sequence, event_id) < (inst.state_level, inst.state_sequence, inst.state_event_id):
+    held = inst.state_level
+    # the rank compared field by field: two tuples built for each event cost a replay more
+    if level < held or level == held and (sequence < inst.state_sequence or sequence == inst.state_sequence
+                                          and event_id < inst.state_event_id):
         return False
     inst.state_level, inst.state_sequence, inst.state_event_id = level, sequence, event_id
     status, vm_state, inst.task_state = states
