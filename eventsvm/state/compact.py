@@ -29,14 +29,16 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 def frozen(value: Any) -> Hashable:
     """A hashable form of a JSON-like value: equal values give equal forms, a list and a tuple
     of the same items differ (a shared value must be what its holder was given)."""
-    if type(value) in _SCALARS:
+    scalars = _SCALARS
+    if type(value) in scalars:
         return value
+    # a scalar item is taken as it is, without a call for it
     if isinstance(value, dict):
-        return (dict, tuple([(k, frozen(v)) for k, v in value.items()]))
+        return (dict, tuple([(k, v if type(v) in scalars else frozen(v)) for k, v in value.items()]))
     if isinstance(value, list):
-        return (list, tuple([frozen(v) for v in value]))
+        return (list, tuple([v if type(v) in scalars else frozen(v) for v in value]))
     if isinstance(value, tuple):
-        return (tuple, tuple([frozen(v) for v in value]))
+        return (tuple, tuple([v if type(v) in scalars else frozen(v) for v in value]))
     return value
 
 
@@ -129,13 +131,28 @@ def frozen_ports(ports: Iterable[Mapping[str, Any]], shared: Shared = SHARED) ->
     """`shared_ports` as read-only records, for a state that never changes a port it holds."""
     kept = []
     for port in ports:
-        values = list(port.values())
         keys = tuple(port)
-        for i, key in enumerate(keys):
-            if key in _SHARED_PORT_FIELDS:
-                values[i] = shared(values[i])
-        kept.append(FrozenRecord(shared(keys), tuple(values)))
+        shape = _PORT_SHAPES.get(keys)
+        if shape is None:
+            shape = _port_shape(keys)
+        keys, positions = shape
+        values = list(port.values())
+        for i in positions:
+            values[i] = shared(values[i])
+        kept.append(FrozenRecord(keys, tuple(values)))
     return tuple(kept)
+
+
+# per shape of port seen (its key names, in order): one tuple of them for all its ports, and where
+# the fields to share are; a handful of shapes (one per schema version), bounded all the same
+_PORT_SHAPES: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[int, ...]]] = {}
+
+
+def _port_shape(keys: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    shape = keys, tuple(i for i, key in enumerate(keys) if key in _SHARED_PORT_FIELDS)
+    if len(_PORT_SHAPES) < 64:
+        _PORT_SHAPES[keys] = shape
+    return shape
 
 
 @dataclass(frozen=True, slots=True)
