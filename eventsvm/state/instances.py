@@ -342,9 +342,10 @@ def evolve_projection(
 def fold_instance_event(state: InstanceProjection, event: Event) -> Instance | None:
     """Fold one event but its hash: the instance when the event is now its newest (the caller
     then owes it `last_digest`), else None, also for non-instance events."""
-    owned = _FOLDS.get(event.type)
-    if owned is None:
+    named = _NAMED_FOLDS.get(event.type)
+    if named is None:
         return None
+    name, owned = named
     aggregate_id = event.aggregate_id
     inst = state.instances.get(aggregate_id)
     if inst is None:
@@ -365,7 +366,7 @@ def fold_instance_event(state: InstanceProjection, event: Event) -> Instance | N
             user_id = timeline[-1]
     # detail: a failure's reason, else the server action's name (None for the boot's steps);
     # Instance.record and LogClock.saw written out, as a replay pays each call for every event
-    step = (_NAMES[event.type], body.get("host"), body.get("reason") or body.get("action"))
+    step = (name, body.get("host"), body.get("reason") or body.get("action"))
     inst.timeline += (_STEPS.get(step) or _new_step(step), occurred_at, request_id, user_id)
     if occurred_at > inst.updated_at:
         inst.updated_at = occurred_at
@@ -432,8 +433,9 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.requested_networks = SHARED(list(body.get("networks") or []))
     inst.created_at = event.occurred_at
     inst.request_id = inst.timeline[-2]  # the timeline's copy (recorded just before)
-    for kind, edit in inst.edits:
-        _EDITS[kind](inst, edit)
+    if inst.extras is not None:
+        for kind, edit in inst.extras.edits:
+            _EDITS[kind](inst, edit)
     _advance(inst, 0, event, _REQUESTED_STATES)
 
 
@@ -769,8 +771,10 @@ _FOLDS: dict[EventType, Callable[[Instance, Event, dict[str, Any]], None]] = {
     EventType.INSTANCE_MOVE_STEP: _move_step,
     EventType.INSTANCE_MOVE_FAILED: _move_failed,
 }
-# the timeline keeps the type's plain string (reading `.value` off the enum costs a property call)
-_NAMES: dict[EventType, str] = {kind: kind.value for kind in _FOLDS}
+# each type's fold with the plain string the timeline keeps (reading `.value` off the enum costs a
+# property call), found in one lookup an event
+_NAMED_FOLDS: dict[EventType, tuple[str, Callable[[Instance, Event, dict[str, Any]], None]]] = {
+    kind: (kind.value, owned) for kind, owned in _FOLDS.items()}
 # Every instance event type must have its fold: one without would be dropped from the model silently.
 _UNFOLDED = {kind for kind in EventType if kind.startswith("instance.")} - _FOLDS.keys()
 if _UNFOLDED:
