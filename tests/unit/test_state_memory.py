@@ -13,7 +13,7 @@ import pytest
 
 from consumers import authenticator, resolver, scheduler
 from eventsvm.events.codec import decode, encode
-from eventsvm.events.model import Event
+from eventsvm.events.model import Event, EventType
 from eventsvm.projections.readmodel import Models, fold
 from eventsvm.runtime.service import Service
 from eventsvm.state.compact import (
@@ -51,6 +51,17 @@ def test_shared_gives_one_object_per_distinct_value_and_stays_bounded() -> None:
     assert shared((1, 2)) is not shared([1, 2])
     third = {"other": True}
     assert shared(third) is third and len(shared) == 2  # full: handed back, not remembered
+
+
+def test_shared_tells_types_apart_and_shares_what_marshal_cannot_write() -> None:
+    shared = Shared()
+    flag = {"enabled": True}
+    assert shared(flag) is flag and shared({"enabled": 1}) is not flag  # equal, not the same value
+    # a string built at run time (not interned) and a literal (interned) are the same key
+    built = {"name": "".join(["m1.", "tiny"])}
+    assert shared({"name": "m1.tiny"}) is shared(built)
+    edit = [(EventType.INSTANCE_UPDATED, {"name": "x"})]  # an enum member: no marshal form
+    assert shared(edit) is edit and shared([(EventType.INSTANCE_UPDATED, {"name": "x"})]) is edit
 
 
 def test_a_compact_record_gives_the_dict_back_sharing_equal_values() -> None:
