@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 from eventsvm.events.model import Event, EventType
 from eventsvm.state.compact import SHARED, FrozenRecord, LogClock, frozen_ports
@@ -100,15 +100,37 @@ class InstanceExtras:
     move_sequence: int = 0
 
 
-# shared by every Instance without extras: what its properties read (never changed)
+# shared by every Instance without extras: what _Extra reads for it (never changed)
 _NO_EXTRAS = InstanceExtras()
+
+_T = TypeVar("_T")
+
+
+class _Extra(Generic[_T]):
+    """A field of InstanceExtras read on the Instance, as if it were its own: the Instance's extras'
+    value, or the field's default when it has no extras. Read-only: the folds set `more()`'s."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, inst: None, owner: type) -> _Extra[_T]: ...
+
+    @overload
+    def __get__(self, inst: Instance, owner: type) -> _T: ...
+
+    def __get__(self, inst: Instance | None, owner: type) -> _Extra[_T] | _T:
+        if inst is None:
+            return self
+        value: _T = getattr(inst.extras or _NO_EXTRAS, self.name)
+        return value
 
 
 @dataclass(slots=True)
 class Instance:
     """One instance as the API shows it. Slots: a replay makes one per instance and sets its
     fields once per event, and both are faster without a __dict__. What few servers hold is in
-    `extras`, read through the properties of the same names."""
+    `extras`, read through attributes of the same names (`_Extra`)."""
 
     id: str
     name: str = ""
@@ -180,65 +202,19 @@ class Instance:
             self.extras = InstanceExtras()
         return self.extras
 
-    @property
-    def access_ipv6(self) -> str | None:
-        """The IPv6 access address the owner set (nova's accessIPv6)."""
-        return (self.extras or _NO_EXTRAS).access_ipv6
-
-    @property
-    def server_group_id(self) -> str | None:
-        """The server group its create named."""
-        return (self.extras or _NO_EXTRAS).server_group_id
-
-    @property
-    def user_data(self) -> str | None:
-        """The user_data given at create (base64)."""
-        return (self.extras or _NO_EXTRAS).user_data
-
-    @property
-    def launch_index(self) -> int:
-        """Its place in its reservation."""
-        return (self.extras or _NO_EXTRAS).launch_index
-
-    @property
-    def edits(self) -> tuple[tuple[EventType, dict[str, Any]], ...]:
-        """The owner's edits in log order, as (type, body)."""
-        return (self.extras or _NO_EXTRAS).edits
-
-    @property
-    def fault(self) -> dict[str, Any] | None:
-        """Why it failed (nova's instance fault), if it did."""
-        return (self.extras or _NO_EXTRAS).fault
-
-    @property
-    def locked(self) -> bool:
-        """Whether it is locked."""
-        return (self.extras or _NO_EXTRAS).locked
-
-    @property
-    def locked_reason(self) -> str | None:
-        """Why it is locked."""
-        return (self.extras or _NO_EXTRAS).locked_reason
-
-    @property
-    def locked_by(self) -> str | None:
-        """Who locked it: owner or admin."""
-        return (self.extras or _NO_EXTRAS).locked_by
-
-    @property
-    def shelved_image_id(self) -> str | None:
-        """The image the newest shelve snapshotted it into."""
-        return (self.extras or _NO_EXTRAS).shelved_image_id
-
-    @property
-    def move(self) -> dict[str, Any] | None:
-        """The resize in flight or awaiting confirmation."""
-        return (self.extras or _NO_EXTRAS).move
-
-    @property
-    def move_sequence(self) -> int:
-        """The sequence of the move event that last set host, flavor, claim or image."""
-        return (self.extras or _NO_EXTRAS).move_sequence
+    # the fields of its extras, read through it (their defaults when it has none)
+    access_ipv6 = _Extra[str | None]()
+    server_group_id = _Extra[str | None]()
+    user_data = _Extra[str | None]()
+    launch_index = _Extra[int]()
+    edits = _Extra[tuple[tuple[EventType, dict[str, Any]], ...]]()
+    fault = _Extra[dict[str, Any] | None]()
+    locked = _Extra[bool]()
+    locked_reason = _Extra[str | None]()
+    locked_by = _Extra[str | None]()
+    shelved_image_id = _Extra[str | None]()
+    move = _Extra[dict[str, Any] | None]()
+    move_sequence = _Extra[int]()
 
     @property
     def actions(self) -> list[Action]:
@@ -701,17 +677,11 @@ def _newest_move(inst: Instance, event: Event) -> bool:
 
 def _move_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     if body["action"] == "rebuild" and _newest_move(inst, event):
-        # nova sets what the rebuild request changes on the instance at once, in the API
-        if body.get("name") is not None:
-            inst.name = body["name"]
-        if body.get("access_ipv4") is not None:
-            inst.access_ipv4 = body["access_ipv4"]
-        if body.get("access_ipv6") is not None:
-            inst.more().access_ipv6 = body["access_ipv6"]
+        # nova sets what the rebuild request changes on the instance at once, in the API: the name,
+        # access addresses and description as an edit sets them, and the metadata
+        _apply_update(inst, body)
         if body.get("metadata") is not None:
             inst.metadata = dict(body["metadata"])
-        if body.get("description_set"):
-            inst.description = body["description"]
         if body.get("guest"):
             inst.image_id = body["guest"]["image"]["id"]
     _advance(inst, 0, event, _move_states(body))
