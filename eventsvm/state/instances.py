@@ -224,12 +224,6 @@ class Instance:
                 for (kind, host, detail), at, request_id, user_id
                 in (flat[i:i + _ROW] for i in range(0, len(flat), _ROW))]
 
-    def record(self, kind: str, at: int, request_id: str, user_id: str | None, host: str | None,
-               detail: str | None) -> None:
-        """Add one event to the timeline."""
-        step = (kind, host, detail)
-        self.timeline += (_STEPS.get(step) or _new_step(step), at, request_id, user_id)
-
     def name_last_step(self, detail: str) -> None:
         """The detail of the newest event of the timeline (a move's step)."""
         flat = self.timeline
@@ -340,8 +334,8 @@ def fold_instance_event(state: InstanceProjection, event: Event) -> Instance | N
             request_id = timeline[-2]
         if timeline[-1] == user_id:
             user_id = timeline[-1]
-    # detail: a failure's reason, else the server action's name (None for the boot's steps);
-    # Instance.record and LogClock.saw written out, as a replay pays each call for every event
+    # detail: a failure's reason, else the server action's name (None for the boot's steps); the
+    # row and LogClock.saw written out here, as a replay pays each call for every event
     step = (name, body.get("host"), body.get("reason") or body.get("action"))
     inst.timeline += (_STEPS.get(step) or _new_step(step), occurred_at, request_id, user_id)
     if occurred_at > inst.updated_at:
