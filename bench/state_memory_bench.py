@@ -27,7 +27,7 @@ from typing import Any
 from bench.suite import Context, benchmark
 from eventsvm.app.registry import SERVICES
 from eventsvm.events.codec import decode, encode
-from eventsvm.events.model import Event, event_hash
+from eventsvm.events.model import Event, event_digest
 from eventsvm.projections.readmodel import Models, fold
 from tests.factories import deletion_chain, instance_chain
 
@@ -62,8 +62,8 @@ def _folders() -> dict[str, tuple[Any, Fold, Settle]]:
     models = Models()
 
     def fold_models(event: Event) -> None:
-        # the read model keeps the stored hash of each server's newest event (deletes chain to it)
-        fold(models, event, event_hash(encode(event)), str(event.topic))
+        # the read model keeps the stored digest of each server's newest event (deletes chain to it)
+        fold(models, event, event_digest(encode(event)), str(event.topic))
 
     out["api.readmodel"] = (models, fold_models, models.settle)
     return out

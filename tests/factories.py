@@ -17,7 +17,7 @@ from typing import Any
 from eventsvm.app.writers import may_write, spawner_writer, writer_codec
 from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec, decode, default_codec, encode
-from eventsvm.events.model import Event, EventType, event_hash
+from eventsvm.events.model import Event, EventType, event_digest, event_hash
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog, OutRecord
 from eventsvm.projections.readmodel import Models, fold
@@ -467,7 +467,7 @@ def fold_each(events: list[Event]) -> Models:
     models = Models()
     for event in events:
         data = encode(event)
-        fold(models, decode(data), event_hash(data), str(event.topic))
+        fold(models, decode(data), event_digest(data), str(event.topic))
     return models
 
 

@@ -31,7 +31,7 @@ from eventsvm.identity.quota import ResourceCount, check_quota
 from eventsvm.projections.readmodel import Models
 from eventsvm.scheduler.claims import claim_for_flavor
 from eventsvm.state.identity import quota_for
-from eventsvm.state.instances import Instance, server_status
+from eventsvm.state.instances import Instance, InstanceExtras, server_status
 from eventsvm.state.server_actions import ActionRefused
 from eventsvm.state.server_moves import MOVE_REQUEST_KEYS, check_move_state, guest_record, image_record
 
@@ -250,7 +250,8 @@ def _rebuilt_view(models: Models, inst: Instance, body: dict[str, Any], request:
         inst, image_id=body["guest"]["image"]["id"], name=body["name"] or inst.name,
         metadata=body["metadata"] if body["metadata"] is not None else dict(inst.metadata),
         access_ipv4=body["access_ipv4"] or inst.access_ipv4,
-        access_ipv6=body["access_ipv6"] or inst.access_ipv6,
+        extras=dataclasses.replace(inst.extras or InstanceExtras(),
+                                   access_ipv6=body["access_ipv6"] or inst.access_ipv6),
         description=body["description"] if body["description_set"] else inst.description,
         task_state=body["task_state"], status=server_status(inst.vm_state, body["task_state"]))
     view = server_view(models, compute_base(request), changed, fields, microversion.served(request))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventsvm.events.codec import Codec
-from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType, Topic, event_hash
+from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType, Topic, event_digest
 from eventsvm.log.port import BEGINNING, EventLog, LogError, OutRecord, Reader, Record, partition_for
 from eventsvm.projections.seal import SealBroken, Sealing, SealStore, UntrustedSeal, require_ring
 from eventsvm.runtime.fold_letters import FoldLetters
@@ -61,7 +61,7 @@ class Models:
 FOLD_NAME = "eventsvm.readmodel"
 
 
-def fold(models: Models, event: Event, stored_hash: str | None, topic: str) -> bool:
+def fold(models: Models, event: Event, stored_digest: bytes | None, topic: str) -> bool:
     """Fold one event into every model it concerns; False for a dead letter written again (a fold's
     letter repeated by another replica or after a restart), which changes nothing."""
     counts = models.events_by_topic
@@ -72,40 +72,40 @@ def fold(models: Models, event: Event, stored_hash: str | None, topic: str) -> b
         models.dead_letter_ids.add(event.event_id)
     concerns = _FOLDS.get(event.type)
     if concerns is not None:
-        concerns(models, event, stored_hash)
+        concerns(models, event, stored_digest)
     return True
 
 
-def _fold_instance(models: Models, event: Event, stored_hash: str | None) -> None:
-    evolve_projection(models.instances, event, stored_hash)
+def _fold_instance(models: Models, event: Event, stored_digest: bytes | None) -> None:
+    evolve_projection(models.instances, event, stored_digest)
 
 
-def _fold_catalog(models: Models, event: Event, stored_hash: str | None) -> None:
+def _fold_catalog(models: Models, event: Event, stored_digest: bytes | None) -> None:
     evolve_catalog(models.catalog, event)
 
 
-def _fold_identity(models: Models, event: Event, stored_hash: str | None) -> None:
+def _fold_identity(models: Models, event: Event, stored_digest: bytes | None) -> None:
     evolve_identity(models.identity, event)
 
 
-def _host_registered(models: Models, event: Event, stored_hash: str | None) -> None:
+def _host_registered(models: Models, event: Event, stored_digest: bytes | None) -> None:
     models.hosts[event.body["name"]] = dict(event.body)
 
 
-def _host_updated(models: Models, event: Event, stored_hash: str | None) -> None:
+def _host_updated(models: Models, event: Event, stored_digest: bytes | None) -> None:
     host = models.hosts.get(event.body["name"])
     if host is not None and event.body.get("enabled") is not None:
         host["enabled"] = event.body["enabled"]
         host["disabled_reason"] = event.body.get("disabled_reason")
 
 
-def _dead_letter_recorded(models: Models, event: Event, stored_hash: str | None) -> None:
+def _dead_letter_recorded(models: Models, event: Event, stored_digest: bytes | None) -> None:
     models.dead_letters.append(event)
 
 
 # Which model each event type concerns, looked up once per event; types not named here (the
 # billing ledger) are counted and otherwise left alone.
-_FOLDS: dict[EventType, Callable[[Models, Event, str | None], None]] = {
+_FOLDS: dict[EventType, Callable[[Models, Event, bytes | None], None]] = {
     EventType.HOST_REGISTERED: _host_registered,
     EventType.HOST_UPDATED: _host_updated,
     EventType.DEAD_LETTER_RECORDED: _dead_letter_recorded,
@@ -283,7 +283,7 @@ class ReadModel:
     def _fold(self, event: Event, data: bytes, record: Record) -> int:
         # One event no fold here can apply must neither stop the tail nor skip the rest of the batch.
         try:
-            if not fold(self.models, event, event_hash(data), record.topic):
+            if not fold(self.models, event, event_digest(data), record.topic):
                 return 0
         except Exception as exc:
             self.fold_letters.unfoldable(record, exc)

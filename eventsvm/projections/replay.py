@@ -11,7 +11,6 @@ measures it).
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eventsvm.events.codec import Codec, CodecError
+from eventsvm.events.model import event_digest
 from eventsvm.log.port import BEGINNING, EventLog, Reader, Record, TopicPartition
 from eventsvm.projections.readmodel import ALL_TOPICS, Models, fold
 from eventsvm.projections.seal import Sealing, require_ring
@@ -226,9 +226,8 @@ def replay(log: EventLog, codec: Codec, until: Until | None = None, topics: Iter
             gc.enable()
         reader.close()
     instances = projection.instances
-    sha256 = hashlib.sha256
     for instance_id, data in newest.items():
-        instances[instance_id].last_hash = sha256(data).hexdigest()
+        instances[instance_id].last_digest = event_digest(data)
     report = ReplayReport(dict(sorted(counts.items())), dict(sorted(projection.by_status().items())),
                           undecodable, read, time.perf_counter() - started, until, drain.complete, unfoldable,
                           sealing.vouched_count if sealing is not None else 0)

@@ -10,12 +10,12 @@ tail that sees events as they happen end in the same model.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 from eventsvm.events.model import Event, EventType
-from eventsvm.state.compact import SHARED, LogClock, shared_ports
+from eventsvm.state.compact import SHARED, FrozenRecord, LogClock, frozen_ports
 
 # nova power states
 NOSTATE, RUNNING, SHUTDOWN = 0, 1, 4
@@ -62,15 +62,75 @@ ACTION_EVENT_NAMES: dict[EventType, str] = {
 }
 
 
+# an instance's ports (neutron's), each a read-only record
+Ports = tuple[FrozenRecord, ...]
+
 # one event of a server's timeline: (event type, occurred_at ms, request id, user id, host, detail)
 Action = tuple[str, int, str, str | None, str | None, str | None]
-ACTION_FIELDS = 6
+
+
+@dataclass(slots=True)
+class InstanceExtras:
+    """What few servers ever hold (an IPv6 access address, a server group, user data, a lock, a
+    fault, a move, the owner's edits): one object, made the first time one of them is set, rather
+    than a slot each on every Instance (issue 15: ≤ 2 KB a server)."""
+
+    access_ipv6: str | None = None
+    # the server group its create named (scheduler hint `group`): a member until it is deleted
+    server_group_id: str | None = None
+    # nova's extended attributes (2.3): the user_data given at create (base64), the place in its
+    # reservation
+    user_data: str | None = None
+    launch_index: int = 0
+    # the owner's edits (instance.updated / metadata_changed) in log order, as (type, body): they
+    # override what the request set, whichever of the two topics a reader folds first
+    edits: tuple[tuple[EventType, dict[str, Any]], ...] = ()
+    fault: dict[str, Any] | None = None
+    # lock / unlock (fold-only): the sequence of the lock event that set them
+    locked: bool = False
+    locked_reason: str | None = None
+    locked_by: str | None = None
+    lock_sequence: int = 0
+    # the image the newest shelve snapshotted the server into (unshelve spawns from it)
+    shelved_image_id: str | None = None
+    # a resize in flight or awaiting confirmation (eventsvm.state.server_moves): source and
+    # destination, the old flavor and claim; and the sequence of the move event that last set
+    # host, flavor, claim or image, which an older event (a spawned read late) must not undo
+    move: dict[str, Any] | None = None
+    move_sequence: int = 0
+
+
+# shared by every Instance without extras: what _Extra reads for it (never changed)
+_NO_EXTRAS = InstanceExtras()
+
+_T = TypeVar("_T")
+
+
+class _Extra(Generic[_T]):
+    """A field of InstanceExtras read on the Instance, as if it were its own: the Instance's extras'
+    value, or the field's default when it has no extras. Read-only: the folds set `more()`'s."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, inst: None, owner: type) -> _Extra[_T]: ...
+
+    @overload
+    def __get__(self, inst: Instance, owner: type) -> _T: ...
+
+    def __get__(self, inst: Instance | None, owner: type) -> _Extra[_T] | _T:
+        if inst is None:
+            return self
+        value: _T = getattr(inst.extras or _NO_EXTRAS, self.name)
+        return value
 
 
 @dataclass(slots=True)
 class Instance:
     """One instance as the API shows it. Slots: a replay makes one per instance and sets its
-    fields once per event, and both are faster without a __dict__."""
+    fields once per event, and both are faster without a __dict__. What few servers hold is in
+    `extras`, read through attributes of the same names (`_Extra`)."""
 
     id: str
     name: str = ""
@@ -92,69 +152,101 @@ class Instance:
     tags: list[str] = field(default_factory=list)
     description: str | None = None
     access_ipv4: str | None = None
-    access_ipv6: str | None = None
     # the r-... id of the POST /servers that asked for it (several servers share one)
     reservation_id: str | None = None
-    # the server group its create named (scheduler hint `group`): a member until it is deleted
-    server_group_id: str | None = None
-    # nova's extended attributes (2.3): the user_data given at create (base64), the place in its
-    # reservation, and the hostname made from the name it was created with (a rename keeps it)
-    user_data: str | None = None
-    launch_index: int = 0
+    # the hostname made from the name it was created with (nova 2.3; a rename keeps it)
     hostname: str = ""
-    # the owner's edits (instance.updated / metadata_changed) in log order, as (type, body): they
-    # override what the request set, whichever of the two topics a reader folds first
-    edits: tuple[tuple[EventType, dict[str, Any]], ...] = ()
     host: str | None = None
     # the sequence of the event that set `host`: the newest placement wins in any read order (a
     # replay folds an unshelve's spawn before the shelve that came first)
     host_sequence: int = 0
     attempt: int = 1
-    ports: list[dict[str, Any]] = field(default_factory=list)
+    # read-only: a port's record, shared with nothing else, is never changed in place
+    ports: Ports = ()
     requested_networks: list[dict[str, Any]] = field(default_factory=list)
-    fault: dict[str, Any] | None = None
     created_at: int = 0
     updated_at: int = 0
     launched_at: int | None = None
     terminated_at: int | None = None
     request_id: str = ""
-    # lock / unlock (fold-only): the sequence of the lock event that set them
-    locked: bool = False
-    locked_reason: str | None = None
-    locked_by: str | None = None
-    lock_sequence: int = 0
-    # the image the newest shelve snapshotted the server into (unshelve spawns from it)
-    shelved_image_id: str | None = None
-    # a resize in flight or awaiting confirmation (eventsvm.state.server_moves): source and
-    # destination, the old flavor and claim; and the sequence of the move event that last set
-    # host, flavor, claim or image, which an older event (a spawned read late) must not undo
-    move: dict[str, Any] | None = None
-    move_sequence: int = 0
     # a delete was requested: the task stays `deleting` until the deletion
     deleting: bool = False
     # the event that set the state fields, and the newest event (the API chains deletes to it)
-    state_rank: tuple[int, int, str] = (-1, -1, "")
+    # its rank (terminal level, sequence, event id) as three slots: a tuple of them is 64 bytes more
+    state_level: int = -1
+    state_sequence: int = -1
+    state_event_id: str = ""
     last_event_id: str | None = None
     last_sequence: int = 0
-    last_hash: str | None = None
-    # the timeline, flat: ACTION_FIELDS values per event (event type, occurred_at ms, request id,
-    # user id, host, detail) one after the other; one list instead of a tuple per event, which is
-    # most of what a server costs the model (`actions` gives the tuples)
-    timeline: list[Any] = field(default_factory=list)
+    # SHA-256 of the newest event's stored bytes, raw (`last_hash` gives it in hex, as events carry it)
+    last_digest: bytes | None = None
+    # the timeline, flat: one row of _ROW values per event one after the other (`actions` gives
+    # each as a tuple), in one tuple grown an event at a time: a tuple per event, or a list with
+    # its spare room, was most of what a server cost the model
+    timeline: tuple[Any, ...] = ()
+    extras: InstanceExtras | None = None
+
+    @property
+    def state_rank(self) -> tuple[int, int, str]:
+        """The rank of the event that set the state fields: (terminal level, sequence, event id)."""
+        return self.state_level, self.state_sequence, self.state_event_id
+
+    @property
+    def last_hash(self) -> str | None:
+        """The chain hash of the newest event (a new event's prev_hash), in hex."""
+        return None if self.last_digest is None else self.last_digest.hex()
+
+    def more(self) -> InstanceExtras:
+        """The extras to change, made on first use."""
+        if self.extras is None:
+            self.extras = InstanceExtras()
+        return self.extras
+
+    # the fields of its extras, read through it (their defaults when it has none)
+    access_ipv6 = _Extra[str | None]()
+    server_group_id = _Extra[str | None]()
+    user_data = _Extra[str | None]()
+    launch_index = _Extra[int]()
+    edits = _Extra[tuple[tuple[EventType, dict[str, Any]], ...]]()
+    fault = _Extra[dict[str, Any] | None]()
+    locked = _Extra[bool]()
+    locked_reason = _Extra[str | None]()
+    locked_by = _Extra[str | None]()
+    shelved_image_id = _Extra[str | None]()
+    move = _Extra[dict[str, Any] | None]()
+    move_sequence = _Extra[int]()
 
     @property
     def actions(self) -> list[Action]:
         """The timeline, one (event type, occurred_at ms, request id, user id, host, detail) per event."""
         flat = self.timeline
-        return [tuple(flat[i:i + ACTION_FIELDS]) for i in range(0, len(flat), ACTION_FIELDS)]  # type: ignore[misc]
-
-    def record(self, action: Action) -> None:
-        """Add one event to the timeline."""
-        self.timeline.extend(action)
+        return [(kind, at, request_id, user_id, host, detail)
+                for (kind, host, detail), at, request_id, user_id
+                in (flat[i:i + _ROW] for i in range(0, len(flat), _ROW))]
 
     def name_last_step(self, detail: str) -> None:
         """The detail of the newest event of the timeline (a move's step)."""
-        self.timeline[-1] = detail
+        flat = self.timeline
+        kind, host, _ = flat[-_ROW]
+        step = (kind, host, detail)
+        self.timeline = (*flat[:-_ROW], _STEPS.get(step) or _new_step(step), *flat[1 - _ROW:])
+
+
+# A timeline row: (step, occurred_at ms, request id, user id), the step being (event type, host,
+# detail), one tuple for all the events that have the same (every `scheduled` on compute-1): two
+# references fewer per event than a row of six. Bounded as Shared is: past the limit (a host
+# fleet larger than it, failures' reasons), a step is kept as it comes and not remembered.
+_ROW = 4
+_STEP_LIMIT = 65_536
+_Step = tuple[str, str | None, str | None]
+_STEPS: dict[_Step, _Step] = {}
+
+
+def _new_step(step: _Step) -> _Step:
+    """A step not in the table (`_STEPS.get(step) or _new_step(step)`): remembered while there is room."""
+    if len(_STEPS) < _STEP_LIMIT:
+        _STEPS[step] = step
+    return step
 
 
 # How long (log time) a deleted server stays in the read model: listed by `GET /servers?deleted=true`
@@ -184,7 +276,7 @@ class InstanceProjection:
         if horizon is None:
             return []
         forgotten = [instance_id for instance_id, inst in self.instances.items()
-                     if inst.state_rank[0] == _DELETION_LEVEL and inst.updated_at <= horizon]
+                     if inst.state_level == _DELETION_LEVEL and inst.updated_at <= horizon]
         for instance_id in forgotten:
             del self.instances[instance_id]
         return forgotten
@@ -207,21 +299,23 @@ def initial_projection() -> InstanceProjection:
 
 
 def evolve_projection(
-    state: InstanceProjection, event: Event, stored_hash: str | None = None
+    state: InstanceProjection, event: Event, stored_digest: bytes | None = None
 ) -> InstanceProjection:
-    """Fold one event; non-instance events leave the model as it is."""
+    """Fold one event (`stored_digest`: event_digest of its stored bytes); non-instance events
+    leave the model as it is."""
     inst = fold_instance_event(state, event)
     if inst is not None:
-        inst.last_hash = stored_hash
+        inst.last_digest = stored_digest
     return state
 
 
 def fold_instance_event(state: InstanceProjection, event: Event) -> Instance | None:
     """Fold one event but its hash: the instance when the event is now its newest (the caller
-    then owes it `last_hash`), else None, also for non-instance events."""
-    owned = _FOLDS.get(event.type)
-    if owned is None:
+    then owes it `last_digest`), else None, also for non-instance events."""
+    named = _NAMED_FOLDS.get(event.type)
+    if named is None:
         return None
+    name, owned = named
     aggregate_id = event.aggregate_id
     inst = state.instances.get(aggregate_id)
     if inst is None:
@@ -236,16 +330,19 @@ def fold_instance_event(state: InstanceProjection, event: Event) -> Instance | N
     request_id, user_id = event.request_id, event.user_id
     timeline = inst.timeline
     if timeline:
-        if timeline[-4] == request_id:
-            request_id = timeline[-4]
-        if timeline[-3] == user_id:
-            user_id = timeline[-3]
-    # detail: a failure's reason, else the server action's name (None for the boot's steps)
-    inst.record((_NAMES[event.type], occurred_at, request_id, user_id,
-                 SHARED(body.get("host")), body.get("reason") or body.get("action")))
+        if timeline[-2] == request_id:
+            request_id = timeline[-2]
+        if timeline[-1] == user_id:
+            user_id = timeline[-1]
+    # detail: a failure's reason, else the server action's name (None for the boot's steps); the
+    # row and LogClock.saw written out here, as a replay pays each call for every event
+    step = (name, body.get("host"), body.get("reason") or body.get("action"))
+    inst.timeline += (_STEPS.get(step) or _new_step(step), occurred_at, request_id, user_id)
     if occurred_at > inst.updated_at:
         inst.updated_at = occurred_at
-    state.clock.saw(occurred_at)
+    clock = state.clock
+    if occurred_at > clock.log_time_ms:
+        clock.log_time_ms = occurred_at
     owned(inst, event, body)
     # ties (a delete forks the chain: two events share a sequence) go to the larger event id, so
     # a replay and a live tail that read the fork in different orders agree
@@ -262,17 +359,21 @@ def fold_instance_event(state: InstanceProjection, event: Event) -> Instance | N
 # One function per instance event type: the fields it owns, then the state fields it sets when
 # it is the newest state-bearing event (see _advance). Dispatch by type keeps the fold to one
 # dict lookup per event, which a full replay pays a hundred thousand times.
-def _advance(inst: Instance, rank: tuple[int, int, str], states: _States) -> bool:
+def _advance(inst: Instance, level: int, event: Event, states: _States) -> bool:
     """Take the state fields of `states` unless a higher-ranked event already set them. Rank is
     (terminal level, sequence, event id): the id settles a fork (two events answering one event,
     e.g. a delete requested while a build is in flight) the same way in every read order."""
-    if rank < inst.state_rank:
+    sequence, event_id = event.sequence, event.event_id
+    held = inst.state_level
+    # the rank compared field by field: two tuples built for each event cost a replay more
+    if level < held or level == held and (sequence < inst.state_sequence or sequence == inst.state_sequence
+                                          and event_id < inst.state_event_id):
         return False
-    inst.state_rank = rank
+    inst.state_level, inst.state_sequence, inst.state_event_id = level, sequence, event_id
     status, vm_state, inst.task_state = states
     if status:
         inst.status, inst.vm_state = status, vm_state
-    if inst.deleting and rank[0] == 0:
+    if inst.deleting and level == 0:
         inst.task_state = "deleting"
     return True
 
@@ -280,7 +381,7 @@ def _advance(inst: Instance, rank: tuple[int, int, str], states: _States) -> boo
 def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.name = body["name"]
     inst.project_id = event.project_id
-    inst.user_id = inst.timeline[-3]  # the timeline's copy (recorded just before)
+    inst.user_id = inst.timeline[-1]  # the timeline's copy (recorded just before)
     # values many servers hold alike are shared (eventsvm.state.compact), never changed in place
     inst.flavor_ref = SHARED(body["flavor_id"])
     inst.image_id = SHARED(body["image_id"])
@@ -291,19 +392,21 @@ def _requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.tags = SHARED(list(body.get("tags") or []))
     inst.description = body.get("description")
     inst.access_ipv4 = body.get("access_ipv4")
-    inst.access_ipv6 = body.get("access_ipv6")
     inst.reservation_id = body.get("reservation_id")
-    inst.server_group_id = body.get("server_group_id")
-    inst.user_data = body.get("user_data")
-    inst.launch_index = body.get("launch_index") or 0
+    rare = (body.get("access_ipv6"), body.get("server_group_id"), body.get("user_data"),
+            body.get("launch_index") or 0)
+    if inst.extras is not None or rare != (None, None, None, 0):
+        extras = inst.more()
+        extras.access_ipv6, extras.server_group_id, extras.user_data, extras.launch_index = rare
     hostname = sanitized_hostname(body["name"], event.aggregate_id)
     inst.hostname = inst.name if hostname == inst.name else hostname  # most often one string for both
     inst.requested_networks = SHARED(list(body.get("networks") or []))
     inst.created_at = event.occurred_at
-    inst.request_id = inst.timeline[-4]  # the timeline's copy (recorded just before)
-    for kind, edit in inst.edits:
-        _EDITS[kind](inst, edit)
-    _advance(inst, (0, event.sequence, event.event_id), _REQUESTED_STATES)
+    inst.request_id = inst.timeline[-2]  # the timeline's copy (recorded just before)
+    if inst.extras is not None:
+        for kind, edit in inst.extras.edits:
+            _EDITS[kind](inst, edit)
+    _advance(inst, 0, event, _REQUESTED_STATES)
 
 
 # compiled once: a replay names every server it folds (re.sub would look the pattern up each time)
@@ -323,7 +426,7 @@ def sanitized_hostname(name: str, instance_id: str) -> str:
 
 def _authenticated(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.flavor = SHARED(body["spec"]["flavor"])
-    _advance(inst, (0, event.sequence, event.event_id), _AUTHENTICATED_STATES)
+    _advance(inst, 0, event, _AUTHENTICATED_STATES)
 
 
 def _take_attempt(inst: Instance, body: dict[str, Any]) -> None:
@@ -351,7 +454,7 @@ def _scheduled(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     _place(inst, body["host"], event.sequence)
     inst.claim = SHARED(body["claim"])
     states = _UNSHELVE_SCHEDULED_STATES if _unshelving(body) else _SCHEDULED_STATES
-    _advance(inst, (0, event.sequence, event.event_id), states)
+    _advance(inst, 0, event, states)
 
 
 def _resources_resolved(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -359,13 +462,15 @@ def _resources_resolved(inst: Instance, event: Event, body: dict[str, Any]) -> N
     _place(inst, body["host"], event.sequence)
     inst.ports = _kept_ports(body.get("ports") or [], inst.ports)
     states = _UNSHELVE_RESOLVED_STATES if _unshelving(body) else _RESOURCES_RESOLVED_STATES
-    _advance(inst, (0, event.sequence, event.event_id), states)
+    _advance(inst, 0, event, states)
 
 
-def _kept_ports(ports: list[dict[str, Any]], held: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _kept_ports(ports: Sequence[Mapping[str, Any]], held: Ports) -> Ports:
     """The ports as the model keeps them: the ones it holds when equal (a spawn reports the ports
-    its resolution chose), else copies sharing what many ports repeat."""
-    return held if ports is held or ports == held else shared_ports(ports)
+    its resolution chose), else compact copies sharing what many ports repeat."""
+    if ports is held or (len(ports) == len(held) and all(a == b for a, b in zip(ports, held, strict=True))):
+        return held
+    return frozen_ports(ports)
 
 
 def _spawned(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -375,54 +480,59 @@ def _spawned(inst: Instance, event: Event, body: dict[str, Any]) -> None:
         return
     _place(inst, body["host"], event.sequence)
     inst.launched_at = body["launched_at"]
-    inst.flavor = SHARED(body["flavor"])
-    inst.claim = SHARED(body.get("claim")) or inst.claim
+    # most often the flavor and claim the instance already holds (shared): an equal dict is kept,
+    # which is cheaper to compare than to share again
+    flavor, claim = body["flavor"], body.get("claim")
+    if flavor != inst.flavor:
+        inst.flavor = SHARED(flavor)
+    if claim and claim != inst.claim:
+        inst.claim = SHARED(claim)
     inst.ports = _kept_ports(body.get("addresses") or inst.ports, inst.ports)
-    if _advance(inst, (0, event.sequence, event.event_id), _SPAWNED_STATES):
+    if _advance(inst, 0, event, _SPAWNED_STATES):
         inst.power_state = body["power_state"]
 
 
 def _failed(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     if not body["final"]:
         states = _UNSHELVE_SCHEDULED_STATES if _unshelving(body) else _RETRYING_STATES
-        _advance(inst, (0, event.sequence, event.event_id), states)
+        _advance(inst, 0, event, states)
         return
     # the fault is the final failure's even when a deletion outranks it
-    inst.fault = {
+    inst.more().fault = {
         "code": body["code"],
         "message": body["reason"],
         "details": body.get("details") or "",
         "created": event.occurred_at,
     }
-    _advance(inst, (1, event.sequence, event.event_id), _ERROR_STATES)
+    _advance(inst, 1, event, _ERROR_STATES)
 
 
 def _delete_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     _mark_deleting(inst)
-    _advance(inst, (0, event.sequence, event.event_id), _DELETE_REQUESTED_STATES)
+    _advance(inst, 0, event, _DELETE_REQUESTED_STATES)
 
 
 def _delete_dispatched(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     _mark_deleting(inst)
-    _advance(inst, (0, event.sequence, event.event_id), _DELETE_DISPATCHED_STATES)
+    _advance(inst, 0, event, _DELETE_DISPATCHED_STATES)
 
 
 def _mark_deleting(inst: Instance) -> None:
     # Once a delete is asked for, the task is deleting until the deletion (or a final failure),
     # whatever event of the same sequence (an action's outcome, a build step) wins the fork.
     inst.deleting = True
-    if inst.state_rank[0] == 0:
+    if inst.state_level == 0:
         inst.task_state = "deleting"
 
 
-# the terminal level (state_rank[0]) of a deletion: it outranks every other event
+# the terminal level (state_level) of a deletion: it outranks every other event
 _DELETION_LEVEL = 2
 
 
 def _deleted(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.terminated_at = body["terminated_at"]
     # a deletion is terminal: it outranks every other event, a final failure included
-    if _advance(inst, (_DELETION_LEVEL, event.sequence, event.event_id), _DELETED_STATES):
+    if _advance(inst, _DELETION_LEVEL, event, _DELETED_STATES):
         inst.power_state = NOSTATE
 
 
@@ -435,7 +545,7 @@ def _apply_update(inst: Instance, body: dict[str, Any]) -> None:
     if body.get("access_ipv4") is not None:
         inst.access_ipv4 = body["access_ipv4"]
     if body.get("access_ipv6") is not None:
-        inst.access_ipv6 = body["access_ipv6"]
+        inst.more().access_ipv6 = body["access_ipv6"]
     if body.get("description_set"):
         inst.description = body["description"]
 
@@ -465,7 +575,8 @@ EDIT_EVENT_TYPES: frozenset[EventType] = frozenset(_EDITS)
 
 
 def _edited(inst: Instance, event: Event, body: dict[str, Any]) -> None:
-    inst.edits = (*inst.edits, (event.type, body))
+    extras = inst.more()
+    extras.edits = (*extras.edits, (event.type, body))
     _EDITS[event.type](inst, body)
 # -- server actions (DESIGN §7) --------------------------------------------------------------------
 # nova's API status of a (vm_state, task_state) pair, as nova.api.openstack.common._STATE_MAP has it
@@ -500,23 +611,24 @@ def _action_requested(inst: Instance, event: Event, body: dict[str, Any]) -> Non
     action = body["action"]
     if action in ("lock", "unlock"):
         # no host step: the lock is in place once it is on the log; the newest lock event wins
-        if event.sequence >= inst.lock_sequence:
-            inst.lock_sequence = event.sequence
-            inst.locked = action == "lock"
-            inst.locked_reason = body.get("locked_reason") if inst.locked else None
-            inst.locked_by = body.get("locked_by") if inst.locked else None
+        extras = inst.more()
+        if event.sequence >= extras.lock_sequence:
+            extras.lock_sequence = event.sequence
+            extras.locked = action == "lock"
+            extras.locked_reason = body.get("locked_reason") if extras.locked else None
+            extras.locked_by = body.get("locked_by") if extras.locked else None
         return
     vm_state, task_state = body["vm_state"], body.get("task_state")
     states = (server_status(vm_state, task_state), vm_state, task_state)
-    _advance(inst, (0, event.sequence, event.event_id), states)
+    _advance(inst, 0, event, states)
     if action == "shelve":
-        inst.shelved_image_id = body.get("image_id")
+        inst.more().shelved_image_id = body.get("image_id")
 
 
 def _action_finished(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     # completed and failed both end the task; the body says where the server is now
     vm_state = body["vm_state"]
-    if _advance(inst, (0, event.sequence, event.event_id), (server_status(vm_state, None), vm_state, None)):
+    if _advance(inst, 0, event, (server_status(vm_state, None), vm_state, None)):
         inst.power_state = body["power_state"]
     if vm_state == "shelved_offloaded":
         # offloaded, or an unshelve that failed: no host until an unshelve spawns it somewhere
@@ -524,7 +636,8 @@ def _action_finished(inst: Instance, event: Event, body: dict[str, Any]) -> None
     if event.type == EventType.INSTANCE_ACTION_FAILED and body.get("host"):
         # a host's failure is the instance's fault, as nova's wrap_instance_fault records it (shown
         # only while the server is in ERROR, as nova shows it)
-        inst.fault = {"code": 500, "message": body["reason"], "details": "", "created": event.occurred_at}
+        inst.more().fault = {"code": 500, "message": body["reason"], "details": "",
+                             "created": event.occurred_at}
 
 
 def _volume_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -549,25 +662,23 @@ def _move_states(body: dict[str, Any]) -> _States:
 
 def _newest_move(inst: Instance, event: Event) -> bool:
     """Whether this move event is the newest to set where the server is and what it runs."""
-    if event.sequence < inst.move_sequence:
+    extras = inst.more()
+    if event.sequence < extras.move_sequence:
         return False
-    inst.move_sequence = event.sequence
+    extras.move_sequence = event.sequence
     return True
 
 
 def _move_requested(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     if body["action"] == "rebuild" and _newest_move(inst, event):
-        # nova sets what the rebuild request changes on the instance at once, in the API
-        for attr, key in (("name", "name"), ("access_ipv4", "access_ipv4"), ("access_ipv6", "access_ipv6")):
-            if body.get(key) is not None:
-                setattr(inst, attr, body[key])
+        # nova sets what the rebuild request changes on the instance at once, in the API: the name,
+        # access addresses and description as an edit sets them, and the metadata
+        _apply_update(inst, body)
         if body.get("metadata") is not None:
             inst.metadata = dict(body["metadata"])
-        if body.get("description_set"):
-            inst.description = body["description"]
         if body.get("guest"):
             inst.image_id = body["guest"]["image"]["id"]
-    _advance(inst, (0, event.sequence, event.event_id), _move_states(body))
+    _advance(inst, 0, event, _move_states(body))
 
 
 def _move_step(inst: Instance, event: Event, body: dict[str, Any]) -> None:
@@ -578,26 +689,26 @@ def _move_step(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     # the newest such move, so a step read before the boot's spawned does not hold that back
     if body["vm_state"] == "resized" and body["action"] == "resize" and _newest_move(inst, event):
         inst.host, inst.flavor = body["dest_host"], body["flavor"]
-        inst.move = {k: body.get(k) for k in ("source_host", "dest_host", "source_slot", "dest_slot",
+        inst.more().move = {k: body.get(k) for k in ("source_host", "dest_host", "source_slot", "dest_slot",
                                                 "old_flavor", "old_claim", "claim", "flavor", "guest")}
     elif step == "compute_confirm_resize" and _newest_move(inst, event):
-        inst.claim, inst.move = body.get("claim") or inst.claim, None
+        inst.claim, inst.more().move = body.get("claim") or inst.claim, None
     elif step == "compute_finish_revert_resize" and _newest_move(inst, event):
         inst.host, inst.flavor = body["source_host"], body.get("old_flavor") or inst.flavor
-        inst.claim, inst.move = body.get("old_claim") or inst.claim, None
-    if _advance(inst, (0, event.sequence, event.event_id), _move_states(body)) and \
+        inst.claim, inst.more().move = body.get("old_claim") or inst.claim, None
+    if _advance(inst, 0, event, _move_states(body)) and \
             body.get("power_state") is not None:
         inst.power_state = body["power_state"]
 
 
 def _move_failed(inst: Instance, event: Event, body: dict[str, Any]) -> None:
     inst.name_last_step(body["step"])
-    inst.fault = {"code": body.get("code") or 500, "message": body.get("reason") or "",
+    inst.more().fault = {"code": body.get("code") or 500, "message": body.get("reason") or "",
                   "details": "", "created": event.occurred_at}
     if body["action"] in ("resize", "revertResize") and _newest_move(inst, event):
         # the server stays (or is put back) where it was before the resize
-        inst.move = None
-    if _advance(inst, (0, event.sequence, event.event_id), _move_states(body)) and \
+        inst.more().move = None
+    if _advance(inst, 0, event, _move_states(body)) and \
             body.get("power_state") is not None:
         inst.power_state = body["power_state"]
 
@@ -624,8 +735,10 @@ _FOLDS: dict[EventType, Callable[[Instance, Event, dict[str, Any]], None]] = {
     EventType.INSTANCE_MOVE_STEP: _move_step,
     EventType.INSTANCE_MOVE_FAILED: _move_failed,
 }
-# the timeline keeps the type's plain string (reading `.value` off the enum costs a property call)
-_NAMES: dict[EventType, str] = {kind: kind.value for kind in _FOLDS}
+# each type's fold with the plain string the timeline keeps (reading `.value` off the enum costs a
+# property call), found in one lookup an event
+_NAMED_FOLDS: dict[EventType, tuple[str, Callable[[Instance, Event, dict[str, Any]], None]]] = {
+    kind: (kind.value, owned) for kind, owned in _FOLDS.items()}
 # Every instance event type must have its fold: one without would be dropped from the model silently.
 _UNFOLDED = {kind for kind in EventType if kind.startswith("instance.")} - _FOLDS.keys()
 if _UNFOLDED:

@@ -12,7 +12,7 @@ destination's. So no saga ends holding two claims.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,7 +146,7 @@ class MoveClaims:
         return self.moved.get(instance_id, -1) > sequence
 
 
-def guest_record(name: str, image: Mapping[str, Any], ports: list[dict[str, Any]]) -> dict[str, Any]:
+def guest_record(name: str, image: Mapping[str, Any], ports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The Guest record of the move events: what a host needs to define the server's guest."""
     return {"name": name, "image": dict(image), "ports": [dict(p) for p in ports]}
 

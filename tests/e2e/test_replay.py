@@ -23,7 +23,7 @@ def beyond_fork_ties(log: EventLog, replayed: Models, live: Models) -> list[str]
     left: list[str] = []
     for difference in model_differences(replayed, live):
         instance_id, _, field = difference.split(":")[0].removeprefix("instance ").partition(".")
-        if field not in ("last_event_id", "last_hash"):
+        if field not in ("last_event_id", "last_digest"):
             left.append(difference)
             continue
         stages = instance_stages(log, Codec(), instance_id)

@@ -212,7 +212,8 @@ def refusing_folds(monkeypatch: pytest.MonkeyPatch) -> None:
     for kind in (EventType.HOST_REGISTERED, EventType.FLAVOR_CREATED):
         monkeypatch.setitem(readmodel_module._FOLDS, kind, refusing(readmodel_module._FOLDS[kind]))
     kind = EventType.INSTANCE_SCHEDULED
-    monkeypatch.setitem(instances_module._FOLDS, kind, refusing(instances_module._FOLDS[kind]))
+    name, fold = instances_module._NAMED_FOLDS[kind]  # the table the instance fold dispatches on
+    monkeypatch.setitem(instances_module._NAMED_FOLDS, kind, (name, refusing(fold)))
 
 
 def test_the_read_model_letters_what_it_cannot_fold_and_folds_the_rest_of_the_batch(

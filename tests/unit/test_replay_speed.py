@@ -77,7 +77,7 @@ def test_folding_an_event_answers_with_the_instance_only_while_that_event_is_its
 @pytest.mark.parametrize("kind", [t for t in EventType if t.startswith("instance.")])
 def test_every_instance_event_type_lands_in_the_model_and_its_timeline(kind: EventType) -> None:
     event = sample_event(kind, random.Random(9))
-    projection = evolve_projection(initial_projection(), event, "f" * 64)
+    projection = evolve_projection(initial_projection(), event, b"\xff" * 32)
     inst = projection.get(event.aggregate_id)
     assert inst is not None and projection.events_folded == 1
     assert [a[0] for a in inst.actions] == [kind.value]

@@ -9,13 +9,22 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+
 from consumers import authenticator, resolver, scheduler
 from eventsvm.events.codec import decode, encode
-from eventsvm.events.model import Event
+from eventsvm.events.model import Event, EventType
 from eventsvm.projections.readmodel import Models, fold
 from eventsvm.runtime.service import Service
-from eventsvm.state.compact import FORGET_AFTER_MS, CompactRecord, Departures, Shared, remember_answer
-from eventsvm.state.instances import ACTION_FIELDS, DELETED_RETENTION_MS
+from eventsvm.state.compact import (
+    FORGET_AFTER_MS,
+    CompactRecord,
+    Departures,
+    Shared,
+    frozen_ports,
+    remember_answer,
+)
+from eventsvm.state.instances import DELETED_RETENTION_MS
 from tests.factories import deletion_chain, instance_chain
 
 
@@ -44,6 +53,17 @@ def test_shared_gives_one_object_per_distinct_value_and_stays_bounded() -> None:
     assert shared(third) is third and len(shared) == 2  # full: handed back, not remembered
 
 
+def test_shared_tells_types_apart_and_shares_what_marshal_cannot_write() -> None:
+    shared = Shared()
+    flag = {"enabled": True}
+    assert shared(flag) is flag and shared({"enabled": 1}) is not flag  # equal, not the same value
+    # a string built at run time (not interned) and a literal (interned) are the same key
+    built = {"name": "".join(["m1.", "tiny"])}
+    assert shared({"name": "m1.tiny"}) is shared(built)
+    edit = [(EventType.INSTANCE_UPDATED, {"name": "x"})]  # an enum member: no marshal form
+    assert shared(edit) is edit and shared([(EventType.INSTANCE_UPDATED, {"name": "x"})]) is edit
+
+
 def test_a_compact_record_gives_the_dict_back_sharing_equal_values() -> None:
     rng = random.Random(3)
     specs = [chain[2].body["spec"] for chain in (instance_chain(rng), instance_chain(rng))]
@@ -51,6 +71,18 @@ def test_a_compact_record_gives_the_dict_back_sharing_equal_values() -> None:
     assert first.as_dict() == specs[0] and second.as_dict() == specs[1]
     assert first.keys is second.keys
     assert first.as_dict()["flavor"] is second.as_dict()["flavor"]
+
+
+def test_frozen_ports_read_as_the_dicts_they_were_and_share_the_networks_strings() -> None:
+    rng = random.Random(4)
+    ports = [instance_chain(rng)[3].body["ports"][0] for _ in range(2)]
+    first, second = (frozen_ports([port])[0] for port in ports)
+    assert first == ports[0] and dict(first) == ports[0] and list(first) == list(ports[0])
+    assert first != second and len(first) == len(ports[0])
+    assert first["ip_address"] == ports[0]["ip_address"] and first.get("nosuch") is None
+    with pytest.raises(KeyError):
+        first["nosuch"]
+    assert first["network_id"] is second["network_id"] and first["subnet_id"] is second["subnet_id"]
 
 
 def test_answers_are_remembered_once_in_order() -> None:
@@ -146,11 +178,12 @@ def test_the_read_model_keeps_one_copy_of_what_a_servers_events_repeat() -> None
     for event in [*first, *second]:
         fold(models, event, None, str(event.topic))
     one, other = (models.instances.instances[chain[0].aggregate_id] for chain in (first, second))
-    entries = [one.timeline[i:i + ACTION_FIELDS] for i in range(0, len(one.timeline), ACTION_FIELDS)]
+    entries = one.actions
+    assert one.timeline[0] is other.timeline[0]  # (instance.requested, no host, no detail): one step for both
     assert len(entries) == 5 and len({id(request_id) for _, _, request_id, *_ in entries}) == 1
     assert all(request_id is one.request_id for _, _, request_id, *_ in entries)
     assert all(user_id is one.user_id for _, _, _, user_id, *_ in entries)
-    assert one.ports == first[3].body["ports"]  # the same values, the network's strings shared:
+    assert list(one.ports) == first[3].body["ports"]  # the same values, the network's strings shared:
     assert one.ports[0]["network_id"] is other.ports[0]["network_id"]
     assert one.ports[0]["gateway_ip"] is other.ports[0]["gateway_ip"]
     assert one.ports[0]["ip_address"] is not other.ports[0]["ip_address"]
