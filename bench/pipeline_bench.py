@@ -10,6 +10,8 @@ timestamps:
 - POST→ACTIVE latency (p50, p99): from the request's scheduled send time to its `instance.spawned`;
 - each stage's p50 and p99 (requested→authenticated→scheduled→resources-resolved→spawned);
 - what the load generator cost, in percent of one core (of the two);
+- what the cloud cost: CPU milliseconds of all its processes per server made ACTIVE (the ceiling
+  two cores put on any layout is 2,000 / that servers a second);
 - lost (accepted, never spawned nor failed) and duplicated (spawned twice) servers, which must be 0.
 """
 
@@ -113,6 +115,25 @@ def _offer(cloud: Cloud, body: dict[str, Any], rate: float, count: int) -> tuple
     return out["sent"], float(out["cpu_s"])
 
 
+def _cloud_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by `pid` and every living process under it (`up --processes`' children:
+    the API workers, the services, the spawners), from /proc."""
+    total, pending = 0.0, [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            # each thread's own children: a supervisor thread starts (and restarts) a child
+            children = [c for task in Path(f"/proc/{current}/task").iterdir()
+                        for c in (task / "children").read_text().split()]
+        except OSError:
+            continue  # gone meanwhile
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        pending += [int(c) for c in children]
+    return total
+
+
 def _quantile(values: Sequence[float], q: int) -> float:
     """The q-th percentile (inclusive method; the value itself for a single sample)."""
     if len(values) < 2:
@@ -124,6 +145,7 @@ def _point(cloud: Cloud, timeline: Timeline, body: dict[str, Any], rate: float,
            duration_s: float) -> dict[str, float]:
     """One offered rate: the metrics of the module docstring."""
     count = max(20, int(rate * duration_s))
+    cloud_cpu_before = _cloud_cpu_s(cloud.pid)
     sent, cpu_s = _offer(cloud, body, rate, count)
     refused = [r for r in sent if r[3] != 202]
     if refused:
@@ -131,6 +153,7 @@ def _point(cloud: Cloud, timeline: Timeline, body: dict[str, Any], rate: float,
     sent_at = {r[4]: r[1] for r in sent}
     ids = set(sent_at)
     left = timeline.wait_finished(ids, timeout_s=count / 5 + 120)
+    cloud_cpu_s = _cloud_cpu_s(cloud.pid) - cloud_cpu_before
     active = [i for i in ids if Topic.SPAWNED in timeline.at.get(i, {})]
     first = min(sent_at.values())
     last = max(timeline.at[i][Topic.SPAWNED] for i in active) if active else first
@@ -144,6 +167,9 @@ def _point(cloud: Cloud, timeline: Timeline, body: dict[str, Any], rate: float,
         "post_p50_ms": _quantile([r[2] for r in sent], 50),
         "post_p99_ms": _quantile([r[2] for r in sent], 99),
         "loadgen_pct_core": 100 * cpu_s / (offered_s + max(r[2] for r in sent) / 1000),
+        # what the whole cloud (every process of it) spent on each server, POST to ACTIVE: two cores
+        # give at most 2,000 / this servers a second, whatever the layout
+        "cloud_cpu_ms_per_server": 1000 * cloud_cpu_s / max(1, len(active)),
         "failed": float(len(ids & timeline.failed)),
         "lost": float(len(left)),
         "duplicated": float(sum(1 for i in ids if timeline.spawns.get(i, 0) > 1)),

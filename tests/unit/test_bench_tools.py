@@ -74,3 +74,31 @@ def test_the_plot_draws_each_engines_points_from_a_results_file(tmp_path: Path) 
     assert [p[0] for p in found["kafka"]["p99_ms"]] == [25.0, 50.0]
     out = plot({"results": rows, "machine": {"cores": 2}, "when": "now"}, tmp_path / "p.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_clouds_cpu_counts_the_processes_under_it() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from bench.pipeline_bench import _cloud_cpu_s
+
+    # a parent that starts a child burning ~0.3 s of CPU from a thread, as a supervisor does
+    script = ("import subprocess, sys, threading\n"
+              "t = threading.Thread(target=lambda: subprocess.run([sys.executable, '-c', "
+              "'import time\\nend = time.process_time() + 0.3\\nwhile time.process_time() < end: pass\\n"
+              "time.sleep(30)']))\n"
+              "t.start(); t.join()\n")
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 20
+        while _cloud_cpu_s(parent.pid) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # the parent alone spends a few hundredths: the rest is its thread's child
+        assert 0.3 <= _cloud_cpu_s(parent.pid) < 5
+    finally:
+        for child in Path(f"/proc/{parent.pid}/task").iterdir():
+            for pid in (child / "children").read_text().split():
+                os.kill(int(pid), 9)
+        parent.kill()
+        parent.wait()
