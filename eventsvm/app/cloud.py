@@ -38,7 +38,7 @@ from eventsvm.app.seed import (
     update_clouds_yaml_url,
     write_clouds_yaml,
 )
-from eventsvm.app.writers import API, SEED, pool_codec, writer_codec
+from eventsvm.app.writers import API, SEED, pool_codec, spawner_writer, writer_codec
 from eventsvm.config import LogConfig
 from eventsvm.identity.keys import ensure_keys
 from eventsvm.identity.tokens import TokenService
@@ -308,9 +308,8 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
         raise UsageError("several --host are simulated hosts (the test driver); run a spawner per real host")
     if len(set(hosts)) != len(hosts):
         raise UsageError("a --host is named twice")
-    # a spawner signs as each host it serves; the API and a pipeline service as themselves
-    codec = pool_codec(data_dir, hosts) if per_host else writer_codec(
-        data_dir, API if args.service == "api" else args.service)
+    writer = API if args.service == "api" else spawner_writer(hosts[0]) if per_host else args.service
+    codec = pool_codec(data_dir, hosts) if per_host else writer_codec(data_dir, writer)
     log_ = open_log(config)
     stop = threading.Event()
     if args.service == "api":

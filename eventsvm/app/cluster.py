@@ -19,6 +19,7 @@ from eventsvm.app.registry import (
     PIPELINE,
     PipelineSettings,
     host_pool_service,
+    host_service,
     pipeline_service,
     policy_dir,
 )
@@ -161,13 +162,15 @@ def pool_runner(
     read = {tuple(spawner_partitions(log_.partitions, h.slot)) for h in hosts}
     if len(read) != 1:
         raise ValueError(f"the hosts of pool {name} read different partitions; spawner_pools groups them")
+    single = len(hosts) == 1
     return ServiceRunner(
         log_,
-        host_pool_service("spawner", name, [h.name for h in hosts]),
+        host_service("spawner", hosts[0].name) if single
+        else host_pool_service("spawner", name, [h.name for h in hosts]),
         codec,
         member_name=member_name or name,
         partitions=spawner_partitions(log_.partitions, hosts[0].slot),
-        deps={h.name: h for h in hosts},
+        deps=hosts[0] if single else {h.name: h for h in hosts},
         observer=observer,
         snapshots=snapshots,
     )
