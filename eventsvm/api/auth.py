@@ -68,10 +68,17 @@ class Identity:
         )
 
 
-def api_context(request: Request) -> ApiContext:
+def context_of(request: Request) -> ApiContext:
     """The ApiContext the app was created with."""
     ctx: ApiContext = request.app.state.ctx
     return ctx
+
+
+async def api_context(request: Request) -> ApiContext:
+    """`context_of` as a dependency. Async, as every dependency here that neither waits nor does
+    I/O: FastAPI runs a plain `def` dependency on its thread pool, a hop to another thread and
+    back for each one, every request."""
+    return context_of(request)
 
 
 def valid_claims(tokens: TokenService, readmodel: ReadModel, token: str) -> TokenClaims | None:
@@ -110,8 +117,9 @@ def caller_of(request: Request, ctx: ApiContext, token: str | None) -> Identity:
     return caller
 
 
-def current_identity(
+async def current_identity(
     request: Request, token: str | None = Depends(token_header), ctx: ApiContext = Depends(api_context)
 ) -> Identity:
-    """The caller behind X-Auth-Token; 401 in keystone's shape when there is none."""
+    """The caller behind X-Auth-Token; 401 in keystone's shape when there is none. Async (see
+    api_context): enforce_route_policy, which every route runs first, has verified it already."""
     return caller_of(request, ctx, token)

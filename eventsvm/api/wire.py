@@ -14,7 +14,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic_core import to_json
 
-from eventsvm.api.auth import api_context
+from eventsvm.api.auth import context_of
 from eventsvm.api.errors import BadRequest
 
 T = TypeVar("T")
@@ -36,7 +36,7 @@ def request_id(request: Request) -> str:
 
 def base_url(request: Request) -> str:
     """scheme://host:port the clients reach this API at, without a trailing slash."""
-    return api_context(request).base_url(str(request.base_url))
+    return context_of(request).base_url(str(request.base_url))
 
 
 def iso_z(ms: int | None) -> str | None:
