@@ -282,6 +282,43 @@ def test_an_operator_policy_file_overrides_a_default(tmp_path: Path) -> None:
     assert not enforcers.allows("glance", "add_image", {"project_id": "p"}, reader)
 
 
+def test_kept_decisions_are_the_ones_oslo_policy_makes(tmp_path: Path) -> None:
+    """Every rule of every service, for every persona, on its own project and another, asked twice
+    (the second answer is the kept one): the same as a fresh oslo.policy Enforcer's."""
+    (tmp_path / "nova-policy.yaml").write_text('"os_compute_api:servers:create": "role:reader"\n')
+    kept, fresh = PolicyEnforcers(tmp_path), PolicyEnforcers(tmp_path)
+    personas = [credentials("u", "p", roles) for roles in (("reader",), ("member",), ("admin",), ())]
+    targets = [{"project_id": "p", "tenant_id": "p", "owner": "p", "user_id": "u"},
+               {"project_id": "q", "tenant_id": "q", "owner": "q", "user_id": "v"}, {}]
+    asked = 0
+    for service, rules in SERVICES.items():
+        plain = fresh._enforcers[service]
+        for rule in rules:
+            for creds in personas:
+                for target in targets:
+                    expected = bool(plain.authorize(rule, dict(target), dict(creds)))
+                    assert kept.allows(service, rule, target, creds) is expected, (service, rule, creds)
+                    assert kept.allows(service, rule, target, creds) is expected, (service, rule, creds)
+                    asked += 1
+    assert asked > 1000
+    assert kept.allows("nova", "os_compute_api:servers:create", targets[0], personas[0])
+
+
+def test_a_policy_file_edited_twice_in_one_second_applies_at_the_next_check(tmp_path: Path) -> None:
+    policy = tmp_path / "neutron-policy.yaml"
+    enforcers = PolicyEnforcers(tmp_path)
+    reader = credentials("u", "p", ("reader",))
+    target = {"project_id": "p"}
+    assert not enforcers.allows("neutron", "create_network", target, reader)
+    policy.write_text('"create_network": "role:reader"\n')
+    assert enforcers.allows("neutron", "create_network", target, reader)
+    policy.write_text('"create_network": "role:admin"\n')  # within the same second
+    assert not enforcers.allows("neutron", "create_network", target, reader)
+    policy.unlink()
+    policy.write_text('"create_network": "role:reader or role:member"\n')
+    assert enforcers.allows("neutron", "create_network", target, reader)
+
+
 def test_a_policy_file_in_the_data_dir_changes_what_the_api_allows(cloud: Cloud, tmp_path: Path) -> None:
     """The app `eventsvm up` serves reads <data-dir>/policy/<service>-policy.yaml, as an operator
     writes /etc/neutron/policy.yaml; a file written while it runs applies at the next request."""
