@@ -22,9 +22,9 @@ from eventsvm.events.model import EventType
 from eventsvm.identity.quota import DEFAULT_LIMITS, METADATA_ITEMS, QuotaLimits, ResourceCount
 from eventsvm.projections.billing import tenant_usage
 from eventsvm.projections.readmodel import Models
+from eventsvm.projections.usage import count_usage, flavor_of
 from eventsvm.scheduler.claims import recorded_claim
 from eventsvm.state.identity import quota_for
-from eventsvm.state.instances import Instance
 
 router = APIRouter(prefix="/compute/v2.1", tags=["compute"])
 
@@ -42,21 +42,12 @@ _FIXED_QUOTAS = {
 }
 
 
-def _flavor_of(models: Models, inst: Instance) -> dict[str, Any] | None:
-    return inst.flavor or (models.catalog.flavors.get(inst.flavor_ref) if inst.flavor_ref else None)
-
-
 def project_usage(models: Models, project_id: str) -> ResourceCount:
-    """What a project's live servers hold (ERROR ones included, as nova counts them)."""
-    instances = cores = ram = 0
-    for inst in models.instances.instances.values():
-        if inst.project_id != project_id or inst.status == "DELETED":
-            continue
-        flavor = _flavor_of(models, inst)
-        instances += 1
-        cores += flavor["vcpus"] if flavor else 0
-        ram += flavor["ram_mb"] if flavor else 0
-    return ResourceCount(instances=instances, cores=cores, ram_mb=ram)
+    """What a project's live servers hold (ERROR ones included, as nova counts them): from the read
+    model's usage book where it keeps one, else counted (eventsvm.projections.usage)."""
+    if models.usage is not None:
+        return models.usage.usage(models, project_id)
+    return count_usage(models, project_id)
 
 
 # The routes' own rules (quota-sets, simple-tenant-usage, hypervisors) are checked before the
@@ -272,7 +263,7 @@ def _hypervisors(models: Models) -> list[dict[str, Any]]:
     for inst in models.instances.instances.values():
         if inst.host is None or inst.status in ("DELETED", "ERROR"):
             continue
-        flavor = _flavor_of(models, inst)
+        flavor = flavor_of(models, inst)
         counts = used.setdefault(inst.host, [0, 0, 0, 0])
         if flavor:
             held = recorded_claim(inst.claim, flavor)

@@ -21,6 +21,7 @@ from eventsvm.events.codec import Codec
 from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType, Topic, event_digest
 from eventsvm.log.port import BEGINNING, EventLog, LogError, OutRecord, Reader, Record, partition_for
 from eventsvm.projections.seal import SealBroken, Sealing, SealStore, UntrustedSeal, require_ring
+from eventsvm.projections.usage import UsageBook
 from eventsvm.runtime.fold_letters import FoldLetters
 from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.identity import IdentityState
@@ -50,11 +51,16 @@ class Models:
     dead_letters: list[Event] = field(default_factory=list)
     events_by_topic: dict[str, int] = field(default_factory=dict)
     dead_letter_ids: set[str] = field(default_factory=set)
+    # kept by the API's read model, whose every create asks for a project's usage; None elsewhere
+    # (a replay, a service), where eventsvm.projections.usage counts it by a scan when asked
+    usage: UsageBook | None = None
 
     def settle(self) -> None:
         """Forget what is past its retention (deleted servers); call only with every topic folded
         to its end, so nothing a reader meets later belongs to what was forgotten."""
-        self.instances.forget_deleted()
+        forgotten = self.instances.forget_deleted()
+        if self.usage is not None:
+            self.usage.mark(forgotten)
 
 
 # The read model's name on the dead letters it writes for what it cannot fold.
@@ -149,7 +155,7 @@ class ReadModel:
     def __init__(self, log_: EventLog, codec: Codec) -> None:
         self.log = log_
         self.codec = codec
-        self.models = Models()
+        self.models = Models(usage=UsageBook())
         self.lock = threading.RLock()
         self._own: set[str] = set()
         # appended by this process and not folded yet: whichever of the tail and the appending
@@ -187,7 +193,7 @@ class ReadModel:
                 self._rebuild(sealing)
             except SealBroken as exc:
                 log.error("read model: %s; reading the log again, every signature verified", exc)
-                self.models = Models()
+                self.models = Models(usage=UsageBook())
                 self.fold_letters = FoldLetters(FOLD_NAME, self.codec)
                 sealing = None
                 self._rebuild(None)
@@ -225,8 +231,12 @@ class ReadModel:
             positions = self._positions_of(reader)
             if records or positions:
                 with self.lock:
-                    for record in records:
-                        folded += self._fold_record(record, sealing)
+                    if sealing is None:
+                        for record in records:
+                            folded += self._fold_record(record)
+                    else:  # a batch's digest at once, hashed while the fold runs
+                        for record, sealed in zip(records, sealing.vouch(records), strict=True):
+                            folded += self._fold_record(record, sealing, sealed)
                     if positions:
                         self._folded = positions
                     self._changed.notify_all()
@@ -266,8 +276,7 @@ class ReadModel:
         return self.wait_until(lambda _models: self._folded is None or all(
             self._folded.get(tp, 0) >= end for tp, end in ends), timeout)
 
-    def _fold_record(self, record: Record, sealing: Sealing | None = None) -> int:
-        sealed = sealing is not None and sealing.vouched(record)
+    def _fold_record(self, record: Record, sealing: Sealing | None = None, sealed: bool = False) -> int:
         event = self.fold_letters.decoded(record, sealed)
         if event is None:
             if sealing is not None:
@@ -288,6 +297,9 @@ class ReadModel:
         except Exception as exc:
             self.fold_letters.unfoldable(record, exc)
             return 0
+        usage = self.models.usage
+        if usage is not None:  # whatever the event, its aggregate's usage is counted again if it is a server
+            usage.changed.add(event.aggregate_id)
         for listener in self.listeners:
             listener(event, record.topic)
         return 1
