@@ -234,7 +234,7 @@ class ReadModel:
                     if sealing is None:
                         for record in records:
                             folded += self._fold_record(record)
-                    else:  # a batch's digest at once, hashed while the fold runs
+                    else:  # the seal takes the whole batch into its digests at once
                         for record, sealed in zip(records, sealing.vouch(records), strict=True):
                             folded += self._fold_record(record, sealing, sealed)
                     if positions:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any
 
 from eventsvm.events.codec import Codec, CodecError
@@ -174,7 +175,7 @@ def replay(log: EventLog, codec: Codec, until: Until | None = None, topics: Iter
     projection = models.instances
     # instance events come with only the body fields the fold reads (checked whole all the same)
     decode = codec.projected(FOLDED_BODY_FIELDS, UNFOLDED_ENVELOPE_FIELDS)
-    vouched = sealing.vouched if sealing is not None else None
+    vouch = sealing.vouch if sealing is not None else None
     decode_sealed = codec.projected(FOLDED_BODY_FIELDS, UNFOLDED_ENVELOPE_FIELDS, sealed=True) \
         if sealing is not None and sealing.old is not None else decode
     instance_kinds = INSTANCE_EVENT_TYPES
@@ -193,9 +194,9 @@ def replay(log: EventLog, codec: Codec, until: Until | None = None, topics: Iter
     try:
         for records in drain:
             read += len(records)
-            for record in records:
-                # every record read goes through the seal's digest, those past `until` too
-                sealed = vouched is not None and vouched(record)
+            # every record read goes through the seal's digest, those past `until` too
+            vouched = vouch(records) if vouch is not None else repeat(False)
+            for record, sealed in zip(records, vouched, strict=False):
                 if stopping and not _before(record, until_ms, limits):
                     continue
                 data = record.value

@@ -10,6 +10,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eventsvm.app.audit_cli import add_commands
 from eventsvm.app.writers import key_dir, trusting_codec, writer_codec, writer_ring
@@ -267,3 +269,76 @@ def test_the_read_model_starts_under_the_seal_and_rebuilds_verified_when_it_brea
     assert altered not in {i.name for i in third.models.instances.instances.values()}, "never folded"
     assert model_differences(third.models, replay(log, trusting_codec(data_dir))[0]) == []
     assert third.models.instances.events_folded == first.models.instances.events_folded - 1
+
+
+# -- a batch vouched at once is the same reading as record by record -----------------------------
+_PARTS = [("eventsvm.instance.requested", 0), ("eventsvm.instance.requested", 1), ("eventsvm.instance.spawned", 0)]
+
+
+def _stream(lengths: list[int], seed: int) -> list[Record]:
+    """Records of three partitions as a reader returns them: runs of one partition at a time, each
+    partition in offset order (with gaps, as compaction leaves), values of any length."""
+    rng = random.Random(seed)
+    next_offset = {where: 0 for where in _PARTS}
+    out = []
+    for length in lengths:
+        where = rng.choice(_PARTS)
+        for _ in range(length):
+            offset = next_offset[where]
+            next_offset[where] = offset + rng.choice((1, 1, 1, 2))
+            out.append(Record(where[0], where[1], offset, b"k", rng.randbytes(rng.randrange(0, 3000)), 0))
+    return out
+
+
+def _one_by_one(sealing: Sealing, records: list[Record]) -> list[bool]:
+    return [sealing.vouched(r) for r in records]
+
+
+def _in_batches(sealing: Sealing, records: list[Record], cuts: list[int]) -> list[bool]:
+    flags: list[bool] = []
+    bounds = sorted({0, len(records), *(c % (len(records) + 1) for c in cuts)})
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        flags += sealing.vouch(records[start:end])
+    return flags
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=12), seed=st.integers(0, 1 << 30),
+       sealed_share=st.floats(0, 1.2), cuts=st.lists(st.integers(0, 500), max_size=6),
+       refused_pick=st.integers(0, 1 << 30))
+def test_vouching_a_batch_is_vouching_each_record(lengths: list[int], seed: int, sealed_share: float,
+                                                  cuts: list[int], refused_pick: int) -> None:
+    records = _stream(lengths, seed)
+    # a seal of a prefix of each partition (or of all of it), some offsets in it refused
+    first_reading = Sealing()
+    prefix = records[:int(len(records) * min(sealed_share, 1.0))]
+    _one_by_one(first_reading, prefix)
+    for record in prefix[refused_pick % 7::7]:
+        first_reading.refuse(record)
+    seal = first_reading.seal("log")
+
+    by_record, by_batch = Sealing(seal), Sealing(seal)
+    assert _in_batches(by_batch, records, cuts) == _one_by_one(by_record, records)
+    by_record.finish()
+    by_batch.finish()
+    assert by_batch.seal("log").partitions == by_record.seal("log").partitions
+    assert by_batch.vouched_count == by_record.vouched_count
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(1, 40), min_size=2, max_size=10), seed=st.integers(0, 1 << 30),
+       victim=st.integers(0, 1 << 30), cuts=st.lists(st.integers(0, 500), max_size=6))
+def test_a_batch_with_a_record_altered_inside_the_seal_breaks_it(lengths: list[int], seed: int, victim: int,
+                                                                 cuts: list[int]) -> None:
+    records = _stream(lengths, seed)
+    first_reading = Sealing()
+    _one_by_one(first_reading, records)
+    seal = first_reading.seal("log")
+    i = victim % len(records)
+    altered = records[:i] + [records[i]._replace(value=records[i].value + b"!")] + records[i + 1:]
+
+    sealing = Sealing(seal)
+    with pytest.raises(SealBroken) as broken:
+        _in_batches(sealing, altered, cuts)
+        sealing.finish()
+    assert broken.value.where == (records[i].topic, records[i].partition)
