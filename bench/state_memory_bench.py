@@ -27,8 +27,9 @@ from typing import Any
 from bench.suite import Context, benchmark
 from eventsvm.app.registry import SERVICES
 from eventsvm.events.codec import decode, encode
-from eventsvm.events.model import Event, event_digest
+from eventsvm.events.model import Event, EventType, event_digest
 from eventsvm.projections.readmodel import Models, fold
+from eventsvm.projections.usage import UsageBook
 from tests.factories import deletion_chain, instance_chain
 
 WAVES = 10
@@ -59,11 +60,16 @@ def _folders() -> dict[str, tuple[Any, Fold, Settle]]:
                 holder[0] = service.settle(holder[0])
 
         out[name] = (holder, evolve, settle)
-    models = Models()
+    models = Models(usage=UsageBook())
 
     def fold_models(event: Event) -> None:
         # the read model keeps the stored digest of each server's newest event (deletes chain to it)
         fold(models, event, event_digest(encode(event)), str(event.topic))
+        # and the usage book, which each create asks (ReadModel._fold marks what it folds)
+        assert models.usage is not None
+        models.usage.changed.add(event.aggregate_id)
+        if event.type == EventType.INSTANCE_REQUESTED and event.project_id is not None:
+            models.usage.usage(models, event.project_id)
 
     out["api.readmodel"] = (models, fold_models, models.settle)
     return out

@@ -33,7 +33,15 @@ def _held(models: Models, inst: Instance | None) -> _Held | None:
     if inst is None or inst.status == "DELETED" or inst.project_id is None:
         return None
     flavor = flavor_of(models, inst)
-    return inst.project_id, flavor["vcpus"] if flavor else 0, flavor["ram_mb"] if flavor else 0
+    held = (inst.project_id, flavor["vcpus"] if flavor else 0, flavor["ram_mb"] if flavor else 0)
+    # one tuple for all the servers of a project and flavor: the book then costs a live server its
+    # dict entry alone (and the key is the server's own id string, not another copy of it)
+    return _SHARED_HELD.setdefault(held, held)
+
+
+# bounded as the projects times the flavor sizes a cloud has; cleared past this, which only unshares
+_SHARED_HELD: dict[_Held, _Held] = {}
+_SHARED_HELD_MAX = 65_536
 
 
 def count_usage(models: Models, project_id: str) -> ResourceCount:
@@ -72,13 +80,16 @@ class UsageBook:
 
     def _recount(self, models: Models) -> None:
         instances = models.instances.instances
+        if len(_SHARED_HELD) > _SHARED_HELD_MAX:
+            _SHARED_HELD.clear()
         for instance_id in self.changed:
             before = self.held.pop(instance_id, None)
             if before is not None:
                 self._add(before, -1)
-            now = _held(models, instances.get(instance_id))
-            if now is not None:
-                self.held[instance_id] = now
+            inst = instances.get(instance_id)
+            now = _held(models, inst)
+            if now is not None and inst is not None:
+                self.held[inst.id] = now
                 self._add(now, 1)
         self.changed.clear()
 
