@@ -20,8 +20,8 @@ from typing import Any
 # Modules whose import registers benchmarks, in the order they run.
 MODULES = [
     "bench.codec_bench", "bench.log_bench", "bench.replay", "bench.scheduler_bench", "bench.api_bench",
-    "bench.read_bench", "bench.burst_bench", "bench.pipeline_bench", "bench.state_memory_bench",
-    "bench.procs_bench", "bench.hosts_bench",
+    "bench.idle_bench", "bench.read_bench", "bench.burst_bench", "bench.pipeline_bench",
+    "bench.state_memory_bench", "bench.procs_bench", "bench.hosts_bench",
 ]
 
 

@@ -1,0 +1,81 @@
+"""One request at a time on an idle cloud (issue 15 item 2: one `POST /servers` ≤ 1 ms p50 on an
+idle system), on the embedded engine, in both layouts of `eventsvm up`.
+
+One keep-alive connection from the benchmark process (http.client: the leanest client the standard
+library has). Each create waits `GAP_S` after the previous answer, long enough for the pipeline to
+have built that server, so every POST meets an API and services with nothing else to do. The
+latency is the client's: from sending the request to reading the whole answer, loopback included.
+`GET /flavors` (a catalog read, no write) is measured the same way, for what the HTTP stack and the
+token and policy checks cost without an append.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from bench.api_bench import Cloud, running_cloud
+from bench.suite import Context, benchmark, scratch_dir
+
+REQUESTS = 200
+GAP_S = 0.25  # POST→ACTIVE takes ~100 ms on an idle cloud; each POST then finds nothing running
+LAYOUTS = {"threads": (), "processes": ("--processes",)}
+
+
+def _timed(conn: http.client.HTTPConnection, method: str, path: str, headers: dict[str, str],
+           body: bytes | None, expected: int) -> float:
+    started = time.perf_counter()
+    conn.request(method, path, body=body, headers=headers)
+    answer = conn.getresponse()
+    answer.read()
+    elapsed = (time.perf_counter() - started) * 1000
+    if answer.status != expected:
+        raise RuntimeError(f"{method} {path} answered {answer.status}, not {expected}")
+    return elapsed
+
+
+def _requests(cloud: Cloud, count: int) -> tuple[list[float], list[float]]:
+    """`count` creates and `count` flavor lists, one at a time: each one's latency (ms)."""
+    where = urlsplit(cloud.compute)
+    conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=60)
+    headers = {"X-Auth-Token": cloud.token, "Content-Type": "application/json"}
+    body = json.dumps({"server": {**cloud.server, "name": "idle"}}).encode()
+    creates, flavors = [], []
+    try:
+        for _ in range(count):
+            creates.append(_timed(conn, "POST", f"{where.path}/servers", headers, body, 202))
+            time.sleep(GAP_S)
+        for _ in range(count):
+            flavors.append(_timed(conn, "GET", f"{where.path}/flavors", headers, None, 200))
+            time.sleep(GAP_S / 10)
+    finally:
+        conn.close()
+    return creates, flavors
+
+
+def _cuts(values: Sequence[float]) -> tuple[float, float, float]:
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return cuts[49], cuts[89], cuts[98]
+
+
+@benchmark("api.idle", unit="ms")
+def idle_requests(ctx: Context) -> dict[str, list[float]]:
+    """One request at a time on an idle `eventsvm up` (SQLite, 8 hosts), as threads and as
+    processes: POST /servers p50/p90/p99 and GET /flavors p50 (ms), the client's own clock."""
+    out: dict[str, list[float]] = {}
+    count = ctx.size(REQUESTS)
+    for layout, flags in LAYOUTS.items():
+        with scratch_dir(ctx, "idle-bench-") as workdir, \
+                running_cloud(workdir, None, ("--hosts", "8", *flags)) as cloud:
+            _requests(cloud, 20)  # warm up: the connection, caches, the first appends
+            for _ in range(ctx.repetitions):
+                creates, flavors = _requests(cloud, count)
+                p50, p90, p99 = _cuts(creates)
+                for metric, value in (("post_p50_ms", p50), ("post_p90_ms", p90), ("post_p99_ms", p99),
+                                      ("flavors_p50_ms", _cuts(flavors)[0])):
+                    out.setdefault(f"{layout}.{metric}", []).append(value)
+    return out
