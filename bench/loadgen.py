@@ -9,8 +9,10 @@ request's bytes built by string formatting; no HTTP library, whose per-request c
 largest part of the generator's time at these rates).
 
 Input: one JSON object on stdin {url, token, body, rate, count, connections}; `body` is the
-server object, whose "name" gets "-<n>" appended. Output: one JSON object on stdout with, per
-request, its send time (epoch ms), its latency (ms), its status and the server id it was given.
+server object, whose "name" gets "-<n>" appended. With "method": "DELETE" and "ids" (server ids)
+instead of body and count, it sends DELETE /servers/<id> for each id in turn, at the same rate.
+Output: one JSON object on stdout with, per request, its send time (epoch ms), its latency (ms), its
+status and the server id it was given (for a delete, the id it deleted).
 """
 
 from __future__ import annotations
@@ -90,10 +92,20 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     return status, body, headers.get("connection", "").lower() != "close"
 
 
-async def _one(pool: Pool, target: str, token: str, body: dict[str, Any], sent: Sent) -> None:
-    payload = json.dumps({"server": {**body, "name": f"{body.get('name', 'load')}-{sent.number}"}}).encode()
-    request = (f"POST {target} HTTP/1.1\r\nHost: {pool.host}:{pool.port}\r\nX-Auth-Token: {token}\r\n"
-               f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n").encode() + payload
+def _create(pool: Pool, target: str, token: str, body: dict[str, Any], number: int) -> bytes:
+    """POST /servers of the `number`-th server."""
+    payload = json.dumps({"server": {**body, "name": f"{body.get('name', 'load')}-{number}"}}).encode()
+    return (f"POST {target} HTTP/1.1\r\nHost: {pool.host}:{pool.port}\r\nX-Auth-Token: {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n").encode() + payload
+
+
+def _delete(pool: Pool, target: str, token: str, server_id: str) -> bytes:
+    """DELETE /servers/<server_id>."""
+    return (f"DELETE {target}/{server_id} HTTP/1.1\r\nHost: {pool.host}:{pool.port}\r\n"
+            f"X-Auth-Token: {token}\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+async def _one(pool: Pool, request: bytes, sent: Sent) -> None:
     conn = await pool.take()
     started = time.perf_counter()
     try:
@@ -116,8 +128,9 @@ async def _one(pool: Pool, target: str, token: str, body: dict[str, Any], sent: 
 
 
 async def generate(url: str, token: str, body: dict[str, Any], rate: float, count: int,
-                   connections: int) -> list[Sent]:
-    """Send `count` creates at `rate` per second, on schedule; every request's outcome."""
+                   connections: int, delete_ids: list[str] | None = None) -> list[Sent]:
+    """Send `count` creates at `rate` per second, on schedule, or with `delete_ids` a delete of each
+    of them instead; every request's outcome."""
     parsed = urllib.parse.urlsplit(url)
     pool = Pool(parsed.hostname or "127.0.0.1", parsed.port or 80, connections)
     target = f"{parsed.path.rstrip('/')}/servers"
@@ -126,6 +139,8 @@ async def generate(url: str, token: str, body: dict[str, Any], rate: float, coun
     wall_start = time.time() * 1000
     tasks: list[asyncio.Task[None]] = []
     records: list[Sent] = []
+    if delete_ids is not None:
+        count = len(delete_ids)
     for n in range(count):
         due = start + n / rate
         delay = due - loop.time()
@@ -134,8 +149,13 @@ async def generate(url: str, token: str, body: dict[str, Any], rate: float, coun
         # the send time is the schedule's, not the moment a busy loop got to it: the schedule is
         # what a user arriving then would have experienced
         sent = Sent(n, wall_start + (due - start) * 1000)
+        if delete_ids is None:
+            request = _create(pool, target, token, body, n)
+        else:
+            sent.server_id = delete_ids[n]
+            request = _delete(pool, target, token, delete_ids[n])
         records.append(sent)
-        tasks.append(asyncio.create_task(_one(pool, target, token, body, sent)))
+        tasks.append(asyncio.create_task(_one(pool, request, sent)))
     await asyncio.gather(*tasks)
     for _, writer, _ in pool.idle:
         writer.close()
@@ -144,8 +164,10 @@ async def generate(url: str, token: str, body: dict[str, Any], rate: float, coun
 
 def main() -> int:
     spec = json.load(sys.stdin)
-    records = asyncio.run(generate(spec["url"], spec["token"], spec["body"], float(spec["rate"]),
-                                   int(spec["count"]), int(spec.get("connections", 256))))
+    deleting = spec.get("method", "POST") == "DELETE"
+    records = asyncio.run(generate(spec["url"], spec["token"], spec.get("body", {}), float(spec["rate"]),
+                                   int(spec.get("count", 0)), int(spec.get("connections", 256)),
+                                   [str(i) for i in spec["ids"]] if deleting else None))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     json.dump({"cpu_s": usage.ru_utime + usage.ru_stime,
                "sent": [[r.number, r.sent_ms, r.latency_ms, r.status, r.server_id] for r in records]},

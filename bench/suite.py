@@ -21,7 +21,7 @@ from typing import Any
 MODULES = [
     "bench.codec_bench", "bench.log_bench", "bench.replay", "bench.scheduler_bench", "bench.api_bench",
     "bench.idle_bench", "bench.read_bench", "bench.burst_bench", "bench.pipeline_bench",
-    "bench.state_memory_bench", "bench.procs_bench", "bench.hosts_bench",
+    "bench.state_memory_bench", "bench.procs_bench", "bench.hosts_bench", "bench.waves_bench",
 ]
 
 
