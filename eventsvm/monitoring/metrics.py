@@ -141,6 +141,10 @@ class PipelineMonitor:
         self.samples: dict[tuple[str, str], deque[float]] = {t: deque(maxlen=samples) for t in TRANSITIONS}
         self.recent_failures: deque[Failure] = deque(maxlen=recent)
         self.tracks: dict[str, Track] = {}
+        # deleted servers in the order their deletion was seen: each one's track is dropped once
+        # the read model has forgotten the server (its retention of deleted servers), so the
+        # tracks are bounded as the read model is, not by every server the cloud ever ran
+        self._deleted: deque[str] = deque()
         self.lock = threading.Lock()
         self.readmodel: ReadModel | None = None
         self.extra_collectors: list[Collector] = []
@@ -213,6 +217,9 @@ class PipelineMonitor:
         with self.lock:
             track = self._track(instance_id)
             self._move(track, stage, at, (2 if stage == "deleted" else 0, sequence))
+            if stage == "deleted":
+                self._deleted.append(instance_id)
+                self._forget_deleted()
             if stage not in self.passed:
                 return
             times = track.times
@@ -230,6 +237,20 @@ class PipelineMonitor:
                     self.samples[before, after].append(seconds)
             if track.observed == ALL_OBSERVED:
                 track.times = None  # a finished build keeps only its current stage
+
+    def _forget_deleted(self) -> None:
+        """Drop the tracks of deleted servers the read model no longer holds, oldest first (it
+        forgets them in about the order they were deleted; the first it still holds stops the walk,
+        so each deletion is looked at a few times at most)."""
+        if self.readmodel is None:
+            return
+        held = self.readmodel.models.instances.instances
+        deleted = self._deleted
+        while deleted and deleted[0] not in held:
+            instance_id = deleted.popleft()
+            track = self.tracks.get(instance_id)
+            if track is not None and track.stage == "deleted":
+                del self.tracks[instance_id]
 
     def _failed(self, instance_id: str, at: int, sequence: int, stage: str, reason: str, final: bool,
                 code: int | None, host: str | None) -> None:
