@@ -12,13 +12,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from eventsvm.identity.quota import ResourceCount
-from eventsvm.state.instances import Instance
+from eventsvm.state.catalog import CatalogState
+from eventsvm.state.instances import Instance, InstanceProjection
 
-if TYPE_CHECKING:
-    from eventsvm.projections.readmodel import Models
+
+class Models(Protocol):
+    """What the usage is counted from: the read model's models (eventsvm.projections.readmodel,
+    which keeps a UsageBook and so cannot be imported from here)."""
+
+    @property
+    def instances(self) -> InstanceProjection: ...
+
+    @property
+    def catalog(self) -> CatalogState: ...
 
 _Held = tuple[str, int, int]  # (project, cores, RAM MB) of one counted server
 
