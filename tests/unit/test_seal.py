@@ -272,7 +272,8 @@ def test_the_read_model_starts_under_the_seal_and_rebuilds_verified_when_it_brea
 
 
 # -- a batch vouched at once is the same reading as record by record -----------------------------
-_PARTS = [("eventsvm.instance.requested", 0), ("eventsvm.instance.requested", 1), ("eventsvm.instance.spawned", 0)]
+_PARTS = [("eventsvm.instance.requested", 0), ("eventsvm.instance.requested", 1),
+          ("eventsvm.instance.spawned", 0)]
 
 
 def _stream(lengths: list[int], seed: int) -> list[Record]:
