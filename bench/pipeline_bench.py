@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ class Timeline:
         self.at: dict[str, dict[Topic, int]] = defaultdict(dict)
         self.spawns: dict[str, int] = defaultdict(int)
         self.failed: set[str] = set()
+        self.deleted: dict[str, int] = defaultdict(int)
 
     def catch_up(self) -> None:
         """Fold everything the log holds now."""
@@ -75,15 +76,21 @@ class Timeline:
                     self.spawns[event.aggregate_id] += 1
                 elif topic == Topic.FAILED:
                     self.failed.add(event.aggregate_id)
+                elif topic == Topic.DELETED:
+                    self.deleted[event.aggregate_id] += 1
                 if topic in STAGES:
                     self.at[event.aggregate_id].setdefault(topic, event.occurred_at)
 
     def wait_finished(self, ids: set[str], timeout_s: float) -> set[str]:
         """Wait until each of `ids` spawned or failed; those still unfinished at the timeout."""
+        return self.wait(ids, lambda i: i in self.failed or Topic.SPAWNED in self.at.get(i, {}), timeout_s)
+
+    def wait(self, ids: set[str], done: Callable[[str], bool], timeout_s: float) -> set[str]:
+        """Wait until `done(id)` holds for each of `ids`; those for which it does not at the timeout."""
         deadline = time.monotonic() + timeout_s
         while True:
             self.catch_up()
-            left = {i for i in ids if i not in self.failed and Topic.SPAWNED not in self.at.get(i, {})}
+            left = {i for i in ids if not done(i)}
             if not left or time.monotonic() > deadline:
                 return left
             time.sleep(0.2)
@@ -115,22 +122,32 @@ def _offer(cloud: Cloud, body: dict[str, Any], rate: float, count: int) -> tuple
     return out["sent"], float(out["cpu_s"])
 
 
-def _cloud_cpu_s(pid: int) -> float:
-    """CPU seconds used so far by `pid` and every living process under it (`up --processes`' children:
-    the API workers, the services, the spawners), from /proc."""
-    total, pending = 0.0, [pid]
-    tick = os.sysconf("SC_CLK_TCK")
+def cloud_processes(root: int) -> Iterator[int]:
+    """`root` and every living process under it (`up --processes`' children: the API workers, the
+    services, the spawners), from /proc; one that ends meanwhile is left out, its children too."""
+    pending = [root]
     while pending:
         current = pending.pop()
         try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
             # each thread's own children: a supervisor thread starts (and restarts) a child
             children = [c for task in Path(f"/proc/{current}/task").iterdir()
                         for c in (task / "children").read_text().split()]
         except OSError:
             continue  # gone meanwhile
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        yield current
         pending += [int(c) for c in children]
+
+
+def _cloud_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by `pid` and every living process under it, from /proc."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for current in cloud_processes(pid):
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
     return total
 
 

@@ -41,19 +41,15 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.api_bench import REQUEST_TIMEOUT_S, Cloud, running_cloud
-from bench.pipeline_bench import CONNECTIONS, OPTIONS, ROOT, _network
+from bench.pipeline_bench import CONNECTIONS, OPTIONS, ROOT, Timeline, _network, cloud_processes
 from bench.suite import Context, benchmark, scratch_dir
-from eventsvm.events.codec import Codec, CodecError
-from eventsvm.events.model import Topic
 from eventsvm.log.factory import open_log
-from eventsvm.log.port import BEGINNING, EventLog, Reader
 from eventsvm.state.compact import FORGET_AFTER_MS
 from eventsvm.state.instances import DELETED_RETENTION_MS
 
@@ -63,44 +59,6 @@ PER_WAVE = 10_000
 # rate below it keeps the wave's servers from queueing (the peak is then the wave, not a backlog)
 RATE = 120.0
 MB = 1024 * 1024
-
-
-class Outcomes:
-    """Per instance, how many times the log says it spawned, failed and was deleted."""
-
-    def __init__(self, log_: EventLog) -> None:
-        names = [str(t) for t in (Topic.SPAWNED, Topic.FAILED, Topic.DELETED)]
-        log_.create_topics(names)
-        self.reader: Reader = log_.reader(names, BEGINNING)
-        self.codec = Codec()
-        self.spawns: dict[str, int] = defaultdict(int)
-        self.failed: set[str] = set()
-        self.deleted: dict[str, int] = defaultdict(int)
-
-    def catch_up(self) -> None:
-        """Fold everything the log holds now."""
-        while records := self.reader.poll(5000, timeout=0.05):
-            for record in records:
-                try:
-                    event = self.codec.decode(record.value)
-                except CodecError:
-                    continue
-                if event.topic == Topic.SPAWNED:
-                    self.spawns[event.aggregate_id] += 1
-                elif event.topic == Topic.FAILED:
-                    self.failed.add(event.aggregate_id)
-                elif event.topic == Topic.DELETED:
-                    self.deleted[event.aggregate_id] += 1
-
-    def wait(self, ids: set[str], done: Callable[[str], bool], timeout_s: float) -> set[str]:
-        """Wait until `done(id)` holds for each of `ids`; those for which it does not at the timeout."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self.catch_up()
-            left = {i for i in ids if not done(i)}
-            if not left or time.monotonic() > deadline:
-                return left
-            time.sleep(0.5)
 
 
 def _name(argv: list[str]) -> str:
@@ -114,23 +72,17 @@ def _name(argv: list[str]) -> str:
 
 
 def _processes(root: int) -> dict[str, int]:
-    """Every living process of the cloud under `root` (its pid too), by name: pid."""
+    """Every process of the cloud by name (see _name), the supervisor `root` included."""
     found: dict[str, int] = {}
-    pending = [root]
-    while pending:
-        pid = pending.pop()
+    for pid in cloud_processes(root):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_text().split("\0")[:-1]
-            # a child may be started by any thread of its parent (the supervisor's watcher)
-            children = [c for task in Path(f"/proc/{pid}/task").iterdir()
-                        for c in (task / "children").read_text().split()]
         except OSError:
             continue  # ended meanwhile
         name = _name(argv)
         while name in found:  # API workers share a command line
             name += "+"
         found[name] = pid
-        pending += [int(c) for c in children]
     return found
 
 
@@ -179,7 +131,7 @@ def _wait_unlisted(cloud: Cloud, timeout_s: float) -> bool:
     return True
 
 
-def _wave(cloud: Cloud, outcomes: Outcomes, body: dict[str, Any], per_wave: int,
+def _wave(cloud: Cloud, outcomes: Timeline, body: dict[str, Any], per_wave: int,
           ) -> tuple[dict[str, float], dict[str, float], dict[str, float], dict[str, int]]:
     """One wave: (its counts and seconds, RSS at the peak, RSS settled, the pids seen)."""
     started = time.monotonic()
@@ -257,7 +209,7 @@ def run_waves(ctx: Context, flags: tuple[str, ...]) -> dict[str, list[float]]:
             running_cloud(workdir, None, (*OPTIONS, "--processes", *flags)) as cloud:
         log_ = open_log(cloud.log_config)
         try:
-            outcomes = Outcomes(log_)
+            outcomes = Timeline(log_)
             body = {**cloud.server, "name": "wave", "networks": [_network(cloud)]}
             time.sleep(5)  # idle: every child has folded the seed and the hosts
             pids = _processes(cloud.pid)

@@ -225,6 +225,8 @@ class PolicyEnforcers:
 
     def __init__(self, policy_dir: Path | None = None) -> None:
         self.policy_dir = policy_dir
+        # each service's policy file, once: allows() stats it on every check
+        self._files = {service: self._policy_file(service) for service in SERVICES}
         self._enforcers = {service: self._enforcer(service) for service in SERVICES}
         # per service: the policy file's stamp when its rules were last loaded, and the decisions
         # made since (see allows)
@@ -236,8 +238,7 @@ class PolicyEnforcers:
         conf([], project=service, default_config_files=[], default_config_dirs=[])
         # an absolute path, so oslo.policy never searches /etc/<service> for a file; no directory:
         # the defaults alone (the empty file)
-        policy_file = self._policy_file(service)
-        enforcer = oslo.Enforcer(conf, policy_file=policy_file)
+        enforcer = oslo.Enforcer(conf, policy_file=self._files[service])
         # nor a policy.d found in /etc/<service>: overrides come from the cloud's policy directory only
         conf.set_override("policy_dirs", [], group="oslo_policy")
         enforcer.register_defaults(default_rules(service))
@@ -275,7 +276,7 @@ class PolicyEnforcers:
 
     def _current(self, service: str, enforcer: oslo.Enforcer) -> dict[Hashable, bool]:
         """The decisions made under the rules the policy file holds now; reloaded when it changed."""
-        stamp = _stamp(self._policy_file(service))
+        stamp = _stamp(self._files[service])
         known = self._decisions.get(service)
         if known is None or known[0] != stamp:
             enforcer.load_rules(force_reload=known is not None)

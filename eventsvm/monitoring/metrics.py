@@ -217,7 +217,7 @@ class PipelineMonitor:
         with self.lock:
             track = self._track(instance_id)
             self._move(track, stage, at, (2 if stage == "deleted" else 0, sequence))
-            if stage == "deleted":
+            if stage == "deleted" and self.readmodel is not None:  # unattached, nothing forgets
                 self._deleted.append(instance_id)
                 self._forget_deleted()
             if stage not in self.passed:
@@ -242,8 +242,7 @@ class PipelineMonitor:
         """Drop the tracks of deleted servers the read model no longer holds, oldest first (it
         forgets them in about the order they were deleted; the first it still holds stops the walk,
         so each deletion is looked at a few times at most)."""
-        if self.readmodel is None:
-            return
+        assert self.readmodel is not None
         held = self.readmodel.models.instances.instances
         deleted = self._deleted
         while deleted and deleted[0] not in held:
