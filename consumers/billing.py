@@ -4,7 +4,9 @@ closes one, each confirmed resize records the flavor billed from then on, on eve
 Exactly once: the records are appended in the same atomic step that commits the input offsets, and
 the ledger (this service's state, folded from its own topic) remembers which instances are already
 opened or closed, so a redelivered or duplicated input never writes a second record. Spawned and
-deleted live on two topics and may be read in either order; each record stands on its own.
+deleted live on two topics and may be read in either order; each record stands on its own. A
+usage opened and closed is forgotten an hour of log time later (BillingLedger): the state holds
+what billing may still be asked about, not every instance it ever billed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from collections.abc import Sequence
 
 from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.runtime.service import Output, Service, StepContext
-from eventsvm.state.usage import UsageLedger, billed_flavor, confirmed_resize, evolve_ledger
+from eventsvm.state.usage import (
+    BillingLedger,
+    UsageLedger,
+    billed_flavor,
+    confirmed_resize,
+    evolve_billing,
+    settle_billing,
+)
 
 
 def decide(state: UsageLedger, event: Event, ctx: StepContext) -> Sequence[Output]:
@@ -33,13 +42,14 @@ def decide(state: UsageLedger, event: Event, ctx: StepContext) -> Sequence[Outpu
     return []
 
 
-SERVICE: Service[UsageLedger] = Service(
+SERVICE: Service[BillingLedger] = Service(
     name="billing",
     inputs=(Topic.SPAWNED, Topic.DELETED, Topic.ACTION_REQUESTED),
     state_topics=(Topic.BILLING,),
     outputs=(Topic.BILLING,),
-    initial_state=UsageLedger,
-    evolve=evolve_ledger,
+    initial_state=BillingLedger,
+    evolve=evolve_billing,
     decide=decide,
+    settle=settle_billing,
     description="usage ledger: vCPU-, RAM- and disk-hours per instance and flavor, from spawned to deleted",
 )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eventsvm.events.model import Event, EventType
+from eventsvm.state.compact import Departures
 from eventsvm.state.server_moves import CONFIRM_RESIZE
 
 MS_PER_HOUR = 3_600_000
@@ -121,6 +122,45 @@ class UsageLedger:
         """True when a usage_closed for the instance is already in the ledger."""
         usage = self.usages.get(instance_id)
         return usage is not None and usage.ended_at is not None
+
+
+@dataclass
+class BillingLedger(UsageLedger):
+    """The billing service's ledger: only what it may still be asked to open, close or resize.
+
+    Its one use is exactly-once: a spawned or deleted record read again finds its usage already
+    opened or closed. A usage both opened and closed is complete; no input of its instance is in
+    flight an hour of log time later (the same horizon the other services forget a departed
+    instance by), so `settle_billing` then drops it: the reports read the whole billing topic
+    (LedgerView), never this state. A usage closed but not yet opened stays: its deletion was read
+    first, and its spawned may still come from the other topic, however late; it must open and
+    close there, not open a bill that never ends."""
+
+    complete: Departures = field(default_factory=Departures)
+
+
+def evolve_billing(ledger: BillingLedger, event: Event) -> BillingLedger:
+    """Fold one billing record, noting when (log time) a usage became complete."""
+    evolve_ledger(ledger, event)
+    if event.type in _ENDS:
+        usage = ledger.usages.get(event.aggregate_id)
+        if usage is not None and usage.started_at is not None and usage.ended_at is not None:
+            ledger.complete.add(event.aggregate_id, event.occurred_at)
+            return ledger
+    ledger.complete.saw(event.occurred_at)
+    return ledger
+
+
+def settle_billing(ledger: BillingLedger) -> BillingLedger:
+    """Drop the usages complete for an hour of log time (Service.settle: the billing topic is
+    folded to its end, so a record read late in a rebuild still finds its usage)."""
+    for instance_id in ledger.complete.forget():
+        ledger.usages.pop(instance_id, None)
+    return ledger
+
+
+# the records that may complete a usage: the open of one closed first, the close of one opened
+_ENDS = frozenset({EventType.USAGE_OPENED, EventType.USAGE_CLOSED})
 
 
 def billed_flavor(flavor: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from consumers import billing as service
 from eventsvm.events.model import Event, EventType, new_event
 from eventsvm.projections.billing import tenant_usage, usage_rows
 from eventsvm.runtime.service import StepContext
-from eventsvm.state.usage import MS_PER_HOUR, UsageLedger, evolve_ledger, fold_instance_event
+from eventsvm.state.usage import MS_PER_HOUR, BillingLedger, UsageLedger, evolve_ledger, fold_instance_event
 from tests.factories import move_body
 
 T0 = 1_800_000_000_000  # an arbitrary period start, in ms
@@ -160,3 +160,51 @@ def test_a_resized_server_costs_each_flavor_from_its_confirmation() -> None:
         EventType.USAGE_OPENED, EventType.USAGE_RESIZED, EventType.USAGE_CLOSED]
     assert tenant_usage(ledger, T0, T0 + 10 * H, now=T0) == tenant_usage(
         ledger_of(*events), T0, T0 + 10 * H, now=T0)
+
+
+# -- what the billing service keeps (issue 15 item 7: flat memory over waves) --------------------
+def billed(ledger: BillingLedger, event: Event) -> list[Event]:
+    """The billing service's step on `event` and the fold of what it wrote, as the runner does,
+    its records stamped with the input's time (the log's clock in these tests), then settled."""
+    outputs = [o.event for o in service.decide(ledger, event, CTX)]
+    for out in outputs:
+        out.occurred_at = event.occurred_at
+        service.SERVICE.evolve(ledger, out)
+    assert service.SERVICE.settle is not None
+    service.SERVICE.settle(ledger)
+    return outputs
+
+
+def test_billing_forgets_a_finished_usage_an_hour_of_log_time_later_never_before() -> None:
+    ledger = BillingLedger()
+    billed(ledger, spawned("done", T0))
+    billed(ledger, deleted("done", T0 + H))
+    billed(ledger, spawned("running", T0 + H))
+    billed(ledger, deleted("deleted-first", T0 + H))  # its spawned is still to be read
+    assert set(ledger.usages) == {"done", "running", "deleted-first"}
+    assert billed(ledger, deleted("done", T0 + H + 1000)) == []  # redelivered within the hour
+    billed(ledger, spawned("later", T0 + 2 * H + 120_000))  # the log moved on past the hour
+    assert set(ledger.usages) == {"running", "deleted-first", "later"}
+    # a deletion read before its spawn is kept however late the spawn comes, then opened once
+    (opened,) = billed(ledger, spawned("deleted-first", T0 + 10 * H))
+    assert opened.type == EventType.USAGE_OPENED
+    billed(ledger, spawned("last", T0 + 11 * H + 120_000))
+    assert set(ledger.usages) == {"running", "later", "last"}
+    assert ledger.records == 7
+
+
+def test_billings_state_stays_flat_over_waves_of_servers_created_and_deleted() -> None:
+    ledger = BillingLedger()
+    kept = []
+    for wave in range(6):
+        start = T0 + wave * 2 * H
+        servers = [f"w{wave}-{i}" for i in range(50)]
+        for i, server in enumerate(servers):
+            billed(ledger, spawned(server, start + i))
+        for i, server in enumerate(servers):
+            billed(ledger, deleted(server, start + H // 2 + i))
+        kept.append(len(ledger.usages))
+    # each wave's servers go once the log is an hour past their deletion (the next wave's start):
+    # what billing keeps is the last wave's, not every server it ever billed
+    assert kept == [50] * 6
+    assert ledger.records == 6 * 100
