@@ -184,8 +184,14 @@ class Codec:
         except Exception as exc:  # the event does not fit the schema; name the field, not values
             raise CodecError(f"cannot encode {event.type} event: {type(exc).__name__}: {exc}") from exc
         if self.signer_of is not None:
-            return self.signer_of(event).frame(encoded)
-        return encoded if self.signer is None else self.signer.frame(encoded)
+            framed = self.signer_of(event).frame(encoded)
+        elif self.signer is not None:
+            framed = self.signer.frame(encoded)
+        else:
+            return encoded
+        if self.ring is not None:
+            self.ring.signed_here(framed)  # what this process reads back of it is not verified again
+        return framed
 
     def decode(self, data: bytes) -> Event:
         """The event in `data`, read into the current schema of its type; CodecError if `data` is

@@ -9,8 +9,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from eventsvm.app.writers import key_dir, may_write, spawner_writer, writer_codec, writer_ring
+from eventsvm.events import signing
 from eventsvm.events.codec import Codec, CodecError, Forged
 from eventsvm.events.model import EventType, new_event
 from eventsvm.events.signing import FRAME_SIZE, SigningError, is_signed, rotate, signer
@@ -51,6 +53,50 @@ def test_unsigned_unknown_and_altered_events_are_forged(tmp_path: Path) -> None:
     with pytest.raises(Forged, match="does not match"):
         reader.decode(bytes(data))
     assert issubclass(Forged, CodecError), "every reader skips or letters it as it does garbage"
+
+
+def test_libsodium_signs_what_cryptography_signs_and_each_verifies_the_other(tmp_path: Path) -> None:
+    # the keys stay cryptography's, the signing is libsodium's: the same Ed25519 (RFC 8032 is
+    # deterministic), so a log written before the change verifies after it and back
+    own = signer(key_dir(tmp_path), "api")
+    private = Ed25519PrivateKey.from_private_bytes(
+        bytes.fromhex((key_dir(tmp_path) / "api.1.key").read_text().strip()))
+    for size in (0, 1, 63, 600, 70_000):
+        message = random.Random(size).randbytes(size)
+        frame = own.frame(message)
+        assert frame[2 + 8:FRAME_SIZE] == private.sign(message)
+        own.public.verify(frame[2 + 8:FRAME_SIZE], message)  # cryptography accepts libsodium's
+    reader = CODEC.keyed(None, writer_ring(tmp_path))
+    encoded = CODEC.encode(role_assigned())
+    by_cryptography = own.frame(encoded)[:2 + 8] + private.sign(encoded) + encoded
+    assert reader.decode(by_cryptography) == CODEC.decode(encoded)  # libsodium accepts cryptography's
+
+
+def test_a_process_does_not_verify_again_what_it_signed_but_does_anything_altered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    verified: list[bytes] = []
+    real_open = signing.crypto_sign_open
+
+    def counting_open(signed: bytes, public: bytes) -> bytes:
+        verified.append(signed)
+        return real_open(signed, public)
+
+    monkeypatch.setattr(signing, "crypto_sign_open", counting_open)
+    api = writer_codec(tmp_path, "api", CODEC)
+    event = role_assigned()
+    data = api.encode(event)
+    assert api.decode(data) == event and verified == [], "its own frame read back is not verified"
+    altered = bytearray(data)
+    altered[-3] ^= 1
+    with pytest.raises(Forged, match="does not match"):
+        api.decode(bytes(altered))
+    assert len(verified) == 1
+    # another process (a ring of its own) verifies the frame it did not sign
+    assert CODEC.keyed(None, writer_ring(tmp_path)).decode(data) == event and len(verified) == 2
+    # a key the ring does not hold is vouched for by nobody, not even by the process that signed
+    stranger = writer_codec(tmp_path / "elsewhere", "api", CODEC, ring=writer_ring(tmp_path))
+    with pytest.raises(Forged, match="not in the key ring"):
+        stranger.decode(stranger.encode(event))
 
 
 def test_only_the_writer_allowed_may_write_an_event(tmp_path: Path) -> None:
