@@ -6,7 +6,9 @@ library has). Each create waits `GAP_S` after the previous answer, long enough f
 have built that server, so every POST meets an API and services with nothing else to do. The
 latency is the client's: from sending the request to reading the whole answer, loopback included.
 `GET /flavors` (a catalog read, no write) is measured the same way, for what the HTTP stack and the
-token and policy checks cost without an append.
+token and policy checks cost without an append. The `floor` rows are the same requests to a bare
+FastAPI app on the same uvicorn (bench/bare_api.py): what this machine charges for one request
+after a pause before any of eventsvm runs.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from __future__ import annotations
 import http.client
 import json
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-from bench.api_bench import Cloud, running_cloud
+from bench.api_bench import Cloud, _free_port, running_cloud
 from bench.suite import Context, benchmark, scratch_dir
 
 REQUESTS = 200
@@ -57,6 +62,28 @@ def _requests(cloud: Cloud, count: int) -> tuple[list[float], list[float]]:
     return creates, flavors
 
 
+@contextmanager
+def _bare_api() -> Iterator[Cloud]:
+    """bench/bare_api.py on a free port, as a Cloud the same client can talk to."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "bench.bare_api", str(port)])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/v2.1/flavors")
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the bare API did not come up") from None
+                time.sleep(0.1)
+        url = f"http://127.0.0.1:{port}"
+        yield Cloud(url=url, token="-", compute=f"{url}/v2.1", server={"imageRef": "-", "flavorRef": "-"})
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def _cuts(values: Sequence[float]) -> tuple[float, float, float]:
     cuts = statistics.quantiles(values, n=100, method="inclusive")
     return cuts[49], cuts[89], cuts[98]
@@ -65,7 +92,8 @@ def _cuts(values: Sequence[float]) -> tuple[float, float, float]:
 @benchmark("api.idle", unit="ms")
 def idle_requests(ctx: Context) -> dict[str, list[float]]:
     """One request at a time on an idle `eventsvm up` (SQLite, 8 hosts), as threads and as
-    processes: POST /servers p50/p90/p99 and GET /flavors p50 (ms), the client's own clock."""
+    processes: POST /servers p50/p90/p99 and GET /flavors p50 (ms), the client's own clock; and
+    the floor: the same requests to a bare FastAPI app on the same uvicorn."""
     out: dict[str, list[float]] = {}
     count = ctx.size(REQUESTS)
     for layout, flags in LAYOUTS.items():
@@ -78,4 +106,10 @@ def idle_requests(ctx: Context) -> dict[str, list[float]]:
                 for metric, value in (("post_p50_ms", p50), ("post_p90_ms", p90), ("post_p99_ms", p99),
                                       ("flavors_p50_ms", _cuts(flavors)[0])):
                     out.setdefault(f"{layout}.{metric}", []).append(value)
+    with _bare_api() as bare:
+        _requests(bare, 20)
+        for _ in range(ctx.repetitions):
+            creates, flavors = _requests(bare, count)
+            out.setdefault("floor.post_p50_ms", []).append(_cuts(creates)[0])
+            out.setdefault("floor.flavors_p50_ms", []).append(_cuts(flavors)[0])
     return out
