@@ -26,7 +26,7 @@ from eventsvm.events.builders import deleted, failed, flavor_snapshot, unshelve_
 from eventsvm.events.model import Event, EventType, Topic, new_event, now_ms
 from eventsvm.runtime.service import Output, Rejected, Service, StepContext, Transient
 from eventsvm.scheduler.claims import Claim, claim_in, recorded_claim
-from eventsvm.state.compact import FORGET_AFTER_MS, Departures
+from eventsvm.state.compact import Departures
 from eventsvm.state.instances import sanitized_hostname
 from eventsvm.state.names import IMAGES
 from eventsvm.state.server_actions import OFFLOADING_ACTIONS, SERVER_ACTIONS
@@ -66,8 +66,8 @@ class SpawnerState:
     answered: dict[str, set[str]] = field(default_factory=dict)
     moves: MoveClaims = field(default_factory=MoveClaims)
     # how long (log time) a deleted instance is remembered: past it no input for it is in flight
-    # (docs/decisions.md, "The spawner forgets deleted instances")
-    forget_after_ms: int = FORGET_AFTER_MS
+    # (docs/decisions.md, "The spawner forgets deleted instances"); None: the process's setting
+    forget_after_ms: int | None = None
 
     def was_answered(self, event: Event) -> bool:
         """This host appended an outcome caused by `event` (an input for its instance)."""

@@ -67,7 +67,8 @@ def child_commands(args: argparse.Namespace, data_dir: Path, config: LogConfig,
     every host of a child)."""
     common = _log_flags(data_dir, config)
     power = ["--shutdown-timeout", str(args.shutdown_timeout),
-             "--soft-reboot-timeout", str(args.soft_reboot_timeout)]
+             "--soft-reboot-timeout", str(args.soft_reboot_timeout),
+             "--forget-departed-after-minutes", str(args.forget_departed_after_minutes)]
     if args.allow_resize_to_same_host:
         power.append("--allow-resize-to-same-host")
     # a stable member name per child: a restarted child fences its dead self at once instead of

@@ -25,6 +25,7 @@ from eventsvm.app.cluster import (
 )
 from eventsvm.app.options import (
     UsageError,
+    apply_departed_horizon,
     backlog_limits,
     deleted_retention_ms,
     on_sigterm,
@@ -230,6 +231,7 @@ def run_cloud(
     if args.api_workers < 1:
         raise UsageError("--api-workers must be at least 1")
     backlog = backlog_limits(args)
+    apply_departed_horizon(args)
     auth_url = f"http://{args.bind}:{args.port}/identity/v3"
     if args.processes or args.api_workers > 1:
         if args.hypervisor != "test":
@@ -300,6 +302,7 @@ def _compute_host(args: argparse.Namespace, data_dir: Path, name: str) -> Comput
 def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> int:
     """`eventsvm run SERVICE`: one service, until SIGTERM; the step in hand is committed first."""
     die_with_parent()  # a child of `up --processes` ends with it, however it ends
+    apply_departed_horizon(args)
     per_host = args.service != "api" and SERVICES[args.service].per_host
     hosts: list[str] = args.host or []
     if per_host and not hosts:

@@ -17,6 +17,7 @@ from types import FrameType
 from eventsvm.config import LogConfig, default_data_dir, log_config_from_flags
 from eventsvm.log.private_files import private_directory
 from eventsvm.state.backlog import DEFAULT_IN_ALL, DEFAULT_PER_PROJECT, UNBOUNDED, BacklogLimits
+from eventsvm.state.compact import FORGET_AFTER_MS, forget_departed_after
 from eventsvm.state.instances import DELETED_RETENTION_MS
 from eventsvm.virt.compute_host import HostCapacity
 
@@ -40,6 +41,16 @@ def add_power_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=120.0,
         help="seconds a soft reboot waits for the guest before rebooting hard (wait_soft_reboot_seconds)",
+    )
+    parser.add_argument(
+        "--forget-departed-after-minutes",
+        type=float,
+        default=FORGET_AFTER_MS / 60_000,
+        metavar="M",
+        help="minutes (of log time) each service remembers a deleted instance, to know a late or "
+        "repeated input of it; shorter bounds the services' memory under heavy churn, but an input "
+        "read later than this after the deletion (a service down that long) is taken as new "
+        f"(default {FORGET_AFTER_MS // 60_000})",
     )
     parser.add_argument(
         "--allow-resize-to-same-host",
@@ -82,6 +93,14 @@ def add_api_options(parser: argparse.ArgumentParser) -> None:
         help=f"servers the whole cloud may have building; a create past it gets 503 with Retry-After "
         f"(default {DEFAULT_IN_ALL}, {UNBOUNDED}: no bound)",
     )
+
+
+def apply_departed_horizon(args: argparse.Namespace) -> None:
+    """--forget-departed-after-minutes, for every service this process runs."""
+    minutes = args.forget_departed_after_minutes
+    if minutes < 0:
+        raise UsageError("--forget-departed-after-minutes must be at least 0")
+    forget_departed_after(int(minutes * 60_000))
 
 
 def deleted_retention_ms(args: argparse.Namespace) -> int | None:

@@ -43,8 +43,11 @@ KEY_DIR_MODE = 0o700
 KEY_FILE_MODE = 0o600
 _WRITER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 _KEY_FILE = re.compile(r"^(?P<writer>[a-z0-9][a-z0-9._-]{0,99})\.(?P<index>[0-9]+)\.(?P<kind>key|pub)$")
-# verified frames remembered per process: each event is read by several folds in one process
-_VERIFIED_CACHE = 200_000
+# verified frames remembered per process, in two generations of this many each (the older one
+# dropped when the newer fills): the folds of one process that read an event read it within moments
+# of each other, so the newest ~32k-64k frames are enough, and the cache stays a few MB (it was
+# 200,000 frames cleared when full: ~18 MB, and a run had to pass it to see memory level off)
+_VERIFIED_GENERATION = 32_768
 
 
 class SigningError(Exception):
@@ -126,6 +129,7 @@ class KeyRing:
         self._source = source
         self._loaded = _stamp(source) if source is not None else None
         self._verified: dict[bytes, str] = {}
+        self._verified_before: dict[bytes, str] = {}  # the previous generation
         self._lock = threading.Lock()
 
     def _key(self, kid: bytes) -> TrustedKey | None:
@@ -153,7 +157,7 @@ class KeyRing:
         # a frame already verified by another fold of this process (the whole frame is the key:
         # a known signature in front of other bytes is a different frame)
         digest = hashlib.blake2b(data, digest_size=16).digest()
-        writer = self._verified.get(digest)
+        writer = self._verified.get(digest) or self._verified_before.get(digest)
         if writer is not None:
             return writer
         key = self._named_key(data)
@@ -177,8 +181,8 @@ class KeyRing:
 
     def _remember(self, digest: bytes, writer: str) -> None:
         with self._lock:
-            if len(self._verified) >= _VERIFIED_CACHE:
-                self._verified.clear()
+            if len(self._verified) >= _VERIFIED_GENERATION:
+                self._verified_before, self._verified = self._verified, {}
             self._verified[digest] = writer
 
     def named_writer(self, data: bytes) -> str:

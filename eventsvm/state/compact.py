@@ -20,6 +20,22 @@ from typing import Any
 # How long (log time, ms) a departed instance is remembered: past it, no input for it is still in
 # flight (a redelivery comes within a step's retry, a build or a failure within moments).
 FORGET_AFTER_MS = 3_600_000
+# this process's setting of it (`--forget-departed-after-minutes`): every service of one process
+# follows the same one, as they read the same log
+_forget_after_ms = FORGET_AFTER_MS
+
+
+def forget_departed_after(after_ms: int) -> None:
+    """How long (log time, ms) this process's services remember a departed instance from now on."""
+    global _forget_after_ms
+    if after_ms < 0:
+        raise ValueError("a departed instance cannot be forgotten before it departed")
+    _forget_after_ms = after_ms
+
+
+def departed_horizon_ms() -> int:
+    """How long (log time, ms) this process's services remember a departed instance."""
+    return _forget_after_ms
 
 
 # values that are their own hashable form (checked by exact type first: a replay freezes a dozen
@@ -238,12 +254,13 @@ class Departures:
         """A record of log time `at_ms` was folded."""
         self.clock.saw(at_ms)
 
-    def forget(self, after_ms: int = FORGET_AFTER_MS) -> list[str]:
-        """Drop the instances gone `after_ms` before the newest log time folded; their ids. Only
+    def forget(self, after_ms: int | None = None) -> list[str]:
+        """Drop the instances gone `after_ms` (the process's setting when None, an hour unless
+        changed) before the newest log time folded; their ids. Only
         once every state topic is folded to its end (Service.settle): a record of the instance a
         rebuild reads late from another topic (its `authenticated` after its `deleted`) must
         still find it gone."""
-        horizon = self.clock.sweep(after_ms)
+        horizon = self.clock.sweep(_forget_after_ms if after_ms is None else after_ms)
         if horizon is None:
             return []
         forgotten = [instance_id for instance_id, at_ms in self.since.items() if at_ms <= horizon]

@@ -208,3 +208,22 @@ def test_two_processes_starting_as_one_writer_at_once_share_one_key(tmp_path: Pa
         reader = CODEC.keyed(None, writer_ring(directory))
         assert [reader.decode(data).type for data in signed] == [EventType.ROLE_ASSIGNED] * 3
         assert sorted(p.name for p in key_dir(directory).iterdir()) == ["api.1.key", "api.1.pub"]
+
+
+def test_the_verified_frames_a_process_remembers_are_the_newest_and_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(signing, "_VERIFIED_GENERATION", 4)
+    frames = [writer_codec(tmp_path, "api", CODEC).encode(role_assigned(f"u{i}")) for i in range(20)]
+    ring = writer_ring(tmp_path)
+    verified: list[bytes] = []
+    real_open = signing.crypto_sign_open
+    monkeypatch.setattr(signing, "crypto_sign_open", lambda s, k: verified.append(s) or real_open(s, k))
+    for frame in frames:
+        ring.writer_of(frame)
+    assert len(verified) == 20
+    assert len(ring._verified) + len(ring._verified_before) <= 8
+    for frame in frames[-4:]:  # read again by another fold of the process, moments later: not verified
+        ring.writer_of(frame)
+    assert len(verified) == 20
+    ring.writer_of(frames[0])  # long since forgotten: verified again
+    assert len(verified) == 21

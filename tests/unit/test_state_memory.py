@@ -7,6 +7,7 @@ settle over the factories' events, no log."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -188,3 +189,37 @@ def test_the_read_model_keeps_one_copy_of_what_a_servers_events_repeat() -> None
     assert one.ports[0]["gateway_ip"] is other.ports[0]["gateway_ip"]
     assert one.ports[0]["ip_address"] is not other.ports[0]["ip_address"]
     assert [dict(p) for p in one.ports] == first[4].body["addresses"]  # the spawn's, kept from before
+
+
+def test_the_departed_horizon_is_an_operators_setting_every_service_of_the_process_follows() -> None:
+    from eventsvm.app.children import child_commands
+    from eventsvm.app.cli import build_parser
+    from eventsvm.app.options import UsageError, apply_departed_horizon
+    from eventsvm.config import LogConfig
+    from eventsvm.state.compact import departed_horizon_ms
+
+    rng = random.Random(11)
+    chain = instance_chain(rng)
+    deletion = deletion_chain(chain[-1], rng)
+    instance_id = chain[0].aggregate_id
+    later = [_later(e, 5 * 60_000 + 1_000 + deletion[-1].occurred_at - e.occurred_at)
+             for e in instance_chain(rng)]
+    up = build_parser().parse_args(["up", "--forget-departed-after-minutes", "5"])
+    try:
+        apply_departed_horizon(up)
+        assert departed_horizon_ms() == 300_000
+        for service in (authenticator.SERVICE, scheduler.SERVICE, resolver.SERVICE):
+            assert service.settle is not None
+            state = service.settle(_fold(service, [*chain, *deletion]))
+            assert instance_id in state.gone
+            # five minutes of log time on, not an hour: forgotten
+            state = service.settle(_fold(service, later, state))
+            assert instance_id not in state.gone, service.name
+        # `up --processes` hands the setting to every child it starts
+        commands = child_commands(up, Path("/tmp/unused"), LogConfig(url="sqlite:///tmp/unused"), {})
+        assert all(c[c.index("--forget-departed-after-minutes") + 1] == "5.0" for c in commands.values())
+        with pytest.raises(UsageError):
+            apply_departed_horizon(build_parser().parse_args(["up", "--forget-departed-after-minutes", "-1"]))
+    finally:
+        apply_departed_horizon(build_parser().parse_args(["run", "scheduler"]))
+    assert departed_horizon_ms() == FORGET_AFTER_MS
