@@ -5,8 +5,8 @@ Exactly once: the records are appended in the same atomic step that commits the 
 the ledger (this service's state, folded from its own topic) remembers which instances are already
 opened or closed, so a redelivered or duplicated input never writes a second record. Spawned and
 deleted live on two topics and may be read in either order; each record stands on its own. A
-usage opened and closed is forgotten an hour of log time later (BillingLedger): the state holds
-what billing may still be asked about, not every instance it ever billed.
+usage opened and closed is forgotten an hour of log time later (BillingLedger; the services'
+horizon): the state holds what billing may still be asked about, not every instance it billed.
 """
 
 from __future__ import annotations

@@ -255,11 +255,10 @@ class Departures:
         self.clock.saw(at_ms)
 
     def forget(self, after_ms: int | None = None) -> list[str]:
-        """Drop the instances gone `after_ms` (the process's setting when None, an hour unless
-        changed) before the newest log time folded; their ids. Only
-        once every state topic is folded to its end (Service.settle): a record of the instance a
-        rebuild reads late from another topic (its `authenticated` after its `deleted`) must
-        still find it gone."""
+        """Drop the instances gone `after_ms` (when None, the process's setting: an hour unless
+        changed) before the newest log time folded; their ids. Only once every state topic is
+        folded to its end (Service.settle): a record of the instance a rebuild reads late from
+        another topic (its `authenticated` after its `deleted`) must still find it gone."""
         horizon = self.clock.sweep(_forget_after_ms if after_ms is None else after_ms)
         if horizon is None:
             return []

@@ -130,11 +130,11 @@ class BillingLedger(UsageLedger):
 
     Its one use is exactly-once: a spawned or deleted record read again finds its usage already
     opened or closed. A usage both opened and closed is complete; no input of its instance is in
-    flight an hour of log time later (the same horizon the other services forget a departed
-    instance by), so `settle_billing` then drops it: the reports read the whole billing topic
-    (LedgerView), never this state. A usage closed but not yet opened stays: its deletion was read
-    first, and its spawned may still come from the other topic, however late; it must open and
-    close there, not open a bill that never ends."""
+    flight an hour of log time later (the horizon every service forgets a departed instance by,
+    `--forget-departed-after-minutes`), so `settle_billing` then drops it: the reports read the
+    whole billing topic (LedgerView), never this state. A usage closed but not yet opened stays:
+    its deletion was read first, and its spawned may still come from the other topic, however
+    late; it must open and close there, not open a bill that never ends."""
 
     complete: Departures = field(default_factory=Departures)
 
@@ -152,8 +152,8 @@ def evolve_billing(ledger: BillingLedger, event: Event) -> BillingLedger:
 
 
 def settle_billing(ledger: BillingLedger) -> BillingLedger:
-    """Drop the usages complete for an hour of log time (Service.settle: the billing topic is
-    folded to its end, so a record read late in a rebuild still finds its usage)."""
+    """Drop the usages complete for longer than the services' horizon, in log time (Service.settle:
+    the billing topic is folded to its end, so a record read late in a rebuild finds its usage)."""
     for instance_id in ledger.complete.forget():
         ledger.usages.pop(instance_id, None)
     return ledger
