@@ -51,5 +51,10 @@ SERVICE: Service[BillingLedger] = Service(
     evolve=evolve_billing,
     decide=decide,
     settle=settle_billing,
+    # a copy of a billing record refolded sets what its original set (a resize's time is checked
+    # by time), and one of a forgotten usage's records brings back an opened or closed usage that
+    # only keeps billing from writing for that instance: no decision changes, so the fold need not
+    # keep every record's id (~300 B each, for good) to letter copies; `audit verify` finds them
+    replay_tolerant=(Topic.BILLING,),
     description="usage ledger: vCPU-, RAM- and disk-hours per instance and flavor, from spawned to deleted",
 )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Iterable
 
 from eventsvm.events.codec import Codec, CodecError, Forged
 from eventsvm.events.model import Event, EventType, Topic, new_event
@@ -73,9 +74,11 @@ def fold_letter(record: Record, fold: str, error_type: str, reason: str) -> Even
 class FoldLetters:
     """A long-running fold's dead letters: made once per record per process, appended by `flush`."""
 
-    def __init__(self, fold: str, codec: Codec) -> None:
+    def __init__(self, fold: str, codec: Codec, replay_tolerant: Iterable[str] = ()) -> None:
         self.fold = fold
         self.codec = codec
+        # the state-only topics whose replayed copies this fold letters (Service.replay_tolerant)
+        self._guarded = STATE_ONLY_TOPICS - frozenset(replay_tolerant)
         self._lock = threading.Lock()
         self._pending: list[OutRecord] = []
         # positions already lettered (or queued) by this process: a rebuild folds them again
@@ -93,7 +96,7 @@ class FoldLetters:
         except CodecError as exc:
             self.undecodable(record, exc)
             return None
-        if record.topic in STATE_ONLY_TOPICS:
+        if record.topic in self._guarded:
             where = (record.topic, record.partition, record.offset)
             first = self._placed.setdefault(event.event_id, where)
             if first != where:

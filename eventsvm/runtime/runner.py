@@ -119,7 +119,7 @@ class ServiceRunner(Generic[S]):
         self._partition_counts: dict[str, int] = {}
         self._transient_failures = 0
         self._stale = False
-        self.fold_letters = FoldLetters(self.group, codec)
+        self.fold_letters = FoldLetters(self.group, codec, [str(t) for t in service.replay_tolerant])
         self._folded_topics = {str(t) for t in service.state_topics}
         # consecutive failures to reach the log; while it is above 0 the runner is paused
         self.outages = 0

@@ -72,6 +72,10 @@ class Service(Generic[S]):
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     settle: Settle[S] | None = None
+    # state topics whose fold gives the same decisions with a replayed copy of a record as without
+    # it: this service's fold keeps no id per record there to dead-letter copies by (a copy is
+    # still found by `audit verify`); every other state-only topic keeps one for good
+    replay_tolerant: tuple[Topic, ...] = ()
 
     def __post_init__(self) -> None:
         # The runner folds each output into the state the moment it is decided; a rebuild folds

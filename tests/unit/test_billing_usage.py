@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 
 from consumers import billing as service
-from eventsvm.events.model import Event, EventType, new_event
+from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.projections.billing import tenant_usage, usage_rows
 from eventsvm.runtime.service import StepContext
 from eventsvm.state.usage import MS_PER_HOUR, BillingLedger, UsageLedger, evolve_ledger, fold_instance_event
@@ -208,3 +209,24 @@ def test_billings_state_stays_flat_over_waves_of_servers_created_and_deleted() -
     # what billing keeps is the last wave's, not every server it ever billed
     assert kept == [50] * 6
     assert ledger.records == 6 * 100
+
+
+def test_copies_of_a_forgotten_usages_records_never_make_billing_write_more() -> None:
+    # why billing's fold may keep no id per record (Service.replay_tolerant): a copy refolded only
+    # brings back an opened or closed usage, which may keep billing from writing, never make it
+    assert service.SERVICE.replay_tolerant == (Topic.BILLING,)
+    ledger = BillingLedger()
+    records = billed(ledger, spawned("gone", T0)) + billed(ledger, deleted("gone", T0 + H))
+    billed(ledger, spawned("later", T0 + 3 * H))
+    assert "gone" not in ledger.usages
+    inputs = (spawned("gone", T0), deleted("gone", T0 + H), spawned("new", T0 + 4 * H))
+    without = [[o.event.type for o in service.decide(ledger, event, CTX)] for event in inputs]
+    assert without[2] == [EventType.USAGE_OPENED], "new servers are billed"
+    for copies in (records[:1], records[1:], records, records[::-1]):
+        replayed = BillingLedger(usages={k: dataclasses.replace(u) for k, u in ledger.usages.items()})
+        for copy in copies:
+            service.SERVICE.evolve(replayed, copy)
+        for event, plain in zip(inputs, without, strict=True):
+            written = [o.event.type for o in service.decide(replayed, event, CTX)]
+            assert set(written) <= set(plain), (copies, event.type)
+        assert service.decide(replayed, inputs[2], CTX), "new servers are still billed"

@@ -165,6 +165,19 @@ def test_a_signed_event_stored_again_elsewhere_is_a_replay_and_a_rebuild_is_not(
     assert "already stored at eventsvm.identity:0:3" in letter.body["reason"]
 
 
+def test_a_fold_keeps_no_id_per_record_of_a_topic_its_service_tolerates_replays_on(tmp_path: Path) -> None:
+    billing = writer_codec(tmp_path, "billing", CODEC)
+    letters = FoldLetters("billing", billing, ["eventsvm.billing.usage"])
+    usage = new_event(EventType.USAGE_CLOSED, "vm-1", {"host": "h0", "ended_at": 5})
+    record = Record("eventsvm.billing.usage", 0, 3, b"k", billing.encode(usage), 0)
+    assert letters.decoded(record) is not None and letters.decoded(record._replace(offset=9)) is not None
+    assert letters._placed == {} and letters._pending == []
+    # the other state-only topics are guarded as before, in the same fold
+    grant = writer_codec(tmp_path, "api", CODEC).encode(role_assigned())
+    identity = Record("eventsvm.identity", 0, 3, b"k", grant, 0)
+    assert letters.decoded(identity) is not None and letters.decoded(identity._replace(offset=9)) is None
+
+
 def test_the_rotation_command_adds_a_key_and_refuses_a_bad_name(tmp_path: Path) -> None:
     from eventsvm.app.cli import main
 
