@@ -70,13 +70,17 @@ def _bare_api() -> Iterator[Cloud]:
     try:
         deadline = time.monotonic() + 30
         while True:
+            probe = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
             try:
-                http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/v2.1/flavors")
+                probe.request("GET", "/v2.1/flavors")
+                probe.getresponse().read()
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the bare API did not come up") from None
                 time.sleep(0.1)
+            finally:
+                probe.close()
         url = f"http://127.0.0.1:{port}"
         yield Cloud(url=url, token="-", compute=f"{url}/v2.1", server={"imageRef": "-", "flavorRef": "-"})
     finally:

@@ -52,6 +52,8 @@ from bench.api_bench import REQUEST_TIMEOUT_S, Cloud, running_cloud
 from bench.pipeline_bench import CONNECTIONS, OPTIONS, ROOT, Timeline, _network, cloud_processes
 from bench.suite import Context, benchmark, scratch_dir
 from eventsvm.log.factory import open_log
+from eventsvm.state.compact import FORGET_AFTER_MS
+from eventsvm.state.instances import DELETED_RETENTION_MS
 
 WAVES = 10
 PER_WAVE = 10_000
@@ -244,8 +246,10 @@ def run_waves(ctx: Context, flags: tuple[str, ...]) -> dict[str, list[float]]:
     out["total_s"].append(time.monotonic() - began)
     out["instances"].append(float(per_wave * WAVES))
     settings = dict(zip(flags[::2], flags[1::2], strict=True))
-    out["api.deleted_retention_h"].append(float(settings.get("--deleted-retention-hours", 24)))
-    out["services.forget_after_h"].append(float(settings.get("--forget-departed-after-minutes", 60)) / 60)
+    out["api.deleted_retention_h"].append(
+        float(settings.get("--deleted-retention-hours", DELETED_RETENTION_MS / 3_600_000)))
+    out["services.forget_after_h"].append(
+        float(settings.get("--forget-departed-after-minutes", FORGET_AFTER_MS / 60_000)) / 60)
     for proc in sorted(seen):
         out[f"{proc}.restarts"].append(float(len(seen[proc]) - 1))
         for name in (proc, f"{proc}.anon"):
