@@ -67,14 +67,16 @@ def test_two_schedulers_and_two_resolvers_never_overcommit_a_host_or_reuse_an_ad
 def test_killing_every_service_mid_flight_loses_and_duplicates_nothing(process_cloud: ProcessCloud) -> None:
     start_pipeline(process_cloud)
     driver = process_cloud.driver
-    ids = [driver.submit(f"survivor-{n}") for n in range(15)]
+    # enough servers that some are still between stages when the five kills land (with 15, a
+    # faster pipeline once had them all ACTIVE by then)
+    ids = [driver.submit(f"survivor-{n}") for n in range(60)]
     # Kill once the read model shows a server between two stages; the log read afresh after the
     # kill, when nothing can commit any more, proves that some server really was.
     assert driver.readmodel.wait_until(lambda models: bool(in_flight(models)), 120), "nothing went in flight"
     for label in ("authenticator", "scheduler-0", "resolver-0", "compute-1", "compute-2"):
         process_cloud.kill(label)
     caught = in_flight(fold_log(process_cloud.log_config))
-    ids += [driver.submit(f"survivor-{n}") for n in range(15, 25)]
+    ids += [driver.submit(f"survivor-{n}") for n in range(60, 70)]
     start_pipeline(process_cloud)
     servers = driver.wait_for(ids, {"ACTIVE", "ERROR"}, timeout=180)
     assert {s.status for s in servers.values()} == {"ACTIVE"}, {s.id: s.fault for s in servers.values()}
