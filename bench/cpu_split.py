@@ -18,18 +18,10 @@ import tempfile
 from pathlib import Path
 
 from bench.api_bench import running_cloud
-from bench.pipeline_bench import OPTIONS, Timeline, _network, _point
+from bench.pipeline_bench import OPTIONS, Timeline, _network, _point, process_cpu_s
 from bench.profile_pipeline import _children
 from bench.run import machine
 from eventsvm.log.factory import open_log
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of `pid` (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def split(rate: float, seconds: float) -> dict[str, float]:
@@ -40,9 +32,9 @@ def split(rate: float, seconds: float) -> dict[str, float]:
         body = {**cloud.server, "name": "load", "networks": [_network(cloud)]}
         _point(cloud, timeline, body, rate, 2.0)  # warm up
         children = {**_children(Path(scratch)), "up": cloud.pid}
-        before = {name: _cpu_s(pid) for name, pid in children.items()}
+        before = {name: process_cpu_s(pid) for name, pid in children.items()}
         out = _point(cloud, timeline, body, rate, seconds)
-        after = {name: _cpu_s(pid) for name, pid in children.items()}
+        after = {name: process_cpu_s(pid) for name, pid in children.items()}
     active = out["throughput"] * seconds
     for name in children:
         out[f"cpu_ms.{name}"] = 1000 * (after[name] - before[name]) / max(active, 1)

@@ -138,16 +138,21 @@ def cloud_processes(root: int) -> Iterator[int]:
         pending += [int(c) for c in children]
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) used so far by `pid` alone, from /proc; OSError
+    when it is gone."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def _cloud_cpu_s(pid: int) -> float:
     """CPU seconds used so far by `pid` and every living process under it, from /proc."""
     total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
     for current in cloud_processes(pid):
         try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += process_cpu_s(current)
         except OSError:
             continue  # gone meanwhile
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
     return total
 
 
