@@ -29,7 +29,7 @@ class Models(Protocol):
     @property
     def catalog(self) -> CatalogState: ...
 
-_Held = tuple[str, int, int]  # (project, cores, RAM MB) of one counted server
+_Size = tuple[int, int]  # (cores, RAM MB) of one counted server
 
 
 def flavor_of(models: Models, inst: Instance) -> dict[str, Any] | None:
@@ -37,20 +37,21 @@ def flavor_of(models: Models, inst: Instance) -> dict[str, Any] | None:
     return inst.flavor or (models.catalog.flavors.get(inst.flavor_ref) if inst.flavor_ref else None)
 
 
-def _held(models: Models, inst: Instance | None) -> _Held | None:
+def _held(models: Models, inst: Instance | None) -> _Size | None:
+    """What `inst` counts for in its project's usage (its project is its own: it never changes)."""
     # nova counts every server not deleted, ERROR ones included
     if inst is None or inst.status == "DELETED" or inst.project_id is None:
         return None
     flavor = flavor_of(models, inst)
-    held = (inst.project_id, flavor["vcpus"] if flavor else 0, flavor["ram_mb"] if flavor else 0)
-    # one tuple for all the servers of a project and flavor: the book then costs a live server its
-    # dict entry alone (and the key is the server's own id string, not another copy of it)
-    return _SHARED_HELD.setdefault(held, held)
+    size = (flavor["vcpus"], flavor["ram_mb"]) if flavor else (0, 0)
+    # one tuple for all the servers of a flavor's size: the book then costs a live server its dict
+    # entry alone, however many projects there are (one project a server is the worst case)
+    return _SIZES.setdefault(size, size)
 
 
-# bounded as the projects times the flavor sizes a cloud has; cleared past this, which only unshares
-_SHARED_HELD: dict[_Held, _Held] = {}
-_SHARED_HELD_MAX = 65_536
+# bounded as the flavor sizes a cloud has; cleared past this, which only unshares
+_SIZES: dict[_Size, _Size] = {}
+_SIZES_MAX = 4096
 
 
 def count_usage(models: Models, project_id: str) -> ResourceCount:
@@ -58,11 +59,11 @@ def count_usage(models: Models, project_id: str) -> ResourceCount:
     instances = cores = ram = 0
     for inst in models.instances.instances.values():
         held = _held(models, inst)
-        if held is None or held[0] != project_id:
+        if held is None or inst.project_id != project_id:
             continue
         instances += 1
-        cores += held[1]
-        ram += held[2]
+        cores += held[0]
+        ram += held[1]
     return ResourceCount(instances=instances, cores=cores, ram_mb=ram)
 
 
@@ -72,9 +73,11 @@ class UsageBook:
 
     # servers changed since the totals were last brought up to date
     changed: set[str] = field(default_factory=set)
-    held: dict[str, _Held] = field(default_factory=dict)
-    # per project: [servers, cores, RAM MB]
-    totals: dict[str, list[int]] = field(default_factory=dict)
+    # per counted server, what it counts for; its project is read from the server when it is
+    # taken off, which `Models.settle` makes sure happens before the server is forgotten
+    held: dict[str, _Size] = field(default_factory=dict)
+    # per project: (servers, cores, RAM MB); a tuple (one object) rather than a list (two)
+    totals: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     def mark(self, instance_ids: Iterable[str]) -> None:
         """These servers changed (an event of theirs was folded, or they were forgotten)."""
@@ -82,31 +85,47 @@ class UsageBook:
 
     def usage(self, models: Models, project_id: str) -> ResourceCount:
         """`project_id`'s usage, the changed servers recounted first."""
-        if self.changed:
-            self._recount(models)
+        self.bring_up_to_date(models)
         servers, cores, ram = self.totals.get(project_id) or (0, 0, 0)
         return ResourceCount(instances=servers, cores=cores, ram_mb=ram)
 
-    def _recount(self, models: Models) -> None:
+    def bring_up_to_date(self, models: Models) -> None:
+        """Recount the servers changed since the last time."""
+        if not self.changed:
+            return
         instances = models.instances.instances
-        if len(_SHARED_HELD) > _SHARED_HELD_MAX:
-            _SHARED_HELD.clear()
+        if len(_SIZES) > _SIZES_MAX:
+            _SIZES.clear()
+        lost = False
         for instance_id in self.changed:
+            inst = instances.get(instance_id)
             before = self.held.pop(instance_id, None)
             if before is not None:
-                self._add(before, -1)
-            inst = instances.get(instance_id)
+                if inst is None or inst.project_id is None:
+                    lost = True  # forgotten uncounted (settle prevents it): the project is unknown
+                    continue
+                self._add(inst.project_id, before, -1)
             now = _held(models, inst)
-            if now is not None and inst is not None:
+            if now is not None and inst is not None and inst.project_id is not None:
                 self.held[inst.id] = now
-                self._add(now, 1)
+                self._add(inst.project_id, now, 1)
         self.changed.clear()
+        if lost:
+            self._count_all(models)
 
-    def _add(self, held: _Held, sign: int) -> None:
-        project, cores, ram = held
-        total = self.totals.setdefault(project, [0, 0, 0])
-        total[0] += sign
-        total[1] += sign * cores
-        total[2] += sign * ram
-        if not total[0]:
+    def _count_all(self, models: Models) -> None:
+        self.held.clear()
+        self.totals.clear()
+        for inst in models.instances.instances.values():
+            now = _held(models, inst)
+            if now is not None and inst.project_id is not None:
+                self.held[inst.id] = now
+                self._add(inst.project_id, now, 1)
+
+    def _add(self, project: str, held: _Size, sign: int) -> None:
+        servers, cores, ram = self.totals.get(project) or (0, 0, 0)
+        servers += sign
+        if servers:
+            self.totals[project] = (servers, cores + sign * held[0], ram + sign * held[1])
+        else:
             del self.totals[project]

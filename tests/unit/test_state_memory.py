@@ -6,6 +6,7 @@ settle over the factories' events, no log."""
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from eventsvm.state.compact import (
     Departures,
     Shared,
     frozen_ports,
+    frozen_record,
     remember_answer,
 )
 from eventsvm.state.instances import DELETED_RETENTION_MS
@@ -84,6 +86,19 @@ def test_frozen_ports_read_as_the_dicts_they_were_and_share_the_networks_strings
     with pytest.raises(KeyError):
         first["nosuch"]
     assert first["network_id"] is second["network_id"] and first["subnet_id"] is second["subnet_id"]
+
+
+def test_frozen_records_of_any_shape_pickle_and_compare_as_dicts() -> None:
+    """A record's class is made for its shape at run time: a snapshot (pickle) still restores it,
+    keys that are no identifiers work, and records of zero or one key too."""
+    for record in ({}, {"binding:host_id": "compute-1"}, {"a": 1, "b:c": [2], "d": None}):
+        frozen = frozen_record(tuple(record), record.values())
+        back = pickle.loads(pickle.dumps(frozen))
+        assert frozen == record and back == record and dict(back) == record and back == frozen
+        assert type(back) is type(frozen) and frozen.values_tuple() == tuple(record.values())
+    assert frozen_record(("a", "b"), (1, 2)) == {"b": 2, "a": 1}  # any order, as a mapping
+    with pytest.raises(ValueError):
+        frozen_record(("a", "b"), (1,))
 
 
 def test_answers_are_remembered_once_in_order() -> None:

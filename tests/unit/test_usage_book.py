@@ -111,6 +111,32 @@ def test_a_create_asks_the_book_not_a_walk(log: EventLog, monkeypatch: pytest.Mo
     assert set(looked_up) == {extra[0].aggregate_id}  # the fold's lookups and the book's, none other
 
 
+def test_a_server_gone_before_the_book_counted_its_deletion_leaves_nothing_counted(log: EventLog) -> None:
+    """The book reads a server's project from the server when it takes it off: settle counts the
+    changes before forgetting any, and a server dropped by anything else makes it count afresh."""
+    rng = random.Random(8)
+    chains = [[dataclasses.replace(e, project_id=PROJECTS[0]) for e in instance_chain(rng)] for _ in range(3)]
+    log.append(event_records([e for chain in chains for e in chain]))
+    model = ReadModel(log, Codec())
+    model.start(tail=False)
+    models = model.models
+    assert models.usage is not None and models.usage.usage(models, PROJECTS[0]).instances == 3
+    for chain in chains[:2]:
+        model.append(deletion_chain(chain[-1], rng))  # folded, not yet counted: no one asked
+    models.instances.deleted_retention_ms = 0
+    with model.lock:
+        models.settle()
+    assert models.usage.usage(models, PROJECTS[0]) == count_usage(models, PROJECTS[0])
+    assert models.usage.usage(models, PROJECTS[0]).instances == 1
+    # a server dropped from the projection behind the book's back: counted again from scratch
+    survivor = chains[2][0].aggregate_id
+    model.append(deletion_chain(chains[2][-1], rng))
+    del models.instances.instances[survivor]
+    models.usage.mark([survivor])
+    assert models.usage.usage(models, PROJECTS[0]).instances == 0
+    assert models.usage.totals == {} and models.usage.held == {}
+
+
 class _Counting(dict[str, object]):
     """The instances dict, noting each id looked up with get(), and refusing a walk over them all."""
 
