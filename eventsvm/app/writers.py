@@ -13,7 +13,7 @@ from pathlib import Path
 
 from eventsvm.app.registry import SERVICES
 from eventsvm.events.codec import Codec, default_codec
-from eventsvm.events.model import Event, EventType, Topic
+from eventsvm.events.model import TOPIC_OF, Event, EventType, Topic
 from eventsvm.events.signing import KeyRing, Signer, key_ring, signer, signers
 
 API = "api"
@@ -64,7 +64,7 @@ def _hosts_of(event: Event) -> set[str]:
 
 @cache
 def _writable(writer: str) -> frozenset[Topic]:
-    """The topics `writer` may write (cached: a replay asks once an event; writers are few)."""
+    """The topics `writer` may write (cached: writers are few)."""
     if writer in (API, SEED):
         return API_TOPICS
     if writer.startswith(SPAWNER_PREFIX):
@@ -72,19 +72,35 @@ def _writable(writer: str) -> frozenset[Topic]:
     return _service_topics().get(writer, frozenset())
 
 
+@cache
+def _writable_types(kind: str) -> frozenset[EventType]:
+    """The event types a writer of `kind` (its name; every spawner's is the prefix) may write: a
+    replay asks once an event, and a set of types is one string hash where the topic is two more
+    lookups (the type's topic, then the topic, an enum)."""
+    topics = _writable(kind) | EVERYONE_TOPICS
+    return frozenset(t for t in EventType if TOPIC_OF[t] in topics)
+
+
 def may_write(writer: str, event: Event) -> str | None:
     """The write policy the key ring applies: None when `writer` may write `event`, else why not."""
-    topic = event.topic
-    if topic in EVERYONE_TOPICS:
+    spawner = writer.startswith(SPAWNER_PREFIX)
+    if event.type not in _writable_types(SPAWNER_PREFIX if spawner else writer):
+        return f"may not write {event.type} (topic {event.topic})"
+    if not spawner:
         return None
-    if topic not in _writable(writer):
-        return f"may not write {event.type} (topic {topic})"
-    if writer.startswith(SPAWNER_PREFIX):
-        host = writer[len(SPAWNER_PREFIX):]
-        named = _hosts_of(event)
-        # a spawned guest names one host, its own; a move step hands over to the other end's host
-        if named and host not in named:
-            return f"is the spawner of {host}, not of {', '.join(sorted(named))}"
+    host = writer[len(SPAWNER_PREFIX):]
+    body = event.body
+    if body:  # most often the event names the spawner's own host: the rule below allows it
+        for name in _HOST_FIELDS:
+            value = body.get(name)
+            if type(value) is str and value.lower() == host:
+                return None
+    if event.topic in EVERYONE_TOPICS:
+        return None
+    named = _hosts_of(event)
+    # a spawned guest names one host, its own; a move step hands over to the other end's host
+    if named and host not in named:
+        return f"is the spawner of {host}, not of {', '.join(sorted(named))}"
     return None
 
 

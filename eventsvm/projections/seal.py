@@ -26,7 +26,7 @@ import json
 import os
 import struct
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
@@ -134,6 +134,11 @@ class Sealing:
     chains: dict[TopicPartition, Chain] = field(default_factory=dict)
     # partitions whose sealed last offset was met, digest equal
     checked: set[TopicPartition] = field(default_factory=set)
+    # A batch's digests are computed on a thread of their own while the reader decodes and folds
+    # the batch: hashlib lets go of the GIL for buffers this large, so on a second core they cost
+    # a replay nothing. `_work`: what is still to hash, in order; `_hashing`: the batch being hashed.
+    _work: list[tuple[Callable[[bytes], object], bytes]] = field(default_factory=list, repr=False)
+    _hashing: _Hashing | None = field(default=None, repr=False)
 
     @property
     def vouched_count(self) -> int:
@@ -146,6 +151,8 @@ class Sealing:
         """Add `record` to its partition's digest; True when the seal vouches for its signature.
         SealBroken when the digest at the sealed offset is not the sealed one."""
         # once per record where records come one at a time (an audit); a batch goes to `vouch`
+        if self._hashing is not None or self._work:
+            self._hashed()
         where = (record.topic, record.partition)
         chain = self.chains.get(where)
         if chain is None:
@@ -191,17 +198,37 @@ class Sealing:
             head, tail = run[:meet + 1], run[meet + 1:]
             self._chain(chain, head)
             flags += self._vouched_run(chain, head, old)
+            self._hashed()
             self._meet(where, chain, old)
             if tail:
                 self._chain(chain, tail)
                 flags += [False] * len(tail)
+        self._hash_behind()
         return flags
 
     def _chain(self, chain: Chain, run: list[Record]) -> None:
         # every record read goes into the digest, vouched for or not
-        chain.update(_framed(run))
+        self._work.append((chain.update, _framed(run)))
         chain.last = run[-1].offset
         chain.count += len(run)
+
+    def _hash_behind(self) -> None:
+        """Hash what is to hash on a thread, once the batch before it is hashed (in order)."""
+        if self._hashing is not None:
+            self._hashing.join()
+            self._hashing = None
+        if self._work:
+            self._hashing = _Hashing(self._work)
+            self._work = []
+
+    def _hashed(self) -> None:
+        """Every digest up to date: the batch on the thread hashed, and what is left hashed here."""
+        if self._hashing is not None:
+            self._hashing.join()
+            self._hashing = None
+        work, self._work = self._work, []
+        for update, data in work:
+            update(data)
 
     def _vouched_run(self, chain: Chain, run: list[Record], old: PartitionSeal | None) -> list[bool]:
         if old is None:
@@ -233,6 +260,7 @@ class Sealing:
     def finish(self) -> None:
         """SealBroken when a sealed partition that was read ended before its sealed offset (its
         last records removed; one emptied whole is refused when the seal is loaded)."""
+        self._hashed()
         if self.old is None:
             return
         for where, chain in self.chains.items():
@@ -243,9 +271,32 @@ class Sealing:
     def seal(self, log_identity: str) -> Seal:
         """The seal of everything read, for a reading that verified (or refused) every record; the
         old seal's partitions of topics this reading left alone stay as they were."""
+        self._hashed()
         partitions = dict(self.old.partitions) if self.old is not None else {}
         partitions.update((w, c.sealed()) for w, c in self.chains.items() if c.count)
         return Seal(log_identity, dict(sorted(partitions.items())), now_ms())
+
+
+class _Hashing:
+    """One batch's digest updates, in order, on a thread of its own."""
+
+    def __init__(self, work: list[tuple[Callable[[bytes], object], bytes]]) -> None:
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(work,), name="seal-digest", daemon=True)
+        self._thread.start()
+
+    def _run(self, work: list[tuple[Callable[[bytes], object], bytes]]) -> None:
+        try:
+            for update, data in work:
+                update(data)
+        except BaseException as exc:  # raised where the digest is read: a digest missing a batch
+            self._failure = exc
+
+    def join(self) -> None:
+        """Wait for the batch; what it raised is raised here."""
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
 
 
 def require_ring(codec: Codec) -> None:

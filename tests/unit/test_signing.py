@@ -7,14 +7,25 @@ import multiprocessing
 import random
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from eventsvm.app.writers import key_dir, may_write, spawner_writer, writer_codec, writer_ring
+from eventsvm.app.writers import (
+    API_TOPICS,
+    _service_topics,
+    key_dir,
+    may_write,
+    spawner_writer,
+    writer_codec,
+    writer_ring,
+)
 from eventsvm.events import signing
 from eventsvm.events.codec import Codec, CodecError, Forged
-from eventsvm.events.model import EventType, new_event
+from eventsvm.events.model import TOPIC_OF, EventType, Topic, new_event
 from eventsvm.events.signing import FRAME_SIZE, SigningError, is_signed, rotate, signer
 from eventsvm.log.port import Record
 from eventsvm.runtime.fold_letters import FORGED, REPLAYED, FoldLetters
@@ -195,6 +206,40 @@ def test_a_move_step_may_come_from_either_end_of_the_move_only() -> None:
     assert may_write(spawner_writer("compute-2"), step) is None
     assert may_write(spawner_writer("compute-3"), step) is not None
     assert may_write("scheduler", step) is None, "the scheduler picks the destination"
+
+
+_WRITERS = ("api", "seed", "authenticator", "scheduler", "resolver", "billing", "nobody",
+            spawner_writer("compute-1"), spawner_writer("compute-2"))
+_HOST_NAMES = st.sampled_from(["compute-1", "Compute-1", "COMPUTE-2", "compute-2", "compute-3", ""])
+
+
+def _policy_as_written(writer: str, event: Any) -> bool:
+    """The write policy in its plain words: the writer's topics (a dead letter is anyone's), and
+    a spawner only for an event naming no host or its own among the ones it names."""
+    topic = TOPIC_OF[event.type]
+    if topic == Topic.DEAD_LETTER:
+        return True
+    kind = "spawner" if writer.startswith("spawner-") else writer
+    outputs = {"api": API_TOPICS, "seed": API_TOPICS}.get(kind) or _service_topics().get(kind, frozenset())
+    if topic not in outputs:
+        return False
+    if kind != "spawner":
+        return True
+    body = event.body
+    named = {body[f].lower() for f in ("host", "source_host", "dest_host") if isinstance(body.get(f), str)}
+    if event.type in (EventType.HOST_REGISTERED, EventType.HOST_UPDATED):
+        named.add(str(body.get("name") or event.aggregate_id).lower())
+    return not named or writer.removeprefix("spawner-") in named
+
+
+@settings(max_examples=300, deadline=None)
+@given(writer=st.sampled_from(_WRITERS), kind=st.sampled_from(list(EventType)),
+       hosts=st.dictionaries(st.sampled_from(["host", "source_host", "dest_host", "name"]),
+                             _HOST_NAMES | st.none() | st.integers(0, 3), max_size=4))
+def test_the_write_policy_is_its_rule_for_any_writer_event_and_hosts(writer: str, kind: EventType,
+                                                                      hosts: dict[str, Any]) -> None:
+    event = new_event(kind, "i-1", dict(hosts))
+    assert (may_write(writer, event) is None) == _policy_as_written(writer, event), may_write(writer, event)
 
 
 def _sign_one(directory: str, start: object, out: object) -> None:
