@@ -99,8 +99,13 @@ class UsageLedger:
         self.records += 1
 
     def resized(self, instance_id: str, at: int, flavor: Mapping[str, Any]) -> None:
-        """The instance costs `flavor` from `at` on."""
-        self._usage(instance_id).resizes.append((at, billed_flavor(flavor)))
+        """The instance costs `flavor` from `at` on. The same change read again (a copy of its
+        record, which a reader of the ledger does not dead-letter) changes nothing: appended twice,
+        it would bill a zero-hour row of its own."""
+        change = (at, billed_flavor(flavor))
+        resizes = self._usage(instance_id).resizes
+        if change not in resizes:
+            resizes.append(change)
         self.records += 1
 
     def is_resized(self, instance_id: str, at: int) -> bool:

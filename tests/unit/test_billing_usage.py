@@ -163,6 +163,21 @@ def test_a_resized_server_costs_each_flavor_from_its_confirmation() -> None:
         ledger_of(*events), T0, T0 + 10 * H, now=T0)
 
 
+def test_a_resize_record_read_twice_bills_as_once() -> None:
+    """The API's ledger folds the billing topic without dead-lettering a record stored twice (a
+    replayed copy): the copy of a usage_resized must not add a row of its own."""
+    ledger = UsageLedger()
+    for event in [spawned("vm", T0), confirmed("vm", T0 + 2 * H), deleted("vm", T0 + 5 * H)]:
+        for output in service.decide(ledger, event, CTX):
+            evolve_ledger(ledger, output.event)
+            if output.event.type == EventType.USAGE_RESIZED:
+                evolve_ledger(ledger, dataclasses.replace(output.event))  # the copy
+    [usage] = tenant_usage(ledger, T0, T0 + 10 * H, now=T0 + 9 * H)
+    assert [(s["flavor"], s["hours"]) for s in usage["server_usages"]] == [
+        ("m1.small", 2.0), ("m1.large", 3.0)]
+    assert ledger.usages["vm"].resizes == [(T0 + 2 * H, ledger.usages["vm"].resizes[0][1])]
+
+
 # -- what the billing service keeps (issue 15 item 7: flat memory over waves) --------------------
 def billed(ledger: BillingLedger, event: Event) -> list[Event]:
     """The billing service's step on `event` and the fold of what it wrote, as the runner does,
