@@ -58,12 +58,9 @@ class Models:
     def settle(self) -> None:
         """Forget what is past its retention (deleted servers); call only with every topic folded
         to its end, so nothing a reader meets later belongs to what was forgotten."""
-        if self.usage is not None:
-            # counted before any server is forgotten: the book reads a server's project from it
-            self.usage.bring_up_to_date(self)
         forgotten = self.instances.forget_deleted()
         if self.usage is not None:
-            self.usage.mark(forgotten)
+            self.usage.forgotten(forgotten)
 
 
 # The read model's name on the dead letters it writes for what it cannot fold.

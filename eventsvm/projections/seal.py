@@ -214,21 +214,22 @@ class Sealing:
 
     def _hash_behind(self) -> None:
         """Hash what is to hash on a thread, once the batch before it is hashed (in order)."""
-        if self._hashing is not None:
-            self._hashing.join()
-            self._hashing = None
+        self._wait_hashing()
         if self._work:
             self._hashing = _Hashing(self._work)
             self._work = []
 
     def _hashed(self) -> None:
         """Every digest up to date: the batch on the thread hashed, and what is left hashed here."""
-        if self._hashing is not None:
-            self._hashing.join()
-            self._hashing = None
+        self._wait_hashing()
         work, self._work = self._work, []
         for update, data in work:
             update(data)
+
+    def _wait_hashing(self) -> None:
+        hashing, self._hashing = self._hashing, None
+        if hashing is not None:
+            hashing.join()
 
     def _vouched_run(self, chain: Chain, run: list[Record], old: PartitionSeal | None) -> list[bool]:
         if old is None:

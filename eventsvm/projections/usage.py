@@ -74,14 +74,23 @@ class UsageBook:
     # servers changed since the totals were last brought up to date
     changed: set[str] = field(default_factory=set)
     # per counted server, what it counts for; its project is read from the server when it is
-    # taken off, which `Models.settle` makes sure happens before the server is forgotten
+    # taken off (a forgotten server is handed over by `forgotten`)
     held: dict[str, _Size] = field(default_factory=dict)
     # per project: (servers, cores, RAM MB); a tuple (one object) rather than a list (two)
     totals: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     def mark(self, instance_ids: Iterable[str]) -> None:
-        """These servers changed (an event of theirs was folded, or they were forgotten)."""
+        """These servers changed (an event of theirs was folded)."""
         self.changed.update(instance_ids)
+
+    def forgotten(self, servers: Iterable[Instance]) -> None:
+        """These servers left the read model: whatever they still count for is taken off, read
+        from the servers themselves (a deleted server the book has not recounted yet)."""
+        for inst in servers:
+            self.changed.discard(inst.id)
+            before = self.held.pop(inst.id, None)
+            if before is not None and inst.project_id is not None:
+                self._add(inst.project_id, before, -1)
 
     def usage(self, models: Models, project_id: str) -> ResourceCount:
         """`project_id`'s usage, the changed servers recounted first."""
@@ -102,7 +111,7 @@ class UsageBook:
             before = self.held.pop(instance_id, None)
             if before is not None:
                 if inst is None or inst.project_id is None:
-                    lost = True  # forgotten uncounted (settle prevents it): the project is unknown
+                    lost = True  # dropped without `forgotten`: its project is unknown here
                     continue
                 self._add(inst.project_id, before, -1)
             now = _held(models, inst)

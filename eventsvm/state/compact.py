@@ -142,8 +142,6 @@ class FrozenRecord(Mapping[str, Any]):
             return type(other)._values_of(other) == type(self)._values_of(self)
         return super().__eq__(other)
 
-    __hash__ = None  # type: ignore[assignment]  # equal to a dict, which has none
-
     def __getitem__(self, key: str) -> Any:
         try:
             slot = self._slot_of[key]

@@ -266,19 +266,19 @@ class InstanceProjection:
     deleted_retention_ms: int | None = DELETED_RETENTION_MS
     clock: LogClock = field(default_factory=LogClock)
 
-    def forget_deleted(self) -> list[str]:
+    def forget_deleted(self) -> list[Instance]:
         """Drop the servers deleted, and not changed since, `deleted_retention_ms` before the newest
-        log time folded; their ids. Only with every topic folded to its end (ReadModel's catch-up):
-        an event of the server a replay reads late must not bring back a partial one."""
+        log time folded; the servers dropped. Only with every topic folded to its end (ReadModel's
+        catch-up): an event of the server a replay reads late must not bring back a partial one."""
         if self.deleted_retention_ms is None:
             return []
         horizon = self.clock.sweep(self.deleted_retention_ms)
         if horizon is None:
             return []
-        forgotten = [instance_id for instance_id, inst in self.instances.items()
+        forgotten = [inst for inst in self.instances.values()
                      if inst.state_level == _DELETION_LEVEL and inst.updated_at <= horizon]
-        for instance_id in forgotten:
-            del self.instances[instance_id]
+        for inst in forgotten:
+            del self.instances[inst.id]
         return forgotten
 
     def get(self, instance_id: str) -> Instance | None:

@@ -112,8 +112,8 @@ def test_a_create_asks_the_book_not_a_walk(log: EventLog, monkeypatch: pytest.Mo
 
 
 def test_a_server_gone_before_the_book_counted_its_deletion_leaves_nothing_counted(log: EventLog) -> None:
-    """The book reads a server's project from the server when it takes it off: settle counts the
-    changes before forgetting any, and a server dropped by anything else makes it count afresh."""
+    """The book reads a server's project from the server when it takes it off: settle hands it the
+    servers it forgets, and a server dropped by anything else makes it count afresh."""
     rng = random.Random(8)
     chains = [[dataclasses.replace(e, project_id=PROJECTS[0]) for e in instance_chain(rng)] for _ in range(3)]
     log.append(event_records([e for chain in chains for e in chain]))
