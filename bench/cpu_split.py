@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 from bench.api_bench import running_cloud
-from bench.pipeline_bench import OPTIONS, Timeline, _network, _point, process_cpu_s
-from bench.profile_pipeline import _children
+from bench.pipeline_bench import OPTIONS, Timeline, load_point, process_cpu_s, wide_network
+from bench.profile_pipeline import service_children
 from bench.run import machine
 from eventsvm.log.factory import open_log
 
@@ -29,11 +29,11 @@ def split(rate: float, seconds: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="cpu-split-") as scratch, \
             running_cloud(Path(scratch), None, (*OPTIONS, "--processes")) as cloud:
         timeline = Timeline(open_log(cloud.log_config))
-        body = {**cloud.server, "name": "load", "networks": [_network(cloud)]}
-        _point(cloud, timeline, body, rate, 2.0)  # warm up
-        children = {**_children(Path(scratch)), "up": cloud.pid}
+        body = {**cloud.server, "name": "load", "networks": [wide_network(cloud)]}
+        load_point(cloud, timeline, body, rate, 2.0)  # warm up
+        children = {**service_children(Path(scratch)), "up": cloud.pid}
         before = {name: process_cpu_s(pid) for name, pid in children.items()}
-        out = _point(cloud, timeline, body, rate, seconds)
+        out = load_point(cloud, timeline, body, rate, seconds)
         after = {name: process_cpu_s(pid) for name, pid in children.items()}
     active = out["throughput"] * seconds
     for name in children:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench.api_bench import UNBOUNDED_BACKLOG, running_cloud
-from bench.pipeline_bench import Timeline, _network, _point
+from bench.pipeline_bench import Timeline, load_point, wide_network
 from bench.suite import Context, benchmark, scratch_dir
 from eventsvm.log.factory import open_log
 
@@ -49,8 +49,8 @@ def many_hosts(ctx: Context) -> dict[str, list[float]]:
                                "threads": float(_threads(cloud.pid))}
                     log_ = open_log(cloud.log_config)
                     try:
-                        body = {**cloud.server, "name": "many-hosts", "networks": [_network(cloud)]}
-                        point = _point(cloud, Timeline(log_), body, RATE, DURATION_S)
+                        body = {**cloud.server, "name": "many-hosts", "networks": [wide_network(cloud)]}
+                        point = load_point(cloud, Timeline(log_), body, RATE, DURATION_S)
                     finally:
                         log_.close()
                     samples["rss_after_load_mb"] = _resident_mb(cloud.pid)

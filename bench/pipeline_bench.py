@@ -96,7 +96,7 @@ class Timeline:
             time.sleep(0.2)
 
 
-def _network(cloud: Cloud) -> dict[str, str]:
+def wide_network(cloud: Cloud) -> dict[str, str]:
     """A /16 network for the run: 10,000 servers need more addresses than `private` has."""
     headers = {"X-Auth-Token": cloud.token}
     network_url = cloud.endpoints["network"]
@@ -163,8 +163,8 @@ def _quantile(values: Sequence[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def _point(cloud: Cloud, timeline: Timeline, body: dict[str, Any], rate: float,
-           duration_s: float) -> dict[str, float]:
+def load_point(cloud: Cloud, timeline: Timeline, body: dict[str, Any], rate: float,
+               duration_s: float) -> dict[str, float]:
     """One offered rate: the metrics of the module docstring."""
     count = max(20, int(rate * duration_s))
     cloud_cpu_before = _cloud_cpu_s(cloud.pid)
@@ -218,11 +218,11 @@ def curve(ctx: Context, kafka: str | None, rates: tuple[float, ...] = RATES,
         log_ = open_log(cloud.log_config)
         try:
             timeline = Timeline(log_)
-            body = {**cloud.server, "name": "load", "networks": [_network(cloud)]}
-            _point(cloud, timeline, body, rates[0], 2.0)  # warm up: connections, caches, producers
+            body = {**cloud.server, "name": "load", "networks": [wide_network(cloud)]}
+            load_point(cloud, timeline, body, rates[0], 2.0)  # warm up: connections, caches, producers
             for _ in range(min(3, ctx.repetitions)):
                 for rate in rates:
-                    for metric, value in _point(cloud, timeline, body, rate, duration).items():
+                    for metric, value in load_point(cloud, timeline, body, rate, duration).items():
                         if metric != "offered":
                             out[f"{rate:g}.{metric}"].append(value)
         finally:

@@ -19,13 +19,13 @@ import threading
 from pathlib import Path
 
 from bench.api_bench import running_cloud
-from bench.pipeline_bench import OPTIONS, Timeline, _network, _point
+from bench.pipeline_bench import OPTIONS, Timeline, load_point, wide_network
 from eventsvm.log.factory import open_log
 
 PY_SPY = Path(sys.executable).parent / "py-spy"
 
 
-def _children(workdir: Path) -> dict[str, int]:
+def service_children(workdir: Path) -> dict[str, int]:
     """The children's pids by name, from the supervisor's state file."""
     rows = json.loads((workdir / "supervisor.json").read_text())
     return {row["service"]: int(row["pid"]) for row in rows if row.get("pid")}
@@ -54,9 +54,9 @@ def main() -> None:
             running_cloud(Path(scratch), None, (*OPTIONS, "--processes")) as cloud:
         log_ = open_log(cloud.log_config)
         timeline = Timeline(log_)
-        body = {**cloud.server, "name": "load", "networks": [_network(cloud)]}
-        _point(cloud, timeline, body, args.rate, 2.0)  # warm up
-        children = _children(Path(scratch))
+        body = {**cloud.server, "name": "load", "networks": [wide_network(cloud)]}
+        load_point(cloud, timeline, body, args.rate, 2.0)  # warm up
+        children = service_children(Path(scratch))
         spies = {
             name: subprocess.Popen([str(PY_SPY), "record", "--pid", str(pid), "--format", "raw",
                                     "--duration", str(int(args.seconds)), "--rate", "100", "--nonblocking",
@@ -66,7 +66,7 @@ def main() -> None:
         }
         result: dict[str, float] = {}
         load = threading.Thread(target=lambda: result.update(
-            _point(cloud, timeline, body, args.rate, args.seconds)))
+            load_point(cloud, timeline, body, args.rate, args.seconds)))
         load.start()
         for spy in spies.values():
             spy.wait()

@@ -49,7 +49,7 @@ from typing import Any
 import httpx
 
 from bench.api_bench import REQUEST_TIMEOUT_S, Cloud, running_cloud
-from bench.pipeline_bench import CONNECTIONS, OPTIONS, ROOT, Timeline, _network, cloud_processes
+from bench.pipeline_bench import CONNECTIONS, OPTIONS, ROOT, Timeline, cloud_processes, wide_network
 from bench.suite import Context, benchmark, scratch_dir
 from eventsvm.log.factory import open_log
 from eventsvm.state.compact import FORGET_AFTER_MS
@@ -218,7 +218,7 @@ def run_waves(ctx: Context, flags: tuple[str, ...]) -> dict[str, list[float]]:
         log_ = open_log(cloud.log_config)
         try:
             outcomes = Timeline(log_)
-            body = {**cloud.server, "name": "wave", "networks": [_network(cloud)]}
+            body = {**cloud.server, "name": "wave", "networks": [wide_network(cloud)]}
             time.sleep(5)  # idle: every child has folded the seed and the hosts
             pids = _processes(cloud.pid)
             idle = _rss(pids)
