@@ -114,10 +114,8 @@ class UsageBook:
                     lost = True  # dropped without `forgotten`: its project is unknown here
                     continue
                 self._add(inst.project_id, before, -1)
-            now = _held(models, inst)
-            if now is not None and inst is not None and inst.project_id is not None:
-                self.held[inst.id] = now
-                self._add(inst.project_id, now, 1)
+            if inst is not None:
+                self._count(models, inst)
         self.changed.clear()
         if lost:
             self._count_all(models)
@@ -126,10 +124,14 @@ class UsageBook:
         self.held.clear()
         self.totals.clear()
         for inst in models.instances.instances.values():
-            now = _held(models, inst)
-            if now is not None and inst.project_id is not None:
-                self.held[inst.id] = now
-                self._add(inst.project_id, now, 1)
+            self._count(models, inst)
+
+    def _count(self, models: Models, inst: Instance) -> None:
+        """Count `inst` for its project, if it holds anything (a server not deleted)."""
+        now = _held(models, inst)
+        if now is not None and inst.project_id is not None:
+            self.held[inst.id] = now
+            self._add(inst.project_id, now, 1)
 
     def _add(self, project: str, held: _Size, sign: int) -> None:
         servers, cores, ram = self.totals.get(project) or (0, 0, 0)
