@@ -33,6 +33,12 @@ the simulated guests, not the service's state: its first wave raises it, later w
 Python rarely hands freed memory back to the system, so a wave's peak minus its settled RSS
 understates what a live instance holds; the rise from the previous settled RSS is the other bound.
 One run whatever --repetitions says, on the demo token (an hour: the run must end within it).
+
+`up` runs its children on jemalloc when it is installed (`--allocator auto`; the supervisor
+stays on glibc's malloc); `allocator.jemalloc` says whether the API child had it mapped (1) or
+not (0). On glibc's malloc the API's resident memory creeps, held free in its heap rather than
+by Python objects (docs/decisions.md, "The API's last creep"); `EVENTSVM_ALLOCATOR=system make
+bench` measures that.
 """
 
 from __future__ import annotations
@@ -222,6 +228,7 @@ def run_waves(ctx: Context, flags: tuple[str, ...]) -> dict[str, list[float]]:
             time.sleep(5)  # idle: every child has folded the seed and the hosts
             pids = _processes(cloud.pid)
             idle = _rss(pids)
+            on_jemalloc = "libjemalloc" in Path(f"/proc/{pids['api']}/maps").read_text()
             seen: dict[str, set[int]] = {name: {pid} for name, pid in pids.items()}
             peaks: list[dict[str, float]] = []
             settles: list[dict[str, float]] = []
@@ -245,6 +252,7 @@ def run_waves(ctx: Context, flags: tuple[str, ...]) -> dict[str, list[float]]:
             log_.close()
     out["total_s"].append(time.monotonic() - began)
     out["instances"].append(float(per_wave * WAVES))
+    out["allocator.jemalloc"].append(1.0 if on_jemalloc else 0.0)
     settings = dict(zip(flags[::2], flags[1::2], strict=True))
     out["api.deleted_retention_h"].append(
         float(settings.get("--deleted-retention-hours", DELETED_RETENTION_MS / 3_600_000)))

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the project needs: libvirt-dev + pkg-config to build libvirt-python (PyPI ships
 # no wheel), chromium for the dashboard's browser test, genisoimage for config drives (its unit test
-# builds one). Installed only when missing.
+# builds one), libjemalloc2 for the C allocator `up --processes` gives its children by default.
+# Installed only when missing.
 set -euo pipefail
-want=(libvirt-dev pkg-config chromium genisoimage)
+want=(libvirt-dev pkg-config chromium genisoimage libjemalloc2)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from eventsvm.app.cluster import register_hosts, simulated_host
-from eventsvm.app.options import on_sigterm, parse_capacity, wait_forever
+from eventsvm.app.options import UsageError, on_sigterm, parse_capacity, wait_forever
 from eventsvm.app.registry import PIPELINE
 from eventsvm.app.writers import SEED, pool_codec, writer_codec
 from eventsvm.config import LogConfig
@@ -35,6 +36,8 @@ from eventsvm.runtime.supervisor import Supervisor
 
 # set in each child's environment: the pid of the `up` that started it
 PARENT_ENV = "EVENTSVM_PARENT_PID"
+# `up --allocator`: the C allocator the children run on (see allocator_environment)
+ALLOCATORS = ("auto", "jemalloc", "system")
 _PR_SET_PDEATHSIG = 1
 # how long the children have to stop on SIGTERM before they are killed
 STOP_GRACE_S = 30.0
@@ -109,10 +112,32 @@ def state_file(data_dir: Path) -> Path:
     return data_dir / "supervisor.json"
 
 
-def spawner_of(argv: list[str]) -> Callable[[], subprocess.Popen[Any]]:
-    """A function starting `eventsvm <argv>` as a child of this process, tied to its life."""
+def allocator_environment(choice: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """What to add to a child's environment (`environ`: the parent's) to run it on `choice`'s C
+    allocator: jemalloc through LD_PRELOAD, or nothing for glibc's malloc (`system`, or `auto`
+    without jemalloc installed). CPython hands every object over 512 bytes to it, and with glibc's
+    a long-running API's heap fragments: its resident memory creeps with the servers it has seen
+    though what it holds does not (docs/decisions.md, "The API's last creep")."""
+    if choice == "system":
+        return {}
+    library = ctypes.util.find_library("jemalloc")  # its soname, which LD_PRELOAD looks up as ld.so does
+    if library is None:
+        if choice == "jemalloc":
+            raise UsageError("--allocator jemalloc: libjemalloc.so.2 is not installed "
+                             "(Debian: apt install libjemalloc2)")
+        return {}
+    preloaded = environ.get("LD_PRELOAD", "")
+    if "jemalloc" in preloaded:
+        return {}
+    return {"LD_PRELOAD": f"{library}:{preloaded}" if preloaded else library}
+
+
+def spawner_of(argv: list[str],
+               extra: Mapping[str, str] | None = None) -> Callable[[], subprocess.Popen[Any]]:
+    """A function starting `eventsvm <argv>` as a child of this process, tied to its life, with
+    `extra` added to this process's environment."""
     command = [sys.executable, "-m", "eventsvm.app.cli", *argv]
-    environment = {**os.environ, PARENT_ENV: str(os.getpid())}
+    environment = {**os.environ, **(extra or {}), PARENT_ENV: str(os.getpid())}
 
     def spawn() -> subprocess.Popen[Any]:
         # stdout to the parent's: the children print little (their start line, warnings)
@@ -126,6 +151,7 @@ def run_children(args: argparse.Namespace, data_dir: Path, config: LogConfig,
     """`eventsvm up --processes`: seed, register the hosts, start and supervise every child until
     SIGTERM / SIGINT, then stop them all. `seed(readmodel)` seeds the log and returns a notice for
     the console, `announce(notice)` says the cloud is up."""
+    allocator = allocator_environment(args.allocator, os.environ)  # refused before anything starts
     log_ = open_log(config)
     readmodel = ReadModel(log_, writer_codec(data_dir, SEED))
     try:
@@ -149,10 +175,12 @@ def run_children(args: argparse.Namespace, data_dir: Path, config: LogConfig,
     try:
         pools = spawner_pools({h.name: h.slot for h in hosts}, partitions.__getitem__)
         for name, argv in child_commands(args, data_dir, config, pools).items():
-            supervisor.add_process(name, spawner_of(argv))
+            supervisor.add_process(name, spawner_of(argv, allocator))
         supervisor.start()
         announce(notice)
-        print(f"children: {' '.join(f'{n}={p}' for n, p in supervisor.pids().items())}", flush=True)
+        on_jemalloc = "jemalloc" in {**os.environ, **allocator}.get("LD_PRELOAD", "")
+        print(f"children: {' '.join(f'{n}={p}' for n, p in supervisor.pids().items())} "
+              f"(C allocator: {'jemalloc' if on_jemalloc else 'glibc malloc'})", flush=True)
         wait_forever(stop)
     finally:
         stop.set()

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from eventsvm.app import audit_cli, usage_cli
+from eventsvm.app.children import ALLOCATORS
 from eventsvm.app.cloud import run_cloud, run_service, seed_log
 from eventsvm.app.options import (
     EXIT_CONFIG,
@@ -140,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="API processes sharing the port (SO_REUSEPORT); above 1 implies --processes "
         "(default 1, env EVENTSVM_API_WORKERS)",
+    )
+    up.add_argument(
+        "--allocator",
+        choices=ALLOCATORS,
+        default=os.environ.get("EVENTSVM_ALLOCATOR", "auto"),
+        help="the C allocator of the child processes: jemalloc (preloaded; under churn its memory "
+        "stays level where glibc's creeps, docs/decisions.md), system (glibc's malloc), or auto: "
+        "jemalloc when libjemalloc.so.2 is installed (default; env EVENTSVM_ALLOCATOR)",
     )
     add_power_options(up)
     add_api_options(up)

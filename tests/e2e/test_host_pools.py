@@ -57,6 +57,12 @@ def test_up_processes_runs_a_child_per_pool_and_their_hosts_boot_servers(tmp_pat
         # four partitions: compute-1 and -5 share the first, -2 and -6 the second
         assert {"pool-0", "pool-1", "compute-3", "compute-4"} <= set(children), sorted(children)
         assert not {"compute-1", "compute-2", "compute-5", "compute-6"} & set(children)
+        # the default C allocator when jemalloc is installed, as `make install` does
+        # (scripts/install-debs.sh): every child has it mapped, and `up` says so
+        for name, row in children.items():
+            maps = Path(f"/proc/{row['pid']}/maps").read_text()
+            assert "libjemalloc" in maps, f"{name} is on glibc's malloc"
+        assert "(C allocator: jemalloc)" in cloud.output.read_text()
         demo = _project(cloud.url, "demo", "private")
         headers = {"X-Auth-Token": demo.token}
         ids = []

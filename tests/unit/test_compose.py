@@ -59,5 +59,7 @@ def test_the_image_installs_the_project_and_its_schemas() -> None:
         "COPY schemas eventsvm/schemas",
         "pip install",
         "libvirt-dev",
+        "libjemalloc2",  # every process on jemalloc (docs/decisions.md, "The API's last creep")
+        "ENV LD_PRELOAD=/usr/local/lib/libjemalloc.so.2",
     ):
         assert needed in dockerfile

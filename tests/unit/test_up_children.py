@@ -3,6 +3,7 @@ flags and the environment; and the supervisor's state as the API children export
 
 from __future__ import annotations
 
+import ctypes.util
 import subprocess
 import sys
 import threading
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from eventsvm.app.children import child_commands, state_file
+from eventsvm.app.children import allocator_environment, child_commands, state_file
 from eventsvm.app.cli import build_parser, main
+from eventsvm.app.options import UsageError
 from eventsvm.config import LogConfig
 from eventsvm.runtime.supervisor import StateFileCollector, Supervisor
 
@@ -104,3 +106,25 @@ def test_the_deleted_servers_retention_is_a_setting_each_api_worker_gets() -> No
     assert deleted_retention_ms(build_parser().parse_args(["up"])) == 24 * 3_600_000
     with pytest.raises(UsageError):
         deleted_retention_ms(build_parser().parse_args(["up", "--deleted-retention-hours", "-2"]))
+
+
+def test_the_children_run_on_jemalloc_when_it_is_there_and_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    installed = {"jemalloc": "libjemalloc.so.2"}
+    monkeypatch.setattr(ctypes.util, "find_library", installed.get)
+    assert allocator_environment("auto", {}) == {"LD_PRELOAD": "libjemalloc.so.2"}
+    assert allocator_environment("jemalloc", {}) == {"LD_PRELOAD": "libjemalloc.so.2"}
+    # an operator's own preloads are kept, after it; one already preloading jemalloc is left alone
+    assert allocator_environment("auto", {"LD_PRELOAD": "/opt/trace.so"}) == {
+        "LD_PRELOAD": "libjemalloc.so.2:/opt/trace.so"}
+    assert allocator_environment("auto", {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}) == {}
+    assert allocator_environment("system", {}) == {}
+    assert build_parser().parse_args(["up"]).allocator == "auto"
+    monkeypatch.setenv("EVENTSVM_ALLOCATOR", "system")
+    assert build_parser().parse_args(["up"]).allocator == "system"
+
+
+def test_without_jemalloc_auto_is_glibc_and_asking_for_it_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    assert allocator_environment("auto", {}) == {}
+    with pytest.raises(UsageError, match="libjemalloc2"):
+        allocator_environment("jemalloc", {})
