@@ -97,6 +97,15 @@ def env_int(name: str, default: int) -> int:
         raise UsageError(f"{name} must be an integer, not {value!r}") from None
 
 
+def env_choice(name: str, choices: Sequence[str], default: str) -> str:
+    """One of `choices` from the environment; any other value is a usage error (argparse checks
+    only what is given on the command line against its choices, not a default)."""
+    value = os.environ.get(name, "").strip() or default
+    if value not in choices:
+        raise UsageError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     parser = argparse.ArgumentParser(prog="eventsvm", description=__doc__.splitlines()[0])
@@ -145,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--allocator",
         choices=ALLOCATORS,
-        default=os.environ.get("EVENTSVM_ALLOCATOR", "auto"),
+        default=env_choice("EVENTSVM_ALLOCATOR", ALLOCATORS, "auto"),
         help="the C allocator of the child processes: jemalloc (preloaded; under churn its memory "
         "stays level where glibc's creeps, docs/decisions.md), system (glibc's malloc), or auto: "
         "jemalloc when libjemalloc.so.2 is installed (default; env EVENTSVM_ALLOCATOR)",

@@ -14,7 +14,7 @@ import pytest
 
 from eventsvm.app.children import allocator_environment, child_commands, state_file
 from eventsvm.app.cli import build_parser, main
-from eventsvm.app.options import UsageError
+from eventsvm.app.options import EXIT_CONFIG, UsageError
 from eventsvm.config import LogConfig
 from eventsvm.runtime.supervisor import StateFileCollector, Supervisor
 
@@ -121,6 +121,8 @@ def test_the_children_run_on_jemalloc_when_it_is_there_and_asked_for(monkeypatch
     assert build_parser().parse_args(["up"]).allocator == "auto"
     monkeypatch.setenv("EVENTSVM_ALLOCATOR", "system")
     assert build_parser().parse_args(["up"]).allocator == "system"
+    monkeypatch.setenv("EVENTSVM_ALLOCATOR", "tcmalloc")
+    assert main(["up", "--processes"]) == EXIT_CONFIG  # refused, not taken for auto
 
 
 def test_without_jemalloc_auto_is_glibc_and_asking_for_it_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
