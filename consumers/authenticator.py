@@ -60,26 +60,55 @@ class Reservation:
         return ResourceCount(instances=waiting, cores=waiting * self.cores, ram_mb=waiting * self.ram_mb)
 
 
+class ProjectHold:
+    """What one project's live instances hold: each instance's (vCPUs, RAM MB), one shared tuple
+    per flavor size, and their running sums, so a quota check costs the same at ten servers as at
+    ten thousand (summing the instances on every request grew with the project)."""
+
+    __slots__ = ("servers", "cores", "ram_mb")
+
+    def __init__(self) -> None:
+        self.servers: dict[str, tuple[int, int]] = {}
+        self.cores = 0
+        self.ram_mb = 0
+
+    def hold(self, instance_id: str, size: tuple[int, int]) -> None:
+        """The instance holds `size` (an answer delivered again replaces, never adds twice)."""
+        self.release(instance_id)
+        self.servers[instance_id] = size
+        self.cores += size[0]
+        self.ram_mb += size[1]
+
+    def release(self, instance_id: str) -> None:
+        """The instance holds nothing any more."""
+        size = self.servers.pop(instance_id, None)
+        if size is not None:
+            self.cores -= size[0]
+            self.ram_mb -= size[1]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ProjectHold) and self.servers == other.servers
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+
 @dataclass
 class AuthenticatorState:
     """Identity, catalog, and what each project's live instances hold against its quota."""
 
     identity: IdentityState = field(default_factory=IdentityState)
     catalog: CatalogState = field(default_factory=CatalogState)
-    # per project, what each live instance holds: (vCPUs, RAM MB), one shared tuple per flavor size
-    usage: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    # per project, what its live instances hold
+    usage: dict[str, ProjectHold] = field(default_factory=dict)
     gone: Departures = field(default_factory=Departures)
     reservations: dict[str, Reservation] = field(default_factory=dict)
 
     def project_usage(self, project_id: str, at_ms: int = 0) -> ResourceCount:
         """Instances, cores and RAM the project's live instances hold, and the share its admitted
         reservations hold for their servers not yet answered (at log time `at_ms`)."""
-        held = self.usage.get(project_id, {})
-        total = ResourceCount(
-            instances=len(held),
-            cores=sum(c for c, _ in held.values()),
-            ram_mb=sum(r for _, r in held.values()),
-        )
+        held = self.usage.get(project_id)
+        total = ResourceCount() if held is None else ResourceCount(
+            instances=len(held.servers), cores=held.cores, ram_mb=held.ram_mb)
         for reservation in self.reservations.values():
             if reservation.project_id == project_id:
                 share = reservation.held(at_ms)
@@ -122,16 +151,18 @@ def evolve(state: AuthenticatorState, event: Event) -> AuthenticatorState:
         _answered(state, event, None)
         if event.aggregate_id not in state.gone:
             flavor = event.body["spec"]["flavor"]
-            state.usage.setdefault(event.project_id or "", {})[event.aggregate_id] = SHARED(
-                (flavor["vcpus"], flavor["ram_mb"]))
+            project = state.usage.get(event.project_id or "")
+            if project is None:
+                project = state.usage[event.project_id or ""] = ProjectHold()
+            project.hold(event.aggregate_id, SHARED((flavor["vcpus"], flavor["ram_mb"])))
     elif kind == EventType.INSTANCE_DELETED or (kind == EventType.INSTANCE_FAILED and event.body["final"]):
         if kind == EventType.INSTANCE_FAILED and event.body.get("stage") == "authenticate":
             _answered(state, event, event.body["reason"], event.body["code"])
         state.gone.add(event.aggregate_id, event.occurred_at)
         held = state.usage.get(event.project_id or "")
         if held is not None:
-            held.pop(event.aggregate_id, None)
-            if not held:  # a project with no live instance holds nothing: its entry goes too
+            held.release(event.aggregate_id)
+            if not held.servers:  # a project with no live instance holds nothing: its entry goes too
                 del state.usage[event.project_id or ""]
     state.gone.saw(event.occurred_at)
     return state

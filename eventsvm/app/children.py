@@ -132,6 +132,15 @@ def allocator_environment(choice: str, environ: Mapping[str, str]) -> dict[str, 
     return {"LD_PRELOAD": f"{library}:{preloaded}" if preloaded else library}
 
 
+def c_allocator() -> str:
+    """The C allocator this process runs on, as `up` says it: jemalloc when it is mapped in."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:  # no procfs: nothing was preloaded that we could see
+        return "glibc malloc"
+    return "jemalloc" if "libjemalloc" in maps else "glibc malloc"
+
+
 def spawner_of(argv: list[str],
                extra: Mapping[str, str] | None = None) -> Callable[[], subprocess.Popen[Any]]:
     """A function starting `eventsvm <argv>` as a child of this process, tied to its life, with

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from eventsvm.app import audit_cli, usage_cli
-from eventsvm.app.children import ALLOCATORS
+from eventsvm.app.children import ALLOCATORS, allocator_environment
 from eventsvm.app.cloud import run_cloud, run_service, seed_log
 from eventsvm.app.options import (
     EXIT_CONFIG,
@@ -37,6 +37,10 @@ from eventsvm.log.port import LogError
 # -- commands ---------------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
     """Everything in one process: the API, every pipeline service, a spawner per host."""
+    if args.whole_command and not (args.processes or args.api_workers > 1):
+        preload = allocator_environment(args.allocator, os.environ)
+        if preload:  # a process picks its allocator when it starts: start this one again on it
+            os.execve(sys.executable, sys.orig_argv, {**os.environ, **preload})
     data_dir, config = log_config(args, keeps_files=True)
     return run_cloud(args, data_dir, config, env_passwords())
 
@@ -155,9 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--allocator",
         choices=ALLOCATORS,
         default=env_choice("EVENTSVM_ALLOCATOR", ALLOCATORS, "auto"),
-        help="the C allocator of the child processes: jemalloc (preloaded; under churn its memory "
+        help="the C allocator of the cloud's processes: jemalloc (preloaded; under churn its memory "
         "stays level where glibc's creeps, docs/decisions.md), system (glibc's malloc), or auto: "
-        "jemalloc when libjemalloc.so.2 is installed (default; env EVENTSVM_ALLOCATOR)",
+        "jemalloc when libjemalloc.so.2 is installed (default; env EVENTSVM_ALLOCATOR). Without "
+        "--processes, up starts itself again with it preloaded",
     )
     add_power_options(up)
     add_api_options(up)
@@ -246,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"eventsvm: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     args = parser.parse_args(argv)
+    # this process is the command (not a call from Python), so `up` may start it again (--allocator)
+    args.whole_command = argv is None
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

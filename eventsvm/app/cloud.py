@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eventsvm.app.children import die_with_parent, run_children
+from eventsvm.app.children import c_allocator, die_with_parent, run_children
 from eventsvm.app.cluster import (
     Cluster,
     ClusterOptions,
@@ -208,7 +208,7 @@ def announce_up(args: argparse.Namespace, data_dir: Path, config: LogConfig, not
     engine = config.url if config.engine == "kafka" else f"embedded log {config.url[len('sqlite://') :]}"
     clouds = (data_dir / "clouds.yaml").resolve()
     how = (f"{args.api_workers} API process(es) and a process per service"
-           if args.processes or args.api_workers > 1 else "one process")
+           if args.processes or args.api_workers > 1 else f"one process, C allocator: {c_allocator()}")
     print(
         f"eventsvm is up: API on http://{args.bind}:{args.port} ({engine}, {args.hosts} compute host(s), "
         f"{how})",

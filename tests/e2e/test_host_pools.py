@@ -51,7 +51,7 @@ def test_hosts_sharing_partitions_are_one_spawner_and_each_keeps_its_own_claims(
 
 
 def test_up_processes_runs_a_child_per_pool_and_their_hosts_boot_servers(tmp_path: Path) -> None:
-    cloud = start_up(tmp_path, "--hosts", "6")
+    cloud = start_up(tmp_path, "--hosts", "6", "--allocator", "auto")  # whatever the environment says
     try:
         children = cloud.children()
         # four partitions: compute-1 and -5 share the first, -2 and -6 the second

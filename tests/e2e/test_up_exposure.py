@@ -70,7 +70,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         process = subprocess.Popen(
             # hosts too small for m1.xlarge, so a server can fail and the dashboard has one to name
             [EVENTSVM, "up", "--data-dir", str(data_dir), "--port", str(port),
-             "--host-capacity", "vcpus=4,ram=8192,disk=100"], stdout=out,
+             "--host-capacity", "vcpus=4,ram=8192,disk=100", "--allocator", "auto"], stdout=out,
             stderr=subprocess.STDOUT, env={**os.environ, **PASSWORDS}, umask=0, start_new_session=True)
     cloud = Up(process, f"http://127.0.0.1:{port}", data_dir, output)
     try:
@@ -91,6 +91,13 @@ def test_the_log_its_wal_the_keys_and_clouds_yaml_are_the_owners_alone(up: Up) -
     assert {p.name: mode(p) for p in private} == {p.name: 0o600 for p in private}
     assert mode(up.data_dir) == 0o700
     assert f"tightened {up.data_dir} from mode 0755 to 0700" in up.output.read_text()
+
+
+def test_the_one_process_cloud_runs_on_jemalloc_as_the_same_process_and_says_so(up: Up) -> None:
+    """`up` without --processes starts itself again with jemalloc preloaded (installed by `make
+    install`): the process the operator started, still the one serving, has it mapped."""
+    assert "libjemalloc" in Path(f"/proc/{up.process.pid}/maps").read_text()
+    assert "one process, C allocator: jemalloc" in up.output.read_text()
 
 
 def _send_head(url: str, path: str, header_bytes: int) -> bytes:

@@ -4,6 +4,8 @@ and a refusal refuses every server of it. Pure decide/evolve, no log."""
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_deciders import DEMO_PROJECT, SEED, authenticate, body_of, ctx, folded, requested
 
 from consumers import authenticator
@@ -100,3 +102,36 @@ def test_a_single_server_request_is_counted_as_before() -> None:
     admitted = authenticate(event, [_quota(1)])
     assert body_of(EventType.INSTANCE_AUTHENTICATED, admitted)["reservation_size"] == 1
     assert body_of(EventType.INSTANCE_FAILED, authenticate(event, [_quota(0)]))["code"] == 403
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["authenticated", "deleted", "failed-final"]),
+                          st.integers(0, 5), st.sampled_from([(1, 512), (2, 2048), (4, 8192)])),
+                max_size=40))
+def test_the_quota_usage_kept_as_running_sums_is_what_counting_the_live_servers_says(
+        steps: list[tuple[str, int, tuple[int, int]]]) -> None:
+    """The authenticator keeps each project's sums as instances come and go (a create's check
+    no longer walks the project's servers); after any order of answers, answers delivered again,
+    deletions and final failures, the sums are the live servers' own."""
+    state = authenticator.AuthenticatorState()
+    live: dict[str, tuple[int, int]] = {}
+    for kind, n, (vcpus, ram_mb) in steps:
+        server = f"server-{n}"
+        if kind == "authenticated":
+            event = new_event(EventType.INSTANCE_AUTHENTICATED, server,
+                              {"spec": {"flavor": {"vcpus": vcpus, "ram_mb": ram_mb}}},
+                              project_id=DEMO_PROJECT["id"])
+            if server not in state.gone:
+                live[server] = (vcpus, ram_mb)
+        elif kind == "deleted":
+            event = new_event(EventType.INSTANCE_DELETED, server, {}, project_id=DEMO_PROJECT["id"])
+            live.pop(server, None)
+        else:
+            event = new_event(EventType.INSTANCE_FAILED, server, {"final": True, "stage": "spawn"},
+                              project_id=DEMO_PROJECT["id"])
+            live.pop(server, None)
+        state = authenticator.evolve(state, event)
+        used = state.project_usage(DEMO_PROJECT["id"])
+        assert (used.instances, used.cores, used.ram_mb) == (
+            len(live), sum(c for c, _ in live.values()), sum(r for _, r in live.values()))
+    assert (DEMO_PROJECT["id"] in state.usage) == bool(live)  # no entry for a project holding nothing
