@@ -73,25 +73,49 @@ class SpawnerState:
         """This host appended an outcome caused by `event` (an input for its instance)."""
         return event.event_id in self.answered.get(event.aggregate_id, ())
 
+    # what the claims placed on each host add up to, (vCPUs, RAM MB, disk GB): kept as claims come
+    # and go, so a spawn's capacity check costs the same at ten guests as at ten thousand (summing
+    # every claim of the pool on each one grew with the pool). A claim counts on the host it is
+    # placed on while both it and its placement are remembered; `used` is that, nothing else.
+    totals: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
     def used(self, host: str, leaving_out: str = "") -> tuple[int, int, int]:
         """vCPUs, RAM MB and disk GB claimed on `host` (but the claim under `leaving_out`)."""
-        placed = self.placed
-        held = [c for key, c in self.claims.items() if key != leaving_out and placed.get(key) == host]
-        return (
-            sum(c.vcpus for c in held),
-            sum(c.ram_mb for c in held),
-            sum(c.disk_gb for c in held),
-        )
+        vcpus, ram_mb, disk_gb = self.totals.get(host, (0, 0, 0))
+        left = self.claims.get(leaving_out) if leaving_out else None
+        if left is not None and self.placed.get(leaving_out) == host:
+            return vcpus - left.vcpus, ram_mb - left.ram_mb, disk_gb - left.disk_gb
+        return vcpus, ram_mb, disk_gb
+
+    def _count(self, key: str, sign: int) -> None:
+        """Add (1) or take away (-1) what `key` counts on its host, if it counts anywhere."""
+        claim, host = self.claims.get(key), self.placed.get(key)
+        if claim is None or host is None:
+            return
+        vcpus, ram_mb, disk_gb = self.totals.get(host, (0, 0, 0))
+        now = (vcpus + sign * claim.vcpus, ram_mb + sign * claim.ram_mb, disk_gb + sign * claim.disk_gb)
+        if now == (0, 0, 0):
+            self.totals.pop(host, None)
+        else:
+            self.totals[host] = now
 
     def hold(self, host: str, key: str, claim: Claim) -> None:
         """`claim` is held under `key` on `host`."""
+        self._count(key, -1)
         self.claims[key] = claim
         self.placed[key] = host
+        self._count(key, 1)
 
     def free(self, key: str, host: str | None = None) -> None:
         """What `key` holds goes (only if it is held on `host`, when named)."""
         if host is None or self.placed.get(key) == host:
+            self._count(key, -1)
             self.claims.pop(key, None)
+
+    def unplace(self, key: str) -> None:
+        """Where `key` was last placed is forgotten (and what it held there no longer counts)."""
+        self._count(key, -1)
+        self.placed.pop(key, None)
 
     def guest_hosts(self, instance_id: str) -> set[str]:
         """The hosts of this pool the instance's guests were last placed on (either end of a resize)."""
@@ -156,8 +180,8 @@ def forget_the_long_gone(state: SpawnerState) -> SpawnerState:
     finds it gone."""
     for instance_id in state.gone.forget(state.forget_after_ms):
         state.answered.pop(instance_id, None)
-        state.placed.pop(instance_id, None)
-        state.placed.pop(resize_key(instance_id), None)
+        state.unplace(instance_id)
+        state.unplace(resize_key(instance_id))
     return state
 
 

@@ -63,11 +63,11 @@ _POWER_STATE = {
 _VALIDATED_SHAPES = 256
 
 
-def document_shape(xml: str) -> str:
-    """The structure of a domain document without its values: every element's path with its
-    attribute names, in document order. The documents eventsvm writes differ by values (names,
-    UUIDs, MACs, sizes) taken from typed fields; a new structure (another disk, a config drive) is
-    what a schema check is for."""
+def document_shape(xml: str | ET.Element) -> str:
+    """The structure of a domain document (its text or its parsed root) without its values: every
+    element's path with its attribute names, in document order. The documents eventsvm writes
+    differ by values (names, UUIDs, MACs, sizes) taken from typed fields; a new structure (another
+    disk, a config drive) is what a schema check is for."""
     paths: list[str] = []
 
     def walk(element: ET.Element, path: str) -> None:
@@ -76,7 +76,7 @@ def document_shape(xml: str) -> str:
         for child in element:
             walk(child, here)
 
-    walk(ET.fromstring(xml), "")
+    walk(ET.fromstring(xml) if isinstance(xml, str) else xml, "")
     return "\n".join(paths)
 
 
@@ -155,7 +155,8 @@ class Hypervisor:
     def spawn(self, xml: str, instance_uuid: str) -> DomainInfo:
         """Make the instance's domain run; an existing running domain is returned as it is."""
         wanted = _canonical_uuid(instance_uuid)
-        declared = _uuid_in_xml(xml)
+        document = _parsed(xml)  # once: its uuid is checked here, its shape when it is defined
+        declared = _uuid_in(document)
         if declared != wanted:
             raise SpawnError(f"domain XML carries uuid {declared!r}, not instance {wanted}", retryable=False)
         with self._translated(f"spawn instance {wanted}", SpawnError):
@@ -170,7 +171,7 @@ class Hypervisor:
                 # Crashed, shutting down or suspended: start over from a clean boot, as nova's
                 # hard reboot does.
                 self._stop(domain)
-            domain = self._define(xml)
+            domain = self._define(xml, document)
             try:
                 domain.create()
             except libvirt.libvirtError:
@@ -401,9 +402,9 @@ class Hypervisor:
                 return None
             raise
 
-    def _define(self, xml: str) -> libvirt.virDomain:
+    def _define(self, xml: str, document: ET.Element) -> libvirt.virDomain:
         conn = self._conn()
-        shape = document_shape(xml) if self._validate_supported else None
+        shape = document_shape(document) if self._validate_supported else None
         if shape is not None and shape not in self._validated_shapes:
             try:
                 # Validation against libvirt's schema makes a bad document fail here with a
@@ -516,11 +517,15 @@ def _console_log_path(domain_xml: str) -> str | None:
     return None
 
 
-def _uuid_in_xml(xml: str) -> str | None:
+def _parsed(xml: str) -> ET.Element:
     try:
-        text = ET.fromstring(xml).findtext("uuid")
+        return ET.fromstring(xml)
     except ET.ParseError as exc:
         raise SpawnError(f"domain XML does not parse: {exc}", retryable=False) from exc
+
+
+def _uuid_in(document: ET.Element) -> str | None:
+    text = document.findtext("uuid")
     try:
         return None if text is None else str(uuidlib.UUID(text.strip()))
     except ValueError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -211,6 +212,7 @@ def test_documents_differing_only_by_values_have_one_shape() -> None:
     assert one != other and document_shape(one) == document_shape(other)
     assert document_shape(one) != document_shape(guest_xml(new_uuid(), console_log_path="/tmp/c.log"))
     assert document_shape(one) != document_shape(one.replace("<devices>", "<bogus/><devices>"))
+    assert document_shape(ET.fromstring(one)) == document_shape(one)  # the tree a spawn parsed once
 
 
 def test_xml_for_another_instance_is_refused(hv: Hypervisor) -> None:
