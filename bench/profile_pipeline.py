@@ -48,6 +48,10 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--rate", type=float, default=60.0)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--gil", action="store_true",
+                        help="sample only the thread holding the GIL (py-spy --gil): where the Python "
+                        "CPU goes, without the threads waiting for it; C calls that let the GIL go "
+                        "are not seen")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="profile-") as scratch, \
@@ -60,6 +64,7 @@ def main() -> None:
         spies = {
             name: subprocess.Popen([str(PY_SPY), "record", "--pid", str(pid), "--format", "raw",
                                     "--duration", str(int(args.seconds)), "--rate", "100", "--nonblocking",
+                                    *(["--gil"] if args.gil else []),
                                     "--output", str(args.out / f"{name}.folded")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for name, pid in children.items()
