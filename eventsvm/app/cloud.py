@@ -46,6 +46,7 @@ from eventsvm.identity.tokens import TokenService
 from eventsvm.log.factory import open_log
 from eventsvm.projections.billing import LedgerView
 from eventsvm.projections.readmodel import ReadModel
+from eventsvm.runtime import heap
 from eventsvm.runtime.host_routing import spawner_pools
 from eventsvm.runtime.runner import ServiceRunner
 from eventsvm.runtime.supervisor import StateFileCollector
@@ -241,6 +242,7 @@ def run_cloud(
             args, data_dir, config,
             seed=lambda readmodel: seed_once(readmodel, data_dir, auth_url, passwords_env),
             announce=functools.partial(announce_up, args, data_dir, config))
+    heap.install()  # a long-running process: full collections skip its long-lived state
     options = ClusterOptions(
         data_dir=data_dir,
         log=config,
@@ -302,6 +304,7 @@ def _compute_host(args: argparse.Namespace, data_dir: Path, name: str) -> Comput
 def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> int:
     """`eventsvm run SERVICE`: one service, until SIGTERM; the step in hand is committed first."""
     die_with_parent()  # a child of `up --processes` ends with it, however it ends
+    heap.install()  # a long-running process: full collections skip its long-lived state
     apply_departed_horizon(args)
     per_host = args.service != "api" and SERVICES[args.service].per_host
     hosts: list[str] = args.host or []

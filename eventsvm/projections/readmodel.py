@@ -22,6 +22,7 @@ from eventsvm.events.model import INSTANCE_TOPICS, Event, EventType, Topic, even
 from eventsvm.log.port import BEGINNING, EventLog, LogError, OutRecord, Reader, Record, partition_for
 from eventsvm.projections.seal import SealBroken, Sealing, SealStore, UntrustedSeal, require_ring
 from eventsvm.projections.usage import UsageBook
+from eventsvm.runtime import heap
 from eventsvm.runtime.fold_letters import FoldLetters
 from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.identity import IdentityState
@@ -310,6 +311,7 @@ class ReadModel:
             try:
                 self.catch_up()
                 failures = 0
+                heap.settle()  # between batches, never inside a request's fold
             except LogError as exc:  # a log out of reach is a pause: the reader resumes where it was
                 failures += 1
                 pause = min(TAIL_FIRST_PAUSE_S * 2 ** (failures - 1), TAIL_MAX_PAUSE_S)

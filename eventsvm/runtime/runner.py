@@ -42,6 +42,7 @@ from eventsvm.log.port import (
     Reader,
     Record,
 )
+from eventsvm.runtime import heap
 from eventsvm.runtime.fold_letters import STATE_ONLY_TOPICS, FoldLetters
 from eventsvm.runtime.service import Rejected, Service, StepContext, Transient
 from eventsvm.runtime.snapshot import Snapshot, SnapshotStore, now_ms, state_version
@@ -252,6 +253,7 @@ class ServiceRunner(Generic[S]):
                         self.start()
                     self.step()
                     self.outages = 0
+                    heap.settle()  # between steps: the state is whole
                 except MemberNameTaken:
                     raise  # not an outage: another process runs as this member, and keeps it
                 except LogError as exc:
