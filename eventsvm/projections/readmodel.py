@@ -201,6 +201,7 @@ class ReadModel:
         finally:
             if collecting:
                 gc.enable()
+        heap.loaded()
         if seals is not None and sealing is not None:
             try:
                 seals.save(sealing)
@@ -311,7 +312,7 @@ class ReadModel:
             try:
                 self.catch_up()
                 failures = 0
-                heap.settle()  # between batches, never inside a request's fold
+                heap.settle()  # between batches, not inside a fold
             except LogError as exc:  # a log out of reach is a pause: the reader resumes where it was
                 failures += 1
                 pause = min(TAIL_FIRST_PAUSE_S * 2 ** (failures - 1), TAIL_MAX_PAUSE_S)

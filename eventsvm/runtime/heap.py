@@ -4,7 +4,7 @@ The API's read model and each service's state are a large heap of objects that l
 (about a hundred a server). CPython's cyclic collector walks all of them in every full
 collection, and under the API's traffic one came every half second or so: 65-100 ms each over
 10,000 servers, collecting nothing, which was the slowest page of every `/servers/detail` walk
-(docs/decisions.md, "Full collections over the read model").
+(docs/decisions.md, "... full collections that skip the long-lived state").
 
 `gc.freeze()` moves every tracked object to a generation the collector does not visit; reference
 counting still frees them. So after a full collection, whose survivors are the long-lived ones,
@@ -15,7 +15,8 @@ takes such cycles, and what survives is frozen again. The young generations are 
 before a freeze, so short-lived cycles are never frozen.
 
 A process installs the policy once (`install`); the threads that fold and step call `settle`
-between batches, so a freeze never happens inside a collection or in the middle of a request.
+between batches, so a freeze never happens inside a collection (the callback only notes that one
+ended) and costs the other threads no more than a young collection's pause.
 Without `install` (tests, one-shot commands) `settle` does nothing.
 """
 
@@ -65,10 +66,18 @@ class HeapFreezer:
                 self.thaws += 1
                 return
             gc.collect(1)  # the young generations' garbage goes now rather than being frozen
-            gc.freeze()
-            self.freezes += 1
-            if self._frozen_since is None:
-                self._frozen_since = now
+            self._freeze(now)
+
+    def freeze_now(self) -> None:
+        """Freeze everything at once: after a bulk load that made only long-lived objects."""
+        with self._lock:
+            self._freeze(self._clock())
+
+    def _freeze(self, now: float) -> None:
+        gc.freeze()
+        self.freezes += 1
+        if self._frozen_since is None:
+            self._frozen_since = now
 
 
 _installed: HeapFreezer | None = None
@@ -81,6 +90,14 @@ def install(thaw_after_s: float = THAW_AFTER_S) -> HeapFreezer:
         _installed = HeapFreezer(thaw_after_s)
         gc.callbacks.append(_installed.on_collection)
     return _installed
+
+
+def loaded() -> None:
+    """After a bulk load with the collector off that made only long-lived objects (a read model
+    rebuilt from the log): freeze them now. Everything made while the collector was off sits in
+    its youngest generation, so its first passes would each walk all of it; frozen, none do."""
+    if _installed is not None:
+        _installed.freeze_now()
 
 
 def settle() -> None:

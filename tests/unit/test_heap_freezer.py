@@ -7,9 +7,14 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from eventsvm.config import LogConfig
+from eventsvm.events.codec import default_codec
+from eventsvm.log.factory import open_log
+from eventsvm.projections.readmodel import ReadModel
 from eventsvm.runtime import heap
 
 
@@ -88,3 +93,15 @@ def test_without_the_policy_installed_settle_does_nothing() -> None:
     gc.collect()
     heap.settle()
     assert gc.get_freeze_count() == 0
+
+
+def test_a_read_model_rebuilt_from_the_log_is_frozen_at_once(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What a start folds with the collector off is long-lived: frozen as the start ends, so the
+    collector's first passes do not walk all of it (it sits in the youngest generation)."""
+    freezer = heap.HeapFreezer(thaw_after_s=600, clock=lambda: 0.0)
+    monkeypatch.setattr(heap, "_installed", freezer)
+    log = open_log(LogConfig(url=f"sqlite://{tmp_path}/log.db", partitions=2))
+    readmodel = ReadModel(log, default_codec())
+    readmodel.start(tail=False)
+    assert freezer.freezes == 1 and gc.get_freeze_count() > 0

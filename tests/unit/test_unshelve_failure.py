@@ -75,7 +75,7 @@ def test_a_spawn_failing_on_the_last_attempt_leaves_the_server_shelved_offloaded
     assert compute.hypervisor.state(server) is None
     # the server keeps its quota: nothing of it is given back, nothing counted twice
     quota = folded(authenticator.SERVICE, [*SEED, *history])
-    assert quota.usage[boot[0].project_id or ""] == {server: (1, 512)}
+    assert quota.usage[boot[0].project_id or ""].servers == {server: (1, 512)}
     # the same failure delivered again is answered once
     assert schedule(retry, history) == []
     # and a later unshelve is placed again, on the host that works again
