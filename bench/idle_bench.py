@@ -24,11 +24,14 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from bench.api_bench import Cloud, _free_port, running_cloud
+from bench.pipeline_bench import process_cpu_s
+from bench.profile_pipeline import service_children
 from bench.suite import Context, benchmark, scratch_dir
 
 REQUESTS = 200
 GAP_S = 0.25  # POST→ACTIVE takes ~100 ms on an idle cloud; each POST then finds nothing running
 LAYOUTS = {"threads": (), "processes": ("--processes",)}
+IDLE_WINDOW_S = 10.0  # one repetition of the idle-CPU benchmark
 
 
 def _timed(conn: http.client.HTTPConnection, method: str, path: str, headers: dict[str, str],
@@ -116,4 +119,28 @@ def idle_requests(ctx: Context) -> dict[str, list[float]]:
             creates, flavors = _requests(bare, count)
             out.setdefault("floor.post_p50_ms", []).append(_cuts(creates)[0])
             out.setdefault("floor.flavors_p50_ms", []).append(_cuts(flavors)[0])
+    return out
+
+
+@benchmark("api.idle_cpu", unit="ms of CPU a second")
+def idle_cpu(ctx: Context) -> dict[str, list[float]]:
+    """What an idle `eventsvm up --processes` (SQLite, 8 hosts, 4 spawner pools) spends doing
+    nothing: CPU per second of wall time of the API, of the other children together, and of the
+    whole cloud, over IDLE_WINDOW_S after a few creates have settled. Each child polls the log."""
+    out: dict[str, list[float]] = {}
+    with scratch_dir(ctx, "idle-cpu-") as workdir, \
+            running_cloud(workdir, None, ("--hosts", "8", "--processes")) as cloud:
+        _requests(cloud, 5)
+        time.sleep(5.0)  # the creates are built and every poll is back at its longest pause
+        children = service_children(workdir)
+        for _ in range(ctx.repetitions):
+            before = {name: process_cpu_s(pid) for name, pid in children.items()}
+            started = time.monotonic()
+            time.sleep(IDLE_WINDOW_S)
+            elapsed = time.monotonic() - started
+            spent = {name: 1000 * (process_cpu_s(pid) - before[name]) / elapsed
+                     for name, pid in children.items()}
+            out.setdefault("api_ms", []).append(spent.get("api", 0.0))
+            out.setdefault("services_ms", []).append(sum(v for k, v in spent.items() if k != "api"))
+            out.setdefault("cloud_ms", []).append(sum(spent.values()))
     return out

@@ -460,6 +460,7 @@ class _SqliteReader(Reader):
                  partitions: Iterable[TopicPartition] | None) -> None:
         self._store = store
         self._conn = store.connect()
+        self._unchanged_since: int | None = None  # the data_version of the last fetch
         try:
             # A replay reads the whole file once: mapping it spares a read() call per page. Safe
             # while no process truncates the file under the mapping, and the log is never vacuumed.
@@ -499,10 +500,22 @@ class _SqliteReader(Reader):
     def poll(self, max_records: int = 1000, timeout: float = 0.1) -> list[Record]:
         """Up to `max_records` records; an empty list when nothing arrived within `timeout` s."""
         def fetch() -> list[Record]:
+            # SQLite's data_version changes when another connection commits (this one never
+            # writes): unchanged since a fetch that left nothing pending, nothing can be new, and
+            # an idle reader's poll is this pragma instead of a transaction over every head.
+            # Read before the transaction, so a commit racing it is read again next time.
+            try:
+                version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise LogUnavailable(f"the SQLite log {self._store.path} failed: {exc}") from None
+            if version == self._unchanged_since and self.at_end():
+                return []
             with self._store.read(self._conn):
                 self._ends = self._store.heads(self._conn, self._order)
-                return self._store.fetch_pending(self._conn, self._positions, self._ends, self._order,
-                                                 max_records)
+                found = self._store.fetch_pending(self._conn, self._positions, self._ends, self._order,
+                                                  max_records)
+            self._unchanged_since = version
+            return found
         return _poll_until(fetch, timeout)
 
     def at_end(self) -> bool:
@@ -541,6 +554,8 @@ class _SqliteMember(GroupMember):
         self._generation = -1
         self._next_heartbeat = 0.0
         self._closed = False
+        # (data_version, total_changes) when a fetch last found nothing; None: fetch next time
+        self._quiet_at: tuple[int, int] | None = None
         with store.write(self._conn):
             # A member registered under this name is an older incarnation of this process role.
             self._conn.execute("DELETE FROM owners WHERE grp = ? AND member = ?", (self._group, name))
@@ -648,17 +663,27 @@ class _SqliteMember(GroupMember):
         """Records of the owned partitions after the committed (or already returned) offsets."""
         def fetch() -> list[Record]:
             try:
-                due = time.monotonic() >= self._next_heartbeat or self._read_generation() != self._generation
+                # Nothing committed by another connection (data_version) nor by this one (its
+                # total_changes) since a fetch that found nothing: nothing can be new, and the
+                # group is as it was. An idle member's poll is then this, not two queries.
+                seen = (self._conn.execute("PRAGMA data_version").fetchone()[0], self._conn.total_changes)
+                heartbeat_due = time.monotonic() >= self._next_heartbeat
+                if not heartbeat_due and seen == self._quiet_at:
+                    return []
+                due = heartbeat_due or self._read_generation() != self._generation
             except sqlite3.Error as exc:
                 raise LogUnavailable(f"the SQLite log {self._store.path} failed: {exc}") from None
             if due:
                 self._rebalance()
-            if not self._order:
-                return []
-            # Rotate the starting partition so one busy partition cannot starve the others.
-            self._order.append(self._order.pop(0))
-            with self._store.read(self._conn):
-                return self._store.fetch(self._conn, self._positions, self._order, max_records)
+            found: list[Record] = []
+            if self._order:
+                # Rotate the starting partition so one busy partition cannot starve the others.
+                self._order.append(self._order.pop(0))
+                with self._store.read(self._conn):
+                    found = self._store.fetch(self._conn, self._positions, self._order, max_records)
+            # its own writes (a rebalance's) are all before the fetch: counted as of now
+            self._quiet_at = None if found else (seen[0], self._conn.total_changes)
+            return found
         return _poll_until(fetch, timeout)
 
     def assignment(self) -> set[TopicPartition]:
@@ -698,6 +723,7 @@ class _SqliteMember(GroupMember):
         """Go back to the committed offsets of the owned partitions."""
         committed = self._committed_offsets()
         self._positions = {tp: committed.get(tp, 0) for tp in self._owned}
+        self._quiet_at = None  # what was read since the commit is to be read again
 
     def close(self) -> None:
         """Leave the group at once, so the remaining members take the partitions over."""
