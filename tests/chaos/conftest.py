@@ -61,6 +61,14 @@ class Processes:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
 
+    def pause(self, label: str) -> None:
+        """SIGSTOP: the process holds whatever it read, and reads nothing more, until resumed."""
+        self.processes[label].send_signal(signal.SIGSTOP)
+
+    def resume(self, label: str) -> None:
+        """SIGCONT after `pause`."""
+        self.processes[label].send_signal(signal.SIGCONT)
+
     def terminate(self, label: str, timeout: float = 30) -> int:
         """SIGTERM and wait for the exit status."""
         proc = self.processes.pop(label)

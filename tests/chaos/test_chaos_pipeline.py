@@ -176,6 +176,23 @@ class Chaos:
             time.sleep(0.02)
         return None
 
+    def paused_until_holding(self, log_: EventLog) -> str | None:
+        """When no service was caught holding work (each holds an input for milliseconds, and a
+        light load leaves long gaps), pause one of those killed least (SIGSTOP) until the log
+        shows inputs it has not committed, so the kill still lands with work in hand; it is
+        resumed if none arrives within 5 s."""
+        killed = Counter([label for label, _ in self.proven] + self.unproven)
+        fewest = min(killed[label] for label in self.inputs)
+        label = self.rng.choice(sorted(label for label in self.inputs if killed[label] == fewest))
+        self.fleet.pause(label)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            if self.behind(log_, label) and self.pending(log_, label):
+                return label
+            time.sleep(0.05)
+        self.fleet.resume(label)
+        return None
+
     def run(self) -> None:
         try:
             self._run()
@@ -195,7 +212,7 @@ class Chaos:
                     self.broker.start()
                     self.broker_restarted = True
                     continue
-                victim = self.holding_work(log_)
+                victim = self.holding_work(log_) or self.paused_until_holding(log_)
                 if victim is None:
                     continue
                 self.fleet.kill(victim)
