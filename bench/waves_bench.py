@@ -57,6 +57,7 @@ import httpx
 from bench.api_bench import REQUEST_TIMEOUT_S, Cloud, running_cloud
 from bench.pipeline_bench import CONNECTIONS, OPTIONS, ROOT, Timeline, cloud_processes, wide_network
 from bench.suite import Context, benchmark, scratch_dir
+from eventsvm.app.children import c_allocator
 from eventsvm.log.factory import open_log
 from eventsvm.state.compact import FORGET_AFTER_MS
 from eventsvm.state.instances import DELETED_RETENTION_MS
@@ -228,7 +229,7 @@ def run_waves(ctx: Context, flags: tuple[str, ...]) -> dict[str, list[float]]:
             time.sleep(5)  # idle: every child has folded the seed and the hosts
             pids = _processes(cloud.pid)
             idle = _rss(pids)
-            on_jemalloc = "libjemalloc" in Path(f"/proc/{pids['api']}/maps").read_text()
+            on_jemalloc = c_allocator(pids["api"]) == "jemalloc"
             seen: dict[str, set[int]] = {name: {pid} for name, pid in pids.items()}
             peaks: list[dict[str, float]] = []
             settles: list[dict[str, float]] = []

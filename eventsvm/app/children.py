@@ -132,10 +132,10 @@ def allocator_environment(choice: str, environ: Mapping[str, str]) -> dict[str, 
     return {"LD_PRELOAD": f"{library}:{preloaded}" if preloaded else library}
 
 
-def c_allocator() -> str:
-    """The C allocator this process runs on, as `up` says it: jemalloc when it is mapped in."""
+def c_allocator(pid: int | str = "self") -> str:
+    """The C allocator process `pid` (this one by default) runs on: jemalloc when it is mapped in."""
     try:
-        maps = Path("/proc/self/maps").read_text()
+        maps = Path(f"/proc/{pid}/maps").read_text()
     except OSError:  # no procfs: nothing was preloaded that we could see
         return "glibc malloc"
     return "jemalloc" if "libjemalloc" in maps else "glibc malloc"

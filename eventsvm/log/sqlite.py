@@ -174,6 +174,14 @@ class _Store:
                 conn.execute("ROLLBACK")
             raise LogUnavailable(f"the SQLite log {self.path} failed: {exc}") from None
 
+    def data_version(self, conn: sqlite3.Connection) -> int:
+        """SQLite's count of commits by other connections seen by `conn`: unchanged, nothing another
+        connection wrote since can be new to it (an idle poll asks this, not every head)."""
+        try:
+            return int(conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise LogUnavailable(f"the SQLite log {self.path} failed: {exc}") from None
+
     def known_topic(self, logical: str) -> tuple[int, int] | None:
         """(id, partitions) of a topic this store has already looked up, else None."""
         return self._topics.get(self.namespace + logical)
@@ -500,14 +508,10 @@ class _SqliteReader(Reader):
     def poll(self, max_records: int = 1000, timeout: float = 0.1) -> list[Record]:
         """Up to `max_records` records; an empty list when nothing arrived within `timeout` s."""
         def fetch() -> list[Record]:
-            # SQLite's data_version changes when another connection commits (this one never
-            # writes): unchanged since a fetch that left nothing pending, nothing can be new, and
-            # an idle reader's poll is this pragma instead of a transaction over every head.
-            # Read before the transaction, so a commit racing it is read again next time.
-            try:
-                version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-            except sqlite3.Error as exc:
-                raise LogUnavailable(f"the SQLite log {self._store.path} failed: {exc}") from None
+            # This connection never writes: data_version unchanged since a fetch that left nothing
+            # pending, nothing can be new. Read before the transaction, so a commit racing it is
+            # read again next time.
+            version = self._store.data_version(self._conn)
             if version == self._unchanged_since and self.at_end():
                 return []
             with self._store.read(self._conn):
@@ -666,7 +670,7 @@ class _SqliteMember(GroupMember):
                 # Nothing committed by another connection (data_version) nor by this one (its
                 # total_changes) since a fetch that found nothing: nothing can be new, and the
                 # group is as it was. An idle member's poll is then this, not two queries.
-                seen = (self._conn.execute("PRAGMA data_version").fetchone()[0], self._conn.total_changes)
+                seen = (self._store.data_version(self._conn), self._conn.total_changes)
                 heartbeat_due = time.monotonic() >= self._next_heartbeat
                 if not heartbeat_due and seen == self._quiet_at:
                     return []

@@ -139,8 +139,7 @@ class PipelineMonitor:
                                     registry=self.registry)
         # the labelled children, each made once: prometheus_client's labels() checks and locks on
         # every call, and the read model counts every event it folds (3 % of the API's CPU under load)
-        self._event_counts: dict[tuple[str, str], Any] = {}
-        self._latencies: dict[tuple[str, str], Any] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.passed: dict[str, int] = dict.fromkeys(FLOW, 0)
         self.samples: dict[tuple[str, str], deque[float]] = {t: deque(maxlen=samples) for t in TRANSITIONS}
         self.recent_failures: deque[Failure] = deque(maxlen=recent)
@@ -179,11 +178,16 @@ class PipelineMonitor:
         elif kind in STAGE_OF:  # an edit of the server (name, metadata) moves no stage
             self._reached(event.aggregate_id, STAGE_OF[kind], event.occurred_at, event.sequence)
 
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """`metric.labels(*labels)`, made on first use and kept."""
+        key = (id(metric), labels)  # the monitor's own metrics, alive as long as it is
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def _count_event(self, topic: str, kind: str) -> None:
-        counter = self._event_counts.get((topic, kind))
-        if counter is None:
-            counter = self._event_counts[topic, kind] = self.events.labels(topic, kind)
-        counter.inc()
+        self._child(self.events, topic, kind).inc()
 
     def _replay_models(self, models: Models) -> None:
         # History folded before attach: the instance timelines hold each event's type, time and
@@ -243,10 +247,7 @@ class PipelineMonitor:
                 if not track.observed & (1 << bit) and before in times and after in times:
                     track.observed |= 1 << bit
                     seconds = max(0, times[after] - times[before]) / 1000
-                    latency = self._latencies.get((before, after))
-                    if latency is None:
-                        latency = self._latencies[before, after] = self.latency.labels(before, after)
-                    latency.observe(seconds)
+                    self._child(self.latency, before, after).observe(seconds)
                     self.samples[before, after].append(seconds)
             if track.observed == ALL_OBSERVED:
                 track.times = None  # a finished build keeps only its current stage

@@ -159,11 +159,15 @@ class Chaos:
         except LogError:
             return []
 
+    def kills(self) -> tuple[Counter[str], int]:
+        """How often each label was killed so far, and the fewest kills of any label."""
+        killed = Counter([label for label, _ in self.proven] + self.unproven)
+        return killed, min(killed[label] for label in self.inputs)
+
     def holding_work(self, log_: EventLog) -> str | None:
         """A label whose group the log shows holding work, looked for up to 5 s: at random among
         those killed least so far, so every kind of service gets its turn."""
-        killed = Counter([label for label, _ in self.proven] + self.unproven)
-        fewest = min(killed[label] for label in self.inputs)
+        killed, fewest = self.kills()
         start = time.monotonic()
         while time.monotonic() < start + 5 and not self.stopping.is_set():
             labels = sorted(self.inputs, key=lambda label: (killed[label], self.rng.random()))
@@ -181,8 +185,7 @@ class Chaos:
         light load leaves long gaps), pause one of those killed least (SIGSTOP) until the log
         shows inputs it has not committed, so the kill still lands with work in hand; it is
         resumed if none arrives within 5 s."""
-        killed = Counter([label for label, _ in self.proven] + self.unproven)
-        fewest = min(killed[label] for label in self.inputs)
+        killed, fewest = self.kills()
         label = self.rng.choice(sorted(label for label in self.inputs if killed[label] == fewest))
         self.fleet.pause(label)
         deadline = time.monotonic() + 5
