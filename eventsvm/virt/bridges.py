@@ -21,6 +21,7 @@ import ipaddress
 import json
 import logging
 import os
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 _ALIAS = "eventsvm network "
 _LOCK_PATH = Path(tempfile.gettempdir()) / "eventsvm-bridges.lock"
 _IP_TIMEOUT_S = 10
+_PROBE_TIMEOUT_S = 2
 
 
 @contextmanager
@@ -85,11 +87,26 @@ def _hold_gateway(name: str, network: ipaddress.IPv4Network | ipaddress.IPv6Netw
 
 
 def _is_stale(alias: str) -> bool:
-    """A bridge of this project whose libvirtd is gone (its socket with it)."""
+    """A bridge of this project whose libvirtd is gone: its socket removed, or left behind by a
+    daemon that was killed (the file stays, nothing listens on it)."""
     if not alias.startswith(_ALIAS) or " of " not in alias:
         return False
     owner = alias.split(" of ", 1)[1]
-    return bool(owner) and not Path(owner).exists()
+    if not owner:
+        return False
+    if not Path(owner).exists():
+        return True
+    # A SIGKILLed libvirtd (a test's cleanup, a CI run cut short) leaves its socket file; the range
+    # its bridge holds would leave every later cloud's guests unreachable from this host.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(_PROBE_TIMEOUT_S)
+        try:
+            probe.connect(owner)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return True
+        except OSError:  # no permission, a daemon too busy to accept: not ours to judge gone
+            return False
+    return False
 
 
 def _links() -> list[dict[str, Any]]:

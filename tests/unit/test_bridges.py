@@ -3,6 +3,7 @@ those of a cloud that is gone; never a bridge of a running cloud or one this pro
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from eventsvm.virt.bridges import _is_stale
@@ -17,11 +18,19 @@ def test_a_bridge_is_named_as_neutron_linuxbridge_names_it_and_fits_an_interface
     assert GuestPort(port_id="p", mac="fa:16:3e:00:00:01", network_id=network).bridge_name == "brq9e8d7c6b-5a"
 
 
-def test_only_a_bridge_whose_libvirtd_socket_is_gone_is_stale(tmp_path: Path) -> None:
-    socket = tmp_path / "libvirt-sock"
-    socket.write_text("")
-    assert not _is_stale(f"eventsvm network n-1 of {socket}")
+def test_only_a_bridge_whose_libvirtd_is_gone_is_stale(tmp_path: Path) -> None:
+    listening = tmp_path / "libvirt-sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as daemon:
+        daemon.bind(str(listening))
+        daemon.listen(1)
+        assert not _is_stale(f"eventsvm network n-1 of {listening}")
     assert _is_stale(f"eventsvm network n-1 of {tmp_path / 'gone'}")
+    # a daemon killed without removing its socket: the file is there, nothing accepts on it
+    killed = tmp_path / "killed-sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as daemon:
+        daemon.bind(str(killed))
+    assert killed.exists()
+    assert _is_stale(f"eventsvm network n-1 of {killed}")
     # a system libvirtd's bridge (no socket named), and bridges this project did not make
     assert not _is_stale("eventsvm network n-1 of ")
     assert not _is_stale("")
