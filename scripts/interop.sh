@@ -98,6 +98,12 @@ validation_run() {
 started=$SECONDS
 validation_run || echo "interop: the validation run on QEMU failed (logs in $WORK)" >&2
 echo "interop: validation run took $((SECONDS - started)) s"
+# what the QEMU cloud warned of (a guest it could not make reachable, a spawn that failed): CI's
+# log is often all there is to tell why an SSH test timed out
+if grep -qE " (WARNING|ERROR) " "$WORK/qcloud.log" 2>/dev/null; then
+    echo "interop: the QEMU cloud's warnings and errors (last 10):"
+    grep -E " (WARNING|ERROR) " "$WORK/qcloud.log" | tail -10 | cut -c1-400
+fi
 
 if [[ "${INTEROP_UPDATE:-0}" == "1" ]]; then
     .venv/bin/python scripts/interop.py judge "$WS" --also "$QWS" --update
