@@ -1,10 +1,12 @@
 """Where the time goes under load (issue 15 item 8): `python -m bench.profile_pipeline OUT_DIR`.
 
-Starts `eventsvm up --processes` on the embedded engine with 8 test-driver hosts, offers creates
-open-loop at RATE per second for SECONDS with the lean load generator, and meanwhile samples every
-child (the API and each service) with py-spy; writes one folded-stack file per child to OUT_DIR
-and prints, per child, its CPU share and its ten hottest frames (self time). The point's own
-numbers (throughput, latencies) are printed too, from the same Timeline the pipeline bench uses.
+Starts `eventsvm up --processes` on the embedded engine (or on a broker, `--kafka BOOTSTRAP`) with
+8 test-driver hosts, offers creates open-loop at RATE per second for SECONDS with the lean load
+generator, and meanwhile samples every child (the API and each service) with py-spy; writes one
+folded-stack file per child to OUT_DIR and prints, per child, its CPU share and its ten hottest
+frames (self time). The point's own numbers (throughput, latencies) are printed too, from the same
+Timeline the pipeline bench uses. py-spy sees Python threads only: librdkafka's own threads, where
+much of a Kafka cloud's CPU goes, are not in these profiles.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--rate", type=float, default=60.0)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--kafka", metavar="BOOTSTRAP",
+                        help="run the cloud on this Kafka broker (its own namespace) instead of SQLite")
     parser.add_argument("--gil", action="store_true",
                         help="sample only the thread holding the GIL (py-spy --gil): where the Python "
                         "CPU goes, without the threads waiting for it; C calls that let the GIL go "
@@ -55,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="profile-") as scratch, \
-            running_cloud(Path(scratch), None, (*OPTIONS, "--processes")) as cloud:
+            running_cloud(Path(scratch), args.kafka, (*OPTIONS, "--processes")) as cloud:
         log_ = open_log(cloud.log_config)
         timeline = Timeline(log_)
         body = {**cloud.server, "name": "load", "networks": [wide_network(cloud)]}
