@@ -90,7 +90,8 @@ class Reader(ABC):
 
     @abstractmethod
     def at_end(self) -> bool:
-        """True once every assigned partition has been read up to the end it had when last polled."""
+        """True once every assigned partition has been read up to the end it had when last polled
+        (or later: an engine may ask for the ends when this is called rather than at each poll)."""
 
     def positions(self) -> dict[TopicPartition, int]:
         """Per partition, the offset after what this reader has delivered (transaction markers

@@ -174,6 +174,8 @@ class ReadModel:
         self.fold_letters = FoldLetters(FOLD_NAME, codec)
         # per partition, the offset after what has been folded (None: the reader cannot say)
         self._folded: dict[tuple[str, int], int] | None = {}
+        # whether records were read since the models last settled (see _catch_up)
+        self._unsettled = True
 
     def start(self, tail: bool = True, seals: SealStore | None = None) -> None:
         """Create the topics, fold the whole log, then keep folding in a background thread.
@@ -230,6 +232,8 @@ class ReadModel:
         folded = 0
         while True:
             records = reader.poll(5000, timeout=0.05 if to_end else 0.2)
+            if records:
+                self._unsettled = True
             positions = self._positions_of(reader)
             if records or positions:
                 with self.lock:
@@ -250,13 +254,16 @@ class ReadModel:
                     return folded
             elif not records:
                 self.fold_letters.flush(self.log)
-                if reader.at_end():
+                # settling a model nothing reached since it last settled changes nothing, and at_end
+                # costs a Kafka reader a round trip to the broker: an idle tail paid it every poll
+                if self._unsettled and reader.at_end():
                     self._settle()
                 return folded
 
     def _settle(self) -> None:
         with self.lock:
             self.models.settle()
+            self._unsettled = False
 
     def _positions_of(self, reader: Reader) -> dict[tuple[str, int], int] | None:
         # what the reader has delivered, changed or not: an empty poll may step over markers

@@ -133,6 +133,10 @@ class ServiceRunner(Generic[S]):
         self._covered: dict[tuple[str, int], int] = {}
         self._folded = 0
         self._unsaved = 0
+        # Whether the state changed (a fold, a step) since the service last settled: settling an
+        # unchanged state changes nothing, and its precondition (at_end) costs a Kafka reader a
+        # round trip to the broker, which an idle service paid on every empty step.
+        self._unsettled = True
         self._saved_at = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -193,10 +197,13 @@ class ServiceRunner(Generic[S]):
             records = self._reader.poll(5000, timeout=0.05 if to_end else 0.0)
             for record in records:
                 folded += self._fold_record(record)
+            if records:
+                self._unsettled = True
             if not records and (not to_end or self._reader.at_end()):
                 self.fold_letters.flush(self.log)
-                if self.service.settle is not None and self._reader.at_end():
+                if self.service.settle is not None and (to_end or self._unsettled) and self._reader.at_end():
                     self.state = self.service.settle(self.state)
+                    self._unsettled = False
                 return folded
 
     def _fold_record(self, record: Record) -> int:
@@ -311,6 +318,7 @@ class ServiceRunner(Generic[S]):
             return 0
         self._transient_failures = 0
         self._commit(out_records, records)
+        self._unsettled = True
         if self._stale:
             self._stale = False
             self.rebuild()
