@@ -12,6 +12,8 @@ timestamps:
 - what the load generator cost, in percent of one core (of the two);
 - what the cloud cost: CPU milliseconds of all its processes per server made ACTIVE (the ceiling
   two cores put on any layout is 2,000 / that servers a second);
+- on a broker this machine runs (scripts/kafka.sh), what the broker cost likewise: it shares the
+  same two cores;
 - lost (accepted, never spawned nor failed) and duplicated (spawned twice) servers, which must be 0.
 """
 
@@ -33,6 +35,7 @@ import httpx
 
 from bench.api_bench import REQUEST_TIMEOUT_S, UNBOUNDED_BACKLOG, Cloud, kafka_bootstrap, running_cloud
 from bench.suite import Context, register, scratch_dir
+from eventsvm.config import LogConfig, parse_log_url
 from eventsvm.events.codec import Codec, CodecError
 from eventsvm.events.model import INSTANCE_TOPICS, Topic
 from eventsvm.log.factory import open_log
@@ -156,6 +159,23 @@ def _cloud_cpu_s(pid: int) -> float:
     return total
 
 
+def local_broker_pid(log_config: LogConfig) -> int | None:
+    """The pid of the broker `scripts/kafka.sh` runs on this machine for the cloud's log (one
+    broker, its pid file under .kafka/<port>/), or None: SQLite, a remote or gone broker."""
+    engine, where = parse_log_url(log_config.url)
+    if engine != "kafka" or "," in where:
+        return None
+    host, _, port = where.rpartition(":")
+    if host not in ("127.0.0.1", "localhost"):
+        return None
+    try:
+        pid = int((ROOT / ".kafka" / port / "broker.pid").read_text())
+        process_cpu_s(pid)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
 def _quantile(values: Sequence[float], q: int) -> float:
     """The q-th percentile (inclusive method; the value itself for a single sample)."""
     if len(values) < 2:
@@ -167,6 +187,8 @@ def load_point(cloud: Cloud, timeline: Timeline, body: dict[str, Any], rate: flo
                duration_s: float) -> dict[str, float]:
     """One offered rate: the metrics of the module docstring."""
     count = max(20, int(rate * duration_s))
+    broker = local_broker_pid(cloud.log_config)
+    broker_cpu_before = process_cpu_s(broker) if broker else 0.0
     cloud_cpu_before = _cloud_cpu_s(cloud.pid)
     sent, cpu_s = _offer(cloud, body, rate, count)
     refused = [r for r in sent if r[3] != 202]
@@ -176,6 +198,7 @@ def load_point(cloud: Cloud, timeline: Timeline, body: dict[str, Any], rate: flo
     ids = set(sent_at)
     left = timeline.wait_finished(ids, timeout_s=count / 5 + 120)
     cloud_cpu_s = _cloud_cpu_s(cloud.pid) - cloud_cpu_before
+    broker_cpu_s = process_cpu_s(broker) - broker_cpu_before if broker else 0.0
     active = [i for i in ids if Topic.SPAWNED in timeline.at.get(i, {})]
     first = min(sent_at.values())
     last = max(timeline.at[i][Topic.SPAWNED] for i in active) if active else first
@@ -196,6 +219,10 @@ def load_point(cloud: Cloud, timeline: Timeline, body: dict[str, Any], rate: flo
         "lost": float(len(left)),
         "duplicated": float(sum(1 for i in ids if timeline.spawns.get(i, 0) > 1)),
     }
+    if broker:
+        # the broker shares the two cores when it runs here: its CPU counts against the same
+        # ceiling (2,000 / (cloud + broker) servers a second)
+        out["broker_cpu_ms_per_server"] = 1000 * broker_cpu_s / max(1, len(active))
     for earlier, later in zip(STAGES, STAGES[1:], strict=False):
         gaps = [timeline.at[i][later] - timeline.at[i][earlier] for i in active
                 if earlier in timeline.at[i] and later in timeline.at[i]]

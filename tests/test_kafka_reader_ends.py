@@ -19,7 +19,9 @@ from eventsvm.events.model import EventType, Topic
 from eventsvm.log.factory import open_log
 from eventsvm.log.kafka import KafkaLog
 from eventsvm.log.port import BEGINNING, OutRecord, Reader
+from eventsvm.projections import readmodel as readmodel_module
 from eventsvm.projections.readmodel import ReadModel
+from eventsvm.runtime import runner as runner_module
 from eventsvm.runtime.runner import ServiceRunner
 from tests.factories import sample_event
 from tests.unit.test_fold_letters import TOY
@@ -143,6 +145,91 @@ def test_an_idle_service_asks_for_no_ends_and_settles_again_once_it_read_somethi
         assert len(settled) > before
     finally:
         runner.close()
+
+
+def _request(log: KafkaLog, codec: Codec) -> None:
+    request = sample_event(EventType.INSTANCE_REQUESTED)
+    log.append([OutRecord(str(Topic.REQUESTED), request.aggregate_id.encode(), codec.encode(request))])
+    log.settle()
+
+
+def test_a_busy_service_settles_at_most_once_an_interval(
+        log: KafkaLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each busy step changes the state; settling it (forgetting what is past its retention) after
+    every one asked the broker for the ends each time. It now waits SETTLE_EVERY_S, then settles."""
+    monkeypatch.setattr(runner_module, "SETTLE_EVERY_S", 5.0)
+    settled: list[float] = []
+
+    def settle(state: list[str]) -> list[str]:
+        settled.append(time.monotonic())
+        return state
+
+    codec = Codec()
+    runner = ServiceRunner(log, dataclasses.replace(TOY, settle=settle), codec, member_name="toy-1",
+                           poll_timeout=0.05)
+    runner.start()
+    try:
+        warm_until = time.monotonic() + 1.0  # the joining steps catch up to the end, and settle
+        while time.monotonic() < warm_until:
+            runner.step()
+        assert runner._reader is not None
+        ends_asked = 0
+        real_at_end = runner._reader.at_end
+
+        def at_end() -> bool:
+            nonlocal ends_asked
+            ends_asked += 1
+            return real_at_end()
+
+        monkeypatch.setattr(runner._reader, "at_end", at_end)
+        before = len(settled)
+        for _ in range(3):  # three busy steps, each with its answer folded after it
+            _request(log, codec)
+            deadline = time.monotonic() + 30
+            while runner.step() == 0 and time.monotonic() < deadline:
+                pass
+        for _ in range(3):
+            runner.step()
+        assert len(runner.state) >= 3, "the answers were folded"
+        if time.monotonic() - settled[-1] < 5.0:  # else this machine was too slow to tell
+            assert len(settled) == before and ends_asked == 0
+
+        monkeypatch.setattr(runner_module, "SETTLE_EVERY_S", 0.0)  # the interval is over
+        runner.step()
+        assert len(settled) == before + 1 and ends_asked == 1
+    finally:
+        runner.close()
+
+
+def test_a_busy_read_model_tail_settles_at_most_once_an_interval(
+        log: KafkaLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(readmodel_module, "SETTLE_EVERY_S", 5.0)
+    codec = Codec()
+    model = ReadModel(log, codec)
+    model.start(tail=True)
+    settled: list[float] = []
+    real_settle = model.models.settle
+
+    def settle() -> None:
+        settled.append(time.monotonic())
+        real_settle()
+
+    try:
+        monkeypatch.setattr(model.models, "settle", settle)
+        started = time.monotonic()
+        for _ in range(3):
+            _request(log, codec)
+            time.sleep(0.3)  # the tail folds it, then polls empty: it would have settled here
+        assert model.sync(timeout=10) and len(model.models.instances.instances) >= 3
+        if time.monotonic() - started < 4.0:
+            assert settled == []
+        monkeypatch.setattr(readmodel_module, "SETTLE_EVERY_S", 0.0)
+        deadline = time.monotonic() + 10
+        while not settled and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(settled) == 1, "an idle tail settles once the interval is over"
+    finally:
+        model.close()
 
 
 def test_an_idle_read_model_tail_asks_for_no_ends(log: KafkaLog, monkeypatch: pytest.MonkeyPatch) -> None:

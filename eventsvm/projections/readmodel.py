@@ -24,6 +24,7 @@ from eventsvm.projections.seal import SealBroken, Sealing, SealStore, UntrustedS
 from eventsvm.projections.usage import UsageBook
 from eventsvm.runtime import heap
 from eventsvm.runtime.fold_letters import FoldLetters
+from eventsvm.runtime.runner import SETTLE_EVERY_S
 from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.identity import IdentityState
 from eventsvm.state.identity import evolve as evolve_identity
@@ -176,6 +177,7 @@ class ReadModel:
         self._folded: dict[tuple[str, int], int] | None = {}
         # whether records were read since the models last settled (see _catch_up)
         self._unsettled = True
+        self._settled_at = 0.0
 
     def start(self, tail: bool = True, seals: SealStore | None = None) -> None:
         """Create the topics, fold the whole log, then keep folding in a background thread.
@@ -256,7 +258,8 @@ class ReadModel:
                 self.fold_letters.flush(self.log)
                 # settling a model nothing reached since it last settled changes nothing, and at_end
                 # costs a Kafka reader a round trip to the broker: an idle tail paid it every poll
-                if self._unsettled and reader.at_end():
+                if (self._unsettled and time.monotonic() - self._settled_at >= SETTLE_EVERY_S
+                        and reader.at_end()):
                     self._settle()
                 return folded
 
@@ -264,6 +267,7 @@ class ReadModel:
         with self.lock:
             self.models.settle()
             self._unsettled = False
+            self._settled_at = time.monotonic()
 
     def _positions_of(self, reader: Reader) -> dict[tuple[str, int], int] | None:
         # what the reader has delivered, changed or not: an empty poll may step over markers

@@ -58,6 +58,8 @@ TRANSIENT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 # that a dozen runners do not all knock on a returning broker in the same instant
 OUTAGE_FIRST_PAUSE_S = 0.5
 OUTAGE_MAX_PAUSE_S = 10.0
+# a changed state settles (forgets what is past its retention) at most this often while it runs
+SETTLE_EVERY_S = 1.0
 
 
 def outage_pause(failures: int) -> float:
@@ -137,6 +139,7 @@ class ServiceRunner(Generic[S]):
         # unchanged state changes nothing, and its precondition (at_end) costs a Kafka reader a
         # round trip to the broker, which an idle service paid on every empty step.
         self._unsettled = True
+        self._settled_at = 0.0
         self._saved_at = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -201,10 +204,18 @@ class ServiceRunner(Generic[S]):
                 self._unsettled = True
             if not records and (not to_end or self._reader.at_end()):
                 self.fold_letters.flush(self.log)
-                if self.service.settle is not None and (to_end or self._unsettled) and self._reader.at_end():
+                due = to_end or self._settle_due()
+                if self.service.settle is not None and due and self._reader.at_end():
                     self.state = self.service.settle(self.state)
                     self._unsettled = False
+                    self._settled_at = time.monotonic()
                 return folded
+
+    def _settle_due(self) -> bool:
+        # Something changed since the last settle, and a while ago: settling forgets what is past
+        # its retention (an hour of log time), which waits a second as well as not, while its
+        # precondition (at_end) cost a Kafka reader a ListOffsets round trip after every busy step.
+        return self._unsettled and time.monotonic() - self._settled_at >= SETTLE_EVERY_S
 
     def _fold_record(self, record: Record) -> int:
         where = (record.topic, record.partition)
