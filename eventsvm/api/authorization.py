@@ -203,6 +203,10 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("GET", f"{_CINDER}/volumes/{{volume_id}}"): _cinder("volume:get"),
     ("POST", f"{_CINDER}/volumes"): _cinder("volume:create"),
     ("DELETE", f"{_CINDER}/volumes/{{volume_id}}"): _cinder("volume:delete"),
+    # a volume path with an empty id: checked as the volume's own rule would be, then cinder's 404
+    ("GET", f"{_CINDER}/volumes/"): _cinder("volume:get"),
+    ("PUT", f"{_CINDER}/volumes/"): _cinder("volume:update"),
+    ("DELETE", f"{_CINDER}/volumes/"): _cinder("volume:delete"),
     ("GET", f"{_CINDER}/limits"): _cinder("limits_extension:used_limits"),
 }
 

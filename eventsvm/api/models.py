@@ -310,6 +310,11 @@ class VolumeSpec(Lenient):
 
     size: Annotated[int, Field(ge=1, le=16384)]
     name: OptionalName = None
+    # where the volume's data would come from, and its type: refused when they name nothing (there
+    # are no snapshots here, and one type), instead of making an empty volume as if they did
+    snapshot_id: OptionalName = None
+    source_volid: OptionalName = None
+    volume_type: OptionalName = None
 
 
 class VolumeCreate(Lenient):

@@ -51,6 +51,10 @@ def version(request: Request) -> dict[str, Any]:
     return _versions(request)
 
 
+# The one volume type, as every volume shows it and cinder names its default type.
+DEFAULT_VOLUME_TYPE = "__DEFAULT__"
+
+
 def volume_view(models: Models, base: str, volume: Body, tenant_shown: bool, detail: bool = True
                 ) -> dict[str, Any]:
     """A volume as cinder v3 shows it."""
@@ -74,7 +78,7 @@ def volume_view(models: Models, base: str, volume: Body, tenant_shown: bool, det
                 "bootable": "false",
                 "encrypted": False,
                 "multiattach": False,
-                "volume_type": "__DEFAULT__",
+                "volume_type": DEFAULT_VOLUME_TYPE,
                 "description": None,
                 "metadata": {},
                 "user_id": volume.get("user_id"),
@@ -159,6 +163,29 @@ def show_volume(
     return {"volume": volume_view(models, base_url(request), volume, _tenant_shown(ctx, caller))}
 
 
+def _refuse_missing_sources(ctx: ApiContext, caller: Identity, body: VolumeCreate) -> None:
+    """Cinder's 404 for a snapshot, a source volume or a volume type that does not exist: there
+    are no volume snapshots here, a source volume must be one the caller sees, and the one type
+    is the default."""
+    spec = body.volume
+    if spec.snapshot_id is not None:
+        raise NotFound(f"Snapshot {spec.snapshot_id} could not be found.")
+    if spec.source_volid is not None:
+        source = ctx.readmodel.models.catalog.volumes.get(spec.source_volid)
+        if source is None or not caller.sees("cinder", source.get("owner")):
+            raise NotFound(f"Volume {spec.source_volid} could not be found.")
+    if spec.volume_type is not None and spec.volume_type != DEFAULT_VOLUME_TYPE:
+        raise NotFound(f"Volume type with name {spec.volume_type} could not be found.")
+
+
+@router.get("/v3/{project_id}/volumes/", include_in_schema=False)
+@router.put("/v3/{project_id}/volumes/", include_in_schema=False)
+@router.delete("/v3/{project_id}/volumes/", include_in_schema=False)
+def volume_without_id(project_id: str, caller: Identity = Depends(current_identity)) -> None:
+    """A volume path with an empty id names no volume: cinder's 404, not the list (GET) or a 405."""
+    raise NotFound("Volume  could not be found.")
+
+
 @router.post(
     "/v3/{project_id}/volumes", status_code=202, summary="Create a volume",
     response_model=VolumeBody, response_model_exclude_unset=True, responses=failures(403),
@@ -171,6 +198,7 @@ def create_volume(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Append catalog.volume_created; the volume is available at once (there is no backend to wait for)."""
+    _refuse_missing_sources(ctx, caller, body)
     volume_id = str(uuid.uuid4())
     volume = {
         "id": volume_id,

@@ -176,3 +176,50 @@ def test_novas_network_proxy_lists_what_the_project_may_boot_on_by_label(cloud: 
                               headers=cloud.headers("alice"))
     assert public.status_code == 200, public.text
     assert public.json()["network"]["label"] == "public"
+
+
+def test_a_volume_from_a_source_that_does_not_exist_is_refused(cloud: Cloud):
+    """Cinder's 404 for a snapshot, source volume or volume type that is not there, and no volume
+    made: it used to create an empty volume as if the source had been found."""
+    project = cloud.ids["project:demo"]
+    path = f"/volume/v3/{project}/volumes"
+    missing = "8d5c4b8e-6d3c-4d0f-9a8e-2f4f3d1c0b7a"
+    for field, message in (("snapshot_id", f"Snapshot {missing} could not be found."),
+                           ("source_volid", f"Volume {missing} could not be found."),
+                           ("volume_type", f"Volume type with name {missing} could not be found.")):
+        refused = cloud.client.post(path, json={"volume": {"size": 1, field: missing}},
+                                    headers=cloud.headers())
+        assert refused.status_code == 404, (field, refused.text)
+        assert refused.json() == {"itemNotFound": {"code": 404, "message": message}}
+    # another project's volume is no source either
+    theirs = cloud.client.post(f"/volume/v3/{cloud.ids['project:other']}/volumes",
+                               json={"volume": {"size": 1}}, headers=cloud.headers("alice"))
+    assert theirs.status_code == 202, theirs.text
+    their_id = theirs.json()["volume"]["id"]
+    hidden = cloud.client.post(path, json={"volume": {"size": 1, "source_volid": their_id}},
+                               headers=cloud.headers())
+    assert hidden.status_code == 404
+    assert cloud.client.get(path, headers=cloud.headers()).json()["volumes"] == []
+    # a source the caller sees, and the default type by name, still make a volume
+    source = cloud.client.post(path, json={"volume": {"size": 1}}, headers=cloud.headers()).json()["volume"]
+    made = cloud.client.post(path, json={"volume": {"size": 1, "source_volid": source["id"],
+                                                    "volume_type": "__DEFAULT__"}}, headers=cloud.headers())
+    assert made.status_code == 202, made.text
+    assert len(cloud.client.get(path, headers=cloud.headers()).json()["volumes"]) == 2
+
+
+def test_a_volume_path_with_an_empty_id_is_not_found(cloud: Cloud):
+    project = cloud.ids["project:demo"]
+    created = cloud.client.post(f"/volume/v3/{project}/volumes", json={"volume": {"size": 1}},
+                                headers=cloud.headers())
+    assert created.status_code == 202
+    for method in ("GET", "PUT", "DELETE"):
+        answer = cloud.client.request(method, f"/volume/v3/{project}/volumes/", headers=cloud.headers(),
+                                      json={"volume": {"name": "x"}} if method == "PUT" else None)
+        assert answer.status_code == 404, (method, answer.text)
+        assert answer.json()["itemNotFound"]["code"] == 404
+    # nothing was deleted by the DELETE without an id
+    listed = cloud.client.get(f"/volume/v3/{project}/volumes", headers=cloud.headers()).json()["volumes"]
+    assert [v["id"] for v in listed] == [created.json()["volume"]["id"]]
+    unauthenticated = cloud.client.get(f"/volume/v3/{project}/volumes/")
+    assert unauthenticated.status_code == 401
