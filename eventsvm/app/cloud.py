@@ -121,7 +121,7 @@ class ApiServer:
 
     def __init__(self, readmodel: ReadModel, data_dir: Path, bind: str, port: int,
                  enable_instance_password: bool = True, backlog: BacklogLimits | None = None,
-                 shared_port: bool = False) -> None:
+                 shared_port: bool = False, listening: socket.socket | None = None) -> None:
         # imported here: uvicorn, FastAPI and pydantic take ~0.5 s to load, which `eventsvm run
         # scheduler` and the other service processes never need
         import uvicorn
@@ -131,9 +131,11 @@ class ApiServer:
         app, self.context, self.monitoring = serving_app(
             readmodel, data_dir, f"http://{bind}:{port}", enable_instance_password=enable_instance_password,
             backlog=backlog, peers=shared_port)
-        # several API processes on one port: each binds its own socket with SO_REUSEPORT and the
-        # kernel spreads new connections across them (docs/decisions.md, "API workers")
-        self.sockets = [reuse_port_socket(bind, port)] if shared_port else None
+        # The socket is bound here, not by uvicorn, so a port already taken is a one-line UsageError
+        # before anything says the cloud is up (uvicorn logged it after "eventsvm is up"). Several
+        # API processes on one port: each binds its own socket with SO_REUSEPORT and the kernel
+        # spreads new connections across them (docs/decisions.md, "API workers").
+        self.sockets = [listening or listening_socket(bind, port, shared=shared_port)]
 
         config = uvicorn.Config(
             app, host=bind, port=port, log_level="warning", access_log=False, lifespan="off",
@@ -150,15 +152,20 @@ class ApiServer:
             self.context.consoles.close()
 
 
-def reuse_port_socket(bind: str, port: int) -> socket.socket:
-    """A listening socket on bind:port that other processes may bind as well (SO_REUSEPORT)."""
+def listening_socket(bind: str, port: int, shared: bool = False) -> socket.socket:
+    """A socket bound to bind:port for uvicorn to serve on; with `shared`, one that other processes
+    may bind as well (SO_REUSEPORT), listening at once. UsageError when the address is taken or
+    cannot be had. An unshared one listens only once uvicorn serves it: until then a client is
+    refused, as before, rather than left waiting while the cloud starts."""
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((bind, port))
-        sock.listen(2048)
+        if shared:
+            sock.listen(2048)
     except OSError as exc:
         sock.close()
         raise UsageError(f"cannot listen on {bind}:{port}: {exc.strerror}") from None
@@ -234,7 +241,10 @@ def run_cloud(
     backlog = backlog_limits(args)
     apply_departed_horizon(args)
     auth_url = f"http://{args.bind}:{args.port}/identity/v3"
+    # the port first: a taken one is refused before anything starts (or says it is up)
+    listening = listening_socket(args.bind, args.port)
     if args.processes or args.api_workers > 1:
+        listening.close()  # the API children bind it themselves, each with SO_REUSEPORT
         if args.hypervisor != "test":
             raise UsageError("--processes runs the test driver's hosts only; use --hypervisor test, or "
                              "`eventsvm run spawner --libvirt-uri ...` beside it")
@@ -261,7 +271,8 @@ def run_cloud(
         readmodel, data_dir, auth_url, passwords_env, options.image_location, options.image_properties
     )
     cluster.start_services()
-    server = ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password, backlog)
+    server = ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password, backlog,
+                       listening=listening)
     server.monitoring.monitor.extra_collectors.append(cluster.supervisor)
     announce_up(args, data_dir, config, notice)
     try:

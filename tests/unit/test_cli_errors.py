@@ -3,6 +3,7 @@ never a hang."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -57,3 +58,24 @@ def test_an_unwritable_sqlite_file_is_named(tmp_path: Path) -> None:
         locked.chmod(0o700)
     assert code == 2 and "Traceback" not in stderr
     assert str(locked) in stderr
+
+
+@pytest.mark.parametrize("layout", [(), ("--processes",)])
+def test_a_port_already_taken_is_one_clear_line_before_anything_says_up(
+        layout: tuple[str, ...], tmp_path: Path) -> None:
+    """uvicorn used to bind after the cloud had started and said "eventsvm is up", then log its
+    own error and exit 3; the port is claimed first now."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        proc = subprocess.run([EVENTSVM, "up", "--data-dir", str(tmp_path / "data"), "--port", str(port),
+                               *layout], capture_output=True, text=True, timeout=60)
+        seconds = time.monotonic() - started
+    assert proc.returncode == 2, proc.stderr
+    assert "is up" not in proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    refused = f"eventsvm: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert lines == [refused], proc.stderr
+    assert seconds < 30
