@@ -203,6 +203,13 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("GET", f"{_CINDER}/volumes/{{volume_id}}"): _cinder("volume:get"),
     ("POST", f"{_CINDER}/volumes"): _cinder("volume:create"),
     ("DELETE", f"{_CINDER}/volumes/{{volume_id}}"): _cinder("volume:delete"),
+    ("PUT", f"{_CINDER}/volumes/{{volume_id}}"): _cinder("volume:update"),
+    ("GET", f"{_CINDER}/volumes/{{volume_id}}/metadata"): _cinder("volume:get_volume_metadata"),
+    ("POST", f"{_CINDER}/volumes/{{volume_id}}/metadata"): _cinder("volume:create_volume_metadata"),
+    ("PUT", f"{_CINDER}/volumes/{{volume_id}}/metadata"): _cinder("volume:update_volume_metadata"),
+    ("GET", f"{_CINDER}/volumes/{{volume_id}}/metadata/{{key}}"): _cinder("volume:get_volume_metadata"),
+    ("PUT", f"{_CINDER}/volumes/{{volume_id}}/metadata/{{key}}"): _cinder("volume:update_volume_metadata"),
+    ("DELETE", f"{_CINDER}/volumes/{{volume_id}}/metadata/{{key}}"): _cinder("volume:delete_volume_metadata"),
     # a volume path with an empty id: checked as the volume's own rule would be, then cinder's 404
     ("GET", f"{_CINDER}/volumes/"): _cinder("volume:get"),
     ("PUT", f"{_CINDER}/volumes/"): _cinder("volume:update"),

@@ -305,6 +305,11 @@ class SubnetCreate(Lenient):
     subnet: SubnetSpec
 
 
+# cinder's limits on a metadata item: a key of 1-255 characters, a value of up to 255
+MetadataKey = Annotated[str, Field(min_length=1, max_length=255)]
+VolumeMetadata = dict[MetadataKey, Annotated[str, Field(max_length=255)]]
+
+
 class VolumeSpec(Lenient):
     """A new volume."""
 
@@ -315,9 +320,37 @@ class VolumeSpec(Lenient):
     snapshot_id: OptionalName = None
     source_volid: OptionalName = None
     volume_type: OptionalName = None
+    description: OptionalName = None
+    metadata: VolumeMetadata | None = None
 
 
 class VolumeCreate(Lenient):
     """POST /volume/v3/{project_id}/volumes."""
 
     volume: VolumeSpec
+
+
+class VolumeChange(Lenient):
+    """What PUT /volumes/{id} may change; an absent field is unchanged, metadata is replaced."""
+
+    name: OptionalName = None
+    description: OptionalName = None
+    metadata: VolumeMetadata | None = None
+
+
+class VolumeUpdate(Lenient):
+    """PUT /volume/v3/{project_id}/volumes/{volume_id}."""
+
+    volume: VolumeChange
+
+
+class VolumeMetadataBody(Lenient):
+    """POST (merged) and PUT (replacing) /volumes/{id}/metadata."""
+
+    metadata: VolumeMetadata
+
+
+class VolumeMetaItem(Lenient):
+    """PUT /volumes/{id}/metadata/{key}: {"meta": {key: value}}, the key the path's."""
+
+    meta: VolumeMetadata

@@ -360,9 +360,10 @@ class VolumeBody(Shown):
 
 
 class VolumeList(Shown):
-    """GET /volumes and /volumes/detail."""
+    """GET /volumes and /volumes/detail; `volumes_links` holds a next link when a full page came back."""
 
     volumes: list[Volume]
+    volumes_links: list[Link] | None = None
 
 
 # -- keystone ---------------------------------------------------------------------------------

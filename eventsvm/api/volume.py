@@ -7,6 +7,7 @@ volumes listed are always the token's project's (all projects for an admin with 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -15,11 +16,11 @@ from fastapi.responses import JSONResponse
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, NotFound
-from eventsvm.api.models import VolumeCreate
+from eventsvm.api.models import VolumeCreate, VolumeMetadataBody, VolumeMetaItem, VolumeUpdate
 from eventsvm.api.openapi import failures
 from eventsvm.api.policy_check import own_target, permits
 from eventsvm.api.responses import VolumeBody, VolumeList
-from eventsvm.api.wire import base_url, iso_micro, page, parse_limit, truthy, wants_detail
+from eventsvm.api.wire import base_url, iso_micro, next_link, page, parse_limit, truthy, wants_detail
 from eventsvm.api.writes import caller_event, won_on_log
 from eventsvm.events.model import EventType
 from eventsvm.projections.readmodel import Models
@@ -73,14 +74,14 @@ def volume_view(models: Models, base: str, volume: Body, tenant_shown: bool, det
                 "size": volume["size_gb"],
                 "availability_zone": "nova",
                 "created_at": created,
-                "updated_at": created,
+                "updated_at": iso_micro(volume["updated_ms"]) if "updated_ms" in volume else created,
                 "attachments": _attachments(volume),
                 "bootable": "false",
                 "encrypted": False,
                 "multiattach": False,
                 "volume_type": DEFAULT_VOLUME_TYPE,
-                "description": None,
-                "metadata": {},
+                "description": volume.get("description"),
+                "metadata": dict(volume.get("metadata") or {}),
                 "user_id": volume.get("user_id"),
                 "snapshot_id": None,
                 "source_volid": None,
@@ -136,12 +137,60 @@ def list_volumes(
         and ("name" not in query or v["name"] == query["name"])
         and ("status" not in query or v.get("status", "available") == query["status"])
     ]
-    shown = page(
-        chosen, lambda v: str(v["id"]), parse_limit(query.get("limit"), ctx.max_page), query.get("marker")
-    )
+    _sort(chosen, _sort_order(query), models.catalog.created_at)
+    limit = parse_limit(query.get("limit"), ctx.max_page)
+    shown = page(chosen, lambda v: str(v["id"]), limit, query.get("marker"))
     base, detail = base_url(request), wants_detail(request)
     tenant_shown = _tenant_shown(ctx, caller)
-    return {"volumes": [volume_view(models, base, v, tenant_shown, detail) for v in shown]}
+    answer: dict[str, Any] = {"volumes": [volume_view(models, base, v, tenant_shown, detail) for v in shown]}
+    collection = f"{base}/volume/v3/{project_id}/volumes" + ("/detail" if detail else "")
+    links = next_link(collection, answer["volumes"], limit, dict(query))
+    if links:
+        answer["volumes_links"] = links
+    return answer
+
+
+# What a volume list may be sorted by (cinder's sort keys that mean something here), and how a
+# volume's value for each is found.
+_SORT_KEYS: dict[str, Callable[[Body, dict[str, int]], Any]] = {
+    "id": lambda v, _created: str(v["id"]),
+    "name": lambda v, _created: v.get("name") or "",
+    "created_at": lambda v, created: created.get(v["id"], 0),
+    "updated_at": lambda v, created: v.get("updated_ms", created.get(v["id"], 0)),
+    "size": lambda v, _created: v["size_gb"],
+    "status": lambda v, _created: v.get("status", "available"),
+}
+
+
+def _sort_order(query: Mapping[str, str]) -> list[tuple[str, bool]]:
+    """cinder's `sort=key[:dir],...`, or `sort_key` and `sort_dir`, as (key, descending) pairs;
+    by default the newest first (created_at, then id, descending). 400 for a key or direction
+    cinder would not take."""
+    if "sort" in query:
+        pairs = [part.partition(":")[::2] for part in query["sort"].split(",") if part.strip()]
+    elif "sort_key" in query or "sort_dir" in query:
+        pairs = [(query.get("sort_key", "created_at"), query.get("sort_dir", "desc"))]
+    else:
+        pairs = [("created_at", "desc")]
+    order: list[tuple[str, bool]] = []
+    for key, direction in pairs:
+        key, direction = key.strip(), (direction or "desc").strip().lower()
+        if key not in _SORT_KEYS:
+            raise BadRequest(f"Invalid input received: Invalid sort key {key}")
+        if direction not in ("asc", "desc"):
+            raise BadRequest("Invalid input received: Unknown sort direction, must be 'desc' or 'asc': "
+                             f"{direction}")
+        order.append((key, direction == "desc"))
+    if all(key != "id" for key, _ in order):
+        order.append(("id", order[-1][1]))  # ties broken by id, so a marker names one place
+    return order
+
+
+def _sort(volumes: list[Body], order: list[tuple[str, bool]], created: dict[str, int]) -> None:
+    # stable sorts, least significant key first
+    for key, descending in reversed(order):
+        value = _SORT_KEYS[key]
+        volumes.sort(key=lambda v: value(v, created), reverse=descending)
 
 
 @router.get(
@@ -188,7 +237,7 @@ def volume_without_id(project_id: str, caller: Identity = Depends(current_identi
 
 @router.post(
     "/v3/{project_id}/volumes", status_code=202, summary="Create a volume",
-    response_model=VolumeBody, response_model_exclude_unset=True, responses=failures(403),
+    response_model=VolumeBody, response_model_exclude_unset=True, responses=failures(403, 404),
 )
 def create_volume(
     project_id: str,
@@ -206,6 +255,8 @@ def create_volume(
         "size_gb": body.volume.size,
         "owner": caller.project_id,
         "status": "available",
+        "description": body.volume.description,
+        "metadata": dict(body.volume.metadata or {}),
     }
     rm = ctx.readmodel
     rm.append([caller_event(EventType.VOLUME_CREATED, volume_id, volume, request, caller)])
@@ -237,6 +288,117 @@ def delete_volume(
     if busy or not won_on_log(ctx, event):
         raise BadRequest(f"Invalid volume: {DELETE_REFUSED}")
     return Response(status_code=202)
+
+
+def _visible_volume(ctx: ApiContext, caller: Identity, volume_id: str) -> Body:
+    """The volume, read under the model's lock; cinder's 404 when the caller does not see it."""
+    with ctx.readmodel.lock:
+        volume = ctx.readmodel.models.catalog.volumes.get(volume_id)
+        if volume is None or not caller.sees("cinder", volume.get("owner")):
+            raise NotFound(f"Volume {volume_id} could not be found.")
+        return volume
+
+
+def _change(ctx: ApiContext, request: Request, caller: Identity, volume_id: str,
+            change: dict[str, Any]) -> Body:
+    """Append catalog.volume_updated for a volume the caller sees and wait for the log's verdict;
+    the volume as changed. A delete that reached the volume's partition first makes it a 404."""
+    _visible_volume(ctx, caller, volume_id)
+    body = {"volume_id": volume_id, "name": None, "description": None, "set": {}, "removed": [],
+            "replace": False, **change}
+    event = caller_event(EventType.VOLUME_UPDATED, volume_id, body, request, caller)
+    if not won_on_log(ctx, event):
+        raise NotFound(f"Volume {volume_id} could not be found.")
+    return _visible_volume(ctx, caller, volume_id)
+
+
+@router.put(
+    "/v3/{project_id}/volumes/{volume_id}", summary="Update a volume's name, description or metadata",
+    response_model=VolumeBody, response_model_exclude_unset=True, responses=failures(400, 403, 404),
+)
+def update_volume(
+    project_id: str,
+    volume_id: str,
+    body: VolumeUpdate,
+    request: Request,
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """cinder's update: the fields given change, metadata given replaces the volume's."""
+    spec = body.volume
+    change: dict[str, Any] = {"name": spec.name, "description": spec.description}
+    if spec.metadata is not None:
+        change.update({"set": dict(spec.metadata), "replace": True})
+    volume = _change(ctx, request, caller, volume_id, change)
+    shown = volume_view(ctx.readmodel.models, base_url(request), volume, _tenant_shown(ctx, caller))
+    return {"volume": shown}
+
+
+def _metadata(volume: Body) -> dict[str, str]:
+    return dict(volume.get("metadata") or {})
+
+
+@router.get("/v3/{project_id}/volumes/{volume_id}/metadata", summary="A volume's metadata",
+            responses=failures(403, 404))
+def show_volume_metadata(project_id: str, volume_id: str, caller: Identity = Depends(current_identity),
+                         ctx: ApiContext = Depends(api_context)) -> dict[str, Any]:
+    """{"metadata": {...}}."""
+    return {"metadata": _metadata(_visible_volume(ctx, caller, volume_id))}
+
+
+@router.post("/v3/{project_id}/volumes/{volume_id}/metadata", summary="Add to a volume's metadata",
+             responses=failures(400, 403, 404))
+def add_volume_metadata(project_id: str, volume_id: str, body: VolumeMetadataBody, request: Request,
+                        caller: Identity = Depends(current_identity),
+                        ctx: ApiContext = Depends(api_context)) -> dict[str, Any]:
+    """The items given are added or replaced; the volume's whole metadata is answered."""
+    return {"metadata": _metadata(_change(ctx, request, caller, volume_id, {"set": dict(body.metadata)}))}
+
+
+@router.put("/v3/{project_id}/volumes/{volume_id}/metadata", summary="Replace a volume's metadata",
+            responses=failures(400, 403, 404))
+def replace_volume_metadata(project_id: str, volume_id: str, body: VolumeMetadataBody, request: Request,
+                            caller: Identity = Depends(current_identity),
+                            ctx: ApiContext = Depends(api_context)) -> dict[str, Any]:
+    """The metadata becomes exactly the items given."""
+    change = {"set": dict(body.metadata), "replace": True}
+    return {"metadata": _metadata(_change(ctx, request, caller, volume_id, change))}
+
+
+@router.get("/v3/{project_id}/volumes/{volume_id}/metadata/{key}", summary="One metadata item of a volume",
+            responses=failures(403, 404))
+def show_volume_metadata_item(project_id: str, volume_id: str, key: str,
+                              caller: Identity = Depends(current_identity),
+                              ctx: ApiContext = Depends(api_context)) -> dict[str, Any]:
+    """{"meta": {key: value}}; 404 when the volume has no such key."""
+    metadata = _metadata(_visible_volume(ctx, caller, volume_id))
+    if key not in metadata:
+        raise NotFound(f"Volume {volume_id} has no metadata with key {key}.")
+    return {"meta": {key: metadata[key]}}
+
+
+@router.put("/v3/{project_id}/volumes/{volume_id}/metadata/{key}",
+            summary="Set one metadata item of a volume", responses=failures(400, 403, 404))
+def set_volume_metadata_item(project_id: str, volume_id: str, key: str, body: VolumeMetaItem,
+                             request: Request, caller: Identity = Depends(current_identity),
+                             ctx: ApiContext = Depends(api_context)) -> dict[str, Any]:
+    """One item, whose key the body must name as the path does (cinder's 400 otherwise)."""
+    if list(body.meta) != [key]:
+        raise BadRequest("Request body and URI mismatch")
+    _change(ctx, request, caller, volume_id, {"set": dict(body.meta)})
+    return {"meta": dict(body.meta)}
+
+
+@router.delete("/v3/{project_id}/volumes/{volume_id}/metadata/{key}", summary="Remove a metadata item",
+               response_class=Response, responses=failures(403, 404))
+def delete_volume_metadata_item(project_id: str, volume_id: str, key: str, request: Request,
+                                caller: Identity = Depends(current_identity),
+                                ctx: ApiContext = Depends(api_context)) -> Response:
+    """200 with no body, as cinder; 404 when the volume has no such key."""
+    if key not in _metadata(_visible_volume(ctx, caller, volume_id)):
+        raise NotFound(f"Volume {volume_id} has no metadata with key {key}.")
+    _change(ctx, request, caller, volume_id, {"removed": [key]})
+    return Response(status_code=200)
 
 
 @router.get("/v3/{project_id}/limits", summary="The project's block-storage limits", responses=failures(403))

@@ -113,6 +113,8 @@ class EventType(StrEnum):
     VOLUME_DETACHING = "catalog.volume_detaching"
     VOLUME_DETACHED = "catalog.volume_detached"
     VOLUME_DELETED = "catalog.volume_deleted"
+    # a volume's name, description or metadata changed (cinder's update and volume metadata calls)
+    VOLUME_UPDATED = "catalog.volume_updated"
     # identity (keystone) and quota
     PROJECT_CREATED = "identity.project_created"
     USER_CREATED = "identity.user_created"

@@ -132,6 +132,10 @@ _CINDER_RULES: dict[str, str] = {
     "volume:get": "rule:project_reader_or_admin",
     "volume:get_all": "rule:project_reader_or_admin",
     "volume:update": "rule:project_member_or_admin",
+    "volume:get_volume_metadata": "rule:project_reader_or_admin",
+    "volume:create_volume_metadata": "rule:project_member_or_admin",
+    "volume:update_volume_metadata": "rule:project_member_or_admin",
+    "volume:delete_volume_metadata": "rule:project_member_or_admin",
     # os-vol-tenant-attr:tenant_id in a volume's view
     "volume_extension:volume_tenant_attribute": "rule:admin_api",
     "limits_extension:used_limits": "rule:project_reader_or_admin",

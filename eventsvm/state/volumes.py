@@ -32,7 +32,7 @@ ROOT_DEVICE = "/dev/vda"
 
 VOLUME_EVENT_TYPES = frozenset({
     EventType.VOLUME_RESERVED, EventType.VOLUME_ATTACHED, EventType.VOLUME_DETACHING,
-    EventType.VOLUME_DETACHED, EventType.VOLUME_DELETED,
+    EventType.VOLUME_DETACHED, EventType.VOLUME_DELETED, EventType.VOLUME_UPDATED,
 })
 
 # cinder's InvalidVolume for a delete of a volume in use
@@ -104,6 +104,24 @@ def detach_refusal(volume: Mapping[str, Any], attachment: Mapping[str, Any] | No
     return None
 
 
+def _update(volume: Body, body: Body) -> None:
+    """A volume's new name or description (None: unchanged) and its metadata changes, applied to
+    a copy of its metadata: the created event's body may hold the old one."""
+    if body.get("name") is not None:
+        volume["name"] = body["name"]
+    if body.get("description") is not None:
+        volume["description"] = body["description"]
+    changes: dict[str, str] = body.get("set") or {}
+    removed = body.get("removed") or ()
+    if not changes and not removed and not body.get("replace"):
+        return
+    metadata = {} if body.get("replace") else dict(volume.get("metadata") or {})
+    metadata.update(changes)
+    for key in removed:
+        metadata.pop(key, None)
+    volume["metadata"] = metadata
+
+
 def evolve_volume(volumes: dict[str, Body], refused: set[str], event: Event) -> None:
     """Fold one attachment event into `volumes` (volume id → its body, updated in place). A
     reservation or detach the volume's state forbids changes nothing and lands in `refused`."""
@@ -111,8 +129,13 @@ def evolve_volume(volumes: dict[str, Body], refused: set[str], event: Event) -> 
     volume = volumes.get(body["volume_id"])
     kind = event.type
     if volume is None:
-        if kind in (EventType.VOLUME_RESERVED, EventType.VOLUME_DETACHING, EventType.VOLUME_DELETED):
+        if kind in (EventType.VOLUME_RESERVED, EventType.VOLUME_DETACHING, EventType.VOLUME_DELETED,
+                    EventType.VOLUME_UPDATED):
             refused.add(event.event_id)
+        return
+    if kind == EventType.VOLUME_UPDATED:
+        _update(volume, body)
+        volume["updated_ms"] = event.occurred_at
         return
     if kind == EventType.VOLUME_DELETED:
         # a delete racing an attach: whichever the volume's partition has first wins

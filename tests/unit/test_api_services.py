@@ -223,3 +223,98 @@ def test_a_volume_path_with_an_empty_id_is_not_found(cloud: Cloud):
     assert [v["id"] for v in listed] == [created.json()["volume"]["id"]]
     unauthenticated = cloud.client.get(f"/volume/v3/{project}/volumes/")
     assert unauthenticated.status_code == 401
+
+
+def test_a_volume_keeps_its_description_and_metadata_and_takes_updates(cloud: Cloud):
+    """`openstack volume create --description --property`, `volume set`, and cinder's metadata
+    calls: each change is an event, read back as cinder shows it."""
+    project = cloud.ids["project:demo"]
+    volumes = f"/volume/v3/{project}/volumes"
+    created = cloud.client.post(volumes, json={"volume": {"size": 1, "name": "db", "description": "orders",
+                                                          "metadata": {"tier": "gold", "owner": "ops"}}},
+                                headers=cloud.headers())
+    assert created.status_code == 202, created.text
+    volume = created.json()["volume"]
+    assert (volume["description"], volume["metadata"]) == ("orders", {"tier": "gold", "owner": "ops"})
+    path = f"{volumes}/{volume['id']}"
+
+    renamed = cloud.client.put(path, json={"volume": {"name": "db-2", "description": "orders, 2026"}},
+                               headers=cloud.headers())
+    assert renamed.status_code == 200, renamed.text
+    shown = cloud.client.get(path, headers=cloud.headers()).json()["volume"]
+    assert (shown["name"], shown["description"]) == ("db-2", "orders, 2026")
+    assert shown["metadata"] == {"tier": "gold", "owner": "ops"}, "an update without metadata keeps it"
+    assert shown["updated_at"] >= shown["created_at"]
+
+    merged = cloud.client.post(f"{path}/metadata", json={"metadata": {"tier": "silver", "zone": "b"}},
+                               headers=cloud.headers())
+    assert merged.json() == {"metadata": {"tier": "silver", "owner": "ops", "zone": "b"}}
+    item = cloud.client.put(f"{path}/metadata/zone", json={"meta": {"zone": "c"}}, headers=cloud.headers())
+    assert item.status_code == 200 and item.json() == {"meta": {"zone": "c"}}
+    mismatch = cloud.client.put(f"{path}/metadata/zone", json={"meta": {"other": "c"}},
+                                headers=cloud.headers())
+    assert mismatch.status_code == 400
+    zone = cloud.client.get(f"{path}/metadata/zone", headers=cloud.headers())
+    assert zone.json() == {"meta": {"zone": "c"}}
+    assert cloud.client.delete(f"{path}/metadata/owner", headers=cloud.headers()).status_code == 200
+    assert cloud.client.delete(f"{path}/metadata/owner", headers=cloud.headers()).status_code == 404
+    assert cloud.client.get(f"{path}/metadata/owner", headers=cloud.headers()).status_code == 404
+    replaced = cloud.client.put(f"{path}/metadata", json={"metadata": {"only": "this"}},
+                                headers=cloud.headers())
+    assert replaced.json() == {"metadata": {"only": "this"}}
+    listed = cloud.client.get(f"{path}/metadata", headers=cloud.headers())
+    assert listed.json() == {"metadata": {"only": "this"}}
+    # metadata given to an update replaces the volume's
+    cloud.client.put(path, json={"volume": {"metadata": {"a": "1"}}}, headers=cloud.headers())
+    assert cloud.client.get(path, headers=cloud.headers()).json()["volume"]["metadata"] == {"a": "1"}
+
+    # bad input is cinder's 400, a volume the caller does not see its 404; nothing changes
+    too_long = cloud.client.put(path, json={"volume": {"metadata": {"k": "v" * 256}}},
+                                headers=cloud.headers())
+    assert too_long.status_code == 400
+    assert cloud.client.put(path, json={"name": "no volume key"}, headers=cloud.headers()).status_code == 400
+    missing = cloud.client.put(f"{volumes}/8d5c4b8e-6d3c-4d0f-9a8e-2f4f3d1c0b7a",
+                               json={"volume": {"name": "x"}}, headers=cloud.headers())
+    assert missing.status_code == 404 and missing.json()["itemNotFound"]["code"] == 404
+    other = cloud.ids["project:other"]
+    hidden = cloud.client.put(f"/volume/v3/{other}/volumes/{volume['id']}", json={"volume": {"name": "x"}},
+                              headers=cloud.headers("alice"))
+    assert hidden.status_code == 404
+    shown = cloud.client.get(path, headers=cloud.headers()).json()["volume"]
+    assert (shown["name"], shown["metadata"]) == ("db-2", {"a": "1"})
+    # after a delete, an update of the volume is a 404 too
+    assert cloud.client.delete(path, headers=cloud.headers()).status_code == 202
+    gone = cloud.client.put(path, json={"volume": {"name": "x"}}, headers=cloud.headers())
+    assert gone.status_code == 404
+
+
+def test_volume_lists_sort_as_cinder_and_page_with_a_next_link(cloud: Cloud):
+    project = cloud.ids["project:demo"]
+    volumes = f"/volume/v3/{project}/volumes"
+    made = []
+    for name, size in (("b", 3), ("c", 1), ("a", 2)):
+        answer = cloud.client.post(volumes, json={"volume": {"size": size, "name": name}},
+                                   headers=cloud.headers())
+        made.append(answer.json()["volume"]["id"])
+
+    def names(query: str, detail: bool = True) -> list[str]:
+        path = f"{volumes}/detail" if detail else volumes
+        answer = cloud.client.get(f"{path}?{query}", headers=cloud.headers())
+        assert answer.status_code == 200, answer.text
+        return [v["name"] for v in answer.json()["volumes"]]
+
+    listed = cloud.client.get(f"{volumes}/detail", headers=cloud.headers()).json()["volumes"]
+    newest_first = sorted(listed, key=lambda v: (v["created_at"], v["id"]), reverse=True)
+    assert [v["id"] for v in listed] == [v["id"] for v in newest_first], "cinder's default order"
+    assert names("sort=name:asc") == ["a", "b", "c"]
+    assert names("sort_key=size&sort_dir=asc", detail=False) == ["c", "a", "b"]
+    assert names("sort=id:asc") == [n for _, n in sorted(zip(made, "bca", strict=True))]
+    first = cloud.client.get(f"{volumes}?limit=2&sort=name:asc", headers=cloud.headers()).json()
+    assert [v["name"] for v in first["volumes"]] == ["a", "b"]
+    (link,) = first["volumes_links"]
+    assert link["rel"] == "next" and link["href"].startswith(f"http://testserver/volume/v3/{project}/volumes?")
+    following = cloud.client.get(link["href"], headers=cloud.headers()).json()
+    assert [v["name"] for v in following["volumes"]] == ["c"] and "volumes_links" not in following
+    for bad in ("sort=colour:asc", "sort_key=name&sort_dir=sideways"):
+        refused = cloud.client.get(f"{volumes}?{bad}", headers=cloud.headers())
+        assert refused.status_code == 400 and refused.json()["badRequest"]["code"] == 400

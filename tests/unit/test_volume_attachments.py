@@ -251,3 +251,31 @@ def test_a_delete_racing_an_attach_loses_when_the_reservation_came_first() -> No
     late = reserve(ONE)
     state = fold(catalog_with_volume(), delete_first, late)
     assert VOLUME not in state.volumes and state.refused == {late.event_id}
+
+
+def test_a_volume_update_changes_a_copy_and_is_refused_once_the_volume_is_gone() -> None:
+    """The fold every reader runs: an update's metadata changes never reach the created event's
+    body (which other readers share), and an update that reaches a deleted volume's partition
+    after its delete changes nothing and is refused (the API answers 404)."""
+    volume_id = str(uuid.uuid4())
+    created = new_event(EventType.VOLUME_CREATED, volume_id, {
+        "id": volume_id, "name": "db", "size_gb": 1, "owner": "p", "status": "available",
+        "description": None, "metadata": {"tier": "gold"}})
+    state = evolve_catalog(CatalogState(), created)
+
+    def update(**change: Any) -> Event:
+        body = {"volume_id": volume_id, "name": None, "description": None, "set": {}, "removed": [],
+                "replace": False, **change}
+        return new_event(EventType.VOLUME_UPDATED, volume_id, body)
+
+    state = evolve_catalog(state, update(name="db-2", set={"zone": "b"}, removed=["tier"]))
+    volume = state.volumes[volume_id]
+    assert (volume["name"], volume["metadata"]) == ("db-2", {"zone": "b"})
+    assert created.body["metadata"] == {"tier": "gold"}, "the event's body is left as it was written"
+    state = evolve_catalog(state, update(description="orders", set={"only": "this"}, replace=True))
+    assert (volume["name"], volume["description"], volume["metadata"]) == ("db-2", "orders", {"only": "this"})
+
+    state = evolve_catalog(state, new_event(EventType.VOLUME_DELETED, volume_id, {"volume_id": volume_id}))
+    late = update(name="after")
+    state = evolve_catalog(state, late)
+    assert volume_id not in state.volumes and late.event_id in state.refused
