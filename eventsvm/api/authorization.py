@@ -186,6 +186,9 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("GET", "/image/v2/images/{image_id}"): _glance("get_image", "image"),
     ("POST", "/image/v2/images"): _glance("add_image"),
     ("DELETE", "/image/v2/images/{image_id}"): _glance("delete_image", "image"),
+    # an image path with an empty id: the rule checked against the caller's own project, then a 404
+    ("GET", "/image/v2/images/"): _glance("get_image"),
+    ("DELETE", "/image/v2/images/"): _glance("delete_image"),
     # -- neutron
     ("GET", "/network/v2.0/networks"): _neutron("get_network"),
     ("GET", "/network/v2.0/networks/{network_id}"): _neutron("get_network", "network"),

@@ -188,6 +188,13 @@ def show_image(
     return image_view(image, catalog.created_at.get(image_id))
 
 
+@router.get("/v2/images/", include_in_schema=False)
+@router.delete("/v2/images/", include_in_schema=False)
+def image_without_id(caller: Identity = Depends(current_identity)) -> None:
+    """An image path with an empty id names no image: glance's 404, not the list (GET) or a 405."""
+    raise NotFound("No image found with ID ")
+
+
 @router.post(
     "/v2/images", status_code=201, summary="Register an image",
     response_model=Image, response_model_exclude_unset=True, responses=failures(400, 403, 409),

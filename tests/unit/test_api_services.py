@@ -318,3 +318,14 @@ def test_volume_lists_sort_as_cinder_and_page_with_a_next_link(cloud: Cloud):
     for bad in ("sort=colour:asc", "sort_key=name&sort_dir=sideways"):
         refused = cloud.client.get(f"{volumes}?{bad}", headers=cloud.headers())
         assert refused.status_code == 400 and refused.json()["badRequest"]["code"] == 400
+
+
+def test_an_image_path_with_an_empty_id_is_not_found(cloud: Cloud):
+    before = cloud.client.get("/image/v2/images", headers=cloud.headers()).json()["images"]
+    assert before, "the seeded images"
+    for method in ("GET", "DELETE"):
+        answer = cloud.client.request(method, "/image/v2/images/", headers=cloud.headers())
+        assert answer.status_code == 404, (method, answer.text)
+    after = cloud.client.get("/image/v2/images", headers=cloud.headers()).json()["images"]
+    assert [i["id"] for i in after] == [i["id"] for i in before]
+    assert cloud.client.get("/image/v2/images/").status_code == 401
