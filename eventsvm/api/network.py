@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
@@ -60,6 +61,21 @@ def _matches(query: Any, item: dict[str, Any], fields: tuple[str, ...]) -> bool:
     return True
 
 
+def with_fields(request: Request, key: str, found: dict[str, Any] | list[dict[str, Any]]
+                ) -> dict[str, Any] | JSONResponse:
+    """neutron's `fields` query (repeated: `fields=id&fields=name`): only those fields of each
+    resource, the unknown ones left out; without it the whole resource. A selection is sent as
+    built, past the route's response model, which promises the whole resource."""
+    fields = list(dict.fromkeys(request.query_params.getlist("fields")))
+    if not fields:
+        return {key: found}
+
+    def pick(item: dict[str, Any]) -> dict[str, Any]:
+        return {name: item[name] for name in fields if name in item}
+
+    return JSONResponse({key: [pick(i) for i in found] if isinstance(found, list) else pick(found)})
+
+
 def visible_network(models: Models, caller: Identity, network_id: str) -> Body | None:
     """The network, when it exists and the caller may see it (neutron's and nova's proxy's show)."""
     network = models.catalog.networks.get(network_id)
@@ -102,12 +118,12 @@ def network_view(models: Models, network: Body) -> dict[str, Any]:
 @reads_models
 def list_networks(
     request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
-) -> dict[str, Any]:
+) -> dict[str, Any] | JSONResponse:
     """Networks the project may use; filters are exact (name=private matches only `private`)."""
     models = ctx.readmodel.models
     views = [network_view(models, n) for n in models.catalog.networks.values() if network_visible(n, caller)]
     fields = ("id", "name", "shared", "router:external", "project_id", "tenant_id", "status", "mtu")
-    return {"networks": [v for v in views if _matches(request.query_params, v, fields)]}
+    return with_fields(request, "networks", [v for v in views if _matches(request.query_params, v, fields)])
 
 
 @router.get(
@@ -116,14 +132,15 @@ def list_networks(
 )
 @reads_models
 def show_network(
-    network_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
-) -> dict[str, Any]:
+    network_id: str, request: Request, caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any] | JSONResponse:
     """One network; a name is not an id and answers 404."""
     models = ctx.readmodel.models
     network = visible_network(models, caller, network_id)
     if network is None:
         raise NotFound(f"Network {network_id} could not be found.", kind="NetworkNotFound")
-    return {"network": network_view(models, network)}
+    return with_fields(request, "network", network_view(models, network))
 
 
 @router.post(
@@ -194,28 +211,30 @@ def _visible_subnets(models: Models, caller: Identity) -> list[Body]:
     ]
 
 
-@router.get("/v2.0/subnets", summary="List subnets")
+@router.get("/v2.0/subnets", summary="List subnets", response_model=None)
 @reads_models
 def list_subnets(
     request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
-) -> dict[str, Any]:
+) -> dict[str, Any] | JSONResponse:
     """Subnets of the networks the project may use."""
     models = ctx.readmodel.models
     fields = ("id", "name", "network_id", "cidr", "ip_version", "project_id", "tenant_id")
     views = [subnet_view(models, s) for s in _visible_subnets(models, caller)]
-    return {"subnets": [v for v in views if _matches(request.query_params, v, fields)]}
+    return with_fields(request, "subnets", [v for v in views if _matches(request.query_params, v, fields)])
 
 
-@router.get("/v2.0/subnets/{subnet_id}", summary="Show a subnet", responses=failures(404))
+@router.get("/v2.0/subnets/{subnet_id}", summary="Show a subnet", response_model=None,
+            responses=failures(404))
 @reads_models
 def show_subnet(
-    subnet_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
-) -> dict[str, Any]:
+    subnet_id: str, request: Request, caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any] | JSONResponse:
     """One subnet."""
     models = ctx.readmodel.models
     for subnet in _visible_subnets(models, caller):
         if subnet["id"] == subnet_id:
-            return {"subnet": subnet_view(models, subnet)}
+            return with_fields(request, "subnet", subnet_view(models, subnet))
     raise NotFound(f"Subnet {subnet_id} could not be found.", kind="SubnetNotFound")
 
 
@@ -356,7 +375,7 @@ def _ports(ctx: ApiContext, caller: Identity) -> list[dict[str, Any]]:
 @router.get("/v2.0/ports", summary="List ports", response_model=PortList, response_model_exclude_unset=True)
 def list_ports(
     request: Request, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
-) -> dict[str, Any]:
+) -> dict[str, Any] | JSONResponse:
     """The ports of the project's servers, as the resolver allocated them."""
     with ctx.readmodel.lock:
         ports = _ports(ctx, caller)
@@ -370,7 +389,7 @@ def list_ports(
         "project_id",
         "tenant_id",
     )
-    return {"ports": [p for p in ports if _matches(request.query_params, p, fields)]}
+    return with_fields(request, "ports", [p for p in ports if _matches(request.query_params, p, fields)])
 
 
 @router.get(
@@ -378,12 +397,13 @@ def list_ports(
     response_model=PortBody, response_model_exclude_unset=True, responses=failures(404),
 )
 def show_port(
-    port_id: str, caller: Identity = Depends(current_identity), ctx: ApiContext = Depends(api_context)
-) -> dict[str, Any]:
+    port_id: str, request: Request, caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any] | JSONResponse:
     """One port."""
     with ctx.readmodel.lock:
         ports = _ports(ctx, caller)
     for port in ports:
         if port["id"] == port_id:
-            return {"port": port}
+            return with_fields(request, "port", port)
     raise NotFound(f"Port {port_id} could not be found.", kind="PortNotFound")

@@ -329,3 +329,26 @@ def test_an_image_path_with_an_empty_id_is_not_found(cloud: Cloud):
     after = cloud.client.get("/image/v2/images", headers=cloud.headers()).json()["images"]
     assert [i["id"] for i in after] == [i["id"] for i in before]
     assert cloud.client.get("/image/v2/images/").status_code == 401
+
+
+def test_neutron_fields_select_what_a_network_subnet_or_port_shows(cloud: Cloud):
+    """`fields=id&fields=name`: only those (an unknown one left out); without it, everything."""
+    private = cloud.ids["network:private"]
+    listed = cloud.client.get("/network/v2.0/networks?fields=id&fields=name&fields=nonsense",
+                              headers=cloud.headers())
+    assert listed.status_code == 200
+    assert {"id": private, "name": "private"} in listed.json()["networks"]
+    assert all(set(n) == {"id", "name"} for n in listed.json()["networks"])
+    shown = cloud.client.get(f"/network/v2.0/networks/{private}?fields=status", headers=cloud.headers())
+    assert shown.json() == {"network": {"status": "ACTIVE"}}
+    whole = cloud.client.get(f"/network/v2.0/networks/{private}", headers=cloud.headers()).json()["network"]
+    assert {"id", "name", "status", "subnets", "mtu"} <= set(whole)
+    subnet_id = whole["subnets"][0]
+    subnets = cloud.client.get(f"/network/v2.0/subnets?fields=cidr&network_id={private}",
+                               headers=cloud.headers()).json()
+    assert subnets == {"subnets": [{"cidr": "10.0.0.0/24"}]}
+    subnet = cloud.client.get(f"/network/v2.0/subnets/{subnet_id}?fields=id&fields=gateway_ip",
+                              headers=cloud.headers()).json()
+    assert subnet == {"subnet": {"id": subnet_id, "gateway_ip": "10.0.0.1"}}
+    hidden = cloud.client.get(f"/network/v2.0/networks/{private}?fields=id", headers=cloud.headers("alice"))
+    assert hidden.status_code == 404, "a selection shows nothing the caller could not see whole"
