@@ -61,7 +61,7 @@ def _matches(query: Any, item: dict[str, Any], fields: tuple[str, ...]) -> bool:
     return True
 
 
-def with_fields(request: Request, key: str, found: dict[str, Any] | list[dict[str, Any]]
+def _with_fields(request: Request, key: str, found: dict[str, Any] | list[dict[str, Any]]
                 ) -> dict[str, Any] | JSONResponse:
     """neutron's `fields` query (repeated: `fields=id&fields=name`): only those fields of each
     resource, the unknown ones left out; without it the whole resource. A selection is sent as
@@ -123,7 +123,7 @@ def list_networks(
     models = ctx.readmodel.models
     views = [network_view(models, n) for n in models.catalog.networks.values() if network_visible(n, caller)]
     fields = ("id", "name", "shared", "router:external", "project_id", "tenant_id", "status", "mtu")
-    return with_fields(request, "networks", [v for v in views if _matches(request.query_params, v, fields)])
+    return _with_fields(request, "networks", [v for v in views if _matches(request.query_params, v, fields)])
 
 
 @router.get(
@@ -140,7 +140,7 @@ def show_network(
     network = visible_network(models, caller, network_id)
     if network is None:
         raise NotFound(f"Network {network_id} could not be found.", kind="NetworkNotFound")
-    return with_fields(request, "network", network_view(models, network))
+    return _with_fields(request, "network", network_view(models, network))
 
 
 @router.post(
@@ -220,7 +220,7 @@ def list_subnets(
     models = ctx.readmodel.models
     fields = ("id", "name", "network_id", "cidr", "ip_version", "project_id", "tenant_id")
     views = [subnet_view(models, s) for s in _visible_subnets(models, caller)]
-    return with_fields(request, "subnets", [v for v in views if _matches(request.query_params, v, fields)])
+    return _with_fields(request, "subnets", [v for v in views if _matches(request.query_params, v, fields)])
 
 
 @router.get("/v2.0/subnets/{subnet_id}", summary="Show a subnet", response_model=None,
@@ -234,7 +234,7 @@ def show_subnet(
     models = ctx.readmodel.models
     for subnet in _visible_subnets(models, caller):
         if subnet["id"] == subnet_id:
-            return with_fields(request, "subnet", subnet_view(models, subnet))
+            return _with_fields(request, "subnet", subnet_view(models, subnet))
     raise NotFound(f"Subnet {subnet_id} could not be found.", kind="SubnetNotFound")
 
 
@@ -389,7 +389,7 @@ def list_ports(
         "project_id",
         "tenant_id",
     )
-    return with_fields(request, "ports", [p for p in ports if _matches(request.query_params, p, fields)])
+    return _with_fields(request, "ports", [p for p in ports if _matches(request.query_params, p, fields)])
 
 
 @router.get(
@@ -405,5 +405,5 @@ def show_port(
         ports = _ports(ctx, caller)
     for port in ports:
         if port["id"] == port_id:
-            return with_fields(request, "port", port)
+            return _with_fields(request, "port", port)
     raise NotFound(f"Port {port_id} could not be found.", kind="PortNotFound")

@@ -56,6 +56,12 @@ def version(request: Request) -> dict[str, Any]:
 DEFAULT_VOLUME_TYPE = "__DEFAULT__"
 
 
+def _metadata(volume: Body) -> dict[str, str]:
+    # a copy: the fold replaces a volume's metadata rather than changing it, but an answer is the
+    # caller's to change
+    return dict(volume.get("metadata") or {})
+
+
 def volume_view(models: Models, base: str, volume: Body, tenant_shown: bool, detail: bool = True
                 ) -> dict[str, Any]:
     """A volume as cinder v3 shows it."""
@@ -81,7 +87,7 @@ def volume_view(models: Models, base: str, volume: Body, tenant_shown: bool, det
                 "multiattach": False,
                 "volume_type": DEFAULT_VOLUME_TYPE,
                 "description": volume.get("description"),
-                "metadata": dict(volume.get("metadata") or {}),
+                "metadata": _metadata(volume),
                 "user_id": volume.get("user_id"),
                 "snapshot_id": None,
                 "source_volid": None,
@@ -205,11 +211,9 @@ def show_volume(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """One volume of the project."""
-    models = ctx.readmodel.models
-    volume = models.catalog.volumes.get(volume_id)
-    if volume is None or not caller.sees("cinder", volume.get("owner")):
-        raise NotFound(f"Volume {volume_id} could not be found.")
-    return {"volume": volume_view(models, base_url(request), volume, _tenant_shown(ctx, caller))}
+    volume = _visible_volume(ctx, caller, volume_id)
+    shown = volume_view(ctx.readmodel.models, base_url(request), volume, _tenant_shown(ctx, caller))
+    return {"volume": shown}
 
 
 def _refuse_missing_sources(ctx: ApiContext, caller: Identity, body: VolumeCreate) -> None:
@@ -332,10 +336,6 @@ def update_volume(
     volume = _change(ctx, request, caller, volume_id, change)
     shown = volume_view(ctx.readmodel.models, base_url(request), volume, _tenant_shown(ctx, caller))
     return {"volume": shown}
-
-
-def _metadata(volume: Body) -> dict[str, str]:
-    return dict(volume.get("metadata") or {})
 
 
 @router.get("/v3/{project_id}/volumes/{volume_id}/metadata", summary="A volume's metadata",
