@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,14 @@ from eventsvm.projections.history import (
     timeline_lines,
 )
 from eventsvm.projections.readmodel import Models
-from eventsvm.projections.replay import ReplayReport, Until, parse_until, replay, replay_document
+from eventsvm.projections.replay import (
+    ReplayHelper,
+    ReplayReport,
+    Until,
+    parse_until,
+    replay,
+    replay_document,
+)
 from eventsvm.projections.seal import Seal, SealBroken, Sealing, SealStore, UntrustedSeal
 from eventsvm.state.printable import escaped
 
@@ -66,8 +74,20 @@ def _seals(args: argparse.Namespace) -> SealStore | None:
     return seal_store(data_dir, config)
 
 
-def _sealed_replay(log: EventLog, codec: Codec, until: Until | None,
-                   seals: SealStore | None) -> tuple[Models, ReplayReport, bool]:
+def _helper(args: argparse.Namespace) -> ReplayHelper | None:
+    """A second process for a large replay (the machine's other core), unless --one-process."""
+    if args.one_process:
+        return None
+    data_dir, config = log_config(args)
+    return ReplayHelper(partial(open_log, config), partial(trusting_codec, data_dir), HELPER_MIN_RECORDS)
+
+
+# the least a helper's half must hold to start one (ReplayHelper.min_records)
+HELPER_MIN_RECORDS = ReplayHelper.min_records
+
+
+def _sealed_replay(log: EventLog, codec: Codec, until: Until | None, seals: SealStore | None,
+                   helper: ReplayHelper | None = None) -> tuple[Models, ReplayReport, bool]:
     """A replay under the seal if there is a trusted one, sealing what it verified when it read
     the whole log; on a broken seal, a replay verifying every signature. The flag: seal broken."""
     try:
@@ -77,13 +97,13 @@ def _sealed_replay(log: EventLog, codec: Codec, until: Until | None,
         old = None
     sealing = Sealing(old) if seals is not None else None
     try:
-        models, report = replay(log, codec, until, sealing=sealing)
+        models, report = replay(log, codec, until, sealing=sealing, helper=helper)
     except SealBroken as exc:
         # what the sealed replay folded is dropped with it: nothing of it is printed
         print(f"SEAL BROKEN: {exc}", file=sys.stderr)
         print("replaying again with every signature verified; the seal is kept as evidence until "
               "`eventsvm audit verify` seals the log as it now is", file=sys.stderr)
-        models, report = replay(log, codec, until)
+        models, report = replay(log, codec, until, helper=helper)
         return models, report, True
     if seals is not None and sealing is not None and until is None and report.complete:
         _save(seals, sealing)
@@ -107,7 +127,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             until = parse_until(args.until, log) if args.until else None
         except ValueError as exc:
             raise UsageError(f"--until: {exc}") from None
-        models, report, broken = _sealed_replay(log, _trusting(args), until, _seals(args))
+        models, report, broken = _sealed_replay(log, _trusting(args), until, _seals(args), _helper(args))
     exit_code = EXIT_FOUND if broken else 0
     if args.json:
         json.dump(replay_document(models, report), sys.stdout, indent=2, sort_keys=False)
@@ -119,9 +139,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         skipped += f"; {report.unfoldable} records the fold cannot apply skipped"
     print(f"{report.events:,} events folded in {report.seconds:.2f}s "
           f"({report.events_per_second:,.0f} events/s){skipped}")
+    if report.helped:
+        print(f"{report.helped:,} of {report.records_read:,} records read and folded by a second process "
+              "(half of the instance partitions)")
     if report.sealed:
+        rest = "; the others verified one by one" if report.sealed < report.records_read else ""
         print(f"{report.sealed:,} of {report.records_read:,} records under a verified seal (their signatures "
-              "verified before, their bytes unchanged since); the others verified one by one")
+              f"verified before, their bytes unchanged since){rest}")
     print("events per topic:")
     for topic, count in report.events_by_topic.items():
         print(f"  {topic:<42} {count:>10,}")
@@ -195,6 +219,10 @@ def add_commands(subparsers: Any) -> None:
                              "host, addresses and project")
     replay.add_argument("--no-seal", action="store_true",
                         help="verify every signature, ignoring the data dir's verified seal, and write none")
+    replay.add_argument("--one-process", action="store_true",
+                        help="fold everything in this process; by default a log of more than "
+                             f"{2 * HELPER_MIN_RECORDS:,} instance records is folded by two, each reading "
+                             "half of the instance partitions")
     replay.set_defaults(func=cmd_replay)
 
     history = subparsers.add_parser(

@@ -194,7 +194,7 @@ class KafkaLog(EventLog):
 
     def __init__(self, bootstrap_servers: str, config: LogConfig) -> None:
         self._servers = bootstrap_servers
-        self._config = config
+        self._config = self.config = config
         self._prefix = config.namespace
         self.timeout = config.connect_timeout_s
         self.session_timeout_s = config.session_timeout_s

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from eventsvm.config import LogConfig
+
 # Start positions for `EventLog.reader`: the beginning, the current end, or a timestamp (ms).
 BEGINNING = "beginning"
 END = "end"
@@ -149,6 +151,9 @@ class MemberNameHold(ABC):
 
 class EventLog(ABC):
     """The log: topics of partitions of records, appended atomically, read by groups or replay."""
+
+    # what it was opened with: another process opens the same log from it (a replay's helper)
+    config: LogConfig
 
     @abstractmethod
     def create_topics(self, topics: Iterable[str], partitions: int | None = None) -> None:

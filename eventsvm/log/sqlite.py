@@ -299,6 +299,7 @@ class SqliteLog(EventLog):
     """
 
     def __init__(self, location: str, config: LogConfig) -> None:
+        self.config = config
         self._store = _Store(location, config.namespace, config.session_timeout_s)
         self._default_partitions = config.partitions
         self._conn = self._store.connect()

@@ -5,25 +5,31 @@ cannot drift from what the API serves. Speed comes from the loop around it: the 
 building only the body fields the instance fold reads (the projection decoder, FOLDED_BODY_FIELDS),
 instance events folded straight into the projection, one hash per instance (of its newest event)
 rather than per event, and no cyclic garbage collection while the models grow (bench/replay.py
-measures it).
+measures it). A large log is folded by two processes (ReplayHelper), each reading half of the
+instance partitions, one on each core.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import multiprocessing
+import os
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
-from typing import Any
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, Literal
 
 from eventsvm.events.codec import Codec, CodecError
-from eventsvm.events.model import event_digest
+from eventsvm.events.model import INSTANCE_TOPICS, event_digest
 from eventsvm.log.port import BEGINNING, EventLog, Reader, Record, TopicPartition
 from eventsvm.projections.readmodel import ALL_TOPICS, Models, fold
-from eventsvm.projections.seal import Sealing, require_ring
+from eventsvm.projections.seal import PartitionSeal, Seal, SealBroken, Sealing, require_ring
 from eventsvm.state.instances import (
     FOLDED_BODY_FIELDS,
     INSTANCE_EVENT_TYPES,
@@ -145,6 +151,8 @@ class ReplayReport:
     unfoldable: int = 0
     # records a verified seal vouched for, whose signatures were therefore not verified again
     sealed: int = 0
+    # records a second process read and folded (ReplayHelper), of `records_read`
+    helped: int = 0
 
     @property
     def events(self) -> int:
@@ -157,20 +165,130 @@ class ReplayReport:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass(frozen=True)
+class ReplayHelper:
+    """How a second process opens the same log and key ring, to fold half of the instance partitions
+    on the machine's other core while this one folds the rest. Both must pickle (they cross to a
+    spawned process): module functions, or functools.partial of them and plain data."""
+
+    open_log: Callable[[], EventLog]
+    codec: Callable[[], Codec]
+    # Below this many instance records in its half, a helper costs more than it saves: a spawned
+    # interpreter takes ~1 s to import the codec and the engines.
+    min_records: int = 200_000
+    # "fork": forked when this process runs one thread (an SQLite log's replay: it starts in
+    # milliseconds, where a spawned one imports for half a second), else spawned (a Kafka client's
+    # threads, which are not Python's, would not survive a fork); "spawn": spawned always
+    start_method: Literal["fork", "spawn"] = "fork"
+
+
+@dataclass
+class _Tally:
+    """What one reading folded besides the models: the newest record of each instance it made
+    newest, and the records it read, skipped or could not apply."""
+
+    newest: dict[str, bytes] = field(default_factory=dict)
+    undecodable: int = 0
+    unfoldable: int = 0
+    read: int = 0
+    complete: bool = True
+
+
+@dataclass
+class _Share:
+    """What the helper folded of one partition number (every instance topic's partition of that
+    number), sent back as soon as it is folded: its instances (no other partition number holds one
+    of them), the events of other models it met there (raw, folded by the first process), and its
+    seal of the partitions it read."""
+
+    partitions: list[TopicPartition]
+    instances: dict[str, Instance]
+    events_folded: int
+    log_time_ms: int
+    events_by_topic: dict[str, int]
+    foreign: list[Record]
+    tally: _Tally
+    sealed: dict[TopicPartition, PartitionSeal]
+    checked: set[TopicPartition]
+
+
 def replay(log: EventLog, codec: Codec, until: Until | None = None, topics: Iterable[str] | None = None,
-           batch: int = 10_000, stall_s: float = 5.0,
-           sealing: Sealing | None = None) -> tuple[Models, ReplayReport]:
+           batch: int = 10_000, stall_s: float = 5.0, sealing: Sealing | None = None,
+           helper: ReplayHelper | None = None) -> tuple[Models, ReplayReport]:
     """Fold the log from its beginning into fresh read models (up to `until`). With `sealing`, the
     records its seal vouches for skip the Ed25519 verify (eventsvm.projections.seal) and every
     record read goes into the next seal; SealBroken when the log no longer matches the seal, and
-    then nothing of the replay is returned."""
+    then nothing of the replay is returned. With `helper`, a log large enough is folded by two
+    processes, each reading half of the instance partitions (same result, in about half the time)."""
     started = time.perf_counter()
     if sealing is not None:
         require_ring(codec)
     names = [str(t) for t in (topics or ALL_TOPICS)]
     existing = set(log.list_topics())
-    reader = log.reader([t for t in names if t in existing], BEGINNING)
+    names = [t for t in names if t in existing]
     models = Models()
+    share = _helper_share(log, names, helper)
+    helping = None if helper is None or not share else _Helping(helper, share, until, batch, stall_s, sealing)
+    # The fold only adds objects, none of them cyclic: the collector would walk the growing models
+    # again and again for nothing (it costs a third of the time). It is restored afterwards.
+    collecting = gc.isenabled()
+    gc.disable()
+    helped_records = 0
+    try:
+        mine = None if helping is None else [tp for tp in _partitions(log, names) if tp not in set(share)]
+        tally = _fold_log(log, names, mine, models, codec, until, batch, stall_s, sealing, None)
+        _hash_newest(models, tally)  # while the helper still folds
+        if helping is not None:
+            shares = helping.result()
+            if not _disjoint(models, shares):
+                # an instance's events in partitions of different numbers: not where partition_for
+                # puts them (another writer's partitioner); read the helper's half here instead
+                logger.warning("replay: the helper's partitions hold instances of this process's too; "
+                               "reading them here")
+                shares = []
+            for helped in shares:
+                _merge(models, tally, helped, sealing, codec)
+                helped_records += helped.tally.read
+            covered = {tp for helped in shares for tp in helped.partitions}
+            rest = [tp for tp in share if tp not in covered]
+            if rest:
+                _add(tally, _fold_log(log, names, rest, models, codec, until, batch, stall_s, sealing, None))
+                _hash_newest(models, tally)
+    finally:
+        if helping is not None:
+            helping.close()
+        if collecting:
+            gc.enable()
+    counts = models.events_by_topic
+    report = ReplayReport(dict(sorted(counts.items())), dict(sorted(models.instances.by_status().items())),
+                          tally.undecodable, tally.read, time.perf_counter() - started, until, tally.complete,
+                          tally.unfoldable, sealing.vouched_count if sealing is not None else 0,
+                          helped_records)
+    return models, report
+
+
+def _fold_log(log: EventLog, names: list[str], partitions: list[TopicPartition] | None, models: Models,
+              codec: Codec, until: Until | None, batch: int, stall_s: float, sealing: Sealing | None,
+              foreign: list[Record] | None) -> _Tally:
+    """Read `names` (or just `partitions`) from the beginning and fold them; the seal checked
+    and its next one built on the way (SealBroken at the first partition that differs)."""
+    reader = log.reader(names, BEGINNING, partitions=partitions)
+    try:
+        drain = Drain(reader, batch, stall_s)
+        tally = _fold(drain, models, codec, until, sealing, foreign)
+        tally.complete = drain.complete
+        if sealing is not None:
+            sealing.finish()
+        return tally
+    finally:
+        reader.close()
+
+
+def _fold(batches: Iterable[list[Record]], models: Models, codec: Codec, until: Until | None,
+          sealing: Sealing | None, foreign: list[Record] | None) -> _Tally:
+    """The replay's loop. `foreign`: where to put the records of events other than an instance's,
+    unfolded (the helper's, which holds only instances); None folds them into `models`."""
+    tally = _Tally()
     counts = models.events_by_topic
     projection = models.instances
     # instance events come with only the body fields the fold reads (checked whole all the same)
@@ -184,55 +302,235 @@ def replay(log: EventLog, codec: Codec, until: Until | None = None, topics: Iter
     stopping = until_ms is not None or bool(limits)
     # An instance's hash is the one of its newest event's stored bytes: hashing only those, once at
     # the end, spares a SHA-256 for every event that a later one supersedes (most of them).
-    newest: dict[str, bytes] = {}
+    newest = tally.newest
     undecodable = unfoldable = read = 0
-    # The fold only adds objects, none of them cyclic: the collector would walk the growing models
-    # again and again for nothing (it costs a third of the time). It is restored afterwards.
-    collecting = gc.isenabled()
-    gc.disable()
-    drain = Drain(reader, batch, stall_s)
-    try:
-        for records in drain:
-            read += len(records)
-            # every record read goes through the seal's digest, those past `until` too
-            vouched = vouch(records) if vouch is not None else repeat(False)
-            for record, sealed in zip(records, vouched, strict=False):
-                if stopping and not _before(record, until_ms, limits):
-                    continue
-                data = record.value
-                try:
-                    event = decode_sealed(data) if sealed else decode(data)
-                except CodecError:  # the live model skips what it cannot decode; so does a replay
-                    undecodable += 1
-                    if sealing is not None:
-                        sealing.refuse(record)
-                    continue
-                topic = record.topic
-                try:
-                    if event.type in instance_kinds:
-                        # the same fold as eventsvm.readmodel.fold, minus its dispatch and the hash
-                        counts[topic] = counts.get(topic, 0) + 1
-                        if fold_instance_event(projection, event) is not None:
-                            newest[event.aggregate_id] = data
-                    else:
-                        fold(models, event, None, topic)  # only instances keep a hash
-                except Exception as exc:  # as the live model does: skip it and go on (it wrote the letter)
-                    unfoldable += 1
-                    logger.warning("replay: skipped %s@%d/%d, which the fold cannot apply: %s: %s",
-                                   topic, record.partition, record.offset, type(exc).__name__, exc)
-        if sealing is not None:
-            sealing.finish()
-    finally:
-        if collecting:
-            gc.enable()
-        reader.close()
-    instances = projection.instances
-    for instance_id, data in newest.items():
+    for records in batches:
+        read += len(records)
+        # every record read goes through the seal's digest, those past `until` too
+        vouched = vouch(records) if vouch is not None else repeat(False)
+        for record, sealed in zip(records, vouched, strict=False):
+            if stopping and not _before(record, until_ms, limits):
+                continue
+            data = record.value
+            try:
+                event = decode_sealed(data) if sealed else decode(data)
+            except CodecError:  # the live model skips what it cannot decode; so does a replay
+                undecodable += 1
+                if sealing is not None:
+                    sealing.refuse(record)
+                continue
+            topic = record.topic
+            try:
+                if event.type in instance_kinds:
+                    # the same fold as eventsvm.readmodel.fold, minus its dispatch and the hash
+                    counts[topic] = counts.get(topic, 0) + 1
+                    if fold_instance_event(projection, event) is not None:
+                        newest[event.aggregate_id] = data
+                elif foreign is not None:
+                    foreign.append(record)
+                else:
+                    fold(models, event, None, topic)  # only instances keep a hash
+            except Exception as exc:  # as the live model does: skip it and go on (it wrote the letter)
+                unfoldable += 1
+                logger.warning("replay: skipped %s@%d/%d, which the fold cannot apply: %s: %s",
+                               topic, record.partition, record.offset, type(exc).__name__, exc)
+    tally.undecodable, tally.unfoldable, tally.read = undecodable, unfoldable, read
+    return tally
+
+
+def _hash_newest(models: Models, tally: _Tally) -> None:
+    """Each instance's hash, of the newest record the tally saw of it (then forgotten)."""
+    instances = models.instances.instances
+    for instance_id, data in tally.newest.items():
         instances[instance_id].last_digest = event_digest(data)
-    report = ReplayReport(dict(sorted(counts.items())), dict(sorted(projection.by_status().items())),
-                          undecodable, read, time.perf_counter() - started, until, drain.complete, unfoldable,
-                          sealing.vouched_count if sealing is not None else 0)
-    return models, report
+    tally.newest = {}
+
+
+def _add(tally: _Tally, more: _Tally) -> None:
+    tally.newest.update(more.newest)
+    tally.undecodable += more.undecodable
+    tally.unfoldable += more.unfoldable
+    tally.read += more.read
+    tally.complete = tally.complete and more.complete
+
+
+def _merge(models: Models, tally: _Tally, helped: _Share, sealing: Sealing | None, codec: Codec) -> None:
+    """The helper's half into this process's models, seal and tally."""
+    projection = models.instances
+    projection.instances.update(helped.instances)
+    projection.events_folded += helped.events_folded
+    projection.clock.log_time_ms = max(projection.clock.log_time_ms, helped.log_time_ms)
+    counts = models.events_by_topic
+    for topic, count in helped.events_by_topic.items():
+        counts[topic] = counts.get(topic, 0) + count
+    _add(tally, helped.tally)
+    if sealing is not None:
+        sealing.adopt(helped.sealed, helped.checked)
+    if helped.foreign:
+        # already counted as read and put through the seal's digest by the helper: folded here, each
+        # signature verified (there are few: other models' events on an instance topic)
+        more = _fold([helped.foreign], models, codec, None, None, None)
+        more.read = 0
+        _add(tally, more)
+
+
+def _disjoint(models: Models, shares: list[_Share]) -> bool:
+    """Whether no instance is in two of: the models, the shares."""
+    seen = set(models.instances.instances)
+    for helped in shares:
+        if not helped.instances.keys().isdisjoint(seen):
+            return False
+        seen.update(helped.instances)
+    return True
+
+
+def _partitions(log: EventLog, names: Iterable[str]) -> list[TopicPartition]:
+    return [(topic, p) for topic in names for p in range(log.partitions(topic))]
+
+
+def _helper_share(log: EventLog, names: list[str], helper: ReplayHelper | None) -> list[TopicPartition]:
+    """The partitions a helper reads: the upper half of the instance topics' partition numbers (an
+    instance's events have the same number in every topic: partition_for), when those topics have
+    one partition count and the half holds enough records to be worth a second process."""
+    if helper is None:
+        return []
+    instance_topics = [t for t in names if t in _INSTANCE_TOPIC_NAMES]
+    counts = {log.partitions(t) for t in instance_topics}
+    if len(counts) != 1 or (count := counts.pop()) < 2:
+        return []
+    share = [(t, p) for t in instance_topics for p in range(count // 2, count)]
+    ends = log.ends(instance_topics)
+    if sum(ends.get(tp, 0) for tp in share) < helper.min_records:
+        return []
+    return share
+
+
+_INSTANCE_TOPIC_NAMES = frozenset(str(t) for t in INSTANCE_TOPICS)
+
+
+class _Helping:
+    """The helper process: spawned (not forked: the parent may hold a Kafka client's threads), it
+    folds its share one partition number at a time and sends each as it is done; a thread here
+    receives them while this process folds its own half, so neither waits for the other until the
+    last. When the helper fails to start, dies or fails, `result` has what arrived before, and the
+    caller reads the rest itself."""
+
+    def __init__(self, helper: ReplayHelper, share: list[TopicPartition], until: Until | None, batch: int,
+                 stall_s: float, sealing: Sealing | None) -> None:
+        # a fork copies only the thread that forks: with any other running, its locks could be held
+        forking = helper.start_method == "fork" and _one_thread()
+        context = multiprocessing.get_context("fork") if forking else multiprocessing.get_context("spawn")
+        self._receiving, sending = context.Pipe(duplex=False)
+        self._shares: list[_Share] = []
+        self._broken: SealBroken | None = None
+        self._thread: threading.Thread | None = None
+        old = sealing.old if sealing is not None else None
+        self._process: BaseProcess | None = context.Process(
+            target=_help, name="eventsvm-replay-helper", daemon=True,
+            args=(sending, helper, share, until, batch, stall_s, sealing is not None, old))
+        try:
+            self._process.start()
+        except Exception as exc:  # no process to spare (or a helper that cannot cross): read here
+            logger.warning("replay: no helper process (%s: %s); reading every partition here",
+                           type(exc).__name__, exc)
+            self._process = None
+        sending.close()  # the helper's end: when it exits, a receive here ends (EOFError), never hangs
+        if self._process is not None:
+            self._thread = threading.Thread(target=self._receive, name="replay-helper-receiver", daemon=True)
+            self._thread.start()
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                answer = self._receiving.recv()
+            except (EOFError, OSError) as exc:
+                logger.warning("replay: the helper process ended before its last share (%s); the rest "
+                               "is read here", exc)
+                return
+            if answer is None:  # its last share was sent
+                return
+            if isinstance(answer, _Share):
+                self._shares.append(answer)
+                continue
+            if isinstance(answer, SealBroken):
+                self._broken = answer
+            else:
+                logger.warning("replay: the helper failed (%s); the rest is read here", answer)
+            return
+
+    def result(self) -> list[_Share]:
+        """Every share the helper sent; SealBroken as the helper met it."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._broken is not None:
+            raise self._broken
+        return self._shares
+
+    def close(self) -> None:
+        """The process gone (killed if it still runs: the replay that wanted it is over)."""
+        process = self._process
+        if process is not None:
+            process.join(1.0)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        # the helper gone, its end of the pipe is closed: the receiver has met the end by now
+        if self._thread is not None:
+            self._thread.join()
+        self._receiving.close()
+
+
+def _one_thread() -> bool:
+    """Whether this process runs a single thread, native ones (librdkafka's) counted: Linux's
+    task list; elsewhere, not known, so no."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def _help(sending: Connection, helper: ReplayHelper, share: list[TopicPartition], until: Until | None,
+          batch: int, stall_s: float, sealed: bool, old: Seal | None) -> None:
+    """The helper process: fold `share` one partition number at a time, sending each (or what
+    stopped it) back; None once all are sent."""
+    answer: object = None
+    gc.disable()  # as in replay: the fold makes no cycles
+    try:
+        log = helper.open_log()
+        try:
+            codec = helper.codec()
+            sealing = Sealing(old) if sealed else None
+            for number in sorted({p for _, p in share}):
+                sending.send(_fold_share(log, [tp for tp in share if tp[1] == number], codec, until, batch,
+                                         stall_s, sealing))
+        finally:
+            log.close()
+    except SealBroken as exc:
+        answer = exc
+    except Exception as exc:  # said to the parent, which reads the rest itself
+        answer = f"{type(exc).__name__}: {exc}"
+    try:
+        sending.send(answer)
+    finally:
+        sending.close()
+
+
+def _fold_share(log: EventLog, partitions: list[TopicPartition], codec: Codec, until: Until | None,
+                batch: int, stall_s: float, sealing: Sealing | None) -> _Share:
+    """Fold `partitions` into models of their own, for the first process."""
+    models = Models()
+    foreign: list[Record] = []
+    names = sorted({topic for topic, _ in partitions})
+    tally = _fold_log(log, names, partitions, models, codec, until, batch, stall_s, sealing, foreign)
+    _hash_newest(models, tally)
+    instances = models.instances.instances
+    sealed: dict[TopicPartition, PartitionSeal] = {}
+    checked: set[TopicPartition] = set()
+    if sealing is not None:
+        sealed = {tp: sealing.chains[tp].sealed() for tp in partitions if tp in sealing.chains}
+        checked = sealing.checked & set(partitions)
+    return _Share(partitions, instances, models.instances.events_folded, models.instances.clock.log_time_ms,
+                  models.events_by_topic, foreign, tally, sealed, checked)
 
 
 def _before(record: Record, until_ms: int | None, limits: Mapping[TopicPartition, int]) -> bool:

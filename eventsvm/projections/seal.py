@@ -26,7 +26,7 @@ import json
 import os
 import struct
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
@@ -57,6 +57,11 @@ class SealBroken(ForgedEvent):
                          f"{detail}; verify every signature (eventsvm replay --no-seal, eventsvm audit "
                          "verify)")
         self.where = where
+        self._made_of = (where, first, last, detail)
+
+    def __reduce__(self) -> tuple[type[SealBroken], tuple[TopicPartition, int, int, str]]:
+        # as it was made: a replay's helper process sends it to the process that asked
+        return SealBroken, self._made_of
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,8 @@ class Sealing:
     # the batch: hashlib lets go of the GIL for buffers this large, so on a second core they cost
     # a replay nothing. `_work`: what is still to hash, in order; `_hashing`: the batch being hashed.
     _work: list[tuple[Callable[[bytes], object], bytes]] = field(default_factory=list, repr=False)
+    # what another process's reading of other partitions sealed (a replay's helper), as if read here
+    adopted: dict[TopicPartition, PartitionSeal] = field(default_factory=dict)
     _hashing: _Hashing | None = field(default=None, repr=False)
 
     @property
@@ -254,6 +261,13 @@ class Sealing:
                              f"seal covers {old.count} hashing to {old.digest[:16]}…")
         self.checked.add(where)
 
+    def adopt(self, sealed: Mapping[TopicPartition, PartitionSeal],
+              checked: Iterable[TopicPartition]) -> None:
+        """Take in what a reading of other partitions in another process sealed (`sealed`) and found
+        equal to this seal (`checked`): the next seal covers them as if they were read here."""
+        self.adopted.update(sealed)
+        self.checked.update(checked)
+
     def refuse(self, record: Record) -> None:
         """`record` did not verify: the next seal does not vouch for it."""
         self.chains[(record.topic, record.partition)].refused.add(record.offset)
@@ -274,6 +288,7 @@ class Sealing:
         old seal's partitions of topics this reading left alone stay as they were."""
         self._hashed()
         partitions = dict(self.old.partitions) if self.old is not None else {}
+        partitions.update(self.adopted)
         partitions.update((w, c.sealed()) for w, c in self.chains.items() if c.count)
         return Seal(log_identity, dict(sorted(partitions.items())), now_ms())
 
