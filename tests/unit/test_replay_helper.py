@@ -263,7 +263,7 @@ def test_an_instance_crosses_to_another_process_whole(tmp_path: Path) -> None:
     models, _ = replay_of(tmp_path / "log.db", chains(1))
     inst = next(iter(models.instances.instances.values()))
     inst.more().locked, inst.more().locked_reason = True, "maintenance"
-    inst.metadata["k"] = "v"
+    inst.metadata = {**inst.metadata, "k": "v"}  # a new dict: the folded one is shared, never changed
     again = pickle.loads(pickle.dumps(inst, pickle.HIGHEST_PROTOCOL))
     assert again == inst and again is not inst
     assert (again.locked, again.locked_reason, again.ports, again.actions) == \
