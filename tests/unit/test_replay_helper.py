@@ -28,7 +28,7 @@ from eventsvm.events.model import Event, EventType, Topic
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog, OutRecord, partition_for
 from eventsvm.projections.readmodel import ALL_TOPICS, Models
-from eventsvm.projections.replay import ReplayHelper, ReplayReport, model_differences, replay
+from eventsvm.projections.replay import ReplayHelper, ReplayReport, Until, model_differences, replay
 from eventsvm.projections.seal import SealBroken, Sealing
 from tests.factories import event_records, instance_chain, signed_records, sqlite_log
 from tests.unit.test_seal import admin_grant, alter_stored, seal_by_audit, store_of
@@ -107,7 +107,7 @@ from eventsvm.app.writers import trusting_codec
 from eventsvm.config import LogConfig
 from eventsvm.log.factory import open_log
 from eventsvm.projections.readmodel import ALL_TOPICS
-from eventsvm.projections.replay import ReplayHelper, model_differences, replay
+from eventsvm.projections.replay import ReplayHelper, Until, model_differences, replay
 from tests.factories import signed_records, sqlite_log
 from tests.unit import test_replay_helper as here
 tmp = Path({str(tmp_path)!r})
@@ -125,6 +125,20 @@ with sqlite_log(db, {PARTITIONS}, ALL_TOPICS) as log:
                          cwd=Path(__file__).parents[2])
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split() == ["forked", "True", "[]"]
+
+
+def test_two_processes_stop_at_the_same_moment_as_one(log: EventLog, db: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    events = chains(40)
+    log.append(signed_records(data_dir, events[:100], stored_at=1_000))
+    log.append(signed_records(data_dir, events[100:], stored_at=2_000))
+    until = Until(ms=1_500)
+
+    one, alone = replay(log, trusting_codec(data_dir), until)
+    two, helped = replay(log, trusting_codec(data_dir), until, helper=helper(db, data_dir))
+    assert alone.events == 100 and helped.helped > 0
+    assert model_differences(two, one) == []
+    same_report(alone, helped)
 
 
 def test_a_sealed_replay_in_two_processes_checks_and_writes_the_whole_seal(
