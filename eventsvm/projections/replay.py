@@ -411,8 +411,8 @@ _INSTANCE_TOPIC_NAMES = frozenset(str(t) for t in INSTANCE_TOPICS)
 
 
 class _Helping:
-    """The helper process: spawned (not forked: the parent may hold a Kafka client's threads), it
-    folds its share one partition number at a time and sends each as it is done; a thread here
+    """The helper process: forked or spawned as ReplayHelper.start_method and this process's threads
+    allow, it folds its share one partition number at a time and sends each as it is done; a thread here
     receives them while this process folds its own half, so neither waits for the other until the
     last. When the helper fails to start, dies or fails, `result` has what arrived before, and the
     caller reads the rest itself."""
