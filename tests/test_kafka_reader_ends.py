@@ -48,9 +48,9 @@ class _Asked:
         self.count = 0
         real = log.list_offsets
 
-        def counted(tps: Any, spec: Any) -> dict[tuple[str, int], int]:
+        def counted(tps: Any, spec: Any, *isolation: Any) -> dict[tuple[str, int], int]:
             self.count += 1
-            return real(tps, spec)
+            return real(tps, spec, *isolation)
 
         monkeypatch.setattr(log, "list_offsets", counted)
 

@@ -562,13 +562,15 @@ class KafkaLog(EventLog):
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def list_offsets(self, tps: Iterable[TopicPartition], spec: OffsetSpec) -> dict[TopicPartition, int]:
-        """One ListOffsets request (committed data only) for logical partitions; retried while a
-        partition has no leader yet (a new topic, a leader moving)."""
+    def list_offsets(self, tps: Iterable[TopicPartition], spec: OffsetSpec,
+                     isolation: IsolationLevel = IsolationLevel.READ_COMMITTED) -> dict[TopicPartition, int]:
+        """One ListOffsets request (committed data only, unless `isolation` says otherwise) for
+        logical partitions; retried while a partition has no leader yet (a new topic, a leader
+        moving)."""
         query = {KafkaPartition(self.physical(t), p): spec for t, p in tps}
         deadline = time.monotonic() + self.timeout
         while query:
-            futures = self._admin.list_offsets(query, isolation_level=IsolationLevel.READ_COMMITTED,
+            futures = self._admin.list_offsets(query, isolation_level=isolation,
                                                request_timeout=self.timeout)
             try:
                 return {(self.logical(tp.topic), tp.partition): self._result(f, "listing offsets").offset
@@ -660,6 +662,14 @@ class KafkaLog(EventLog):
         self.settle()
         return self.list_offsets([(t, p) for t in topics for p in range(self.partitions(t))],
                                  OffsetSpec.latest())
+
+    def written_ends(self, topics: Iterable[str]) -> dict[TopicPartition, int]:
+        """The high watermarks: past every record written, in a transaction still open or not.
+        A commit is acknowledged once the coordinator has logged it, before its markers reach
+        the partitions; the last stable offset (`ends`) stays in front of its records until they
+        do, and the group's offsets may become stable first (their marker is written apart)."""
+        return self.list_offsets([(t, p) for t in topics for p in range(self.partitions(t))],
+                                 OffsetSpec.latest(), IsolationLevel.READ_UNCOMMITTED)
 
     def committed(self, group: str, topic: str) -> dict[int, int]:
         """Per partition, the offset `group` committed on `topic` (absent when none)."""

@@ -215,6 +215,14 @@ class EventLog(ABC):
         """`end_offsets` of several topics, by (topic, partition); engines ask for all at once."""
         return {(t, p): end for t in topics for p, end in self.end_offsets(t).items()}
 
+    def written_ends(self, topics: Iterable[str]) -> dict[TopicPartition, int]:
+        """Per partition, the offset after the last record written to it, whatever the outcome of
+        its transaction (committed, aborted or still open: Kafka's high watermark). A reader whose
+        `positions` reach these has met the outcome of every transaction begun before this call;
+        `ends` may stop short of one committed whose markers are still being written. An engine
+        whose appends are readable the moment they are committed writes nothing else."""
+        return self.ends(topics)
+
     @abstractmethod
     def committed(self, group: str, topic: str) -> dict[int, int]:
         """Per partition, the offset `group` committed (absent when nothing was committed)."""

@@ -41,6 +41,7 @@ from eventsvm.log.port import (
     OutRecord,
     Reader,
     Record,
+    TopicPartition,
 )
 from eventsvm.runtime import heap
 from eventsvm.runtime.fold_letters import STATE_ONLY_TOPICS, FoldLetters
@@ -60,6 +61,10 @@ OUTAGE_FIRST_PAUSE_S = 0.5
 OUTAGE_MAX_PAUSE_S = 10.0
 # a changed state settles (forgets what is past its retention) at most this often while it runs
 SETTLE_EVERY_S = 1.0
+# How long one step waits, after partitions came, for the state topics' transactions to end
+# before it puts its inputs back and polls the group again (a longer wait inside one step would
+# outlast the member's max.poll.interval while a dead writer's transaction times out).
+TAKEOVER_WAIT_S = 0.5
 
 
 def outage_pause(failures: int) -> float:
@@ -119,6 +124,9 @@ class ServiceRunner(Generic[S]):
         # the member name, held while this runner lives (its members come and go under it)
         self._name_hold: MemberNameHold | None = None
         self._reassigned = False
+        # after partitions came: where the state topics' writes ended then (see `_caught_up_past`)
+        self._takeover_target: dict[TopicPartition, int] | None = None
+        self._takeover_waits = 0
         self._partition_counts: dict[str, int] = {}
         self._transient_failures = 0
         self._stale = False
@@ -239,6 +247,39 @@ class ServiceRunner(Generic[S]):
 
     def _on_assign(self, _partitions: set[tuple[str, int]]) -> None:
         self._reassigned = True
+        self._takeover_target = None  # asked again: what the last owner wrote ends later still
+
+    def _took_over(self) -> bool:
+        """After partitions came (from another member, or a process that died): whether the state
+        holds everything their last owner committed. Its last commit may be acknowledged, and its
+        input offsets readable as committed, while the commit's markers have yet to reach the
+        state topics; a read to their committed end (last stable offset) stops in front of those
+        records then, and deciding on such a state handed out the same address twice. So the
+        state reader goes past every record written by the time the partitions came, which it
+        can only do once each of those transactions has ended, and folds what was committed."""
+        assert self._reader is not None
+        if self._takeover_target is None:
+            self._takeover_target = self.log.written_ends([str(t) for t in self.service.state_topics])
+        deadline = time.monotonic() + TAKEOVER_WAIT_S
+        while True:
+            self.catch_up(to_end=True)
+            positions = self._reader.positions()
+            behind = {tp: end for tp, end in self._takeover_target.items() if positions.get(tp, 0) < end}
+            if not behind:
+                self._reassigned, self._takeover_target, self._takeover_waits = False, None, 0
+                return True
+            if time.monotonic() >= deadline:
+                self._takeover_waits += 1
+                # Each wait is one step's TAKEOVER_WAIT_S. Seconds of it are a writer that died in
+                # mid-transaction, until the broker aborts it (its transaction timeout) or its
+                # restart fences it: worth an operator's eye only when it lasts.
+                level = logging.INFO if self._takeover_waits < 20 else logging.WARNING
+                if self._takeover_waits in (1, 20) or self._takeover_waits % 100 == 0:
+                    log.log(level, "%s: partitions came; waiting %d steps for the transactions "
+                            "written before to end (%s)", self.service.name, self._takeover_waits,
+                            ", ".join(f"{t}[{p}] {positions.get((t, p), 0)} < {end}"
+                                      for (t, p), end in sorted(behind.items())))
+                return False
 
     def close(self) -> None:
         """Leave the group, release the readers and give the member name up."""
@@ -303,10 +344,10 @@ class ServiceRunner(Generic[S]):
         """Process one batch of input; returns how many input records it consumed."""
         assert self._member is not None, "start() first"
         records = self._member.poll(self.max_batch, self.poll_timeout)
-        if self._reassigned:
-            # A partition may have come from another member: see everything it committed first.
-            self._reassigned = False
-            self.catch_up(to_end=True)
+        if self._reassigned and not self._took_over():
+            if records:
+                self._member.rewind()  # decided once the state is whole
+            return 0
         if not records:
             self.catch_up(to_end=False)
             return 0

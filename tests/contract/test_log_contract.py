@@ -178,6 +178,21 @@ def test_reader_from_the_beginning_reads_everything_and_then_is_at_end(engine):
     assert values(first + drain(reader)) == [b"v0", b"v1", b"v2"]
 
 
+def test_a_reader_past_the_written_ends_has_read_everything_appended_before(engine):
+    log = engine.open(partitions=2)
+    log.create_topics(["t"])
+    log.append(keyed("t", 5))
+    committed = log.ends(["t"])
+    written = log.written_ends(["t"])
+    # nothing is left open: past every record written is past every record committed
+    assert written == committed and sum(written.values()) >= 5
+    reader = log.reader(["t"], start=BEGINNING)
+    got = drain(reader)
+    assert sorted(values(got)) == sorted(values(keyed("t", 5)))
+    positions = reader.positions()
+    assert all(positions[tp] >= end for tp, end in written.items())
+
+
 def test_reader_from_the_end_sees_only_what_is_appended_later(engine):
     log = engine.open(partitions=2)
     log.create_topics(["t"])
