@@ -93,12 +93,14 @@ def provision(url: str, workspace: Path, validation: bool = False) -> None:
         sys.exit("interop.py: the cloud has no active image to boot")
     image_alt = _second_image(cloud, url, images[0])
     network = _shared_network(cloud)
+    # the seed's external network (tempest's test_external_network_visibility looks it up)
+    public = cloud.network.find_network("public", ignore_missing=False)
     etc = workspace / "etc"
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "accounts.yaml").write_text(_accounts_yaml(accounts))
     (etc / "tempest.conf").write_text(
-        _tempest_conf(url, etc / "accounts.yaml", images[0].id, image_alt, network, admin_password,
-                      validation))
+        _tempest_conf(url, etc / "accounts.yaml", images[0].id, image_alt, network, public.id,
+                      admin_password, validation))
 
 
 def _second_image(cloud: openstack.connection.Connection, url: str, image: Any) -> str:
@@ -137,7 +139,7 @@ def _accounts_yaml(accounts: list[dict[str, object]]) -> str:
 
 
 def _tempest_conf(url: str, accounts: Path, image_id: str, image_alt: str, network: str,
-                  admin_password: str, validation: bool = False) -> str:
+                  public_network_id: str, admin_password: str, validation: bool = False) -> str:
     """What the guideline needs enabled (resize and snapshot included). Guest SSH validation only
     with `validation`: on libvirt's test driver, the default hypervisor, guests have no network."""
     return f"""[DEFAULT]
@@ -202,6 +204,7 @@ config_drive = false
 
 [network]
 floating_network_name = public
+public_network_id = {public_network_id}
 shared_physical_network = false
 build_timeout = 60
 
@@ -222,6 +225,8 @@ catalog_type = volumev3
 [volume-feature-enabled]
 backup = false
 snapshot = true
+# the extensions this cinder lists (tempest's default, all, expects cinder's admin-only Hosts)
+api_extensions = os-availability-zone,os-vol-tenant-attr,os-used-limits
 
 [service_available]
 nova = true

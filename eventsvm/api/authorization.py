@@ -186,6 +186,9 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("GET", "/image/v2/images/{image_id}"): _glance("get_image", "image"),
     ("POST", "/image/v2/images"): _glance("add_image"),
     ("DELETE", "/image/v2/images/{image_id}"): _glance("delete_image", "image"),
+    ("PATCH", "/image/v2/images/{image_id}"): _glance("modify_image", "image"),
+    ("PUT", "/image/v2/images/{image_id}/tags/{tag}"): _glance("modify_image", "image"),
+    ("DELETE", "/image/v2/images/{image_id}/tags/{tag}"): _glance("modify_image", "image"),
     # an image path with an empty id: the rule checked against the caller's own project, then a 404
     ("GET", "/image/v2/images/"): _glance("get_image"),
     ("DELETE", "/image/v2/images/"): _glance("delete_image"),
@@ -193,10 +196,16 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("GET", "/network/v2.0/networks"): _neutron("get_network"),
     ("GET", "/network/v2.0/networks/{network_id}"): _neutron("get_network", "network"),
     ("POST", "/network/v2.0/networks"): _neutron("create_network"),
+    ("PUT", "/network/v2.0/networks/{network_id}"): _neutron("update_network", "network"),
+    ("DELETE", "/network/v2.0/networks/{network_id}"): _neutron("delete_network", "network"),
+    ("PUT", "/network/v2.0/subnets/{subnet_id}"): _neutron("update_subnet", "subnet"),
+    ("DELETE", "/network/v2.0/subnets/{subnet_id}"): _neutron("delete_subnet", "subnet"),
     ("GET", "/network/v2.0/subnets"): _neutron("get_subnet"),
     ("GET", "/network/v2.0/subnets/{subnet_id}"): _neutron("get_subnet", "subnet"),
     # the network's owner is checked by the handler, which reads the body (network_subnet_target)
     ("POST", "/network/v2.0/subnets"): _neutron("create_subnet", "own_network"),
+    ("GET", "/network/v2.0/extensions"): ANY_TOKEN,
+    ("GET", "/network/v2.0/extensions/{alias}"): ANY_TOKEN,
     ("GET", "/network/v2.0/floatingips"): _neutron("get_floatingip"),
     ("GET", "/network/v2.0/ports"): _neutron("get_port"),
     ("GET", "/network/v2.0/ports/{port_id}"): _neutron("get_port"),
@@ -218,6 +227,8 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("PUT", f"{_CINDER}/volumes/"): _cinder("volume:update"),
     ("DELETE", f"{_CINDER}/volumes/"): _cinder("volume:delete"),
     ("GET", f"{_CINDER}/limits"): _cinder("limits_extension:used_limits"),
+    ("GET", f"{_CINDER}/os-availability-zone"): _cinder("volume_extension:availability_zone_list"),
+    ("GET", f"{_CINDER}/extensions"): ANY_TOKEN,
 }
 
 # POST /servers/{id}/action: nova's rule for each action a body may name

@@ -86,6 +86,18 @@ class Conflict(ApiError):
     status = 409
 
 
+class TooLarge(ApiError):
+    """413: more than a limit allows (glance: an image's tags past its quota)."""
+
+    status = 413
+
+
+class UnsupportedMediaType(ApiError):
+    """415: a body of a type the call does not take (glance's PATCH takes JSON patch only)."""
+
+    status = 415
+
+
 class NotImplementedHere(ApiError):
     """501: nova's answer for a feature the hypervisor or this cloud does not offer."""
 

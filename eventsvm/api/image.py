@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from eventsvm.api.auth import Identity, api_context, current_identity
 from eventsvm.api.context import ApiContext, reads_models
-from eventsvm.api.errors import BadRequest, Conflict, NotFound
+from eventsvm.api.errors import BadRequest, Conflict, Forbidden, NotFound, TooLarge, UnsupportedMediaType
 from eventsvm.api.models import ImageCreate
 from eventsvm.api.openapi import failures
 from eventsvm.api.policy_check import authorize, own_target
@@ -80,7 +83,7 @@ def image_view(image: Body, created_ms: int | None) -> dict[str, Any]:
             "status": image.get("status", "active"),
             "visibility": image.get("visibility", "public"),
             "owner": image.get("owner"),
-            "protected": False,
+            "protected": image.get("protected", False),
             "os_hidden": False,
             "checksum": None,
             "os_hash_algo": None,
@@ -92,8 +95,8 @@ def image_view(image: Body, created_ms: int | None) -> dict[str, Any]:
             "disk_format": image.get("disk_format"),
             "container_format": image.get("container_format"),
             "created_at": created,
-            "updated_at": created,
-            "tags": [],
+            "updated_at": iso_z(image["updated_at"]) if "updated_at" in image else created,
+            "tags": list(image.get("tags", [])),
             "self": f"/v2/images/{image['id']}",
             "file": f"/v2/images/{image['id']}/file",
             "schema": "/v2/schemas/image",
@@ -262,6 +265,171 @@ def remove_image(image_id: str, request: Request, caller: Identity, ctx: ApiCont
         image = visible_image(ctx.readmodel.models.catalog, caller, image_id)
     if image is None:
         raise NotFound(f"No image found with ID {image_id}")
+    if image.get("protected"):
+        raise Forbidden(f"Image {image_id} is protected and cannot be deleted.")
     # in log order, so an answer of 204 means this process no longer shows the image
     deleted = caller_event(EventType.IMAGE_DELETED, image_id, {"id": image_id}, request, caller)
     append_in_log_order(ctx, deleted)
+
+
+# -- changes: glance's JSON patch and its tag calls -------------------------------------------
+PATCH_MEDIA_TYPES = ("application/openstack-images-v2.1-json-patch",
+                     "application/openstack-images-v2.0-json-patch")
+# what a patch may set besides custom properties (glance's other base attributes are read-only;
+# disk and container formats only change before an upload, which this glance never waits for)
+_EDITABLE = ("name", "visibility", "min_disk", "min_ram", "protected", "tags")
+# glance's image_tag_quota
+MAX_TAGS = 128
+
+
+def _editable_value(name: str, value: Any) -> Any:
+    """A base attribute's new value, as glance's schema accepts it (400 otherwise)."""
+    if name == "name" and (value is None or isinstance(value, str) and len(value) <= 255):
+        return value if value is not None else ""
+    if name == "visibility" and value in ("public", "private", "shared", "community"):
+        return value
+    if name in ("min_disk", "min_ram") and type(value) is int and value >= 0:
+        return value
+    if name == "protected" and isinstance(value, bool):
+        return value
+    if name == "tags" and isinstance(value, list) and all(
+            isinstance(t, str) and 0 < len(t) <= 255 for t in value):
+        tags = list(dict.fromkeys(value))
+        if len(tags) > MAX_TAGS:
+            raise TooLarge(f"Maximum number of tags exceeded: {len(tags)} of {MAX_TAGS}.")
+        return tags
+    raise BadRequest(f"Invalid value for {name}: {str(value)[:64]!r}.")
+
+
+def _patched(image: Body, operations: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """The image's editable attributes and custom properties after glance's JSON patch."""
+    if not isinstance(operations, list):
+        raise BadRequest("The request body must be a JSON array of patch operations.")
+    values: dict[str, Any] = {
+        "name": image["name"], "visibility": image.get("visibility", "public"),
+        "min_disk": image.get("min_disk", 0), "min_ram": image.get("min_ram", 0),
+        "protected": image.get("protected", False), "tags": list(image.get("tags", [])),
+    }
+    properties = dict(image.get("properties") or {})
+    for operation in operations:
+        if (not isinstance(operation, dict) or operation.get("op") not in ("add", "replace", "remove")
+                or not isinstance(operation.get("path"), str) or not operation["path"].startswith("/")):
+            raise BadRequest(f"Unable to parse operation {str(operation)[:128]}.")
+        if operation["op"] != "remove" and "value" not in operation:
+            raise BadRequest(f"Operation {operation['op']} on {operation['path'][:64]} needs a value.")
+        # a JSON pointer of one segment: ~1 is a slash, ~0 a tilde
+        name = operation["path"][1:].replace("~1", "/").replace("~0", "~")
+        if "/" in operation["path"][1:]:
+            raise BadRequest(f"Nested paths are not allowed: {operation['path'][:64]}.")
+        if name in _EDITABLE:
+            if operation["op"] == "remove":
+                raise Forbidden(f"Attribute '{name}' cannot be removed.")
+            values[name] = _editable_value(name, operation["value"])
+        elif name in _CORE:
+            raise Forbidden(f"Attribute '{name}' is read-only.")
+        elif operation["op"] == "remove" or operation["op"] == "replace" and name not in properties:
+            if name not in properties:
+                raise Conflict(f"Property {name[:255]} does not exist.")
+            del properties[name]
+        else:
+            value = operation["value"]
+            if not isinstance(value, str) or not 0 < len(name) <= 255 or len(value) > 65535:
+                raise BadRequest(f"Property {name[:255]} must be a string of at most 65535 characters.")
+            properties[name] = value
+    return values, properties
+
+
+def _change_image(ctx: ApiContext, request: Request, caller: Identity, image_id: str,
+                  edit: Callable[[Body], tuple[dict[str, Any], dict[str, str]]]) -> Body:
+    """Append catalog.image_changed with what `edit` changes of the image (nothing when nothing
+    does) and return the image as it stands after. Making an image public (or community) is as
+    glance's policy says; being allowed to change it at all is the route table's modify_image."""
+    rm = ctx.readmodel
+    with rm.lock:
+        image = visible_image(rm.models.catalog, caller, image_id)
+    if image is None:
+        raise NotFound(f"No image found with ID {image_id}")
+    values, properties = edit(image)
+    if values["visibility"] != image.get("visibility", "public"):
+        rule = {"public": "publicize_image", "community": "communitize_image"}.get(values["visibility"])
+        if rule is not None:
+            authorize(ctx, caller, "glance", rule, {**own_target(caller), "project_id": image.get("owner")})
+    before, held = _patched(image, [])
+    changed = [name for name in _EDITABLE if values[name] != before[name]]
+    set_properties = {k: v for k, v in properties.items() if held.get(k) != v}
+    removed = sorted(set(held) - set(properties))
+    if set_properties or removed:
+        changed.append("properties")
+    if changed:
+        body = {"id": image_id, "changed": changed, **values, "set": set_properties, "removed": removed}
+        rm.append([caller_event(EventType.IMAGE_CHANGED, image_id, body, request, caller)])
+    with rm.lock:
+        found = rm.models.catalog.images.get(image_id)
+    if found is None:  # deleted meanwhile
+        raise NotFound(f"No image found with ID {image_id}")
+    return found
+
+
+
+@router.patch(
+    "/v2/images/{image_id}", summary="Change an image (JSON patch)",
+    response_model=Image, response_model_exclude_unset=True, responses=failures(400, 403, 404, 409, 413, 415),
+)
+async def update_image(
+    image_id: str, request: Request, caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """Glance's PATCH: `add`, `replace` and `remove` of the name, visibility, minimums,
+    protection, tags and custom properties, as application/openstack-images-v2.1-json-patch."""
+    with ctx.readmodel.lock:
+        if visible_image(ctx.readmodel.models.catalog, caller, image_id) is None:
+            raise NotFound(f"No image found with ID {image_id}")  # before its body says anything
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in PATCH_MEDIA_TYPES:
+        raise UnsupportedMediaType(f"Unsupported Content-Type {media[:64]!r}: send "
+                                   f"{PATCH_MEDIA_TYPES[0]}.")
+    try:
+        operations = json.loads(await request.body())
+    except ValueError:
+        raise BadRequest("The request body is not valid JSON.") from None
+    image = await run_in_threadpool(_change_image, ctx, request, caller, image_id,
+                                    lambda held: _patched(held, operations))
+    with ctx.readmodel.lock:
+        return image_view(image, ctx.readmodel.models.catalog.created_at.get(image_id))
+
+
+def _with_tag(tag: str, present: bool) -> Callable[[Body], tuple[dict[str, Any], dict[str, str]]]:
+    def edit(image: Body) -> tuple[dict[str, Any], dict[str, str]]:
+        values, properties = _patched(image, [])
+        tags = [t for t in values["tags"] if t != tag]
+        if not present and len(tags) == len(values["tags"]):
+            raise NotFound(f"Tag {tag[:255]} not found.")
+        values["tags"] = _editable_value("tags", [*tags, tag] if present else tags)
+        return values, properties
+    return edit
+
+
+@router.put(
+    "/v2/images/{image_id}/tags/{tag}", status_code=204, summary="Tag an image", response_class=Response,
+    responses=failures(400, 403, 404, 413),
+)
+def add_image_tag(
+    image_id: str, tag: str, request: Request, caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> Response:
+    """Add a tag (one the image already has changes nothing)."""
+    _change_image(ctx, request, caller, image_id, _with_tag(tag, present=True))
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/v2/images/{image_id}/tags/{tag}", status_code=204, summary="Untag an image", response_class=Response,
+    responses=failures(403, 404),
+)
+def delete_image_tag(
+    image_id: str, tag: str, request: Request, caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> Response:
+    """Remove a tag; 404 when the image does not have it."""
+    _change_image(ctx, request, caller, image_id, _with_tag(tag, present=False))
+    return Response(status_code=204)

@@ -268,6 +268,8 @@ class NetworkSpec(Lenient):
     """A new network."""
 
     name: Annotated[str, Field(max_length=255)] = ""
+    description: Annotated[str, Field(max_length=255)] = ""
+    admin_state_up: StrictBool = True
     shared: StrictBool = False
     external: StrictBool = Field(default=False, alias="router:external")
     mtu: Annotated[int, Field(ge=68, le=9216)] = 1500
@@ -277,6 +279,26 @@ class NetworkCreate(Lenient):
     """POST /network/v2.0/networks."""
 
     network: NetworkSpec
+
+
+class NetworkChanges(NetworkSpec):
+    """What PUT /network/v2.0/networks/{id} may change (a create's fields); only the fields sent
+    change."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)  # read-only ones are refused
+
+
+class NetworkUpdate(Lenient):
+    """PUT /network/v2.0/networks/{id}."""
+
+    network: NetworkChanges
+
+
+class HostRoute(Lenient):
+    """A route a subnet's DHCP hands its servers: `destination` (a CIDR) via `nexthop`."""
+
+    destination: Annotated[str, Field(min_length=1, max_length=64)]
+    nexthop: Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class AllocationPool(Lenient):
@@ -297,12 +319,35 @@ class SubnetSpec(Lenient):
     allocation_pools: list[AllocationPool] | None = Field(default=None, max_length=1)
     enable_dhcp: StrictBool = True
     dns_nameservers: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=5)
+    description: Annotated[str, Field(max_length=255)] = ""
+    host_routes: list[HostRoute] = Field(default_factory=list, max_length=20)
 
 
 class SubnetCreate(Lenient):
     """POST /network/v2.0/subnets."""
 
     subnet: SubnetSpec
+
+
+class SubnetChanges(Lenient):
+    """What PUT /network/v2.0/subnets/{id} may change; only the fields sent change (a subnet's
+    cidr, network and IP version are fixed at its create)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)  # read-only ones are refused
+
+    name: Annotated[str, Field(max_length=255)] = ""
+    description: Annotated[str, Field(max_length=255)] = ""
+    gateway_ip: Annotated[str | None, Field(default=None, max_length=64)] = None
+    allocation_pools: list[AllocationPool] = Field(default_factory=list, min_length=1, max_length=1)
+    enable_dhcp: StrictBool = True
+    dns_nameservers: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=5)
+    host_routes: list[HostRoute] = Field(default_factory=list, max_length=20)
+
+
+class SubnetUpdate(Lenient):
+    """PUT /network/v2.0/subnets/{id}."""
+
+    subnet: SubnetChanges
 
 
 # cinder's limits on a metadata item: a key of 1-255 characters, a value of up to 255

@@ -8,12 +8,20 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from eventsvm.api.auth import Identity, api_context, current_identity
+from eventsvm.api.authorization import network_target
 from eventsvm.api.context import ApiContext, reads_models
 from eventsvm.api.errors import BadRequest, Conflict, NotFound
-from eventsvm.api.models import NetworkCreate, SubnetCreate
+from eventsvm.api.models import (
+    AllocationPool,
+    HostRoute,
+    NetworkCreate,
+    NetworkUpdate,
+    SubnetCreate,
+    SubnetUpdate,
+)
 from eventsvm.api.openapi import failures
 from eventsvm.api.policy_check import authorize, own_target, permits
 from eventsvm.api.responses import NetworkBody, NetworkList, PortBody, PortList
@@ -46,6 +54,42 @@ def resources(request: Request) -> dict[str, Any]:
             for n in ("network", "subnet", "port")
         ]
     }
+
+
+# The API extensions this neutron serves, by alias: only those whose attributes and calls are
+# here (no routers, floating IPs or security groups). Clients ask before using a feature.
+EXTENSIONS: dict[str, tuple[str, str]] = {
+    "external-net": ("Neutron external network", "Adds external network attribute to network resource."),
+    "net-mtu": ("Network MTU", "Provides MTU attribute for a network resource."),
+    "binding": ("Port Binding", "Expose port bindings of a virtual port to external application"),
+    "standard-attr-description": ("standard-attr-description",
+                                  "Extension to add descriptions to standard attributes"),
+    "standard-attr-revisions": ("Resource revision numbers",
+                                "This extension will display the revision number of neutron resources."),
+    "standard-attr-timestamp": ("Resource timestamps",
+                                "Adds created_at and updated_at fields to all Neutron resources that "
+                                "have Neutron standard attributes."),
+}
+
+
+def _extension(alias: str) -> dict[str, Any]:
+    name, description = EXTENSIONS[alias]
+    return {"alias": alias, "name": name, "description": description, "updated": "2013-01-01T10:00:00-00:00",
+            "links": []}
+
+
+@router.get("/v2.0/extensions", summary="List the API extensions")
+def list_extensions(_: Identity = Depends(current_identity)) -> dict[str, Any]:
+    """What this networking API offers beyond its core, as clients discover it."""
+    return {"extensions": [_extension(alias) for alias in sorted(EXTENSIONS)]}
+
+
+@router.get("/v2.0/extensions/{alias}", summary="Show an API extension", responses=failures(404))
+def show_extension(alias: str, _: Identity = Depends(current_identity)) -> dict[str, Any]:
+    """One extension by alias; 404 for one not served here."""
+    if alias not in EXTENSIONS:
+        raise NotFound(f"Extension with alias {alias} does not exist", kind="ExtensionNotFound")
+    return {"extension": _extension(alias)}
 
 
 def _matches(query: Any, item: dict[str, Any], fields: tuple[str, ...]) -> bool:
@@ -89,14 +133,14 @@ def network_view(models: Models, network: Body) -> dict[str, Any]:
         "id": network["id"],
         "name": network["name"],
         "status": "ACTIVE",
-        "admin_state_up": True,
+        "admin_state_up": network.get("admin_state_up", True),
         "shared": network.get("shared", False),
         "router:external": network.get("external", False),
         "mtu": network.get("mtu", 1500),
         "subnets": [s["id"] for s in models.catalog.subnets_of(network["id"])],
         "tenant_id": network.get("owner"),
         "project_id": network.get("owner"),
-        "description": "",
+        "description": network.get("description", ""),
         "availability_zones": ["nova"],
         "availability_zone_hints": [],
         "port_security_enabled": True,
@@ -106,8 +150,8 @@ def network_view(models: Models, network: Body) -> dict[str, Any]:
         "ipv6_address_scope": None,
         "l2_adjacency": True,
         "created_at": created,
-        "updated_at": created,
-        "revision_number": 1,
+        "updated_at": iso_z(network["updated_at"]) if "updated_at" in network else created,
+        "revision_number": network.get("revision", 1),
     }
 
 
@@ -166,6 +210,8 @@ def create_network(
         "external": spec.external,
         "owner": caller.project_id,
         "mtu": spec.mtu,
+        "description": spec.description,
+        "admin_state_up": spec.admin_state_up,
     }
     rm = ctx.readmodel
     rm.append([caller_event(EventType.NETWORK_CREATED, network_id, network, request, caller)])
@@ -188,18 +234,18 @@ def subnet_view(models: Models, subnet: Body) -> dict[str, Any]:
         "allocation_pools": [{"start": subnet["allocation_start"], "end": subnet["allocation_end"]}],
         "enable_dhcp": subnet.get("enable_dhcp", True),
         "dns_nameservers": list(subnet.get("dns_nameservers", [])),
-        "host_routes": [],
+        "host_routes": [dict(route) for route in subnet.get("host_routes", [])],
         "tenant_id": network.get("owner"),
         "project_id": network.get("owner"),
-        "description": "",
+        "description": subnet.get("description", ""),
         "subnetpool_id": None,
         "ipv6_ra_mode": None,
         "ipv6_address_mode": None,
         "service_types": [],
         "tags": [],
         "created_at": created,
-        "updated_at": created,
-        "revision_number": 0,
+        "updated_at": iso_z(subnet["updated_at"]) if "updated_at" in subnet else created,
+        "revision_number": subnet.get("revision", 1) - 1,
     }
 
 
@@ -250,6 +296,58 @@ def _address(
     return address
 
 
+Cidr = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _pool(pool: AllocationPool, cidr: Cidr) -> tuple[str, str]:
+    """An allocation pool's first and last address, both inside the subnet."""
+    start = _address(pool.start, cidr, "allocation_pools")
+    end = _address(pool.end, cidr, "allocation_pools")
+    if int(start) > int(end):
+        raise BadRequest("Invalid input for allocation_pools: the start is after the end.")
+    return str(start), str(end)
+
+
+def _gateway_outside_pool(gateway: str | None, start: str, end: str) -> None:
+    if gateway is not None and int(ipaddress.ip_address(start)) <= int(ipaddress.ip_address(gateway)) \
+            <= int(ipaddress.ip_address(end)):
+        raise Conflict(f"Gateway ip {gateway} conflicts with allocation pool {start}-{end}",
+                       kind="GatewayConflictWithAllocationPools")
+
+
+def _nameservers(nameservers: list[str]) -> list[str]:
+    for nameserver in nameservers:
+        try:
+            ipaddress.ip_address(nameserver)
+        except ValueError:
+            raise BadRequest(
+                f"Invalid input for dns_nameservers: '{nameserver}' is not a valid IP address."
+            ) from None
+    if len(set(nameservers)) != len(nameservers):
+        raise BadRequest(f"Duplicate nameserver in {nameservers}.")
+    return list(nameservers)
+
+
+def _host_routes(routes: list[HostRoute], version: int) -> list[dict[str, str]]:
+    """Each route as neutron keeps it: a network of the subnet's IP version via an address."""
+    kept: list[dict[str, str]] = []
+    for route in routes:
+        try:
+            destination = ipaddress.ip_network(route.destination, strict=False)
+            nexthop = ipaddress.ip_address(route.nexthop)
+        except ValueError:
+            raise BadRequest(f"Invalid input for host_routes: {route.destination} via {route.nexthop} "
+                             "is not a network via an IP address.") from None
+        if destination.version != version or nexthop.version != version:
+            raise BadRequest(f"Invalid input for host_routes: {route.destination} via {route.nexthop} "
+                             f"is not IPv{version}, as the subnet is.")
+        entry = {"destination": str(destination), "nexthop": str(nexthop)}
+        if entry in kept:
+            raise BadRequest(f"Duplicate hostroute {entry['destination']} via {entry['nexthop']}.")
+        kept.append(entry)
+    return kept
+
+
 @router.post(
     "/v2.0/subnets", status_code=201, summary="Create a subnet",
     responses=failures(400, 403, 404, 409),
@@ -281,23 +379,12 @@ def create_subnet(
     if "gateway_ip" in spec.model_fields_set:
         gateway = None if spec.gateway_ip is None else str(_address(spec.gateway_ip, cidr, "gateway_ip"))
     if spec.allocation_pools:
-        start = _address(spec.allocation_pools[0].start, cidr, "allocation_pools")
-        end = _address(spec.allocation_pools[0].end, cidr, "allocation_pools")
-        if int(start) > int(end):
-            raise BadRequest("Invalid input for allocation_pools: the start is after the end.")
-        if gateway is not None and int(start) <= int(ipaddress.ip_address(gateway)) <= int(end):
-            raise Conflict(f"Gateway ip {gateway} conflicts with allocation pool {start}-{end}")
+        start, end = _pool(spec.allocation_pools[0], cidr)
+        _gateway_outside_pool(gateway, start, end)
     else:
         first = cidr.network_address + 1
-        start = first + 1 if gateway is not None and ipaddress.ip_address(gateway) == first else first
-        end = cidr.broadcast_address - 1 if cidr.version == 4 else cidr.broadcast_address
-    for nameserver in spec.dns_nameservers:
-        try:
-            ipaddress.ip_address(nameserver)
-        except ValueError:
-            raise BadRequest(
-                f"Invalid input for dns_nameservers: '{nameserver}' is not a valid IP address."
-            ) from None
+        start = str(first + 1 if gateway is not None and ipaddress.ip_address(gateway) == first else first)
+        end = str(cidr.broadcast_address - 1 if cidr.version == 4 else cidr.broadcast_address)
     subnet_id = str(uuid.uuid4())
     subnet = {
         "id": subnet_id,
@@ -305,11 +392,13 @@ def create_subnet(
         "name": spec.name,
         "cidr": str(cidr),
         "gateway_ip": gateway,
-        "allocation_start": str(start),
-        "allocation_end": str(end),
+        "allocation_start": start,
+        "allocation_end": end,
         "ip_version": spec.ip_version,
         "enable_dhcp": spec.enable_dhcp,
-        "dns_nameservers": list(spec.dns_nameservers),
+        "dns_nameservers": _nameservers(spec.dns_nameservers),
+        "description": spec.description,
+        "host_routes": _host_routes(spec.host_routes, cidr.version),
     }
     with rm.lock:
         for other in rm.models.catalog.subnets_of(spec.network_id):
@@ -320,6 +409,159 @@ def create_subnet(
                 )
     rm.append([caller_event(EventType.SUBNET_CREATED, subnet_id, subnet, request, caller)])
     return {"subnet": subnet_view(rm.models, subnet)}
+
+
+# what a network update may change (by the request model's field names)
+_NETWORK_FIELDS = {"name", "description", "admin_state_up", "mtu", "shared", "external"}
+# what an update may not name (neutron: "Cannot update read-only attribute")
+_NETWORK_READ_ONLY = frozenset({"id", "tenant_id", "project_id", "status", "subnets", "created_at",
+                                "updated_at", "revision_number"})
+_SUBNET_READ_ONLY = frozenset({"id", "network_id", "cidr", "ip_version", "tenant_id", "project_id",
+                               "subnetpool_id", "created_at", "updated_at", "revision_number"})
+
+
+def _refuse_read_only(sent: dict[str, Any] | None, read_only: frozenset[str]) -> None:
+    named = sorted(set(sent or {}) & read_only)
+    if named:
+        raise BadRequest(f"Cannot update read-only attribute {named[0]}")
+
+
+def _visible_subnet(models: Models, caller: Identity, subnet_id: str) -> Body:
+    subnet = models.catalog.subnets.get(subnet_id)
+    network = models.catalog.networks.get(subnet["network_id"]) if subnet is not None else None
+    if subnet is None or network is None or not network_visible(network, caller):
+        raise NotFound(f"Subnet {subnet_id} could not be found.", kind="SubnetNotFound")
+    return subnet
+
+
+def _ports_on(models: Models, network_id: str, subnet_id: str | None = None) -> list[str]:
+    """Ids of the servers that hold an address on the network (on the subnet, when given), or
+    asked for one on it and were not yet given it: nothing may pull an address from under them."""
+    using = []
+    for inst in models.instances.instances.values():
+        if inst.status == "DELETED":
+            continue
+        if any(p["network_id"] == network_id and subnet_id in (None, p["subnet_id"]) for p in inst.ports):
+            using.append(inst.id)
+        elif not inst.ports and inst.status == "BUILD" and any(
+                n.get("network_id") == network_id for n in inst.requested_networks):
+            using.append(inst.id)
+    return using
+
+
+@router.put(
+    "/v2.0/networks/{network_id}", summary="Update a network",
+    response_model=NetworkBody, response_model_exclude_unset=True, responses=failures(400, 403, 404),
+)
+def update_network(
+    network_id: str, body: NetworkUpdate, request: Request, caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """Append catalog.network_updated with the fields sent; sharing a network or making it
+    external (or no longer) is an admin's, as on create."""
+    changes = body.network
+    _refuse_read_only(changes.model_extra, _NETWORK_READ_ONLY)
+    rm = ctx.readmodel
+    with rm.lock:
+        network = visible_network(rm.models, caller, network_id)
+    if network is None:
+        raise NotFound(f"Network {network_id} could not be found.", kind="NetworkNotFound")
+    sent = changes.model_fields_set
+    for flag, rule in (("shared", "shared"), ("external", "router:external")):
+        if flag in sent and getattr(changes, flag) != network.get(flag, False):
+            authorize(ctx, caller, "neutron", f"update_network:{rule}", network_target(network))
+    values = changes.model_dump(include=_NETWORK_FIELDS)
+    changed = sorted(name for name in sent & _NETWORK_FIELDS if values[name] != network.get(name))
+    if changed:
+        update = {"id": network_id, "changed": changed, **values}
+        rm.append([caller_event(EventType.NETWORK_UPDATED, network_id, update, request, caller)])
+    with rm.lock:
+        network = rm.models.catalog.networks.get(network_id)
+        if network is None:  # deleted meanwhile
+            raise NotFound(f"Network {network_id} could not be found.", kind="NetworkNotFound")
+        return {"network": network_view(rm.models, network)}
+
+
+@router.delete(
+    "/v2.0/networks/{network_id}", status_code=204, summary="Delete a network and its subnets",
+    responses=failures(403, 404, 409),
+)
+def delete_network(
+    network_id: str, request: Request, caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> Response:
+    """Append catalog.network_deleted, which takes the network's subnets with it; refused (409)
+    while a server holds or awaits an address on it."""
+    rm = ctx.readmodel
+    with rm.lock:
+        if visible_network(rm.models, caller, network_id) is None:
+            raise NotFound(f"Network {network_id} could not be found.", kind="NetworkNotFound")
+        if _ports_on(rm.models, network_id):
+            raise Conflict(f"Unable to complete operation on network {network_id}. There are one or "
+                           "more ports still in use on the network.", kind="NetworkInUse")
+    rm.append([caller_event(EventType.NETWORK_DELETED, network_id, {"id": network_id}, request, caller)])
+    return Response(status_code=204)
+
+
+@router.put(
+    "/v2.0/subnets/{subnet_id}", summary="Update a subnet", response_model=None,
+    responses=failures(400, 403, 404, 409),
+)
+def update_subnet(
+    subnet_id: str, body: SubnetUpdate, request: Request, caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> dict[str, Any]:
+    """Append catalog.subnet_updated with the fields sent, checked as on create (a gateway and
+    an allocation pool inside the cidr and apart, addresses and routes well formed)."""
+    changes = body.subnet
+    _refuse_read_only(changes.model_extra, _SUBNET_READ_ONLY)
+    rm = ctx.readmodel
+    with rm.lock:
+        subnet = _visible_subnet(rm.models, caller, subnet_id)
+    cidr = ipaddress.ip_network(subnet["cidr"])
+    sent = changes.model_fields_set
+    update: dict[str, Any] = {
+        "id": subnet_id, "name": changes.name, "description": changes.description,
+        "gateway_ip": subnet.get("gateway_ip"), "enable_dhcp": changes.enable_dhcp,
+        "dns_nameservers": _nameservers(changes.dns_nameservers),
+        "host_routes": _host_routes(changes.host_routes, cidr.version),
+        "allocation_start": subnet["allocation_start"], "allocation_end": subnet["allocation_end"],
+    }
+    if "gateway_ip" in sent:
+        update["gateway_ip"] = (None if changes.gateway_ip is None
+                                else str(_address(changes.gateway_ip, cidr, "gateway_ip")))
+    if "allocation_pools" in sent:
+        update["allocation_start"], update["allocation_end"] = _pool(changes.allocation_pools[0], cidr)
+    _gateway_outside_pool(update["gateway_ip"], update["allocation_start"], update["allocation_end"])
+    named = {"allocation_start", "allocation_end"} if "allocation_pools" in sent else set()
+    named |= sent & {"name", "description", "gateway_ip", "enable_dhcp", "dns_nameservers", "host_routes"}
+    changed = sorted(name for name in named if update[name] != subnet.get(name))
+    if changed:
+        update["changed"] = changed
+        rm.append([caller_event(EventType.SUBNET_UPDATED, subnet_id, update, request, caller)])
+    with rm.lock:
+        return {"subnet": subnet_view(rm.models, _visible_subnet(rm.models, caller, subnet_id))}
+
+
+@router.delete(
+    "/v2.0/subnets/{subnet_id}", status_code=204, summary="Delete a subnet",
+    responses=failures(403, 404, 409),
+)
+def delete_subnet(
+    subnet_id: str, request: Request, caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> Response:
+    """Append catalog.subnet_deleted; refused (409) while a server holds an address from it, or
+    awaits one on its network."""
+    rm = ctx.readmodel
+    with rm.lock:
+        subnet = _visible_subnet(rm.models, caller, subnet_id)
+        if _ports_on(rm.models, subnet["network_id"], subnet_id):
+            raise Conflict(f"Unable to complete operation on subnet {subnet_id}: One or more ports "
+                           "have an IP allocation from this subnet.", kind="SubnetInUse")
+    body = {"id": subnet_id, "network_id": subnet["network_id"]}
+    rm.append([caller_event(EventType.SUBNET_DELETED, subnet_id, body, request, caller)])
+    return Response(status_code=204)
 
 
 @router.get("/v2.0/floatingips", summary="List floating IPs (this cloud has none)")

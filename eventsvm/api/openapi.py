@@ -29,7 +29,8 @@ _DESCRIPTIONS = {
     403: "Policy does not allow the caller this",
     404: "No such resource, or not one the caller may see",
     409: "Conflicts with what exists (a duplicate name, a resource in use)",
-    413: "The request body is larger than the API accepts",
+    413: "The request body is larger than the API accepts, or asks for more than a limit allows",
+    415: "The body is not of the media type the call takes",
     429: "Too much of the caller's work is in flight (nova's overLimit); retry after Retry-After seconds",
     503: "The event log is unavailable; nothing was recorded. Retry later",
 }

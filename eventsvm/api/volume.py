@@ -425,3 +425,27 @@ def volume_limits(
             },
         }
     }
+
+
+@router.get("/v3/{project_id}/os-availability-zone", summary="The block-storage availability zones")
+def volume_availability_zones(project_id: str, _: Identity = Depends(current_identity)) -> dict[str, Any]:
+    """One zone, `nova`, where every volume is (cinder's default storage_availability_zone)."""
+    return {"availabilityZoneInfo": [{"zoneName": "nova", "zoneState": {"available": True}}]}
+
+
+# cinder's API extensions that this block-storage API serves, by alias
+VOLUME_EXTENSIONS: dict[str, tuple[str, str]] = {
+    "os-availability-zone": ("AvailabilityZones", "Describe Availability Zones."),
+    "os-vol-tenant-attr": ("VolumeTenantAttribute",
+                           "Expose the internal project_id as an attribute of a volume."),
+    "os-used-limits": ("UsedLimits", "Provide data on limited resources that are being used."),
+}
+
+
+@router.get("/v3/{project_id}/extensions", summary="The block-storage API extensions")
+def volume_extensions(project_id: str, _: Identity = Depends(current_identity)) -> dict[str, Any]:
+    """What this block-storage API offers beyond its core, as cinder lists it."""
+    return {"extensions": [
+        {"alias": alias, "name": name, "description": description, "updated": "2013-01-01T00:00:00+00:00",
+         "links": []}
+        for alias, (name, description) in sorted(VOLUME_EXTENSIONS.items())]}

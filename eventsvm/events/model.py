@@ -100,8 +100,16 @@ class EventType(StrEnum):
     # a server snapshot's image filled (nova's upload), and glance's image delete
     IMAGE_UPDATED = "catalog.image_updated"
     IMAGE_DELETED = "catalog.image_deleted"
+    # glance's PATCH of an image (name, visibility, minimums, protection, tags, properties) and its
+    # tag calls
+    IMAGE_CHANGED = "catalog.image_changed"
     NETWORK_CREATED = "catalog.network_created"
     SUBNET_CREATED = "catalog.subnet_created"
+    # neutron's PUT and DELETE of networks and subnets (a network's delete takes its subnets)
+    NETWORK_UPDATED = "catalog.network_updated"
+    NETWORK_DELETED = "catalog.network_deleted"
+    SUBNET_UPDATED = "catalog.subnet_updated"
+    SUBNET_DELETED = "catalog.subnet_deleted"
     VOLUME_CREATED = "catalog.volume_created"
     KEYPAIR_CREATED = "catalog.keypair_created"
     KEYPAIR_DELETED = "catalog.keypair_deleted"

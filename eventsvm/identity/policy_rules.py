@@ -96,10 +96,17 @@ _NEUTRON_RULES: dict[str, str] = {
     "create_network": _NEUTRON_ADMIN_OR_MEMBER,
     "create_network:shared": "rule:admin_only",
     "create_network:router:external": "rule:admin_only",
+    "update_network": _NEUTRON_ADMIN_OR_MEMBER,
+    "update_network:shared": "rule:admin_only",
+    "update_network:router:external": "rule:admin_only",
+    "delete_network": _NEUTRON_ADMIN_OR_MEMBER,
     "get_network": f"{_NEUTRON_ADMIN_OR_READER} or rule:shared or rule:external",
     # a subnet belongs to the network's owner: neutron checks the member role on the network's project
     "create_subnet": "(rule:admin_only) or (role:member and project_id:%(network:project_id)s)",
     "get_subnet": f"{_NEUTRON_ADMIN_OR_READER} or rule:shared",
+    # the subnet's target is its network's: its project is the network's owner
+    "update_subnet": _NEUTRON_ADMIN_OR_MEMBER,
+    "delete_subnet": _NEUTRON_ADMIN_OR_MEMBER,
     "get_port": _NEUTRON_ADMIN_OR_READER,
     # a port's binding attributes name the compute host: shown to an admin only
     "get_port:binding:host_id": "rule:admin_only",
@@ -117,6 +124,8 @@ _GLANCE_RULES: dict[str, str] = {
     ),
     "delete_image": "role:admin or (role:member and project_id:%(owner)s)",
     "publicize_image": "role:admin",
+    "modify_image": "role:admin or (role:member and project_id:%(project_id)s)",
+    "communitize_image": "role:admin or (role:member and project_id:%(project_id)s)",
 }
 
 # -- cinder (cinder/policies) --------------------------------------------------------------------
@@ -139,6 +148,8 @@ _CINDER_RULES: dict[str, str] = {
     # os-vol-tenant-attr:tenant_id in a volume's view
     "volume_extension:volume_tenant_attribute": "rule:admin_api",
     "limits_extension:used_limits": "rule:project_reader_or_admin",
+    # cinder's default: any caller may list the zones
+    "volume_extension:availability_zone_list": "",
 }
 
 # -- keystone (keystone/common/policies) ---------------------------------------------------------

@@ -30,6 +30,9 @@ class CatalogState:
     server_groups: dict[str, Body] = field(default_factory=dict)
     created_at: dict[str, int] = field(default_factory=dict)
     flavor_names: dict[str, str] = field(default_factory=dict)
+    # networks deleted: a subnet's create keyed by its own id may sit on another partition than
+    # its network's delete, so a replay can meet it after; it must not bring a subnet back
+    deleted_networks: set[str] = field(default_factory=set)
     # event ids of creates that named a taken name or id (see eventsvm.state.names), and of volume
     # reservations and detaches the volume's state refused (see eventsvm.state.volumes)
     refused: set[str] = field(default_factory=set)
@@ -48,6 +51,10 @@ class CatalogState:
     def keypair(self, user_id: str, name: str) -> Body | None:
         """A user's keypair by name."""
         return self.keypairs.get((user_id, name))
+
+
+# what catalog.image_changed may change, besides the properties
+_IMAGE_FIELDS = frozenset({"name", "visibility", "min_disk", "min_ram", "protected", "tags"})
 
 
 def initial_catalog() -> CatalogState:
@@ -85,14 +92,54 @@ def evolve_catalog(state: CatalogState, event: Event) -> CatalogState:
             return state
         state.images[body["id"]] = {**image, **{k: v for k, v in body.items() if v is not None}}
         return state
+    elif kind == EventType.IMAGE_CHANGED:
+        image = state.images.get(body["id"])
+        if image is None:
+            state.refused.add(event.event_id)
+            return state
+        changed = {name: body[name] for name in body["changed"] if name in _IMAGE_FIELDS}
+        if "properties" in body["changed"]:
+            kept = {k: v for k, v in (image.get("properties") or {}).items() if k not in body["removed"]}
+            changed["properties"] = {**kept, **body["set"]}
+        # a new dict: the one held may be the create's body, which a reader of the event keeps
+        state.images[body["id"]] = {**image, **changed, "updated_at": event.occurred_at}
+        return state
     elif kind == EventType.IMAGE_DELETED:
         state.images.pop(body["id"], None)
         state.created_at.pop(body["id"], None)
         return state
     elif kind == EventType.NETWORK_CREATED:
+        if body["id"] in state.deleted_networks:
+            return state
         state.networks[body["id"]] = body
     elif kind == EventType.SUBNET_CREATED:
+        if body["network_id"] in state.deleted_networks:
+            state.refused.add(event.event_id)
+            return state
         state.subnets[body["id"]] = body
+    elif kind in (EventType.NETWORK_UPDATED, EventType.SUBNET_UPDATED):
+        # updates and deletes are keyed as their create, so they are folded after it
+        held = state.networks if kind == EventType.NETWORK_UPDATED else state.subnets
+        found = held.get(body["id"])
+        if found is None:
+            state.refused.add(event.event_id)
+            return state
+        # a new dict: the one held may be the create's body, which a reader of the event keeps
+        held[body["id"]] = {**found, **{name: body[name] for name in body["changed"] if name in body},
+                            "updated_at": event.occurred_at, "revision": found.get("revision", 1) + 1}
+        return state
+    elif kind == EventType.NETWORK_DELETED:
+        state.deleted_networks.add(body["id"])
+        state.networks.pop(body["id"], None)
+        state.created_at.pop(body["id"], None)
+        for subnet in state.subnets_of(body["id"]):
+            del state.subnets[subnet["id"]]
+            state.created_at.pop(subnet["id"], None)
+        return state
+    elif kind == EventType.SUBNET_DELETED:
+        state.subnets.pop(body["id"], None)
+        state.created_at.pop(body["id"], None)
+        return state
     elif kind == EventType.VOLUME_CREATED:
         # a copy: its status and attachments change with later events, the event's body must not;
         # the creator (cinder's user_id) is the event's actor

@@ -52,8 +52,10 @@ def namespace_of(event: Event) -> str | None:
         return keypairs_of(body["user_id"])
     if kind in (EventType.FLAVOR_CREATED, EventType.FLAVOR_DELETED):
         return FLAVORS
-    if kind in (EventType.IMAGE_CREATED, EventType.IMAGE_UPDATED, EventType.IMAGE_DELETED):
-        # one partition holds an image's whole life, so its fill or delete is folded after its create
+    if kind in (EventType.IMAGE_CREATED, EventType.IMAGE_UPDATED, EventType.IMAGE_CHANGED,
+                EventType.IMAGE_DELETED):
+        # one partition holds an image's whole life, so its fill, edits or delete are folded after
+        # its create
         return IMAGES
     if kind in (EventType.PROJECT_CREATED, EventType.PROJECT_UPDATED, EventType.PROJECT_DELETED):
         return projects_in(body.get("domain_id") or "default")

@@ -68,6 +68,9 @@ ANY_TOKEN = {
     ("GET", "/identity/v3/auth/catalog"), ("GET", "/identity/v3/auth/projects"),
     ("GET", "/identity/v3/roles"),
     ("GET", "/identity/v3/roles/{role_id}"), ("GET", "/identity/v3/domains/{domain_id}"),
+    # what the networking and block-storage APIs offer, and cinder's zones: any caller's
+    ("GET", "/network/v2.0/extensions"), ("GET", "/network/v2.0/extensions/{alias}"),
+    ("GET", "/volume/v3/{project_id}/extensions"), ("GET", "/volume/v3/{project_id}/os-availability-zone"),
 }
 _GRANT = "/identity/v3/projects/{project_id}/users/{user_id}/roles/{role_id}"
 ADMIN_ONLY = {
@@ -166,7 +169,7 @@ def _seed_demo_things(cloud: Cloud) -> dict[str, str]:
         "project_id": ids["project:demo"], "tenant_id": ids["project:demo"], "user_id": ids["user:demo"],
         "role_id": "member", "domain_id": "default", "flavor_id": "1", "name": "keypair-1",
         "key": "k", "action_request_id": "req-none", "hypervisor_id": "1", "port_id": "none",
-        "group_id": group_id, "network_label": "private", "tag": "t",
+        "group_id": group_id, "network_label": "private", "tag": "t", "alias": "external-net",
     }
 
 

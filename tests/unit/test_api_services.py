@@ -352,3 +352,21 @@ def test_neutron_fields_select_what_a_network_subnet_or_port_shows(cloud: Cloud)
     assert subnet == {"subnet": {"id": subnet_id, "gateway_ip": "10.0.0.1"}}
     hidden = cloud.client.get(f"/network/v2.0/networks/{private}?fields=id", headers=cloud.headers("alice"))
     assert hidden.status_code == 404, "a selection shows nothing the caller could not see whole"
+
+
+def test_the_extensions_each_api_lists_are_the_ones_it_serves(cloud: Cloud):
+    listed = cloud.client.get("/network/v2.0/extensions", headers=cloud.headers())
+    aliases = {e["alias"] for e in listed.json()["extensions"]}
+    assert {"external-net", "standard-attr-description"} <= aliases
+    assert not aliases & {"router", "security-group", "floatingip"}  # not served here
+    shown = cloud.client.get("/network/v2.0/extensions/external-net", headers=cloud.headers())
+    assert shown.json()["extension"]["name"] == "Neutron external network"
+    missing = cloud.client.get("/network/v2.0/extensions/router", headers=cloud.headers())
+    assert missing.status_code == 404 and missing.json()["NeutronError"]["type"] == "ExtensionNotFound"
+    assert cloud.client.get("/network/v2.0/extensions").status_code == 401
+    project = cloud.ids["project:demo"]
+    volume = cloud.client.get(f"/volume/v3/{project}/extensions", headers=cloud.headers()).json()
+    assert {e["alias"] for e in volume["extensions"]} == {"os-availability-zone", "os-vol-tenant-attr",
+                                                         "os-used-limits"}
+    zones = cloud.client.get(f"/volume/v3/{project}/os-availability-zone", headers=cloud.headers("reader"))
+    assert zones.json() == {"availabilityZoneInfo": [{"zoneName": "nova", "zoneState": {"available": True}}]}
