@@ -30,7 +30,7 @@ from eventsvm.api.wire import base_url, iso_z
 from eventsvm.api.writes import caller_event
 from eventsvm.events.model import EventType
 from eventsvm.projections.readmodel import Models
-from eventsvm.state.catalog import Body
+from eventsvm.state.catalog import NETWORK_FIELDS, Body
 
 router = APIRouter(prefix="/network", tags=["network"])
 
@@ -411,8 +411,6 @@ def create_subnet(
     return {"subnet": subnet_view(rm.models, subnet)}
 
 
-# what a network update may change (by the request model's field names)
-_NETWORK_FIELDS = {"name", "description", "admin_state_up", "mtu", "shared", "external"}
 # what an update may not name (neutron: "Cannot update read-only attribute")
 _NETWORK_READ_ONLY = frozenset({"id", "tenant_id", "project_id", "status", "subnets", "created_at",
                                 "updated_at", "revision_number"})
@@ -470,8 +468,8 @@ def update_network(
     for flag, rule in (("shared", "shared"), ("external", "router:external")):
         if flag in sent and getattr(changes, flag) != network.get(flag, False):
             authorize(ctx, caller, "neutron", f"update_network:{rule}", network_target(network))
-    values = changes.model_dump(include=_NETWORK_FIELDS)
-    changed = sorted(name for name in sent & _NETWORK_FIELDS if values[name] != network.get(name))
+    values = changes.model_dump(include=set(NETWORK_FIELDS))
+    changed = sorted(name for name in sent & NETWORK_FIELDS if values[name] != network.get(name))
     if changed:
         update = {"id": network_id, "changed": changed, **values}
         rm.append([caller_event(EventType.NETWORK_UPDATED, network_id, update, request, caller)])

@@ -124,7 +124,7 @@ class ServiceRunner(Generic[S]):
         # the member name, held while this runner lives (its members come and go under it)
         self._name_hold: MemberNameHold | None = None
         self._reassigned = False
-        # after partitions came: where the state topics' writes ended then (see `_caught_up_past`)
+        # after partitions came: where the state topics' writes ended then (see `_took_over`)
         self._takeover_target: dict[TopicPartition, int] | None = None
         self._takeover_waits = 0
         self._partition_counts: dict[str, int] = {}

@@ -55,6 +55,10 @@ class CatalogState:
 
 # what catalog.image_changed may change, besides the properties
 _IMAGE_FIELDS = frozenset({"name", "visibility", "min_disk", "min_ram", "protected", "tags"})
+# what catalog.network_updated and catalog.subnet_updated may change (never an id or an owner)
+NETWORK_FIELDS = frozenset({"name", "description", "admin_state_up", "mtu", "shared", "external"})
+_SUBNET_FIELDS = frozenset({"name", "description", "gateway_ip", "enable_dhcp", "dns_nameservers",
+                            "host_routes", "allocation_start", "allocation_end"})
 
 
 def initial_catalog() -> CatalogState:
@@ -119,13 +123,14 @@ def evolve_catalog(state: CatalogState, event: Event) -> CatalogState:
         state.subnets[body["id"]] = body
     elif kind in (EventType.NETWORK_UPDATED, EventType.SUBNET_UPDATED):
         # updates and deletes are keyed as their create, so they are folded after it
-        held = state.networks if kind == EventType.NETWORK_UPDATED else state.subnets
+        held, fields = ((state.networks, NETWORK_FIELDS) if kind == EventType.NETWORK_UPDATED
+                        else (state.subnets, _SUBNET_FIELDS))
         found = held.get(body["id"])
         if found is None:
             state.refused.add(event.event_id)
             return state
         # a new dict: the one held may be the create's body, which a reader of the event keeps
-        held[body["id"]] = {**found, **{name: body[name] for name in body["changed"] if name in body},
+        held[body["id"]] = {**found, **{name: body[name] for name in body["changed"] if name in fields},
                             "updated_at": event.occurred_at, "revision": found.get("revision", 1) + 1}
         return state
     elif kind == EventType.NETWORK_DELETED:
