@@ -381,6 +381,13 @@ async def update_image(
 ) -> dict[str, Any]:
     """Glance's PATCH: `add`, `replace` and `remove` of the name, visibility, minimums,
     protection, tags and custom properties, as application/openstack-images-v2.1-json-patch."""
+    body = await request.body()
+    # the read model's lock and the append are for a worker thread, not the event loop
+    return await run_in_threadpool(_patch_image, ctx, request, caller, image_id, body)
+
+
+def _patch_image(ctx: ApiContext, request: Request, caller: Identity, image_id: str,
+                 body: bytes) -> dict[str, Any]:
     with ctx.readmodel.lock:
         if visible_image(ctx.readmodel.models.catalog, caller, image_id) is None:
             raise NotFound(f"No image found with ID {image_id}")  # before its body says anything
@@ -389,11 +396,10 @@ async def update_image(
         raise UnsupportedMediaType(f"Unsupported Content-Type {media[:64]!r}: send "
                                    f"{PATCH_MEDIA_TYPES[0]}.")
     try:
-        operations = json.loads(await request.body())
+        operations = json.loads(body)
     except ValueError:
         raise BadRequest("The request body is not valid JSON.") from None
-    image = await run_in_threadpool(_change_image, ctx, request, caller, image_id,
-                                    lambda held: _patched(held, operations))
+    image = _change_image(ctx, request, caller, image_id, lambda held: _patched(held, operations))
     with ctx.readmodel.lock:
         return image_view(image, ctx.readmodel.models.catalog.created_at.get(image_id))
 
