@@ -115,12 +115,14 @@ def evolve_catalog(state: CatalogState, event: Event) -> CatalogState:
     elif kind == EventType.NETWORK_CREATED:
         if body["id"] in state.deleted_networks:
             return state
-        state.networks[body["id"]] = body
+        # what the schema's v2 added, as its decoder fills it in: a live fold of a body written
+        # without them (the seed, a v1 writer) and a replay of it hold the same network
+        state.networks[body["id"]] = {"description": "", "admin_state_up": True, **body}
     elif kind == EventType.SUBNET_CREATED:
         if body["network_id"] in state.deleted_networks:
             state.refused.add(event.event_id)
             return state
-        state.subnets[body["id"]] = body
+        state.subnets[body["id"]] = {"description": "", "host_routes": [], **body}
     elif kind in (EventType.NETWORK_UPDATED, EventType.SUBNET_UPDATED):
         # updates and deletes are keyed as their create, so they are folded after it
         held, fields = ((state.networks, NETWORK_FIELDS) if kind == EventType.NETWORK_UPDATED

@@ -21,6 +21,7 @@ from eventsvm.events.codec import Codec
 from eventsvm.events.model import Event, EventType, Topic, new_event
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import BEGINNING, EventLog, OutRecord
+from eventsvm.runtime import runner as runner_module
 from eventsvm.runtime.runner import ServiceRunner
 from eventsvm.virt.compute_host import ComputeHost, HostCapacity
 from tests.unit.test_deciders import folded, resolved_for
@@ -29,7 +30,11 @@ HORIZON_MS = 300
 
 
 @pytest.fixture
-def cloud(tmp_path: Path) -> Iterator[tuple[EventLog, Codec, ComputeHost, ServiceRunner[Any]]]:
+def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+          ) -> Iterator[tuple[EventLog, Codec, ComputeHost, ServiceRunner[Any]]]:
+    # settled (what is past the horizon forgotten) whenever it is due, not at most once a second:
+    # what is remembered then follows the horizon alone, not where the last settle fell
+    monkeypatch.setattr(runner_module, "SETTLE_EVERY_S", 0.0)
     codec = Codec()
     log = open_log(LogConfig(url=f"sqlite://{tmp_path / 'log.db'}", partitions=1))
     host = simulated_host(tmp_path, "h0", 0, HostCapacity())
