@@ -257,6 +257,15 @@ def _visible_subnets(models: Models, caller: Identity) -> list[Body]:
     ]
 
 
+def _visible_subnet(models: Models, caller: Identity, subnet_id: str) -> Body:
+    """One subnet by id if the caller may see its network; NotFound otherwise."""
+    subnet = models.catalog.subnets.get(subnet_id)
+    network = models.catalog.networks.get(subnet["network_id"]) if subnet is not None else None
+    if subnet is None or network is None or not network_visible(network, caller):
+        raise NotFound(f"Subnet {subnet_id} could not be found.", kind="SubnetNotFound")
+    return subnet
+
+
 @router.get("/v2.0/subnets", summary="List subnets", response_model=None)
 @reads_models
 def list_subnets(
@@ -278,10 +287,7 @@ def show_subnet(
 ) -> dict[str, Any] | JSONResponse:
     """One subnet."""
     models = ctx.readmodel.models
-    for subnet in _visible_subnets(models, caller):
-        if subnet["id"] == subnet_id:
-            return _with_fields(request, "subnet", subnet_view(models, subnet))
-    raise NotFound(f"Subnet {subnet_id} could not be found.", kind="SubnetNotFound")
+    return _with_fields(request, "subnet", subnet_view(models, _visible_subnet(models, caller, subnet_id)))
 
 
 def _address(
@@ -422,14 +428,6 @@ def _refuse_read_only(sent: dict[str, Any] | None, read_only: frozenset[str]) ->
     named = sorted(set(sent or {}) & read_only)
     if named:
         raise BadRequest(f"Cannot update read-only attribute {named[0]}")
-
-
-def _visible_subnet(models: Models, caller: Identity, subnet_id: str) -> Body:
-    subnet = models.catalog.subnets.get(subnet_id)
-    network = models.catalog.networks.get(subnet["network_id"]) if subnet is not None else None
-    if subnet is None or network is None or not network_visible(network, caller):
-        raise NotFound(f"Subnet {subnet_id} could not be found.", kind="SubnetNotFound")
-    return subnet
 
 
 def _ports_on(models: Models, network_id: str, subnet_id: str | None = None) -> list[str]:
