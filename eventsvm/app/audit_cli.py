@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from eventsvm.app.cluster import seal_store
-from eventsvm.app.options import UsageError, add_log_options, default_data_dir, log_config
+from eventsvm.app.options import UsageError, add_log_options, log_config
 from eventsvm.app.writers import trusting_codec
+from eventsvm.config import LogConfig
 from eventsvm.events.codec import Codec
 from eventsvm.log.factory import open_log
 from eventsvm.log.port import EventLog
@@ -51,9 +52,7 @@ record stored at or before that moment (log time, millisecond resolution)."""
 
 
 @contextmanager
-def _opened(args: argparse.Namespace) -> Iterator[EventLog]:
-
-    _, config = log_config(args)
+def _opened(config: LogConfig) -> Iterator[EventLog]:
     log = open_log(config)
     try:
         yield log
@@ -61,24 +60,15 @@ def _opened(args: argparse.Namespace) -> Iterator[EventLog]:
         log.close()
 
 
-def _trusting(args: argparse.Namespace) -> Codec:
-    """The cloud's key ring, from the data dir's signing keys."""
-    return trusting_codec((args.data_dir or default_data_dir()).absolute())
-
-
-def _seals(args: argparse.Namespace) -> SealStore | None:
+def _seals(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> SealStore | None:
     """The data dir's verified seal of the chosen log, unless --no-seal."""
-    if args.no_seal:
-        return None
-    data_dir, config = log_config(args)
-    return seal_store(data_dir, config)
+    return None if args.no_seal else seal_store(data_dir, config)
 
 
-def _helper(args: argparse.Namespace) -> ReplayHelper | None:
+def _helper(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> ReplayHelper | None:
     """A second process for a large replay (the machine's other core), unless --one-process."""
     if args.one_process:
         return None
-    data_dir, config = log_config(args)
     return ReplayHelper(partial(open_log, config), partial(trusting_codec, data_dir), HELPER_MIN_RECORDS)
 
 
@@ -122,12 +112,14 @@ def _save(seals: SealStore, sealing: Sealing) -> Seal | None:
 def cmd_replay(args: argparse.Namespace) -> int:
     """Rebuild every read model from the log and report what was read (or print it as JSON)."""
 
-    with _opened(args) as log:
+    data_dir, config = log_config(args)
+    with _opened(config) as log:
         try:
             until = parse_until(args.until, log) if args.until else None
         except ValueError as exc:
             raise UsageError(f"--until: {exc}") from None
-        models, report, broken = _sealed_replay(log, _trusting(args), until, _seals(args), _helper(args))
+        seals, helper = _seals(args, data_dir, config), _helper(args, data_dir, config)
+        models, report, broken = _sealed_replay(log, trusting_codec(data_dir), until, seals, helper)
     exit_code = EXIT_FOUND if broken else 0
     if args.json:
         json.dump(replay_document(models, report), sys.stdout, indent=2, sort_keys=False)
@@ -160,7 +152,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     """Print one instance's timeline (or its os-instance-actions as JSON)."""
 
     codec = Codec()
-    with _opened(args) as log:
+    with _opened(log_config(args)[1]) as log:
         try:
             instance_id = find_instance(log, codec, args.server)
         except UnknownServer as exc:
@@ -185,10 +177,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         anchor = load_anchor(args.anchor) if args.anchor else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    seals = _seals(args)
+    data_dir, config = log_config(args)
+    seals = _seals(args, data_dir, config)
     sealing = Sealing() if seals is not None else None
-    with _opened(args) as log:
-        report = verify(log, _trusting(args), anchor, sealing=sealing)
+    with _opened(config) as log:
+        report = verify(log, trusting_codec(data_dir), anchor, sealing=sealing)
     for f in report.findings:
         instance = f" instance {f.instance}" if f.instance else ""
         event = f" event {f.event_id}" if f.event_id else ""
