@@ -24,7 +24,7 @@ from eventsvm.projections.seal import SealBroken, Sealing, SealStore, UntrustedS
 from eventsvm.projections.usage import UsageBook
 from eventsvm.runtime import heap
 from eventsvm.runtime.fold_letters import FoldLetters
-from eventsvm.runtime.runner import SETTLE_EVERY_S
+from eventsvm.runtime.runner import SETTLE_EVERY_S, SettleClock
 from eventsvm.state.catalog import CatalogState, evolve_catalog
 from eventsvm.state.identity import IdentityState
 from eventsvm.state.identity import evolve as evolve_identity
@@ -175,9 +175,7 @@ class ReadModel:
         self.fold_letters = FoldLetters(FOLD_NAME, codec)
         # per partition, the offset after what has been folded (None: the reader cannot say)
         self._folded: dict[tuple[str, int], int] | None = {}
-        # whether records were read since the models last settled (see _catch_up)
-        self._unsettled = True
-        self._settled_at = 0.0
+        self._settle_clock = SettleClock()
 
     def start(self, tail: bool = True, seals: SealStore | None = None) -> None:
         """Create the topics, fold the whole log, then keep folding in a background thread.
@@ -235,7 +233,7 @@ class ReadModel:
         while True:
             records = reader.poll(5000, timeout=0.05 if to_end else 0.2)
             if records:
-                self._unsettled = True
+                self._settle_clock.changed()
             positions = self._positions_of(reader)
             if records or positions:
                 with self.lock:
@@ -256,18 +254,14 @@ class ReadModel:
                     return folded
             elif not records:
                 self.fold_letters.flush(self.log)
-                # settling a model nothing reached since it last settled changes nothing, and at_end
-                # costs a Kafka reader a round trip to the broker: an idle tail paid it every poll
-                if (self._unsettled and time.monotonic() - self._settled_at >= SETTLE_EVERY_S
-                        and reader.at_end()):
+                if self._settle_clock.due(SETTLE_EVERY_S) and reader.at_end():
                     self._settle()
                 return folded
 
     def _settle(self) -> None:
         with self.lock:
             self.models.settle()
-            self._unsettled = False
-            self._settled_at = time.monotonic()
+            self._settle_clock.settled()
 
     def _positions_of(self, reader: Reader) -> dict[tuple[str, int], int] | None:
         # what the reader has delivered, changed or not: an empty poll may step over markers

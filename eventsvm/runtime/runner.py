@@ -67,6 +67,31 @@ SETTLE_EVERY_S = 1.0
 TAKEOVER_WAIT_S = 0.5
 
 
+class SettleClock:
+    """Whether a folded state is due to settle (forget what is past its retention): it changed
+    since it last settled, and that was `every_s` ago. Settling an unchanged state changes
+    nothing, and settling's precondition (at the end of the log) costs a Kafka reader a
+    ListOffsets round trip, which an idle service, or one settling after every busy step, paid
+    for nothing. A service's runner and the API's read model share the rule."""
+
+    def __init__(self) -> None:
+        self._changed = True
+        self._settled_at = 0.0
+
+    def changed(self) -> None:
+        """Records were folded, or a step changed the state."""
+        self._changed = True
+
+    def due(self, every_s: float) -> bool:
+        """Whether to settle now (the interval is read at each call: tests shorten it)."""
+        return self._changed and time.monotonic() - self._settled_at >= every_s
+
+    def settled(self) -> None:
+        """The state has just settled."""
+        self._changed = False
+        self._settled_at = time.monotonic()
+
+
 def outage_pause(failures: int) -> float:
     """How long to wait after `failures` consecutive failures to reach the log (1 or more)."""
     pause = min(OUTAGE_FIRST_PAUSE_S * 2 ** max(failures - 1, 0), OUTAGE_MAX_PAUSE_S)
@@ -143,11 +168,7 @@ class ServiceRunner(Generic[S]):
         self._covered: dict[tuple[str, int], int] = {}
         self._folded = 0
         self._unsaved = 0
-        # Whether the state changed (a fold, a step) since the service last settled: settling an
-        # unchanged state changes nothing, and its precondition (at_end) costs a Kafka reader a
-        # round trip to the broker, which an idle service paid on every empty step.
-        self._unsettled = True
-        self._settled_at = 0.0
+        self._settle = SettleClock()
         self._saved_at = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -209,21 +230,14 @@ class ServiceRunner(Generic[S]):
             for record in records:
                 folded += self._fold_record(record)
             if records:
-                self._unsettled = True
+                self._settle.changed()
             if not records and (not to_end or self._reader.at_end()):
                 self.fold_letters.flush(self.log)
-                due = to_end or self._settle_due()
+                due = to_end or self._settle.due(SETTLE_EVERY_S)
                 if self.service.settle is not None and due and self._reader.at_end():
                     self.state = self.service.settle(self.state)
-                    self._unsettled = False
-                    self._settled_at = time.monotonic()
+                    self._settle.settled()
                 return folded
-
-    def _settle_due(self) -> bool:
-        # Something changed since the last settle, and a while ago: settling forgets what is past
-        # its retention (an hour of log time), which waits a second as well as not, while its
-        # precondition (at_end) cost a Kafka reader a ListOffsets round trip after every busy step.
-        return self._unsettled and time.monotonic() - self._settled_at >= SETTLE_EVERY_S
 
     def _fold_record(self, record: Record) -> int:
         where = (record.topic, record.partition)
@@ -370,7 +384,7 @@ class ServiceRunner(Generic[S]):
             return 0
         self._transient_failures = 0
         self._commit(out_records, records)
-        self._unsettled = True
+        self._settle.changed()
         if self._stale:
             self._stale = False
             self.rebuild()
