@@ -7,6 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# glance's image_size_cap: the most bytes one image's data may hold (its default, 1 TiB); the API's
+# --image-size-cap changes it
+IMAGE_SIZE_CAP = 1 << 40
+
 
 class ConfigError(Exception):
     """Configuration that cannot work; the CLI prints it as one line and exits non-zero."""

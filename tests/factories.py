@@ -289,7 +289,12 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
                                   "visibility": "public", "owner": hex_id(rng), "status": "active"},
         EventType.IMAGE_UPDATED: {"id": IMAGE["id"], "status": "active", "size_bytes": 21233664,
                                   "disk_format": "qcow2", "container_format": "bare",
-                                  "location": "file:///var/lib/eventsvm/snapshots/image.qcow2"},
+                                  "location": "file:///var/lib/eventsvm/images/image.qcow2",
+                                  "checksum": "443b7623e27ecf03dc9e01ee93f67afe", "os_hash_algo": "sha512",
+                                  "os_hash_value": "6513f21e44aa3da349f248188a44bc304a3653a04122d8fb4535423c"
+                                                   "8e1d14cd6a153f735bb0982e2161b5b5186106570c17a9e58b64dd39"
+                                                   "390617cd5a350f78",
+                                  "virtual_size": 117440512},
         EventType.IMAGE_DELETED: {"id": IMAGE["id"]},
         EventType.IMAGE_CHANGED: {"id": IMAGE["id"], "changed": ["name", "tags", "properties"],
                                   "name": "cirros-0.6", "visibility": "private", "min_disk": 0, "min_ram": 0,

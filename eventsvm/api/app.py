@@ -23,6 +23,7 @@ from eventsvm.api import (
     identity_changes,
     identity_domains,
     image,
+    image_data,
     microversion,
     network,
     server_edits,
@@ -62,8 +63,9 @@ def _has_unencodable_text(value: Any) -> bool:
 
 
 class RequestEnvelope:
-    """Gives every answer its request id, refuses oversized bodies before anything parses them,
-    and turns an unexpected exception into OpenStack's 500 body rather than a bare text page."""
+    """Gives every answer its request id, refuses oversized bodies before anything parses them
+    (but an image upload's, which its handler streams to disk under glance's image_size_cap), and
+    turns an unexpected exception into OpenStack's 500 body rather than a bare text page."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int, readmodel: ReadModel | None = None,
                  peers: bool = False) -> None:
@@ -102,14 +104,17 @@ class RequestEnvelope:
                 scope, receive, send_with_id
             )
 
-        body, refusal = await self._read_body(scope, receive)
-        refusal = refusal or version_refusal
+        body: bytes | None = None  # an upload's: its handler reads it as it comes, with its own bound
+        refusal = version_refusal
+        if not image_data.streams_body(scope):
+            body, refusal = await self._read_body(scope, receive)
+            refusal = refusal or version_refusal
         if refusal is not None:
             await reply(*refusal)
             return
         try:
             if self.readmodel is None:
-                await self.app(scope, replayed(body, receive), send_with_id)
+                await self.app(scope, receive if body is None else replayed(body, receive), send_with_id)
             else:
                 await answer_caught_up(self.app, scope, body, receive, send_with_id, self.readmodel,
                                        self.peers)
@@ -165,8 +170,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app, policy_may_refuse)
     for module in (identity, identity_admin, compute, compute_actions, compute_catalog, compute_usage, image,
-                   network, volume, server_edits, server_metadata, server_volumes, identity_changes,
-                   identity_domains, server_ips):
+                   image_data, network, volume, server_edits, server_metadata, server_volumes,
+                   identity_changes, identity_domains, server_ips):
         app.include_router(module.router)
     app.include_router(compute_images.router)
     app.include_router(compute_networks.router)

@@ -189,6 +189,8 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("PATCH", "/image/v2/images/{image_id}"): _glance("modify_image", "image"),
     ("PUT", "/image/v2/images/{image_id}/tags/{tag}"): _glance("modify_image", "image"),
     ("DELETE", "/image/v2/images/{image_id}/tags/{tag}"): _glance("modify_image", "image"),
+    ("PUT", "/image/v2/images/{image_id}/file"): _glance("upload_image", "image"),
+    ("GET", "/image/v2/images/{image_id}/file"): _glance("download_image", "image"),
     # an image path with an empty id: the rule checked against the caller's own project, then a 404
     ("GET", "/image/v2/images/"): _glance("get_image"),
     ("DELETE", "/image/v2/images/"): _glance("delete_image"),

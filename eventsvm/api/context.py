@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 from eventsvm.api.backlog import BuildBacklog
+from eventsvm.api.image_store import ImageStore
 from eventsvm.events.model import now_ms
 from eventsvm.identity.policy_rules import PolicyEnforcers
 from eventsvm.identity.tokens import TokenService
@@ -49,6 +50,9 @@ class ApiContext:
     # other API processes write the same log (`eventsvm up --api-workers N`): writes and token
     # checks catch up with the log first (eventsvm.api.peers)
     peers: bool = False
+    # glance's file store under the cloud's data directory; None (a bare API, e.g. in tests): no
+    # upload is taken, as glance answers with no store to add to
+    image_store: ImageStore | None = None
 
     def usage_ledger(self) -> UsageLedger:
         """What os-simple-tenant-usage reports from: the billing ledger, or (where no billing

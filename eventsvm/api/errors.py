@@ -86,6 +86,13 @@ class Conflict(ApiError):
     status = 409
 
 
+class Gone(ApiError):
+    """410: glance's answer for data it cannot take: no store to add it to, or the image deleted
+    while its data came in."""
+
+    status = 410
+
+
 class TooLarge(ApiError):
     """413: more than a limit allows (glance: an image's tags past its quota)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,9 @@ from eventsvm.api.wire import base_url, is_uuid, iso_z, page, parse_limit
 from eventsvm.api.writes import append_in_log_order, caller_event, claim_name
 from eventsvm.events.model import EventType
 from eventsvm.state.catalog import Body, CatalogState
+from eventsvm.state.server_snapshot import QUEUED
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/image", tags=["image"])
 
@@ -75,6 +79,8 @@ def versions(request: Request) -> JSONResponse:
 def image_view(image: Body, created_ms: int | None) -> dict[str, Any]:
     """An image as glance v2 shows it, custom properties at the top level."""
     created = iso_z(created_ms)
+    # an uploaded image's size, 0 included; before its data glance shows none
+    size = image.get("size_bytes") if image.get("checksum") else image.get("size_bytes") or None
     view: dict[str, Any] = {k: v for k, v in (image.get("properties") or {}).items() if k not in _CORE}
     view.update(
         {
@@ -85,13 +91,14 @@ def image_view(image: Body, created_ms: int | None) -> dict[str, Any]:
             "owner": image.get("owner"),
             "protected": image.get("protected", False),
             "os_hidden": False,
-            "checksum": None,
-            "os_hash_algo": None,
-            "os_hash_value": None,
+            # what an upload recorded (a snapshot or the seed's image has no checksums)
+            "checksum": image.get("checksum"),
+            "os_hash_algo": image.get("os_hash_algo"),
+            "os_hash_value": image.get("os_hash_value"),
             "min_disk": image.get("min_disk", 0),
             "min_ram": image.get("min_ram", 0),
-            "size": image.get("size_bytes") or None,
-            "virtual_size": None,
+            "size": size,
+            "virtual_size": image.get("virtual_size"),
             "disk_format": image.get("disk_format"),
             "container_format": image.get("container_format"),
             "created_at": created,
@@ -233,6 +240,8 @@ def create_image(
         "owner": caller.project_id,
         "properties": properties,
         "location": None,
+        # glance's: no data yet; PUT /v2/images/{id}/file makes it active (eventsvm.api.image_data)
+        "status": QUEUED,
     }
     taken = f"Image with identifier {image_id} already exists!"
     rm = ctx.readmodel
@@ -270,13 +279,20 @@ def remove_image(image_id: str, request: Request, caller: Identity, ctx: ApiCont
     # in log order, so an answer of 204 means this process no longer shows the image
     deleted = caller_event(EventType.IMAGE_DELETED, image_id, {"id": image_id}, request, caller)
     append_in_log_order(ctx, deleted)
+    if ctx.image_store is not None:
+        # glance deletes the data with the image; a server booted from it keeps its own link
+        # (eventsvm.virt.images), and a snapshot's file goes with its host's spawner
+        try:
+            ctx.image_store.remove(image_id)
+        except OSError as exc:
+            log.warning("the data of deleted image %s is left in the image store: %s", image_id, exc.strerror)
 
 
 # -- changes: glance's JSON patch and its tag calls -------------------------------------------
 PATCH_MEDIA_TYPES = ("application/openstack-images-v2.1-json-patch",
                      "application/openstack-images-v2.0-json-patch")
 # what a patch may set besides custom properties (glance's other base attributes are read-only;
-# disk and container formats only change before an upload, which this glance never waits for)
+# glance lets a queued image's disk and container formats change, which this one does not)
 _EDITABLE = ("name", "visibility", "min_disk", "min_ram", "protected", "tags")
 # glance's image_tag_quota
 MAX_TAGS = 128

@@ -29,6 +29,7 @@ _DESCRIPTIONS = {
     403: "Policy does not allow the caller this",
     404: "No such resource, or not one the caller may see",
     409: "Conflicts with what exists (a duplicate name, a resource in use)",
+    410: "Glance cannot take the data: no image store is configured, or the image went meanwhile",
     413: "The request body is larger than the API accepts, or asks for more than a limit allows",
     415: "The body is not of the media type the call takes",
     429: "Too much of the caller's work is in flight (nova's overLimit); retry after Retry-After seconds",

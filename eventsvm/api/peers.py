@@ -43,9 +43,10 @@ def catch_up(readmodel: ReadModel, timeout_s: float = CATCH_UP_S,
     return False
 
 
-async def answer_caught_up(app: ASGIApp, scope: Scope, body: bytes, receive: Receive, send: Send,
+async def answer_caught_up(app: ASGIApp, scope: Scope, body: bytes | None, receive: Receive, send: Send,
                            readmodel: ReadModel, peers: bool = False, timeout_s: float = CATCH_UP_S) -> None:
-    """Run `app` on a request whose whole `body` was read already, so that a 404 or 401 is answered
+    """Run `app` on a request whose whole `body` was read already (None: one whose handler reads
+    it, and answers a 404 or 401 before it does), so that a 404 or 401 is answered
     only once the read model has caught up with the log (the request runs again after catching up).
     With `peers`, a write catches up before it runs, and its answer waits until what it appended is
     readable by the other workers (on Kafka the commit returns a moment before its records are).
@@ -63,7 +64,7 @@ async def answer_caught_up(app: ASGIApp, scope: Scope, body: bytes, receive: Rec
         await send(message)
 
 
-async def _run_holding(app: ASGIApp, scope: Scope, body: bytes, receive: Receive, send: Send,
+async def _run_holding(app: ASGIApp, scope: Scope, body: bytes | None, receive: Receive, send: Send,
                        readmodel: ReadModel, hold_all: bool, misses: bool = True) -> list[Message]:
     """Run `app`; what it answered and was held back: everything with `hold_all` (released once
     what it appended is readable everywhere), else a 404 or 401 when `misses` (nothing otherwise)."""
@@ -76,7 +77,7 @@ async def _run_holding(app: ASGIApp, scope: Scope, body: bytes, receive: Receive
         else:
             await send(message)
 
-    await app(scope, replayed(body, receive), hold)
+    await app(scope, receive if body is None else replayed(body, receive), hold)
     if hold_all:
         await run_in_threadpool(_settle, readmodel)
     return held

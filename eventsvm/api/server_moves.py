@@ -22,7 +22,7 @@ from eventsvm.api.compute_usage import project_usage
 from eventsvm.api.context import ApiContext
 from eventsvm.api.errors import BadRequest, Conflict, Forbidden
 from eventsvm.api.server_edits import BASIC_VIEW
-from eventsvm.api.server_request import access_ip, described, guest_password, server_name
+from eventsvm.api.server_request import access_ip, described, guest_password, require_active, server_name
 from eventsvm.api.writes import chained_event
 from eventsvm.events.builders import flavor_snapshot
 from eventsvm.events.model import EventType
@@ -179,6 +179,7 @@ def _rebuild_body(models: Models, inst: Instance, args: dict[str, Any], task_sta
     image_id = _ref_id(args["imageRef"], "imageRef")
     if image_id not in models.catalog.images:
         raise BadRequest("Cannot find image for rebuild")
+    require_active(models.catalog.images[image_id])
     body = _base_body("rebuild", inst, task_state)
     body.update(flavor=inst.flavor, guest=_guest(models, inst, image_id),
                 old_image=image_record(models.catalog.images[inst.image_id])

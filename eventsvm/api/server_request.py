@@ -29,6 +29,7 @@ from eventsvm.projections.readmodel import Models
 from eventsvm.state.catalog import Body
 from eventsvm.state.identity import quota_for
 from eventsvm.state.printable import printable
+from eventsvm.state.server_snapshot import ACTIVE
 
 # nova's utils.generate_password: [DEFAULT] password_length characters, none that read alike
 _PASSWORD_LENGTH = 12
@@ -190,12 +191,20 @@ def _image_id(models: Models, image_ref: str, block_devices: list[dict[str, Any]
     image = models.catalog.images.get(image_id)
     if image is None or not _image_visible(image, caller):
         raise BadRequest(f"Image {image_id} could not be found.")
+    require_active(image)
     return image_id
 
 
 def _image_visible(image: Body, caller: Identity) -> bool:
     # nova asks glance with the caller's token: glance's visibility
     return image.get("visibility") in ("public", "community") or caller.sees("glance", image.get("owner"))
+
+
+def require_active(image: Body) -> None:
+    """Nova's 400 for an image to boot or rebuild from that has no data yet (queued: registered
+    and never uploaded, or a snapshot its host has not filled)."""
+    if image.get("status", ACTIVE) != ACTIVE:
+        raise BadRequest(f"Image {image['id']} is not active.")
 
 
 def network_visible(network: Body, caller: Identity) -> bool:
@@ -259,6 +268,7 @@ def _block_device(models: Models, bdm: BlockDeviceMapping, caller: Identity) -> 
             image = models.catalog.images.get(bdm.uuid)
             if image is None or not _image_visible(image, caller):
                 raise BadRequest(f"Image {bdm.uuid} could not be found.")
+            require_active(image)
         elif bdm.source_type == "volume":
             volume = models.catalog.volumes.get(bdm.uuid)
             # nova asks cinder with the caller's token: cinder's visibility

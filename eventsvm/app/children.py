@@ -97,6 +97,7 @@ def child_commands(args: argparse.Namespace, data_dir: Path, config: LogConfig,
            "--build-backlog-per-project", str(args.build_backlog_per_project),
            "--build-backlog", str(args.build_backlog),
            "--deleted-retention-hours", str(args.deleted_retention_hours),
+           "--image-size-cap", str(args.image_size_cap),
            "--supervisor-state", str(state_file(data_dir))]
     if not args.enable_instance_password:
         api.append("--no-instance-password")

@@ -28,6 +28,7 @@ from eventsvm.app.options import (
     apply_departed_horizon,
     backlog_limits,
     deleted_retention_ms,
+    image_size_cap,
     on_sigterm,
     parse_capacity,
 )
@@ -40,7 +41,7 @@ from eventsvm.app.seed import (
     write_clouds_yaml,
 )
 from eventsvm.app.writers import API, SEED, pool_codec, spawner_writer, writer_codec
-from eventsvm.config import LogConfig
+from eventsvm.config import IMAGE_SIZE_CAP, LogConfig
 from eventsvm.identity.keys import ensure_keys
 from eventsvm.identity.tokens import TokenService
 from eventsvm.log.factory import open_log
@@ -121,7 +122,8 @@ class ApiServer:
 
     def __init__(self, readmodel: ReadModel, data_dir: Path, bind: str, port: int,
                  enable_instance_password: bool = True, backlog: BacklogLimits | None = None,
-                 shared_port: bool = False, listening: socket.socket | None = None) -> None:
+                 shared_port: bool = False, listening: socket.socket | None = None,
+                 image_size_cap: int = IMAGE_SIZE_CAP) -> None:
         # imported here: uvicorn, FastAPI and pydantic take ~0.5 s to load, which `eventsvm run
         # scheduler` and the other service processes never need
         import uvicorn
@@ -130,7 +132,7 @@ class ApiServer:
 
         app, self.context, self.monitoring = serving_app(
             readmodel, data_dir, f"http://{bind}:{port}", enable_instance_password=enable_instance_password,
-            backlog=backlog, peers=shared_port)
+            backlog=backlog, peers=shared_port, image_size_cap=image_size_cap)
         # The socket is bound here, not by uvicorn, so a port already taken is a one-line UsageError
         # before anything says the cloud is up (uvicorn logged it after "eventsvm is up"). Several
         # API processes on one port: each binds its own socket with SO_REUSEPORT and the kernel
@@ -174,13 +176,15 @@ def listening_socket(bind: str, port: int, shared: bool = False) -> socket.socke
 
 def serving_app(readmodel: ReadModel, data_dir: Path, public_url: str, *, stuck_after_s: float = 300.0,
                 lag_interval_s: float = 5.0, enable_instance_password: bool = True,
-                backlog: BacklogLimits | None = None, peers: bool = False
-                ) -> tuple[FastAPI, ApiContext, Monitoring]:
-    """The API with the monitoring routes beside it, sharing one read model and one token check."""
+                backlog: BacklogLimits | None = None, peers: bool = False,
+                image_size_cap: int = IMAGE_SIZE_CAP) -> tuple[FastAPI, ApiContext, Monitoring]:
+    """The API with the monitoring routes beside it, sharing one read model and one token check;
+    uploaded image data is kept under `data_dir`."""
     from eventsvm.api.app import create_app
     from eventsvm.api.auth import valid_claims
     from eventsvm.api.backlog import BuildBacklog
     from eventsvm.api.context import ApiContext
+    from eventsvm.api.image_store import ImageStore
     from eventsvm.identity.policy_rules import PolicyEnforcers
     from eventsvm.monitoring.router import make_monitoring
 
@@ -196,6 +200,7 @@ def serving_app(readmodel: ReadModel, data_dir: Path, public_url: str, *, stuck_
         # the operator's overrides, one file per service as they write them for nova and the rest
         policy=PolicyEnforcers(policy_dir(data_dir)),
         peers=peers,
+        image_store=ImageStore.under(data_dir, image_size_cap),
     )
     app = create_app(context)
     monitoring = make_monitoring(readmodel, stuck_after_s=stuck_after_s, lag_interval_s=lag_interval_s,
@@ -239,6 +244,7 @@ def run_cloud(
     if args.api_workers < 1:
         raise UsageError("--api-workers must be at least 1")
     backlog = backlog_limits(args)
+    size_cap = image_size_cap(args)
     apply_departed_horizon(args)
     auth_url = f"http://{args.bind}:{args.port}/identity/v3"
     # the port first: a taken one is refused before anything starts (or says it is up)
@@ -272,7 +278,7 @@ def run_cloud(
     )
     cluster.start_services()
     server = ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password, backlog,
-                       listening=listening)
+                       listening=listening, image_size_cap=size_cap)
     server.monitoring.monitor.extra_collectors.append(cluster.supervisor)
     announce_up(args, data_dir, config, notice)
     try:
@@ -331,12 +337,13 @@ def run_service(args: argparse.Namespace, data_dir: Path, config: LogConfig) -> 
     stop = threading.Event()
     if args.service == "api":
         backlog = backlog_limits(args)
+        size_cap = image_size_cap(args)
         readmodel = ReadModel(log_, codec)
         readmodel.models.instances.deleted_retention_ms = deleted_retention_ms(args)
         readmodel.start(seals=seal_store(data_dir, config))
         try:
             server = ApiServer(readmodel, data_dir, args.bind, args.port, args.enable_instance_password,
-                               backlog, shared_port=args.shared_port)
+                               backlog, shared_port=args.shared_port, image_size_cap=size_cap)
             if args.supervisor_state:
                 server.monitoring.monitor.extra_collectors.append(StateFileCollector(args.supervisor_state))
             server.run()

@@ -8,7 +8,8 @@ its path names, and the connection is closed; each request of several pipelined 
 is measured from its own first byte, and its refusal follows the answers to those before it. A request
 the parser cannot read gets its 400 in the same shape rather than uvicorn's plain text. The bytes
 are counted as they arrive, before the parser buffers them, so a refused head never costs more
-than the bound plus one socket read. Bodies are bounded by the API itself (413, RequestEnvelope).
+than the bound plus one socket read. Bodies are bounded by the API itself (413, RequestEnvelope;
+an image upload's by glance's image_size_cap, eventsvm.api.image_data).
 """
 
 from __future__ import annotations

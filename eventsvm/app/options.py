@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from eventsvm.config import LogConfig, default_data_dir, log_config_from_flags
+from eventsvm.config import IMAGE_SIZE_CAP, LogConfig, default_data_dir, log_config_from_flags
 from eventsvm.log.private_files import private_directory
 from eventsvm.state.backlog import DEFAULT_IN_ALL, DEFAULT_PER_PROJECT, UNBOUNDED, BacklogLimits
 from eventsvm.state.compact import FORGET_AFTER_MS, forget_departed_after
@@ -61,7 +61,15 @@ def add_power_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_api_options(parser: argparse.ArgumentParser) -> None:
-    """What the API answers that nova makes a setting of."""
+    """What the API answers that nova or glance makes a setting of."""
+    parser.add_argument(
+        "--image-size-cap",
+        type=int,
+        default=IMAGE_SIZE_CAP,
+        metavar="BYTES",
+        help="the most bytes an image upload may store; past it the upload gets 413 (glance's "
+        f"image_size_cap, default {IMAGE_SIZE_CAP})",
+    )
     parser.add_argument(
         "--no-instance-password",
         dest="enable_instance_password",
@@ -93,6 +101,13 @@ def add_api_options(parser: argparse.ArgumentParser) -> None:
         help=f"servers the whole cloud may have building; a create past it gets 503 with Retry-After "
         f"(default {DEFAULT_IN_ALL}, {UNBOUNDED}: no bound)",
     )
+
+
+def image_size_cap(args: argparse.Namespace) -> int:
+    """--image-size-cap, at least 1."""
+    if args.image_size_cap < 1:
+        raise UsageError("--image-size-cap must be at least 1")
+    return int(args.image_size_cap)
 
 
 def apply_departed_horizon(args: argparse.Namespace) -> None:

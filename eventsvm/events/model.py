@@ -97,7 +97,8 @@ class EventType(StrEnum):
     FLAVOR_CREATED = "catalog.flavor_created"
     FLAVOR_DELETED = "catalog.flavor_deleted"
     IMAGE_CREATED = "catalog.image_created"
-    # a server snapshot's image filled (nova's upload), and glance's image delete
+    # an image's data stored (a server snapshot's fill by its host, glance's PUT .../file; v2 adds
+    # the checksums), and glance's image delete
     IMAGE_UPDATED = "catalog.image_updated"
     IMAGE_DELETED = "catalog.image_deleted"
     # glance's PATCH of an image (name, visibility, minimums, protection, tags, properties) and its

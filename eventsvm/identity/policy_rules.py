@@ -126,6 +126,12 @@ _GLANCE_RULES: dict[str, str] = {
     "publicize_image": "role:admin",
     "modify_image": "role:admin or (role:member and project_id:%(project_id)s)",
     "communitize_image": "role:admin or (role:member and project_id:%(project_id)s)",
+    "upload_image": "role:admin or (role:member and project_id:%(project_id)s)",
+    # glance's default asks a member, not a reader: a reader sees an image but does not get its data
+    "download_image": (
+        "role:admin or (role:member and (project_id:%(project_id)s or 'community':%(visibility)s"
+        " or 'public':%(visibility)s or 'shared':%(visibility)s))"
+    ),
 }
 
 # -- cinder (cinder/policies) --------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 
 from eventsvm.events.model import Event, EventType
 from eventsvm.state.names import claim
+from eventsvm.state.server_snapshot import QUEUED
 from eventsvm.state.volumes import VOLUME_EVENT_TYPES, evolve_volume
 
 Body = dict[str, Any]
@@ -90,11 +91,18 @@ def evolve_catalog(state: CatalogState, event: Event) -> CatalogState:
             # the decoder's default, so a live fold and a replay hold the same image
             state.images[body["id"]] = {**body, "status": "active"}
     elif kind == EventType.IMAGE_UPDATED:
-        # a snapshot's upload: only an image still there is filled (a delete may have come first)
+        # an image's data stored (a snapshot's fill, glance's upload): only a queued image still
+        # there takes it, as glance moves an image from queued to active once; a second fill (two
+        # uploads at once through two API processes) or one after a delete is refused, and the
+        # uploader learns it lost (eventsvm.api.image_data)
         image = state.images.get(body["id"])
-        if image is None:
+        if image is None or image.get("status") != QUEUED:
+            state.refused.add(event.event_id)
             return state
-        state.images[body["id"]] = {**image, **{k: v for k, v in body.items() if v is not None}}
+        # a field left None (a v1 fill, or a snapshot's with no checksums) is not set: a live fold
+        # of a body without the v2 fields and its replay, which the decoder fills with None, agree
+        filled = {k: v for k, v in body.items() if v is not None}
+        state.images[body["id"]] = {**image, **filled, "updated_at": event.occurred_at}
         return state
     elif kind == EventType.IMAGE_CHANGED:
         image = state.images.get(body["id"])

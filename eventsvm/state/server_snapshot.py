@@ -12,8 +12,10 @@ NON_INHERITABLE = frozenset({
     "cache_in_nova", "bittorrent", "img_signature_hash_method", "img_signature",
     "img_signature_key_type", "img_signature_certificate_uuid",
 })
-# glance's status of a snapshot before its upload, and nova's compute-API status of each glance status
+# glance's status of an image with no data yet (a snapshot before the host fills it, an image
+# registered before its upload) and of one with its data; nova's compute-API status of each
 QUEUED = "queued"
+ACTIVE = "active"
 COMPUTE_STATUS = {"active": "ACTIVE", "queued": "SAVING", "saving": "SAVING", "deleted": "DELETED",
                   "pending_delete": "DELETED", "killed": "ERROR"}
 # nova's image proxy shows an upload's progress by status

@@ -5,10 +5,11 @@ machine image whose `kernel_id` / `ramdisk_id` properties name the other two. It
 backend gives every instance a copy-on-write overlay of the image as its root disk, in the
 instance's own directory, removed with the instance. Both are reproduced here with qemu-img.
 
-A snapshot's image file goes with its Glance image, while servers booted from it keep running (nova
-backs their overlays onto the compute host's cached copy, not onto Glance's): here the overlay of
-a server booted from a snapshot backs onto a hard link to the file in the instance's directory, so
-the data lasts exactly as long as the image or the last server on it.
+A snapshot's image file, and an uploaded image's (glance's file store, eventsvm.api.image_store),
+goes with its Glance image, while servers booted from it keep running (nova backs their overlays
+onto the compute host's cached copy, not onto Glance's): here the overlay of a server booted from
+either backs onto a hard link to the file in the instance's directory, so the data lasts exactly as
+long as the image or the last server on it.
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ _IMAGE_ID_NAMESPACE = uuid.UUID("5b0c3f0e-7d7a-4b8e-9a55-0e2f5c1d9e71")
 # Nova's default kernel command line for AMI images, reduced to the serial console the guest uses.
 DEFAULT_CMDLINE = "console=ttyS0"
 _QEMU_IMG_TIMEOUT_S = 60
-# the directory name of every host's snapshot files: what is in one goes when its image is deleted
+# the directory name of every host's snapshot files, and of the uploaded images' files under the
+# API's data directory: what is in either goes when its image is deleted
 _SNAPSHOTS = "snapshots"
+GLANCE_STORE = "images"
+_DELETED_WITH_THEIR_IMAGE = frozenset({_SNAPSHOTS, GLANCE_STORE})
 
 
 class GuestImageMissing(FileNotFoundError):
@@ -151,10 +155,13 @@ class ImageBackend:
         if not base.is_file():
             raise SpawnError(f"image {image.get('id')} is not on this host ({base})", retryable=True)
         disk.parent.mkdir(parents=True, exist_ok=True)
-        if base.parent.name == _SNAPSHOTS:
-            # a snapshot (of any host here): deleted with its image, so the server keeps its own name
+        if base.parent.name in _DELETED_WITH_THEIR_IMAGE:
+            # a snapshot (of any host here) or an upload: deleted with its image, so the server
+            # keeps its own name for it
             base = self._host_copy(base, disk.parent / "image")
-        backing_format = "raw" if image.get("disk_format") == "raw" else "qcow2"
+        # an ISO is a raw disk to QEMU; the upload's inspection made sure the data is what its
+        # disk_format says (eventsvm.api.image_format)
+        backing_format = "raw" if image.get("disk_format") in ("raw", "iso") else "qcow2"
         command = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", backing_format,
                    str(disk.with_suffix(".part"))]
         if root_gb > 0:
@@ -185,20 +192,20 @@ class ImageBackend:
         part.rename(target)
         return target
 
-    def _host_copy(self, snapshot: Path, copy: Path) -> Path:
-        """The instance's own name for a snapshot's file (nova's image cache): a hard link, or a
-        copy where the two directories are on different file systems."""
+    def _host_copy(self, image_file: Path, copy: Path) -> Path:
+        """The instance's own name for a snapshot's or an upload's file (nova's image cache): a hard
+        link, or a copy where the two directories are on different file systems."""
         if copy.exists():
             return copy
         part = copy.with_suffix(".part")
         part.unlink(missing_ok=True)
         try:
-            os.link(snapshot, part)
+            os.link(image_file, part)
         except FileNotFoundError as exc:
-            gone = f"image file {snapshot} is gone (its image was deleted)"
+            gone = f"image file {image_file} is gone (its image was deleted)"
             raise SpawnError(gone, retryable=False) from exc
         except OSError:
-            shutil.copyfile(snapshot, part)
+            shutil.copyfile(image_file, part)
         part.rename(copy)
         return copy
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -348,9 +349,9 @@ def _seed(ids: dict[str, str]) -> list[Event]:
     return events
 
 
-@pytest.fixture(name="cloud")
-def cloud_fixture(tmp_path: Path) -> Iterator[Cloud]:
-    """A seeded cloud behind the API (no pipeline: tests advance servers with Cloud.advance)."""
+@contextmanager
+def running_cloud(tmp_path: Path, **settings: Any) -> Iterator[Cloud]:
+    """A seeded cloud behind the API, with `settings` of its ApiContext (e.g. an image store)."""
     log = open_log(LogConfig(url=f"sqlite://{tmp_path / 'log.db'}"))
     readmodel = ReadModel(log, Codec())
     readmodel.start(tail=False)
@@ -358,11 +359,18 @@ def cloud_fixture(tmp_path: Path) -> Iterator[Cloud]:
     readmodel.append(_seed(ids))
     ensure_keys(tmp_path / "keys")
     tokens = TokenService(tmp_path / "keys")
-    app = create_app(ApiContext(readmodel=readmodel, tokens=tokens))
+    app = create_app(ApiContext(readmodel=readmodel, tokens=tokens, **settings))
     with TestClient(app) as client:
         yield Cloud(client, readmodel, tokens, ids)
     readmodel.close()
     log.close()
+
+
+@pytest.fixture(name="cloud")
+def cloud_fixture(tmp_path: Path) -> Iterator[Cloud]:
+    """A seeded cloud behind the API (no pipeline: tests advance servers with Cloud.advance)."""
+    with running_cloud(tmp_path) as cloud:
+        yield cloud
 
 
 @pytest.fixture(name="active")

@@ -11,7 +11,7 @@ import pytest
 from test_api_server_actions import host_step, post
 from test_api_support import Cloud, active_fixture, cloud_fixture, shown  # noqa: F401
 
-from eventsvm.events.model import EventType
+from eventsvm.events.model import EventType, new_event
 
 SERVERS = "/compute/v2.1/servers"
 
@@ -87,6 +87,9 @@ def test_change_password_with_a_guest_agent_is_not_offered(cloud: Cloud) -> None
     agent_image = cloud.client.post("/image/v2/images", headers=cloud.headers("admin"), json={
         "name": "with-agent", "disk_format": "qcow2", "container_format": "bare", "visibility": "public",
         "hw_qemu_guest_agent": "yes"}).json()["id"]
+    # its data, as an upload records it: nova boots only an active image
+    cloud.readmodel.append([new_event(EventType.IMAGE_UPDATED, agent_image,
+                                      {"id": agent_image, "status": "active"})])
     server_id = cloud.create_server(imageRef=agent_image)
     cloud.advance(server_id, "active")
     answer = post(cloud, server_id, {"changePassword": {"adminPass": SECRET}})
