@@ -289,8 +289,8 @@ def remove_image(image_id: str, request: Request, caller: Identity, ctx: ApiCont
 
 
 # -- changes: glance's JSON patch and its tag calls -------------------------------------------
-PATCH_MEDIA_TYPES = ("application/openstack-images-v2.1-json-patch",
-                     "application/openstack-images-v2.0-json-patch")
+DRAFT_PATCH = "application/openstack-images-v2.0-json-patch"
+PATCH_MEDIA_TYPES = ("application/openstack-images-v2.1-json-patch", DRAFT_PATCH)
 # what a patch may set besides custom properties (glance's other base attributes are read-only;
 # glance lets a queued image's disk and container formats change, which this one does not)
 _EDITABLE = ("name", "visibility", "min_disk", "min_ram", "protected", "tags")
@@ -317,6 +317,28 @@ def _editable_value(name: str, value: Any) -> Any:
     raise BadRequest(f"Invalid value for {name}: {str(value)[:64]!r}.")
 
 
+_VERBS = ("add", "replace", "remove")
+
+
+def _draft_operations(operations: Any) -> Any:
+    """Operations of glance's v2.0 patch media type (what tempest's images client sends) as RFC
+    6902's, which v2.1 takes: the older draft names the path under the verb, `{"replace": "/name",
+    "value": ...}`, where RFC 6902 says `{"op": "replace", "path": "/name", "value": ...}`."""
+    if not isinstance(operations, list):
+        return operations  # refused by _patched as any other non-list
+    converted: list[Any] = []
+    for operation in operations:
+        if isinstance(operation, dict):
+            verbs = [verb for verb in _VERBS if verb in operation]
+            if len(verbs) != 1:
+                raise BadRequest('Operation objects must contain exactly one member named "add", '
+                                 '"remove", or "replace".')
+            rest = {k: v for k, v in operation.items() if k != verbs[0]}
+            operation = {**rest, "op": verbs[0], "path": operation[verbs[0]]}
+        converted.append(operation)
+    return converted
+
+
 def _patched(image: Body, operations: Any) -> tuple[dict[str, Any], dict[str, str]]:
     """The image's editable attributes and custom properties after glance's JSON patch."""
     if not isinstance(operations, list):
@@ -328,7 +350,7 @@ def _patched(image: Body, operations: Any) -> tuple[dict[str, Any], dict[str, st
     }
     properties = dict(image.get("properties") or {})
     for operation in operations:
-        if (not isinstance(operation, dict) or operation.get("op") not in ("add", "replace", "remove")
+        if (not isinstance(operation, dict) or operation.get("op") not in _VERBS
                 or not isinstance(operation.get("path"), str) or not operation["path"].startswith("/")):
             raise BadRequest(f"Unable to parse operation {str(operation)[:128]}.")
         if operation["op"] != "remove" and "value" not in operation:
@@ -396,7 +418,8 @@ async def update_image(
     ctx: ApiContext = Depends(api_context),
 ) -> dict[str, Any]:
     """Glance's PATCH: `add`, `replace` and `remove` of the name, visibility, minimums,
-    protection, tags and custom properties, as application/openstack-images-v2.1-json-patch."""
+    protection, tags and custom properties, as application/openstack-images-v2.1-json-patch (RFC
+    6902) or v2.0-json-patch (the older draft's operations)."""
     body = await request.body()
     # the read model's lock and the append are for a worker thread, not the event loop
     return await run_in_threadpool(_patch_image, ctx, request, caller, image_id, body)
@@ -415,6 +438,8 @@ def _patch_image(ctx: ApiContext, request: Request, caller: Identity, image_id: 
         operations = json.loads(body)
     except ValueError:
         raise BadRequest("The request body is not valid JSON.") from None
+    if media == DRAFT_PATCH:
+        operations = _draft_operations(operations)
     image = _change_image(ctx, request, caller, image_id, lambda held: _patched(held, operations))
     with ctx.readmodel.lock:
         return image_view(image, ctx.readmodel.models.catalog.created_at.get(image_id))

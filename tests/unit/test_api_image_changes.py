@@ -85,6 +85,25 @@ def test_a_patch_is_checked_as_glance_checks_it(cloud: Cloud) -> None:
     assert _patch(cloud, "0" * 32, [{"op": "replace", "path": "/name", "value": "x"}]).status_code == 404
 
 
+def test_the_older_draft_patch_names_the_path_under_its_verb(cloud: Cloud) -> None:
+    """glance's v2.0 patch media type, which tempest's images client sends."""
+    draft = "application/openstack-images-v2.0-json-patch"
+    image_id = _image(cloud)
+    operations = [{"replace": "/name", "value": "draft"}, {"add": "/os_distro", "value": "cirros"},
+                  {"remove": "/hw_disk_bus"}]
+    patched = _patch(cloud, image_id, operations, media=draft)
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["name"], patched.json()["os_distro"]) == ("draft", "cirros")
+    assert "hw_disk_bus" not in patched.json()
+    for refused in ([{"replace": "/name", "add": "/x", "value": "y"}], [{"path": "/name", "value": "y"}],
+                    [{"op": "replace", "path": "/name", "value": "y"}]):
+        answer = _patch(cloud, image_id, refused, media=draft)
+        assert answer.status_code == 400, (refused, answer.text)
+    # and the RFC 6902 media type does not take the draft's form
+    assert _patch(cloud, image_id, [{"replace": "/name", "value": "y"}]).status_code == 400
+    assert len(cloud.events(EventType.IMAGE_CHANGED)) == 1
+
+
 def test_tags_are_added_once_and_removed(cloud: Cloud) -> None:
     image_id = _image(cloud)
     tag_url = f"{IMAGES}/{image_id}/tags/golden"
