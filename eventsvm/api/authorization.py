@@ -218,6 +218,8 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("POST", f"{_CINDER}/volumes"): _cinder("volume:create"),
     ("DELETE", f"{_CINDER}/volumes/{{volume_id}}"): _cinder("volume:delete"),
     ("PUT", f"{_CINDER}/volumes/{{volume_id}}"): _cinder("volume:update"),
+    # the one volume action served (os-update_readonly_flag); others are 400 "no such action"
+    ("POST", f"{_CINDER}/volumes/{{volume_id}}/action"): _cinder("volume:update_readonly_flag"),
     ("GET", f"{_CINDER}/volumes/{{volume_id}}/metadata"): _cinder("volume:get_volume_metadata"),
     ("POST", f"{_CINDER}/volumes/{{volume_id}}/metadata"): _cinder("volume:create_volume_metadata"),
     ("PUT", f"{_CINDER}/volumes/{{volume_id}}/metadata"): _cinder("volume:update_volume_metadata"),

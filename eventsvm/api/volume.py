@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Body as JsonBody
 from fastapi.responses import JSONResponse
 
 from eventsvm.api.auth import Identity, api_context, current_identity
@@ -62,6 +63,14 @@ def _metadata(volume: Body) -> dict[str, str]:
     return dict(volume.get("metadata") or {})
 
 
+def _shown_metadata(volume: Body) -> dict[str, str]:
+    # cinder shows its visible admin metadata among the volume's: the read-only flag once set
+    metadata = _metadata(volume)
+    if "readonly" in volume:
+        metadata["readonly"] = "True" if volume["readonly"] else "False"
+    return metadata
+
+
 def volume_view(models: Models, base: str, volume: Body, tenant_shown: bool, detail: bool = True
                 ) -> dict[str, Any]:
     """A volume as cinder v3 shows it."""
@@ -87,7 +96,7 @@ def volume_view(models: Models, base: str, volume: Body, tenant_shown: bool, det
                 "multiattach": False,
                 "volume_type": DEFAULT_VOLUME_TYPE,
                 "description": volume.get("description"),
-                "metadata": _metadata(volume),
+                "metadata": _shown_metadata(volume),
                 "user_id": volume.get("user_id"),
                 "snapshot_id": None,
                 "source_volid": None,
@@ -309,7 +318,7 @@ def _change(ctx: ApiContext, request: Request, caller: Identity, volume_id: str,
     the volume as changed. A delete that reached the volume's partition first makes it a 404."""
     _visible_volume(ctx, caller, volume_id)
     body = {"volume_id": volume_id, "name": None, "description": None, "set": {}, "removed": [],
-            "replace": False, **change}
+            "replace": False, "readonly": None, **change}
     event = caller_event(EventType.VOLUME_UPDATED, volume_id, body, request, caller)
     if not won_on_log(ctx, event):
         raise NotFound(f"Volume {volume_id} could not be found.")
@@ -449,3 +458,48 @@ def volume_extensions(project_id: str, _: Identity = Depends(current_identity)) 
         {"alias": alias, "name": name, "description": description, "updated": "2013-01-01T00:00:00+00:00",
          "links": []}
         for alias, (name, description) in sorted(VOLUME_EXTENSIONS.items())]}
+
+
+# cinder's parameter_types.boolean: what its API takes for a boolean in a request body
+_TRUE = frozenset({"true", "1", "on", "yes", "y", "t"})
+_FALSE = frozenset({"false", "0", "off", "no", "n", "f"})
+
+
+def _boolean(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise BadRequest(f"Invalid input for field/attribute {name}. Value: {str(value)[:32]}. "
+                     "It is not a boolean.")
+
+
+@router.post(
+    "/v3/{project_id}/volumes/{volume_id}/action", summary="A volume action (os-update_readonly_flag)",
+    status_code=202, response_class=Response, responses=failures(400, 403, 404),
+)
+def volume_action(
+    project_id: str,
+    volume_id: str,
+    request: Request,
+    body: dict[str, Any] = JsonBody(...),
+    caller: Identity = Depends(current_identity),
+    ctx: ApiContext = Depends(api_context),
+) -> Response:
+    """cinder's `os-update_readonly_flag` (`openstack volume set --read-only / --read-write`):
+    202, and the volume shows `readonly` among its metadata. Only an available volume's flag
+    changes, as cinder's (400 otherwise); other actions are not offered."""
+    if len(body) != 1:
+        raise BadRequest("A volume action body names exactly one action.")
+    ((action, args),) = body.items()
+    if action != "os-update_readonly_flag":
+        raise BadRequest(f"There is no such action: {action[:60]}")
+    if not isinstance(args, dict) or set(args) != {"readonly"}:
+        raise BadRequest("Invalid input for os-update_readonly_flag: it takes exactly 'readonly'.")
+    readonly = _boolean(args["readonly"], "readonly")
+    status = _visible_volume(ctx, caller, volume_id).get("status", "available")
+    if status != "available":
+        raise BadRequest(f"Invalid volume: Volume {volume_id} status must be available to update readonly "
+                         f"flag, but current status is: {status}.")
+    _change(ctx, request, caller, volume_id, {"readonly": readonly})
+    return Response(status_code=202)

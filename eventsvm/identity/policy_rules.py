@@ -147,6 +147,7 @@ _CINDER_RULES: dict[str, str] = {
     "volume:get": "rule:project_reader_or_admin",
     "volume:get_all": "rule:project_reader_or_admin",
     "volume:update": "rule:project_member_or_admin",
+    "volume:update_readonly_flag": "rule:project_member_or_admin",
     "volume:get_volume_metadata": "rule:project_reader_or_admin",
     "volume:create_volume_metadata": "rule:project_member_or_admin",
     "volume:update_volume_metadata": "rule:project_member_or_admin",

@@ -111,6 +111,8 @@ def _update(volume: Body, body: Body) -> None:
         volume["name"] = body["name"]
     if body.get("description") is not None:
         volume["description"] = body["description"]
+    if body.get("readonly") is not None:  # v2: cinder's read-only flag, kept apart from the metadata
+        volume["readonly"] = body["readonly"]
     changes: dict[str, str] = body.get("set") or {}
     removed = body.get("removed") or ()
     if not changes and not removed and not body.get("replace"):

@@ -1,6 +1,6 @@
-"""`openstack server add volume` / `remove volume` and `volume show` (python-openstackclient,
-unmodified) against a live cloud: the volume goes in-use on one server, is refused to another, and
-is available again once removed."""
+"""`openstack server add volume` / `remove volume`, `volume set --read-only` and `volume show`
+(python-openstackclient, unmodified) against a live cloud: the volume goes in-use on one server,
+is refused to another, and is available again once removed."""
 
 from __future__ import annotations
 
@@ -48,9 +48,17 @@ def test_server_add_and_remove_volume(live_cloud: LiveCloud):
     assert refused.returncode == 1 and "BadRequestException: 400" in refused.stderr, refused.stderr
     assert "Invalid volume" in refused.stderr and created["id"] in refused.stderr
 
+    # cinder changes the read-only flag of an available volume only
+    in_use = live_cloud.openstack("volume", "set", "--read-only", volume, check=False)
+    assert in_use.returncode == 1 and "status must be available" in in_use.stderr, in_use.stderr
+
     live_cloud.openstack("server", "remove", "volume", first, volume)
     freed = volume_becomes(live_cloud, volume, "available")
     assert freed["attachments"] == []
+    live_cloud.openstack("volume", "set", "--read-only", "--property", "tier=gold", volume)
+    assert shown(live_cloud, "volume", "show", volume)["properties"] == {"tier": "gold", "readonly": "True"}
+    live_cloud.openstack("volume", "set", "--read-write", volume)
+    assert shown(live_cloud, "volume", "show", volume)["properties"]["readonly"] == "False"
     live_cloud.openstack("server", "add", "volume", second, volume)
     assert volume_becomes(live_cloud, volume, "in-use")["attachments"][0]["server_id"] == shown(
         live_cloud, "server", "show", second)["id"]

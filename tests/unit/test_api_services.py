@@ -288,6 +288,47 @@ def test_a_volume_keeps_its_description_and_metadata_and_takes_updates(cloud: Cl
     assert gone.status_code == 404
 
 
+def test_a_volume_takes_cinders_read_only_flag_apart_from_its_metadata(cloud: Cloud):
+    """`openstack volume set --read-only / --read-write` (os-update_readonly_flag): cinder shows the
+    flag among the metadata as "True" / "False", and a metadata replace keeps it."""
+    project = cloud.ids["project:demo"]
+    volumes = f"/volume/v3/{project}/volumes"
+    created = cloud.client.post(volumes, json={"volume": {"size": 1, "metadata": {"tier": "gold"}}},
+                                headers=cloud.headers())
+    path = f"{volumes}/{created.json()['volume']['id']}"
+    assert "readonly" not in cloud.client.get(path, headers=cloud.headers()).json()["volume"]["metadata"]
+
+    def flag(value: object, user: str = "demo") -> int:
+        answer = cloud.client.post(f"{path}/action", json={"os-update_readonly_flag": {"readonly": value}},
+                                   headers=cloud.headers(user))
+        return answer.status_code
+
+    assert flag(True) == 202
+    assert cloud.client.get(path, headers=cloud.headers()).json()["volume"]["metadata"] == {
+        "tier": "gold", "readonly": "True"}
+    cloud.client.put(f"{path}/metadata", json={"metadata": {"only": "this"}}, headers=cloud.headers())
+    assert cloud.client.get(path, headers=cloud.headers()).json()["volume"]["metadata"] == {
+        "only": "this", "readonly": "True"}
+    assert flag("false") == 202  # cinder's booleans take strings too
+    assert cloud.client.get(path, headers=cloud.headers()).json()["volume"]["metadata"]["readonly"] == "False"
+    flags = [e.body["readonly"] for e in cloud.events(EventType.VOLUME_UPDATED)]
+    assert [f for f in flags if f is not None] == [True, False]
+
+    # bad input is a 400 with cinder's body, another project's volume a 404; nothing changes
+    for refused in ({"os-update_readonly_flag": {"readonly": "maybe"}}, {"os-update_readonly_flag": {}},
+                    {"os-update_readonly_flag": {"readonly": True, "x": 1}}, {"os-extend": {"new_size": 2}},
+                    {"os-update_readonly_flag": {"readonly": True}, "os-extend": {}}):
+        answer = cloud.client.post(f"{path}/action", json=refused, headers=cloud.headers())
+        assert answer.status_code == 400, (refused, answer.text)
+        assert answer.json()["badRequest"]["code"] == 400
+    other = cloud.ids["project:other"]
+    hidden = cloud.client.post(f"/volume/v3/{other}/volumes/{path.rsplit('/', 1)[1]}/action",
+                               json={"os-update_readonly_flag": {"readonly": True}},
+                               headers=cloud.headers("alice"))
+    assert hidden.status_code == 404
+    assert cloud.client.get(path, headers=cloud.headers()).json()["volume"]["metadata"]["readonly"] == "False"
+
+
 def test_volume_lists_sort_as_cinder_and_page_with_a_next_link(cloud: Cloud):
     project = cloud.ids["project:demo"]
     volumes = f"/volume/v3/{project}/volumes"
