@@ -332,7 +332,7 @@ def _bodies(rng: random.Random) -> dict[EventType, dict[str, Any]]:
         EventType.VOLUME_DELETED: {"volume_id": VOLUME_ID},
         EventType.VOLUME_UPDATED: {"volume_id": VOLUME_ID, "name": "db-data-2",
                                    "description": "the orders db", "set": {"tier": "gold"},
-                                   "removed": ["old"], "replace": False, "readonly": True},
+                                   "removed": ["old"], "replace": False, "readonly": True, "bootable": True},
         EventType.INSTANCE_VOLUME_ATTACH_REQUESTED: {"host": host, "volume_id": VOLUME_ID,
                                                      "attachment_id": uid(rng), "device": "/dev/vdb",
                                                      "size_gb": 100},

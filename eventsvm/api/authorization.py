@@ -218,8 +218,8 @@ ROUTE_RULES: dict[tuple[str, str], RouteRule] = {
     ("POST", f"{_CINDER}/volumes"): _cinder("volume:create"),
     ("DELETE", f"{_CINDER}/volumes/{{volume_id}}"): _cinder("volume:delete"),
     ("PUT", f"{_CINDER}/volumes/{{volume_id}}"): _cinder("volume:update"),
-    # the one volume action served (os-update_readonly_flag); others are 400 "no such action"
-    ("POST", f"{_CINDER}/volumes/{{volume_id}}/action"): _cinder("volume:update_readonly_flag"),
+    # by action: VOLUME_ACTION_RULES
+    ("POST", f"{_CINDER}/volumes/{{volume_id}}/action"): RouteRule("cinder", None, "path_project"),
     ("GET", f"{_CINDER}/volumes/{{volume_id}}/metadata"): _cinder("volume:get_volume_metadata"),
     ("POST", f"{_CINDER}/volumes/{{volume_id}}/metadata"): _cinder("volume:create_volume_metadata"),
     ("PUT", f"{_CINDER}/volumes/{{volume_id}}/metadata"): _cinder("volume:update_volume_metadata"),
@@ -248,9 +248,15 @@ ACTION_RULES: dict[str, str] = {
     "forceDelete": "os-deferred-delete:force", "changePassword": "os-admin-password",
     "os-getConsoleOutput": "os-console-output", "trigger_crash_dump": "servers:trigger_crash_dump",
 }
-# an action this table does not know still needs a member of the server's project: a reader
+# cinder's rule for each volume action served (set_bootable is a volume update there)
+VOLUME_ACTION_RULES: dict[str, str] = {
+    "os-update_readonly_flag": "volume:update_readonly_flag", "os-set_bootable": "volume:update",
+}
+# an action these tables do not know still needs a member of the resource's project: a reader
 # never reaches a handler that changes something
 UNKNOWN_ACTION_RULE = "project_member_or_admin"
+# the routes whose rule is the action's, named by the body's one key
+_BY_ACTION = {"nova": (ACTION_RULES, "os_compute_api:"), "cinder": (VOLUME_ACTION_RULES, "")}
 
 
 # -- targets of resources named in the path: None when it is not there or not visible -----------
@@ -365,15 +371,16 @@ def _target(ctx: ApiContext, caller: Identity, request: Request, kind: str) -> T
     return None if found is None else {**own_target(caller), **found}
 
 
-async def _action_rule(request: Request) -> str:
+async def _action_rule(request: Request, service: str) -> str:
+    rules, prefix = _BY_ACTION[service]
     try:
         body = json.loads(await request.body() or b"null")
     except ValueError:
         body = None
     if isinstance(body, dict) and len(body) == 1:
         action = next(iter(body))
-        if action in ACTION_RULES:
-            return f"os_compute_api:{ACTION_RULES[action]}"
+        if action in rules:
+            return f"{prefix}{rules[action]}"
     return UNKNOWN_ACTION_RULE
 
 
@@ -383,7 +390,7 @@ def policy_may_refuse(method: str, path: str) -> bool:
     entry = ROUTE_RULES.get((method, path))
     if entry is None:
         return True
-    return not entry.public and (entry.rule is not None or entry.service == "nova")
+    return not entry.public and (entry.rule is not None or entry.service in _BY_ACTION)
 
 
 def rule_of(request: Request) -> RouteRule | None:
@@ -405,8 +412,8 @@ async def enforce_route_policy(
         log.error("no policy rule for %s %s: refused", request.method, request.url.path)
         raise Forbidden("No policy rule covers this request; it is refused.")
     rule = entry.rule
-    if entry.service == "nova" and rule is None:
-        rule = await _action_rule(request)
+    if entry.service in _BY_ACTION and rule is None:
+        rule = await _action_rule(request, entry.service)
     if rule is None:
         return
     target = _target(ctx, caller, request, entry.target)

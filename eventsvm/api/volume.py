@@ -91,7 +91,7 @@ def volume_view(models: Models, base: str, volume: Body, tenant_shown: bool, det
                 "created_at": created,
                 "updated_at": iso_micro(volume["updated_ms"]) if "updated_ms" in volume else created,
                 "attachments": _attachments(volume),
-                "bootable": "false",
+                "bootable": "true" if volume.get("bootable") else "false",
                 "encrypted": False,
                 "multiattach": False,
                 "volume_type": DEFAULT_VOLUME_TYPE,
@@ -318,7 +318,7 @@ def _change(ctx: ApiContext, request: Request, caller: Identity, volume_id: str,
     the volume as changed. A delete that reached the volume's partition first makes it a 404."""
     _visible_volume(ctx, caller, volume_id)
     body = {"volume_id": volume_id, "name": None, "description": None, "set": {}, "removed": [],
-            "replace": False, "readonly": None, **change}
+            "replace": False, "readonly": None, "bootable": None, **change}
     event = caller_event(EventType.VOLUME_UPDATED, volume_id, body, request, caller)
     if not won_on_log(ctx, event):
         raise NotFound(f"Volume {volume_id} could not be found.")
@@ -475,8 +475,11 @@ def _boolean(value: Any, name: str) -> bool:
 
 
 @router.post(
-    "/v3/{project_id}/volumes/{volume_id}/action", summary="A volume action (os-update_readonly_flag)",
-    status_code=202, response_class=Response, responses=failures(400, 403, 404),
+    "/v3/{project_id}/volumes/{volume_id}/action", summary="A volume action (read-only and bootable flags)",
+    response_class=Response,
+    responses={200: {"description": "os-set_bootable was applied (no body)"},
+               202: {"description": "os-update_readonly_flag was accepted (no body)"},
+               **failures(400, 403, 404)},
 )
 def volume_action(
     project_id: str,
@@ -486,20 +489,23 @@ def volume_action(
     caller: Identity = Depends(current_identity),
     ctx: ApiContext = Depends(api_context),
 ) -> Response:
-    """cinder's `os-update_readonly_flag` (`openstack volume set --read-only / --read-write`):
-    202, and the volume shows `readonly` among its metadata. Only an available volume's flag
-    changes, as cinder's (400 otherwise); other actions are not offered."""
+    """cinder's `os-update_readonly_flag` (`openstack volume set --read-only / --read-write`): 202,
+    and the volume shows `readonly` among its metadata; only an available volume's flag changes,
+    as cinder's (400 otherwise). `os-set_bootable` (`openstack volume set --bootable`, `volume
+    create --bootable`): 200, and the volume shows `bootable` "true". Other actions are not offered."""
     if len(body) != 1:
         raise BadRequest("A volume action body names exactly one action.")
     ((action, args),) = body.items()
-    if action != "os-update_readonly_flag":
+    flag = {"os-update_readonly_flag": "readonly", "os-set_bootable": "bootable"}.get(action)
+    if flag is None:
         raise BadRequest(f"There is no such action: {action[:60]}")
-    if not isinstance(args, dict) or set(args) != {"readonly"}:
-        raise BadRequest("Invalid input for os-update_readonly_flag: it takes exactly 'readonly'.")
-    readonly = _boolean(args["readonly"], "readonly")
-    status = _visible_volume(ctx, caller, volume_id).get("status", "available")
-    if status != "available":
-        raise BadRequest(f"Invalid volume: Volume {volume_id} status must be available to update readonly "
-                         f"flag, but current status is: {status}.")
-    _change(ctx, request, caller, volume_id, {"readonly": readonly})
-    return Response(status_code=202)
+    if not isinstance(args, dict) or set(args) != {flag}:
+        raise BadRequest(f"Invalid input for {action}: it takes exactly '{flag}'.")
+    value = _boolean(args[flag], flag)
+    if flag == "readonly":
+        status = _visible_volume(ctx, caller, volume_id).get("status", "available")
+        if status != "available":
+            raise BadRequest(f"Invalid volume: Volume {volume_id} status must be available to update "
+                             f"readonly flag, but current status is: {status}.")
+    _change(ctx, request, caller, volume_id, {flag: value})
+    return Response(status_code=202 if flag == "readonly" else 200)

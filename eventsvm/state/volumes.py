@@ -113,6 +113,8 @@ def _update(volume: Body, body: Body) -> None:
         volume["description"] = body["description"]
     if body.get("readonly") is not None:  # v2: cinder's read-only flag, kept apart from the metadata
         volume["readonly"] = body["readonly"]
+    if body.get("bootable") is not None:  # v2: cinder's bootable flag
+        volume["bootable"] = body["bootable"]
     changes: dict[str, str] = body.get("set") or {}
     removed = body.get("removed") or ()
     if not changes and not removed and not body.get("replace"):

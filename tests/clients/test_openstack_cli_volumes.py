@@ -1,4 +1,4 @@
-"""`openstack server add volume` / `remove volume`, `volume set --read-only` and `volume show`
+"""`openstack server add volume` / `remove volume`, `volume set --read-only / --bootable` and `volume show`
 (python-openstackclient, unmodified) against a live cloud: the volume goes in-use on one server,
 is refused to another, and is available again once removed."""
 
@@ -35,8 +35,10 @@ def test_server_add_and_remove_volume(live_cloud: LiveCloud):
         live_cloud.openstack("server", "create", "--image", "cirros", "--flavor", "m1.tiny",
                              "--network", "private", "--wait", server)
     volume = f"osc-data-{tag}"
-    created = shown(live_cloud, "volume", "create", "--size", "1", volume)
+    created = shown(live_cloud, "volume", "create", "--size", "1", "--bootable", volume)
     assert created["status"] == "available"
+    # the client sends os-set_bootable after the create
+    assert shown(live_cloud, "volume", "show", volume)["bootable"] is True  # the client reads cinder's "true"
     first, second = servers
     live_cloud.openstack("server", "add", "volume", first, volume)
     attached = volume_becomes(live_cloud, volume, "in-use")
@@ -57,8 +59,9 @@ def test_server_add_and_remove_volume(live_cloud: LiveCloud):
     assert freed["attachments"] == []
     live_cloud.openstack("volume", "set", "--read-only", "--property", "tier=gold", volume)
     assert shown(live_cloud, "volume", "show", volume)["properties"] == {"tier": "gold", "readonly": "True"}
-    live_cloud.openstack("volume", "set", "--read-write", volume)
-    assert shown(live_cloud, "volume", "show", volume)["properties"]["readonly"] == "False"
+    live_cloud.openstack("volume", "set", "--read-write", "--non-bootable", volume)
+    flags = shown(live_cloud, "volume", "show", volume)
+    assert (flags["properties"]["readonly"], flags["bootable"]) == ("False", False)
     live_cloud.openstack("server", "add", "volume", second, volume)
     assert volume_becomes(live_cloud, volume, "in-use")["attachments"][0]["server_id"] == shown(
         live_cloud, "server", "show", second)["id"]

@@ -329,6 +329,32 @@ def test_a_volume_takes_cinders_read_only_flag_apart_from_its_metadata(cloud: Cl
     assert cloud.client.get(path, headers=cloud.headers()).json()["volume"]["metadata"]["readonly"] == "False"
 
 
+def test_a_volume_takes_cinders_bootable_flag_and_a_reader_changes_no_flag(cloud: Cloud):
+    """`openstack volume set --bootable / --non-bootable` and `volume create --bootable`
+    (os-set_bootable, cinder's 200); both flags are a member's (volume:update,
+    volume:update_readonly_flag), never a reader's."""
+    project = cloud.ids["project:demo"]
+    created = cloud.client.post(f"/volume/v3/{project}/volumes", json={"volume": {"size": 1}},
+                                headers=cloud.headers())
+    path = f"/volume/v3/{project}/volumes/{created.json()['volume']['id']}"
+    assert created.json()["volume"]["bootable"] == "false"
+
+    def bootable(value: object, user: str = "demo") -> int:
+        answer = cloud.client.post(f"{path}/action", json={"os-set_bootable": {"bootable": value}},
+                                   headers=cloud.headers(user))
+        return answer.status_code
+
+    assert bootable(True) == 200
+    assert cloud.client.get(path, headers=cloud.headers()).json()["volume"]["bootable"] == "true"
+    for action in ({"os-set_bootable": {"bootable": False}}, {"os-update_readonly_flag": {"readonly": True}}):
+        refused = cloud.client.post(f"{path}/action", json=action, headers=cloud.headers("reader"))
+        assert refused.status_code == 403, (action, refused.text)
+    assert bootable("no") == 200
+    shown = cloud.client.get(path, headers=cloud.headers()).json()["volume"]
+    assert (shown["bootable"], shown["metadata"]) == ("false", {})
+    assert bootable("sometimes") == 400
+
+
 def test_volume_lists_sort_as_cinder_and_page_with_a_next_link(cloud: Cloud):
     project = cloud.ids["project:demo"]
     volumes = f"/volume/v3/{project}/volumes"
