@@ -19,7 +19,7 @@ from eventsvm.api.models import FlavorCreate, KeypairCreate
 from eventsvm.api.openapi import failures
 from eventsvm.api.policy_check import authorize
 from eventsvm.api.responses import FlavorBody, FlavorDetailList, FlavorList, KeypairBody, KeypairList
-from eventsvm.api.wire import iso_z, links, page, parse_limit, wants_detail
+from eventsvm.api.wire import boolean_word, iso_z, links, page, parse_limit, wants_detail
 from eventsvm.api.writes import append_delete, caller_event, claim_name
 from eventsvm.events.model import EventType
 from eventsvm.state.catalog import Body
@@ -57,14 +57,12 @@ def flavor_view(base: str, flavor: Body, detail: bool = True) -> dict[str, Any]:
 def _is_public_filter(raw: str | None, caller: Identity) -> bool | None:
     if raw is None:
         return True
-    value = raw.strip().lower()
-    if value == "none":
+    if raw.strip().lower() == "none":
         return None if caller.admin_of("nova") else True
-    if value in ("1", "true", "t", "yes", "y", "on"):
-        return True
-    if value in ("0", "false", "f", "no", "n", "off"):
-        return False if caller.admin_of("nova") else True
-    raise BadRequest(f"Invalid is_public filter [{raw}]")
+    value = boolean_word(raw)
+    if value is None:
+        raise BadRequest(f"Invalid is_public filter [{raw}]")
+    return value or not caller.admin_of("nova")
 
 
 def _int_filter(raw: str | None, name: str) -> int | None:

@@ -21,7 +21,16 @@ from eventsvm.api.models import VolumeCreate, VolumeMetadataBody, VolumeMetaItem
 from eventsvm.api.openapi import failures
 from eventsvm.api.policy_check import own_target, permits
 from eventsvm.api.responses import VolumeBody, VolumeList
-from eventsvm.api.wire import base_url, iso_micro, next_link, page, parse_limit, truthy, wants_detail
+from eventsvm.api.wire import (
+    base_url,
+    boolean_word,
+    iso_micro,
+    next_link,
+    page,
+    parse_limit,
+    truthy,
+    wants_detail,
+)
 from eventsvm.api.writes import caller_event, won_on_log
 from eventsvm.events.model import EventType
 from eventsvm.projections.readmodel import Models
@@ -460,16 +469,13 @@ def volume_extensions(project_id: str, _: Identity = Depends(current_identity)) 
         for alias, (name, description) in sorted(VOLUME_EXTENSIONS.items())]}
 
 
-# cinder's parameter_types.boolean: what its API takes for a boolean in a request body
-_TRUE = frozenset({"true", "1", "on", "yes", "y", "t"})
-_FALSE = frozenset({"false", "0", "off", "no", "n", "f"})
-
-
 def _boolean(value: Any, name: str) -> bool:
+    """cinder's parameter_types.boolean: a JSON boolean, or one of bool_from_string's words."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-        return value.lower() in _TRUE
+    word = boolean_word(value) if isinstance(value, str) else None
+    if word is not None:
+        return word
     raise BadRequest(f"Invalid input for field/attribute {name}. Value: {str(value)[:32]}. "
                      "It is not a boolean.")
 

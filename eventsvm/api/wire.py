@@ -112,9 +112,21 @@ def next_link(url: str, items: Sequence[dict[str, Any]], limit: int,
     return [{"rel": "next", "href": f"{url}?{urlencode(params)}"}]
 
 
+# the words oslo's bool_from_string reads as true and as false (any case)
+TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y", "t"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off", "n", "f"})
+
+
 def truthy(raw: str | None) -> bool:
     """OpenStack's loose booleans in query strings (1, true, True, yes, on)."""
-    return raw is not None and raw.strip().lower() in ("1", "true", "yes", "on", "y", "t")
+    return raw is not None and raw.strip().lower() in TRUE_WORDS
+
+
+def boolean_word(raw: str) -> bool | None:
+    """OpenStack's strict booleans (bool_from_string with strict): True or False for one of its
+    words, None for anything else (the caller's 400)."""
+    word = raw.strip().lower()
+    return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None
 
 
 def wants_detail(request: Request) -> bool:
